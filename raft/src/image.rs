@@ -1,0 +1,93 @@
+//! `MetadataImage`: the immutable picture of cluster metadata that every shard reads.
+//!
+//! The controller builds a new image after each applied batch of Raft entries and hands an
+//! `Arc<MetadataImage>` to every subscriber. Topics are `Arc`-shared between consecutive images so
+//! an image swap after a small change copies only the map of pointers, not every partition.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub type BrokerId = i32;
+/// A topic id is a UUID, kept as its 16 bytes (Kafka's wire form).
+pub type TopicId = [u8; 16];
+
+/// No leader (Kafka uses -1 on the wire).
+pub const NO_LEADER: BrokerId = -1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: BrokerId,
+    /// Kafka listener advertised to clients.
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+    /// Bumped on every registration, so a restarted broker is told apart from its old self.
+    pub incarnation: u64,
+    /// Fenced brokers are not given leadership or new replicas, and are not listed to clients.
+    pub fenced: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartitionState {
+    /// Assigned replicas; the first is the preferred leader.
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+    /// `NO_LEADER` when no ISR member is alive.
+    pub leader: BrokerId,
+    pub leader_epoch: i32,
+    /// Bumped on every change to this partition (ISR, leader, replicas); AlterPartition is checked
+    /// against it.
+    pub partition_epoch: i32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: TopicId,
+    pub partitions: Vec<PartitionState>,
+    /// Topic-level config overrides (Kafka names, e.g. `retention.ms`, `min.insync.replicas`).
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicImage {
+    pub fn config(&self, key: &str) -> Option<&str> {
+        self.configs.get(key).map(String::as_str)
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MetadataImage {
+    /// Raft log index of the last entry reflected in this image.
+    pub applied_index: u64,
+    pub cluster_id: String,
+    /// Node id of the active controller (Raft leader), if known.
+    pub controller_id: Option<BrokerId>,
+    pub brokers: BTreeMap<BrokerId, BrokerInfo>,
+    pub topics: HashMap<String, Arc<TopicImage>>,
+    pub topic_names_by_id: HashMap<TopicId, String>,
+}
+
+impl MetadataImage {
+    pub fn topic(&self, name: &str) -> Option<&TopicImage> {
+        self.topics.get(name).map(|t| t.as_ref())
+    }
+
+    pub fn topic_by_id(&self, id: &TopicId) -> Option<&TopicImage> {
+        self.topic_names_by_id.get(id).and_then(|n| self.topic(n))
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
+        let t = self.topic(topic)?;
+        usize::try_from(partition).ok().and_then(|p| t.partitions.get(p))
+    }
+
+    pub fn broker(&self, id: BrokerId) -> Option<&BrokerInfo> {
+        self.brokers.get(&id)
+    }
+
+    /// Brokers clients may talk to: registered and not fenced.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+}

@@ -1,0 +1,1 @@
+//! chronik: a Kafka-wire-compatible broker, thread-per-core on glommio.
