@@ -79,7 +79,9 @@ impl MetadataImage {
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
         let t = self.topic(topic)?;
-        usize::try_from(partition).ok().and_then(|p| t.partitions.get(p))
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.partitions.get(p))
     }
 
     pub fn broker(&self, id: BrokerId) -> Option<&BrokerInfo> {

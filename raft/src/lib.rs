@@ -1,1 +1,17 @@
+//! chronik-raft: cluster metadata replicated with openraft, published as immutable images.
+// openraft's StorageError is large and its signatures are fixed; the CreatePartitions tuple shape
+// is part of the public API the broker codes against.
+#![allow(clippy::result_large_err, clippy::type_complexity)]
+
+pub mod command;
+pub mod hub;
 pub mod image;
+pub mod log_store;
+pub mod metadata;
+pub mod placement;
+pub mod snapshot;
+pub mod state_machine;
+pub mod topic_config;
+pub mod types;
+
+pub use command::{BrokerRegistration, Command, CommandOutcome, MetaError, NewTopic, PartitionRef};

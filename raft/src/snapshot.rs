@@ -1,0 +1,97 @@
+//! State-machine snapshots on disk: one current snapshot file, replaced atomically.
+//!
+//! File = magic | version u32 | crc32 u32 | bincode(StoredSnapshot). The same bytes are what we
+//! send to a lagging follower, so installing a received snapshot is "verify, then write".
+
+use crate::metadata::MetaState;
+use crate::types::SnapshotMeta;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const MAGIC: &[u8; 8] = b"CHRSNAP1";
+const VERSION: u32 = 1;
+const FILE: &str = "current.snap";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredSnapshot {
+    pub meta: SnapshotMeta,
+    pub state: MetaState,
+}
+
+pub fn encode(s: &StoredSnapshot) -> io::Result<Vec<u8>> {
+    let payload =
+        bincode::serialize(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut out = Vec::with_capacity(payload.len() + 16);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+pub fn decode(bytes: &[u8]) -> io::Result<StoredSnapshot> {
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {why}"));
+    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        return Err(bad("bad magic"));
+    }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version != VERSION {
+        return Err(bad(&format!("unsupported version {version}")));
+    }
+    let crc = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+    let payload = &bytes[16..];
+    if crc32fast::hash(payload) != crc {
+        return Err(bad("checksum mismatch"));
+    }
+    bincode::deserialize(payload).map_err(|e| bad(&e.to_string()))
+}
+
+#[derive(Clone, Debug)]
+pub struct SnapshotFiles {
+    dir: PathBuf,
+    /// Index of the snapshot on disk. Held while writing, so a slow build of an older snapshot
+    /// never replaces a newer one installed from the leader meanwhile.
+    written: Arc<Mutex<Option<u64>>>,
+}
+
+impl SnapshotFiles {
+    pub fn new(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(SnapshotFiles {
+            dir: dir.to_path_buf(),
+            written: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The current snapshot's bytes, if any.
+    pub fn read(&self) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.dir.join(FILE)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Durably replace the current snapshot: write a temp file, fsync, rename, fsync the dir.
+    pub fn write(&self, bytes: &[u8], index: Option<u64>) -> io::Result<()> {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if written.is_some() && *written > index {
+            return Ok(());
+        }
+        let tmp = self.dir.join(format!("{FILE}.tmp"));
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(FILE))?;
+        File::open(&self.dir)?.sync_all()?;
+        *written = index;
+        Ok(())
+    }
+}
