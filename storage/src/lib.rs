@@ -1,1 +1,24 @@
+//! chronik-storage: the partition log. Segments of Kafka v2 record batches written with
+//! O_DIRECT through io_uring (glommio), sparse offset and time indexes, group-committed
+//! fdatasync, crash recovery, retention and a per-shard read cache. See README.md.
 
+pub mod batch;
+pub mod cache;
+mod checkpoint;
+pub mod config;
+mod disk_format;
+mod epoch;
+pub mod error;
+mod file;
+mod index;
+pub mod log;
+mod recovery;
+mod segment;
+pub mod testing;
+mod time_index;
+
+pub use batch::{parse_header, validate_batch, BatchError, BatchHeader, BATCH_HEADER_LEN};
+pub use cache::ReadCache;
+pub use config::{FlushPolicy, LogConfig};
+pub use error::StorageError;
+pub use log::{AppendResult, PartitionLog};

@@ -1,0 +1,275 @@
+//! One segment file, driven through io_uring by glommio: O_DIRECT (`DmaFile`) where the file
+//! system accepts it, buffered (`BufferedFile`) where it refuses O_DIRECT or a test asks.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions};
+
+use crate::error::{glommio_io, StorageError};
+
+/// All DMA writes and the tail-page rewrite use this alignment (a multiple of every
+/// logical block size we meet: 512 and 4096).
+pub(crate) const PAGE: u64 = 4096;
+
+static WARNED_BUFFERED: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn align_down(v: u64) -> u64 {
+    v & !(PAGE - 1)
+}
+pub(crate) fn align_up(v: u64) -> u64 {
+    (v + PAGE - 1) & !(PAGE - 1)
+}
+
+pub(crate) enum SegFile {
+    Dma { file: DmaFile, path: PathBuf },
+    Buffered { file: BufferedFile, path: PathBuf },
+}
+
+impl SegFile {
+    /// Opens (or creates) a segment read-write, falling back to buffered I/O when O_DIRECT is
+    /// refused (EINVAL) and saying so once per process.
+    pub async fn open(
+        path: &Path,
+        create: bool,
+        force_buffered: bool,
+    ) -> Result<SegFile, StorageError> {
+        if !force_buffered {
+            let res = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(create)
+                .dma_open(path)
+                .await;
+            match res {
+                Ok(file) => {
+                    return Ok(SegFile::Dma {
+                        file,
+                        path: path.to_path_buf(),
+                    })
+                }
+                Err(e) => {
+                    let e = glommio_io(e);
+                    if e.raw_os_error() != Some(libc::EINVAL) {
+                        return Err(StorageError::io(path, "open segment", e));
+                    }
+                    if !WARNED_BUFFERED.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            path = %path.display(),
+                            "O_DIRECT refused by the file system; partition logs fall back to buffered I/O"
+                        );
+                    }
+                }
+            }
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .buffered_open(path)
+            .await
+            .map_err(|e| StorageError::io(path, "open segment (buffered)", glommio_io(e)))?;
+        Ok(SegFile::Buffered {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            SegFile::Dma { path, .. } | SegFile::Buffered { path, .. } => path,
+        }
+    }
+
+    pub fn is_direct(&self) -> bool {
+        matches!(self, SegFile::Dma { .. })
+    }
+
+    /// Writes `buf[..]` whose first `keep` bytes are the already-written partial page at
+    /// `page_start` and whose next `new_len` bytes are new. O_DIRECT rewrites whole pages;
+    /// buffered I/O writes only the new bytes.
+    pub async fn write_pages(
+        &self,
+        page_start: u64,
+        buf: DmaBuffer,
+        keep: usize,
+        new_len: usize,
+    ) -> Result<(), StorageError> {
+        match self {
+            SegFile::Dma { file, path } => {
+                let want = buf.len();
+                let n = file
+                    .write_at(buf, page_start)
+                    .await
+                    .map_err(|e| StorageError::io(path, "write segment", glommio_io(e)))?;
+                // A short O_DIRECT write means the device ran out of room mid-way.
+                if n < keep + new_len && n < want {
+                    return Err(StorageError::io(
+                        path,
+                        "write segment",
+                        io::Error::new(
+                            io::ErrorKind::StorageFull,
+                            format!("short write: {n} of {want} bytes"),
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            SegFile::Buffered { file, path } => {
+                let mut pos = 0;
+                let data = &buf.as_bytes()[keep..keep + new_len];
+                while pos < data.len() {
+                    let n = file
+                        .write_at(data[pos..].to_vec(), page_start + (keep + pos) as u64)
+                        .await
+                        .map_err(|e| StorageError::io(path, "write segment", glommio_io(e)))?;
+                    if n == 0 {
+                        return Err(StorageError::io(
+                            path,
+                            "write segment",
+                            io::Error::new(io::ErrorKind::WriteZero, "zero-length write"),
+                        ));
+                    }
+                    pos += n;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads up to `len` bytes at `pos` (fewer at end of file). DMA reads are aligned internally.
+    pub async fn read(&self, pos: u64, len: usize) -> Result<Bytes, StorageError> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let (res, path) = match self {
+            SegFile::Dma { file, path } => (file.read_at(pos, len).await, path),
+            SegFile::Buffered { file, path } => (file.read_at(pos, len).await, path),
+        };
+        let rr = res.map_err(|e| StorageError::io(path, "read segment", glommio_io(e)))?;
+        Ok(Bytes::copy_from_slice(&rr))
+    }
+
+    pub async fn fdatasync(&self) -> Result<(), StorageError> {
+        let (res, path) = match self {
+            SegFile::Dma { file, path } => (file.fdatasync().await, path),
+            SegFile::Buffered { file, path } => (file.fdatasync().await, path),
+        };
+        res.map_err(|e| StorageError::io(path, "fdatasync segment", glommio_io(e)))
+    }
+
+    /// Reserves blocks up to `size` without changing the file size, so later writes and
+    /// fdatasyncs need no block allocation; ENOSPC surfaces here as DiskFull.
+    pub async fn pre_allocate(&self, size: u64) -> Result<(), StorageError> {
+        let (res, path) = match self {
+            SegFile::Dma { file, path } => (file.pre_allocate(size, true).await, path),
+            SegFile::Buffered { file, path } => (file.pre_allocate(size, true).await, path),
+        };
+        match res.map_err(glommio_io) {
+            Ok(()) => Ok(()),
+            // Some file systems cannot preallocate; that only costs performance.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+            Err(e) => Err(StorageError::io(path, "preallocate segment", e)),
+        }
+    }
+
+    pub async fn truncate(&self, size: u64) -> Result<(), StorageError> {
+        let (res, path) = match self {
+            SegFile::Dma { file, path } => (file.truncate(size).await, path),
+            SegFile::Buffered { file, path } => (file.truncate(size).await, path),
+        };
+        res.map_err(|e| StorageError::io(path, "truncate segment", glommio_io(e)))
+    }
+
+    pub async fn size(&self) -> Result<u64, StorageError> {
+        let (res, path) = match self {
+            SegFile::Dma { file, path } => (file.file_size().await, path),
+            SegFile::Buffered { file, path } => (file.file_size().await, path),
+        };
+        res.map_err(|e| StorageError::io(path, "stat segment", glommio_io(e)))
+    }
+}
+
+/// Writes a small file atomically: temp file, fdatasync, rename, directory sync.
+pub(crate) async fn write_small_file(
+    dir: &Path,
+    name: &str,
+    bytes: Vec<u8>,
+) -> Result<(), StorageError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let dst = dir.join(name);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&tmp)
+        .await
+        .map_err(|e| StorageError::io(&tmp, "create", glommio_io(e)))?;
+    let len = bytes.len();
+    let n = f
+        .write_at(bytes, 0)
+        .await
+        .map_err(|e| StorageError::io(&tmp, "write", glommio_io(e)))?;
+    if n != len {
+        return Err(StorageError::io(
+            &tmp,
+            "write",
+            io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write {n} of {len}"),
+            ),
+        ));
+    }
+    f.fdatasync()
+        .await
+        .map_err(|e| StorageError::io(&tmp, "fdatasync", glommio_io(e)))?;
+    f.rename(&dst)
+        .await
+        .map_err(|e| StorageError::io(&dst, "rename", glommio_io(e)))?;
+    f.close()
+        .await
+        .map_err(|e| StorageError::io(&dst, "close", glommio_io(e)))?;
+    sync_dir(dir).await
+}
+
+/// Reads a whole small file; `Ok(None)` if it does not exist.
+pub(crate) async fn read_small_file(path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
+    let f = match BufferedFile::open(path).await.map_err(glommio_io) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io(path, "open", e)),
+    };
+    let size = f
+        .file_size()
+        .await
+        .map_err(|e| StorageError::io(path, "stat", glommio_io(e)))?;
+    let rr = f
+        .read_at(0, size as usize)
+        .await
+        .map_err(|e| StorageError::io(path, "read", glommio_io(e)))?;
+    let out = rr.to_vec();
+    let _ = f.close().await;
+    Ok(Some(out))
+}
+
+/// Makes file creations, renames and removals in `dir` durable.
+pub(crate) async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    let d = glommio::io::Directory::open(dir)
+        .await
+        .map_err(|e| StorageError::io(dir, "open directory", glommio_io(e)))?;
+    d.sync()
+        .await
+        .map_err(|e| StorageError::io(dir, "sync directory", glommio_io(e)))?;
+    let _ = d.close().await;
+    Ok(())
+}
+
+pub(crate) fn remove_if_exists(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::io(path, "remove", e)),
+    }
+}
