@@ -1,0 +1,168 @@
+//! Consume mode: from the earliest offset, assigned partitions or a consumer group; stops at
+//! --duration (even with no data), at -n messages, or with --stop-at-end at the end offsets the
+//! partitions had when the run began.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::cli::Args;
+use crate::consumer::{run_consumers, ConsumeConfig, FetchLoop, Position};
+use crate::cpu::CpuTimes;
+use crate::group::GroupMember;
+use crate::metadata::{EARLIEST, LATEST};
+use crate::producer::RunControl;
+use crate::report::spawn_progress;
+use crate::report::RunReport;
+use crate::stats::Stats;
+use crate::validate::Validator;
+
+use super::produce::{measured_elapsed, start_warmup_timer, stop_on_ctrl_c};
+use super::{base_report, connect, copy_errors, maybe_delete, prepare_topic};
+
+pub async fn run(args: &Args) -> Result<RunReport> {
+    let mut report = base_report(args, "consume");
+    report.acks = String::new();
+    let cluster = connect(args).await?;
+    let info = prepare_topic(&cluster, args).await?;
+    let partitions = info.partitions.len() as i32;
+    report.partitions = partitions;
+
+    let member = match &args.consumer_group {
+        Some(group) => {
+            let m = GroupMember::join(&cluster, group, &args.topic, partitions).await.with_context(|| {
+                format!("consumer group '{group}': the group path failed (does the broker support consumer groups?)")
+            })?;
+            report.notes.push(format!(
+                "group '{}' generation {} member {} assigned partitions {:?}",
+                m.group, m.generation, m.member_id, m.partitions
+            ));
+            Some(Arc::new(m))
+        }
+        None => None,
+    };
+    let part_ids: Vec<i32> = match &member {
+        Some(m) => m.partitions.clone(),
+        None => (0..partitions).collect(),
+    };
+    let starts = cluster
+        .list_offsets(&args.topic, &part_ids, EARLIEST)
+        .await?;
+    let ends = if args.stop_at_end {
+        Some(cluster.list_offsets(&args.topic, &part_ids, LATEST).await?)
+    } else {
+        None
+    };
+    let positions: Vec<Position> = part_ids
+        .iter()
+        .map(|&p| Position {
+            partition: p,
+            offset: starts.get(&p).copied().unwrap_or(0),
+            end: ends.as_ref().and_then(|e| e.get(&p).copied()),
+        })
+        .collect();
+
+    let stats = Arc::new(Stats::new(args.warmup_duration.is_zero()));
+    let validator = args.validate.then(|| Arc::new(Validator::default()));
+    let (pmb, mb) = ConsumeConfig::sizes_for(args.message_size, positions.len());
+    let t0 = Instant::now();
+    let cpu0 = CpuTimes::now();
+    let control = Arc::new(RunControl::new(
+        t0 + args.warmup_duration + args.run_duration(),
+        args.message_count,
+    ));
+    let fetch = Arc::new(FetchLoop {
+        cluster: cluster.clone(),
+        cfg: Arc::new(ConsumeConfig {
+            topic: args.topic.clone(),
+            request_timeout: args.request_timeout(),
+            max_wait: Duration::from_millis(250),
+            partition_max_bytes: pmb,
+            max_bytes: mb,
+            end_to_end: false,
+            verbose: args.verbose,
+        }),
+        stats: stats.clone(),
+        control: control.clone(),
+        validator: validator.clone(),
+    });
+    let measure_start = start_warmup_timer(vec![stats.clone()], args.warmup_duration);
+    let progress = spawn_progress("consume", stats.clone(), args.report_interval());
+    let ctrl_c = stop_on_ctrl_c(control.clone());
+    let heartbeat = member.clone().map(|m| {
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                match m.heartbeat().await {
+                    Ok(0) => {}
+                    Ok(code) => stats
+                        .record_error(&format!("HEARTBEAT_{}", crate::client::error_name(code)), 1),
+                    Err(e) => {
+                        stats.record_error(&format!("HEARTBEAT_{}", crate::client::classify(&e)), 1)
+                    }
+                }
+            }
+        })
+    });
+    let final_positions = run_consumers(args.concurrency, fetch, positions).await?;
+    drop(progress);
+    ctrl_c.abort();
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
+    let elapsed = measured_elapsed(&measure_start);
+    let wall = t0.elapsed();
+    let cpu = CpuTimes::now().since(&cpu0);
+    let snap = stats.snapshot();
+    report.set_throughput(snap.messages, snap.bytes, elapsed);
+    report.set_latency("fetch-request", &snap.latency);
+    copy_errors(&mut report, &snap);
+    report.set_cpu(cpu, wall);
+
+    if let Some(m) = &member {
+        let offsets: Vec<(i32, i64)> = final_positions
+            .iter()
+            .map(|p| (p.partition, p.offset))
+            .collect();
+        if let Err(e) = m.commit(&offsets).await {
+            report.fail(format!("consumer group '{}': {e:#}", m.group));
+        }
+        if let Err(e) = m.leave().await {
+            report
+                .notes
+                .push(format!("consumer group '{}': {e:#}", m.group));
+        }
+    }
+    if let Some(v) = validator {
+        let summary = v.summary(None);
+        report.validation_passed = Some(summary.passed());
+        report.validation = Some(summary.describe());
+        if !summary.passed() {
+            report.fail(format!("validation failed: {}", summary.describe()));
+        }
+    }
+    if let Some(ends) = ends {
+        let behind: Vec<String> = final_positions
+            .iter()
+            .filter(|p| !p.done())
+            .map(|p| {
+                format!(
+                    "{}: at {} of {}",
+                    p.partition,
+                    p.offset,
+                    ends.get(&p.partition).copied().unwrap_or(-1)
+                )
+            })
+            .collect();
+        if !behind.is_empty() {
+            report.notes.push(format!(
+                "--stop-at-end: not all partitions reached their end ({})",
+                behind.join(", ")
+            ));
+        }
+    }
+    maybe_delete(&cluster, args, &mut report).await;
+    Ok(report)
+}

@@ -1,0 +1,106 @@
+//! The four modes. Each returns a [`RunReport`]; `passed == false` means a non-zero exit.
+
+pub mod consume;
+pub mod metadata;
+pub mod produce;
+pub mod round_trip;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{Args, Mode};
+use crate::metadata::{Cluster, CreateOutcome, TopicInfo};
+use crate::report::RunReport;
+
+pub async fn run(args: &Args) -> Result<RunReport> {
+    match args.mode {
+        Mode::Produce => produce::run(args).await,
+        Mode::Consume => consume::run(args).await,
+        Mode::RoundTrip => round_trip::run(args).await,
+        Mode::Metadata => metadata::run(args).await,
+    }
+}
+
+/// The report fields every mode fills the same way.
+pub fn base_report(args: &Args, mode: &str) -> RunReport {
+    RunReport {
+        mode: mode.to_string(),
+        bootstrap_servers: args.bootstrap_servers.clone(),
+        topic: args.topic.clone(),
+        partitions: args.partitions,
+        replication_factor: args.replication_factor,
+        message_size: args.message_size,
+        concurrency: args.concurrency,
+        acks: match args.acks.0 {
+            -1 => "all".into(),
+            n => n.to_string(),
+        },
+        compression: format!("{:?}", args.compression).to_lowercase(),
+        batch_size: args.batch_size,
+        linger_ms: args.linger_ms,
+        client_cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        passed: true,
+        ..RunReport::default()
+    }
+}
+
+pub async fn connect(args: &Args) -> Result<Arc<Cluster>> {
+    Cluster::bootstrap(args.bootstrap_list(), args.request_timeout(), args.verbose)
+        .await
+        .with_context(|| format!("cannot reach any of {}", args.bootstrap_servers))
+}
+
+/// Creates the topic when asked, then waits until every partition has a leader.
+pub async fn prepare_topic(cluster: &Cluster, args: &Args) -> Result<Arc<TopicInfo>> {
+    if args.create_topic {
+        match cluster
+            .create_topic(&args.topic, args.partitions, args.replication_factor)
+            .await?
+        {
+            CreateOutcome::Created => eprintln!(
+                "created topic '{}' ({} partitions, replication factor {})",
+                args.topic, args.partitions, args.replication_factor
+            ),
+            CreateOutcome::AlreadyExists => {
+                eprintln!("topic '{}' already exists; using it as it is", args.topic)
+            }
+        }
+    }
+    let wait = args.request_timeout().max(Duration::from_secs(30));
+    let info = cluster.wait_for_topic(&args.topic, wait).await?;
+    if args.verbose {
+        eprintln!(
+            "topic '{}': {} partitions, leaders {:?}",
+            args.topic,
+            info.partitions.len(),
+            info.partitions
+        );
+    }
+    Ok(info)
+}
+
+pub async fn maybe_delete(cluster: &Cluster, args: &Args, report: &mut RunReport) {
+    if args.delete_topic_after {
+        match cluster
+            .delete_topics(std::slice::from_ref(&args.topic))
+            .await
+        {
+            Ok(()) => eprintln!("deleted topic '{}'", args.topic),
+            Err(e) => report
+                .notes
+                .push(format!("could not delete topic '{}': {e:#}", args.topic)),
+        }
+    }
+}
+
+pub fn copy_errors(report: &mut RunReport, snap: &crate::stats::StatsSnapshot) {
+    report.errors_total += snap.error_count;
+    report.failed_messages += snap.failed;
+    for (k, v) in &snap.errors {
+        *report.errors.entry(k.clone()).or_insert(0) += v;
+    }
+}

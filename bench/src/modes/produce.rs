@@ -1,0 +1,264 @@
+//! Produce mode: load, then trust but verify — ListOffsets before and after, and a run whose
+//! partitions grew by less than it was acknowledged fails.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::cli::Args;
+use crate::consumer::{run_consumers, ConsumeConfig, FetchLoop, Position};
+use crate::cpu::CpuTimes;
+use crate::metadata::{Cluster, LATEST};
+use crate::payload::PayloadPool;
+use crate::producer::{run_producers, ProduceConfig, RunControl};
+use crate::report::{spawn_progress, RunReport};
+use crate::stats::Stats;
+use crate::validate::{AckTracker, Validator};
+
+use super::{base_report, connect, copy_errors, maybe_delete, prepare_topic};
+
+pub fn produce_config(args: &Args, partitions: i32, stamp_header: bool) -> ProduceConfig {
+    ProduceConfig {
+        topic: args.topic.clone(),
+        partitions,
+        acks: args.acks.0,
+        codec: args.compression.into(),
+        message_size: args.message_size,
+        batch_size: args.batch_size,
+        linger: Duration::from_millis(args.linger_ms),
+        request_timeout: args.request_timeout(),
+        message_timeout: args.message_timeout(),
+        key_pattern: args.key_pattern,
+        stamp_header,
+        rate_per_task: if args.rate_limit == 0 {
+            0.0
+        } else {
+            args.rate_limit as f64 / args.concurrency as f64
+        },
+        verbose: args.verbose,
+    }
+}
+
+/// Ends the warm-up after `warmup` and remembers when measuring began.
+pub fn start_warmup_timer(stats: Vec<Arc<Stats>>, warmup: Duration) -> Arc<Mutex<Instant>> {
+    let measure_start = Arc::new(Mutex::new(Instant::now() + warmup));
+    if !warmup.is_zero() {
+        let ms = measure_start.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            for s in &stats {
+                s.start_measuring();
+            }
+            if let Ok(mut m) = ms.lock() {
+                *m = Instant::now();
+            }
+        });
+    }
+    measure_start
+}
+
+pub fn measured_elapsed(measure_start: &Mutex<Instant>) -> Duration {
+    measure_start
+        .lock()
+        .map(|s| Instant::now().saturating_duration_since(*s))
+        .unwrap_or_default()
+}
+
+/// End offsets minus start offsets, summed over partitions.
+pub fn stored_between(start: &HashMap<i32, i64>, end: &HashMap<i32, i64>) -> i64 {
+    end.iter()
+        .map(|(p, e)| e - start.get(p).copied().unwrap_or(0))
+        .sum()
+}
+
+/// Fails the report if the partitions grew by less than the broker acknowledged.
+pub fn verify_stored(report: &mut RunReport, acks: i16, acknowledged: u64, stored: i64) {
+    report.stored = Some(stored);
+    if acks == 0 {
+        report.notes.push(format!(
+            "acks=0: {acknowledged} messages sent, {stored} stored"
+        ));
+        return;
+    }
+    report.acknowledged = Some(acknowledged);
+    if stored < acknowledged as i64 {
+        report.fail(format!(
+            "the broker acknowledged {acknowledged} messages but its partitions grew by only {stored}: {} acknowledged messages are not stored",
+            acknowledged as i64 - stored
+        ));
+    } else if stored > acknowledged as i64 {
+        report.notes.push(format!(
+            "{} more messages stored than acknowledged (timed-out requests that were stored anyway, retried duplicates, or other writers)",
+            stored - acknowledged as i64
+        ));
+    }
+}
+
+pub async fn run(args: &Args) -> Result<RunReport> {
+    let mut report = base_report(args, "produce");
+    let cluster = connect(args).await?;
+    let info = prepare_topic(&cluster, args).await?;
+    let partitions = info.partitions.len() as i32;
+    report.partitions = partitions;
+    let part_ids: Vec<i32> = (0..partitions).collect();
+    let start_offsets = cluster.list_offsets(&args.topic, &part_ids, LATEST).await?;
+
+    let stats = Arc::new(Stats::new(args.warmup_duration.is_zero()));
+    let tracker = args.validate.then(|| Arc::new(AckTracker::default()));
+    let cfg = Arc::new(produce_config(args, partitions, args.validate));
+    let pool = Arc::new(PayloadPool::new(args.payload_pattern, args.message_size));
+    let t0 = Instant::now();
+    let cpu0 = CpuTimes::now();
+    let control = Arc::new(RunControl::new(
+        t0 + args.warmup_duration + args.run_duration(),
+        args.message_count,
+    ));
+    let measure_start = start_warmup_timer(vec![stats.clone()], args.warmup_duration);
+    let progress = spawn_progress("produce", stats.clone(), args.report_interval());
+    let ctrl_c = stop_on_ctrl_c(control.clone());
+    let totals = run_producers(
+        args.concurrency,
+        cfg,
+        cluster.clone(),
+        stats.clone(),
+        control,
+        tracker.clone(),
+        pool,
+    )
+    .await?;
+    drop(progress);
+    ctrl_c.abort();
+    let elapsed = measured_elapsed(&measure_start);
+    let wall = t0.elapsed();
+    let cpu = CpuTimes::now().since(&cpu0);
+
+    let snap = stats.snapshot();
+    report.set_throughput(snap.messages, snap.bytes, elapsed);
+    report.set_latency("produce-batch", &snap.latency);
+    copy_errors(&mut report, &snap);
+    report.set_cpu(cpu, wall);
+    if args.verbose {
+        eprintln!(
+            "generated {} messages, {} given up",
+            totals.generated, totals.failed
+        );
+    }
+
+    let end_offsets = cluster.list_offsets(&args.topic, &part_ids, LATEST).await?;
+    let stored = stored_between(&start_offsets, &end_offsets);
+    verify_stored(&mut report, args.acks.0, snap.all_messages, stored);
+    if args.acks.0 != 0 && snap.all_messages == 0 {
+        report.fail("no message was acknowledged".into());
+    }
+
+    if let Some(tracker) = tracker {
+        let summary =
+            read_back_and_validate(&cluster, args, &start_offsets, &end_offsets, &tracker).await?;
+        report.validation_passed = Some(summary.passed());
+        report.validation = Some(summary.describe());
+        if !summary.passed() {
+            report.fail(format!("validation failed: {}", summary.describe()));
+        }
+    }
+    maybe_delete(&cluster, args, &mut report).await;
+    Ok(report)
+}
+
+/// Reads [start, end) of every partition back and checks each acknowledged message.
+pub async fn read_back_and_validate(
+    cluster: &Arc<Cluster>,
+    args: &Args,
+    start: &HashMap<i32, i64>,
+    end: &HashMap<i32, i64>,
+    tracker: &AckTracker,
+) -> Result<crate::validate::ValidationSummary> {
+    eprintln!("validating: reading back what was produced ...");
+    let validator = Arc::new(Validator::default());
+    let positions: Vec<Position> = end
+        .iter()
+        .map(|(&p, &e)| Position {
+            partition: p,
+            offset: start.get(&p).copied().unwrap_or(0),
+            end: Some(e),
+        })
+        .collect();
+    let (pmb, mb) = ConsumeConfig::sizes_for(args.message_size, positions.len());
+    let fetch = Arc::new(FetchLoop {
+        cluster: cluster.clone(),
+        cfg: Arc::new(ConsumeConfig {
+            topic: args.topic.clone(),
+            request_timeout: args.request_timeout(),
+            max_wait: Duration::from_millis(100),
+            partition_max_bytes: pmb,
+            max_bytes: mb,
+            end_to_end: false,
+            verbose: args.verbose,
+        }),
+        stats: Arc::new(Stats::new(true)),
+        // Bounded: reading back gets as long as the run itself, and at least a minute.
+        control: Arc::new(RunControl::new(
+            Instant::now() + args.run_duration().max(Duration::from_secs(60)),
+            None,
+        )),
+        validator: Some(validator.clone()),
+    });
+    let final_positions = run_consumers(args.concurrency.max(1), fetch, positions).await?;
+    let unfinished: Vec<_> = final_positions.iter().filter(|p| !p.done()).collect();
+    if !unfinished.is_empty() {
+        eprintln!("validation read-back did not reach the end of: {unfinished:?}");
+    }
+    Ok(validator.summary(Some(tracker)))
+}
+
+/// Ctrl-C ends the run early (it still verifies and reports).
+pub fn stop_on_ctrl_c(control: Arc<RunControl>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: finishing in-flight requests and reporting");
+            control.stop();
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fewer_stored_than_acknowledged_fails_the_run() {
+        let mut r = RunReport {
+            passed: true,
+            ..Default::default()
+        };
+        verify_stored(&mut r, 1, 1000, 400);
+        assert!(!r.passed);
+        assert!(r
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("600 acknowledged messages are not stored")));
+
+        let mut ok = RunReport {
+            passed: true,
+            ..Default::default()
+        };
+        verify_stored(&mut ok, -1, 1000, 1003);
+        assert!(ok.passed);
+        assert_eq!(ok.acknowledged, Some(1000));
+
+        let mut zero = RunReport {
+            passed: true,
+            ..Default::default()
+        };
+        verify_stored(&mut zero, 0, 1000, 10);
+        assert!(zero.passed && zero.acknowledged.is_none());
+    }
+
+    #[test]
+    fn stored_is_the_growth_of_end_offsets() {
+        let start: HashMap<i32, i64> = [(0, 10), (1, 0)].into_iter().collect();
+        let end: HashMap<i32, i64> = [(0, 110), (1, 50)].into_iter().collect();
+        assert_eq!(stored_between(&start, &end), 150);
+    }
+}
