@@ -7,6 +7,7 @@
 
 use crate::image::{BrokerId, MetadataImage};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// How many images a slow subscriber may have queued before older ones are dropped. Images are
 /// whole states, so skipping intermediate ones loses nothing.
@@ -19,13 +20,14 @@ pub struct ImageHub {
 struct HubInner {
     current: Arc<MetadataImage>,
     subscribers: Vec<async_channel::Sender<Arc<MetadataImage>>>,
-    waiters: Vec<(u64, async_channel::Sender<()>)>,
+    waiters: Vec<(u64, Instant, async_channel::Sender<()>)>,
     closed: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum WaitError {
     Closed,
+    Timeout,
 }
 
 impl ImageHub {
@@ -85,7 +87,10 @@ impl ImageHub {
         rx
     }
 
-    pub async fn wait_applied(&self, index: u64) -> Result<(), WaitError> {
+    /// Resolves once an image with `applied_index >= index` is published. The deadline is
+    /// enforced by `expire_waiters`, called periodically from the controller thread, because
+    /// the caller's runtime may have no timer we can use.
+    pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), WaitError> {
         let rx = {
             let mut inner = self.lock();
             if inner.current.applied_index >= index {
@@ -95,10 +100,21 @@ impl ImageHub {
                 return Err(WaitError::Closed);
             }
             let (tx, rx) = async_channel::bounded(1);
-            inner.waiters.push((index, tx));
+            inner.waiters.push((index, deadline, tx));
             rx
         };
-        rx.recv().await.map_err(|_| WaitError::Closed)
+        match rx.recv().await {
+            Ok(()) => Ok(()),
+            Err(_) if self.lock().closed => Err(WaitError::Closed),
+            Err(_) => Err(WaitError::Timeout),
+        }
+    }
+
+    /// Drop waiters past their deadline; their `wait_applied` returns `Timeout`.
+    pub fn expire_waiters(&self, now: Instant) {
+        self.lock()
+            .waiters
+            .retain(|(_, deadline, _)| *deadline > now);
     }
 
     /// Shutdown: subscribers see their channel end, waiters get `Closed`.
@@ -119,7 +135,7 @@ impl HubInner {
         // force_send drops the oldest queued image when a subscriber lags.
         self.subscribers
             .retain(|s| s.force_send(image.clone()).is_ok());
-        self.waiters.retain(|(idx, tx)| {
+        self.waiters.retain(|(idx, _, tx)| {
             if *idx <= applied {
                 let _ = tx.try_send(());
                 false

@@ -4,10 +4,14 @@
 #![allow(clippy::result_large_err, clippy::type_complexity)]
 
 pub mod command;
+pub mod controller;
+pub mod error;
 pub mod hub;
 pub mod image;
+pub mod liveness;
 pub mod log_store;
 pub mod metadata;
+pub mod network;
 pub mod placement;
 pub mod snapshot;
 pub mod state_machine;
@@ -15,3 +19,6 @@ pub mod topic_config;
 pub mod types;
 
 pub use command::{BrokerRegistration, Command, CommandOutcome, MetaError, NewTopic, PartitionRef};
+pub use controller::{
+    start, start_with, Controller, ControllerConfig, ControllerError, Submitted, Tuning,
+};

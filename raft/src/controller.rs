@@ -1,0 +1,870 @@
+//! The controller: its thread and runtime, the submit path (batching and forwarding), broker
+//! registration and heartbeats, fencing, and the handle the broker holds.
+//!
+//! Threading: openraft needs tokio, so the controller owns one thread running a current-thread
+//! tokio runtime (pinned to a core when asked). The broker's glommio shards talk to it only
+//! through async-channel (submissions, replies, images), whose futures need no tokio reactor.
+//!
+//! Submit path: `submit` queues a command; the dispatcher drains everything queued and delivers
+//! it as one batch — to the local proposer if this node leads, else in one Forward RPC to the
+//! leader. On the leader, the proposer drains its queue (local and forwarded commands alike) and
+//! proposes all of it as ONE log entry, so commands arriving together share one fsync.
+
+use crate::command::{BrokerRegistration, Command, CommandBatch, CommandOutcome, ProposedCommand};
+pub use crate::error::ControllerError;
+use crate::hub::{ImageHub, WaitError};
+use crate::image::{BrokerId, MetadataImage};
+use crate::liveness::Liveness;
+use crate::log_store::{LogStore, LogWriterHandle};
+use crate::metadata::Defaults;
+use crate::network::{
+    ForwardError, HeartbeatReply, NetworkFactory, Peers, RpcRequest, RpcResponse, RpcService,
+};
+use crate::snapshot::SnapshotFiles;
+use crate::state_machine::StateMachineStore;
+use crate::types::{NodeId, Raft};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Everything the broker configures about its controller.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// This node's id; equal to its broker id.
+    pub node_id: i32,
+    /// Where our Raft RPC listens.
+    pub raft_listen: SocketAddr,
+    /// Initial voters as (node id, "host:port"). One entry: a single-node cluster (same code).
+    pub quorum: Vec<(i32, String)>,
+    /// Raft log and snapshots live here.
+    pub data_dir: PathBuf,
+    /// This node's Kafka endpoint; the controller registers it and heartbeats for it.
+    pub broker: BrokerRegistration,
+    pub session_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub default_num_partitions: i32,
+    pub default_replication_factor: i16,
+    /// Empty: derived from the initial quorum and persisted in the data dir.
+    pub cluster_id: String,
+    pub pin_core: Option<usize>,
+}
+
+/// Knobs with sensible defaults that the broker need not set.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// Take a snapshot after this many entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot (lets slightly lagging followers catch up
+    /// without a snapshot transfer).
+    pub keep_after_snapshot: u64,
+    pub raft_heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// How long `submit` keeps retrying across leader changes, and `wait_applied` waits.
+    pub request_timeout: Duration,
+    /// Most commands in one log entry.
+    pub max_batch: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            snapshot_every: 10_000,
+            keep_after_snapshot: 1_000,
+            raft_heartbeat_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            request_timeout: Duration::from_secs(30),
+            max_batch: 4096,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    /// Log index of the entry that carried the command; `wait_applied(index)` then guarantees
+    /// this node's image reflects it.
+    pub index: u64,
+    pub outcome: CommandOutcome,
+}
+
+struct Submission {
+    cmd: Command,
+    reply: async_channel::Sender<Result<Submitted, ControllerError>>,
+    deadline: Instant,
+}
+
+/// A command waiting for the leader's proposer.
+struct Proposal {
+    cmd: Command,
+    reply: oneshot::Sender<Result<(u64, CommandOutcome), ForwardError>>,
+}
+
+/// The handle: `Send + Sync`, cheap to clone, usable from any runtime.
+#[derive(Clone)]
+pub struct Controller {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    node_id: i32,
+    hub: Arc<ImageHub>,
+    submit_tx: async_channel::Sender<Submission>,
+    /// Raft leader as known locally, -1 when unknown.
+    leader: AtomicI64,
+    shutdown_tx: async_channel::Sender<()>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    request_timeout: Duration,
+}
+
+pub fn start(cfg: ControllerConfig) -> Result<Controller, ControllerError> {
+    start_with(cfg, Tuning::default())
+}
+
+/// `start` with non-default tuning (tests and benchmarks).
+pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, ControllerError> {
+    if cfg.node_id < 0 {
+        return Err(ControllerError::Io(format!(
+            "invalid node id {}",
+            cfg.node_id
+        )));
+    }
+    let dir = cfg.data_dir.clone();
+    std::fs::create_dir_all(&dir)?;
+    let cluster_id = resolve_cluster_id(&cfg)?;
+    let mut initial = MetadataImage {
+        cluster_id,
+        ..Default::default()
+    };
+    initial.controller_id = None;
+    let hub = Arc::new(ImageHub::new(initial));
+    let defaults = Defaults {
+        num_partitions: cfg.default_num_partitions,
+        replication_factor: cfg.default_replication_factor,
+    };
+    // Load local state before returning, so the first image is the recovered one.
+    let (log_store, log_writer) = LogStore::open(&dir)?;
+    let sm = StateMachineStore::open(
+        SnapshotFiles::new(&dir.join("snapshots"))?,
+        hub.clone(),
+        defaults,
+    )?;
+    let listener = std::net::TcpListener::bind(cfg.raft_listen)?;
+    listener.set_nonblocking(true)?;
+
+    let (submit_tx, submit_rx) = async_channel::unbounded();
+    let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
+    let shared = Arc::new(Shared {
+        node_id: cfg.node_id,
+        hub: hub.clone(),
+        submit_tx,
+        leader: AtomicI64::new(-1),
+        shutdown_tx,
+        thread: Mutex::new(None),
+        request_timeout: tuning.request_timeout,
+    });
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let shared2 = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("chronik-controller-{}", cfg.node_id))
+        .spawn(move || {
+            if let Some(core) = cfg.pin_core {
+                pin_to_core(core);
+            }
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(ControllerError::Io(e.to_string())));
+                    return;
+                }
+            };
+            let parts = Parts {
+                cfg,
+                tuning,
+                log_store,
+                log_writer,
+                sm,
+                listener,
+                submit_rx,
+                shutdown_rx,
+                shared: shared2,
+            };
+            rt.block_on(run(parts, ready_tx));
+            // Dropping the runtime cancels every task (listener, connections, loops).
+        })?;
+    *lock(&shared.thread) = Some(thread);
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(Controller { shared }),
+        Ok(Err(e)) => {
+            join(&shared);
+            Err(e)
+        }
+        Err(_) => {
+            join(&shared);
+            Err(ControllerError::Shutdown)
+        }
+    }
+}
+
+struct Parts {
+    cfg: ControllerConfig,
+    tuning: Tuning,
+    log_store: LogStore,
+    log_writer: LogWriterHandle,
+    sm: StateMachineStore,
+    listener: std::net::TcpListener,
+    submit_rx: async_channel::Receiver<Submission>,
+    shutdown_rx: async_channel::Receiver<()>,
+    shared: Arc<Shared>,
+}
+
+/// State shared by the tasks on the controller thread.
+struct Node {
+    id: NodeId,
+    raft: Raft,
+    peers: Peers,
+    proposals: mpsc::UnboundedSender<Proposal>,
+    liveness: Liveness,
+    shared: Arc<Shared>,
+    tuning: Tuning,
+}
+
+async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError>>) {
+    let Parts {
+        cfg,
+        tuning,
+        log_store,
+        mut log_writer,
+        sm,
+        listener,
+        submit_rx,
+        shutdown_rx,
+        shared,
+    } = p;
+    let config = openraft::Config {
+        cluster_name: "chronik".into(),
+        heartbeat_interval: tuning.raft_heartbeat_ms,
+        election_timeout_min: tuning.election_timeout_min_ms,
+        election_timeout_max: tuning.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
+        max_in_snapshot_log_to_keep: tuning.keep_after_snapshot,
+        ..Default::default()
+    };
+    let config = match config.validate() {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            let _ = ready.send(Err(ControllerError::Raft(e.to_string())));
+            return;
+        }
+    };
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(ControllerError::Io(e.to_string())));
+            return;
+        }
+    };
+    let peers = Peers::default();
+    let id = cfg.node_id as NodeId;
+    let raft = match Raft::new(
+        id,
+        config,
+        NetworkFactory {
+            peers: peers.clone(),
+        },
+        log_store,
+        sm,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(ControllerError::Raft(e.to_string())));
+            return;
+        }
+    };
+    // Every initial voter initializes with the same membership; openraft accepts that, and
+    // refuses (harmlessly) once the log is not empty.
+    if cfg.quorum.iter().any(|(n, _)| *n == cfg.node_id) {
+        let members: BTreeMap<NodeId, BasicNode> = cfg
+            .quorum
+            .iter()
+            .map(|(n, addr)| (*n as NodeId, BasicNode { addr: addr.clone() }))
+            .collect();
+        if let Err(e) = raft.initialize(members).await {
+            tracing::debug!(error = %e, "raft initialize skipped");
+        }
+    }
+    let (prop_tx, prop_rx) = mpsc::unbounded_channel();
+    let node = Arc::new(Node {
+        id,
+        raft: raft.clone(),
+        peers,
+        proposals: prop_tx,
+        liveness: Liveness::new(Duration::from_millis(cfg.session_timeout_ms)),
+        shared: shared.clone(),
+        tuning: tuning.clone(),
+    });
+    tokio::spawn(crate::network::serve(listener, node.clone()));
+    tokio::spawn(watch_leader(node.clone()));
+    tokio::spawn(propose_loop(node.clone(), prop_rx));
+    tokio::spawn(dispatch_loop(node.clone(), submit_rx));
+    tokio::spawn(broker_loop(
+        node.clone(),
+        cfg.broker.clone(),
+        Duration::from_millis(cfg.heartbeat_interval_ms.max(10)),
+    ));
+    tokio::spawn(fence_loop(
+        node.clone(),
+        Duration::from_millis((cfg.heartbeat_interval_ms / 2).clamp(10, 500)),
+    ));
+    tokio::spawn(expire_waiters(shared.hub.clone()));
+    let _ = ready.send(Ok(()));
+
+    let _ = shutdown_rx.recv().await;
+    tracing::info!(node = id, "controller shutting down");
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    shared.hub.close();
+    shared.submit_tx.close();
+    log_writer.stop();
+}
+
+impl RpcService for Node {
+    fn handle(
+        self: Arc<Self>,
+        req: RpcRequest,
+    ) -> Pin<Box<dyn Future<Output = RpcResponse> + Send>> {
+        Box::pin(async move {
+            match req {
+                RpcRequest::AppendEntries(r) => {
+                    RpcResponse::AppendEntries(self.raft.append_entries(r).await)
+                }
+                RpcRequest::Vote(r) => RpcResponse::Vote(self.raft.vote(r).await),
+                RpcRequest::InstallSnapshot(r) => {
+                    RpcResponse::InstallSnapshot(self.raft.install_snapshot(r).await)
+                }
+                RpcRequest::Forward(cmds) => RpcResponse::Forward(self.propose_all(cmds).await),
+                RpcRequest::Heartbeat { broker } => {
+                    let accepted = self.liveness.is_leader();
+                    if accepted {
+                        self.liveness.heartbeat(broker, Instant::now());
+                    }
+                    RpcResponse::Heartbeat(HeartbeatReply { accepted })
+                }
+            }
+        })
+    }
+}
+
+impl Node {
+    fn leader(&self) -> Option<NodeId> {
+        let l = self.shared.leader.load(Ordering::Acquire);
+        (l >= 0).then_some(l as NodeId)
+    }
+
+    fn leader_addr(&self, leader: NodeId) -> Option<String> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&leader).map(|n| n.addr.clone())
+    }
+
+    /// Queue commands to this node's proposer (it must be the leader) and wait for each.
+    async fn propose_all(
+        &self,
+        cmds: Vec<Command>,
+    ) -> Vec<Result<(u64, CommandOutcome), ForwardError>> {
+        let mut rxs = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            let (tx, rx) = oneshot::channel();
+            if self.proposals.send(Proposal { cmd, reply: tx }).is_err() {
+                drop(rx);
+                rxs.push(None);
+            } else {
+                rxs.push(Some(rx));
+            }
+        }
+        let mut out = Vec::with_capacity(rxs.len());
+        for rx in rxs {
+            out.push(match rx {
+                Some(rx) => rx
+                    .await
+                    .unwrap_or_else(|_| Err(ForwardError::Failed("controller stopping".into()))),
+                None => Err(ForwardError::Failed("controller stopping".into())),
+            });
+        }
+        out
+    }
+}
+
+/// Track the Raft leader: publish it in the image, and start/stop liveness tracking.
+async fn watch_leader(node: Arc<Node>) {
+    let mut rx = node.raft.metrics();
+    let mut was_leader = false;
+    loop {
+        let (leader, is_leader) = {
+            let m = rx.borrow_and_update();
+            (m.current_leader, m.state == ServerState::Leader)
+        };
+        node.shared
+            .leader
+            .store(leader.map(|l| l as i64).unwrap_or(-1), Ordering::Release);
+        node.shared
+            .hub
+            .set_controller(leader.map(|l| l as BrokerId));
+        if is_leader && !was_leader {
+            tracing::info!(node = node.id, "became the active controller");
+            node.liveness.became_leader(Instant::now());
+        } else if !is_leader && was_leader {
+            node.liveness.lost_leadership();
+        }
+        was_leader = is_leader;
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The leader's proposer: everything queued becomes one log entry.
+async fn propose_loop(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    // A few entries in flight at once keep the pipeline full; under load, more commands wait
+    // and each entry grows, which is what amortizes the fsync.
+    let in_flight = Arc::new(Semaphore::new(4));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < node.tuning.max_batch {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (membership, normal): (Vec<Proposal>, Vec<Proposal>) =
+            batch.into_iter().partition(|p| p.cmd.is_membership());
+        for p in membership {
+            let node = node.clone();
+            tokio::spawn(async move {
+                let r = change_membership(&node.raft, &p.cmd).await;
+                let _ = p.reply.send(r);
+            });
+        }
+        if normal.is_empty() {
+            drop(permit);
+            continue;
+        }
+        let raft = node.raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (cmds, replies): (Vec<Command>, Vec<_>) =
+                normal.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+            let entry = CommandBatch {
+                version: 1,
+                commands: cmds.into_iter().map(ProposedCommand::new).collect(),
+            };
+            match raft.client_write(entry).await {
+                Ok(resp) => {
+                    let index = resp.log_id.index;
+                    let mut outcomes = resp.data.outcomes.into_iter();
+                    for reply in replies {
+                        let r = match outcomes.next() {
+                            Some(o) => Ok((index, o)),
+                            None => Err(ForwardError::Failed("missing outcome".into())),
+                        };
+                        let _ = reply.send(r);
+                    }
+                }
+                Err(e) => {
+                    let fe = forward_error(e);
+                    for reply in replies {
+                        let _ = reply.send(Err(fe.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn forward_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ForwardError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader {
+            leader: f.leader_id,
+        },
+        other => ForwardError::Failed(other.to_string()),
+    }
+}
+
+/// AddNode: join as a learner (catching up first), then promote to voter. RemoveNode: drop it.
+async fn change_membership(
+    raft: &Raft,
+    cmd: &Command,
+) -> Result<(u64, CommandOutcome), ForwardError> {
+    match cmd {
+        Command::AddNode { id, raft_addr } => {
+            raft.add_learner(
+                *id,
+                BasicNode {
+                    addr: raft_addr.clone(),
+                },
+                true,
+            )
+            .await
+            .map_err(forward_error)?;
+            let r = raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), false)
+                .await
+                .map_err(forward_error)?;
+            Ok((r.log_id.index, CommandOutcome::Done))
+        }
+        Command::RemoveNode { id } => {
+            let r = raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
+                .await
+                .map_err(forward_error)?;
+            Ok((r.log_id.index, CommandOutcome::Done))
+        }
+        _ => Err(ForwardError::Failed("not a membership command".into())),
+    }
+}
+
+/// Every node: drain local submissions and deliver them, batched, to the leader.
+async fn dispatch_loop(node: Arc<Node>, rx: async_channel::Receiver<Submission>) {
+    let in_flight = Arc::new(Semaphore::new(8));
+    while let Ok(first) = rx.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < node.tuning.max_batch {
+            match rx.try_recv() {
+                Ok(s) => batch.push(s),
+                Err(_) => break,
+            }
+        }
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            deliver(&node, batch).await;
+        });
+    }
+}
+
+/// Deliver a batch, retrying what was not committed across leader changes until each deadline.
+async fn deliver(node: &Node, mut pending: Vec<Submission>) {
+    let mut backoff = Duration::from_millis(5);
+    while !pending.is_empty() {
+        let now = Instant::now();
+        let leader = node.leader();
+        pending.retain(|s| {
+            if now >= s.deadline {
+                let e = if leader.is_none() {
+                    ControllerError::NoLeader
+                } else {
+                    ControllerError::Timeout
+                };
+                let _ = s.reply.try_send(Err(e));
+                false
+            } else {
+                true
+            }
+        });
+        if pending.is_empty() {
+            return;
+        }
+        let results: Vec<Result<(u64, CommandOutcome), ForwardError>> = match leader {
+            None => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(100));
+                continue;
+            }
+            Some(l) if l == node.id => {
+                node.propose_all(pending.iter().map(|s| s.cmd.clone()).collect())
+                    .await
+            }
+            Some(l) => {
+                let Some(addr) = node.leader_addr(l) else {
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                };
+                let req = RpcRequest::Forward(pending.iter().map(|s| s.cmd.clone()).collect());
+                let timeout = node.tuning.request_timeout;
+                match node.peers.client(&addr).call(&req, timeout).await {
+                    Ok(RpcResponse::Forward(r)) if r.len() == pending.len() => r,
+                    Ok(_) => {
+                        vec![Err(ForwardError::Failed("bad forward reply".into())); pending.len()]
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "forward to leader failed; retrying");
+                        vec![Err(ForwardError::Failed(e.to_string())); pending.len()]
+                    }
+                }
+            }
+        };
+        let mut retry = Vec::new();
+        for (s, r) in pending.into_iter().zip(results) {
+            match r {
+                Ok((index, outcome)) => {
+                    let _ = s.reply.try_send(Ok(Submitted { index, outcome }));
+                }
+                // Not committed (or unknown after a lost connection): try again, the leader may
+                // have moved. Commands are validated on apply, so a retried duplicate at worst
+                // reports e.g. TOPIC_ALREADY_EXISTS.
+                Err(e) => {
+                    tracing::debug!(error = ?e, "proposal not committed; retrying");
+                    retry.push(s);
+                }
+            }
+        }
+        pending = retry;
+        if !pending.is_empty() {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Register this node's broker once a leader exists (and again whenever it finds itself fenced
+/// or unknown), and heartbeat to the active controller every interval.
+async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duration) {
+    let mut registered_once = false;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let me = reg.id;
+    loop {
+        ticker.tick().await;
+        let Some(leader) = node.leader() else {
+            continue;
+        };
+        let image = node.shared.hub.current();
+        let needs_registration =
+            !registered_once || image.broker(me).map(|b| b.fenced).unwrap_or(true);
+        if needs_registration {
+            match submit_local(&node, Command::RegisterBroker(reg.clone())).await {
+                Ok(s) if s.outcome == CommandOutcome::Done => {
+                    registered_once = true;
+                    tracing::info!(broker = me, index = s.index, "broker registered");
+                }
+                Ok(s) => {
+                    tracing::warn!(broker = me, outcome = ?s.outcome, "broker registration refused")
+                }
+                Err(e) => {
+                    tracing::debug!(broker = me, error = %e, "broker registration failed; will retry")
+                }
+            }
+        }
+        if leader == node.id {
+            node.liveness.heartbeat(me, Instant::now());
+        } else if let Some(addr) = node.leader_addr(leader) {
+            let client = node.peers.client(&addr);
+            let _ = client
+                .call(
+                    &RpcRequest::Heartbeat { broker: me },
+                    interval.max(Duration::from_millis(200)),
+                )
+                .await;
+        }
+    }
+}
+
+/// Submit from inside the controller thread (same path as the handle's `submit`).
+async fn submit_local(node: &Node, cmd: Command) -> Result<Submitted, ControllerError> {
+    let (tx, rx) = async_channel::bounded(1);
+    let deadline = Instant::now() + node.tuning.request_timeout;
+    node.shared
+        .submit_tx
+        .send(Submission {
+            cmd,
+            reply: tx,
+            deadline,
+        })
+        .await
+        .map_err(|_| ControllerError::Shutdown)?;
+    rx.recv().await.map_err(|_| ControllerError::Shutdown)?
+}
+
+/// On the active controller: fence brokers whose heartbeats stopped for a session timeout.
+async fn fence_loop(node: Arc<Node>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let image = node.shared.hub.current();
+        for broker in node.liveness.to_fence(&image, Instant::now()) {
+            tracing::warn!(broker, "broker session expired; fencing");
+            let node = node.clone();
+            tokio::spawn(async move {
+                let r = node
+                    .propose_all(vec![Command::FenceBroker { id: broker }])
+                    .await;
+                if !matches!(r.first(), Some(Ok(_))) {
+                    node.liveness.fence_failed(broker);
+                }
+            });
+        }
+    }
+}
+
+async fn expire_waiters(hub: Arc<ImageHub>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        ticker.tick().await;
+        hub.expire_waiters(Instant::now());
+    }
+}
+
+impl Controller {
+    /// Commit a command (forwarded to the Raft leader if needed) and return its outcome and log
+    /// index. Retries across leader changes up to the request timeout.
+    pub async fn submit(&self, cmd: Command) -> Result<Submitted, ControllerError> {
+        let (tx, rx) = async_channel::bounded(1);
+        let deadline = Instant::now() + self.shared.request_timeout;
+        self.shared
+            .submit_tx
+            .send(Submission {
+                cmd,
+                reply: tx,
+                deadline,
+            })
+            .await
+            .map_err(|_| ControllerError::Shutdown)?;
+        rx.recv().await.map_err(|_| ControllerError::Shutdown)?
+    }
+
+    /// Wait until this node has applied `index` and published the image reflecting it.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), ControllerError> {
+        let deadline = Instant::now() + self.shared.request_timeout;
+        self.shared
+            .hub
+            .wait_applied(index, deadline)
+            .await
+            .map_err(|e| match e {
+                WaitError::Closed => ControllerError::Shutdown,
+                WaitError::Timeout => ControllerError::Timeout,
+            })
+    }
+
+    /// A receiver of every new image (the current one first). A lagging receiver skips to newer
+    /// images rather than queueing them all.
+    pub fn subscribe(&self) -> async_channel::Receiver<Arc<MetadataImage>> {
+        self.shared.hub.subscribe()
+    }
+
+    pub fn current_image(&self) -> Arc<MetadataImage> {
+        self.shared.hub.current()
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.shared.node_id
+    }
+
+    pub fn raft_leader(&self) -> Option<i32> {
+        let l = self.shared.leader.load(Ordering::Acquire);
+        (l >= 0).then_some(l as i32)
+    }
+
+    /// Stop heartbeats, close Raft and join the controller thread. Idempotent.
+    pub fn shutdown(&self) {
+        self.shared.shutdown_tx.close();
+        join(&self.shared);
+    }
+}
+
+fn join(shared: &Shared) {
+    let handle = lock(&shared.thread).take();
+    if let Some(h) = handle {
+        // Never join ourselves (shutdown called from a task on the controller thread).
+        if h.thread().id() != std::thread::current().id() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity(0, ..) affects only this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(core, "could not pin the controller thread");
+        }
+    }
+}
+
+/// The configured cluster id, else the persisted one, else one derived from the initial quorum
+/// (identical on every initial node) and persisted.
+fn resolve_cluster_id(cfg: &ControllerConfig) -> Result<String, ControllerError> {
+    let path = cfg.data_dir.join("cluster_id");
+    let stored = match std::fs::read_to_string(&path) {
+        Ok(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let id = if !cfg.cluster_id.is_empty() {
+        cfg.cluster_id.clone()
+    } else if let Some(s) = stored.clone() {
+        s
+    } else {
+        derive_cluster_id(&cfg.quorum)
+    };
+    if stored.as_deref() != Some(id.as_str()) {
+        let tmp = cfg.data_dir.join("cluster_id.tmp");
+        std::fs::write(&tmp, id.as_bytes())?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&cfg.data_dir)?.sync_all()?;
+    }
+    Ok(id)
+}
+
+/// 16 bytes of FNV-1a over the sorted quorum, base64url without padding (Kafka's cluster-id form).
+pub fn derive_cluster_id(quorum: &[(i32, String)]) -> String {
+    let mut q: Vec<String> = quorum.iter().map(|(i, a)| format!("{i}@{a}")).collect();
+    q.sort();
+    let text = q.join(",");
+    let fnv = |seed: u64| {
+        let mut h: u64 = 0xcbf29ce484222325 ^ seed;
+        for b in text.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        h
+    };
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&fnv(0).to_le_bytes());
+    bytes[8..].copy_from_slice(&fnv(0x9e3779b97f4a7c15).to_le_bytes());
+    base64url(&bytes)
+}
+
+fn base64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
