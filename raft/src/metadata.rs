@@ -841,3 +841,7 @@ fn unknown_partition(topic: &str, partition: i32) -> MetaError {
         format!("unknown partition {topic}-{partition}"),
     )
 }
+
+#[cfg(test)]
+#[path = "metadata_tests.rs"]
+mod tests;

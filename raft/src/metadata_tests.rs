@@ -1,0 +1,556 @@
+//! Deterministic tests of command application: no Raft, just the state machine's rules.
+
+use super::*;
+use crate::command::{
+    codes, BrokerRegistration, Command, CommandOutcome, NewTopic, PartitionRef, ProposedCommand,
+};
+use crate::image::NO_LEADER;
+use std::collections::BTreeMap;
+
+const D: Defaults = Defaults {
+    num_partitions: 1,
+    replication_factor: 1,
+};
+
+fn apply(s: &mut MetaState, cmd: Command) -> CommandOutcome {
+    s.apply(&ProposedCommand::new(cmd), D)
+}
+
+fn reg(id: BrokerId, rack: Option<&str>) -> Command {
+    Command::RegisterBroker(BrokerRegistration {
+        id,
+        host: "h".into(),
+        port: 9092,
+        rack: rack.map(String::from),
+    })
+}
+
+fn topic(name: &str, p: i32, rf: i16) -> NewTopic {
+    NewTopic {
+        name: name.into(),
+        num_partitions: p,
+        replication_factor: rf,
+        assignments: None,
+        configs: BTreeMap::new(),
+    }
+}
+
+fn create(s: &mut MetaState, t: NewTopic) -> CommandOutcome {
+    apply(
+        s,
+        Command::CreateTopics {
+            topics: vec![t],
+            validate_only: false,
+        },
+    )
+}
+
+fn cluster(n: i32) -> MetaState {
+    let mut s = MetaState::default();
+    for id in 1..=n {
+        assert_eq!(apply(&mut s, reg(id, None)), CommandOutcome::Done);
+    }
+    s
+}
+
+fn topic_error(o: &CommandOutcome) -> Option<i16> {
+    match o {
+        CommandOutcome::Topics(r) => r[0].1.as_ref().err().map(|e| e.code),
+        _ => None,
+    }
+}
+
+fn part(s: &MetaState, t: &str, p: i32) -> PartitionState {
+    s.image.partition(t, p).cloned().expect("partition")
+}
+
+#[test]
+fn every_invalid_command_returns_its_error_and_changes_nothing() {
+    let mut s = cluster(3);
+    assert!(topic_error(&create(&mut s, topic("t", 3, 3))).is_none());
+    let p0 = part(&s, "t", 0);
+    let mut bad_cfg = topic("c", 1, 1);
+    bad_cfg
+        .configs
+        .insert("retention.ms".into(), "forever".into());
+    let mut both = topic("both", 2, 1);
+    both.assignments = Some(vec![vec![1]]);
+    let mut bad_assign = topic("ba", -1, -1);
+    bad_assign.assignments = Some(vec![vec![1, 1]]);
+    let mut unknown_broker = topic("ub", -1, -1);
+    unknown_broker.assignments = Some(vec![vec![1, 42]]);
+    let topic_cases: Vec<(Command, i16)> = vec![
+        (
+            Command::CreateTopics {
+                topics: vec![topic("t", 1, 1)],
+                validate_only: false,
+            },
+            codes::TOPIC_ALREADY_EXISTS,
+        ),
+        (
+            Command::CreateTopics {
+                topics: vec![topic("bad name", 1, 1)],
+                validate_only: false,
+            },
+            codes::INVALID_TOPIC_EXCEPTION,
+        ),
+        (
+            Command::CreateTopics {
+                topics: vec![topic("..", 1, 1)],
+                validate_only: false,
+            },
+            codes::INVALID_TOPIC_EXCEPTION,
+        ),
+        (
+            Command::CreateTopics {
+                topics: vec![topic("x", 0, 1)],
+                validate_only: false,
+            },
+            codes::INVALID_PARTITIONS,
+        ),
+        (
+            Command::CreateTopics {
+                topics: vec![topic("x", -5, 1)],
+                validate_only: false,
+            },
+            codes::INVALID_PARTITIONS,
+        ),
+        (
+            Command::CreateTopics {
+                topics: vec![topic("x", 1, 4)],
+                validate_only: false,
+            },
+            codes::INVALID_REPLICATION_FACTOR,
+        ),
+        (
+            Command::CreateTopics {
+                topics: vec![topic("x", 1, 0)],
+                validate_only: false,
+            },
+            codes::INVALID_REPLICATION_FACTOR,
+        ),
+        (
+            Command::CreateTopics {
+                topics: vec![bad_cfg],
+                validate_only: false,
+            },
+            codes::INVALID_CONFIG,
+        ),
+        (
+            Command::CreateTopics {
+                topics: vec![both],
+                validate_only: false,
+            },
+            codes::INVALID_REQUEST,
+        ),
+        (
+            Command::CreateTopics {
+                topics: vec![bad_assign],
+                validate_only: false,
+            },
+            codes::INVALID_REPLICA_ASSIGNMENT,
+        ),
+        (
+            Command::CreateTopics {
+                topics: vec![unknown_broker],
+                validate_only: false,
+            },
+            codes::INVALID_REPLICA_ASSIGNMENT,
+        ),
+        (
+            Command::DeleteTopics {
+                names: vec!["nope".into()],
+            },
+            codes::UNKNOWN_TOPIC_OR_PARTITION,
+        ),
+        (
+            Command::CreatePartitions {
+                topics: vec![("t".into(), 3, None)],
+                validate_only: false,
+            },
+            codes::INVALID_PARTITIONS,
+        ),
+        (
+            Command::CreatePartitions {
+                topics: vec![("t".into(), 2, None)],
+                validate_only: false,
+            },
+            codes::INVALID_PARTITIONS,
+        ),
+        (
+            Command::CreatePartitions {
+                topics: vec![("nope".into(), 5, None)],
+                validate_only: false,
+            },
+            codes::UNKNOWN_TOPIC_OR_PARTITION,
+        ),
+        (
+            Command::CreatePartitions {
+                topics: vec![("t".into(), 4, Some(vec![vec![1, 2]]))],
+                validate_only: false,
+            },
+            codes::INVALID_REPLICA_ASSIGNMENT,
+        ),
+        (
+            Command::AlterConfigs {
+                topic: "t".into(),
+                set: BTreeMap::from([("min.insync.replicas".into(), "zero".into())]),
+                delete: vec![],
+                validate_only: false,
+            },
+            codes::INVALID_CONFIG,
+        ),
+        (
+            Command::AlterConfigs {
+                topic: "nope".into(),
+                set: BTreeMap::new(),
+                delete: vec![],
+                validate_only: false,
+            },
+            codes::UNKNOWN_TOPIC_OR_PARTITION,
+        ),
+    ];
+    for (cmd, code) in topic_cases {
+        let before = s.clone();
+        let o = apply(&mut s, cmd.clone());
+        assert_eq!(topic_error(&o), Some(code), "{cmd:?} gave {o:?}");
+        assert_eq!(s, before, "{cmd:?} changed the state");
+    }
+    let alter = |leader, le, pe, isr: Vec<BrokerId>| Command::AlterPartition {
+        topic: "t".into(),
+        partition: 0,
+        leader,
+        leader_epoch: le,
+        partition_epoch: pe,
+        new_isr: isr,
+    };
+    let l = p0.leader;
+    let other_cases: Vec<(Command, i16)> = vec![
+        (
+            alter(l, p0.leader_epoch + 1, p0.partition_epoch, vec![l]),
+            codes::FENCED_LEADER_EPOCH,
+        ),
+        (
+            alter(l, p0.leader_epoch, p0.partition_epoch + 1, vec![l]),
+            codes::INVALID_UPDATE_VERSION,
+        ),
+        (
+            alter(l, p0.leader_epoch, p0.partition_epoch, vec![p0.replicas[1]]),
+            codes::INELIGIBLE_REPLICA,
+        ),
+        (
+            alter(l, p0.leader_epoch, p0.partition_epoch, vec![l, 42]),
+            codes::INELIGIBLE_REPLICA,
+        ),
+        (
+            alter(l, p0.leader_epoch, p0.partition_epoch, vec![l, l]),
+            codes::INVALID_REQUEST,
+        ),
+        (
+            Command::AlterPartition {
+                topic: "t".into(),
+                partition: 9,
+                leader: l,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                new_isr: vec![l],
+            },
+            codes::UNKNOWN_TOPIC_OR_PARTITION,
+        ),
+        (
+            Command::FenceBroker { id: 42 },
+            codes::BROKER_ID_NOT_REGISTERED,
+        ),
+        (
+            Command::UnfenceBroker { id: 42 },
+            codes::BROKER_ID_NOT_REGISTERED,
+        ),
+        (reg(-3, None), codes::INVALID_REQUEST),
+        (
+            Command::AllocateProducerIds {
+                broker: 42,
+                count: 10,
+            },
+            codes::BROKER_ID_NOT_REGISTERED,
+        ),
+        (
+            Command::AllocateProducerIds {
+                broker: 1,
+                count: 0,
+            },
+            codes::INVALID_REQUEST,
+        ),
+        (
+            Command::ReassignPartitions {
+                topic: "t".into(),
+                partition: 0,
+                replicas: vec![],
+            },
+            codes::INVALID_REPLICA_ASSIGNMENT,
+        ),
+        (
+            Command::ReassignPartitions {
+                topic: "nope".into(),
+                partition: 0,
+                replicas: vec![1],
+            },
+            codes::UNKNOWN_TOPIC_OR_PARTITION,
+        ),
+        (
+            Command::ElectLeaders {
+                partitions: vec![PartitionRef {
+                    topic: "t".into(),
+                    partition: 0,
+                }],
+                preferred: true,
+            },
+            codes::ELECTION_NOT_NEEDED,
+        ),
+        (
+            Command::ElectLeaders {
+                partitions: vec![PartitionRef {
+                    topic: "nope".into(),
+                    partition: 0,
+                }],
+                preferred: true,
+            },
+            codes::UNKNOWN_TOPIC_OR_PARTITION,
+        ),
+        (
+            Command::AddNode {
+                id: 9,
+                raft_addr: "x:1".into(),
+            },
+            codes::INVALID_REQUEST,
+        ),
+    ];
+    for (cmd, code) in other_cases {
+        let before = s.clone();
+        let o = apply(&mut s, cmd.clone());
+        let got = match &o {
+            CommandOutcome::Partition(Err(e))
+            | CommandOutcome::ProducerIds(Err(e))
+            | CommandOutcome::Rejected(e) => Some(e.code),
+            CommandOutcome::Partitions(r) => r[0].1.as_ref().err().map(|e| e.code),
+            _ => None,
+        };
+        assert_eq!(got, Some(code), "{cmd:?} gave {o:?}");
+        assert_eq!(s, before, "{cmd:?} changed the state");
+    }
+}
+
+#[test]
+fn create_topics_is_per_topic_and_validate_only_changes_nothing() {
+    let mut s = cluster(3);
+    let o = apply(
+        &mut s,
+        Command::CreateTopics {
+            topics: vec![topic("a", 2, 2), topic("a", 1, 1), topic("b", 1, 5)],
+            validate_only: false,
+        },
+    );
+    let CommandOutcome::Topics(r) = o else {
+        panic!("outcome")
+    };
+    assert!(r[0].1.is_ok());
+    assert!(r[1].1.is_err());
+    assert_eq!(
+        r[2].1.as_ref().err().map(|e| e.code),
+        Some(codes::INVALID_REPLICATION_FACTOR)
+    );
+    assert!(s.image.topic("a").is_some() && s.image.topic("b").is_none());
+    let before = s.clone();
+    let o = apply(
+        &mut s,
+        Command::CreateTopics {
+            topics: vec![topic("v", 3, 3)],
+            validate_only: true,
+        },
+    );
+    assert!(topic_error(&o).is_none());
+    assert_eq!(s, before);
+    // -1 takes the cluster defaults.
+    create(&mut s, topic("d", -1, -1));
+    assert_eq!(s.image.topic("d").map(|t| t.partitions.len()), Some(1));
+}
+
+#[test]
+fn fencing_moves_leadership_to_a_live_isr_member_and_bumps_epochs() {
+    let mut s = cluster(3);
+    create(&mut s, topic("t", 6, 3));
+    let before = s.image.topic("t").cloned().expect("t");
+    assert_eq!(
+        apply(&mut s, Command::FenceBroker { id: 2 }),
+        CommandOutcome::Done
+    );
+    let after = s.image.topic("t").cloned().expect("t");
+    for (old, new) in before.partitions.iter().zip(&after.partitions) {
+        assert!(!new.isr.contains(&2));
+        assert!(new.isr.contains(&new.leader));
+        if old.leader == 2 {
+            let expected = old
+                .isr
+                .iter()
+                .copied()
+                .find(|b| *b != 2)
+                .expect("another ISR member");
+            assert_eq!(new.leader, expected, "first live ISR member");
+            assert_eq!(new.leader_epoch, old.leader_epoch + 1);
+        } else {
+            assert_eq!(new.leader_epoch, old.leader_epoch);
+        }
+        assert_eq!(new.partition_epoch, old.partition_epoch + 1);
+    }
+    assert!(s.image.broker(2).map(|b| b.fenced).unwrap_or(false));
+    // Fencing the last ISR member leaves it as the ISR with no leader.
+    apply(&mut s, Command::FenceBroker { id: 1 });
+    apply(&mut s, Command::FenceBroker { id: 3 });
+    for p in &s.image.topic("t").expect("t").partitions {
+        assert_eq!(p.leader, NO_LEADER);
+        assert_eq!(p.isr.len(), 1);
+    }
+    // The last ISR member returning gets its partitions back; others stay leaderless.
+    apply(&mut s, reg(3, None));
+    for p in &s.image.topic("t").expect("t").partitions {
+        if p.isr == vec![3] {
+            assert_eq!(p.leader, 3);
+        } else {
+            assert_eq!(p.leader, NO_LEADER, "no unclean election by default: {p:?}");
+        }
+    }
+    assert_eq!(
+        s.image.broker(3).map(|b| (b.fenced, b.incarnation)),
+        Some((false, 2))
+    );
+}
+
+#[test]
+fn unclean_election_only_with_the_topic_config() {
+    let mut s = cluster(2);
+    let mut t = topic("u", 1, 2);
+    t.configs
+        .insert("unclean.leader.election.enable".into(), "true".into());
+    create(&mut s, t);
+    let p = part(&s, "u", 0);
+    let follower = p.replicas[1];
+    // Shrink the ISR to the leader, then lose the leader: the out-of-sync follower may lead.
+    apply(
+        &mut s,
+        Command::AlterPartition {
+            topic: "u".into(),
+            partition: 0,
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr: vec![p.leader],
+        },
+    );
+    apply(&mut s, Command::FenceBroker { id: p.leader });
+    let q = part(&s, "u", 0);
+    assert_eq!(q.leader, follower);
+    assert_eq!(q.isr, vec![follower]);
+}
+
+#[test]
+fn alter_partition_checks_epochs_and_preferred_election_restores_the_leader() {
+    let mut s = cluster(3);
+    create(&mut s, topic("t", 1, 3));
+    let p = part(&s, "t", 0);
+    let o = apply(
+        &mut s,
+        Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr: vec![p.leader],
+        },
+    );
+    let CommandOutcome::Partition(Ok(q)) = o else {
+        panic!("{o:?}")
+    };
+    assert_eq!(q.isr, vec![p.leader]);
+    assert_eq!(q.partition_epoch, p.partition_epoch + 1);
+    // Back to full ISR, fence the preferred leader, bring it back, elect it preferred.
+    apply(
+        &mut s,
+        Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: q.leader,
+            leader_epoch: q.leader_epoch,
+            partition_epoch: q.partition_epoch,
+            new_isr: p.replicas.clone(),
+        },
+    );
+    let preferred = p.replicas[0];
+    apply(&mut s, Command::FenceBroker { id: preferred });
+    assert_ne!(part(&s, "t", 0).leader, preferred);
+    apply(&mut s, reg(preferred, None));
+    let cur = part(&s, "t", 0);
+    apply(
+        &mut s,
+        Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: cur.leader,
+            leader_epoch: cur.leader_epoch,
+            partition_epoch: cur.partition_epoch,
+            new_isr: p.replicas.clone(),
+        },
+    );
+    let o = apply(
+        &mut s,
+        Command::ElectLeaders {
+            partitions: vec![],
+            preferred: true,
+        },
+    );
+    let CommandOutcome::Partitions(r) = o else {
+        panic!("{o:?}")
+    };
+    assert!(r[0].1.is_ok(), "{r:?}");
+    assert_eq!(part(&s, "t", 0).leader, preferred);
+}
+
+#[test]
+fn producer_id_blocks_are_unique_and_partitions_can_be_added() {
+    let mut s = cluster(3);
+    let a = apply(
+        &mut s,
+        Command::AllocateProducerIds {
+            broker: 1,
+            count: 1000,
+        },
+    );
+    let b = apply(
+        &mut s,
+        Command::AllocateProducerIds {
+            broker: 2,
+            count: 1000,
+        },
+    );
+    assert_eq!(a, CommandOutcome::ProducerIds(Ok(0)));
+    assert_eq!(b, CommandOutcome::ProducerIds(Ok(1000)));
+    create(&mut s, topic("t", 2, 2));
+    let o = apply(
+        &mut s,
+        Command::CreatePartitions {
+            topics: vec![("t".into(), 5, None)],
+            validate_only: false,
+        },
+    );
+    assert!(topic_error(&o).is_none());
+    let t = s.image.topic("t").expect("t");
+    assert_eq!(t.partitions.len(), 5);
+    assert!(t.partitions.iter().all(|p| p.replicas.len() == 2));
+    let o = apply(
+        &mut s,
+        Command::DeleteTopics {
+            names: vec!["t".into()],
+        },
+    );
+    assert!(topic_error(&o).is_none());
+    assert!(s.image.topics.is_empty() && s.image.topic_names_by_id.is_empty());
+}
