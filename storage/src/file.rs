@@ -1,7 +1,10 @@
 //! One segment file, driven through io_uring by glommio: O_DIRECT (`DmaFile`) where the file
 //! system accepts it, buffered (`BufferedFile`) where it refuses O_DIRECT or a test asks.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,6 +18,34 @@ use crate::error::{glommio_io, StorageError};
 pub(crate) const PAGE: u64 = 4096;
 
 static WARNED_BUFFERED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Devices whose io_uring poll support this executor thread has already probed.
+    static PROBED_DEVICES: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
+}
+
+/// glommio decides once per device and thread whether reads may use the io_uring poll ring,
+/// by reading the first block of the first O_DIRECT file opened there. On an empty file that
+/// read succeeds at EOF whatever the device supports, and every later read then fails with
+/// EOPNOTSUPP on devices without polling (virtio disks). So before the first segment on a
+/// device is opened, open a file that has data and let glommio probe that.
+async fn probe_device_once(dir: &Path) {
+    let Ok(md) = std::fs::metadata(dir) else {
+        return;
+    };
+    let dev = md.dev();
+    if PROBED_DEVICES.with(|p| p.borrow().contains(&dev)) {
+        return;
+    }
+    let probe = dir.join(".chronik-iopoll-probe.tmp");
+    if std::fs::write(&probe, vec![0xA5u8; PAGE as usize]).is_ok() {
+        if let Ok(f) = OpenOptions::new().read(true).dma_open(&probe).await {
+            let _ = f.close().await;
+        }
+        let _ = std::fs::remove_file(&probe);
+    }
+    PROBED_DEVICES.with(|p| p.borrow_mut().insert(dev));
+}
 
 pub(crate) fn align_down(v: u64) -> u64 {
     v & !(PAGE - 1)
@@ -37,6 +68,9 @@ impl SegFile {
         force_buffered: bool,
     ) -> Result<SegFile, StorageError> {
         if !force_buffered {
+            if let Some(dir) = path.parent() {
+                probe_device_once(dir).await;
+            }
             let res = OpenOptions::new()
                 .read(true)
                 .write(true)

@@ -1,0 +1,93 @@
+#![allow(dead_code)]
+//! Helpers shared by the storage integration tests.
+
+use std::future::Future;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use chronik_storage::testing::{build_batch, build_batch_with_timestamps};
+use chronik_storage::{parse_header, FlushPolicy, LogConfig, PartitionLog, ReadCache};
+use glommio::{LocalExecutorBuilder, Placement};
+
+/// Runs `f` on a fresh glommio executor thread.
+pub fn run<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(f)
+        .expect("spawn executor")
+        .join()
+        .expect("executor thread");
+}
+
+/// A batch of `n` records whose values identify (`tag`, record index).
+pub fn batch(n: usize, tag: u32, ts: i64) -> BytesMut {
+    let vals: Vec<Vec<u8>> = (0..n)
+        .map(|i| format!("tag{tag}-rec{i}").into_bytes())
+        .collect();
+    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+        vals.iter().map(|v| (None, Some(&v[..]))).collect();
+    build_batch(&recs, ts)
+}
+
+pub fn batch_ts(timestamps: &[i64]) -> BytesMut {
+    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> = timestamps
+        .iter()
+        .map(|_| (Some(&b"k"[..]), Some(&b"v"[..])))
+        .collect();
+    build_batch_with_timestamps(&recs, timestamps)
+}
+
+pub fn cfg(buffered: bool) -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 << 10,
+        flush: FlushPolicy::Always,
+        index_interval_bytes: 1024,
+        force_buffered_io: buffered,
+        ..LogConfig::default()
+    }
+}
+
+pub async fn open(dir: &std::path::Path, cfg: LogConfig, cache_budget: usize) -> PartitionLog {
+    PartitionLog::open(dir, cfg, ReadCache::new(cache_budget))
+        .await
+        .expect("open log")
+}
+
+pub async fn open_shared(
+    dir: &std::path::Path,
+    cfg: LogConfig,
+    cache: &Rc<ReadCache>,
+) -> PartitionLog {
+    PartitionLog::open(dir, cfg, cache.clone())
+        .await
+        .expect("open log")
+}
+
+/// Reads the whole log from its start and checks batch offsets are contiguous; returns
+/// (base, last) of every batch.
+pub async fn read_all(log: &PartitionLog) -> Vec<(i64, i64, Bytes)> {
+    let mut out = Vec::new();
+    let mut next = log.log_start_offset();
+    let leo = log.log_end_offset();
+    while next < leo {
+        let batches = log.read(next, 256 << 10, leo).await.expect("read");
+        assert!(
+            !batches.is_empty(),
+            "read at {next} below LEO {leo} returned nothing"
+        );
+        for b in batches {
+            let h = parse_header(&b).expect("header");
+            if let Some(&(_, prev_last, _)) = out.last() {
+                assert_eq!(h.base_offset, prev_last + 1, "offsets must be contiguous");
+            } else {
+                assert!(h.base_offset <= next && next <= h.last_offset());
+            }
+            next = h.last_offset() + 1;
+            out.push((h.base_offset, h.last_offset(), b));
+        }
+    }
+    out
+}

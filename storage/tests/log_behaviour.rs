@@ -1,0 +1,597 @@
+//! Behaviour of one partition log: append/read, roll, indexes, retention, truncation, time
+//! lookups, the aligned tail rewrite, epochs, checkpoints, on both I/O paths.
+
+mod common;
+
+use std::rc::Rc;
+
+use chronik_storage::{
+    parse_header, validate_batch, BatchError, FlushPolicy, LogConfig, ReadCache, StorageError,
+};
+use common::*;
+
+fn both_paths(f: fn(bool)) {
+    f(false);
+    f(true);
+}
+
+#[test]
+fn append_assigns_contiguous_offsets_and_reads_back() {
+    both_paths(|buffered| {
+        run(move || async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            // Budget 0: every read goes to disk (or the write queue).
+            let log = open(dir.path(), cfg(buffered), 0).await;
+            assert_eq!(log.is_direct_io(), !buffered);
+            let mut expected = Vec::new();
+            for i in 0..200u32 {
+                let n = 1 + (i as usize % 7);
+                let r = log
+                    .append(batch(n, i, 1000 + i as i64), 1)
+                    .await
+                    .expect("append");
+                assert_eq!(r.last_offset - r.base_offset + 1, n as i64);
+                expected.push((r.base_offset, r.last_offset, i));
+            }
+            assert_eq!(log.log_end_offset(), expected.last().map_or(0, |e| e.1 + 1));
+            for &(base, last, tag) in &expected {
+                for o in [base, last, (base + last) / 2] {
+                    let got = log.read(o, 1, log.log_end_offset()).await.expect("read");
+                    assert_eq!(got.len(), 1, "first batch is returned whole");
+                    let h = validate_batch(&got[0]).expect("stored batch valid");
+                    assert_eq!((h.base_offset, h.last_offset()), (base, last));
+                    let want = format!("tag{tag}-rec0");
+                    assert!(got[0].windows(want.len()).any(|w| w == want.as_bytes()));
+                }
+            }
+            let all = read_all(&log).await;
+            assert_eq!(all.len(), expected.len());
+            // max_bytes bounds the total except for the first batch; max_offset bounds batches.
+            let some = log.read(0, 3000, i64::MAX).await.expect("read");
+            assert!(some.iter().map(|b| b.len()).sum::<usize>() <= 3000);
+            let hw_bound = log.read(0, 1 << 20, expected[5].1).await.expect("read");
+            assert_eq!(hw_bound.len(), 5);
+            let leo = log.log_end_offset();
+            assert!(log
+                .read(leo, 100, i64::MAX)
+                .await
+                .expect("read at LEO")
+                .is_empty());
+            assert!(matches!(
+                log.read(leo + 1, 100, i64::MAX).await,
+                Err(StorageError::OffsetOutOfRange { .. })
+            ));
+            log.check_consistency().await.expect("consistent");
+            log.close().await.expect("close");
+        });
+    });
+}
+
+#[test]
+fn reads_are_served_from_the_cache_when_it_has_room() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = ReadCache::new(1 << 20);
+        let log = open_shared(dir.path(), cfg(false), &cache).await;
+        for i in 0..20 {
+            log.append(batch(3, i, 0), 0).await.expect("append");
+        }
+        let (hits0, _) = cache.stats();
+        let got = log.read(0, 1 << 20, i64::MAX).await.expect("read");
+        assert_eq!(got.len(), 20);
+        assert!(cache.stats().0 >= hits0 + 20);
+        log.close().await.expect("close");
+        assert_eq!(
+            cache.used_bytes(),
+            0,
+            "closing a log releases its cache share"
+        );
+    });
+}
+
+#[test]
+fn segments_roll_by_size_and_indexes_survive_reopen() {
+    both_paths(|buffered| {
+        run(move || async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut c = cfg(buffered);
+            c.segment_bytes = 16 << 10;
+            c.index_interval_bytes = 512;
+            let log = open(dir.path(), c.clone(), 0).await;
+            for i in 0..300 {
+                log.append(batch(8, i, i as i64), 0).await.expect("append");
+            }
+            let segs = log.segment_count();
+            assert!(segs >= 3, "expected several segments, got {segs}");
+            let leo = log.log_end_offset();
+            log.check_consistency().await.expect("consistent");
+            log.close().await.expect("close");
+            let names: Vec<String> = std::fs::read_dir(dir.path())
+                .expect("ls")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(names.iter().any(|n| n == "00000000000000000000.log"));
+            assert!(names.iter().any(|n| n == "00000000000000000000.index"));
+            assert!(names.iter().any(|n| n == "00000000000000000000.timeindex"));
+
+            // Clean reopen uses the index files.
+            let log = open(dir.path(), c.clone(), 0).await;
+            assert_eq!(log.log_end_offset(), leo);
+            assert_eq!(log.segment_count(), segs);
+            assert_eq!(read_all(&log).await.len(), 300);
+            log.check_consistency()
+                .await
+                .expect("consistent after clean reopen");
+            drop(log); // crash-like: no index files for the active segment
+
+            // Missing and damaged index files are rebuilt.
+            std::fs::remove_file(dir.path().join("00000000000000000000.index")).expect("rm index");
+            let victim = names
+                .iter()
+                .filter(|n| n.ends_with(".timeindex"))
+                .nth(1)
+                .expect("a second time index")
+                .clone();
+            std::fs::write(dir.path().join(&victim), b"garbage").expect("damage");
+            let log = open(dir.path(), c, 0).await;
+            assert_eq!(log.log_end_offset(), leo);
+            log.check_consistency()
+                .await
+                .expect("consistent after rebuild");
+            log.append(batch(1, 999, 5), 0)
+                .await
+                .expect("append after reopen");
+            assert_eq!(read_all(&log).await.len(), 301);
+            log.close().await.expect("close");
+        });
+    });
+}
+
+#[test]
+fn segment_ms_rolls_old_segments() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = cfg(false);
+        c.segment_ms = Some(0);
+        let log = open(dir.path(), c, 0).await;
+        for i in 0..5 {
+            log.append(batch(1, i, 0), 0).await.expect("append");
+        }
+        assert_eq!(
+            log.segment_count(),
+            5,
+            "every write finds the active segment too old"
+        );
+        log.check_consistency().await.expect("consistent");
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn retention_deletes_whole_non_active_segments() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = cfg(false);
+        c.segment_bytes = 8 << 10;
+        c.retention_ms = None;
+        let log = open(dir.path(), c.clone(), 1 << 20).await;
+        for i in 0..200 {
+            log.append(batch(4, i, 10_000 + i as i64), 0)
+                .await
+                .expect("append");
+        }
+        let segs = log.segment_count();
+        let size = log.size_bytes();
+        assert_eq!(log.apply_retention(1_000_000).await.expect("noop"), 0);
+
+        // By size: keep at least half of the bytes.
+        c.retention_bytes = Some(size / 2);
+        log.set_config(c.clone());
+        let deleted = log.apply_retention(0).await.expect("retention by bytes");
+        assert!(deleted > 0 && deleted < segs);
+        assert!(log.size_bytes() >= size / 2);
+        let start = log.log_start_offset();
+        assert!(start > 0);
+        assert!(matches!(
+            log.read(start - 1, 100, i64::MAX).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(read_all(&log).await.first().map(|b| b.0), Some(start));
+
+        // By time: everything is old, but the active segment always stays.
+        c.retention_bytes = None;
+        c.retention_ms = Some(1);
+        log.set_config(c.clone());
+        log.apply_retention(i64::MAX / 2)
+            .await
+            .expect("retention by time");
+        assert_eq!(log.segment_count(), 1);
+        let start = log.log_start_offset();
+        log.check_consistency().await.expect("consistent");
+        log.close().await.expect("close");
+        let log = open(dir.path(), c, 0).await;
+        assert_eq!(log.log_start_offset(), start);
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn delete_records_advances_log_start_and_survives_reopen() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = cfg(false);
+        c.segment_bytes = 8 << 10;
+        let log = open(dir.path(), c.clone(), 0).await;
+        for i in 0..100 {
+            log.append(batch(5, i, 0), 0).await.expect("append");
+        }
+        let segs = log.segment_count();
+        let start = log
+            .delete_records_before(403)
+            .await
+            .expect("delete records");
+        assert_eq!(start, 403);
+        assert!(log.segment_count() < segs);
+        // The batch containing the new start is still returned whole.
+        let got = log.read(403, 1, i64::MAX).await.expect("read");
+        let h = parse_header(&got[0]).expect("header");
+        assert!(h.base_offset <= 403 && h.last_offset() >= 403);
+        assert!(log
+            .delete_records_before(log.log_end_offset() + 1)
+            .await
+            .is_err());
+        assert_eq!(log.delete_records_before(100).await.expect("no-op"), 403);
+        drop(log);
+        let log = open(dir.path(), c, 0).await;
+        assert_eq!(log.log_start_offset(), 403);
+        log.check_consistency().await.expect("consistent");
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn truncate_to_drops_the_tail_and_appends_continue() {
+    both_paths(|buffered| {
+        run(move || async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut c = cfg(buffered);
+            c.segment_bytes = 8 << 10;
+            let cache = ReadCache::new(1 << 20);
+            let log = open_shared(dir.path(), c.clone(), &cache).await;
+            for i in 0..100 {
+                let epoch = if i < 50 { 1 } else { 2 };
+                log.append(batch(3, i, i as i64), epoch)
+                    .await
+                    .expect("append");
+            }
+            assert_eq!(log.end_offset_for_epoch(1), Some((1, 150)));
+            // Mid-batch: rounds down to the batch start.
+            log.truncate_to(271).await.expect("truncate");
+            assert_eq!(log.log_end_offset(), 270);
+            assert!(log.read(270, 100, i64::MAX).await.expect("read").is_empty());
+            assert_eq!(log.latest_epoch(), Some(2));
+            // Below every epoch-2 batch: epoch 2 disappears.
+            log.truncate_to(120).await.expect("truncate");
+            assert_eq!(log.log_end_offset(), 120);
+            assert_eq!(log.latest_epoch(), Some(1));
+            assert_eq!(log.end_offset_for_epoch(3), Some((1, 120)));
+            log.set_high_watermark(1000);
+            assert_eq!(log.high_watermark(), 120);
+            let r = log
+                .append(batch(2, 500, 0), 3)
+                .await
+                .expect("append after truncate");
+            assert_eq!(r.base_offset, 120);
+            let all = read_all(&log).await;
+            assert_eq!(all.last().map(|b| b.1), Some(121));
+            log.check_consistency().await.expect("consistent");
+            drop(log);
+            let log = open_shared(dir.path(), c.clone(), &cache).await;
+            assert_eq!(log.log_end_offset(), 122);
+            assert_eq!(log.end_offset_for_epoch(1), Some((1, 120)));
+            assert_eq!(log.end_offset_for_epoch(3), Some((3, 122)));
+            // At a segment boundary and below the log start.
+            log.truncate_to(0).await.expect("truncate all");
+            assert_eq!(log.log_end_offset(), 0);
+            assert_eq!(log.segment_count(), 1);
+            log.append(batch(1, 1, 0), 4).await.expect("append");
+            log.check_consistency().await.expect("consistent");
+            log.close().await.expect("close");
+        });
+    });
+}
+
+#[test]
+fn offset_for_time_finds_the_first_record_at_or_after() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = cfg(false);
+        c.segment_bytes = 4096;
+        c.index_interval_bytes = 256;
+        let log = open(dir.path(), c.clone(), 0).await;
+        // 100 batches of 5 records: batch i has timestamps 1000 + 10*i + {0, 2, 4, 6, 8}.
+        for i in 0..100i64 {
+            let ts: Vec<i64> = (0..5).map(|j| 1000 + 10 * i + 2 * j).collect();
+            log.append(batch_ts(&ts), 0).await.expect("append");
+        }
+        for l in [&log] {
+            assert_eq!(l.offset_for_time(0).await.expect("q"), Some((0, 1000)));
+            assert_eq!(l.offset_for_time(1000).await.expect("q"), Some((0, 1000)));
+            assert_eq!(l.offset_for_time(1003).await.expect("q"), Some((2, 1004)));
+            assert_eq!(l.offset_for_time(1009).await.expect("q"), Some((5, 1010)));
+            assert_eq!(l.offset_for_time(1995).await.expect("q"), Some((498, 1996)));
+            assert_eq!(l.offset_for_time(1999).await.expect("q"), None);
+            assert_eq!(l.max_timestamp_and_offset(), (1998, 499));
+        }
+        log.close().await.expect("close");
+        let log = open(dir.path(), c, 0).await;
+        assert_eq!(
+            log.offset_for_time(1503).await.expect("q"),
+            Some((252, 1504))
+        );
+        assert_eq!(log.max_timestamp_and_offset(), (1998, 499));
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn tail_page_rewrite_keeps_earlier_bytes() {
+    both_paths(|buffered| {
+        run(move || async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = open(dir.path(), cfg(buffered), 0).await;
+            let mut expected = Vec::new();
+            // Small batches: every write rewrites the partly filled page in front of it,
+            // and several writes cross page boundaries.
+            for i in 0..120 {
+                let r = log.append(batch(1, i, 0), 0).await.expect("append");
+                let got = log.read(r.base_offset, 1, i64::MAX).await.expect("read");
+                expected.extend_from_slice(&got[0]);
+            }
+            assert!(expected.len() > 2 * 4096);
+            drop(log); // no close: the file still carries its O_DIRECT zero padding
+            let raw =
+                std::fs::read(dir.path().join("00000000000000000000.log")).expect("read file");
+            assert!(raw.len() >= expected.len());
+            assert_eq!(
+                &raw[..expected.len()],
+                &expected[..],
+                "file holds exactly the batches in order"
+            );
+            assert!(raw[expected.len()..].iter().all(|&b| b == 0));
+            let log = open(dir.path(), cfg(buffered), 0).await;
+            assert_eq!(log.log_end_offset(), 120);
+            log.check_consistency().await.expect("consistent");
+            log.close().await.expect("close");
+            let raw =
+                std::fs::read(dir.path().join("00000000000000000000.log")).expect("read file");
+            assert_eq!(raw, expected, "close trims the padding");
+        });
+    });
+}
+
+#[test]
+fn epoch_cache_follows_appends_and_persists() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), cfg(false), 0).await;
+        assert_eq!(log.latest_epoch(), None);
+        assert_eq!(log.end_offset_for_epoch(0), None);
+        for (i, epoch) in [1, 1, 3, 3, 5].into_iter().enumerate() {
+            log.append(batch(10, i as u32, 0), epoch)
+                .await
+                .expect("append");
+        }
+        assert_eq!(log.latest_epoch(), Some(5));
+        assert_eq!(log.end_offset_for_epoch(1), Some((1, 20)));
+        assert_eq!(log.end_offset_for_epoch(2), Some((1, 20)));
+        assert_eq!(log.end_offset_for_epoch(4), Some((3, 40)));
+        assert_eq!(log.end_offset_for_epoch(5), Some((5, 50)));
+        assert_eq!(log.end_offset_for_epoch(0), None);
+        let got = log.read(20, 1, i64::MAX).await.expect("read");
+        assert_eq!(parse_header(&got[0]).expect("h").partition_leader_epoch, 3);
+        log.close().await.expect("close");
+        let log = open(dir.path(), cfg(false), 0).await;
+        assert_eq!(log.end_offset_for_epoch(4), Some((3, 40)));
+        drop(log);
+        // Without the checkpoint the epochs are rebuilt from the active segment's batches.
+        std::fs::remove_file(dir.path().join("leader-epoch.checkpoint")).expect("rm");
+        let log = open(dir.path(), cfg(false), 0).await;
+        assert_eq!(log.end_offset_for_epoch(4), Some((3, 40)));
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn concurrent_always_appends_share_fdatasyncs() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Rc::new(open(dir.path(), cfg(false), 0).await);
+        let before = log.fsync_count();
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let log = log.clone();
+            tasks.push(glommio::spawn_local(async move {
+                log.append(batch(2, i, 0), 0).await.expect("append")
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await);
+        }
+        let syncs = log.fsync_count() - before;
+        assert!(syncs < 16, "64 concurrent appends took {syncs} fdatasyncs");
+        results.sort_by_key(|r| r.base_offset);
+        for w in results.windows(2) {
+            assert_eq!(w[0].last_offset + 1, w[1].base_offset);
+        }
+        let log = Rc::try_unwrap(log).ok().expect("sole owner");
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn offsets_are_assigned_in_call_order() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), cfg(false), 0).await;
+        let f1 = log.append(batch(3, 1, 0), 0);
+        let f2 = log.append(batch(3, 2, 0), 0);
+        // Polled in reverse order, still numbered in call order.
+        let r2 = f2.await.expect("append");
+        let r1 = f1.await.expect("append");
+        assert_eq!((r1.base_offset, r2.base_offset), (0, 3));
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn replicated_appends_keep_offsets_and_epochs() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let leader_dir = tempfile::tempdir().expect("tempdir");
+        let leader = open(leader_dir.path(), cfg(false), 0).await;
+        let follower = open(dir.path(), cfg(false), 0).await;
+        for i in 0..10 {
+            leader.append(batch(2, i, 0), 7).await.expect("append");
+        }
+        let batches = leader.read(0, 1 << 20, i64::MAX).await.expect("read");
+        let mut it = batches.into_iter();
+        let first = it.next().expect("batch");
+        let second = it.next().expect("batch");
+        // Out of order is refused.
+        assert!(matches!(
+            follower
+                .append_replicated(bytes::BytesMut::from(&second[..]))
+                .await,
+            Err(StorageError::NonContiguous {
+                expected: 0,
+                got: 2
+            })
+        ));
+        follower
+            .append_replicated(bytes::BytesMut::from(&first[..]))
+            .await
+            .expect("replicate");
+        follower
+            .append_replicated(bytes::BytesMut::from(&second[..]))
+            .await
+            .expect("replicate");
+        for b in it {
+            follower
+                .append_replicated(bytes::BytesMut::from(&b[..]))
+                .await
+                .expect("replicate");
+        }
+        assert_eq!(follower.log_end_offset(), 20);
+        assert_eq!(follower.end_offset_for_epoch(7), Some((7, 20)));
+        leader.close().await.expect("close");
+        follower.close().await.expect("close");
+    });
+}
+
+#[test]
+fn invalid_batches_are_refused_and_change_nothing() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), cfg(false), 0).await;
+        let mut bad = batch(3, 0, 0);
+        let n = bad.len();
+        bad[n - 1] ^= 0x55;
+        assert!(matches!(
+            log.append(bad, 0).await,
+            Err(StorageError::InvalidBatch(BatchError::CrcMismatch))
+        ));
+        let mut short = batch(3, 0, 0);
+        short.truncate(30);
+        assert!(matches!(
+            log.append(short, 0).await,
+            Err(StorageError::InvalidBatch(BatchError::TooShort))
+        ));
+        assert_eq!(log.log_end_offset(), 0);
+        log.append(batch(1, 0, 0), 0).await.expect("good append");
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn high_watermark_is_clamped_and_checkpointed() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), cfg(false), 0).await;
+        for i in 0..10 {
+            log.append(batch(1, i, 0), 0).await.expect("append");
+        }
+        log.set_high_watermark(100);
+        assert_eq!(log.high_watermark(), 10);
+        log.set_high_watermark(7);
+        log.flush().await.expect("flush");
+        drop(log);
+        let log = open(dir.path(), cfg(false), 0).await;
+        assert_eq!(log.high_watermark(), 7);
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn interval_and_bytes_policies_resolve_after_the_write() {
+    for policy in [FlushPolicy::IntervalMs(20), FlushPolicy::Bytes(2_000)] {
+        run(move || async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let c = LogConfig {
+                flush: policy,
+                ..cfg(false)
+            };
+            let log = open(dir.path(), c.clone(), 0).await;
+            for i in 0..50 {
+                log.append(batch(5, i, 0), 0).await.expect("append");
+            }
+            if let FlushPolicy::Bytes(_) = policy {
+                assert!(log.fsync_count() > 0, "size-triggered fdatasync");
+            } else {
+                // The background flusher syncs within its interval.
+                for _ in 0..500 {
+                    if log.fsync_count() > 0 {
+                        break;
+                    }
+                    glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                assert!(log.fsync_count() > 0, "interval fdatasync happened");
+            }
+            drop(log);
+            let log = open(dir.path(), c, 0).await;
+            assert_eq!(log.log_end_offset(), 250);
+            log.close().await.expect("close");
+        });
+    }
+}
+
+#[test]
+fn delete_removes_the_directory() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("topic-0");
+        let log = open(&path, cfg(false), 0).await;
+        log.append(batch(1, 0, 0), 0).await.expect("append");
+        log.delete().await.expect("delete");
+        assert!(!path.exists());
+    });
+}
+
+#[test]
+fn tmpfs_o_direct_support_is_reported() {
+    // Linux >= 6.6 accepts O_DIRECT on tmpfs, so tmpfs no longer exercises the fallback on
+    // its own; `force_buffered_io` does (see the both-paths tests). This records what we saw.
+    run(|| async {
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+            println!("no /dev/shm here; skipping");
+            return;
+        };
+        let log = open(dir.path(), cfg(false), 0).await;
+        println!("tmpfs segment uses O_DIRECT path: {}", log.is_direct_io());
+        log.append(batch(1, 0, 0), 0)
+            .await
+            .expect("append on tmpfs");
+        log.close().await.expect("close");
+    });
+}
