@@ -1,0 +1,94 @@
+//! Snapshots, log compaction and membership changes, end to end.
+
+mod common;
+
+use chronik_raft::{Command, CommandOutcome, Tuning};
+use common::*;
+
+fn small_snapshots() -> Tuning {
+    Tuning {
+        snapshot_every: 20,
+        keep_after_snapshot: 5,
+        ..Tuning::default()
+    }
+}
+
+#[test]
+fn a_node_far_behind_catches_up_from_a_snapshot_and_restarts_from_its_own() {
+    let mut c = Cluster::start_tuned(3, small_snapshots());
+    c.wait_brokers_live(3);
+    let leader = c.leader();
+    let lagger = (leader + 1) % 3;
+    c.stop(lagger);
+    let survivor = (leader + 2) % 3;
+    let mut last = 0;
+    for i in 0..120 {
+        last = create(c.node(survivor), &format!("s{i}"), 1, 1).index;
+    }
+    // The leader has snapshotted and purged the log the lagger needs: it must install a snapshot.
+    c.restart(lagger);
+    block_on(c.node(lagger).wait_applied(last)).expect("lagger catches up");
+    let img = c.node(lagger).current_image();
+    assert_eq!(
+        (0..120)
+            .filter(|i| img.topic(&format!("s{i}")).is_some())
+            .count(),
+        120
+    );
+    // Everyone restarts from snapshot + log on disk.
+    c.shutdown_all();
+    for i in 0..3 {
+        c.restart(i);
+    }
+    for (_, n) in c.running() {
+        wait_until("state recovered", || {
+            let img = n.current_image();
+            (0..120).all(|i| img.topic(&format!("s{i}")).is_some())
+        });
+    }
+    // And producer-id allocation continues without reusing a block.
+    let a = block_on(c.node(0).submit(Command::AllocateProducerIds {
+        broker: 1,
+        count: 10,
+    }))
+    .expect("alloc");
+    let b = block_on(c.node(1).submit(Command::AllocateProducerIds {
+        broker: 2,
+        count: 10,
+    }))
+    .expect("alloc");
+    match (a.outcome, b.outcome) {
+        (CommandOutcome::ProducerIds(Ok(x)), CommandOutcome::ProducerIds(Ok(y))) => {
+            assert!(x + 10 <= y || y + 10 <= x)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_node_joins_as_learner_is_promoted_and_can_be_removed() {
+    let mut c = Cluster::start(2);
+    c.wait_brokers_live(2);
+    let s = create(c.node(0), "before-join", 2, 2);
+    // A third node outside the initial quorum: it waits to be added.
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    c.quorum.push((3, addr.clone()));
+    c.dirs.push(tempfile::tempdir().expect("tempdir"));
+    let mut cfg = c.config(2);
+    cfg.quorum.pop();
+    c.nodes.push(Some(
+        chronik_raft::start_with(cfg, c.tuning.clone()).expect("start node 3"),
+    ));
+    let r = block_on(c.node(1).submit(Command::AddNode {
+        id: 3,
+        raft_addr: addr,
+    }))
+    .expect("add node");
+    assert_eq!(r.outcome, CommandOutcome::Done);
+    block_on(c.node(2).wait_applied(s.index)).expect("new node catches up");
+    assert!(c.node(2).current_image().topic("before-join").is_some());
+    c.wait_brokers_live(3);
+    let r = block_on(c.node(0).submit(Command::RemoveNode { id: 3 })).expect("remove node");
+    assert_eq!(r.outcome, CommandOutcome::Done);
+}
