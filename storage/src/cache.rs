@@ -9,12 +9,15 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+/// base offset → (last offset, batch) of one log.
+type LogBatches = BTreeMap<i64, (i64, Bytes)>;
+
 pub struct ReadCache {
     budget: Cell<usize>,
     used: Cell<usize>,
     next_log_id: Cell<u64>,
     /// log id → base offset → (last offset, batch).
-    logs: RefCell<HashMap<u64, BTreeMap<i64, (i64, Bytes)>>>,
+    logs: RefCell<HashMap<u64, LogBatches>>,
     /// Insertion order for eviction; may hold entries already removed by truncation.
     fifo: RefCell<VecDeque<(u64, i64)>>,
     hits: Cell<u64>,

@@ -48,11 +48,6 @@ impl OffsetIndex {
         }
     }
 
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     pub fn entries(&self) -> &[(u32, u32)] {
         &self.entries
     }

@@ -24,7 +24,7 @@ use crate::error::StorageError;
 use crate::file::{self, align_down, align_up, SegFile};
 use crate::index::OffsetIndex;
 use crate::recovery::{scan_segment, ScanOptions};
-use crate::segment::{index_name, log_path, time_index_name, Segment, SegmentMeta};
+use crate::segment::{index_name, log_path, time_index_name, BatchInfo, Segment, SegmentMeta};
 use crate::time_index::TimeIndex;
 
 /// Largest single write the writer issues; bigger queues are written in several.
@@ -57,6 +57,7 @@ struct Inner {
     st: RefCell<State>,
     fsyncs: Cell<u64>,
     closed: Cell<bool>,
+    truncating: Cell<bool>,
 }
 
 /// A batch with assigned offsets that is not yet written to its segment.
@@ -289,6 +290,7 @@ impl PartitionLog {
             st: RefCell::new(st),
             fsyncs: Cell::new(0),
             closed: Cell::new(false),
+            truncating: Cell::new(false),
         });
         spawn_background_flusher(Rc::downgrade(&inner));
         Ok(PartitionLog { inner })
@@ -462,11 +464,8 @@ impl PartitionLog {
         let _permit = self.inner.lock().await?;
         self.inner.closed.set(true);
         self.inner.cache.remove_log(self.inner.cache_id);
-        {
-            let mut st = self.inner.st.borrow_mut();
-            st.segments.clear();
-            st.pending.clear();
-        }
+        self.inner.st.borrow_mut().pending.clear();
+        self.inner.close_files().await;
         std::fs::remove_dir_all(&self.inner.dir)
             .map_err(|e| StorageError::io(&self.inner.dir, "remove log directory", e))
     }
@@ -676,6 +675,16 @@ impl Inner {
             return Err(StorageError::Closed);
         }
         let h = validate_batch(&batch)?;
+        if self.truncating.get() {
+            return Err(StorageError::Io {
+                path: self.dir.clone(),
+                op: "append during truncation",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "the log is being truncated; retry",
+                ),
+            });
+        }
         let mut st = self.st.borrow_mut();
         let base = st.leo;
         let epoch = match leader_epoch {
@@ -959,15 +968,13 @@ impl Inner {
         let mut pos = size;
         for it in &items {
             let len = it.bytes.len() as u64;
-            a.meta.record_batch(
-                it.base,
-                it.last,
-                it.max_ts,
-                it.offset_of_max_ts,
-                pos,
-                len,
-                interval,
-            );
+            let info = BatchInfo {
+                base: it.base,
+                last: it.last,
+                max_ts: it.max_ts,
+                offset_of_max_ts: it.offset_of_max_ts,
+            };
+            a.meta.record_batch(&info, pos, len, interval);
             pos += len;
         }
         a.tail_page = new_tail;
@@ -1232,6 +1239,15 @@ impl Inner {
     async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
         let _permit = self.lock().await?;
         self.write_pending_locked().await?;
+        // Offsets handed out while the new end is being found would be wrong: refuse appends
+        // until done (the broker only truncates a follower, which takes no produce traffic).
+        self.truncating.set(true);
+        let res = self.truncate_locked(offset).await;
+        self.truncating.set(false);
+        res
+    }
+
+    async fn truncate_locked(&self, offset: i64) -> Result<(), StorageError> {
         let (leo, log_start) = {
             let st = self.st.borrow();
             (st.leo, st.log_start)
@@ -1313,19 +1329,24 @@ impl Inner {
                 .map_or(offset, |s| s.meta.next_offset);
             st.hw = st.hw.min(st.leo);
         }
-        let mut st = self.st.borrow_mut();
-        let leo = st.leo;
-        debug_assert!(leo <= offset.max(st.log_start));
-        st.epochs.truncate_from_end(leo);
-        st.epochs_dirty = true;
-        st.state_dirty = true;
-        st.read_hint = None;
-        st.written_seq = st.next_seq;
-        st.durable_seq = st.next_seq;
-        st.unsynced_bytes = 0;
-        st.recompute_log_max();
-        self.cache.remove_from(self.cache_id, leo);
-        drop(st);
+        {
+            let mut st = self.st.borrow_mut();
+            let leo = st.leo;
+            debug_assert!(leo <= offset.max(st.log_start));
+            debug_assert!(
+                st.pending.is_empty(),
+                "appends are refused while truncating"
+            );
+            st.epochs.truncate_from_end(leo);
+            st.epochs_dirty = true;
+            st.state_dirty = true;
+            st.read_hint = None;
+            st.written_seq = st.next_seq;
+            st.durable_seq = st.next_seq;
+            st.unsynced_bytes = 0;
+            st.recompute_log_max();
+            self.cache.remove_from(self.cache_id, leo);
+        }
         self.write_checkpoints_locked(true).await
     }
 
@@ -1452,7 +1473,7 @@ impl Inner {
                 st.state_dirty || st.epochs_dirty,
             )
         };
-        if !(interval && dirty_data) && !dirty_ckpt {
+        if !(dirty_ckpt || interval && dirty_data) {
             return Ok(());
         }
         let _permit = self.lock().await?;
@@ -1514,8 +1535,18 @@ impl Inner {
         write_index_files(&self.dir, &meta).await;
         self.write_checkpoints_locked(true).await?;
         self.closed.set(true);
-        self.st.borrow_mut().segments.clear();
+        drop(file);
+        self.close_files().await;
         Ok(())
+    }
+
+    async fn close_files(&self) {
+        let segs = std::mem::take(&mut self.st.borrow_mut().segments);
+        for (_, s) in segs {
+            if let Ok(f) = Rc::try_unwrap(s.file) {
+                f.close().await;
+            }
+        }
     }
 
     async fn check_consistency(&self) -> Result<(), StorageError> {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::batch::{self, parse_header, validate_batch, BATCH_HEADER_LEN};
 use crate::error::StorageError;
 use crate::file::SegFile;
-use crate::segment::SegmentMeta;
+use crate::segment::{BatchInfo, SegmentMeta};
 
 const CHUNK: usize = 1 << 20;
 
@@ -153,15 +153,13 @@ pub(crate) async fn scan_segment(
             positions.insert(pos, h.base_offset);
         }
         let off_max = batch::offset_of_max_timestamp(bytes, &h);
-        meta.record_batch(
-            h.base_offset,
-            h.last_offset(),
-            h.max_timestamp,
-            off_max,
-            pos,
-            total,
-            opts.index_interval,
-        );
+        let info = BatchInfo {
+            base: h.base_offset,
+            last: h.last_offset(),
+            max_ts: h.max_timestamp,
+            offset_of_max_ts: off_max,
+        };
+        meta.record_batch(&info, pos, total, opts.index_interval);
         pos += total;
     };
     Ok(Scan {

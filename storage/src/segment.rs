@@ -19,6 +19,15 @@ pub(crate) fn time_index_name(base: i64) -> String {
     format!("{base:020}.timeindex")
 }
 
+/// Offsets and timestamps of one batch, as the indexes need them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchInfo {
+    pub base: i64,
+    pub last: i64,
+    pub max_ts: i64,
+    pub offset_of_max_ts: i64,
+}
+
 /// What we know about a segment's contents: sizes, offsets, indexes, max timestamp.
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentMeta {
@@ -53,16 +62,13 @@ impl SegmentMeta {
     }
 
     /// Accounts for a batch written at `pos`, adding sparse index entries as needed.
-    pub fn record_batch(
-        &mut self,
-        base: i64,
-        last: i64,
-        max_ts: i64,
-        offset_of_max_ts: i64,
-        pos: u64,
-        len: u64,
-        interval: u32,
-    ) {
+    pub fn record_batch(&mut self, b: &BatchInfo, pos: u64, len: u64, interval: u32) {
+        let BatchInfo {
+            base,
+            last,
+            max_ts,
+            offset_of_max_ts,
+        } = *b;
         debug_assert_eq!(base, self.next_offset, "offsets must be contiguous");
         debug_assert_eq!(pos, self.size, "batches must be contiguous");
         if pos > 0 && self.bytes_since_index >= interval as u64 {

@@ -5,6 +5,9 @@ use bytes::{BufMut, BytesMut};
 
 use crate::batch::{BATCH_HEADER_LEN, CRC_START};
 
+/// One record: (key, value), either may be null.
+pub type Record<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 fn put_varint(buf: &mut BytesMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     loop {
@@ -29,7 +32,7 @@ fn put_bytes(buf: &mut BytesMut, b: Option<&[u8]>) {
 
 /// A batch of `records` (key, value) with timestamps `base_timestamp + i`, base offset 0,
 /// no producer id, uncompressed.
-pub fn build_batch(records: &[(Option<&[u8]>, Option<&[u8]>)], base_timestamp: i64) -> BytesMut {
+pub fn build_batch(records: &[Record<'_>], base_timestamp: i64) -> BytesMut {
     let ts: Vec<i64> = (0..records.len() as i64)
         .map(|i| base_timestamp + i)
         .collect();
@@ -37,10 +40,7 @@ pub fn build_batch(records: &[(Option<&[u8]>, Option<&[u8]>)], base_timestamp: i
 }
 
 /// A batch whose record i has timestamp `timestamps[i]` (missing entries reuse the last one).
-pub fn build_batch_with_timestamps(
-    records: &[(Option<&[u8]>, Option<&[u8]>)],
-    timestamps: &[i64],
-) -> BytesMut {
+pub fn build_batch_with_timestamps(records: &[Record<'_>], timestamps: &[i64]) -> BytesMut {
     let base_ts = timestamps.iter().copied().min().unwrap_or(0);
     let max_ts = timestamps.iter().copied().max().unwrap_or(0);
     let size_hint: usize = records
@@ -86,7 +86,6 @@ pub fn build_batch_with_timestamps(
 /// `n` records of `value_len` bytes each (values filled with `fill`), for benchmarks.
 pub fn build_batch_of(n: usize, value_len: usize, fill: u8, base_timestamp: i64) -> BytesMut {
     let value = vec![fill; value_len];
-    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-        (0..n).map(|_| (None, Some(&value[..]))).collect();
+    let recs: Vec<Record<'_>> = (0..n).map(|_| (None, Some(&value[..]))).collect();
     build_batch(&recs, base_timestamp)
 }

@@ -27,13 +27,13 @@ pub fn batch(n: usize, tag: u32, ts: i64) -> BytesMut {
     let vals: Vec<Vec<u8>> = (0..n)
         .map(|i| format!("tag{tag}-rec{i}").into_bytes())
         .collect();
-    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+    let recs: Vec<chronik_storage::testing::Record<'_>> =
         vals.iter().map(|v| (None, Some(&v[..]))).collect();
     build_batch(&recs, ts)
 }
 
 pub fn batch_ts(timestamps: &[i64]) -> BytesMut {
-    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> = timestamps
+    let recs: Vec<chronik_storage::testing::Record<'_>> = timestamps
         .iter()
         .map(|_| (Some(&b"k"[..]), Some(&b"v"[..])))
         .collect();
