@@ -1,0 +1,296 @@
+//! End-to-end runs of chronik-bench's modes against an in-memory mock broker on loopback
+//! (tests/support/mock_broker.rs). These pin the client behaviour — routing, retries, counting
+//! only acknowledged messages, stored-vs-acknowledged verification, validation — independently of
+//! the state of the real broker. `chronik_server.rs` runs the same flows against chronik-server.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use chronik_bench::cli::Args;
+use chronik_bench::modes;
+use support::mock_broker::MockBroker;
+
+fn args(broker: &MockBroker, extra: &[&str]) -> Args {
+    let addr = broker.addr();
+    let mut v = vec![
+        "chronik-bench",
+        "-b",
+        addr.as_str(),
+        "--report-interval-secs",
+        "60",
+    ];
+    v.extend_from_slice(extra);
+    let a = Args::try_parse_from(v).expect("arguments parse");
+    a.check().expect("arguments are consistent");
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_then_consume_validates_every_message() {
+    let broker = MockBroker::start().await;
+    let produce = args(
+        &broker,
+        &[
+            "-t",
+            "v",
+            "-p",
+            "3",
+            "--create-topic",
+            "-n",
+            "5000",
+            "-c",
+            "4",
+            "-s",
+            "200",
+            "--validate",
+            "--linger-ms",
+            "1",
+        ],
+    );
+    let r = modes::run(&produce).await.expect("produce runs");
+    assert!(r.passed, "{}", r.text_summary());
+    assert_eq!(r.messages, 5000);
+    assert_eq!(r.acknowledged, Some(5000));
+    assert_eq!(r.stored, Some(5000));
+    assert_eq!(r.validation_passed, Some(true), "{}", r.text_summary());
+    assert_eq!(broker.stored("v"), 5000);
+    assert!(r.latency_count > 0);
+
+    let consume = args(
+        &broker,
+        &[
+            "-t",
+            "v",
+            "-m",
+            "consume",
+            "--stop-at-end",
+            "-d",
+            "20s",
+            "-c",
+            "2",
+            "--validate",
+        ],
+    );
+    let c = modes::run(&consume).await.expect("consume runs");
+    assert!(c.passed, "{}", c.text_summary());
+    assert_eq!(c.messages, 5000);
+    assert_eq!(c.bytes, 5000 * 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_codec_produces_and_validates() {
+    let broker = MockBroker::start().await;
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("c-{codec}");
+        let a = args(
+            &broker,
+            &[
+                "-t",
+                &topic,
+                "--create-topic",
+                "-n",
+                "500",
+                "-c",
+                "2",
+                "--compression",
+                codec,
+                "--validate",
+                "--payload-pattern",
+                "text",
+            ],
+        );
+        let r = modes::run(&a).await.expect("runs");
+        assert!(r.passed, "{codec}: {}", r.text_summary());
+        assert_eq!(r.stored, Some(500), "{codec}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_acknowledges_without_storing_fails_the_run() {
+    let broker = MockBroker::start().await;
+    broker.create("lie", 2);
+    broker.faults.lie.store(true, Ordering::SeqCst);
+    let r = modes::run(&args(&broker, &["-t", "lie", "-n", "1000"]))
+        .await
+        .expect("runs");
+    assert!(!r.passed);
+    let why = r.failure.clone().unwrap_or_default();
+    assert!(
+        why.contains("acknowledged 1000") && why.contains("not stored"),
+        "{why}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_without_a_base_offset_is_an_error() {
+    let broker = MockBroker::start().await;
+    broker.create("nooff", 1);
+    broker.faults.no_offset.store(true, Ordering::SeqCst);
+    let r = modes::run(&args(&broker, &["-t", "nooff", "-n", "100"]))
+        .await
+        .expect("runs");
+    assert_eq!(r.messages, 0);
+    assert!(
+        r.errors.contains_key("CLIENT_NO_BASE_OFFSET(-1)"),
+        "{:?}",
+        r.errors
+    );
+    assert!(!r.passed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_leader_errors_are_retried_and_counted() {
+    let broker = MockBroker::start().await;
+    broker.create("nl", 3);
+    broker.faults.not_leader.store(5, Ordering::SeqCst);
+    let r = modes::run(&args(
+        &broker,
+        &[
+            "-t",
+            "nl",
+            "-n",
+            "3000",
+            "-c",
+            "3",
+            "--validate",
+            "-s",
+            "64",
+        ],
+    ))
+    .await
+    .expect("runs");
+    assert!(r.passed, "{}", r.text_summary());
+    assert_eq!(r.messages, 3000);
+    assert_eq!(r.errors.get("NOT_LEADER_OR_FOLLOWER(6)"), Some(&5));
+    assert_eq!(r.validation_passed, Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_measures_end_to_end_latency() {
+    let broker = MockBroker::start().await;
+    let r = modes::run(&args(
+        &broker,
+        &[
+            "-t",
+            "rt",
+            "-m",
+            "round-trip",
+            "--create-topic",
+            "-p",
+            "2",
+            "-n",
+            "2000",
+            "-c",
+            "2",
+            "--validate",
+            "--rate-limit",
+            "20000",
+        ],
+    ))
+    .await
+    .expect("runs");
+    assert!(r.passed, "{}", r.text_summary());
+    assert_eq!(r.messages, 2000);
+    assert_eq!(r.latency_kind, "end-to-end");
+    assert_eq!(r.latency_count, 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_stops_at_the_duration_when_no_data_arrives() {
+    let broker = MockBroker::start().await;
+    broker.create("empty", 2);
+    let start = Instant::now();
+    let r = modes::run(&args(
+        &broker,
+        &["-t", "empty", "-m", "consume", "-d", "700ms"],
+    ))
+    .await
+    .expect("runs");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(r.messages, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_and_duration_bound_the_run() {
+    let broker = MockBroker::start().await;
+    broker.create("rl", 1);
+    let start = Instant::now();
+    let r = modes::run(&args(
+        &broker,
+        &["-t", "rl", "-d", "1s", "--rate-limit", "2000", "-c", "2"],
+    ))
+    .await
+    .expect("runs");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(r.passed, "{}", r.text_summary());
+    assert!(
+        (1500..=2600).contains(&r.messages),
+        "{} messages at 2000/s for 1s",
+        r.messages
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_mode_creates_topics_and_waits_until_visible() {
+    let broker = MockBroker::start().await;
+    let r = modes::run(&args(
+        &broker,
+        &[
+            "-t",
+            "meta",
+            "-m",
+            "metadata",
+            "-n",
+            "30",
+            "-c",
+            "4",
+            "-p",
+            "2",
+            "--delete-topic-after",
+        ],
+    ))
+    .await
+    .expect("runs");
+    assert!(r.passed, "{}", r.text_summary());
+    assert_eq!(r.messages, 30);
+    assert_eq!(r.latency_kind, "topic-visible");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_zero_counts_sent_and_still_checks_storage() {
+    let broker = MockBroker::start().await;
+    broker.create("a0", 1);
+    let r = modes::run(&args(&broker, &["-t", "a0", "-n", "1000", "--acks", "0"]))
+        .await
+        .expect("runs");
+    assert!(r.passed, "{}", r.text_summary());
+    assert_eq!(r.acknowledged, None);
+    assert_eq!(r.messages, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_bootstrap_server_is_a_clear_error() {
+    let a = Args::try_parse_from([
+        "chronik-bench",
+        "-b",
+        "127.0.0.1:1",
+        "-n",
+        "1",
+        "--request-timeout-ms",
+        "500",
+    ])
+    .expect("parses");
+    let err = modes::run(&a).await.err().expect("fails");
+    assert!(
+        format!("{err:#}").contains("cannot reach any of 127.0.0.1:1"),
+        "{err:#}"
+    );
+}
