@@ -1,1 +1,13 @@
 //! chronik: a Kafka-wire-compatible broker, thread-per-core on glommio.
+//!
+//! `server` starts the controller (metadata Raft, crate `chronik-raft`) and one shard per core;
+//! each shard serves connections (`net`), answers Kafka APIs (`kafka`), and owns partitions
+//! (`partition`, on top of crate `chronik-storage`).
+
+pub mod admin;
+pub mod config;
+pub mod kafka;
+pub mod net;
+pub mod partition;
+pub mod server;
+pub mod shard;

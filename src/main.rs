@@ -1,1 +1,68 @@
-fn main() {}
+use chronik::config::{BrokerConfig, Cli, ClusterCommand, Command};
+use chronik::server::Broker;
+use clap::Parser;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    if let Some(Command::Cluster(cmd)) = &cli.command {
+        let code = match cmd {
+            ClusterCommand::Status { bootstrap } => chronik::admin::cluster_status(bootstrap),
+        };
+        std::process::exit(code);
+    }
+    let cfg = match BrokerConfig::resolve(&cli.server) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chronik-server: {e}");
+            std::process::exit(2);
+        }
+    };
+    // Block the stop signals in every thread (threads inherit the mask) and wait for them here.
+    let signals = block_stop_signals();
+    tracing::info!(
+        node_id = cfg.node_id,
+        listen = %cfg.listen,
+        data_dir = %cfg.data_dir.display(),
+        shards = cfg.cores,
+        "starting chronik-server"
+    );
+    let broker = match Broker::start(cfg) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let sig = wait_for_signal(&signals);
+    tracing::info!(signal = sig, "shutting down");
+    broker.stop();
+    tracing::info!("stopped");
+}
+
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-mask calls on a locally owned sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: sigwait on a valid, initialised set.
+    unsafe {
+        libc::sigwait(set, &mut sig);
+    }
+    sig
+}

@@ -1,0 +1,116 @@
+//! `chronik-server cluster …`: admin commands that talk to a running broker over the Kafka
+//! protocol (blocking std sockets: this is a CLI, not shard code).
+
+use bytes::{Buf, BufMut, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    RequestHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
+    s: &mut TcpStream,
+    key: ApiKey,
+    version: i16,
+    corr: i32,
+    req: &Req,
+) -> Result<Resp, String> {
+    let mut hdr = RequestHeader::default();
+    hdr.request_api_key = key as i16;
+    hdr.request_api_version = version;
+    hdr.correlation_id = corr;
+    hdr.client_id = Some(StrBytes::from_static_str("chronik-admin"));
+    let mut body = BytesMut::new();
+    hdr.encode(&mut body, Req::header_version(version))
+        .map_err(|e| e.to_string())?;
+    req.encode(&mut body, version).map_err(|e| e.to_string())?;
+    let mut frame = BytesMut::with_capacity(body.len() + 4);
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    s.write_all(&frame).map_err(|e| e.to_string())?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let n = i32::from_be_bytes(len);
+    if !(4..=(64 << 20)).contains(&n) {
+        return Err(format!("bad response size {n}"));
+    }
+    let mut buf = vec![0u8; n as usize];
+    s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    let mut b = bytes::Bytes::from(buf);
+    let _corr = b.get_i32();
+    if key.response_header_version(version) >= 1 {
+        // tagged fields of the response header (none expected)
+        let _ = b.get_u8();
+    }
+    Resp::decode(&mut b, version).map_err(|e| e.to_string())
+}
+
+pub fn cluster_status(bootstrap: &str) -> i32 {
+    match status(bootstrap) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("cluster status: {bootstrap}: {e}");
+            1
+        }
+    }
+}
+
+fn status(bootstrap: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect(bootstrap).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let cluster: DescribeClusterResponse = call(
+        &mut s,
+        ApiKey::DescribeCluster,
+        0,
+        1,
+        &DescribeClusterRequest::default(),
+    )?;
+    let mut mreq = MetadataRequest::default();
+    mreq.topics = None;
+    let meta: MetadataResponse = call(&mut s, ApiKey::Metadata, 9, 2, &mreq)?;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "cluster {}  controller {}\n\nbrokers:\n",
+        cluster.cluster_id.as_str(),
+        cluster.controller_id.0
+    ));
+    for b in &cluster.brokers {
+        out.push_str(&format!(
+            "  {:>4}  {}:{}  {}\n",
+            b.broker_id.0,
+            b.host.as_str(),
+            b.port,
+            if b.is_fenced { "FENCED" } else { "alive" }
+        ));
+    }
+    out.push_str("\ntopics:\n");
+    let mut topics: Vec<_> = meta.topics.iter().collect();
+    topics.sort_by_key(|t| t.name.as_ref().map(|n| n.0.to_string()));
+    for t in topics {
+        let name = t.name.as_ref().map_or("?".to_string(), |n| n.0.to_string());
+        out.push_str(&format!("  {name}\n"));
+        for p in &t.partitions {
+            let under = p.isr_nodes.len() < p.replica_nodes.len();
+            let ids = |v: &Vec<kafka_protocol::messages::BrokerId>| {
+                v.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",")
+            };
+            out.push_str(&format!(
+                "    p{:<4} leader {:>3}  epoch {:>3}  replicas [{}]  isr [{}]{}\n",
+                p.partition_index,
+                p.leader_id.0,
+                p.leader_epoch,
+                ids(&p.replica_nodes),
+                ids(&p.isr_nodes),
+                if under { "  UNDER-REPLICATED" } else { "" }
+            ));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,466 @@
+//! Broker configuration: CLI flags (clap), a TOML file with the same names, and `CHRONIK_*`
+//! environment overrides. Precedence: CLI flag > environment > TOML file > built-in default.
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "chronik-server", version, about = "chronik: a Kafka-compatible broker")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Cluster administration (talks to a running broker over the Kafka protocol).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ClusterCommand {
+    /// Print brokers, the controller and per-partition leader/ISR.
+    Status {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
+}
+
+/// Every option can also be given in the TOML file (same name, with `-` or `_`) and as
+/// `CHRONIK_<NAME>` in the environment.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServerArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "CHRONIK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This broker's id (also its controller node id). [default: 1]
+    #[arg(long, env = "CHRONIK_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Kafka listener. [default: 127.0.0.1:9092]
+    #[arg(long, env = "CHRONIK_LISTEN")]
+    pub listen: Option<String>,
+    /// Address advertised to clients. [default: the listen address]
+    #[arg(long, env = "CHRONIK_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Data directory. [default: ./data]
+    #[arg(long, env = "CHRONIK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Number of shard cores. [default: all cores but the controller's, at least 1]
+    #[arg(long, env = "CHRONIK_CORES")]
+    pub cores: Option<usize>,
+    /// Pin shard and controller threads to cores (bare metal). [default: on]
+    #[arg(long, overrides_with = "no_pin")]
+    pub pin: bool,
+    /// Do not pin threads (several nodes on one machine, tests).
+    #[arg(long, overrides_with = "pin")]
+    pub no_pin: bool,
+    /// Controller (Raft) listener. [default: listen port + 1000]
+    #[arg(long, env = "CHRONIK_CONTROLLER_LISTEN")]
+    pub controller_listen: Option<String>,
+    /// Controller voters: `ID@HOST:PORT,…`. [default: this node alone]
+    #[arg(long, env = "CHRONIK_CONTROLLER_QUORUM")]
+    pub controller_quorum: Option<String>,
+    /// Rack of this broker, for rack-aware placement.
+    #[arg(long, env = "CHRONIK_RACK")]
+    pub rack: Option<String>,
+    /// Create topics on Metadata/Produce for unknown names. [default: true]
+    #[arg(long, env = "CHRONIK_AUTO_CREATE_TOPICS_ENABLE")]
+    pub auto_create_topics_enable: Option<bool>,
+    /// Partitions of auto-created topics. [default: 1]
+    #[arg(long, env = "CHRONIK_NUM_PARTITIONS")]
+    pub num_partitions: Option<i32>,
+    /// Replication factor of auto-created topics. [default: 1]
+    #[arg(long, env = "CHRONIK_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<i16>,
+    /// Largest record batch accepted, bytes. [default: 1048588]
+    #[arg(long, env = "CHRONIK_MESSAGE_MAX_BYTES")]
+    pub message_max_bytes: Option<usize>,
+    /// Largest request frame accepted, bytes; bigger frames close the connection. [default: 104857600]
+    #[arg(long, env = "CHRONIK_SOCKET_REQUEST_MAX_BYTES")]
+    pub socket_request_max_bytes: Option<usize>,
+    /// Most client connections per shard. [default: 10000]
+    #[arg(long, env = "CHRONIK_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Request bytes in flight per connection before reading pauses. [default: 67108864]
+    #[arg(long, env = "CHRONIK_MAX_INFLIGHT_BYTES")]
+    pub max_inflight_bytes: Option<usize>,
+    /// Log flush policy: `always` (fdatasync before acks), or an interval in ms. [default: 1000]
+    #[arg(long, env = "CHRONIK_LOG_FLUSH")]
+    pub log_flush: Option<String>,
+    /// Segment size, bytes. [default: 1073741824]
+    #[arg(long, env = "CHRONIK_LOG_SEGMENT_BYTES")]
+    pub log_segment_bytes: Option<u64>,
+    /// Retention, ms (-1 = forever). [default: 604800000]
+    #[arg(long, env = "CHRONIK_LOG_RETENTION_MS")]
+    pub log_retention_ms: Option<i64>,
+    /// Read cache per shard, bytes. [default: 268435456]
+    #[arg(long, env = "CHRONIK_READ_CACHE_BYTES")]
+    pub read_cache_bytes: Option<usize>,
+    /// min.insync.replicas default for topics. [default: 1]
+    #[arg(long, env = "CHRONIK_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<i32>,
+    /// Controller fences a broker silent this long, ms. [default: 9000]
+    #[arg(long, env = "CHRONIK_BROKER_SESSION_TIMEOUT_MS")]
+    pub broker_session_timeout_ms: Option<u64>,
+    /// Broker heartbeat interval to the controller, ms. [default: 1000]
+    #[arg(long, env = "CHRONIK_BROKER_HEARTBEAT_INTERVAL_MS")]
+    pub broker_heartbeat_interval_ms: Option<u64>,
+    /// A follower this far behind (ms) leaves the ISR. [default: 30000]
+    #[arg(long, env = "CHRONIK_REPLICA_LAG_TIME_MAX_MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
+}
+
+/// The same options as read from a TOML file. Unknown keys are an error, so typos are caught.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    #[serde(alias = "node_id")]
+    node_id: Option<i32>,
+    listen: Option<String>,
+    advertise: Option<String>,
+    #[serde(alias = "data_dir")]
+    data_dir: Option<PathBuf>,
+    cores: Option<usize>,
+    pin: Option<bool>,
+    #[serde(alias = "controller_listen")]
+    controller_listen: Option<String>,
+    #[serde(alias = "controller_quorum")]
+    controller_quorum: Option<String>,
+    rack: Option<String>,
+    #[serde(alias = "auto_create_topics_enable", alias = "auto.create.topics.enable")]
+    auto_create_topics_enable: Option<bool>,
+    #[serde(alias = "num_partitions", alias = "num.partitions")]
+    num_partitions: Option<i32>,
+    #[serde(
+        alias = "default_replication_factor",
+        alias = "default.replication.factor"
+    )]
+    default_replication_factor: Option<i16>,
+    #[serde(alias = "message_max_bytes", alias = "message.max.bytes")]
+    message_max_bytes: Option<usize>,
+    #[serde(
+        alias = "socket_request_max_bytes",
+        alias = "socket.request.max.bytes"
+    )]
+    socket_request_max_bytes: Option<usize>,
+    #[serde(alias = "max_connections")]
+    max_connections: Option<usize>,
+    #[serde(alias = "max_inflight_bytes")]
+    max_inflight_bytes: Option<usize>,
+    #[serde(alias = "log_flush")]
+    log_flush: Option<String>,
+    #[serde(alias = "log_segment_bytes", alias = "log.segment.bytes")]
+    log_segment_bytes: Option<u64>,
+    #[serde(alias = "log_retention_ms", alias = "log.retention.ms")]
+    log_retention_ms: Option<i64>,
+    #[serde(alias = "read_cache_bytes")]
+    read_cache_bytes: Option<usize>,
+    #[serde(alias = "min_insync_replicas", alias = "min.insync.replicas")]
+    min_insync_replicas: Option<i32>,
+    #[serde(
+        alias = "broker_session_timeout_ms",
+        alias = "broker.session.timeout.ms"
+    )]
+    broker_session_timeout_ms: Option<u64>,
+    #[serde(alias = "broker_heartbeat_interval_ms")]
+    broker_heartbeat_interval_ms: Option<u64>,
+    #[serde(alias = "replica_lag_time_max_ms", alias = "replica.lag.time.max.ms")]
+    replica_lag_time_max_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlushSetting {
+    Always,
+    IntervalMs(u64),
+}
+
+/// The resolved configuration the broker runs with.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listen: SocketAddr,
+    pub advertise_host: String,
+    pub advertise_port: u16,
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    pub pin: bool,
+    pub controller_listen: SocketAddr,
+    pub controller_quorum: Vec<(i32, String)>,
+    pub rack: Option<String>,
+    pub auto_create_topics_enable: bool,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    pub max_connections: usize,
+    pub max_inflight_bytes: usize,
+    pub log_flush: FlushSetting,
+    pub log_segment_bytes: u64,
+    pub log_retention_ms: Option<i64>,
+    pub read_cache_bytes: usize,
+    pub min_insync_replicas: i32,
+    pub broker_session_timeout_ms: u64,
+    pub broker_heartbeat_interval_ms: u64,
+    pub replica_lag_time_max_ms: u64,
+}
+
+pub fn parse_flush(s: &str) -> Result<FlushSetting, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("always") {
+        return Ok(FlushSetting::Always);
+    }
+    let ms = s.strip_suffix("ms").unwrap_or(s);
+    ms.parse::<u64>()
+        .map(FlushSetting::IntervalMs)
+        .map_err(|_| format!("log-flush must be `always` or an interval in ms, got `{s}`"))
+}
+
+/// `1@127.0.0.1:10092,2@127.0.0.1:10093`
+pub fn parse_quorum(s: &str) -> Result<Vec<(i32, String)>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| format!("controller-quorum entry `{part}` is not ID@HOST:PORT"))?;
+        let id: i32 = id
+            .parse()
+            .map_err(|_| format!("controller-quorum id `{id}` is not a number"))?;
+        if !addr.contains(':') {
+            return Err(format!("controller-quorum address `{addr}` has no port"));
+        }
+        if out.iter().any(|(i, _)| *i == id) {
+            return Err(format!("controller-quorum lists node {id} twice"));
+        }
+        out.push((id, addr.to_string()));
+    }
+    if out.is_empty() {
+        return Err("controller-quorum is empty".into());
+    }
+    Ok(out)
+}
+
+fn resolve_addr(s: &str, what: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("{what} `{s}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{what} `{s}` resolves to no address"))
+}
+
+fn split_host_port(s: &str, what: &str) -> Result<(String, u16), String> {
+    let (h, p) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{what} `{s}` is not HOST:PORT"))?;
+    let port = p
+        .parse()
+        .map_err(|_| format!("{what} `{s}` has a bad port"))?;
+    Ok((h.trim_matches(|c| c == '[' || c == ']').to_string(), port))
+}
+
+impl BrokerConfig {
+    pub fn resolve(args: &ServerArgs) -> Result<BrokerConfig, String> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("config file {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| format!("config file {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let node_id = args.node_id.or(file.node_id).unwrap_or(1);
+        let listen_s = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:9092".into());
+        let listen = resolve_addr(&listen_s, "listen")?;
+        let advertise_s = args
+            .advertise
+            .clone()
+            .or(file.advertise)
+            .unwrap_or_else(|| listen_s.clone());
+        let (advertise_host, advertise_port) = split_host_port(&advertise_s, "advertise")?;
+        let controller_listen = match args.controller_listen.clone().or(file.controller_listen) {
+            Some(s) => resolve_addr(&s, "controller-listen")?,
+            None => {
+                let port = listen.port().checked_add(1000).ok_or_else(|| {
+                    "listen port + 1000 overflows; set --controller-listen".to_string()
+                })?;
+                SocketAddr::new(listen.ip(), port)
+            }
+        };
+        let controller_quorum = match args.controller_quorum.clone().or(file.controller_quorum) {
+            Some(s) => parse_quorum(&s)?,
+            None => vec![(node_id, controller_listen.to_string())],
+        };
+        if !controller_quorum.iter().any(|(id, _)| *id == node_id) {
+            // A node outside the voter list joins later as a learner (cluster add-node).
+            tracing::info!(node_id, "this node is not in --controller-quorum; it will wait to be added");
+        }
+        let avail = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let cores = args
+            .cores
+            .or(file.cores)
+            .unwrap_or_else(|| avail.saturating_sub(1).max(1));
+        if cores == 0 {
+            return Err("cores must be at least 1".into());
+        }
+        let pin = if args.no_pin {
+            false
+        } else if args.pin {
+            true
+        } else {
+            file.pin.unwrap_or(true)
+        };
+        let log_flush = match args.log_flush.clone().or(file.log_flush) {
+            Some(s) => parse_flush(&s)?,
+            None => FlushSetting::IntervalMs(1000),
+        };
+        let num_partitions = args.num_partitions.or(file.num_partitions).unwrap_or(1);
+        if num_partitions < 1 {
+            return Err("num-partitions must be at least 1".into());
+        }
+        let default_replication_factor = args
+            .default_replication_factor
+            .or(file.default_replication_factor)
+            .unwrap_or(1);
+        if default_replication_factor < 1 {
+            return Err("default-replication-factor must be at least 1".into());
+        }
+        Ok(BrokerConfig {
+            node_id,
+            listen,
+            advertise_host,
+            advertise_port,
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            cores,
+            pin,
+            controller_listen,
+            controller_quorum,
+            rack: args.rack.clone().or(file.rack),
+            auto_create_topics_enable: args
+                .auto_create_topics_enable
+                .or(file.auto_create_topics_enable)
+                .unwrap_or(true),
+            num_partitions,
+            default_replication_factor,
+            message_max_bytes: args
+                .message_max_bytes
+                .or(file.message_max_bytes)
+                .unwrap_or(1_048_588),
+            socket_request_max_bytes: args
+                .socket_request_max_bytes
+                .or(file.socket_request_max_bytes)
+                .unwrap_or(100 * 1024 * 1024),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(10_000),
+            max_inflight_bytes: args
+                .max_inflight_bytes
+                .or(file.max_inflight_bytes)
+                .unwrap_or(64 * 1024 * 1024),
+            log_flush,
+            log_segment_bytes: args
+                .log_segment_bytes
+                .or(file.log_segment_bytes)
+                .unwrap_or(1 << 30),
+            log_retention_ms: match args.log_retention_ms.or(file.log_retention_ms) {
+                Some(v) if v < 0 => None,
+                Some(v) => Some(v),
+                None => Some(7 * 24 * 3600 * 1000),
+            },
+            read_cache_bytes: args
+                .read_cache_bytes
+                .or(file.read_cache_bytes)
+                .unwrap_or(256 << 20),
+            min_insync_replicas: args
+                .min_insync_replicas
+                .or(file.min_insync_replicas)
+                .unwrap_or(1),
+            broker_session_timeout_ms: args
+                .broker_session_timeout_ms
+                .or(file.broker_session_timeout_ms)
+                .unwrap_or(9000),
+            broker_heartbeat_interval_ms: args
+                .broker_heartbeat_interval_ms
+                .or(file.broker_heartbeat_interval_ms)
+                .unwrap_or(1000),
+            replica_lag_time_max_ms: args
+                .replica_lag_time_max_ms
+                .or(file.replica_lag_time_max_ms)
+                .unwrap_or(30_000),
+        })
+    }
+
+    /// Kafka-named broker defaults reported by DescribeConfigs.
+    pub fn broker_defaults(&self) -> BTreeMap<&'static str, String> {
+        let mut m = BTreeMap::new();
+        m.insert("min.insync.replicas", self.min_insync_replicas.to_string());
+        m.insert("message.max.bytes", self.message_max_bytes.to_string());
+        m.insert("segment.bytes", self.log_segment_bytes.to_string());
+        m.insert(
+            "retention.ms",
+            self.log_retention_ms.unwrap_or(-1).to_string(),
+        );
+        m.insert("retention.bytes", "-1".to_string());
+        m.insert("cleanup.policy", "delete".to_string());
+        m.insert(
+            "flush.ms",
+            match self.log_flush {
+                FlushSetting::Always => "0".to_string(),
+                FlushSetting::IntervalMs(ms) => ms.to_string(),
+            },
+        );
+        m.insert("unclean.leader.election.enable", "false".to_string());
+        m.insert("compression.type", "producer".to_string());
+        m.insert("message.timestamp.type", "CreateTime".to_string());
+        m.insert("segment.ms", (7u64 * 24 * 3600 * 1000).to_string());
+        m.insert("max.message.bytes", self.message_max_bytes.to_string());
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_parses_and_rejects_garbage() {
+        let q = parse_quorum("1@127.0.0.1:10092,2@127.0.0.1:10093").unwrap();
+        assert_eq!(q, vec![(1, "127.0.0.1:10092".into()), (2, "127.0.0.1:10093".into())]);
+        assert!(parse_quorum("x@1:2").is_err());
+        assert!(parse_quorum("1@host").is_err());
+        assert!(parse_quorum("1@a:1,1@b:2").is_err());
+    }
+
+    #[test]
+    fn no_flags_give_a_single_node_on_9092() {
+        let c = BrokerConfig::resolve(&ServerArgs::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.controller_listen.to_string(), "127.0.0.1:10092");
+        assert_eq!(c.controller_quorum, vec![(1, "127.0.0.1:10092".to_string())]);
+        assert!(c.cores >= 1);
+        assert_eq!(c.log_flush, FlushSetting::IntervalMs(1000));
+    }
+
+    #[test]
+    fn flush_setting_parses() {
+        assert_eq!(parse_flush("always").unwrap(), FlushSetting::Always);
+        assert_eq!(parse_flush("250").unwrap(), FlushSetting::IntervalMs(250));
+        assert!(parse_flush("sometimes").is_err());
+    }
+}

@@ -1,0 +1,72 @@
+//! One table from API key to handler and the versions we serve.
+
+use super::handlers::*;
+use super::{ProtocolError, RequestContext};
+use crate::shard::{LocalBoxFuture, Shard};
+use bytes::BytesMut;
+use kafka_protocol::messages::ApiKey;
+use std::rc::Rc;
+
+/// A response frame, or None for requests that get no answer (Produce with acks=0).
+pub type HandlerResult = Result<Option<BytesMut>, ProtocolError>;
+pub type HandlerFn = fn(Rc<Shard>, RequestContext, BytesMut) -> LocalBoxFuture<HandlerResult>;
+
+pub struct ApiSpec {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+    pub handler: HandlerFn,
+}
+
+macro_rules! api {
+    ($key:ident, $min:expr, $max:expr, $module:ident) => {
+        ApiSpec {
+            key: ApiKey::$key,
+            min: $min,
+            max: $max,
+            handler: |s, c, b| Box::pin($module::handle(s, c, b)),
+        }
+    };
+}
+
+pub static APIS: &[ApiSpec] = &[
+    api!(Produce, 3, 9, produce),
+    api!(Fetch, 4, 13, fetch),
+    api!(ListOffsets, 1, 8, list_offsets),
+    api!(Metadata, 0, 12, metadata),
+    api!(ApiVersions, 0, 3, api_versions),
+    api!(CreateTopics, 2, 7, create_topics),
+    api!(DeleteTopics, 1, 6, delete_topics),
+    api!(CreatePartitions, 0, 3, create_partitions),
+    api!(DescribeConfigs, 1, 4, describe_configs),
+    api!(IncrementalAlterConfigs, 0, 1, alter_configs),
+    api!(DescribeCluster, 0, 1, describe_cluster),
+    api!(InitProducerId, 0, 4, init_producer_id),
+    api!(OffsetForLeaderEpoch, 2, 4, offset_for_leader_epoch),
+    api!(DeleteRecords, 0, 2, delete_records),
+    api!(SaslHandshake, 0, 1, sasl),
+    api!(SaslAuthenticate, 0, 2, sasl),
+];
+
+pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {
+    APIS.iter().find(|a| a.key == key)
+}
+
+/// Serves one request frame (header already parsed).
+pub async fn dispatch(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let Some(spec) = find(ctx.api_key) else {
+        return Err(ProtocolError::UnknownApiKey(ctx.api_key as i16));
+    };
+    if ctx.api_version < spec.min || ctx.api_version > spec.max {
+        if ctx.api_key == ApiKey::ApiVersions {
+            // Kafka answers an ApiVersions it cannot parse with v0 UNSUPPORTED_VERSION and the
+            // list, so the client can pick a version.
+            return api_versions::unsupported(&ctx).map(Some);
+        }
+        return Err(ProtocolError::UnsupportedVersion {
+            key: ctx.api_key as i16,
+            version: ctx.api_version,
+        });
+    }
+    (spec.handler)(shard, ctx, body).await
+}

@@ -1,0 +1,57 @@
+//! CreatePartitions: grow a topic's partition count through the controller.
+
+use super::{str_bytes, topic_name, topics};
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::{decode, errors, RequestContext};
+use crate::shard::Shard;
+use bytes::BytesMut;
+use chronik_raft::Command;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+use std::rc::Rc;
+use std::time::Duration;
+
+pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let req: CreatePartitionsRequest = decode(body, ctx.api_version)?;
+    let names: Vec<String> = req.topics.iter().map(|t| t.name.0.to_string()).collect();
+    let topics_arg = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.count,
+                t.assignments.as_ref().map(|a| {
+                    a.iter()
+                        .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                        .collect()
+                }),
+            )
+        })
+        .collect();
+    let timeout = Duration::from_millis(req.timeout_ms.clamp(1000, 60_000) as u64);
+    let results = topics::submit_per_topic(
+        &shard,
+        Command::CreatePartitions {
+            topics: topics_arg,
+            validate_only: req.validate_only,
+        },
+        &names,
+        timeout,
+    )
+    .await;
+    let mut resp = CreatePartitionsResponse::default();
+    for (name, r) in results {
+        let mut tr = CreatePartitionsTopicResult::default();
+        tr.name = topic_name(&name);
+        match r {
+            Ok(_) => tr.error_code = errors::NONE,
+            Err(e) => {
+                tr.error_code = e.code;
+                tr.error_message = Some(str_bytes(&e.message));
+            }
+        }
+        resp.results.push(tr);
+    }
+    ctx.encode(&resp).map(Some)
+}

@@ -1,0 +1,82 @@
+//! CreateTopics: one controller entry for the whole request; answered once this node applied it.
+
+use super::{str_bytes, topic_name, topics, uuid};
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::{decode, errors, RequestContext};
+use crate::shard::Shard;
+use bytes::BytesMut;
+use chronik_raft::{Command, NewTopic};
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let req: CreateTopicsRequest = decode(body, ctx.api_version)?;
+    let mut names = Vec::new();
+    let mut new_topics = Vec::new();
+    for t in &req.topics {
+        let name = t.name.0.to_string();
+        let assignments = if t.assignments.is_empty() {
+            None
+        } else {
+            let mut a: Vec<_> = t.assignments.iter().collect();
+            a.sort_by_key(|x| x.partition_index);
+            Some(
+                a.into_iter()
+                    .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                    .collect(),
+            )
+        };
+        let configs: BTreeMap<String, String> = t
+            .configs
+            .iter()
+            .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+            .collect();
+        names.push(name.clone());
+        new_topics.push(NewTopic {
+            name,
+            num_partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            assignments,
+            configs,
+        });
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.clamp(1000, 60_000) as u64);
+    let results = topics::submit_per_topic(
+        &shard,
+        Command::CreateTopics {
+            topics: new_topics,
+            validate_only: req.validate_only,
+        },
+        &names,
+        timeout,
+    )
+    .await;
+    let img = shard.image();
+    let mut resp = CreateTopicsResponse::default();
+    for (name, r) in results {
+        let mut tr = CreatableTopicResult::default();
+        tr.name = topic_name(&name);
+        tr.num_partitions = -1;
+        tr.replication_factor = -1;
+        match r {
+            Ok(id) => {
+                tr.error_code = errors::NONE;
+                tr.topic_id = uuid(&id);
+                if let Some(t) = img.topic(&name) {
+                    tr.num_partitions = t.partitions.len() as i32;
+                    tr.replication_factor =
+                        t.partitions.first().map_or(-1, |p| p.replicas.len() as i16);
+                }
+            }
+            Err(e) => {
+                tr.error_code = e.code;
+                tr.error_message = Some(str_bytes(&e.message));
+            }
+        }
+        resp.topics.push(tr);
+    }
+    ctx.encode(&resp).map(Some)
+}

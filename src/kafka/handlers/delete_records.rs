@@ -1,0 +1,59 @@
+//! DeleteRecords: advance a partition's log start offset (-1 means up to the high watermark).
+
+use super::topic_name;
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::{decode, errors, RequestContext};
+use crate::partition::storage_error_code;
+use crate::shard::images::get_or_open;
+use crate::shard::{Shard, TopicPartition};
+use bytes::BytesMut;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+use std::rc::Rc;
+
+async fn delete_local(shard: &Rc<Shard>, tp: TopicPartition, offset: i64) -> (i16, i64) {
+    let p = match get_or_open(shard, &tp).await {
+        Ok(p) => p,
+        Err(c) => return (c, -1),
+    };
+    if !p.is_leader.get() {
+        return (errors::NOT_LEADER_OR_FOLLOWER, -1);
+    }
+    let hw = p.high_watermark();
+    let target = if offset == -1 { hw } else { offset };
+    if target < 0 || target > hw {
+        return (errors::OFFSET_OUT_OF_RANGE, -1);
+    }
+    match p.log.delete_records_before(target).await {
+        Ok(low) => (errors::NONE, low),
+        Err(e) => (storage_error_code(&e), -1),
+    }
+}
+
+pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let req: DeleteRecordsRequest = decode(body, ctx.api_version)?;
+    let mut resp = DeleteRecordsResponse::default();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut tr = DeleteRecordsTopicResult::default();
+        tr.name = topic_name(&name);
+        for p in t.partitions {
+            let tp = TopicPartition::new(&name, p.partition_index);
+            let owner = shard.owner_of(&name, p.partition_index);
+            let off = p.offset;
+            let (error, low) = shard
+                .run_on(owner, move |s| async move { delete_local(&s, tp, off).await })
+                .await
+                .unwrap_or((errors::UNKNOWN_SERVER_ERROR, -1));
+            let mut r = DeleteRecordsPartitionResult::default();
+            r.partition_index = p.partition_index;
+            r.error_code = error;
+            r.low_watermark = low;
+            tr.partitions.push(r);
+        }
+        resp.topics.push(tr);
+    }
+    ctx.encode(&resp).map(Some)
+}

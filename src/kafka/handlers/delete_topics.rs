@@ -1,0 +1,60 @@
+//! DeleteTopics by name (v1–5) or by id (v6).
+
+use super::{str_bytes, topic_name, topics};
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::{decode, errors, RequestContext};
+use crate::shard::Shard;
+use bytes::BytesMut;
+use chronik_raft::Command;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
+use std::rc::Rc;
+use std::time::Duration;
+
+pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let req: DeleteTopicsRequest = decode(body, ctx.api_version)?;
+    let mut resp = DeleteTopicsResponse::default();
+    // (requested name or None, topic id asked for, resolved name)
+    let mut entries: Vec<(Option<String>, uuid::Uuid, Option<String>)> = Vec::new();
+    for n in &req.topic_names {
+        entries.push((Some(n.0.to_string()), uuid::Uuid::nil(), Some(n.0.to_string())));
+    }
+    for t in &req.topics {
+        let name = t.name.as_ref().map(|n| n.0.to_string());
+        let resolved = match &name {
+            Some(n) => Some(n.clone()),
+            None => shard.with_image(|i| i.topic_by_id(t.topic_id.as_bytes()).map(|t| t.name.clone())),
+        };
+        entries.push((name, t.topic_id, resolved));
+    }
+    let names: Vec<String> = entries.iter().filter_map(|e| e.2.clone()).collect();
+    let results = if names.is_empty() {
+        Vec::new()
+    } else {
+        let timeout = Duration::from_millis(req.timeout_ms.clamp(1000, 60_000) as u64);
+        topics::submit_per_topic(
+            &shard,
+            Command::DeleteTopics {
+                names: names.clone(),
+            },
+            &names,
+            timeout,
+        )
+        .await
+    };
+    for (asked, id, resolved) in entries {
+        let mut r = DeletableTopicResult::default();
+        r.name = resolved.as_deref().or(asked.as_deref()).map(topic_name);
+        r.topic_id = id;
+        match resolved.and_then(|n| results.iter().find(|(x, _)| *x == n)) {
+            Some((_, Ok(_))) => r.error_code = errors::NONE,
+            Some((_, Err(e))) => {
+                r.error_code = e.code;
+                r.error_message = Some(str_bytes(&e.message));
+            }
+            None => r.error_code = errors::UNKNOWN_TOPIC_ID,
+        }
+        resp.responses.push(r);
+    }
+    ctx.encode(&resp).map(Some)
+}

@@ -1,0 +1,34 @@
+//! DescribeCluster: brokers (fenced ones marked), controller and cluster id.
+
+use super::str_bytes;
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::{decode, RequestContext};
+use crate::shard::Shard;
+use bytes::BytesMut;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use std::rc::Rc;
+
+pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let _req: DescribeClusterRequest = decode(body, ctx.api_version)?;
+    let img = shard.image();
+    let mut resp = DescribeClusterResponse::default();
+    resp.cluster_id = str_bytes(&img.cluster_id);
+    resp.controller_id = BrokerId(img.controller_id.unwrap_or(-1));
+    resp.endpoint_type = 1;
+    resp.cluster_authorized_operations = i32::MIN;
+    resp.brokers = img
+        .brokers
+        .values()
+        .map(|b| {
+            let mut d = DescribeClusterBroker::default();
+            d.broker_id = BrokerId(b.id);
+            d.host = str_bytes(&b.host);
+            d.port = i32::from(b.port);
+            d.rack = b.rack.as_deref().map(str_bytes);
+            d.is_fenced = b.fenced;
+            d
+        })
+        .collect();
+    ctx.encode(&resp).map(Some)
+}

@@ -1,0 +1,298 @@
+//! Fetch for consumers and follower replicas, with long-poll on min_bytes/max_wait_ms that
+//! sleeps until a partition's high watermark moves (no polling loop).
+
+use super::{topic_name, uuid};
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::{decode, errors, RequestContext};
+use crate::partition::{storage_error_code, FollowerState};
+use crate::shard::images::get_or_open;
+use crate::shard::{Shard, TopicPartition};
+use bytes::{Bytes, BytesMut};
+use chronik_raft::image::BrokerId;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// What one partition read produced.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionRead {
+    pub error: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub batches: Vec<Bytes>,
+}
+
+impl PartitionRead {
+    fn error(code: i16) -> Self {
+        PartitionRead {
+            error: code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            batches: Vec::new(),
+        }
+    }
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(Bytes::len).sum()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub max_bytes: usize,
+    pub current_leader_epoch: i32,
+    /// Set for follower fetches: the follower's broker id.
+    pub replica: Option<BrokerId>,
+}
+
+/// Runs on the owning shard.
+pub async fn read_local(shard: &Rc<Shard>, spec: ReadSpec) -> PartitionRead {
+    let p = match get_or_open(shard, &spec.tp).await {
+        Ok(p) => p,
+        Err(code) => return PartitionRead::error(code),
+    };
+    if !p.is_leader.get() {
+        return PartitionRead::error(errors::NOT_LEADER_OR_FOLLOWER);
+    }
+    let epoch = p.leader_epoch.get();
+    if spec.current_leader_epoch >= 0 {
+        if spec.current_leader_epoch < epoch {
+            return PartitionRead::error(errors::FENCED_LEADER_EPOCH);
+        }
+        if spec.current_leader_epoch > epoch {
+            return PartitionRead::error(errors::UNKNOWN_LEADER_EPOCH);
+        }
+    }
+    let leo = p.log.log_end_offset();
+    let start = p.log.log_start_offset();
+    if spec.offset < start || spec.offset > leo {
+        let mut r = PartitionRead::error(errors::OFFSET_OUT_OF_RANGE);
+        r.high_watermark = p.high_watermark();
+        r.log_start_offset = start;
+        return r;
+    }
+    let upper = match spec.replica {
+        Some(follower) => {
+            // A follower's fetch offset is its log end offset: record it and move the HW.
+            let now = Instant::now();
+            let mut fs = p.followers.borrow_mut();
+            let e = fs.entry(follower).or_insert(FollowerState {
+                log_end_offset: spec.offset,
+                caught_up_at: now,
+            });
+            e.log_end_offset = spec.offset;
+            if spec.offset >= leo {
+                e.caught_up_at = now;
+            }
+            drop(fs);
+            p.maybe_advance_hw();
+            leo
+        }
+        None => p.high_watermark(),
+    };
+    let mut r = PartitionRead {
+        error: errors::NONE,
+        high_watermark: p.high_watermark(),
+        log_start_offset: start,
+        batches: Vec::new(),
+    };
+    if spec.offset >= upper || spec.max_bytes == 0 {
+        return r;
+    }
+    match p.log.read(spec.offset, spec.max_bytes, upper).await {
+        Ok(b) => r.batches = b,
+        Err(e) => r.error = storage_error_code(&e),
+    }
+    r
+}
+
+/// Waits (on the owner shard) until any of `tps` moves its high watermark, or the deadline.
+async fn wait_any_local(shard: &Rc<Shard>, tps: Vec<TopicPartition>, deadline: Instant) {
+    let parts: Vec<_> = tps.iter().filter_map(|tp| shard.partition(tp)).collect();
+    let now = Instant::now();
+    if parts.is_empty() || now >= deadline {
+        if now < deadline {
+            glommio::timer::sleep(deadline - now).await;
+        }
+        return;
+    }
+    let (tx, rx) = async_channel::bounded::<()>(1);
+    let mut tasks = Vec::new();
+    for p in parts {
+        let tx = tx.clone();
+        tasks.push(
+            glommio::spawn_local(async move {
+                p.hw_advanced.listen().await;
+                let _ = tx.try_send(());
+            })
+            .detach(),
+        );
+    }
+    futures_lite::future::or(
+        async {
+            let _ = rx.recv().await;
+        },
+        glommio::timer::sleep(deadline - now),
+    )
+    .await;
+    for t in tasks {
+        t.cancel();
+    }
+}
+
+pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let req: FetchRequest = decode(body, ctx.api_version)?;
+    let replica_id = if ctx.api_version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let replica = (replica_id >= 0).then_some(replica_id);
+    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, 60_000) as u64);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_bytes = if req.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        req.max_bytes as usize
+    };
+
+    // Resolve names (v13+ sends topic ids).
+    let mut topics: Vec<(Option<String>, uuid::Uuid, Vec<(i32, i64, usize, i32)>)> = Vec::new();
+    for t in &req.topics {
+        let name = if ctx.api_version >= 13 {
+            shard.with_image(|i| i.topic_by_id(t.topic_id.as_bytes()).map(|x| x.name.clone()))
+        } else {
+            Some(t.topic.0.to_string())
+        };
+        let parts = t
+            .partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.partition,
+                    p.fetch_offset,
+                    p.partition_max_bytes.max(0) as usize,
+                    p.current_leader_epoch,
+                )
+            })
+            .collect();
+        topics.push((name, t.topic_id, parts));
+    }
+
+    let mut results: Vec<Vec<PartitionRead>>;
+    loop {
+        results = Vec::with_capacity(topics.len());
+        let mut total = 0usize;
+        let mut any_error = false;
+        for (name, _, parts) in &topics {
+            let mut out = Vec::with_capacity(parts.len());
+            for (partition, offset, pmax, epoch) in parts {
+                let Some(name) = name else {
+                    out.push(PartitionRead::error(errors::UNKNOWN_TOPIC_ID));
+                    any_error = true;
+                    continue;
+                };
+                // Kafka: the first batch is returned even beyond max_bytes so progress is
+                // always possible; after that the request budget applies.
+                let budget = if total == 0 {
+                    *pmax
+                } else {
+                    (*pmax).min(max_bytes.saturating_sub(total))
+                };
+                let spec = ReadSpec {
+                    tp: TopicPartition::new(name, *partition),
+                    offset: *offset,
+                    max_bytes: budget,
+                    current_leader_epoch: *epoch,
+                    replica,
+                };
+                let owner = shard.owner_of(name, *partition);
+                let r = shard
+                    .run_on(owner, move |s| async move { read_local(&s, spec).await })
+                    .await
+                    .unwrap_or_else(|| PartitionRead::error(errors::UNKNOWN_SERVER_ERROR));
+                any_error |= r.error != errors::NONE;
+                total += r.bytes();
+                out.push(r);
+            }
+            results.push(out);
+        }
+        if total >= min_bytes || any_error || Instant::now() >= deadline {
+            break;
+        }
+        // Long-poll: sleep until one of the partitions gets new data, on each owner shard.
+        let mut by_owner: std::collections::BTreeMap<usize, Vec<TopicPartition>> =
+            Default::default();
+        for (name, _, parts) in &topics {
+            if let Some(name) = name {
+                for (partition, ..) in parts {
+                    by_owner
+                        .entry(shard.owner_of(name, *partition))
+                        .or_default()
+                        .push(TopicPartition::new(name, *partition));
+                }
+            }
+        }
+        let (tx, rx) = async_channel::bounded::<()>(1);
+        let mut waits = Vec::new();
+        for (owner, tps) in by_owner {
+            let tx = tx.clone();
+            let s = shard.clone();
+            waits.push(
+                glommio::spawn_local(async move {
+                    s.run_on(owner, move |s| async move {
+                        wait_any_local(&s, tps, deadline).await
+                    })
+                    .await;
+                    let _ = tx.try_send(());
+                })
+                .detach(),
+            );
+        }
+        let _ = rx.recv().await;
+        for w in waits {
+            w.cancel();
+        }
+    }
+
+    let img = shard.image();
+    let mut resp = FetchResponse::default();
+    for ((name, id, parts), reads) in topics.iter().zip(results) {
+        let mut tr = FetchableTopicResponse::default();
+        if let Some(n) = name {
+            tr.topic = topic_name(n);
+            tr.topic_id = img.topic(n).map_or(*id, |t| uuid(&t.id));
+        } else {
+            tr.topic_id = *id;
+        }
+        for ((partition, ..), r) in parts.iter().zip(reads) {
+            let mut pd = PartitionData::default();
+            pd.partition_index = *partition;
+            pd.error_code = r.error;
+            pd.high_watermark = r.high_watermark;
+            pd.last_stable_offset = r.high_watermark;
+            pd.log_start_offset = r.log_start_offset;
+            pd.preferred_read_replica = kafka_protocol::messages::BrokerId(-1);
+            pd.records = Some(concat(r.batches));
+            tr.partitions.push(pd);
+        }
+        resp.responses.push(tr);
+    }
+    ctx.encode(&resp).map(Some)
+}
+
+fn concat(batches: Vec<Bytes>) -> Bytes {
+    match batches.len() {
+        0 => Bytes::new(),
+        1 => batches.into_iter().next().unwrap_or_default(),
+        _ => {
+            let mut b = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
+            for x in batches {
+                b.extend_from_slice(&x);
+            }
+            b.freeze()
+        }
+    }
+}

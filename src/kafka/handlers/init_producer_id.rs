@@ -1,0 +1,61 @@
+//! InitProducerId for idempotent producers: ids come from blocks the controller allocates, so
+//! they are unique across the cluster; the shard hands them out from its current block.
+
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::{decode, errors, RequestContext};
+use crate::shard::Shard;
+use bytes::BytesMut;
+use chronik_raft::{Command, CommandOutcome};
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use std::rc::Rc;
+
+const BLOCK: u32 = 1000;
+
+pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let req: InitProducerIdRequest = decode(body, ctx.api_version)?;
+    let mut resp = InitProducerIdResponse::default();
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    if req.transactional_id.is_some() {
+        // Transactions are not implemented: say so instead of pretending.
+        resp.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        return ctx.encode(&resp).map(Some);
+    }
+    if req.producer_id.0 >= 0 {
+        // KIP-360: an existing idempotent producer bumps its epoch and keeps its id.
+        if req.producer_epoch < i16::MAX - 1 {
+            resp.producer_id = req.producer_id;
+            resp.producer_epoch = req.producer_epoch + 1;
+            return ctx.encode(&resp).map(Some);
+        }
+    }
+    match next_producer_id(&shard).await {
+        Ok(id) => {
+            resp.producer_id = ProducerId(id);
+            resp.producer_epoch = 0;
+        }
+        Err(code) => resp.error_code = code,
+    }
+    ctx.encode(&resp).map(Some)
+}
+
+async fn next_producer_id(shard: &Rc<Shard>) -> Result<i64, i16> {
+    if let Some(id) = shard.take_producer_id() {
+        return Ok(id);
+    }
+    let cmd = Command::AllocateProducerIds {
+        broker: shard.config.node_id,
+        count: BLOCK,
+    };
+    match shard.controller.submit(cmd).await {
+        Ok(sub) => match sub.outcome {
+            CommandOutcome::ProducerIds(Ok(first)) => {
+                shard.add_producer_id_block(first, i64::from(BLOCK));
+                shard.take_producer_id().ok_or(errors::UNKNOWN_SERVER_ERROR)
+            }
+            CommandOutcome::ProducerIds(Err(e)) | CommandOutcome::Rejected(e) => Err(e.code),
+            _ => Err(errors::UNKNOWN_SERVER_ERROR),
+        },
+        Err(_) => Err(errors::COORDINATOR_NOT_AVAILABLE),
+    }
+}

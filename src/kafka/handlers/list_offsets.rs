@@ -1,0 +1,115 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), by time.
+
+use super::topic_name;
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::{decode, errors, RequestContext};
+use crate::partition::storage_error_code;
+use crate::shard::images::get_or_open;
+use crate::shard::{Shard, TopicPartition};
+use bytes::BytesMut;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use std::rc::Rc;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    error: i16,
+    offset: i64,
+    timestamp: i64,
+    epoch: i32,
+}
+
+fn err(code: i16) -> Answer {
+    Answer {
+        error: code,
+        offset: -1,
+        timestamp: -1,
+        epoch: -1,
+    }
+}
+
+async fn lookup(
+    shard: &Rc<Shard>,
+    tp: TopicPartition,
+    ts: i64,
+    current_epoch: i32,
+    from_replica: bool,
+) -> Answer {
+    let p = match get_or_open(shard, &tp).await {
+        Ok(p) => p,
+        Err(c) => return err(c),
+    };
+    if !p.is_leader.get() {
+        return err(errors::NOT_LEADER_OR_FOLLOWER);
+    }
+    let epoch = p.leader_epoch.get();
+    if current_epoch >= 0 && current_epoch < epoch {
+        return err(errors::FENCED_LEADER_EPOCH);
+    }
+    if current_epoch > epoch {
+        return err(errors::UNKNOWN_LEADER_EPOCH);
+    }
+    let ok = |offset, timestamp| Answer {
+        error: errors::NONE,
+        offset,
+        timestamp,
+        epoch,
+    };
+    match ts {
+        LATEST if from_replica => ok(p.log.log_end_offset(), -1),
+        LATEST => ok(p.high_watermark(), -1),
+        EARLIEST | EARLIEST_LOCAL => ok(p.log.log_start_offset(), -1),
+        MAX_TIMESTAMP => {
+            let (t, o) = p.log.max_timestamp_and_offset();
+            if o < 0 || o >= p.high_watermark() {
+                ok(-1, -1)
+            } else {
+                ok(o, t)
+            }
+        }
+        t if t >= 0 => match p.log.offset_for_time(t).await {
+            Ok(Some((o, ts))) if o < p.high_watermark() => ok(o, ts),
+            Ok(_) => ok(-1, -1),
+            Err(e) => err(storage_error_code(&e)),
+        },
+        _ => err(errors::INVALID_REQUEST),
+    }
+}
+
+pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let req: ListOffsetsRequest = decode(body, ctx.api_version)?;
+    let from_replica = req.replica_id.0 >= 0;
+    let mut resp = ListOffsetsResponse::default();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = topic_name(&name);
+        for p in t.partitions {
+            let tp = TopicPartition::new(&name, p.partition_index);
+            let owner = shard.owner_of(&name, p.partition_index);
+            let (ts, epoch) = (p.timestamp, p.current_leader_epoch);
+            let a = shard
+                .run_on(owner, move |s| async move {
+                    lookup(&s, tp, ts, epoch, from_replica).await
+                })
+                .await
+                .unwrap_or_else(|| err(errors::UNKNOWN_SERVER_ERROR));
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            pr.error_code = a.error;
+            pr.offset = a.offset;
+            pr.timestamp = a.timestamp;
+            pr.leader_epoch = a.epoch;
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    ctx.encode(&resp).map(Some)
+}

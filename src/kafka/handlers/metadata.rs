@@ -1,0 +1,132 @@
+//! Metadata: brokers, controller and per-partition leader/replicas/ISR, from the local image.
+
+use super::{str_bytes, topic_name, topics, uuid};
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::{decode, errors, RequestContext};
+use crate::shard::Shard;
+use bytes::BytesMut;
+use chronik_raft::image::{MetadataImage, TopicImage, NO_LEADER};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use std::rc::Rc;
+
+pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let req: MetadataRequest = decode(body, ctx.api_version)?;
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let requested: Option<Vec<(Option<String>, [u8; 16])>> = match req.topics {
+        None => None,
+        Some(ref t) if t.is_empty() && ctx.api_version == 0 => None,
+        Some(t) => Some(
+            t.into_iter()
+                .map(|x| (x.name.map(|n| n.0.to_string()), *x.topic_id.as_bytes()))
+                .collect(),
+        ),
+    };
+    let auto = ctx.api_version < 4 || req.allow_auto_topic_creation;
+    let mut create_errors = Vec::new();
+    if let Some(list) = &requested {
+        if auto && shard.config.auto_create_topics_enable {
+            let missing: Vec<String> = list
+                .iter()
+                .filter_map(|(n, _)| n.clone())
+                .filter(|n| shard.with_image(|i| i.topic(n).is_none()))
+                .collect();
+            if !missing.is_empty() {
+                create_errors = topics::auto_create(&shard, missing).await;
+            }
+        }
+    }
+    let img = shard.image();
+    let mut resp = MetadataResponse::default();
+    resp.brokers = img
+        .live_brokers()
+        .map(|b| {
+            let mut mb = MetadataResponseBroker::default();
+            mb.node_id = BrokerId(b.id);
+            mb.host = str_bytes(&b.host);
+            mb.port = i32::from(b.port);
+            mb.rack = b.rack.as_deref().map(str_bytes);
+            mb
+        })
+        .collect();
+    resp.cluster_id = Some(str_bytes(&img.cluster_id));
+    resp.controller_id = BrokerId(img.controller_id.unwrap_or(-1));
+    resp.cluster_authorized_operations = i32::MIN;
+    match requested {
+        None => {
+            let mut names: Vec<&String> = img.topics.keys().collect();
+            names.sort();
+            for n in names {
+                if let Some(t) = img.topic(n) {
+                    resp.topics.push(topic_entry(&img, t));
+                }
+            }
+        }
+        Some(list) => {
+            for (name, id) in list {
+                let found = match &name {
+                    Some(n) => img.topic(n),
+                    None => img.topic_by_id(&id),
+                };
+                match found {
+                    Some(t) => resp.topics.push(topic_entry(&img, t)),
+                    None => {
+                        let mut t = MetadataResponseTopic::default();
+                        let n = name.clone().unwrap_or_default();
+                        t.error_code = match create_errors.iter().find(|(c, _)| *c == n) {
+                            Some((_, code)) if *code != errors::NONE => *code,
+                            // created, but not visible yet: the client retries
+                            Some(_) => errors::LEADER_NOT_AVAILABLE,
+                            None if name.is_some() && !topics::valid_topic_name(&n) => {
+                                errors::INVALID_TOPIC_EXCEPTION
+                            }
+                            None if name.is_none() => errors::UNKNOWN_TOPIC_ID,
+                            None => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                        };
+                        t.name = name.as_deref().map(topic_name);
+                        t.topic_id = uuid::Uuid::from_bytes(id);
+                        t.topic_authorized_operations = i32::MIN;
+                        resp.topics.push(t);
+                    }
+                }
+            }
+        }
+    }
+    ctx.encode(&resp).map(Some)
+}
+
+fn topic_entry(img: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
+    let mut mt = MetadataResponseTopic::default();
+    mt.name = Some(topic_name(&t.name));
+    mt.topic_id = uuid(&t.id);
+    mt.is_internal = t.name.starts_with("__");
+    mt.topic_authorized_operations = i32::MIN;
+    mt.partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut mp = MetadataResponsePartition::default();
+            mp.partition_index = i as i32;
+            mp.leader_id = BrokerId(p.leader);
+            mp.leader_epoch = p.leader_epoch;
+            mp.error_code = if p.leader == NO_LEADER {
+                errors::LEADER_NOT_AVAILABLE
+            } else {
+                errors::NONE
+            };
+            mp.replica_nodes = p.replicas.iter().map(|b| BrokerId(*b)).collect();
+            mp.isr_nodes = p.isr.iter().map(|b| BrokerId(*b)).collect();
+            mp.offline_replicas = p
+                .replicas
+                .iter()
+                .filter(|b| img.broker(**b).is_none_or(|x| x.fenced))
+                .map(|b| BrokerId(*b))
+                .collect();
+            mp
+        })
+        .collect();
+    mt
+}

@@ -1,0 +1,247 @@
+//! Produce. The request is parsed by hand: each partition's records are split out of the
+//! request frame as `BytesMut` views of the same allocation, so the payload is not copied
+//! between the socket buffer and the log's write buffer.
+
+use super::topic_name;
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::wire::Reader;
+use crate::kafka::{errors, ProtocolError, RequestContext};
+use crate::partition::ProduceOutcome;
+use crate::shard::images::get_or_open;
+use crate::shard::{Shard, TopicPartition};
+use bytes::{Buf, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::ProduceResponse;
+use std::rc::Rc;
+use std::time::Duration;
+
+pub struct ProducePartition {
+    pub index: i32,
+    pub records: Option<BytesMut>,
+}
+
+pub struct ProduceTopic {
+    pub name: String,
+    pub partitions: Vec<ProducePartition>,
+}
+
+pub struct ParsedProduce {
+    pub transactional_id: Option<String>,
+    pub acks: i16,
+    pub timeout_ms: i32,
+    pub topics: Vec<ProduceTopic>,
+}
+
+/// Parses Produce v3–v9 (v9 is flexible: compact strings/arrays and tagged fields).
+pub fn parse(mut body: BytesMut, version: i16) -> Result<ParsedProduce, ProtocolError> {
+    let flexible = version >= 9;
+    // First pass over a borrowed reader records where each records field lies.
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut shape: Vec<(String, Vec<(i32, Option<usize>)>)> = Vec::new();
+    let (transactional_id, acks, timeout_ms) = {
+        let mut r = Reader::new(&body[..]);
+        let tid = if flexible {
+            r.compact_nullable_string()?
+        } else {
+            r.nullable_string()?
+        }
+        .map(str::to_string);
+        let acks = r.i16()?;
+        let timeout = r.i32()?;
+        let ntopics = r.array_len(flexible)?;
+        for _ in 0..ntopics {
+            let name = if flexible {
+                r.compact_string()?
+            } else {
+                r.string()?
+            }
+            .to_string();
+            let nparts = r.array_len(flexible)?;
+            let mut parts = Vec::with_capacity(nparts);
+            for _ in 0..nparts {
+                let index = r.i32()?;
+                let span = r.bytes_span(flexible)?;
+                let slot = span.map(|s| {
+                    spans.push(s);
+                    spans.len() - 1
+                });
+                parts.push((index, slot));
+                if flexible {
+                    r.skip_tagged_fields()?;
+                }
+            }
+            if flexible {
+                r.skip_tagged_fields()?;
+            }
+            shape.push((name, parts));
+        }
+        if flexible {
+            r.skip_tagged_fields()?;
+        }
+        (tid, acks, timeout)
+    };
+    // Second pass: cut the record spans out of the frame, in order, without copying.
+    let mut cut = 0usize;
+    let mut records: Vec<Option<BytesMut>> = Vec::with_capacity(spans.len());
+    for (start, len) in spans {
+        body.advance(start - cut);
+        records.push(Some(body.split_to(len)));
+        cut = start + len;
+    }
+    let topics = shape
+        .into_iter()
+        .map(|(name, parts)| ProduceTopic {
+            name,
+            partitions: parts
+                .into_iter()
+                .map(|(index, slot)| ProducePartition {
+                    index,
+                    records: slot.and_then(|i| records.get_mut(i).and_then(Option::take)),
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(ParsedProduce {
+        transactional_id,
+        acks,
+        timeout_ms,
+        topics,
+    })
+}
+
+pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let req = parse(body, ctx.api_version)?;
+    let acks = req.acks;
+    let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
+    let mut tasks = Vec::new();
+    let mut auto_created = false;
+    for t in req.topics {
+        // Produce to an unknown topic auto-creates it (when enabled), like Kafka's Metadata path.
+        if !auto_created
+            && shard.config.auto_create_topics_enable
+            && shard.with_image(|i| i.topic(&t.name).is_none())
+            && super::topics::valid_topic_name(&t.name)
+        {
+            super::topics::auto_create(&shard, vec![t.name.clone()]).await;
+            auto_created = true;
+        }
+        let name: std::sync::Arc<str> = std::sync::Arc::from(t.name.as_str());
+        let mut parts = Vec::new();
+        for p in t.partitions {
+            let tp = TopicPartition {
+                topic: name.clone(),
+                partition: p.index,
+            };
+            let task: glommio::task::JoinHandle<ProduceOutcome> = if !(acks == 0
+                || acks == 1
+                || acks == -1)
+            {
+                glommio::spawn_local(async { ProduceOutcome::error(errors::INVALID_REQUIRED_ACKS) })
+                    .detach()
+            } else if req.transactional_id.is_some() {
+                glommio::spawn_local(async {
+                    ProduceOutcome::error(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                })
+                .detach()
+            } else {
+                let shard2 = shard.clone();
+                let records = p.records;
+                glommio::spawn_local(async move {
+                    produce_routed(&shard2, tp, records, acks, timeout).await
+                })
+                .detach()
+            };
+            parts.push((p.index, task));
+        }
+        tasks.push((name, parts));
+    }
+    let mut resp = ProduceResponse::default();
+    for (name, parts) in tasks {
+        let mut tr = TopicProduceResponse::default();
+        tr.name = topic_name(&name);
+        for (index, task) in parts {
+            let o = task
+                .await
+                .unwrap_or_else(|| ProduceOutcome::error(errors::UNKNOWN_SERVER_ERROR));
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = index;
+            pr.error_code = o.error;
+            pr.base_offset = o.base_offset;
+            pr.log_append_time_ms = o.log_append_time;
+            pr.log_start_offset = o.log_start_offset;
+            tr.partition_responses.push(pr);
+        }
+        resp.responses.push(tr);
+    }
+    if acks == 0 {
+        return Ok(None);
+    }
+    ctx.encode(&resp).map(Some)
+}
+
+/// Sends the batch to the shard that owns the partition.
+async fn produce_routed(
+    shard: &Rc<Shard>,
+    tp: TopicPartition,
+    records: Option<BytesMut>,
+    acks: i16,
+    timeout: Duration,
+) -> ProduceOutcome {
+    let Some(batch) = records.filter(|r| !r.is_empty()) else {
+        return ProduceOutcome::error(errors::CORRUPT_MESSAGE);
+    };
+    let max = shard.with_image(|i| {
+        i.topic(&tp.topic)
+            .and_then(|t| t.config("max.message.bytes"))
+            .and_then(|v| v.parse::<usize>().ok())
+    });
+    if batch.len() > max.unwrap_or(shard.config.message_max_bytes) {
+        return ProduceOutcome::error(errors::MESSAGE_TOO_LARGE);
+    }
+    let owner = shard.owner_of(&tp.topic, tp.partition);
+    shard
+        .run_on(owner, move |s| async move {
+            produce_local(&s, tp, batch, acks, timeout).await
+        })
+        .await
+        .unwrap_or_else(|| ProduceOutcome::error(errors::UNKNOWN_SERVER_ERROR))
+}
+
+/// Runs on the owning shard: leader checks, append, and the acks=all wait.
+pub async fn produce_local(
+    shard: &Rc<Shard>,
+    tp: TopicPartition,
+    batch: BytesMut,
+    acks: i16,
+    timeout: Duration,
+) -> ProduceOutcome {
+    let p = match get_or_open(shard, &tp).await {
+        Ok(p) => p,
+        Err(code) => return ProduceOutcome::error(code),
+    };
+    if !p.is_leader.get() {
+        return ProduceOutcome::error(errors::NOT_LEADER_OR_FOLLOWER);
+    }
+    let min_isr = shard.with_image(|i| {
+        i.topic(&tp.topic)
+            .and_then(|t| t.config("min.insync.replicas"))
+            .and_then(|v| v.parse::<usize>().ok())
+    });
+    let min_isr = min_isr.unwrap_or(shard.config.min_insync_replicas.max(1) as usize);
+    if acks == -1 && p.isr.borrow().len() < min_isr {
+        return ProduceOutcome::error(errors::NOT_ENOUGH_REPLICAS);
+    }
+    let mut out = p.append_as_leader(batch).await;
+    if acks == -1 && out.error == errors::NONE {
+        if !p.wait_hw_above(out.last_offset, timeout).await {
+            out.error = if !p.is_leader.get() {
+                errors::NOT_LEADER_OR_FOLLOWER
+            } else if p.isr.borrow().len() < min_isr {
+                errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+            } else {
+                errors::REQUEST_TIMED_OUT
+            };
+        }
+    }
+    out
+}

@@ -1,0 +1,24 @@
+//! SaslHandshake / SaslAuthenticate: SASL is not enabled; answer so clients report it clearly.
+
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::{errors, RequestContext};
+use crate::shard::Shard;
+use bytes::BytesMut;
+use kafka_protocol::messages::{ApiKey, SaslAuthenticateResponse, SaslHandshakeResponse};
+use std::rc::Rc;
+
+pub async fn handle(_shard: Rc<Shard>, ctx: RequestContext, _body: BytesMut) -> HandlerResult {
+    if ctx.api_key == ApiKey::SaslHandshake {
+        let mut r = SaslHandshakeResponse::default();
+        r.error_code = errors::UNSUPPORTED_SASL_MECHANISM;
+        r.mechanisms = Vec::new(); // none enabled
+        ctx.encode(&r).map(Some)
+    } else {
+        let mut r = SaslAuthenticateResponse::default();
+        r.error_code = errors::ILLEGAL_SASL_STATE;
+        r.error_message = Some(super::str_bytes(
+            "SASL authentication is not enabled on this broker",
+        ));
+        ctx.encode(&r).map(Some)
+    }
+}

@@ -1,0 +1,128 @@
+//! Topic creation through the controller, shared by CreateTopics and auto-create.
+
+use crate::kafka::errors;
+use crate::shard::Shard;
+use chronik_raft::image::TopicId;
+use chronik_raft::{Command, CommandOutcome, ControllerError, MetaError, NewTopic};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Kafka's topic-name rule: 1–249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+pub fn controller_error(e: &ControllerError) -> MetaError {
+    match e {
+        ControllerError::Timeout => MetaError {
+            code: errors::REQUEST_TIMED_OUT,
+            message: "the controller did not answer in time".into(),
+        },
+        other => MetaError {
+            code: errors::NOT_CONTROLLER,
+            message: format!("controller unavailable: {other:?}"),
+        },
+    }
+}
+
+/// Submits a command whose outcome is per topic, waits until this shard's image holds it, and
+/// returns the per-topic results in request order.
+pub async fn submit_per_topic(
+    shard: &Rc<Shard>,
+    cmd: Command,
+    names: &[String],
+    timeout: Duration,
+) -> Vec<(String, Result<TopicId, MetaError>)> {
+    let all = |e: MetaError| names.iter().map(|n| (n.clone(), Err(e.clone()))).collect();
+    match shard.controller.submit(cmd).await {
+        Ok(sub) => {
+            // Answer only once this node serves what was committed (read-your-writes).
+            if !shard.wait_for_image(sub.index, timeout).await {
+                return all(MetaError {
+                    code: errors::REQUEST_TIMED_OUT,
+                    message: "committed, but not yet applied on this node".into(),
+                });
+            }
+            match sub.outcome {
+                CommandOutcome::Topics(v) => v,
+                CommandOutcome::Rejected(e) => all(e),
+                other => all(MetaError {
+                    code: errors::UNKNOWN_SERVER_ERROR,
+                    message: format!("unexpected controller outcome {other:?}"),
+                }),
+            }
+        }
+        Err(e) => all(controller_error(&e)),
+    }
+}
+
+/// Creates missing topics with the broker defaults (auto.create.topics.enable). Returns the
+/// Kafka error code per name (NONE when it exists now).
+pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> Vec<(String, i16)> {
+    let mut out = Vec::new();
+    let mut to_create = Vec::new();
+    for n in names {
+        if !valid_topic_name(&n) {
+            out.push((n, errors::INVALID_TOPIC_EXCEPTION));
+        } else if shard.with_image(|i| i.topic(&n).is_some()) {
+            out.push((n, errors::NONE));
+        } else {
+            to_create.push(n);
+        }
+    }
+    if to_create.is_empty() {
+        return out;
+    }
+    let topics = to_create
+        .iter()
+        .map(|n| NewTopic {
+            name: n.clone(),
+            num_partitions: shard.config.num_partitions,
+            replication_factor: shard.config.default_replication_factor,
+            assignments: None,
+            configs: Default::default(),
+        })
+        .collect();
+    let cmd = Command::CreateTopics {
+        topics,
+        validate_only: false,
+    };
+    for (n, r) in submit_per_topic(shard, cmd, &to_create, Duration::from_secs(10)).await {
+        let code = match r {
+            Ok(_) => errors::NONE,
+            // Another client created it at the same moment: fine.
+            Err(e) if e.code == errors::TOPIC_ALREADY_EXISTS => errors::NONE,
+            Err(e) if e.code == errors::INVALID_REPLICATION_FACTOR => {
+                errors::LEADER_NOT_AVAILABLE
+            }
+            Err(e) => {
+                tracing::warn!(topic = %n, code = e.code, "auto-create failed: {}", e.message);
+                e.code
+            }
+        };
+        out.push((n, code));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_topic_name;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(valid_topic_name("orders.v1_x-2"));
+        assert!(!valid_topic_name(""));
+        assert!(!valid_topic_name("."));
+        assert!(!valid_topic_name(".."));
+        assert!(!valid_topic_name("has space"));
+        assert!(!valid_topic_name(&"a".repeat(250)));
+        assert!(valid_topic_name(&"a".repeat(249)));
+    }
+}

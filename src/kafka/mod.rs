@@ -1,0 +1,98 @@
+//! The Kafka wire protocol: request headers, response framing, and the API dispatch table.
+
+pub mod dispatch;
+pub mod errors;
+pub mod handlers;
+pub mod wire;
+
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+/// Why a request could not be served at all; the connection is closed and the reason logged.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("unknown API key {0}")]
+    UnknownApiKey(i16),
+    #[error("unsupported version {version} of API {key}")]
+    UnsupportedVersion { key: i16, version: i16 },
+    #[error("encode failed: {0}")]
+    Encode(String),
+}
+
+/// What a handler needs to know about the request it serves.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
+
+impl RequestContext {
+    /// A response buffer with room for the length prefix and the response header already written;
+    /// the handler encodes its body after it and `finish_response` fills in the length.
+    pub fn response_buf(&self, body_hint: usize) -> BytesMut {
+        let mut buf = BytesMut::with_capacity(16 + body_hint);
+        buf.put_i32(0);
+        buf.put_i32(self.correlation_id);
+        // ApiVersions always answers with header v0 so old clients can read the error.
+        let hv = if self.api_key == ApiKey::ApiVersions {
+            0
+        } else {
+            self.api_key.response_header_version(self.api_version)
+        };
+        if hv >= 1 {
+            buf.put_u8(0); // no tagged fields
+        }
+        buf
+    }
+
+    /// Encodes a kafka-protocol response message as a whole frame.
+    pub fn encode<R: Encodable>(&self, resp: &R) -> Result<BytesMut, ProtocolError> {
+        let size = resp
+            .compute_size(self.api_version)
+            .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+        let mut buf = self.response_buf(size);
+        resp.encode(&mut buf, self.api_version)
+            .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+        Ok(finish_response(buf))
+    }
+}
+
+/// Writes the frame length into the first four bytes.
+pub fn finish_response(mut buf: BytesMut) -> BytesMut {
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    buf
+}
+
+/// Decodes a request body with kafka-protocol.
+pub fn decode<T: Decodable>(body: BytesMut, version: i16) -> Result<T, ProtocolError> {
+    let mut b = body.freeze();
+    T::decode(&mut b, version).map_err(|e| ProtocolError::Malformed(e.to_string()))
+}
+
+/// Parses the request header (v1 or v2) from the front of a frame, leaving the body.
+pub fn parse_header(frame: &mut BytesMut) -> Result<RequestContext, ProtocolError> {
+    use wire::Reader;
+    let mut r = Reader::new(&frame[..]);
+    let key = r.i16()?;
+    let version = r.i16()?;
+    let correlation_id = r.i32()?;
+    let api_key = ApiKey::try_from(key).map_err(|_| ProtocolError::UnknownApiKey(key))?;
+    let client_id = r.nullable_string()?.map(str::to_string);
+    if api_key.request_header_version(version) >= 2 {
+        r.skip_tagged_fields()?;
+    }
+    let consumed = r.position();
+    let _ = frame.split_to(consumed);
+    Ok(RequestContext {
+        api_key,
+        api_version: version,
+        correlation_id,
+        client_id,
+    })
+}

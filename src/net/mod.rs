@@ -1,0 +1,3 @@
+//! Client networking.
+
+pub mod conn;

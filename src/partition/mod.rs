@@ -1,0 +1,282 @@
+//! One partition replica on its owning shard: the log, idempotent-producer state, the high
+//! watermark and the wake-ups fetchers and acks=all producers wait on.
+
+pub mod producer_state;
+
+use crate::kafka::errors;
+use crate::shard::event::LocalEvent;
+use crate::shard::TopicPartition;
+use bytes::{Bytes, BytesMut};
+use chronik_raft::image::{BrokerId, TopicId};
+use chronik_storage::{PartitionLog, StorageError};
+use producer_state::{ProducerStateTable, SeqCheck};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const PRODUCER_SNAPSHOT: &str = "producer-state.snapshot";
+const PARTITION_METADATA: &str = "partition.metadata";
+
+/// What a produce to one partition ended with.
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceOutcome {
+    pub error: i16,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+impl ProduceOutcome {
+    pub fn error(code: i16) -> Self {
+        ProduceOutcome {
+            error: code,
+            base_offset: -1,
+            last_offset: -1,
+            log_append_time: -1,
+            log_start_offset: -1,
+        }
+    }
+}
+
+/// A follower's replication progress as the leader sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerState {
+    pub log_end_offset: i64,
+    /// Last time the follower was caught up to the leader's LEO (Kafka's lastCaughtUpTime).
+    pub caught_up_at: Instant,
+}
+
+pub struct Partition {
+    pub tp: TopicPartition,
+    pub topic_id: TopicId,
+    pub log: PartitionLog,
+    pub dir: PathBuf,
+    producers: RefCell<ProducerStateTable>,
+    /// Signalled when the high watermark moves (fetch long-polls, acks=all waiters).
+    pub hw_advanced: LocalEvent,
+    pub leader_epoch: Cell<i32>,
+    pub is_leader: Cell<bool>,
+    /// ISR from the metadata image, used for the high watermark and acks=all.
+    pub isr: RefCell<Vec<BrokerId>>,
+    pub followers: RefCell<HashMap<BrokerId, FollowerState>>,
+    pub local_broker: BrokerId,
+}
+
+pub fn storage_error_code(e: &StorageError) -> i16 {
+    match e {
+        StorageError::InvalidBatch(_) => errors::CORRUPT_MESSAGE,
+        StorageError::OffsetOutOfRange { .. } => errors::OFFSET_OUT_OF_RANGE,
+        _ => errors::KAFKA_STORAGE_ERROR,
+    }
+}
+
+impl Partition {
+    /// Opens (or creates) the partition's log, checks its topic id, and rebuilds producer state.
+    pub async fn open(
+        tp: TopicPartition,
+        topic_id: TopicId,
+        dir: PathBuf,
+        cfg: chronik_storage::LogConfig,
+        cache: std::rc::Rc<chronik_storage::ReadCache>,
+        local_broker: BrokerId,
+    ) -> Result<Partition, String> {
+        // A directory left by a deleted topic of the same name must not be adopted.
+        let meta_path = dir.join(PARTITION_METADATA);
+        if let Ok(existing) = std::fs::read(&meta_path) {
+            if existing.as_slice() != topic_id.as_slice() {
+                tracing::info!(dir = %dir.display(), "removing log of an older topic with the same name");
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| format!("remove stale {}: {e}", dir.display()))?;
+            }
+        }
+        let log = PartitionLog::open(dir.clone(), cfg, cache)
+            .await
+            .map_err(|e| format!("open log {}: {e}", dir.display()))?;
+        std::fs::write(&meta_path, topic_id)
+            .map_err(|e| format!("write {}: {e}", meta_path.display()))?;
+        let p = Partition {
+            tp,
+            topic_id,
+            log,
+            dir,
+            producers: RefCell::new(ProducerStateTable::default()),
+            hw_advanced: LocalEvent::new(),
+            leader_epoch: Cell::new(-1),
+            is_leader: Cell::new(false),
+            isr: RefCell::new(Vec::new()),
+            followers: RefCell::new(HashMap::new()),
+            local_broker,
+        };
+        p.rebuild_producer_state().await;
+        Ok(p)
+    }
+
+    /// Loads the producer snapshot and replays batch headers written after it.
+    async fn rebuild_producer_state(&self) {
+        let snap = std::fs::read(self.dir.join(PRODUCER_SNAPSHOT))
+            .ok()
+            .and_then(|b| ProducerStateTable::decode_snapshot(&b));
+        let (table, from) = match snap {
+            Some((t, end)) if end <= self.log.log_end_offset() => (t, end),
+            _ => (ProducerStateTable::default(), self.log.log_start_offset()),
+        };
+        *self.producers.borrow_mut() = table;
+        let mut offset = from.max(self.log.log_start_offset());
+        let end = self.log.log_end_offset();
+        while offset < end {
+            let batches = match self.log.read(offset, 1 << 20, end).await {
+                Ok(b) if !b.is_empty() => b,
+                _ => break,
+            };
+            for b in &batches {
+                if let Ok(h) = chronik_storage::parse_header(b) {
+                    self.producers.borrow_mut().record(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_sequence,
+                        h.records_count,
+                        h.base_offset,
+                    );
+                    offset = h.last_offset() + 1;
+                } else {
+                    offset = end;
+                }
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        let snap = self
+            .producers
+            .borrow()
+            .encode_snapshot(self.log.log_end_offset());
+        let path = self.dir.join(PRODUCER_SNAPSHOT);
+        let tmp = self.dir.join("producer-state.snapshot.tmp");
+        if std::fs::write(&tmp, snap).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+        if let Err(e) = self.log.close().await {
+            tracing::warn!(topic = %self.tp.topic, partition = self.tp.partition, "close: {e}");
+        }
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.log.high_watermark()
+    }
+
+    /// Leader append of one client batch. The batch has already been checked for size.
+    pub async fn append_as_leader(&self, batch: BytesMut) -> ProduceOutcome {
+        // Kafka answers CORRUPT_MESSAGE for a bad CRC or a malformed batch header.
+        let Ok(header) = chronik_storage::validate_batch(&batch) else {
+            return ProduceOutcome::error(errors::CORRUPT_MESSAGE);
+        };
+        if header.is_transactional() {
+            // Transactions are not supported yet; InitProducerId refuses transactional ids.
+            return ProduceOutcome::error(errors::INVALID_TXN_STATE);
+        }
+        // Sequence check and bookkeeping happen before the append is issued and without an
+        // await in between, so pipelined batches of one producer are checked in arrival order.
+        let check = self.producers.borrow().check(
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.records_count,
+        );
+        match check {
+            SeqCheck::Reject(code) => return ProduceOutcome::error(code),
+            SeqCheck::Duplicate { base_offset } => {
+                return ProduceOutcome {
+                    error: errors::DUPLICATE_SEQUENCE_NUMBER,
+                    base_offset,
+                    last_offset: base_offset + i64::from(header.records_count) - 1,
+                    log_append_time: -1,
+                    log_start_offset: self.log.log_start_offset(),
+                };
+            }
+            SeqCheck::Accept => {
+                let base = self.log.log_end_offset();
+                self.producers.borrow_mut().record(
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.base_sequence,
+                    header.records_count,
+                    base,
+                );
+            }
+            SeqCheck::NotIdempotent => {}
+        }
+        match self.log.append(batch, self.leader_epoch.get().max(0)).await {
+            Ok(r) => {
+                self.maybe_advance_hw();
+                ProduceOutcome {
+                    error: errors::NONE,
+                    base_offset: r.base_offset,
+                    last_offset: r.last_offset,
+                    log_append_time: -1,
+                    log_start_offset: self.log.log_start_offset(),
+                }
+            }
+            Err(e) => {
+                tracing::error!(topic = %self.tp.topic, partition = self.tp.partition, "append failed: {e}");
+                ProduceOutcome::error(storage_error_code(&e))
+            }
+        }
+    }
+
+    /// High watermark = smallest log end offset over the ISR (the leader's own included).
+    pub fn maybe_advance_hw(&self) {
+        let mut hw = self.log.log_end_offset();
+        {
+            let isr = self.isr.borrow();
+            let followers = self.followers.borrow();
+            for b in isr.iter().filter(|b| **b != self.local_broker) {
+                match followers.get(b) {
+                    Some(f) => hw = hw.min(f.log_end_offset),
+                    // An ISR member we have not heard from yet holds the HW where it is.
+                    None => hw = hw.min(self.log.high_watermark()),
+                }
+            }
+        }
+        if hw > self.log.high_watermark() {
+            self.log.set_high_watermark(hw);
+            debug_assert!(self.log.high_watermark() <= self.log.log_end_offset());
+            self.hw_advanced.notify();
+        }
+    }
+
+    /// Waits until the high watermark passes `offset` or the timeout ends. True when it passed.
+    pub async fn wait_hw_above(&self, offset: i64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log.high_watermark() > offset {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || !self.is_leader.get() {
+                return false;
+            }
+            futures_lite::future::or(
+                self.hw_advanced.listen(),
+                glommio::timer::sleep(deadline - now),
+            )
+            .await;
+        }
+    }
+
+    /// Consumer read: whole batches from `offset`, below the high watermark.
+    pub async fn read_committed(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<Bytes>, StorageError> {
+        self.log
+            .read(offset, max_bytes, self.log.high_watermark())
+            .await
+    }
+
+    pub fn truncate_producers(&self, offset: i64) {
+        self.producers.borrow_mut().truncate_to(offset);
+    }
+}

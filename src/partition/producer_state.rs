@@ -1,0 +1,229 @@
+//! Idempotent-producer state of one partition: the last five batches (sequence ranges and offsets)
+//! per producer id, as Kafka keeps them, so retries are answered with the original offset and gaps
+//! are refused.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+
+/// Kafka keeps the metadata of the last 5 batches per producer (max.in.flight ≤ 5).
+const CACHED_BATCHES: usize = 5;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BatchMeta {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    pub batches: VecDeque<BatchMeta>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SeqCheck {
+    /// Not idempotent (producer id -1): no bookkeeping.
+    NotIdempotent,
+    /// Append it.
+    Accept,
+    /// Already written: answer with this base offset and do not append.
+    Duplicate { base_offset: i64 },
+    /// Refuse with this Kafka error code.
+    Reject(i16),
+}
+
+/// The serialised form written to `producer-state.snapshot` (versioned).
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u16,
+    /// Entries reflect every batch below this offset.
+    end_offset: i64,
+    producers: Vec<(i64, ProducerEntry)>,
+}
+
+#[derive(Debug, Default)]
+pub struct ProducerStateTable {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+fn next_seq(s: i32) -> i32 {
+    if s == i32::MAX {
+        0
+    } else {
+        s + 1
+    }
+}
+
+fn last_seq(first: i32, count: i32) -> i32 {
+    // sequences wrap at i32::MAX like Kafka's
+    ((i64::from(first) + i64::from(count) - 1) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+impl ProducerStateTable {
+    pub fn check(&self, producer_id: i64, epoch: i16, first_seq: i32, count: i32) -> SeqCheck {
+        use crate::kafka::errors::*;
+        if producer_id < 0 {
+            return SeqCheck::NotIdempotent;
+        }
+        let lseq = last_seq(first_seq, count);
+        match self.producers.get(&producer_id) {
+            None => {
+                if first_seq == 0 {
+                    SeqCheck::Accept
+                } else {
+                    SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+                }
+            }
+            Some(e) if epoch < e.epoch => SeqCheck::Reject(INVALID_PRODUCER_EPOCH),
+            Some(e) if epoch > e.epoch => {
+                if first_seq == 0 {
+                    SeqCheck::Accept
+                } else {
+                    SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+                }
+            }
+            Some(e) => {
+                if let Some(b) = e
+                    .batches
+                    .iter()
+                    .find(|b| b.first_seq == first_seq && b.last_seq == lseq)
+                {
+                    return SeqCheck::Duplicate {
+                        base_offset: b.base_offset,
+                    };
+                }
+                match e.batches.back() {
+                    Some(last) if first_seq != next_seq(last.last_seq) => {
+                        SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+                    }
+                    None if first_seq != 0 => SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER),
+                    _ => SeqCheck::Accept,
+                }
+            }
+        }
+    }
+
+    /// Records an appended batch (also used when replaying the log on open).
+    pub fn record(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        count: i32,
+        base_offset: i64,
+    ) {
+        if producer_id < 0 {
+            return;
+        }
+        let e = self.producers.entry(producer_id).or_default();
+        if epoch != e.epoch {
+            e.epoch = epoch;
+            e.batches.clear();
+        }
+        e.batches.push_back(BatchMeta {
+            first_seq,
+            last_seq: last_seq(first_seq, count),
+            base_offset,
+            last_offset: base_offset + i64::from(count) - 1,
+        });
+        while e.batches.len() > CACHED_BATCHES {
+            e.batches.pop_front();
+        }
+    }
+
+    /// Drops what lies at or after `offset` (log truncation).
+    pub fn truncate_to(&mut self, offset: i64) {
+        for e in self.producers.values_mut() {
+            e.batches.retain(|b| b.last_offset < offset);
+        }
+        self.producers.retain(|_, e| !e.batches.is_empty());
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    pub fn encode_snapshot(&self, end_offset: i64) -> Vec<u8> {
+        let snap = Snapshot {
+            version: 1,
+            end_offset,
+            producers: self
+                .producers
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+        };
+        bincode::serialize(&snap).unwrap_or_default()
+    }
+
+    /// Returns the table and the offset from which the log must be replayed.
+    pub fn decode_snapshot(bytes: &[u8]) -> Option<(ProducerStateTable, i64)> {
+        let snap: Snapshot = bincode::deserialize(bytes).ok()?;
+        if snap.version != 1 {
+            return None;
+        }
+        Some((
+            ProducerStateTable {
+                producers: snap.producers.into_iter().collect(),
+            },
+            snap.end_offset,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::errors::*;
+
+    #[test]
+    fn retries_are_duplicates_and_gaps_are_out_of_order() {
+        let mut t = ProducerStateTable::default();
+        assert_eq!(t.check(7, 0, 0, 10), SeqCheck::Accept);
+        t.record(7, 0, 0, 10, 100);
+        assert_eq!(t.check(7, 0, 10, 5), SeqCheck::Accept);
+        t.record(7, 0, 10, 5, 110);
+        assert_eq!(
+            t.check(7, 0, 0, 10),
+            SeqCheck::Duplicate { base_offset: 100 }
+        );
+        assert_eq!(
+            t.check(7, 0, 20, 5),
+            SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+        );
+        assert_eq!(t.check(7, -1, 15, 1), SeqCheck::Reject(INVALID_PRODUCER_EPOCH));
+        assert_eq!(t.check(8, 0, 3, 1), SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        assert_eq!(t.check(-1, -1, -1, 3), SeqCheck::NotIdempotent);
+    }
+
+    #[test]
+    fn new_epoch_restarts_at_zero_and_snapshot_roundtrips() {
+        let mut t = ProducerStateTable::default();
+        t.record(1, 0, 0, 3, 0);
+        assert_eq!(t.check(1, 1, 0, 1), SeqCheck::Accept);
+        assert_eq!(t.check(1, 1, 5, 1), SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        let bytes = t.encode_snapshot(3);
+        let (u, end) = ProducerStateTable::decode_snapshot(&bytes).unwrap();
+        assert_eq!(end, 3);
+        assert_eq!(u.check(1, 0, 0, 3), SeqCheck::Duplicate { base_offset: 0 });
+    }
+
+    #[test]
+    fn only_five_batches_are_remembered() {
+        let mut t = ProducerStateTable::default();
+        for i in 0..7 {
+            t.record(1, 0, i, 1, i64::from(i));
+        }
+        // batch 0 fell out of the window: it is no longer a duplicate, just out of order
+        assert_eq!(t.check(1, 0, 0, 1), SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        assert_eq!(t.check(1, 0, 6, 1), SeqCheck::Duplicate { base_offset: 6 });
+        t.truncate_to(5);
+        assert_eq!(t.check(1, 0, 5, 1), SeqCheck::Accept);
+    }
+}

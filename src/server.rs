@@ -1,0 +1,187 @@
+//! Starting and stopping a broker: the controller thread, one glommio executor per shard, and
+//! the SO_REUSEPORT listeners.
+
+use crate::config::BrokerConfig;
+use crate::net::conn;
+use crate::shard::{images, run_inbox, Shard, ShardTask};
+use chronik_raft::{BrokerRegistration, Controller, ControllerConfig};
+use glommio::{LocalExecutorBuilder, Placement};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// A running broker. `stop` shuts it down cleanly.
+pub struct Broker {
+    controller: Controller,
+    shard_threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    stop_senders: Vec<async_channel::Sender<()>>,
+}
+
+pub fn controller_config(cfg: &BrokerConfig) -> ControllerConfig {
+    ControllerConfig {
+        node_id: cfg.node_id,
+        raft_listen: cfg.controller_listen,
+        quorum: cfg.controller_quorum.clone(),
+        data_dir: cfg.data_dir.join("__raft"),
+        broker: BrokerRegistration {
+            id: cfg.node_id,
+            host: cfg.advertise_host.clone(),
+            port: cfg.advertise_port,
+            rack: cfg.rack.clone(),
+        },
+        session_timeout_ms: cfg.broker_session_timeout_ms,
+        heartbeat_interval_ms: cfg.broker_heartbeat_interval_ms,
+        default_num_partitions: cfg.num_partitions,
+        default_replication_factor: cfg.default_replication_factor,
+        cluster_id: String::new(),
+        pin_core: cfg.pin.then_some(0),
+    }
+}
+
+impl Broker {
+    pub fn start(cfg: BrokerConfig) -> Result<Broker, String> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
+        let controller = chronik_raft::start(controller_config(&cfg))
+            .map_err(|e| format!("controller failed to start: {e:?}"))?;
+        let n = cfg.cores;
+        let mut inbox_tx = Vec::with_capacity(n);
+        let mut inbox_rx = Vec::with_capacity(n);
+        for _ in 0..n {
+            // Unbounded: a bounded mesh can deadlock when two shards fill each other's queues
+            // (glommio issue 555); the senders are request tasks that are themselves bounded.
+            let (tx, rx) = async_channel::unbounded::<ShardTask>();
+            inbox_tx.push(tx);
+            inbox_rx.push(rx);
+        }
+        // Bind once up front so a taken port is reported before any thread starts.
+        std::net::TcpListener::bind(cfg.listen)
+            .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+        let avail = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut shard_threads = Vec::new();
+        let mut stop_senders = Vec::new();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        for (id, rx) in inbox_rx.into_iter().enumerate() {
+            let placement = if cfg.pin {
+                // Core 0 is the controller's; shards take the next ones.
+                Placement::Fixed((id + 1) % avail)
+            } else {
+                Placement::Unbound
+            };
+            let cfg = Rc::new(cfg.clone());
+            let cfg_send = (*cfg).clone();
+            drop(cfg);
+            let peers = inbox_tx.clone();
+            let controller = controller.clone();
+            let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+            stop_senders.push(stop_tx);
+            let ready = ready_tx.clone();
+            let handle = LocalExecutorBuilder::new(placement)
+                .name(&format!("shard-{id}"))
+                .spawn(move || async move {
+                    run_shard(id, cfg_send, controller, peers, rx, stop_rx, ready).await
+                })
+                .map_err(|e| {
+                    format!(
+                        "cannot start shard {id}: {e}. io_uring needs enough locked memory: \
+                         raise `ulimit -l` / LimitMEMLOCK (see tuning/check.sh)"
+                    )
+                })?;
+            shard_threads.push(handle);
+        }
+        drop(ready_tx);
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err("a shard exited during start-up".into()),
+            }
+        }
+        Ok(Broker {
+            controller,
+            shard_threads,
+            stop_senders,
+        })
+    }
+
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    /// Stops accepting, lets in-flight requests finish, flushes and closes every log.
+    pub fn stop(self) {
+        for s in &self.stop_senders {
+            let _ = s.send_blocking(());
+        }
+        for t in self.shard_threads {
+            let _ = t.join();
+        }
+        self.controller.shutdown();
+    }
+}
+
+async fn run_shard(
+    id: usize,
+    cfg: BrokerConfig,
+    controller: Controller,
+    peers: Vec<async_channel::Sender<ShardTask>>,
+    inbox: async_channel::Receiver<ShardTask>,
+    stop: async_channel::Receiver<()>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let listen = cfg.listen;
+    let shard = Shard::new(id, Rc::new(cfg), controller.clone(), peers);
+    glommio::spawn_local(run_inbox(shard.clone(), inbox)).detach();
+    glommio::spawn_local(images::run_image_loop(shard.clone(), controller.subscribe())).detach();
+    glommio::spawn_local(crate::shard::maintenance::run(shard.clone())).detach();
+    let listener = match glommio::net::TcpListener::bind(listen) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {id}: cannot listen on {listen}: {e}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    tracing::info!(shard = id, %listen, "shard listening");
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    if shard.connections.get() >= shard.config.max_connections {
+                        tracing::warn!(shard = id, "connection limit reached; refusing");
+                        drop(stream);
+                        continue;
+                    }
+                    shard.connections.set(shard.connections.get() + 1);
+                    glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+                }
+                Err(e) => {
+                    tracing::warn!(shard = id, "accept failed: {e}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    };
+    futures_lite::future::or(accept, async {
+        let _ = stop.recv().await;
+    })
+    .await;
+    drop(listener);
+    shard.shutting_down.set(true);
+    // Give in-flight requests a moment to finish before the logs close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while shard.connections.get() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    let parts: Vec<_> = shard.partitions.borrow_mut().drain().collect();
+    for (_, p) in parts {
+        match Rc::try_unwrap(p) {
+            Ok(p) => p.close().await,
+            Err(p) => {
+                if let Err(e) = p.log.flush().await {
+                    tracing::warn!("flush on shutdown: {e}");
+                }
+            }
+        }
+    }
+    tracing::info!(shard = id, "shard stopped");
+}

@@ -1,0 +1,195 @@
+//! Applying new metadata images on a shard: swap the image, then open, update or remove the
+//! partitions this shard owns so they match it.
+
+use super::{Shard, TopicPartition};
+use crate::config::{BrokerConfig, FlushSetting};
+use crate::kafka::errors;
+use crate::partition::Partition;
+use chronik_raft::image::{MetadataImage, TopicImage};
+use chronik_storage::{FlushPolicy, LogConfig};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Receives images from the controller for the life of the shard.
+pub async fn run_image_loop(shard: Rc<Shard>, rx: async_channel::Receiver<Arc<MetadataImage>>) {
+    while let Ok(mut img) = rx.recv().await {
+        // Coalesce a backlog: only the newest image matters.
+        while let Ok(next) = rx.try_recv() {
+            img = next;
+        }
+        shard.install_image(img.clone());
+        reconcile(&shard, &img).await;
+    }
+}
+
+/// Log settings for a topic: its overrides on top of the broker defaults.
+pub fn log_config_for(cfg: &BrokerConfig, topic_configs: &BTreeMap<String, String>) -> LogConfig {
+    let mut lc = LogConfig {
+        segment_bytes: cfg.log_segment_bytes,
+        retention_ms: cfg.log_retention_ms,
+        flush: match cfg.log_flush {
+            FlushSetting::Always => FlushPolicy::Always,
+            FlushSetting::IntervalMs(ms) => FlushPolicy::IntervalMs(ms),
+        },
+        ..LogConfig::default()
+    };
+    for (k, v) in topic_configs {
+        match k.as_str() {
+            "segment.bytes" => {
+                if let Ok(n) = v.parse::<u64>() {
+                    lc.segment_bytes = n;
+                }
+            }
+            "segment.ms" => lc.segment_ms = v.parse::<u64>().ok(),
+            "retention.ms" => {
+                lc.retention_ms = v.parse::<i64>().ok().filter(|n| *n >= 0);
+            }
+            "retention.bytes" => {
+                lc.retention_bytes = v.parse::<i64>().ok().filter(|n| *n >= 0).map(|n| n as u64);
+            }
+            // flush.ms=0 or flush.messages=1 mean "fdatasync before acknowledging".
+            "flush.ms" => match v.parse::<u64>() {
+                Ok(0) => lc.flush = FlushPolicy::Always,
+                Ok(ms) => lc.flush = FlushPolicy::IntervalMs(ms),
+                Err(_) => {}
+            },
+            "flush.messages" if v == "1" => lc.flush = FlushPolicy::Always,
+            _ => {}
+        }
+    }
+    lc
+}
+
+async fn reconcile(shard: &Rc<Shard>, img: &MetadataImage) {
+    let me = shard.config.node_id;
+    // Partitions whose topic is gone (or replaced by a new topic of the same name).
+    let stale: Vec<TopicPartition> = shard
+        .partitions
+        .borrow()
+        .iter()
+        .filter(|(tp, p)| match img.topic(&tp.topic) {
+            None => true,
+            Some(t) => {
+                t.id != p.topic_id
+                    || t.partitions
+                        .get(tp.partition as usize)
+                        .is_none_or(|ps| !ps.replicas.contains(&me))
+            }
+        })
+        .map(|(tp, _)| tp.clone())
+        .collect();
+    for tp in stale {
+        let removed = shard.partitions.borrow_mut().remove(&tp);
+        if let Some(p) = removed {
+            p.is_leader.set(false);
+            p.hw_advanced.notify();
+            if let Ok(p) = Rc::try_unwrap(p) {
+                let dir = p.dir.clone();
+                if let Err(e) = p.log.delete().await {
+                    tracing::warn!(dir = %dir.display(), "delete log: {e}");
+                }
+            } else {
+                // Still in use by an in-flight request; the directory is removed once the
+                // topic id check on a later open finds it stale.
+                tracing::debug!(topic = %tp.topic, "partition busy at delete; left for later");
+            }
+        }
+    }
+    for topic in img.topics.values() {
+        for (idx, ps) in topic.partitions.iter().enumerate() {
+            let idx = idx as i32;
+            if !ps.replicas.contains(&me) || shard.owner_of(&topic.name, idx) != shard.id {
+                continue;
+            }
+            let tp = TopicPartition::new(&topic.name, idx);
+            let p = match shard.partition(&tp) {
+                Some(p) => p,
+                None => match open_partition(shard, topic, idx).await {
+                    Ok(p) => p,
+                    Err(_) => continue,
+                },
+            };
+            apply_partition_state(shard, &p, topic, idx);
+        }
+    }
+}
+
+fn apply_partition_state(shard: &Shard, p: &Partition, topic: &TopicImage, idx: i32) {
+    let Some(ps) = topic.partitions.get(idx as usize) else {
+        return;
+    };
+    let me = shard.config.node_id;
+    let was_leader = p.is_leader.get();
+    p.is_leader.set(ps.leader == me);
+    p.leader_epoch.set(ps.leader_epoch);
+    *p.isr.borrow_mut() = ps.isr.clone();
+    if ps.leader == me {
+        p.maybe_advance_hw();
+    }
+    if was_leader != p.is_leader.get() {
+        // Wake waiters so acks=all producers and fetchers re-check leadership.
+        p.hw_advanced.notify();
+    }
+}
+
+/// The open partition for `tp` on this shard, opening its log if the image says this broker
+/// holds a replica. Errors are Kafka codes.
+pub async fn get_or_open(shard: &Rc<Shard>, tp: &TopicPartition) -> Result<Rc<Partition>, i16> {
+    if let Some(p) = shard.partition(tp) {
+        return Ok(p);
+    }
+    let topic = shard.with_image(|img| img.topics.get(&*tp.topic).cloned());
+    let Some(topic) = topic else {
+        return Err(errors::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    let Some(ps) = topic.partitions.get(tp.partition.max(0) as usize) else {
+        return Err(errors::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    if tp.partition < 0 || !ps.replicas.contains(&shard.config.node_id) {
+        return Err(errors::NOT_LEADER_OR_FOLLOWER);
+    }
+    let p = open_partition(shard, &topic, tp.partition)
+        .await
+        .map_err(|_| errors::KAFKA_STORAGE_ERROR)?;
+    apply_partition_state(shard, &p, &topic, tp.partition);
+    Ok(p)
+}
+
+async fn open_partition(
+    shard: &Rc<Shard>,
+    topic: &TopicImage,
+    idx: i32,
+) -> Result<Rc<Partition>, String> {
+    let _guard = shard
+        .open_lock
+        .acquire_permit(1)
+        .await
+        .map_err(|e| format!("open lock: {e}"))?;
+    let tp = TopicPartition::new(&topic.name, idx);
+    if let Some(p) = shard.partition(&tp) {
+        return Ok(p);
+    }
+    let dir = shard.partition_dir(&topic.name, idx);
+    let cfg = log_config_for(&shard.config, &topic.configs);
+    match Partition::open(
+        tp.clone(),
+        topic.id,
+        dir,
+        cfg,
+        shard.cache.clone(),
+        shard.config.node_id,
+    )
+    .await
+    {
+        Ok(p) => {
+            let p = Rc::new(p);
+            shard.partitions.borrow_mut().insert(tp, p.clone());
+            Ok(p)
+        }
+        Err(e) => {
+            tracing::error!(topic = %topic.name, partition = idx, "cannot open partition: {e}");
+            Err(e)
+        }
+    }
+}
