@@ -10,7 +10,9 @@
 //! leader. On the leader, the proposer drains its queue (local and forwarded commands alike) and
 //! proposes all of it as ONE log entry, so commands arriving together share one fsync.
 
-use crate::command::{BrokerRegistration, Command, CommandBatch, CommandOutcome, ProposedCommand};
+use crate::command::{
+    BrokerRegistration, Command, CommandBatch, CommandOutcome, PartitionRef, ProposedCommand,
+};
 pub use crate::error::ControllerError;
 use crate::hub::{ImageHub, WaitError};
 use crate::image::{BrokerId, MetadataImage};
@@ -30,7 +32,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -72,6 +74,9 @@ pub struct Tuning {
     pub request_timeout: Duration,
     /// Most commands in one log entry.
     pub max_batch: usize,
+    /// How often the active controller moves leadership back to preferred replicas that are
+    /// live and in sync (Kafka's auto.leader.rebalance); None disables it.
+    pub leader_rebalance_interval: Option<Duration>,
 }
 
 impl Default for Tuning {
@@ -84,6 +89,7 @@ impl Default for Tuning {
             election_timeout_max_ms: 600,
             request_timeout: Duration::from_secs(30),
             max_batch: 4096,
+            leader_rebalance_interval: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -152,7 +158,7 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
     };
     // Load local state before returning, so the first image is the recovered one.
     let (log_store, log_writer) = LogStore::open(&dir)?;
-    let sm = StateMachineStore::open(
+    let (sm, publisher) = StateMachineStore::open(
         SnapshotFiles::new(&dir.join("snapshots"))?,
         hub.clone(),
         defaults,
@@ -201,7 +207,11 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
                 shared: shared2,
             };
             rt.block_on(run(parts, ready_tx));
-            // Dropping the runtime cancels every task (listener, connections, loops).
+            // Dropping the runtime cancels every task (listener, connections, loops) and with
+            // them the state machine, which ends the image publisher.
+            drop(rt);
+            let mut publisher = publisher;
+            publisher.join();
         })?;
     *lock(&shared.thread) = Some(thread);
     match ready_rx.recv() {
@@ -330,6 +340,9 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
         Duration::from_millis((cfg.heartbeat_interval_ms / 2).clamp(10, 500)),
     ));
     tokio::spawn(expire_waiters(shared.hub.clone()));
+    if let Some(every) = tuning.leader_rebalance_interval {
+        tokio::spawn(rebalance_loop(node.clone(), every));
+    }
     let _ = ready.send(Ok(()));
 
     let _ = shutdown_rx.recv().await;
@@ -638,7 +651,9 @@ async fn deliver(node: &Node, mut pending: Vec<Submission>) {
 /// Register this node's broker once a leader exists (and again whenever it finds itself fenced
 /// or unknown), and heartbeat to the active controller every interval.
 async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duration) {
-    let mut registered_once = false;
+    let registered_once = Arc::new(AtomicBool::new(false));
+    // Registration runs as its own task so heartbeats keep flowing while it waits for a commit.
+    let registering = Arc::new(AtomicBool::new(false));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let me = reg.id;
@@ -648,21 +663,33 @@ async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duratio
             continue;
         };
         let image = node.shared.hub.current();
-        let needs_registration =
-            !registered_once || image.broker(me).map(|b| b.fenced).unwrap_or(true);
-        if needs_registration {
-            match submit_local(&node, Command::RegisterBroker(reg.clone())).await {
-                Ok(s) if s.outcome == CommandOutcome::Done => {
-                    registered_once = true;
-                    tracing::info!(broker = me, index = s.index, "broker registered");
+        let needs_registration = !registered_once.load(Ordering::Acquire)
+            || image.broker(me).map(|b| b.fenced).unwrap_or(true);
+        if needs_registration && !registering.swap(true, Ordering::AcqRel) {
+            let (node, reg, registering, registered_once) = (
+                node.clone(),
+                reg.clone(),
+                registering.clone(),
+                registered_once.clone(),
+            );
+            tokio::spawn(async move {
+                match submit_local(&node, Command::RegisterBroker(reg)).await {
+                    Ok(s) if s.outcome == CommandOutcome::Done => {
+                        registered_once.store(true, Ordering::Release);
+                        // Wait until our own image shows it, so we do not register twice.
+                        let deadline = Instant::now() + node.tuning.request_timeout;
+                        let _ = node.shared.hub.wait_applied(s.index, deadline).await;
+                        tracing::info!(broker = me, index = s.index, "broker registered");
+                    }
+                    Ok(s) => {
+                        tracing::warn!(broker = me, outcome = ?s.outcome, "broker registration refused")
+                    }
+                    Err(e) => {
+                        tracing::debug!(broker = me, error = %e, "broker registration failed; will retry")
+                    }
                 }
-                Ok(s) => {
-                    tracing::warn!(broker = me, outcome = ?s.outcome, "broker registration refused")
-                }
-                Err(e) => {
-                    tracing::debug!(broker = me, error = %e, "broker registration failed; will retry")
-                }
-            }
+                registering.store(false, Ordering::Release);
+            });
         }
         if leader == node.id {
             node.liveness.heartbeat(me, Instant::now());
@@ -712,6 +739,48 @@ async fn fence_loop(node: Arc<Node>, every: Duration) {
                     node.liveness.fence_failed(broker);
                 }
             });
+        }
+    }
+}
+
+/// On the active controller: give leadership back to preferred replicas once they are live and
+/// in the ISR again (after a fence and return), so leaders stay spread.
+async fn rebalance_loop(node: Arc<Node>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if !node.liveness.is_leader() {
+            continue;
+        }
+        let image = node.shared.hub.current();
+        let mut partitions: Vec<PartitionRef> = Vec::new();
+        for t in image.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                let Some(&preferred) = p.replicas.first() else {
+                    continue;
+                };
+                let live = image.broker(preferred).map(|b| !b.fenced).unwrap_or(false);
+                if p.leader != preferred && live && p.isr.contains(&preferred) {
+                    partitions.push(PartitionRef {
+                        topic: t.name.clone(),
+                        partition: i as i32,
+                    });
+                }
+            }
+        }
+        if !partitions.is_empty() {
+            tracing::info!(
+                count = partitions.len(),
+                "moving leadership back to preferred replicas"
+            );
+            let _ = node
+                .propose_all(vec![Command::ElectLeaders {
+                    partitions,
+                    preferred: true,
+                }])
+                .await;
         }
     }
 }
