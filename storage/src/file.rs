@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use crate::error::{glommio_io, StorageError};
 pub(crate) const PAGE: u64 = 4096;
 
 static WARNED_BUFFERED: AtomicBool = AtomicBool::new(false);
+static WARNED_READ_FALLBACK: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// Devices whose io_uring poll support this executor thread has already probed.
@@ -55,8 +57,16 @@ pub(crate) fn align_up(v: u64) -> u64 {
 }
 
 pub(crate) enum SegFile {
-    Dma { file: DmaFile, path: PathBuf },
-    Buffered { file: BufferedFile, path: PathBuf },
+    Dma {
+        file: DmaFile,
+        path: PathBuf,
+        /// Buffered reader used if O_DIRECT reads are refused (see `read`).
+        read_fallback: RefCell<Option<Rc<BufferedFile>>>,
+    },
+    Buffered {
+        file: BufferedFile,
+        path: PathBuf,
+    },
 }
 
 impl SegFile {
@@ -82,6 +92,7 @@ impl SegFile {
                     return Ok(SegFile::Dma {
                         file,
                         path: path.to_path_buf(),
+                        read_fallback: RefCell::new(None),
                     })
                 }
                 Err(e) => {
@@ -132,7 +143,7 @@ impl SegFile {
         new_len: usize,
     ) -> Result<(), StorageError> {
         match self {
-            SegFile::Dma { file, path } => {
+            SegFile::Dma { file, path, .. } => {
                 let want = buf.len();
                 let n = file
                     .write_at(buf, page_start)
@@ -178,17 +189,58 @@ impl SegFile {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let (res, path) = match self {
-            SegFile::Dma { file, path } => (file.read_at(pos, len).await, path),
-            SegFile::Buffered { file, path } => (file.read_at(pos, len).await, path),
-        };
-        let rr = res.map_err(|e| StorageError::io(path, "read segment", glommio_io(e)))?;
-        Ok(Bytes::copy_from_slice(&rr))
+        match self {
+            SegFile::Buffered { file, path } => {
+                let rr = file
+                    .read_at(pos, len)
+                    .await
+                    .map_err(|e| StorageError::io(path, "read segment", glommio_io(e)))?;
+                Ok(Bytes::copy_from_slice(&rr))
+            }
+            SegFile::Dma {
+                file,
+                path,
+                read_fallback,
+            } => {
+                let fallback = read_fallback.borrow().clone();
+                if let Some(f) = fallback {
+                    let rr = f.read_at(pos, len).await.map_err(|e| {
+                        StorageError::io(path, "read segment (buffered)", glommio_io(e))
+                    })?;
+                    return Ok(Bytes::copy_from_slice(&rr));
+                }
+                match file.read_at(pos, len).await.map_err(glommio_io) {
+                    Ok(rr) => Ok(Bytes::copy_from_slice(&rr)),
+                    // glommio routes reads to the io_uring poll ring when it believes the
+                    // device supports polling; if that belief is wrong (it was probed on an
+                    // empty file by other code on this thread) reads fail with EOPNOTSUPP.
+                    Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                        if !WARNED_READ_FALLBACK.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(path = %path.display(), "O_DIRECT reads refused (EOPNOTSUPP from the io_uring poll ring); reading segments with buffered I/O");
+                        }
+                        let f = OpenOptions::new()
+                            .read(true)
+                            .buffered_open(path)
+                            .await
+                            .map_err(|e| {
+                                StorageError::io(path, "open segment for reading", glommio_io(e))
+                            })?;
+                        let f = Rc::new(f);
+                        *read_fallback.borrow_mut() = Some(f.clone());
+                        let rr = f.read_at(pos, len).await.map_err(|e| {
+                            StorageError::io(path, "read segment (buffered)", glommio_io(e))
+                        })?;
+                        Ok(Bytes::copy_from_slice(&rr))
+                    }
+                    Err(e) => Err(StorageError::io(path, "read segment", e)),
+                }
+            }
+        }
     }
 
     pub async fn fdatasync(&self) -> Result<(), StorageError> {
         let (res, path) = match self {
-            SegFile::Dma { file, path } => (file.fdatasync().await, path),
+            SegFile::Dma { file, path, .. } => (file.fdatasync().await, path),
             SegFile::Buffered { file, path } => (file.fdatasync().await, path),
         };
         res.map_err(|e| StorageError::io(path, "fdatasync segment", glommio_io(e)))
@@ -198,7 +250,7 @@ impl SegFile {
     /// fdatasyncs need no block allocation; ENOSPC surfaces here as DiskFull.
     pub async fn pre_allocate(&self, size: u64) -> Result<(), StorageError> {
         let (res, path) = match self {
-            SegFile::Dma { file, path } => (file.pre_allocate(size, true).await, path),
+            SegFile::Dma { file, path, .. } => (file.pre_allocate(size, true).await, path),
             SegFile::Buffered { file, path } => (file.pre_allocate(size, true).await, path),
         };
         match res.map_err(glommio_io) {
@@ -211,7 +263,7 @@ impl SegFile {
 
     pub async fn truncate(&self, size: u64) -> Result<(), StorageError> {
         let (res, path) = match self {
-            SegFile::Dma { file, path } => (file.truncate(size).await, path),
+            SegFile::Dma { file, path, .. } => (file.truncate(size).await, path),
             SegFile::Buffered { file, path } => (file.truncate(size).await, path),
         };
         res.map_err(|e| StorageError::io(path, "truncate segment", glommio_io(e)))
@@ -220,14 +272,26 @@ impl SegFile {
     /// Closes the descriptor now rather than on the reactor's next cycle.
     pub async fn close(self) {
         let _ = match self {
-            SegFile::Dma { file, .. } => file.close().await,
+            SegFile::Dma {
+                file,
+                read_fallback,
+                ..
+            } => {
+                if let Some(f) = read_fallback
+                    .into_inner()
+                    .and_then(|f| Rc::try_unwrap(f).ok())
+                {
+                    let _ = f.close().await;
+                }
+                file.close().await
+            }
             SegFile::Buffered { file, .. } => file.close().await,
         };
     }
 
     pub async fn size(&self) -> Result<u64, StorageError> {
         let (res, path) = match self {
-            SegFile::Dma { file, path } => (file.file_size().await, path),
+            SegFile::Dma { file, path, .. } => (file.file_size().await, path),
             SegFile::Buffered { file, path } => (file.file_size().await, path),
         };
         res.map_err(|e| StorageError::io(path, "stat segment", glommio_io(e)))

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod cache;
 mod checkpoint;
+mod commit;
 pub mod config;
 mod disk_format;
 mod epoch;

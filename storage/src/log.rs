@@ -18,6 +18,7 @@ use glommio::sync::Semaphore;
 use crate::batch::{self, parse_header, validate_batch};
 use crate::cache::ReadCache;
 use crate::checkpoint::{LogState, EPOCH_FILE, LOG_STATE_FILE};
+use crate::commit::{self, Progress};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::epoch::EpochCache;
 use crate::error::StorageError;
@@ -58,6 +59,7 @@ struct Inner {
     fsyncs: Cell<u64>,
     closed: Cell<bool>,
     truncating: Cell<bool>,
+    progress: Progress,
 }
 
 /// A batch with assigned offsets that is not yet written to its segment.
@@ -291,6 +293,7 @@ impl PartitionLog {
             fsyncs: Cell::new(0),
             closed: Cell::new(false),
             truncating: Cell::new(false),
+            progress: Progress::default(),
         });
         spawn_background_flusher(Rc::downgrade(&inner));
         Ok(PartitionLog { inner })
@@ -746,44 +749,45 @@ impl Inner {
     async fn wait_for(&self, seq: u64) -> Result<(), StorageError> {
         let policy = self.cfg.borrow().flush;
         match policy {
-            FlushPolicy::Always => self.sync_to(seq).await,
-            FlushPolicy::IntervalMs(_) => self.write_to(seq).await,
+            FlushPolicy::Always => self.wait_until(seq, true).await,
+            FlushPolicy::IntervalMs(_) => self.wait_until(seq, false).await,
             FlushPolicy::Bytes(n) => {
-                self.write_to(seq).await?;
+                self.wait_until(seq, false).await?;
                 if self.st.borrow().unsynced_bytes >= n {
-                    self.sync_to(seq).await?;
+                    self.wait_until(seq, true).await?;
                 }
                 Ok(())
             }
         }
     }
 
-    /// Resolves once batch `seq` is written to its segment file (one writer writes for all).
-    async fn write_to(&self, seq: u64) -> Result<(), StorageError> {
-        if let Some(r) = self.st.borrow().outcome(seq, false) {
-            return r;
+    /// Resolves once batch `seq` is written (and, if `durable`, covered by an fdatasync).
+    /// One waiter at a time becomes the flusher and writes/syncs everything queued; the rest
+    /// wait for it (group commit).
+    async fn wait_until(&self, seq: u64, durable: bool) -> Result<(), StorageError> {
+        loop {
+            if let Some(r) = self.st.borrow().outcome(seq, durable) {
+                return r;
+            }
+            let Some(_flusher) = self.progress.try_become_flusher() else {
+                self.progress.changed().await;
+                continue;
+            };
+            // Appenders woken by the previous round get to queue their next batches first.
+            commit::yield_now().await;
+            let res = async {
+                let _permit = self.lock().await?;
+                self.write_pending_locked().await?;
+                if durable {
+                    self.sync_active_locked().await?;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = res {
+                return self.st.borrow().outcome(seq, durable).unwrap_or(Err(e));
+            }
         }
-        let _permit = self.lock().await?;
-        if let Some(r) = self.st.borrow().outcome(seq, false) {
-            return r;
-        }
-        self.write_pending_locked().await?;
-        self.st.borrow().outcome(seq, false).unwrap_or(Ok(()))
-    }
-
-    /// Resolves once batch `seq` is covered by an fdatasync. Appenders arriving while a sync
-    /// runs queue on the lock; the first of them writes and syncs for all (group commit).
-    async fn sync_to(&self, seq: u64) -> Result<(), StorageError> {
-        if let Some(r) = self.st.borrow().outcome(seq, true) {
-            return r;
-        }
-        let _permit = self.lock().await?;
-        if let Some(r) = self.st.borrow().outcome(seq, true) {
-            return r;
-        }
-        self.write_pending_locked().await?;
-        self.sync_active_locked().await?;
-        self.st.borrow().outcome(seq, true).unwrap_or(Ok(()))
     }
 
     async fn sync_active_locked(&self) -> Result<(), StorageError> {
@@ -1244,6 +1248,7 @@ impl Inner {
         self.truncating.set(true);
         let res = self.truncate_locked(offset).await;
         self.truncating.set(false);
+        self.progress.notify_all();
         res
     }
 
@@ -1452,9 +1457,14 @@ impl Inner {
 
     async fn flush_all(&self) -> Result<(), StorageError> {
         let _permit = self.lock().await?;
-        self.write_pending_locked().await?;
-        self.sync_active_locked().await?;
-        self.write_checkpoints_locked(false).await
+        let res = async {
+            self.write_pending_locked().await?;
+            self.sync_active_locked().await?;
+            self.write_checkpoints_locked(false).await
+        }
+        .await;
+        self.progress.notify_all();
+        res
     }
 
     fn background_period(&self) -> Duration {
@@ -1481,8 +1491,13 @@ impl Inner {
             return Ok(());
         }
         if interval && dirty_data {
-            self.write_pending_locked().await?;
-            self.sync_active_locked().await?;
+            let res = async {
+                self.write_pending_locked().await?;
+                self.sync_active_locked().await
+            }
+            .await;
+            self.progress.notify_all();
+            res?;
         }
         self.write_checkpoints_locked(false).await
     }

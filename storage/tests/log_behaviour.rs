@@ -595,3 +595,33 @@ fn tmpfs_o_direct_support_is_reported() {
         log.close().await.expect("close");
     });
 }
+
+#[test]
+fn steady_concurrent_appenders_group_their_fdatasyncs() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Rc::new(open(dir.path(), cfg(false), 0).await);
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let log = log.clone();
+            tasks.push(glommio::spawn_local(async move {
+                for j in 0..25 {
+                    log.append(batch(2, i * 100 + j, 0), 0)
+                        .await
+                        .expect("append");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        let syncs = log.fsync_count();
+        println!("8 appenders x 25 appends: {syncs} fdatasyncs");
+        assert!(
+            syncs < 100,
+            "200 appends from 8 appenders took {syncs} fdatasyncs"
+        );
+        let log = Rc::try_unwrap(log).ok().expect("sole owner");
+        log.close().await.expect("close");
+    });
+}
