@@ -1476,21 +1476,24 @@ impl Inner {
 
     async fn background_flush(&self) -> Result<(), StorageError> {
         let interval = matches!(self.cfg.borrow().flush, FlushPolicy::IntervalMs(_));
-        let (dirty_data, dirty_ckpt) = {
+        let (queued, unsynced, dirty_ckpt) = {
             let st = self.st.borrow();
             (
-                st.unsynced_bytes > 0 || !st.pending.is_empty(),
+                !st.pending.is_empty(),
+                st.durable_seq < st.written_seq,
                 st.state_dirty || st.epochs_dirty,
             )
         };
-        if !(dirty_ckpt || interval && dirty_data) {
+        // Batches queued by appenders whose futures were dropped are written here too.
+        let data = queued || (interval && unsynced);
+        if !data && !dirty_ckpt {
             return Ok(());
         }
         let _permit = self.lock().await?;
         if self.closed.get() {
             return Ok(());
         }
-        if interval && dirty_data {
+        if data {
             let res = async {
                 self.write_pending_locked().await?;
                 self.sync_active_locked().await

@@ -625,3 +625,20 @@ fn steady_concurrent_appenders_group_their_fdatasyncs() {
         log.close().await.expect("close");
     });
 }
+
+#[test]
+fn a_dropped_append_future_still_lands_in_the_log() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), cfg(false), 0).await;
+        log.append(batch(2, 0, 0), 0).await.expect("append");
+        // Offsets are assigned at the call; a caller that gives up does not un-assign them.
+        drop(log.append(batch(3, 1, 0), 0));
+        assert_eq!(log.log_end_offset(), 5);
+        assert_eq!(log.read(2, 1, i64::MAX).await.expect("read").len(), 1);
+        log.close().await.expect("close");
+        let log = open(dir.path(), cfg(false), 0).await;
+        assert_eq!(log.log_end_offset(), 5);
+        log.close().await.expect("close");
+    });
+}
