@@ -34,6 +34,8 @@ const MAX_WRITE: u64 = 8 << 20;
 const PREALLOC_CHUNK: u64 = 16 << 20;
 /// Disk reads fetch at least this much so the index floor's slack is absorbed in one read.
 const MIN_READ: usize = 64 << 10;
+/// Minimum spacing of background high-watermark checkpoints (Kafka's default is 5 s).
+const STATE_CHECKPOINT_MS: i64 = 5000;
 /// How many failed-append ranges we remember for appenders still waiting.
 const MAX_FAILED: usize = 1024;
 
@@ -60,6 +62,7 @@ struct Inner {
     closed: Cell<bool>,
     truncating: Cell<bool>,
     progress: Progress,
+    last_state_ckpt_ms: Cell<i64>,
 }
 
 /// A batch with assigned offsets that is not yet written to its segment.
@@ -294,6 +297,7 @@ impl PartitionLog {
             closed: Cell::new(false),
             truncating: Cell::new(false),
             progress: Progress::default(),
+            last_state_ckpt_ms: Cell::new(0),
         });
         spawn_background_flusher(Rc::downgrade(&inner));
         Ok(PartitionLog { inner })
@@ -1318,6 +1322,12 @@ impl Inner {
             let tail = file
                 .read(page_start, (new_size - page_start) as usize)
                 .await?;
+            if tail.len() as u64 != new_size - page_start {
+                return Err(StorageError::corrupt(
+                    file.path(),
+                    "short read of the last page",
+                ));
+            }
             file::remove_if_exists(&self.dir.join(index_name(keep)))?;
             file::remove_if_exists(&self.dir.join(time_index_name(keep)))?;
             let mut st = self.st.borrow_mut();
@@ -1476,12 +1486,15 @@ impl Inner {
 
     async fn background_flush(&self) -> Result<(), StorageError> {
         let interval = matches!(self.cfg.borrow().flush, FlushPolicy::IntervalMs(_));
+        // The high watermark moves with every acknowledged produce; rewriting its checkpoint
+        // more often than Kafka's 5 s default would cost an fsync per partition per interval.
+        let hw_due = now_ms() - self.last_state_ckpt_ms.get() >= STATE_CHECKPOINT_MS;
         let (queued, unsynced, dirty_ckpt) = {
             let st = self.st.borrow();
             (
                 !st.pending.is_empty(),
                 st.durable_seq < st.written_seq,
-                st.state_dirty || st.epochs_dirty,
+                (st.state_dirty && hw_due) || st.epochs_dirty,
             )
         };
         // Batches queued by appenders whose futures were dropped are written here too.
@@ -1502,7 +1515,10 @@ impl Inner {
             self.progress.notify_all();
             res?;
         }
-        self.write_checkpoints_locked(false).await
+        if dirty_ckpt {
+            self.write_checkpoints_locked(false).await?;
+        }
+        Ok(())
     }
 
     /// Writes the log-state and leader-epoch checkpoints if they changed (or `force`).
@@ -1523,6 +1539,7 @@ impl Inner {
         };
         let mut res = Ok(());
         if let Some(bytes) = state {
+            self.last_state_ckpt_ms.set(now_ms());
             if let Err(e) = file::write_small_file(&self.dir, LOG_STATE_FILE, bytes).await {
                 self.st.borrow_mut().state_dirty = true;
                 res = Err(e);
