@@ -99,7 +99,10 @@ fn status(bootstrap: &str) -> Result<String, String> {
         for p in &t.partitions {
             let under = p.isr_nodes.len() < p.replica_nodes.len();
             let ids = |v: &Vec<kafka_protocol::messages::BrokerId>| {
-                v.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",")
+                v.iter()
+                    .map(|b| b.0.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
             };
             out.push_str(&format!(
                 "    p{:<4} leader {:>3}  epoch {:>3}  replicas [{}]  isr [{}]{}\n",

@@ -8,7 +8,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "chronik-server", version, about = "chronik: a Kafka-compatible broker")]
+#[command(
+    name = "chronik-server",
+    version,
+    about = "chronik: a Kafka-compatible broker"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -133,7 +137,10 @@ struct FileConfig {
     #[serde(alias = "controller_quorum")]
     controller_quorum: Option<String>,
     rack: Option<String>,
-    #[serde(alias = "auto_create_topics_enable", alias = "auto.create.topics.enable")]
+    #[serde(
+        alias = "auto_create_topics_enable",
+        alias = "auto.create.topics.enable"
+    )]
     auto_create_topics_enable: Option<bool>,
     #[serde(alias = "num_partitions", alias = "num.partitions")]
     num_partitions: Option<i32>,
@@ -144,10 +151,7 @@ struct FileConfig {
     default_replication_factor: Option<i16>,
     #[serde(alias = "message_max_bytes", alias = "message.max.bytes")]
     message_max_bytes: Option<usize>,
-    #[serde(
-        alias = "socket_request_max_bytes",
-        alias = "socket.request.max.bytes"
-    )]
+    #[serde(alias = "socket_request_max_bytes", alias = "socket.request.max.bytes")]
     socket_request_max_bytes: Option<usize>,
     #[serde(alias = "max_connections")]
     max_connections: Option<usize>,
@@ -302,7 +306,10 @@ impl BrokerConfig {
         };
         if !controller_quorum.iter().any(|(id, _)| *id == node_id) {
             // A node outside the voter list joins later as a learner (cluster add-node).
-            tracing::info!(node_id, "this node is not in --controller-quorum; it will wait to be added");
+            tracing::info!(
+                node_id,
+                "this node is not in --controller-quorum; it will wait to be added"
+            );
         }
         let avail = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -441,7 +448,10 @@ mod tests {
     #[test]
     fn quorum_parses_and_rejects_garbage() {
         let q = parse_quorum("1@127.0.0.1:10092,2@127.0.0.1:10093").unwrap();
-        assert_eq!(q, vec![(1, "127.0.0.1:10092".into()), (2, "127.0.0.1:10093".into())]);
+        assert_eq!(
+            q,
+            vec![(1, "127.0.0.1:10092".into()), (2, "127.0.0.1:10093".into())]
+        );
         assert!(parse_quorum("x@1:2").is_err());
         assert!(parse_quorum("1@host").is_err());
         assert!(parse_quorum("1@a:1,1@b:2").is_err());
@@ -452,7 +462,10 @@ mod tests {
         let c = BrokerConfig::resolve(&ServerArgs::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
         assert_eq!(c.controller_listen.to_string(), "127.0.0.1:10092");
-        assert_eq!(c.controller_quorum, vec![(1, "127.0.0.1:10092".to_string())]);
+        assert_eq!(
+            c.controller_quorum,
+            vec![(1, "127.0.0.1:10092".to_string())]
+        );
         assert!(c.cores >= 1);
         assert_eq!(c.log_flush, FlushSetting::IntervalMs(1000));
     }

@@ -6,8 +6,10 @@
 
 pub mod admin;
 pub mod config;
+pub mod group;
 pub mod kafka;
 pub mod net;
 pub mod partition;
+pub mod replication;
 pub mod server;
 pub mod shard;

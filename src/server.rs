@@ -131,8 +131,14 @@ async fn run_shard(
     let listen = cfg.listen;
     let shard = Shard::new(id, Rc::new(cfg), controller.clone(), peers);
     glommio::spawn_local(run_inbox(shard.clone(), inbox)).detach();
-    glommio::spawn_local(images::run_image_loop(shard.clone(), controller.subscribe())).detach();
+    glommio::spawn_local(images::run_image_loop(
+        shard.clone(),
+        controller.subscribe(),
+    ))
+    .detach();
     glommio::spawn_local(crate::shard::maintenance::run(shard.clone())).detach();
+    glommio::spawn_local(crate::group::run(shard.clone())).detach();
+    glommio::spawn_local(crate::replication::isr::run(shard.clone())).detach();
     let listener = match glommio::net::TcpListener::bind(listen) {
         Ok(l) => l,
         Err(e) => {
@@ -167,6 +173,7 @@ async fn run_shard(
     .await;
     drop(listener);
     shard.shutting_down.set(true);
+    shard.fetchers.stop_all();
     // Give in-flight requests a moment to finish before the logs close.
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while shard.connections.get() > 0 && std::time::Instant::now() < deadline {

@@ -46,6 +46,17 @@ pub static APIS: &[ApiSpec] = &[
     api!(DeleteRecords, 0, 2, delete_records),
     api!(SaslHandshake, 0, 1, sasl),
     api!(SaslAuthenticate, 0, 2, sasl),
+    api!(FindCoordinator, 0, 4, find_coordinator),
+    api!(JoinGroup, 0, 9, join_group),
+    api!(SyncGroup, 0, 5, sync_group),
+    api!(Heartbeat, 0, 4, heartbeat),
+    api!(LeaveGroup, 0, 5, leave_group),
+    api!(OffsetCommit, 2, 9, offset_commit),
+    api!(OffsetFetch, 1, 9, offset_fetch),
+    api!(ListGroups, 0, 5, list_groups),
+    api!(DescribeGroups, 0, 5, describe_groups),
+    api!(DeleteGroups, 0, 2, delete_groups),
+    api!(OffsetDelete, 0, 0, offset_delete),
 ];
 
 pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {

@@ -147,6 +147,9 @@ mod tests {
         assert_eq!(r.nullable_string().unwrap(), None);
         assert!(r.i32().is_err());
         let mut r = Reader::new(&[0, 0, 0, 100]);
-        assert!(r.array_len(false).is_err(), "100 elements cannot fit in 0 bytes");
+        assert!(
+            r.array_len(false).is_err(),
+            "100 elements cannot fit in 0 bytes"
+        );
     }
 }

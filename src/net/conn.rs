@@ -109,7 +109,9 @@ pub async fn serve(shard: Rc<Shard>, reader: TcpStream) {
     }
     drop(tx);
     let _ = write_task.await;
-    shard.connections.set(shard.connections.get().saturating_sub(1));
+    shard
+        .connections
+        .set(shard.connections.get().saturating_sub(1));
 }
 
 fn log_protocol_error(peer: &str, e: &ProtocolError) {

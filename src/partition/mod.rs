@@ -62,6 +62,10 @@ pub struct Partition {
     pub isr: RefCell<Vec<BrokerId>>,
     pub followers: RefCell<HashMap<BrokerId, FollowerState>>,
     pub local_broker: BrokerId,
+    /// When this replica last became leader (followers not heard from since are judged by it).
+    pub leader_since: Cell<Instant>,
+    /// An AlterPartition proposal is in flight.
+    pub isr_change_pending: Cell<bool>,
 }
 
 pub fn storage_error_code(e: &StorageError) -> i16 {
@@ -108,6 +112,8 @@ impl Partition {
             isr: RefCell::new(Vec::new()),
             followers: RefCell::new(HashMap::new()),
             local_broker,
+            leader_since: Cell::new(Instant::now()),
+            isr_change_pending: Cell::new(false),
         };
         p.rebuild_producer_state().await;
         Ok(p)
@@ -210,6 +216,8 @@ impl Partition {
         match self.log.append(batch, self.leader_epoch.get().max(0)).await {
             Ok(r) => {
                 self.maybe_advance_hw();
+                // Follower fetches long-poll on this too: they need new data before the HW moves.
+                self.hw_advanced.notify();
                 ProduceOutcome {
                     error: errors::NONE,
                     base_offset: r.base_offset,
@@ -274,6 +282,18 @@ impl Partition {
         self.log
             .read(offset, max_bytes, self.log.high_watermark())
             .await
+    }
+
+    /// Producer bookkeeping for a batch a follower copied from its leader, so a follower that
+    /// becomes leader detects duplicates of batches written before the failover.
+    pub fn record_replicated_producer(&self, h: &chronik_storage::BatchHeader) {
+        self.producers.borrow_mut().record(
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence,
+            h.records_count,
+            h.base_offset,
+        );
     }
 
     pub fn truncate_producers(&self, offset: i64) {

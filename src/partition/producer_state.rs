@@ -197,8 +197,14 @@ mod tests {
             t.check(7, 0, 20, 5),
             SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
         );
-        assert_eq!(t.check(7, -1, 15, 1), SeqCheck::Reject(INVALID_PRODUCER_EPOCH));
-        assert_eq!(t.check(8, 0, 3, 1), SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        assert_eq!(
+            t.check(7, -1, 15, 1),
+            SeqCheck::Reject(INVALID_PRODUCER_EPOCH)
+        );
+        assert_eq!(
+            t.check(8, 0, 3, 1),
+            SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+        );
         assert_eq!(t.check(-1, -1, -1, 3), SeqCheck::NotIdempotent);
     }
 
@@ -207,7 +213,10 @@ mod tests {
         let mut t = ProducerStateTable::default();
         t.record(1, 0, 0, 3, 0);
         assert_eq!(t.check(1, 1, 0, 1), SeqCheck::Accept);
-        assert_eq!(t.check(1, 1, 5, 1), SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        assert_eq!(
+            t.check(1, 1, 5, 1),
+            SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+        );
         let bytes = t.encode_snapshot(3);
         let (u, end) = ProducerStateTable::decode_snapshot(&bytes).unwrap();
         assert_eq!(end, 3);
@@ -221,7 +230,10 @@ mod tests {
             t.record(1, 0, i, 1, i64::from(i));
         }
         // batch 0 fell out of the window: it is no longer a duplicate, just out of order
-        assert_eq!(t.check(1, 0, 0, 1), SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        assert_eq!(
+            t.check(1, 0, 0, 1),
+            SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+        );
         assert_eq!(t.check(1, 0, 6, 1), SeqCheck::Duplicate { base_offset: 6 });
         t.truncate_to(5);
         assert_eq!(t.check(1, 0, 5, 1), SeqCheck::Accept);

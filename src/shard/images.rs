@@ -82,6 +82,7 @@ async fn reconcile(shard: &Rc<Shard>, img: &MetadataImage) {
     for tp in stale {
         let removed = shard.partitions.borrow_mut().remove(&tp);
         if let Some(p) = removed {
+            shard.fetchers.unfollow(&tp);
             p.is_leader.set(false);
             p.hw_advanced.notify();
             if let Ok(p) = Rc::try_unwrap(p) {
@@ -115,17 +116,30 @@ async fn reconcile(shard: &Rc<Shard>, img: &MetadataImage) {
     }
 }
 
-fn apply_partition_state(shard: &Shard, p: &Partition, topic: &TopicImage, idx: i32) {
+fn apply_partition_state(shard: &Rc<Shard>, p: &Partition, topic: &TopicImage, idx: i32) {
     let Some(ps) = topic.partitions.get(idx as usize) else {
         return;
     };
     let me = shard.config.node_id;
     let was_leader = p.is_leader.get();
+    let old_epoch = p.leader_epoch.get();
     p.is_leader.set(ps.leader == me);
     p.leader_epoch.set(ps.leader_epoch);
     *p.isr.borrow_mut() = ps.isr.clone();
     if ps.leader == me {
+        if !was_leader || old_epoch != ps.leader_epoch {
+            // A new term: follower progress is learnt afresh from their fetches.
+            p.followers.borrow_mut().clear();
+            p.leader_since.set(std::time::Instant::now());
+        }
+        shard.fetchers.unfollow(&p.tp);
         p.maybe_advance_hw();
+    } else if ps.leader != chronik_raft::image::NO_LEADER {
+        shard
+            .fetchers
+            .follow(shard, &p.tp, ps.leader, ps.leader_epoch);
+    } else {
+        shard.fetchers.unfollow(&p.tp);
     }
     if was_leader != p.is_leader.get() {
         // Wake waiters so acks=all producers and fetchers re-check leadership.

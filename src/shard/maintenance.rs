@@ -19,8 +19,12 @@ pub async fn run(shard: Rc<Shard>) {
         for p in parts {
             match p.log.apply_retention(now_ms).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, segments = n, "retention deleted segments"),
-                Err(e) => tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, "retention: {e}"),
+                Ok(n) => {
+                    tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, segments = n, "retention deleted segments")
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, "retention: {e}")
+                }
             }
         }
     }

@@ -66,6 +66,9 @@ pub struct Shard {
     pub(crate) open_lock: glommio::sync::Semaphore,
     pub(crate) shutting_down: Cell<bool>,
     pub connections: Cell<usize>,
+    /// Consumer groups this shard coordinates (see `crate::group`).
+    pub groups: crate::group::GroupCoordinator,
+    pub fetchers: crate::replication::fetcher::Fetchers,
     /// Producer ids this shard may hand out: [next, end) of a block from the controller.
     pid_block: Cell<(i64, i64)>,
 }
@@ -91,7 +94,9 @@ impl Shard {
             open_lock: glommio::sync::Semaphore::new(1),
             shutting_down: Cell::new(false),
             connections: Cell::new(0),
+            groups: Default::default(),
             pid_block: Cell::new((0, 0)),
+            fetchers: Default::default(),
         })
     }
 

@@ -44,7 +44,10 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             let owner = shard.owner_of(&name, p.partition_index);
             let off = p.offset;
             let (error, low) = shard
-                .run_on(owner, move |s| async move { delete_local(&s, tp, off).await })
+                .run_on(
+                    owner,
+                    move |s| async move { delete_local(&s, tp, off).await },
+                )
                 .await
                 .unwrap_or((errors::UNKNOWN_SERVER_ERROR, -1));
             let mut r = DeleteRecordsPartitionResult::default();

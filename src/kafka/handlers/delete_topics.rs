@@ -17,13 +17,19 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     // (requested name or None, topic id asked for, resolved name)
     let mut entries: Vec<(Option<String>, uuid::Uuid, Option<String>)> = Vec::new();
     for n in &req.topic_names {
-        entries.push((Some(n.0.to_string()), uuid::Uuid::nil(), Some(n.0.to_string())));
+        entries.push((
+            Some(n.0.to_string()),
+            uuid::Uuid::nil(),
+            Some(n.0.to_string()),
+        ));
     }
     for t in &req.topics {
         let name = t.name.as_ref().map(|n| n.0.to_string());
         let resolved = match &name {
             Some(n) => Some(n.clone()),
-            None => shard.with_image(|i| i.topic_by_id(t.topic_id.as_bytes()).map(|t| t.name.clone())),
+            None => {
+                shard.with_image(|i| i.topic_by_id(t.topic_id.as_bytes()).map(|t| t.name.clone()))
+            }
         };
         entries.push((name, t.topic_id, resolved));
     }

@@ -98,9 +98,7 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> Vec<(String, 
             Ok(_) => errors::NONE,
             // Another client created it at the same moment: fine.
             Err(e) if e.code == errors::TOPIC_ALREADY_EXISTS => errors::NONE,
-            Err(e) if e.code == errors::INVALID_REPLICATION_FACTOR => {
-                errors::LEADER_NOT_AVAILABLE
-            }
+            Err(e) if e.code == errors::INVALID_REPLICATION_FACTOR => errors::LEADER_NOT_AVAILABLE,
             Err(e) => {
                 tracing::warn!(topic = %n, code = e.code, "auto-create failed: {}", e.message);
                 e.code

@@ -1,0 +1,166 @@
+//! The group coordinator: Kafka's classic consumer-group protocol and committed offsets.
+//!
+//! Groups are spread over the partitions of the internal topic `__consumer_offsets` (50 by
+//! default) exactly as Kafka does: group G belongs to partition
+//! `abs(javaStringHash(G)) % partitions`, and its coordinator is that partition's leader. On
+//! this broker the group lives on the shard that owns the partition; every group request is
+//! routed there with `Shard::run_on`, so there is no lock anywhere.
+//!
+//! - `state`: a group, its members and the join/sync waiters (in memory, per shard).
+//! - `coordinator`: the protocol (join, sync, heartbeat, leave, commit, fetch, admin), loading a
+//!   partition's groups when this broker becomes its leader, session expiry, offset expiry and
+//!   log compaction.
+//! - `offsets_log`: the Kafka record format of `__consumer_offsets`.
+//!
+//! Durability: commits and group metadata are appended to the offsets partition with acks=all
+//! and answered only once the high watermark passed them. Load time is bounded by snapshot
+//! compaction: when the partition's log holds many more records than there are live keys,
+//! the coordinator appends one batch holding every live key (a full snapshot of its state) and
+//! then advances the log start offset past everything older (`delete_records_before`), so a
+//! new leader replays at most one snapshot plus the records written since.
+
+pub mod coordinator;
+pub mod offsets_log;
+pub mod state;
+
+pub use coordinator::GroupCoordinator;
+
+use crate::shard::Shard;
+use std::rc::Rc;
+use std::time::Duration;
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Coordinator settings (Kafka's names in comments). Read from the environment
+/// (`CHRONIK_<NAME>`) until the broker config carries them.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// offsets.topic.num.partitions
+    pub offsets_partitions: i32,
+    /// offsets.topic.replication.factor (None: min(3, live brokers))
+    pub offsets_replication_factor: Option<i16>,
+    /// offsets.retention.minutes
+    pub offsets_retention: Duration,
+    /// group.initial.rebalance.delay.ms
+    pub initial_rebalance_delay: Duration,
+    /// group.min.session.timeout.ms / group.max.session.timeout.ms
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// offset.metadata.max.bytes
+    pub max_metadata_bytes: usize,
+    /// How often offsets expiry and compaction run (offsets.retention.check.interval.ms).
+    pub retention_check_interval: Duration,
+    /// Compact once the log holds this many more records than live keys (and twice as many).
+    pub compact_min_records: i64,
+}
+
+fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            offsets_partitions: 50,
+            offsets_replication_factor: None,
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
+            initial_rebalance_delay: Duration::from_millis(3000),
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            max_metadata_bytes: 4096,
+            retention_check_interval: Duration::from_secs(600),
+            compact_min_records: 10_000,
+        }
+    }
+}
+
+impl GroupConfig {
+    pub fn from_env() -> Self {
+        let d = GroupConfig::default();
+        GroupConfig {
+            offsets_partitions: env::<i32>("CHRONIK_OFFSETS_TOPIC_NUM_PARTITIONS")
+                .filter(|n| *n > 0)
+                .unwrap_or(d.offsets_partitions),
+            offsets_replication_factor: env::<i16>("CHRONIK_OFFSETS_TOPIC_REPLICATION_FACTOR")
+                .filter(|n| *n > 0),
+            offsets_retention: env::<u64>("CHRONIK_OFFSETS_RETENTION_MINUTES")
+                .map_or(d.offsets_retention, |m| Duration::from_secs(m * 60)),
+            initial_rebalance_delay: env::<u64>("CHRONIK_GROUP_INITIAL_REBALANCE_DELAY_MS")
+                .map_or(d.initial_rebalance_delay, Duration::from_millis),
+            min_session_timeout_ms: env("CHRONIK_GROUP_MIN_SESSION_TIMEOUT_MS")
+                .unwrap_or(d.min_session_timeout_ms),
+            max_session_timeout_ms: env("CHRONIK_GROUP_MAX_SESSION_TIMEOUT_MS")
+                .unwrap_or(d.max_session_timeout_ms),
+            max_metadata_bytes: d.max_metadata_bytes,
+            retention_check_interval: env::<u64>("CHRONIK_OFFSETS_RETENTION_CHECK_INTERVAL_MS")
+                .map_or(d.retention_check_interval, Duration::from_millis),
+            compact_min_records: env("CHRONIK_OFFSETS_COMPACT_MIN_RECORDS")
+                .unwrap_or(d.compact_min_records),
+        }
+    }
+}
+
+/// Java's `String.hashCode` (over UTF-16 code units), as Kafka uses for group placement.
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(i32::from(u)))
+}
+
+/// Kafka's `Utils.abs(groupId.hashCode) % partitions`.
+pub fn partition_for(group: &str, partitions: i32) -> i32 {
+    let h = java_string_hash(group);
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
+}
+
+/// The offsets partition of `group` per this shard's image (or the configured count while
+/// the topic does not exist yet), and the shard that owns it.
+pub fn route(shard: &Shard, group: &str) -> (i32, usize) {
+    let n = shard
+        .with_image(|i| i.topic(OFFSETS_TOPIC).map(|t| t.partitions.len() as i32))
+        .unwrap_or(shard.groups.config.offsets_partitions);
+    let p = partition_for(group, n);
+    (p, shard.owner_of(OFFSETS_TOPIC, p))
+}
+
+/// Runs `f` on the shard that coordinates `group`.
+pub async fn on_group_shard<T, F, Fut>(shard: &Rc<Shard>, group: &str, f: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let (_, owner) = route(shard, group);
+    shard.run_on(owner, f).await
+}
+
+/// The per-shard background work: session expiry, eager loading of the offsets partitions this
+/// broker leads, offset expiry and compaction.
+pub async fn run(shard: Rc<Shard>) {
+    coordinator::run_background(shard).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_matches_java() {
+        // Values computed with java.lang.String#hashCode.
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("a"), 97);
+        assert_eq!(java_string_hash("hello"), 99162322);
+        assert_eq!(java_string_hash("my-group"), -1906497762);
+        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+    }
+
+    #[test]
+    fn placement_is_in_range_and_handles_min_hash() {
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+        for g in ["a", "group-1", "консьюмер", "😀"] {
+            let p = partition_for(g, 50);
+            assert!((0..50).contains(&p));
+        }
+        assert_eq!(partition_for("hello", 50), 99162322 % 50);
+    }
+}

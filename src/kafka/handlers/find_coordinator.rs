@@ -1,0 +1,141 @@
+//! FindCoordinator: the broker leading the group's `__consumer_offsets` partition. Creates the
+//! offsets topic on first use. Transaction coordinators are not offered (no transactions yet).
+
+use super::str_bytes;
+use crate::group::{partition_for, OFFSETS_TOPIC};
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::{decode, errors, RequestContext};
+use crate::shard::Shard;
+use bytes::BytesMut;
+use chronik_raft::{Command, NewTopic};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+const KEY_TYPE_GROUP: i8 = 0;
+
+/// Creates `__consumer_offsets` if it does not exist (compacted, no time retention).
+pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> i16 {
+    if shard.with_image(|i| i.topic(OFFSETS_TOPIC).is_some()) {
+        return errors::NONE;
+    }
+    let cfg = &shard.groups.config;
+    let live = shard.with_image(|i| i.live_brokers().count()).max(1);
+    let rf = cfg
+        .offsets_replication_factor
+        .unwrap_or_else(|| live.min(3) as i16);
+    let mut configs = BTreeMap::new();
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert("retention.ms".to_string(), "-1".to_string());
+    configs.insert("segment.bytes".to_string(), (100u64 << 20).to_string());
+    let cmd = Command::CreateTopics {
+        topics: vec![NewTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            num_partitions: cfg.offsets_partitions,
+            replication_factor: rf,
+            assignments: None,
+            configs,
+        }],
+        validate_only: false,
+    };
+    let names = [OFFSETS_TOPIC.to_string()];
+    let r = super::topics::submit_per_topic(shard, cmd, &names, Duration::from_secs(10)).await;
+    match r.into_iter().next() {
+        Some((_, Ok(_))) => errors::NONE,
+        Some((_, Err(e))) if e.code == errors::TOPIC_ALREADY_EXISTS => errors::NONE,
+        Some((_, Err(e))) => {
+            tracing::warn!(
+                code = e.code,
+                "cannot create {OFFSETS_TOPIC}: {}",
+                e.message
+            );
+            errors::COORDINATOR_NOT_AVAILABLE
+        }
+        None => errors::COORDINATOR_NOT_AVAILABLE,
+    }
+}
+
+struct Found {
+    error: i16,
+    message: Option<&'static str>,
+    node: i32,
+    host: String,
+    port: i32,
+}
+
+fn lookup(shard: &Shard, key: &str, key_type: i8, ensure_error: i16) -> Found {
+    let fail = |error, message| Found {
+        error,
+        message,
+        node: -1,
+        host: String::new(),
+        port: -1,
+    };
+    if key_type != KEY_TYPE_GROUP {
+        return fail(
+            errors::COORDINATOR_NOT_AVAILABLE,
+            Some("chronik does not support transactions yet"),
+        );
+    }
+    if key.is_empty() {
+        return fail(errors::INVALID_REQUEST, Some("empty group id"));
+    }
+    if ensure_error != errors::NONE {
+        return fail(ensure_error, None);
+    }
+    shard.with_image(|img| {
+        let Some(t) = img.topic(OFFSETS_TOPIC) else {
+            return fail(errors::COORDINATOR_NOT_AVAILABLE, None);
+        };
+        let p = partition_for(key, t.partitions.len() as i32);
+        let leader = t.partitions.get(p as usize).map_or(-1, |ps| ps.leader);
+        match img.broker(leader).filter(|b| !b.fenced) {
+            Some(b) => Found {
+                error: errors::NONE,
+                message: None,
+                node: b.id,
+                host: b.host.clone(),
+                port: i32::from(b.port),
+            },
+            None => fail(errors::COORDINATOR_NOT_AVAILABLE, None),
+        }
+    })
+}
+
+pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let req: FindCoordinatorRequest = decode(body, ctx.api_version)?;
+    let keys: Vec<String> = if ctx.api_version >= 4 {
+        req.coordinator_keys.iter().map(|k| k.to_string()).collect()
+    } else {
+        vec![req.key.to_string()]
+    };
+    let ensure = if req.key_type == KEY_TYPE_GROUP && !keys.is_empty() {
+        ensure_offsets_topic(&shard).await
+    } else {
+        errors::NONE
+    };
+    let mut resp = FindCoordinatorResponse::default();
+    if ctx.api_version >= 4 {
+        for k in keys {
+            let f = lookup(&shard, &k, req.key_type, ensure);
+            let mut c = Coordinator::default();
+            c.key = str_bytes(&k);
+            c.node_id = BrokerId(f.node);
+            c.host = str_bytes(&f.host);
+            c.port = f.port;
+            c.error_code = f.error;
+            c.error_message = f.message.map(str_bytes);
+            resp.coordinators.push(c);
+        }
+    } else {
+        let f = lookup(&shard, &keys[0], req.key_type, ensure);
+        resp.error_code = f.error;
+        resp.error_message = f.message.map(str_bytes);
+        resp.node_id = BrokerId(f.node);
+        resp.host = str_bytes(&f.host);
+        resp.port = f.port;
+    }
+    ctx.encode(&resp).map(Some)
+}

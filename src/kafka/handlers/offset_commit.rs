@@ -1,0 +1,70 @@
+//! OffsetCommit: written to `__consumer_offsets` with acks=all before it is answered.
+
+use super::topic_name;
+use crate::group::coordinator::{self, CommitParams, CommitPartition};
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::{decode, errors, RequestContext};
+use crate::shard::Shard;
+use bytes::BytesMut;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+use std::rc::Rc;
+
+pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let req: OffsetCommitRequest = decode(body, ctx.api_version)?;
+    let group_id = req.group_id.0.to_string();
+    let params = CommitParams {
+        group_id: group_id.clone(),
+        generation: req.generation_id_or_member_epoch,
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+        topics: req
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.0.to_string(),
+                    t.partitions
+                        .iter()
+                        .map(|p| CommitPartition {
+                            partition: p.partition_index,
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    };
+    let fallback: Vec<(String, Vec<(i32, i16)>)> = params
+        .topics
+        .iter()
+        .map(|(t, ps)| {
+            let codes = ps
+                .iter()
+                .map(|p| (p.partition, errors::COORDINATOR_NOT_AVAILABLE))
+                .collect();
+            (t.clone(), codes)
+        })
+        .collect();
+    let result =
+        crate::group::on_group_shard(&shard, &group_id, move |s| coordinator::commit(s, params))
+            .await
+            .unwrap_or(fallback);
+    let mut resp = OffsetCommitResponse::default();
+    for (t, codes) in result {
+        let mut tr = OffsetCommitResponseTopic::default();
+        tr.name = topic_name(&t);
+        for (p, code) in codes {
+            let mut pr = OffsetCommitResponsePartition::default();
+            pr.partition_index = p;
+            pr.error_code = code;
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    ctx.encode(&resp).map(Some)
+}

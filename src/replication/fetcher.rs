@@ -1,0 +1,431 @@
+//! ReplicaFetcher: a follower shard's stream of Kafka Fetch requests (with its replica id) to one
+//! leader broker, for the partitions this shard owns and follows there.
+//!
+//! Before fetching a partition under a new leader epoch the follower asks the leader for the end
+//! offset of its own latest epoch (OffsetForLeaderEpoch) and truncates what diverges.
+
+use crate::kafka::errors;
+use crate::shard::event::LocalEvent;
+use crate::shard::{Shard, TopicPartition};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use chronik_raft::image::BrokerId;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId as KBrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, RequestHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+const FETCH_VERSION: i16 = 12;
+const EPOCH_VERSION: i16 = 4;
+const MAX_WAIT_MS: i32 = 250;
+const PARTITION_MAX_BYTES: i32 = 8 << 20;
+const MAX_RESPONSE: usize = 256 << 20;
+
+#[derive(Debug, Clone, Copy)]
+struct FollowState {
+    leader_epoch: i32,
+    /// Checked against the leader's epoch history since the last leader change.
+    truncated: bool,
+}
+
+struct Fetcher {
+    leader: BrokerId,
+    partitions: RefCell<BTreeMap<TopicPartition, FollowState>>,
+    stopped: Cell<bool>,
+    changed: LocalEvent,
+}
+
+/// The fetchers of one shard, one per leader broker.
+#[derive(Default)]
+pub struct Fetchers {
+    by_leader: RefCell<HashMap<BrokerId, Rc<Fetcher>>>,
+}
+
+impl Fetchers {
+    /// Makes `tp` follow `leader` at `leader_epoch` (no-op when already so).
+    pub fn follow(&self, shard: &Rc<Shard>, tp: &TopicPartition, leader: BrokerId, epoch: i32) {
+        self.unfollow_except(tp, Some(leader));
+        let f = self
+            .by_leader
+            .borrow_mut()
+            .entry(leader)
+            .or_insert_with(|| {
+                let f = Rc::new(Fetcher {
+                    leader,
+                    partitions: RefCell::new(BTreeMap::new()),
+                    stopped: Cell::new(false),
+                    changed: LocalEvent::new(),
+                });
+                glommio::spawn_local(run(shard.clone(), f.clone())).detach();
+                f
+            })
+            .clone();
+        let mut parts = f.partitions.borrow_mut();
+        let st = parts.entry(tp.clone()).or_insert(FollowState {
+            leader_epoch: epoch,
+            truncated: false,
+        });
+        if st.leader_epoch != epoch {
+            *st = FollowState {
+                leader_epoch: epoch,
+                truncated: false,
+            };
+        }
+        drop(parts);
+        f.changed.notify();
+    }
+
+    pub fn unfollow(&self, tp: &TopicPartition) {
+        self.unfollow_except(tp, None);
+    }
+
+    fn unfollow_except(&self, tp: &TopicPartition, keep: Option<BrokerId>) {
+        let mut map = self.by_leader.borrow_mut();
+        for (leader, f) in map.iter() {
+            if Some(*leader) != keep {
+                f.partitions.borrow_mut().remove(tp);
+            }
+        }
+        map.retain(|_, f| {
+            let keep_it = !f.partitions.borrow().is_empty();
+            if !keep_it {
+                f.stopped.set(true);
+                f.changed.notify();
+            }
+            keep_it
+        });
+    }
+
+    pub fn stop_all(&self) {
+        for f in self.by_leader.borrow().values() {
+            f.stopped.set(true);
+            f.changed.notify();
+        }
+        self.by_leader.borrow_mut().clear();
+    }
+}
+
+/// A blocking-style request/response client over one glommio connection.
+struct LeaderConn {
+    stream: TcpStream,
+    next_corr: i32,
+}
+
+impl LeaderConn {
+    async fn connect(addr: &str) -> std::io::Result<LeaderConn> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        Ok(LeaderConn {
+            stream,
+            next_corr: 1,
+        })
+    }
+
+    async fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> std::io::Result<Resp> {
+        let corr = self.next_corr;
+        self.next_corr = self.next_corr.wrapping_add(1);
+        let mut hdr = RequestHeader::default();
+        hdr.request_api_key = key as i16;
+        hdr.request_api_version = version;
+        hdr.correlation_id = corr;
+        hdr.client_id = Some(StrBytes::from_static_str("chronik-replica-fetcher"));
+        let mut body = BytesMut::with_capacity(256);
+        body.put_i32(0);
+        hdr.encode(&mut body, Req::header_version(version))
+            .map_err(|e| bad(e.to_string()))?;
+        req.encode(&mut body, version)
+            .map_err(|e| bad(e.to_string()))?;
+        let len = (body.len() - 4) as i32;
+        body[0..4].copy_from_slice(&len.to_be_bytes());
+        self.stream.write_all(&body).await?;
+        let mut lenb = [0u8; 4];
+        self.stream.read_exact(&mut lenb).await?;
+        let n = i32::from_be_bytes(lenb);
+        if n < 4 || n as usize > MAX_RESPONSE {
+            return Err(bad(format!("response size {n}")));
+        }
+        let mut buf = vec![0u8; n as usize];
+        self.stream.read_exact(&mut buf).await?;
+        let mut b = Bytes::from(buf);
+        if b.get_i32() != corr {
+            return Err(bad("correlation id mismatch"));
+        }
+        if key.response_header_version(version) >= 1 {
+            // tagged fields of the response header
+            let mut r = crate::kafka::wire::Reader::new(&b[..]);
+            r.skip_tagged_fields().map_err(|e| bad(e.to_string()))?;
+            let used = r.position();
+            b.advance(used);
+        }
+        Resp::decode(&mut b, version).map_err(|e| bad(e.to_string()))
+    }
+}
+
+fn bad(msg: impl ToString) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
+}
+
+fn leader_addr(shard: &Shard, leader: BrokerId) -> Option<String> {
+    shard.with_image(|img| {
+        img.broker(leader)
+            .filter(|b| !b.fenced)
+            .map(|b| format!("{}:{}", b.host, b.port))
+    })
+}
+
+async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
+    let mut conn: Option<LeaderConn> = None;
+    let backoff = Duration::from_millis(100);
+    while !f.stopped.get() && !shard.shutting_down.get() {
+        let parts: Vec<(TopicPartition, FollowState)> = f
+            .partitions
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        if parts.is_empty() {
+            futures_lite::future::or(
+                f.changed.listen(),
+                glommio::timer::sleep(Duration::from_secs(1)),
+            )
+            .await;
+            continue;
+        }
+        if conn.is_none() {
+            let Some(addr) = leader_addr(&shard, f.leader) else {
+                glommio::timer::sleep(backoff).await;
+                continue;
+            };
+            match LeaderConn::connect(&addr).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::debug!(leader = f.leader, "replica fetcher connect: {e}");
+                    glommio::timer::sleep(backoff * 2).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let result = if parts.iter().any(|(_, s)| !s.truncated) {
+            truncate_round(&shard, &f, c, &parts).await
+        } else {
+            fetch_round(&shard, &f, c, &parts).await
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => glommio::timer::sleep(backoff).await,
+            Err(e) => {
+                tracing::debug!(leader = f.leader, "replica fetcher: {e}");
+                conn = None;
+                glommio::timer::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+/// OffsetForLeaderEpoch for every partition not yet checked; truncates divergent tails.
+async fn truncate_round(
+    shard: &Rc<Shard>,
+    f: &Fetcher,
+    c: &mut LeaderConn,
+    parts: &[(TopicPartition, FollowState)],
+) -> std::io::Result<bool> {
+    let mut req = OffsetForLeaderEpochRequest::default();
+    req.replica_id = KBrokerId(shard.config.node_id);
+    let mut by_topic: BTreeMap<&str, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+    let mut asked = Vec::new();
+    for (tp, st) in parts.iter().filter(|(_, s)| !s.truncated) {
+        let Some(p) = shard.partition(tp) else {
+            continue;
+        };
+        let Some(latest) = p.log.latest_epoch() else {
+            // Empty log (or no epochs yet): nothing can diverge.
+            mark_truncated(f, tp, st.leader_epoch);
+            continue;
+        };
+        let mut op = OffsetForLeaderPartition::default();
+        op.partition = tp.partition;
+        op.current_leader_epoch = st.leader_epoch;
+        op.leader_epoch = latest;
+        by_topic.entry(&tp.topic).or_default().push(op);
+        asked.push((tp.clone(), *st));
+    }
+    if asked.is_empty() {
+        return Ok(true);
+    }
+    req.topics = by_topic
+        .into_iter()
+        .map(|(t, ps)| {
+            let mut ot = OffsetForLeaderTopic::default();
+            ot.topic = crate::kafka::handlers::topic_name(t);
+            ot.partitions = ps;
+            ot
+        })
+        .collect();
+    let resp: OffsetForLeaderEpochResponse = c
+        .call(ApiKey::OffsetForLeaderEpoch, EPOCH_VERSION, &req)
+        .await?;
+    let mut progress = false;
+    for t in resp.topics {
+        for r in t.partitions {
+            let tp = TopicPartition::new(t.topic.0.as_str(), r.partition);
+            let Some((_, st)) = asked.iter().find(|(x, _)| *x == tp) else {
+                continue;
+            };
+            if r.error_code != errors::NONE {
+                continue;
+            }
+            let Some(p) = shard.partition(&tp) else {
+                continue;
+            };
+            let leo = p.log.log_end_offset();
+            if r.end_offset >= 0 && r.end_offset < leo {
+                tracing::info!(topic = %tp.topic, partition = tp.partition, from = leo, to = r.end_offset, "truncating divergent log tail");
+                if let Err(e) = p.log.truncate_to(r.end_offset).await {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, "truncate: {e}");
+                    continue;
+                }
+                p.truncate_producers(r.end_offset);
+            }
+            mark_truncated(f, &tp, st.leader_epoch);
+            progress = true;
+        }
+    }
+    Ok(progress)
+}
+
+fn mark_truncated(f: &Fetcher, tp: &TopicPartition, epoch: i32) {
+    if let Some(s) = f.partitions.borrow_mut().get_mut(tp) {
+        if s.leader_epoch == epoch {
+            s.truncated = true;
+        }
+    }
+}
+
+/// One Fetch for all followed partitions; appends what arrives.
+async fn fetch_round(
+    shard: &Rc<Shard>,
+    f: &Fetcher,
+    c: &mut LeaderConn,
+    parts: &[(TopicPartition, FollowState)],
+) -> std::io::Result<bool> {
+    let mut req = FetchRequest::default();
+    req.replica_id = KBrokerId(shard.config.node_id);
+    req.max_wait_ms = MAX_WAIT_MS;
+    req.min_bytes = 1;
+    req.max_bytes = 64 << 20;
+    req.session_epoch = -1;
+    let mut by_topic: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    for (tp, st) in parts {
+        let Some(p) = shard.partition(tp) else {
+            continue;
+        };
+        let mut fp = FetchPartition::default();
+        fp.partition = tp.partition;
+        fp.current_leader_epoch = st.leader_epoch;
+        fp.fetch_offset = p.log.log_end_offset();
+        fp.last_fetched_epoch = -1;
+        fp.log_start_offset = p.log.log_start_offset();
+        fp.partition_max_bytes = PARTITION_MAX_BYTES;
+        by_topic.entry(&tp.topic).or_default().push(fp);
+    }
+    if by_topic.is_empty() {
+        return Ok(false);
+    }
+    req.topics = by_topic
+        .into_iter()
+        .map(|(t, ps)| {
+            let mut ft = FetchTopic::default();
+            ft.topic = crate::kafka::handlers::topic_name(t);
+            ft.partitions = ps;
+            ft
+        })
+        .collect();
+    let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_VERSION, &req).await?;
+    let mut any_ok = false;
+    for t in resp.responses {
+        for pd in t.partitions {
+            let tp = TopicPartition::new(t.topic.0.as_str(), pd.partition_index);
+            let Some(p) = shard.partition(&tp) else {
+                continue;
+            };
+            if !f.partitions.borrow().contains_key(&tp) || p.is_leader.get() {
+                continue;
+            }
+            match pd.error_code {
+                errors::NONE => {}
+                errors::OFFSET_OUT_OF_RANGE => {
+                    // Our end is outside the leader's log: re-check epochs (divergence), and if
+                    // we are below its log start, start over from there.
+                    if p.log.log_end_offset() < pd.log_start_offset {
+                        let _ = p.log.truncate_to(0).await;
+                        let _ = p.log.delete_records_before(pd.log_start_offset).await;
+                    }
+                    if let Some(s) = f.partitions.borrow_mut().get_mut(&tp) {
+                        s.truncated = false;
+                    }
+                    continue;
+                }
+                _ => continue,
+            }
+            any_ok = true;
+            if let Some(records) = pd.records {
+                append_batches(&p, records).await;
+            }
+            let hw = pd.high_watermark.min(p.log.log_end_offset());
+            if hw > p.log.high_watermark() {
+                p.log.set_high_watermark(hw);
+                p.hw_advanced.notify();
+            }
+        }
+    }
+    Ok(any_ok)
+}
+
+/// Splits a records blob into batches and appends each with its leader-assigned offsets.
+async fn append_batches(p: &crate::partition::Partition, mut records: Bytes) {
+    while records.len() >= 12 {
+        let len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
+        let total = 12 + len.max(0) as usize;
+        if len <= 0 || total > records.len() {
+            break; // a partial trailing batch (max_bytes cut) is fetched again next round
+        }
+        let batch = records.split_to(total);
+        let base = i64::from_be_bytes([
+            batch[0], batch[1], batch[2], batch[3], batch[4], batch[5], batch[6], batch[7],
+        ]);
+        let leo = p.log.log_end_offset();
+        if base < leo {
+            continue; // already have it
+        }
+        let header = chronik_storage::parse_header(&batch).ok();
+        match p.log.append_replicated(BytesMut::from(&batch[..])).await {
+            Ok(_) => {
+                if let Some(h) = header {
+                    p.record_replicated_producer(&h);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, "replica append: {e}");
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Test harness: real `chronik-server` processes on random loopback ports with temp data dirs.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    // Bind to port 0 and release it: the kernel does not hand the same port out again at once.
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on loopback")
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub controller_port: u16,
+    pub node_id: i32,
+    pub data_dir: PathBuf,
+    pub extra: Vec<String>,
+    pub quorum: Option<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let mut s = Server {
+            child: None,
+            port: free_port(),
+            controller_port: free_port(),
+            node_id: 1,
+            data_dir: dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            quorum: None,
+            _tmp: Some(tmp),
+        };
+        s.spawn();
+        s.wait_ready(1);
+        s
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chronik-server"));
+        cmd.arg("--node-id")
+            .arg(self.node_id.to_string())
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--controller-listen")
+            .arg(format!("127.0.0.1:{}", self.controller_port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--no-pin")
+            .args(&self.extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("CHRONIK_TEST_LOG").unwrap_or("warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(if std::env::var("CHRONIK_TEST_LOG").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        if let Some(q) = &self.quorum {
+            cmd.arg("--controller-quorum").arg(q);
+        }
+        self.child = Some(cmd.spawn().expect("spawn chronik-server"));
+    }
+
+    /// Waits until the broker answers Metadata listing `brokers` brokers.
+    pub fn wait_ready(&mut self, brokers: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("chronik-server exited during start-up: {status}");
+                }
+            }
+            if let Ok(n) = raw::metadata_broker_count(&self.bootstrap()) {
+                if n >= brokers {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not become ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_ready(1);
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal blocking Kafka client for raw protocol tests.
+pub mod raw {
+    use bytes::{Buf, BufMut, BytesMut};
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, RequestHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    pub fn connect(addr: &str) -> std::io::Result<TcpStream> {
+        let s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(s)
+    }
+
+    pub fn frame<Req: Encodable + HeaderVersion>(
+        key: ApiKey,
+        version: i16,
+        corr: i32,
+        req: &Req,
+    ) -> Vec<u8> {
+        let mut hdr = RequestHeader::default();
+        hdr.request_api_key = key as i16;
+        hdr.request_api_version = version;
+        hdr.correlation_id = corr;
+        hdr.client_id = Some(StrBytes::from_static_str("test"));
+        let mut body = BytesMut::new();
+        hdr.encode(&mut body, Req::header_version(version)).unwrap();
+        req.encode(&mut body, version).unwrap();
+        let mut f = BytesMut::new();
+        f.put_i32(body.len() as i32);
+        f.extend_from_slice(&body);
+        f.to_vec()
+    }
+
+    pub fn read_response(s: &mut TcpStream) -> std::io::Result<bytes::Bytes> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len)?;
+        let n = i32::from_be_bytes(len) as usize;
+        let mut buf = vec![0u8; n];
+        s.read_exact(&mut buf)?;
+        Ok(bytes::Bytes::from(buf))
+    }
+
+    pub fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
+        s: &mut TcpStream,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> std::io::Result<Resp> {
+        s.write_all(&frame(key, version, 7, req))?;
+        let mut b = read_response(s)?;
+        assert_eq!(b.get_i32(), 7, "correlation id");
+        if key.response_header_version(version) >= 1 {
+            let _ = b.get_u8();
+        }
+        Resp::decode(&mut b, version)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+    }
+
+    pub fn metadata(addr: &str, topics: Option<Vec<&str>>) -> std::io::Result<MetadataResponse> {
+        let mut s = connect(addr)?;
+        let mut req = MetadataRequest::default();
+        req.topics = topics.map(|t| {
+            t.into_iter()
+                .map(|n| {
+                    let mut x =
+                        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+                    x.name = Some(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                        n.to_string(),
+                    )));
+                    x
+                })
+                .collect()
+        });
+        req.allow_auto_topic_creation = false;
+        call(&mut s, ApiKey::Metadata, 9, &req)
+    }
+
+    pub fn metadata_broker_count(addr: &str) -> std::io::Result<usize> {
+        Ok(metadata(addr, None)?.brokers.len())
+    }
+}

@@ -1,0 +1,63 @@
+"""Starts a real chronik-server on random loopback ports with a temp data dir."""
+import os
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_binary():
+    b = os.environ.get("CHRONIK_SERVER_BIN")
+    if b:
+        return b
+    for profile in ("debug", "release"):
+        p = os.path.join(ROOT, "target", profile, "chronik-server")
+        if os.path.exists(p):
+            return p
+    raise RuntimeError("build chronik-server first (cargo build --bin chronik-server)")
+
+
+def wait_ready(port, proc, timeout=60):
+    from confluent_kafka.admin import AdminClient
+
+    deadline = time.time() + timeout
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"chronik-server exited with {proc.returncode}")
+        try:
+            md = admin.list_topics(timeout=2)
+            if md.brokers:
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("chronik-server did not become ready")
+
+
+@pytest.fixture
+def broker():
+    tmp = tempfile.mkdtemp(prefix="chronik-interop-")
+    port, cport = free_port(), free_port()
+    proc = subprocess.Popen(
+        [server_binary(), "--listen", f"127.0.0.1:{port}", "--controller-listen",
+         f"127.0.0.1:{cport}", "--data-dir", os.path.join(tmp, "data"), "--no-pin"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(port, proc)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()
+        subprocess.run(["rm", "-rf", tmp])

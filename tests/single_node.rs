@@ -1,0 +1,463 @@
+//! One real chronik-server, real librdkafka clients (rdkafka crate).
+
+mod common;
+
+use common::Server;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> ThreadedProducer<DefaultProducerContext> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create().expect("producer")
+}
+
+fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin")
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    futures_lite::future::block_on(f)
+}
+
+fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let a = admin(bootstrap);
+    let r = block_on(a.create_topics(
+        &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))
+    .expect("create_topics");
+    assert!(r[0].is_ok(), "create {name}: {:?}", r[0]);
+}
+
+/// Reads every message of `partition` from offset 0 until `count` arrived (or 30 s).
+fn read_partition(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    count: usize,
+) -> Vec<(
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(String, Vec<u8>)>,
+    i64,
+)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < count && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.expect("consume error");
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((
+                m.key().map(<[u8]>::to_vec),
+                m.payload().map(<[u8]>::to_vec),
+                headers,
+                m.offset(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn ten_thousand_keyed_messages_with_headers_round_trip_in_order() {
+    let s = Server::start(&[]);
+    let b = s.bootstrap();
+    create_topic(&b, "orders", 3);
+    let p = producer(&b, &[]);
+    let mut sent: HashMap<i32, Vec<String>> = HashMap::new();
+    for i in 0..10_000 {
+        let key = format!("key-{}", i % 97);
+        let value = format!("value-{i}");
+        let part = (i % 3) as i32;
+        sent.entry(part).or_default().push(value.clone());
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "seq",
+            value: Some(&i.to_string()),
+        });
+        loop {
+            match p.send(
+                BaseRecord::to("orders")
+                    .key(&key)
+                    .payload(&value)
+                    .partition(part)
+                    .headers(headers.clone()),
+            ) {
+                Ok(()) => break,
+                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err((e, _)) => panic!("send: {e}"),
+            }
+        }
+    }
+    assert_eq!(p.flush(Duration::from_secs(30)), Ok(()));
+    assert_eq!(p.in_flight_count(), 0);
+    for part in 0..3 {
+        let want = &sent[&part];
+        let got = read_partition(&b, "orders", part, want.len());
+        assert_eq!(got.len(), want.len(), "partition {part} count");
+        for (i, (k, v, h, off)) in got.iter().enumerate() {
+            assert_eq!(*off, i as i64, "offsets contiguous");
+            assert_eq!(
+                v.as_deref(),
+                Some(want[i].as_bytes()),
+                "partition {part} order"
+            );
+            assert!(k.as_ref().is_some_and(|k| k.starts_with(b"key-")));
+            assert_eq!(h.len(), 1);
+            assert_eq!(h[0].0, "seq");
+        }
+    }
+}
+
+#[test]
+fn every_compression_codec_is_stored_and_served_as_sent() {
+    let s = Server::start(&[]);
+    let b = s.bootstrap();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("codec-{codec}");
+        create_topic(&b, &topic, 1);
+        let p = producer(&b, &[("compression.type", codec), ("linger.ms", "50")]);
+        for i in 0..500 {
+            p.send(
+                BaseRecord::<str, str>::to(&topic)
+                    .payload(&format!("{codec} message {i} {}", "x".repeat(100)))
+                    .partition(0),
+            )
+            .expect("send");
+        }
+        p.flush(Duration::from_secs(30)).expect("flush");
+        let got = read_partition(&b, &topic, 0, 500);
+        assert_eq!(got.len(), 500, "{codec}");
+        for (i, m) in got.iter().enumerate() {
+            assert!(m
+                .1
+                .as_ref()
+                .unwrap()
+                .starts_with(format!("{codec} message {i} ").as_bytes()));
+        }
+    }
+}
+
+#[test]
+fn large_messages_and_null_keys_and_values() {
+    let s = Server::start(&[]);
+    let b = s.bootstrap();
+    create_topic(&b, "big", 1);
+    let p = producer(&b, &[("message.max.bytes", "2000000")]);
+    let big = vec![7u8; 900 * 1024];
+    for _ in 0..3 {
+        p.send(
+            BaseRecord::<[u8], [u8]>::to("big")
+                .payload(&big[..])
+                .partition(0),
+        )
+        .expect("send");
+    }
+    p.send(BaseRecord::<[u8], [u8]>::to("big").partition(0))
+        .expect("null key and value");
+    p.send(
+        BaseRecord::<[u8], [u8]>::to("big")
+            .key(&b"k"[..])
+            .partition(0),
+    )
+    .expect("null value");
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let got = read_partition(&b, "big", 0, 5);
+    assert_eq!(got.len(), 5);
+    for m in &got[..3] {
+        assert_eq!(m.1.as_deref(), Some(&big[..]));
+    }
+    assert_eq!((got[3].0.clone(), got[3].1.clone()), (None, None));
+    assert_eq!(
+        (got[4].0.as_deref(), got[4].1.clone()),
+        (Some(&b"k"[..]), None)
+    );
+}
+
+#[test]
+fn oversized_batch_is_refused_with_message_too_large() {
+    let s = Server::start(&["--message-max-bytes", "100000"]);
+    let b = s.bootstrap();
+    create_topic(&b, "small", 1);
+    let p: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("message.max.bytes", "2000000")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    let big = vec![1u8; 200_000];
+    let r = block_on(
+        p.send(
+            rdkafka::producer::FutureRecord::<[u8], [u8]>::to("small")
+                .payload(&big[..])
+                .partition(0),
+            Duration::from_secs(10),
+        ),
+    );
+    let err = r.expect_err("oversized must fail").0;
+    assert_eq!(
+        err.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge),
+        "{err}"
+    );
+    // the broker still works afterwards
+    let r = block_on(
+        p.send(
+            rdkafka::producer::FutureRecord::<[u8], [u8]>::to("small")
+                .payload(&b"ok"[..])
+                .partition(0),
+            Duration::from_secs(10),
+        ),
+    );
+    assert!(r.is_ok(), "{r:?}");
+}
+
+#[test]
+fn list_offsets_earliest_latest_and_by_time() {
+    let s = Server::start(&[]);
+    let b = s.bootstrap();
+    create_topic(&b, "times", 1);
+    let p = producer(&b, &[("linger.ms", "0")]);
+    let base = 1_700_000_000_000i64;
+    for i in 0..10 {
+        p.send(
+            BaseRecord::<str, str>::to("times")
+                .payload("x")
+                .partition(0)
+                .timestamp(base + i * 1000),
+        )
+        .expect("send");
+        p.flush(Duration::from_secs(10)).expect("flush");
+    }
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("group.id", "x")
+        .create()
+        .unwrap();
+    let (lo, hi) = c
+        .fetch_watermarks("times", 0, Duration::from_secs(10))
+        .expect("watermarks");
+    assert_eq!((lo, hi), (0, 10));
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("times", 0, Offset::Offset(base + 4500))
+        .unwrap();
+    let r = c
+        .offsets_for_times(tpl, Duration::from_secs(10))
+        .expect("offsets_for_times");
+    assert_eq!(
+        r.find_partition("times", 0).unwrap().offset(),
+        Offset::Offset(5)
+    );
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("times", 0, Offset::Offset(base + 100_000))
+        .unwrap();
+    let r = c
+        .offsets_for_times(tpl, Duration::from_secs(10))
+        .expect("offsets_for_times");
+    assert_eq!(r.find_partition("times", 0).unwrap().offset(), Offset::End);
+}
+
+#[test]
+fn idempotent_producer_writes_each_message_once() {
+    let s = Server::start(&[]);
+    let b = s.bootstrap();
+    create_topic(&b, "idem", 1);
+    let p = producer(
+        &b,
+        &[
+            ("enable.idempotence", "true"),
+            ("max.in.flight.requests.per.connection", "5"),
+            ("linger.ms", "1"),
+        ],
+    );
+    for i in 0..5000 {
+        loop {
+            match p.send(
+                BaseRecord::<str, str>::to("idem")
+                    .payload(&i.to_string())
+                    .partition(0),
+            ) {
+                Ok(()) => break,
+                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err((e, _)) => panic!("{e}"),
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let got = read_partition(&b, "idem", 0, 5000);
+    assert_eq!(got.len(), 5000);
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m.1.as_deref(), Some(i.to_string().as_bytes()));
+    }
+}
+
+#[test]
+fn auto_create_delete_topics_and_bad_names() {
+    let s = Server::start(&[]);
+    let b = s.bootstrap();
+    let p = producer(&b, &[]);
+    // producing to an unknown topic creates it
+    p.send(BaseRecord::<str, str>::to("auto-made").payload("hello"))
+        .expect("send");
+    p.flush(Duration::from_secs(30))
+        .expect("flush auto-created");
+    let md = common::raw::metadata(&b, Some(vec!["auto-made"])).unwrap();
+    assert_eq!(md.topics[0].error_code, 0);
+    assert_eq!(md.topics[0].partitions.len(), 1);
+
+    let a = admin(&b);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let r = block_on(a.create_topics(
+        &[NewTopic::new("bad name!", 1, TopicReplication::Fixed(1))],
+        &opts,
+    ))
+    .unwrap();
+    assert_eq!(r[0].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidTopic);
+    let r = block_on(a.create_topics(
+        &[NewTopic::new("auto-made", 1, TopicReplication::Fixed(1))],
+        &opts,
+    ))
+    .unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::TopicAlreadyExists
+    );
+    let r = block_on(a.create_topics(
+        &[NewTopic::new("rf-too-big", 1, TopicReplication::Fixed(3))],
+        &opts,
+    ))
+    .unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidReplicationFactor
+    );
+
+    let r = block_on(a.delete_topics(&["auto-made"], &opts)).unwrap();
+    assert!(r[0].is_ok(), "{r:?}");
+    let md = common::raw::metadata(&b, Some(vec!["auto-made"])).unwrap();
+    assert_eq!(md.topics[0].error_code, 3, "deleted topic is unknown");
+    let r = block_on(a.delete_topics(&["never-was"], &opts)).unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::UnknownTopicOrPartition
+    );
+}
+
+#[test]
+fn fetch_long_poll_wakes_on_append() {
+    let s = Server::start(&[]);
+    let b = s.bootstrap();
+    create_topic(&b, "poll", 1);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("group.id", "x")
+        // The broker may hold the fetch this long; the message must arrive far sooner.
+        .set("fetch.wait.max.ms", "60000")
+        .set("fetch.min.bytes", "1")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("poll", 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    // let the consumer park its long poll
+    let _ = c.poll(Duration::from_millis(1500));
+    let p = producer(&b, &[("linger.ms", "0")]);
+    p.send(
+        BaseRecord::<str, str>::to("poll")
+            .payload("wake")
+            .partition(0),
+    )
+    .unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+    let mut got = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.is_none() && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            got = Some(m.unwrap().payload().unwrap().to_vec());
+        }
+    }
+    // Had the broker slept out its 60 s wait, nothing would have arrived in 30 s.
+    assert_eq!(got.as_deref(), Some(&b"wake"[..]));
+}
+
+#[test]
+fn acknowledged_records_survive_sigkill_and_restart() {
+    let mut s = Server::start(&["--log-flush", "always"]);
+    let b = s.bootstrap();
+    create_topic(&b, "durable", 2);
+    let p = producer(&b, &[]);
+    for i in 0..2000 {
+        p.send(
+            BaseRecord::<str, str>::to("durable")
+                .payload(&format!("m{i}"))
+                .partition(i % 2),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(30)).expect("all acknowledged");
+    drop(p);
+    s.restart();
+    for part in 0..2 {
+        let got = read_partition(&b, "durable", part, 1000);
+        assert_eq!(got.len(), 1000, "partition {part} after restart");
+    }
+    // and it accepts new writes on top
+    let p = producer(&b, &[]);
+    p.send(
+        BaseRecord::<str, str>::to("durable")
+            .payload("after")
+            .partition(0),
+    )
+    .unwrap();
+    p.flush(Duration::from_secs(30))
+        .expect("produce after restart");
+    let got = read_partition(&b, "durable", 0, 1001);
+    assert_eq!(got.len(), 1001);
+    assert_eq!(got[1000].3, 1000);
+}
+
+#[test]
+fn sigterm_exits_cleanly() {
+    let mut s = Server::start(&[]);
+    create_topic(&s.bootstrap(), "t", 1);
+    assert_eq!(s.terminate(), Some(0));
+}
