@@ -36,9 +36,8 @@ impl ConsumeConfig {
     /// Fetch sizes for messages of `message_size`: at least 1 MiB per partition, and room for a
     /// full batch of the biggest messages.
     pub fn sizes_for(message_size: usize, partitions: usize) -> (i32, i32) {
-        let per_partition = (message_size.saturating_mul(4) + 64 * 1024)
-            .max(1024 * 1024)
-            .min(64 * 1024 * 1024);
+        let per_partition =
+            (message_size.saturating_mul(4) + 64 * 1024).clamp(1024 * 1024, 64 * 1024 * 1024);
         let total = per_partition
             .saturating_mul(partitions.max(1))
             .clamp(per_partition, 64 * 1024 * 1024);
@@ -162,7 +161,7 @@ impl FetchLoop {
             if refresh {
                 let _ = self
                     .cluster
-                    .refresh(&[self.cfg.topic.clone()], Some(generation))
+                    .refresh(std::slice::from_ref(&self.cfg.topic), Some(generation))
                     .await;
                 if !progressed {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -335,7 +334,13 @@ pub async fn run_consumers(
     }
     let mut handles = Vec::new();
     for g in groups.into_iter().filter(|g| !g.is_empty()) {
-        let f = fetch.clone();
+        let f = Arc::new(FetchLoop {
+            cluster: fetch.cluster.fork().await?,
+            cfg: fetch.cfg.clone(),
+            stats: fetch.stats.clone(),
+            control: fetch.control.clone(),
+            validator: fetch.validator.clone(),
+        });
         handles.push(tokio::spawn(async move { f.run(g).await }));
     }
     let mut out = Vec::new();

@@ -47,7 +47,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn seconds(secs: f64, text: &str) -> Result<Duration, String> {
-    if !secs.is_finite() || secs < 0.0 || secs > 1.0e9 {
+    if !secs.is_finite() || !(0.0..=1.0e9).contains(&secs) {
         return Err(format!("duration '{text}' is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))

@@ -148,6 +148,12 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// A second view of the same cluster with its own connections, so that long-polling fetches
+    /// never sit in front of produce requests on one connection (Kafka answers in order).
+    pub async fn fork(&self) -> Result<Arc<Cluster>> {
+        Cluster::bootstrap(self.bootstrap.clone(), self.request_timeout, self.verbose).await
+    }
+
     pub fn bootstrap_servers(&self) -> &[String] {
         &self.bootstrap
     }
@@ -335,15 +341,16 @@ impl Cluster {
         }
     }
 
+    /// Creates a topic. Retries while the cluster is still forming (NOT_CONTROLLER, or too few
+    /// registered brokers for the replication factor) until the request timeout.
     pub async fn create_topic(
         &self,
         topic: &str,
         partitions: i32,
         replication_factor: i16,
     ) -> Result<CreateOutcome> {
-        let mut attempt = 0;
+        let deadline = Instant::now() + self.request_timeout;
         loop {
-            attempt += 1;
             let conn = self.controller_connection().await?;
             let version = conn.version_of::<CreateTopicsRequest>(2, 7)?;
             let mut t = CreatableTopic::default();
@@ -357,28 +364,35 @@ impl Cluster {
             let Some(result) = resp.topics.iter().find(|r| r.name.0.as_str() == topic) else {
                 bail!("CreateTopics response does not mention '{topic}'");
             };
-            match result.error_code {
+            let forming = match result.error_code {
                 0 => return Ok(CreateOutcome::Created),
                 36 => return Ok(CreateOutcome::AlreadyExists),
-                41 if attempt < 5 => {
-                    self.refresh(&[], None).await?;
-                    continue;
+                41 | 7 => true,
+                38 => self.broker_count() < replication_factor as usize,
+                _ => false,
+            };
+            if !forming || Instant::now() >= deadline {
+                return Err(KafkaError {
+                    code: result.error_code,
+                    context: format!(
+                        "CreateTopics '{topic}'{}",
+                        result
+                            .error_message
+                            .as_ref()
+                            .map(|m| format!(" ({})", m.as_str()))
+                            .unwrap_or_default()
+                    ),
                 }
-                code => {
-                    return Err(KafkaError {
-                        code,
-                        context: format!(
-                            "CreateTopics '{topic}'{}",
-                            result
-                                .error_message
-                                .as_ref()
-                                .map(|m| format!(" ({})", m.as_str()))
-                                .unwrap_or_default()
-                        ),
-                    }
-                    .into())
-                }
+                .into());
             }
+            if self.verbose {
+                eprintln!(
+                    "CreateTopics '{topic}': {}; cluster still forming, retrying",
+                    error_name(result.error_code)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.refresh(&[], None).await?;
         }
     }
 

@@ -53,7 +53,7 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
     if partitions <= 1 {
         return 0;
     }
-    ((murmur2(key) & 0x7fff_ffff) % partitions) as i32
+    (murmur2(key) & 0x7fff_ffff) % partitions
 }
 
 /// Produces record keys for one producer task and picks their partitions.

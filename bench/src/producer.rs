@@ -465,7 +465,7 @@ impl ProducerTask {
         if needs_refresh {
             if let Err(e) = self
                 .cluster
-                .refresh(&[cfg.topic.clone()], Some(generation))
+                .refresh(std::slice::from_ref(&cfg.topic), Some(generation))
                 .await
             {
                 if cfg.verbose {

@@ -138,12 +138,12 @@ impl RunReport {
         line(
             &mut s,
             format!(
-                "chronik-bench {} · topic {} · {} partition(s) · {} B messages · acks={} · {} · concurrency {}",
+                "chronik-bench {} · topic {} · {} partition(s) · {} B messages{} · {} · concurrency {}",
                 self.mode,
                 self.topic,
                 self.partitions,
                 self.message_size,
-                self.acks,
+                if self.acks.is_empty() { String::new() } else { format!(" · acks={}", self.acks) },
                 self.compression,
                 self.concurrency
             ),
@@ -260,7 +260,7 @@ pub fn group_digits(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -36,9 +36,13 @@ impl SeqSet {
 }
 
 /// Which sequence numbers each producer had acknowledged, per partition.
+/// (partition, producer) — one ordered stream of sequence numbers.
+type StreamKey = (i32, u32);
+
 #[derive(Default)]
 pub struct AckTracker {
-    acked: Mutex<HashMap<(i32, u32), Vec<(u64, u64)>>>,
+    /// Acknowledged [start, end) sequence ranges per stream.
+    acked: Mutex<HashMap<StreamKey, Vec<(u64, u64)>>>,
 }
 
 impl AckTracker {
@@ -114,7 +118,7 @@ impl ValidationSummary {
 /// Checks messages as consumers read them.
 #[derive(Default)]
 pub struct Validator {
-    inner: Mutex<(HashMap<(i32, u32), Stream>, ValidationSummary)>,
+    inner: Mutex<(HashMap<StreamKey, Stream>, ValidationSummary)>,
 }
 
 impl Validator {

@@ -288,9 +288,114 @@ async fn an_unreachable_bootstrap_server_is_a_clear_error() {
         "500",
     ])
     .expect("parses");
-    let err = modes::run(&a).await.err().expect("fails");
+    let err = modes::run(&a).await.expect_err("fails");
     assert!(
         format!("{err:#}").contains("cannot reach any of 127.0.0.1:1"),
         "{err:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_group_joins_consumes_and_commits() {
+    let broker = MockBroker::start().await;
+    let p = modes::run(&args(
+        &broker,
+        &[
+            "-t",
+            "g",
+            "-p",
+            "4",
+            "--create-topic",
+            "-n",
+            "4000",
+            "-c",
+            "4",
+        ],
+    ))
+    .await
+    .expect("runs");
+    assert!(p.passed, "{}", p.text_summary());
+    let c = modes::run(&args(
+        &broker,
+        &[
+            "-t",
+            "g",
+            "-m",
+            "consume",
+            "--consumer-group",
+            "bench-group",
+            "--stop-at-end",
+            "-d",
+            "20s",
+            "-c",
+            "2",
+        ],
+    ))
+    .await
+    .expect("runs");
+    assert!(c.passed, "{}", c.text_summary());
+    assert_eq!(c.messages, 4000);
+    let committed: i64 = broker.committed.lock().expect("lock").values().sum();
+    assert_eq!(committed, 4000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_groups_fails_the_group_path_clearly() {
+    let broker = MockBroker::start().await;
+    broker.faults.no_groups.store(true, Ordering::SeqCst);
+    broker.create("ng", 1);
+    let err = modes::run(&args(
+        &broker,
+        &[
+            "-t",
+            "ng",
+            "-m",
+            "consume",
+            "--consumer-group",
+            "x",
+            "-d",
+            "2s",
+        ],
+    ))
+    .await
+    .expect_err("fails");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("consumer group 'x': the group path failed")
+            && text.contains("FindCoordinator"),
+        "{text}"
+    );
+}
+
+/// The client's own ceiling: produce 1 KiB messages for a few seconds against the mock broker,
+/// which acknowledges at once and keeps nothing. Not a benchmark of any broker, and the mock runs
+/// in this same process (its CPU is included). Run with:
+/// `cargo test --release -p chronik-bench --test mock_broker client_ceiling -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a test: prints the client's throughput against an instant-ack mock"]
+async fn client_ceiling_against_an_instant_ack_mock() {
+    let broker = MockBroker::start().await;
+    broker.create("ceiling", 3);
+    broker.faults.discard.store(true, Ordering::SeqCst);
+    for (size, extra) in [("1024", "none"), ("100", "none"), ("1024", "lz4")] {
+        let a = args(
+            &broker,
+            &[
+                "-t",
+                "ceiling",
+                "-d",
+                "4s",
+                "-c",
+                "64",
+                "-s",
+                size,
+                "--compression",
+                extra,
+                "-p",
+                "3",
+            ],
+        );
+        let r = modes::run(&a).await.expect("runs");
+        println!("{}", r.text_summary());
+    }
 }

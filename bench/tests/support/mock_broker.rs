@@ -43,6 +43,10 @@ pub struct Faults {
     pub lie: AtomicBool,
     /// Answer produces with error 0 and base offset -1.
     pub no_offset: AtomicBool,
+    /// Count (advance offsets) but do not keep the data: for throughput runs that must not grow.
+    pub discard: AtomicBool,
+    /// Do not offer the consumer-group APIs.
+    pub no_groups: AtomicBool,
 }
 
 pub struct MockBroker {
@@ -50,6 +54,9 @@ pub struct MockBroker {
     topics: Mutex<HashMap<String, Vec<Partition>>>,
     pub faults: Faults,
     pub produce_requests: AtomicU64,
+    /// Group state: last assignment per member and committed offsets (topic, partition) -> offset.
+    assignments: Mutex<HashMap<String, Bytes>>,
+    pub committed: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl MockBroker {
@@ -63,6 +70,8 @@ impl MockBroker {
             topics: Mutex::new(HashMap::new()),
             faults: Faults::default(),
             produce_requests: AtomicU64::new(0),
+            assignments: Mutex::new(HashMap::new()),
+            committed: Mutex::new(HashMap::new()),
         });
         let b = broker.clone();
         tokio::spawn(async move {
@@ -127,6 +136,18 @@ impl MockBroker {
                     self.list_offsets(ListOffsetsRequest::decode(&mut buf, v)?),
                     v,
                 )?,
+                10 => respond(self.find_coordinator(), v)?,
+                11 => respond(
+                    self.join_group(JoinGroupRequest::decode(&mut buf, v)?, v),
+                    v,
+                )?,
+                14 => respond(self.sync_group(SyncGroupRequest::decode(&mut buf, v)?), v)?,
+                12 => respond(HeartbeatResponse::default(), v)?,
+                13 => respond(LeaveGroupResponse::default(), v)?,
+                8 => respond(
+                    self.offset_commit(OffsetCommitRequest::decode(&mut buf, v)?),
+                    v,
+                )?,
                 other => anyhow::bail!("mock broker does not speak API {other}"),
             };
             let (resp_header_version, body) = out;
@@ -144,7 +165,7 @@ impl MockBroker {
 
     fn api_versions(&self) -> ApiVersionsResponse {
         let mut r = ApiVersionsResponse::default();
-        for (key, min, max) in [
+        let mut keys = vec![
             (0, 3, 9),
             (1, 4, 12),
             (2, 1, 7),
@@ -152,7 +173,18 @@ impl MockBroker {
             (18, 0, 3),
             (19, 2, 7),
             (20, 1, 6),
-        ] {
+        ];
+        if !self.faults.no_groups.load(Ordering::Relaxed) {
+            keys.extend([
+                (8, 2, 8),
+                (10, 0, 3),
+                (11, 0, 7),
+                (12, 0, 4),
+                (13, 0, 4),
+                (14, 0, 4),
+            ]);
+        }
+        for (key, min, max) in keys {
             let mut a = ApiVersion::default();
             a.api_key = key;
             a.min_version = min;
@@ -273,7 +305,9 @@ impl MockBroker {
                             data.advance(len);
                             let last_delta = (&batch[23..27]).get_i32() as i64;
                             batch[0..8].copy_from_slice(&p.end.to_be_bytes());
-                            if !self.faults.lie.load(Ordering::Relaxed) {
+                            if self.faults.discard.load(Ordering::Relaxed) {
+                                p.end += last_delta + 1;
+                            } else if !self.faults.lie.load(Ordering::Relaxed) {
                                 p.batches.push((p.end, batch.freeze()));
                                 p.end += last_delta + 1;
                             } else {
@@ -350,6 +384,73 @@ impl MockBroker {
                     None => pr.error_code = 3,
                     Some(part) => pr.offset = if p.timestamp == -2 { 0 } else { part.end },
                 }
+                tr.partitions.push(pr);
+            }
+            r.topics.push(tr);
+        }
+        r
+    }
+}
+
+impl MockBroker {
+    fn find_coordinator(&self) -> FindCoordinatorResponse {
+        let mut r = FindCoordinatorResponse::default();
+        r.node_id = BrokerId(1);
+        r.host = StrBytes::from_static_str("127.0.0.1");
+        r.port = self.port as i32;
+        r
+    }
+
+    fn join_group(&self, req: JoinGroupRequest, v: i16) -> JoinGroupResponse {
+        let mut r = JoinGroupResponse::default();
+        if req.member_id.is_empty() && v >= 4 {
+            r.error_code = 79; // MEMBER_ID_REQUIRED
+            r.member_id = StrBytes::from_static_str("member-1");
+            return r;
+        }
+        let id = if req.member_id.is_empty() {
+            StrBytes::from_static_str("member-1")
+        } else {
+            req.member_id
+        };
+        r.generation_id = 1;
+        r.protocol_name = Some(StrBytes::from_static_str("range"));
+        r.leader = id.clone();
+        r.member_id = id.clone();
+        let mut m = join_group_response::JoinGroupResponseMember::default();
+        m.member_id = id;
+        m.metadata = req
+            .protocols
+            .first()
+            .map(|p| p.metadata.clone())
+            .unwrap_or_default();
+        r.members.push(m);
+        r
+    }
+
+    fn sync_group(&self, req: SyncGroupRequest) -> SyncGroupResponse {
+        let mut a = self.assignments.lock().expect("lock");
+        for x in req.assignments {
+            a.insert(x.member_id.to_string(), x.assignment);
+        }
+        let mut r = SyncGroupResponse::default();
+        r.assignment = a.get(req.member_id.as_str()).cloned().unwrap_or_default();
+        r
+    }
+
+    fn offset_commit(&self, req: OffsetCommitRequest) -> OffsetCommitResponse {
+        let mut r = OffsetCommitResponse::default();
+        let mut c = self.committed.lock().expect("lock");
+        for t in req.topics {
+            let mut tr = offset_commit_response::OffsetCommitResponseTopic::default();
+            tr.name = t.name.clone();
+            for p in t.partitions {
+                c.insert(
+                    (t.name.0.to_string(), p.partition_index),
+                    p.committed_offset,
+                );
+                let mut pr = offset_commit_response::OffsetCommitResponsePartition::default();
+                pr.partition_index = p.partition_index;
                 tr.partitions.push(pr);
             }
             r.topics.push(tr);

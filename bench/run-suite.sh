@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# chronik benchmark suite: builds release binaries, starts chronik-server on loopback with a
+# temporary data dir, runs the standard matrix, stops everything, and writes
+# bench/results/<date>.md and bench/results/<date>.svg (plus the raw JSON/text of every row in
+# bench/results/<date>/).
+#
+# usage: bench/run-suite.sh            full matrix (30 s per row, 1,000 topic creations)
+#        bench/run-suite.sh --quick    smoke run (5 s per row, 50 topic creations)
+# env:   SUITE_DURATION (e.g. 60s), SUITE_WARMUP (e.g. 5s), SUITE_METADATA_TOPICS (e.g. 1000),
+#        CARGO_TARGET_DIR (default: <repo>/target)
+#
+# The 3-node row uses tests/cluster/start.sh when it exists. Its expected contract:
+#   tests/cluster/start.sh N WORKDIR   starts N nodes on loopback, prints shell assignments
+#   KAFKA_BOOTSTRAP_SERVERS=host:port,... and CLUSTER_PIDS="pid ..." on stdout, and returns once
+#   the cluster answers. This script kills CLUSTER_PIDS when done. Without the script the row is
+#   skipped and the report says so.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+DURATION=${SUITE_DURATION:-30s}
+WARMUP=${SUITE_WARMUP:-5s}
+TOPICS=${SUITE_METADATA_TOPICS:-1000}
+if [[ "${1:-}" == "--quick" ]]; then
+    DURATION=${SUITE_DURATION:-5s}
+    WARMUP=${SUITE_WARMUP:-1s}
+    TOPICS=${SUITE_METADATA_TOPICS:-50}
+fi
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$CARGO_TARGET_DIR/release
+
+echo "== building release binaries"
+cargo build --release --bin chronik-server -p chronik
+cargo build --release -p chronik-bench --bin chronik-bench --bin chronik-bench-plot
+
+DATE=$(date -u +%Y-%m-%d)
+OUT=$ROOT/bench/results
+RUN=$OUT/$DATE
+mkdir -p "$RUN"
+WORK=$(mktemp -d /tmp/chronik-suite.XXXXXX)
+SERVER_PID=""
+CLUSTER_PIDS=""
+ROWS=()        # name=json for the plot
+NOTES=()
+
+cleanup() {
+    set +e
+    [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    for p in $CLUSTER_PIDS; do kill "$p" 2>/dev/null; done
+    for p in $CLUSTER_PIDS; do wait "$p" 2>/dev/null; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+    local p
+    for _ in $(seq 1 100); do
+        p=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
+
+# start_node NAME [extra chronik-server flags...]
+start_node() {
+    local name=$1
+    shift
+    PORT=$(free_port)
+    local data="$WORK/$name-data"
+    mkdir -p "$data"
+    "$BIN/chronik-server" --listen "127.0.0.1:$PORT" --data-dir "$data" "$@" >"$RUN/server-$name.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 300); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+            echo "== chronik-server ($name) on 127.0.0.1:$PORT, pid $SERVER_PID"
+            return 0
+        fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "chronik-server exited; last log lines:" >&2
+            tail -20 "$RUN/server-$name.log" >&2
+            SERVER_PID=""
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "chronik-server did not listen within 30 s" >&2
+    return 1
+}
+
+stop_node() {
+    if [[ -n "$SERVER_PID" ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+    fi
+}
+
+# bench NAME BOOTSTRAP [chronik-bench flags...]: one row; a failing row is recorded, not fatal.
+bench() {
+    local name=$1 bootstrap=$2
+    shift 2
+    echo "== $name: chronik-bench $*"
+    set +e
+    "$BIN/chronik-bench" -b "$bootstrap" --json-output "$RUN/$name.json" --report-interval-secs 5 "$@" \
+        2>&1 | tee "$RUN/$name.txt"
+    local rc=${PIPESTATUS[0]}
+    set -e
+    if [[ -s "$RUN/$name.json" ]]; then
+        ROWS+=("$name=$RUN/$name.json")
+    fi
+    if [[ $rc -ne 0 ]]; then
+        NOTES+=("row '$name' exited with status $rc (see $DATE/$name.txt)")
+    fi
+}
+
+# 1. one node, 1 partition, 1 KiB, acks=1, concurrency 64: produce, then consume it back.
+start_node single
+B=127.0.0.1:$PORT
+bench 1-produce-p1-1KiB-acks1 "$B" -t s1 -p 1 -r 1 --create-topic -s 1024 --acks 1 -c 64 -d "$DURATION" -w "$WARMUP"
+bench 1-consume-p1-1KiB "$B" -t s1 -m consume -s 1024 -c 1 --stop-at-end -d "$DURATION"
+# 3. message-rate ceiling: 100-byte messages, 12 partitions, acks=1.
+bench 3-produce-p12-100B-acks1 "$B" -t s3 -p 12 -r 1 --create-topic -s 100 --acks 1 -c 64 -d "$DURATION" -w "$WARMUP"
+# 2a. 3 partitions, 1 KiB, acks=all, default flush (interval).
+bench 2a-produce-p3-1KiB-acksall-flush-interval "$B" -t s2 -p 3 -r 1 --create-topic -s 1024 --acks all -c 64 -d "$DURATION" -w "$WARMUP"
+# 5. metadata: topic creations, concurrency 16.
+bench 5-metadata-create-topics "$B" -t suite-meta -m metadata -n "$TOPICS" -c 16 -p 1 -r 1 -d 10m
+stop_node
+
+# 2b. the same with fdatasync before every ack.
+start_node always --log-flush always
+B=127.0.0.1:$PORT
+bench 2b-produce-p3-1KiB-acksall-flush-always "$B" -t s2 -p 3 -r 1 --create-topic -s 1024 --acks all -c 64 -d "$DURATION" -w "$WARMUP"
+stop_node
+
+# 4. three nodes, 3 partitions, RF 3, acks=all, concurrency 128, 1 KiB.
+if [[ -x "$ROOT/tests/cluster/start.sh" ]]; then
+    KAFKA_BOOTSTRAP_SERVERS=""
+    eval "$("$ROOT/tests/cluster/start.sh" 3 "$WORK/cluster")"
+    if [[ -n "$KAFKA_BOOTSTRAP_SERVERS" ]]; then
+        bench 4-produce-3nodes-p3-rf3-1KiB-acksall "$KAFKA_BOOTSTRAP_SERVERS" -t s4 -p 3 -r 3 --create-topic -s 1024 --acks all -c 128 -d "$DURATION" -w "$WARMUP"
+    else
+        NOTES+=("3-node row skipped: tests/cluster/start.sh printed no KAFKA_BOOTSTRAP_SERVERS")
+    fi
+else
+    NOTES+=("3-node row skipped: tests/cluster/start.sh does not exist yet")
+fi
+
+echo "== writing results"
+if [[ ${#ROWS[@]} -eq 0 ]]; then
+    echo "no row produced a report" >&2
+    exit 1
+fi
+"$BIN/chronik-bench-plot" --svg "$OUT/$DATE.svg" --markdown "$WORK/table.md" "${ROWS[@]}"
+{
+    echo "# chronik benchmark suite — $DATE"
+    echo
+    echo "- commit: \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`"
+    echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//'), $(free -g 2>/dev/null | awk '/Mem:/ {print $2 " GiB"}'), kernel $(uname -r)"
+    echo "- broker and load generator share this machine (loopback); each row: $DURATION measured after $WARMUP warm-up"
+    echo "- latency: produce rows = per batch, created → acknowledged; consume = per fetch request; metadata = CreateTopics → visible on every bootstrap server"
+    echo "- stored / acked: growth of the partitions' end offsets (ListOffsets) vs messages the broker acknowledged; fewer stored fails the row"
+    echo
+    cat "$WORK/table.md"
+    echo
+    echo "![throughput and latency per scenario]($DATE.svg)"
+    echo
+    if [[ ${#NOTES[@]} -gt 0 ]]; then
+        echo "Notes:"
+        for n in "${NOTES[@]}"; do echo "- $n"; done
+    fi
+    echo
+    echo "Raw output of every row: \`bench/results/$DATE/\`."
+} >"$OUT/$DATE.md"
+echo "== wrote $OUT/$DATE.md and $OUT/$DATE.svg"
