@@ -29,7 +29,9 @@ use crate::segment::{index_name, log_path, time_index_name, BatchInfo, Segment, 
 use crate::time_index::TimeIndex;
 
 /// Largest single write the writer issues; bigger queues are written in several.
-const MAX_WRITE: u64 = 8 << 20;
+const MAX_WRITE: u64 = 512 << 10;
+/// Runs one appender writes for the others before handing the flusher role on.
+const MAX_RUNS_PER_TURN: usize = 16;
 /// fallocate granularity for the active segment.
 const PREALLOC_CHUNK: u64 = 16 << 20;
 /// Disk reads fetch at least this much so the index floor's slack is absorbed in one read.
@@ -59,6 +61,7 @@ struct Inner {
     io_lock: Semaphore,
     st: RefCell<State>,
     fsyncs: Cell<u64>,
+    writes: Cell<u64>,
     closed: Cell<bool>,
     truncating: Cell<bool>,
     progress: Progress,
@@ -294,6 +297,7 @@ impl PartitionLog {
             io_lock: Semaphore::new(1),
             st: RefCell::new(st),
             fsyncs: Cell::new(0),
+            writes: Cell::new(0),
             closed: Cell::new(false),
             truncating: Cell::new(false),
             progress: Progress::default(),
@@ -427,6 +431,11 @@ impl PartitionLog {
 
     pub fn fsync_count(&self) -> u64 {
         self.inner.fsyncs.get()
+    }
+
+    /// Segment writes issued so far (each covers one group of batches), for benchmarks.
+    pub fn write_count(&self) -> u64 {
+        self.inner.writes.get()
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -781,7 +790,7 @@ impl Inner {
             commit::yield_now().await;
             let res = async {
                 let _permit = self.lock().await?;
-                self.write_pending_locked().await?;
+                self.write_pending_runs(MAX_RUNS_PER_TURN).await?;
                 if durable {
                     self.sync_active_locked().await?;
                 }
@@ -816,7 +825,13 @@ impl Inner {
     /// Writes every queued batch; on failure, fails and forgets all queued batches so the
     /// log stays exactly what is on disk.
     async fn write_pending_locked(&self) -> Result<(), StorageError> {
-        match self.write_pending_inner().await {
+        self.write_pending_runs(usize::MAX).await
+    }
+
+    /// Writes queued batches, at most `max_runs` writes (an appender's turn as flusher is
+    /// bounded so its own append is not held up indefinitely under load).
+    async fn write_pending_runs(&self, max_runs: usize) -> Result<(), StorageError> {
+        match self.write_pending_inner(max_runs).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.fail_pending(&e).await;
@@ -825,8 +840,8 @@ impl Inner {
         }
     }
 
-    async fn write_pending_inner(&self) -> Result<(), StorageError> {
-        loop {
+    async fn write_pending_inner(&self, max_runs: usize) -> Result<(), StorageError> {
+        for _ in 0..max_runs {
             let (roll, items) = {
                 let st = self.st.borrow();
                 let cfg = self.cfg.borrow();
@@ -868,7 +883,11 @@ impl Inner {
                 self.roll_locked(items[0].base).await?;
             }
             self.write_run_locked(items).await?;
+            // Appenders resolved by this write queue their next batches while the next run
+            // is being written: their CPU work overlaps our I/O.
+            self.progress.notify_all();
         }
+        Ok(())
     }
 
     /// Seals the active segment (trim, fdatasync, index files) and starts one at `new_base`.
@@ -967,6 +986,7 @@ impl Inner {
         let new_tail = buf.as_bytes()[align_down(rel_end as u64) as usize..rel_end].to_vec();
         file.write_pages(page_start, buf, tail.len(), data_len)
             .await?;
+        self.writes.set(self.writes.get() + 1);
 
         let mut st = self.st.borrow_mut();
         let interval = self.cfg.borrow().index_interval_bytes;

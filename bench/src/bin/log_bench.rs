@@ -52,6 +52,7 @@ struct Figures {
     bytes: u64,
     batches: u64,
     fsyncs: u64,
+    writes: u64,
     elapsed: Duration,
 }
 
@@ -108,6 +109,7 @@ async fn raw_writes(root: &Path, size: usize, sync_each: bool, secs: f64) -> Fig
         bytes: pos,
         batches: writes,
         fsyncs,
+        writes,
         elapsed,
     }
 }
@@ -154,6 +156,7 @@ async fn appends(root: &Path, flush: FlushPolicy, appenders: usize, secs: f64) -
     }
     let elapsed = start.elapsed();
     let fsyncs = log.fsync_count() - fsync0;
+    let writes = log.write_count();
     if let Ok(log) = Rc::try_unwrap(log) {
         let _ = log.delete().await;
     }
@@ -161,6 +164,7 @@ async fn appends(root: &Path, flush: FlushPolicy, appenders: usize, secs: f64) -
         bytes: bytes.get(),
         batches: batches.get(),
         fsyncs,
+        writes,
         elapsed,
     }
 }
@@ -204,6 +208,7 @@ async fn reads(root: &Path, total: u64, secs: f64) -> (Figures, Figures) {
         bytes,
         batches,
         fsyncs: 0,
+        writes: 0,
         elapsed: start.elapsed(),
     };
     log.close().await.expect("close");
@@ -227,6 +232,7 @@ async fn reads(root: &Path, total: u64, secs: f64) -> (Figures, Figures) {
         bytes,
         batches,
         fsyncs: 0,
+        writes: 0,
         elapsed: start.elapsed(),
     };
     let _ = log.delete().await;
@@ -264,20 +270,21 @@ fn main() {
             println!("{:<44} {:>9.1} {:>11.0} {:>10}", "sequential 1 MiB writes", raw_big.mb_s(), raw_big.per_s(raw_big.batches), "-");
             println!();
             println!(
-                "{:<30} {:>9} {:>11} {:>10} {:>13} {:>13}",
-                "PartitionLog::append", "MB/s", "batches/s", "fsyncs/s", "vs raw 16K", "vs raw 1MiB"
+                "{:<30} {:>9} {:>11} {:>10} {:>13} {:>13} {:>10}",
+                "PartitionLog::append", "MB/s", "batches/s", "fsyncs/s", "vs raw 16K", "vs raw 1MiB", "KiB/write"
             );
             for (name, flush) in [("interval(1000ms)", FlushPolicy::IntervalMs(1000)), ("always", FlushPolicy::Always)] {
                 for appenders in [1usize, 8, 64] {
                     let f = appends(&root, flush, appenders, secs).await;
                     println!(
-                        "{:<30} {:>9.1} {:>11.0} {:>10.1} {:>12.0}% {:>12.0}%",
+                        "{:<30} {:>9.1} {:>11.0} {:>10.1} {:>12.0}% {:>12.0}% {:>10.0}",
                         format!("{name}, {appenders} appenders"),
                         f.mb_s(),
                         f.per_s(f.batches),
                         f.per_s(f.fsyncs),
                         100.0 * f.mb_s() / raw.mb_s(),
-                        100.0 * f.mb_s() / raw_big.mb_s()
+                        100.0 * f.mb_s() / raw_big.mb_s(),
+                        f.bytes as f64 / f.writes.max(1) as f64 / 1024.0
                     );
                 }
             }
