@@ -642,3 +642,39 @@ fn a_dropped_append_future_still_lands_in_the_log() {
         log.close().await.expect("close");
     });
 }
+
+#[test]
+fn reads_mix_cache_and_disk_when_the_cache_holds_only_recent_batches() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let one = batch(4, 0, 0).len();
+        // Room for about five batches: older ones come from disk, the newest from the cache.
+        let cache = ReadCache::new(5 * one + one / 2);
+        let mut c = cfg(false);
+        c.segment_bytes = 4 << 10;
+        let log = open_shared(dir.path(), c, &cache).await;
+        for i in 0..60 {
+            log.append(batch(4, i, 0), 0).await.expect("append");
+        }
+        let all = read_all(&log).await;
+        assert_eq!(all.len(), 60);
+        for (i, (_, _, b)) in all.iter().enumerate() {
+            let want = format!("tag{i}-rec3");
+            assert!(
+                b.windows(want.len()).any(|w| w == want.as_bytes()),
+                "batch {i} content"
+            );
+        }
+        let (hits, misses) = cache.stats();
+        assert!(misses > 0, "old batches came from disk");
+        // The newest batches are served from the cache.
+        let recent = all[57].0;
+        let got = log
+            .read(recent, 1 << 20, i64::MAX)
+            .await
+            .expect("read recent");
+        assert_eq!(got.len(), 3);
+        assert!(cache.stats().0 >= hits + 3);
+        log.close().await.expect("close");
+    });
+}
