@@ -43,6 +43,7 @@ impl Broker {
             .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
         let controller = chronik_raft::start(controller_config(&cfg))
             .map_err(|e| format!("controller failed to start: {e:?}"))?;
+        wait_for_registration(&controller, cfg.node_id);
         let n = cfg.cores;
         let mut inbox_tx = Vec::with_capacity(n);
         let mut inbox_rx = Vec::with_capacity(n);
@@ -116,6 +117,33 @@ impl Broker {
             let _ = t.join();
         }
         self.controller.shutdown();
+    }
+}
+
+/// Serve clients only once this node's metadata has caught up: its own registration (committed
+/// after everything it missed while down) must be in the local image, as Kafka brokers wait to
+/// catch up with the metadata log before unfencing.
+fn wait_for_registration(controller: &Controller, node_id: i32) {
+    let before = controller
+        .current_image()
+        .broker(node_id)
+        .map(|b| b.incarnation);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let img = controller.current_image();
+        if let Some(b) = img.broker(node_id) {
+            if !b.fenced && before.is_none_or(|old| b.incarnation > old) {
+                return;
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(
+                node_id,
+                "not registered with the controller after 30 s (no quorum?); serving anyway"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

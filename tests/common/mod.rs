@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,40 @@ impl Server {
         s.spawn();
         s.wait_ready(1);
         s
+    }
+
+    /// A node of a cluster, not started yet.
+    pub fn node(
+        node_id: i32,
+        port: u16,
+        controller_port: u16,
+        quorum: &str,
+        data_dir: PathBuf,
+        extra: &[&str],
+    ) -> Server {
+        Server {
+            child: None,
+            port,
+            controller_port,
+            node_id,
+            data_dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            quorum: Some(quorum.to_string()),
+            _tmp: None,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Freezes (SIGSTOP) or resumes (SIGCONT) the process.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
     }
 
     pub fn bootstrap(&self) -> String {
@@ -127,9 +161,59 @@ impl Server {
         self.spawn();
         self.wait_ready(1);
     }
+}
 
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
+/// N real nodes on loopback forming one cluster (same --controller-quorum on each).
+pub struct Cluster {
+    pub nodes: Vec<Server>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let quorum = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<Server> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (p, c))| {
+                Server::node(
+                    i as i32 + 1,
+                    *p,
+                    *c,
+                    &quorum,
+                    tmp.path().join(format!("node-{}", i + 1)),
+                    extra,
+                )
+            })
+            .collect();
+        for s in nodes.iter_mut() {
+            s.spawn();
+        }
+        for s in nodes.iter_mut() {
+            s.wait_ready(n);
+        }
+        Cluster { nodes, _tmp: tmp }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.bootstrap())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// 1-based node id → server.
+    pub fn node(&mut self, id: i32) -> &mut Server {
+        &mut self.nodes[(id - 1) as usize]
     }
 }
 

@@ -14,6 +14,9 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// Kafka's replica id for debugging reads of a follower's copy.
+pub const DEBUG_REPLICA_ID: i32 = -2;
+
 /// What one partition read produced.
 #[derive(Debug, Clone, Default)]
 pub struct PartitionRead {
@@ -45,6 +48,8 @@ pub struct ReadSpec {
     pub current_leader_epoch: i32,
     /// Set for follower fetches: the follower's broker id.
     pub replica: Option<BrokerId>,
+    /// Kafka's debug replica id (-2): read this node's copy, leader or not, up to its LEO.
+    pub debug: bool,
 }
 
 /// Runs on the owning shard.
@@ -53,6 +58,22 @@ pub async fn read_local(shard: &Rc<Shard>, spec: ReadSpec) -> PartitionRead {
         Ok(p) => p,
         Err(code) => return PartitionRead::error(code),
     };
+    if spec.debug {
+        let leo = p.log.log_end_offset();
+        let mut r = PartitionRead {
+            error: errors::NONE,
+            high_watermark: p.high_watermark(),
+            log_start_offset: p.log.log_start_offset(),
+            batches: Vec::new(),
+        };
+        if spec.offset < leo {
+            match p.log.read(spec.offset, spec.max_bytes, leo).await {
+                Ok(b) => r.batches = b,
+                Err(e) => r.error = storage_error_code(&e),
+            }
+        }
+        return r;
+    }
     if !p.is_leader.get() {
         return PartitionRead::error(errors::NOT_LEADER_OR_FOLLOWER);
     }
@@ -150,6 +171,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         req.replica_id.0
     };
     let replica = (replica_id >= 0).then_some(replica_id);
+    let debug = replica_id == DEBUG_REPLICA_ID;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, 60_000) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_bytes = if req.max_bytes <= 0 {
@@ -207,6 +229,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
                     max_bytes: budget,
                     current_leader_epoch: *epoch,
                     replica,
+                    debug,
                 };
                 let owner = shard.owner_of(name, *partition);
                 let r = shard

@@ -40,12 +40,21 @@ async fn lookup(
     tp: TopicPartition,
     ts: i64,
     current_epoch: i32,
-    from_replica: bool,
+    from_replica: Option<i32>,
 ) -> Answer {
     let p = match get_or_open(shard, &tp).await {
         Ok(p) => p,
         Err(c) => return err(c),
     };
+    if from_replica == Some(super::fetch::DEBUG_REPLICA_ID) && ts == LATEST {
+        // Debug read of this node's copy (leader or follower): its log end offset.
+        return Answer {
+            error: errors::NONE,
+            offset: p.log.log_end_offset(),
+            timestamp: -1,
+            epoch: p.leader_epoch.get(),
+        };
+    }
     if !p.is_leader.get() {
         return err(errors::NOT_LEADER_OR_FOLLOWER);
     }
@@ -63,7 +72,7 @@ async fn lookup(
         epoch,
     };
     match ts {
-        LATEST if from_replica => ok(p.log.log_end_offset(), -1),
+        LATEST if from_replica.is_some_and(|r| r >= 0) => ok(p.log.log_end_offset(), -1),
         LATEST => ok(p.high_watermark(), -1),
         EARLIEST | EARLIEST_LOCAL => ok(p.log.log_start_offset(), -1),
         MAX_TIMESTAMP => {
@@ -85,7 +94,7 @@ async fn lookup(
 
 pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: ListOffsetsRequest = decode(body, ctx.api_version)?;
-    let from_replica = req.replica_id.0 >= 0;
+    let from_replica = (req.replica_id.0 != -1).then_some(req.replica_id.0);
     let mut resp = ListOffsetsResponse::default();
     for t in req.topics {
         let name = t.name.0.to_string();
