@@ -1286,22 +1286,24 @@ impl Inner {
         }
         let cfg = self.cfg.borrow().clone();
         if offset <= log_start {
-            // Nothing below the log start is readable: start afresh at `offset`.
-            let new_seg = create_segment(&self.dir, offset.max(0), &cfg).await?;
+            // Nothing below the log start is readable: start afresh at `offset`. The old files
+            // go first, so a crash in between never leaves a new segment below older ones.
+            let base = offset.max(0);
             let old: Vec<Segment> = {
                 let mut st = self.st.borrow_mut();
-                let old = std::mem::take(&mut st.segments).into_values().collect();
-                st.segments.insert(offset.max(0), new_seg);
-                st.log_start = offset.max(0);
-                st.leo = offset.max(0);
-                st.hw = st.leo;
-                old
+                st.read_hint = None;
+                std::mem::take(&mut st.segments).into_values().collect()
             };
-            for s in old {
-                if s.meta.base_offset != offset.max(0) {
-                    self.remove_segment_files(&s)?;
-                }
+            for s in &old {
+                self.remove_segment_files(s)?;
             }
+            drop(old);
+            let new_seg = create_segment(&self.dir, base, &cfg).await?;
+            let mut st = self.st.borrow_mut();
+            st.segments.insert(base, new_seg);
+            st.log_start = base;
+            st.leo = base;
+            st.hw = base;
         } else {
             let (keep, drop_later) = {
                 let st = self.st.borrow();
