@@ -1,0 +1,185 @@
+//! Flushing, the background flusher, checkpoints, close and the consistency check.
+
+use super::*;
+
+impl Inner {
+    pub(super) async fn flush_all(&self) -> Result<(), StorageError> {
+        let _permit = self.lock().await?;
+        let res = async {
+            self.write_pending_locked().await?;
+            self.sync_active_locked().await?;
+            self.write_checkpoints_locked(false).await
+        }
+        .await;
+        self.progress.notify_all();
+        res
+    }
+
+    pub(super) fn background_period(&self) -> Duration {
+        match self.cfg.borrow().flush {
+            FlushPolicy::IntervalMs(ms) => Duration::from_millis(ms.max(1)),
+            _ => Duration::from_millis(1000),
+        }
+    }
+
+    pub(super) async fn background_flush(&self) -> Result<(), StorageError> {
+        let interval = matches!(self.cfg.borrow().flush, FlushPolicy::IntervalMs(_));
+        // The high watermark moves with every acknowledged produce; rewriting its checkpoint
+        // more often than Kafka's 5 s default would cost an fsync per partition per interval.
+        let hw_due = now_ms() - self.last_state_ckpt_ms.get() >= STATE_CHECKPOINT_MS;
+        let (queued, unsynced, dirty_ckpt) = {
+            let st = self.st.borrow();
+            (
+                !st.pending.is_empty(),
+                st.durable_seq < st.written_seq,
+                (st.state_dirty && hw_due) || st.epochs_dirty,
+            )
+        };
+        // Batches queued by appenders whose futures were dropped are written here too.
+        let data = queued || (interval && unsynced);
+        if !data && !dirty_ckpt {
+            return Ok(());
+        }
+        let _permit = self.lock().await?;
+        if self.closed.get() {
+            return Ok(());
+        }
+        if data {
+            let res = async {
+                self.write_pending_locked().await?;
+                self.sync_active_locked().await
+            }
+            .await;
+            self.progress.notify_all();
+            res?;
+        }
+        if dirty_ckpt {
+            self.write_checkpoints_locked(false).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the log-state and leader-epoch checkpoints if they changed (or `force`).
+    pub(super) async fn write_checkpoints_locked(&self, force: bool) -> Result<(), StorageError> {
+        let (state, epochs) = {
+            let mut st = self.st.borrow_mut();
+            let state = (force || st.state_dirty).then(|| {
+                LogState {
+                    log_start_offset: st.log_start,
+                    high_watermark: st.hw,
+                }
+                .encode()
+            });
+            let epochs = (force || st.epochs_dirty).then(|| st.epochs.encode());
+            st.state_dirty = false;
+            st.epochs_dirty = false;
+            (state, epochs)
+        };
+        let mut res = Ok(());
+        if let Some(bytes) = state {
+            self.last_state_ckpt_ms.set(now_ms());
+            if let Err(e) = file::write_small_file(&self.dir, LOG_STATE_FILE, bytes).await {
+                self.st.borrow_mut().state_dirty = true;
+                res = Err(e);
+            }
+        }
+        if let Some(bytes) = epochs {
+            if let Err(e) = file::write_small_file(&self.dir, EPOCH_FILE, bytes).await {
+                self.st.borrow_mut().epochs_dirty = true;
+                res = res.and(Err(e));
+            }
+        }
+        res
+    }
+
+    pub(super) async fn close(&self) -> Result<(), StorageError> {
+        let _permit = self.lock().await?;
+        self.write_pending_locked().await?;
+        self.sync_active_locked().await?;
+        let (file, meta) = {
+            let st = self.st.borrow();
+            let Some(a) = st.active() else { return Ok(()) };
+            (a.file.clone(), a.meta.clone())
+        };
+        // Trim the O_DIRECT padding and preallocation so the index summary matches the size.
+        file.truncate(meta.size).await?;
+        file.fdatasync().await?;
+        self.fsyncs.set(self.fsyncs.get() + 1);
+        write_index_files(&self.dir, &meta).await;
+        self.write_checkpoints_locked(true).await?;
+        self.closed.set(true);
+        drop(file);
+        self.close_files().await;
+        Ok(())
+    }
+
+    pub(super) async fn close_files(&self) {
+        let segs = std::mem::take(&mut self.st.borrow_mut().segments);
+        for (_, s) in segs {
+            if let Ok(f) = Rc::try_unwrap(s.file) {
+                f.close().await;
+            }
+        }
+    }
+
+    pub(super) async fn check_consistency(&self) -> Result<(), StorageError> {
+        let segs: Vec<(Rc<SegFile>, SegmentMeta)> = {
+            let st = self.st.borrow();
+            st.segments
+                .values()
+                .map(|s| (s.file.clone(), s.meta.clone()))
+                .collect()
+        };
+        let interval = self.cfg.borrow().index_interval_bytes;
+        let mut expected_next: Option<i64> = None;
+        for (file, meta) in segs {
+            let path = file.path().to_path_buf();
+            if let Some(n) = expected_next {
+                if meta.base_offset != n {
+                    return Err(StorageError::corrupt(
+                        &path,
+                        format!("segment base {} but previous ends at {n}", meta.base_offset),
+                    ));
+                }
+            }
+            let opts = ScanOptions {
+                verify_crc: true,
+                stop_at_offset: None,
+                index_interval: interval,
+                collect_positions: true,
+            };
+            let scan = scan_segment(&file, meta.base_offset, meta.size, &opts).await?;
+            if let Some(stop) = scan.stop {
+                return Err(StorageError::corrupt(
+                    &path,
+                    format!("at byte {}: {}", stop.position, stop.reason),
+                ));
+            }
+            if scan.meta.next_offset != meta.next_offset || scan.meta.size != meta.size {
+                return Err(StorageError::corrupt(
+                    &path,
+                    format!(
+                        "in-memory end ({}, {} bytes) differs from disk ({}, {} bytes)",
+                        meta.next_offset, meta.size, scan.meta.next_offset, scan.meta.size
+                    ),
+                ));
+            }
+            for &(rel, pos) in meta.index.entries() {
+                if scan.positions.get(&(pos as u64)) != Some(&(meta.base_offset + rel as i64)) {
+                    return Err(StorageError::corrupt(
+                        &path,
+                        format!("index entry ({rel}, {pos}) is not a batch start"),
+                    ));
+                }
+            }
+            if scan.meta.max_timestamp != meta.max_timestamp {
+                return Err(StorageError::corrupt(
+                    &path,
+                    "max timestamp differs from disk",
+                ));
+            }
+            expected_next = Some(meta.next_offset);
+        }
+        Ok(())
+    }
+}

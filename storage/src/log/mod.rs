@@ -1,0 +1,612 @@
+//! `PartitionLog`: the durable append-only log of one partition, owned by one glommio executor.
+//!
+//! Appends are assigned offsets synchronously and queued (`pending`). One appender at a time
+//! is the flusher (`commit.rs`): under the I/O lock it copies everything queued into 4 KiB-aligned
+//! DMA buffers, rewriting the partly filled last page, writes them, and for `Always` issues one
+//! fdatasync for all (group commit). Readers see queued batches through the read cache and the
+//! queue. Files: `write.rs` (append path), `read.rs`, `maintenance.rs` (truncate, retention,
+//! DeleteRecords), `lifecycle.rs` (flush, background flusher, checkpoints, close), `open.rs`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use glommio::sync::Semaphore;
+
+use crate::batch::{self, parse_header, validate_batch};
+use crate::cache::ReadCache;
+use crate::checkpoint::{LogState, EPOCH_FILE, LOG_STATE_FILE};
+use crate::commit::{self, Progress};
+use crate::config::{FlushPolicy, LogConfig};
+use crate::epoch::EpochCache;
+use crate::error::StorageError;
+use crate::file::{self, align_down, align_up, SegFile};
+use crate::index::OffsetIndex;
+use crate::recovery::{scan_segment, ScanOptions};
+use crate::segment::{index_name, log_path, time_index_name, BatchInfo, Segment, SegmentMeta};
+use crate::time_index::TimeIndex;
+
+/// Largest single write the writer issues; bigger queues are written in several.
+const MAX_WRITE: u64 = 512 << 10;
+/// Runs one appender writes for the others before handing the flusher role on.
+const MAX_RUNS_PER_TURN: usize = 16;
+/// fallocate granularity for the active segment.
+const PREALLOC_CHUNK: u64 = 16 << 20;
+/// Disk reads fetch at least this much so the index floor's slack is absorbed in one read.
+const MIN_READ: usize = 64 << 10;
+/// Minimum spacing of background high-watermark checkpoints (Kafka's default is 5 s).
+const STATE_CHECKPOINT_MS: i64 = 5000;
+/// How many failed-append ranges we remember for appenders still waiting.
+const MAX_FAILED: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+pub struct PartitionLog {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    cfg: RefCell<LogConfig>,
+    cache: Rc<ReadCache>,
+    cache_id: u64,
+    /// Serialises everything that touches files: writes, syncs, rolls, truncation, deletion.
+    io_lock: Semaphore,
+    st: RefCell<State>,
+    fsyncs: Cell<u64>,
+    writes: Cell<u64>,
+    closed: Cell<bool>,
+    truncating: Cell<bool>,
+    progress: Progress,
+    last_state_ckpt_ms: Cell<i64>,
+}
+
+/// A batch with assigned offsets that is not yet written to its segment.
+struct Pending {
+    seq: u64,
+    base: i64,
+    last: i64,
+    max_ts: i64,
+    offset_of_max_ts: i64,
+    bytes: Bytes,
+    /// The log-wide max timestamp before this append, to undo it if the write fails.
+    prev_log_max: (i64, i64),
+}
+
+struct State {
+    segments: BTreeMap<i64, Segment>,
+    log_start: i64,
+    leo: i64,
+    hw: i64,
+    pending: VecDeque<Pending>,
+    pending_bytes: u64,
+    /// Append sequence numbers: every seq < written_seq is written or failed; likewise durable.
+    next_seq: u64,
+    written_seq: u64,
+    durable_seq: u64,
+    unsynced_bytes: u64,
+    failed: VecDeque<(u64, u64, StorageError)>,
+    /// (max timestamp, its offset) over the whole log including pending.
+    log_max_ts: (i64, i64),
+    epochs: EpochCache,
+    epochs_dirty: bool,
+    state_dirty: bool,
+    /// Where the last disk read stopped: (offset, segment base, position), saves an index walk.
+    read_hint: Option<(i64, i64, u64)>,
+}
+
+impl State {
+    fn active(&self) -> Option<&Segment> {
+        self.segments.values().next_back()
+    }
+    fn active_mut(&mut self) -> Option<&mut Segment> {
+        self.segments.values_mut().next_back()
+    }
+    fn outcome(&self, seq: u64, durable: bool) -> Option<Result<(), StorageError>> {
+        if let Some((_, _, e)) = self.failed.iter().find(|(a, b, _)| (*a..*b).contains(&seq)) {
+            return Some(Err(e.duplicate()));
+        }
+        let done = if durable {
+            self.durable_seq
+        } else {
+            self.written_seq
+        };
+        (seq < done).then_some(Ok(()))
+    }
+    fn recompute_log_max(&mut self) {
+        let mut best = (-1i64, -1i64);
+        for s in self.segments.values() {
+            if s.meta.max_timestamp > best.0 {
+                best = (s.meta.max_timestamp, s.meta.offset_of_max_timestamp);
+            }
+        }
+        for p in &self.pending {
+            if p.max_ts > best.0 {
+                best = (p.max_ts, p.offset_of_max_ts);
+            }
+        }
+        self.log_max_ts = best;
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A batch waiting in the writer's hands (cloned out of `pending` so no borrow is held).
+struct RunItem {
+    seq: u64,
+    base: i64,
+    last: i64,
+    max_ts: i64,
+    offset_of_max_ts: i64,
+    bytes: Bytes,
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir` (created if missing), recovering it: sealed segments are loaded
+    /// from their index files or rescanned, the active segment is checked batch by batch and a
+    /// torn or corrupt tail is truncated.
+    pub async fn open(
+        dir: impl Into<PathBuf>,
+        cfg: LogConfig,
+        cache: Rc<ReadCache>,
+    ) -> Result<PartitionLog, StorageError> {
+        let dir: PathBuf = dir.into();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StorageError::io(&dir, "create log directory", e))?;
+        let mut bases = Vec::new();
+        let mut others = Vec::new();
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| StorageError::io(&dir, "list log directory", e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::io(&dir, "list log directory", e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                file::remove_if_exists(&entry.path())?;
+            } else if let Some(stem) = name.strip_suffix(".log") {
+                match stem.parse::<i64>() {
+                    Ok(b) if stem.len() == 20 && b >= 0 => bases.push(b),
+                    _ => {
+                        tracing::warn!(file = %entry.path().display(), "ignoring unexpected file in log directory")
+                    }
+                }
+            } else {
+                others.push(name);
+            }
+        }
+        bases.sort_unstable();
+        // An empty newest segment is what a crash right after a roll leaves; it carries nothing.
+        while bases.len() > 1 {
+            let Some(&last) = bases.last() else { break };
+            let p = log_path(&dir, last);
+            let len = std::fs::metadata(&p)
+                .map_err(|e| StorageError::io(&p, "stat segment", e))?
+                .len();
+            if len != 0 {
+                break;
+            }
+            file::remove_if_exists(&p)?;
+            bases.pop();
+        }
+        // Index files without a segment are leftovers of a deletion interrupted by a crash.
+        for name in others {
+            let stem = name
+                .strip_suffix(".timeindex")
+                .or_else(|| name.strip_suffix(".index"));
+            if let Some(b) = stem.and_then(|s| s.parse::<i64>().ok()) {
+                if bases.binary_search(&b).is_err() {
+                    file::remove_if_exists(&dir.join(&name))?;
+                }
+            }
+        }
+
+        let saved_state = match file::read_small_file(&dir.join(LOG_STATE_FILE)).await? {
+            Some(bytes) => match LogState::decode(&bytes) {
+                Ok(s) => Some(s),
+                Err(why) => {
+                    tracing::warn!(dir = %dir.display(), %why, "ignoring unreadable {LOG_STATE_FILE}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut epochs = match file::read_small_file(&dir.join(EPOCH_FILE)).await? {
+            Some(bytes) => EpochCache::decode(&bytes).unwrap_or_else(|why| {
+                tracing::warn!(dir = %dir.display(), %why, "ignoring unreadable {EPOCH_FILE}; rebuilding from batches");
+                EpochCache::default()
+            }),
+            None => EpochCache::default(),
+        };
+        let mut epochs_dirty = false;
+
+        let mut segments = BTreeMap::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let is_last = i + 1 == bases.len();
+            let (seg, seg_epochs) = load_segment(&dir, base, is_last, &cfg).await?;
+            for (e, s) in seg_epochs {
+                epochs_dirty |= epochs.assign(e, s);
+            }
+            if let Some((_, prev)) = segments.last_key_value() {
+                let prev: &Segment = prev;
+                if prev.meta.next_offset != base {
+                    return Err(StorageError::corrupt(
+                        seg.path(),
+                        format!(
+                            "segment starts at {base} but the previous one ends at {}",
+                            prev.meta.next_offset
+                        ),
+                    ));
+                }
+            }
+            segments.insert(base, seg);
+        }
+        if segments.is_empty() {
+            let base = saved_state.map_or(0, |s| s.log_start_offset.max(0));
+            let seg = create_segment(&dir, base, &cfg).await?;
+            segments.insert(base, seg);
+        }
+        let first_base = segments.keys().next().copied().unwrap_or(0);
+        let leo = segments
+            .values()
+            .next_back()
+            .map_or(0, |s| s.meta.next_offset);
+        let log_start = saved_state
+            .map_or(first_base, |s| s.log_start_offset.max(first_base))
+            .min(leo);
+        let hw = saved_state
+            .map_or(log_start, |s| s.high_watermark)
+            .clamp(log_start, leo);
+        epochs_dirty |= epochs.truncate_from_end(leo);
+        epochs_dirty |= epochs.truncate_from_start(log_start);
+
+        let cache_id = cache.register();
+        let mut st = State {
+            segments,
+            log_start,
+            leo,
+            hw,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            next_seq: 0,
+            written_seq: 0,
+            durable_seq: 0,
+            unsynced_bytes: 0,
+            failed: VecDeque::new(),
+            log_max_ts: (-1, -1),
+            epochs,
+            epochs_dirty,
+            state_dirty: true,
+            read_hint: None,
+        };
+        st.recompute_log_max();
+        let inner = Rc::new(Inner {
+            dir,
+            cfg: RefCell::new(cfg),
+            cache,
+            cache_id,
+            io_lock: Semaphore::new(1),
+            st: RefCell::new(st),
+            fsyncs: Cell::new(0),
+            writes: Cell::new(0),
+            closed: Cell::new(false),
+            truncating: Cell::new(false),
+            progress: Progress::default(),
+            last_state_ckpt_ms: Cell::new(0),
+        });
+        spawn_background_flusher(Rc::downgrade(&inner));
+        Ok(PartitionLog { inner })
+    }
+
+    /// Leader append. Offsets are assigned when this is called (before the returned future is
+    /// first polled), so calls made in order get increasing offsets. The future resolves per
+    /// the flush policy: `Always` after the fdatasync covering the batch, otherwise once the
+    /// batch is written to the segment file.
+    pub fn append(
+        &self,
+        batch: BytesMut,
+        leader_epoch: i32,
+    ) -> impl Future<Output = Result<AppendResult, StorageError>> + '_ {
+        let queued = self.inner.enqueue(batch, Some(leader_epoch));
+        async move {
+            let (seq, res) = queued?;
+            self.inner.wait_for(seq).await?;
+            Ok(res)
+        }
+    }
+
+    /// Follower append: the batch keeps its base offset (which must equal the log end offset)
+    /// and its partition leader epoch.
+    pub fn append_replicated(
+        &self,
+        batch: BytesMut,
+    ) -> impl Future<Output = Result<AppendResult, StorageError>> + '_ {
+        let queued = self.inner.enqueue(batch, None);
+        async move {
+            let (seq, res) = queued?;
+            self.inner.wait_for(seq).await?;
+            Ok(res)
+        }
+    }
+
+    /// Whole batches starting with the one containing `offset`, at most `max_bytes` in total
+    /// except that the first batch is always returned whole, and only batches whose last offset
+    /// is below `max_offset_exclusive`.
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<Vec<Bytes>, StorageError> {
+        self.inner
+            .read(offset, max_bytes, max_offset_exclusive)
+            .await
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.inner.st.borrow().log_start
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.inner.st.borrow().leo
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.inner.st.borrow().hw
+    }
+
+    /// Sets the high watermark, clamped to [log start, log end]. Persisted by the next
+    /// background/explicit flush or close.
+    pub fn set_high_watermark(&self, hw: i64) {
+        let mut st = self.inner.st.borrow_mut();
+        let hw = hw.clamp(st.log_start, st.leo);
+        if hw != st.hw {
+            st.hw = hw;
+            st.state_dirty = true;
+        }
+        debug_assert!(st.hw <= st.leo, "HW must not pass LEO");
+    }
+
+    /// Kafka ListOffsets by timestamp: the first record with timestamp >= `timestamp_ms`,
+    /// as (offset, timestamp). Record-exact for uncompressed batches; for compressed ones the
+    /// batch's base offset and max timestamp.
+    pub async fn offset_for_time(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        self.inner.offset_for_time(timestamp_ms).await
+    }
+
+    /// (max timestamp, offset of its record) over the log, (-1, -1) when empty.
+    pub fn max_timestamp_and_offset(&self) -> (i64, i64) {
+        self.inner.st.borrow().log_max_ts
+    }
+
+    /// Drops everything at and after `offset` (rounded down to the start of the batch that
+    /// contains it). Below the log start, the log is emptied and restarts at `offset`.
+    pub async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        self.inner.truncate_to(offset).await
+    }
+
+    /// Advances the log start offset (DeleteRecords) and deletes segments wholly below it.
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
+        self.inner.delete_records_before(offset).await
+    }
+
+    /// Deletes whole non-active segments past retention.ms / retention.bytes; returns how many.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        self.inner.apply_retention(now_ms).await
+    }
+
+    /// Writes and fdatasyncs everything appended so far, and the checkpoints.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        self.inner.flush_all().await
+    }
+
+    pub fn set_config(&self, cfg: LogConfig) {
+        *self.inner.cfg.borrow_mut() = cfg;
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.inner.cfg.borrow().clone()
+    }
+
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let st = self.inner.st.borrow();
+        st.epochs.end_offset_for(epoch, st.leo)
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.inner.st.borrow().epochs.latest()
+    }
+
+    pub fn fsync_count(&self) -> u64 {
+        self.inner.fsyncs.get()
+    }
+
+    /// Segment writes issued so far (each covers one group of batches), for benchmarks.
+    pub fn write_count(&self) -> u64 {
+        self.inner.writes.get()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        let st = self.inner.st.borrow();
+        st.segments.values().map(|s| s.meta.size).sum::<u64>() + st.pending_bytes
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.inner.st.borrow().segments.len()
+    }
+
+    /// Whether segment files use O_DIRECT (false on the buffered fallback).
+    pub fn is_direct_io(&self) -> bool {
+        self.inner
+            .st
+            .borrow()
+            .active()
+            .is_some_and(|s| s.file.is_direct())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Re-reads every segment from disk and checks CRCs, offset contiguity and that every
+    /// index entry points at the batch it names. For tests and operators; reads everything.
+    pub async fn check_consistency(&self) -> Result<(), StorageError> {
+        self.inner.check_consistency().await
+    }
+
+    /// Flushes, writes the active segment's indexes (so the next open needs no scan) and the
+    /// checkpoints, and releases the files.
+    pub async fn close(self) -> Result<(), StorageError> {
+        let res = self.inner.close().await;
+        self.inner.closed.set(true);
+        self.inner.cache.remove_log(self.inner.cache_id);
+        res
+    }
+
+    /// Removes the partition's directory (DeleteTopics).
+    pub async fn delete(self) -> Result<(), StorageError> {
+        let _permit = self.inner.lock().await?;
+        self.inner.closed.set(true);
+        self.inner.cache.remove_log(self.inner.cache_id);
+        self.inner.st.borrow_mut().pending.clear();
+        self.inner.close_files().await;
+        std::fs::remove_dir_all(&self.inner.dir)
+            .map_err(|e| StorageError::io(&self.inner.dir, "remove log directory", e))
+    }
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        // Stops the background flusher; a dropped (not closed) log recovers by scanning.
+        self.inner.closed.set(true);
+    }
+}
+
+mod lifecycle;
+mod maintenance;
+mod open;
+mod read;
+mod write;
+
+use open::{create_segment, load_segment, write_index_files};
+
+fn spawn_background_flusher(weak: Weak<Inner>) {
+    glommio::spawn_local(async move {
+        loop {
+            let period = match weak.upgrade() {
+                Some(inner) if !inner.closed.get() => inner.background_period(),
+                _ => return,
+            };
+            glommio::timer::sleep(period).await;
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.closed.get() {
+                return;
+            }
+            if let Err(e) = inner.background_flush().await {
+                tracing::warn!(dir = %inner.dir.display(), %e, "background flush failed");
+            }
+        }
+    })
+    .detach();
+}
+
+impl Inner {
+    async fn lock(&self) -> Result<glommio::sync::Permit<'_>, StorageError> {
+        self.io_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)
+    }
+
+    /// Synchronous half of an append: validate, assign offsets, queue, cache.
+    fn enqueue(
+        &self,
+        mut batch: BytesMut,
+        leader_epoch: Option<i32>,
+    ) -> Result<(u64, AppendResult), StorageError> {
+        if self.closed.get() {
+            return Err(StorageError::Closed);
+        }
+        let h = validate_batch(&batch)?;
+        if self.truncating.get() {
+            return Err(StorageError::Io {
+                path: self.dir.clone(),
+                op: "append during truncation",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "the log is being truncated; retry",
+                ),
+            });
+        }
+        let mut st = self.st.borrow_mut();
+        let base = st.leo;
+        let epoch = match leader_epoch {
+            Some(e) => {
+                batch::assign_offset_and_epoch(&mut batch, base, e);
+                e
+            }
+            None => {
+                if h.base_offset != base {
+                    return Err(StorageError::NonContiguous {
+                        expected: base,
+                        got: h.base_offset,
+                    });
+                }
+                h.partition_leader_epoch
+            }
+        };
+        let last = base + h.last_offset_delta as i64;
+        let h = batch::BatchHeader {
+            base_offset: base,
+            partition_leader_epoch: epoch,
+            ..h
+        };
+        let offset_of_max_ts = batch::offset_of_max_timestamp(&batch, &h);
+        let bytes = batch.freeze();
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let prev_log_max = st.log_max_ts;
+        if h.max_timestamp > st.log_max_ts.0 {
+            st.log_max_ts = (h.max_timestamp, offset_of_max_ts);
+        }
+        if st.epochs.assign(epoch, base) {
+            st.epochs_dirty = true;
+        }
+        st.pending_bytes += bytes.len() as u64;
+        st.unsynced_bytes += bytes.len() as u64;
+        self.cache.insert(self.cache_id, base, last, bytes.clone());
+        st.pending.push_back(Pending {
+            seq,
+            base,
+            last,
+            max_ts: h.max_timestamp,
+            offset_of_max_ts,
+            bytes,
+            prev_log_max,
+        });
+        debug_assert!(last >= base);
+        st.leo = last + 1;
+        Ok((
+            seq,
+            AppendResult {
+                base_offset: base,
+                last_offset: last,
+                max_timestamp: h.max_timestamp,
+            },
+        ))
+    }
+}

@@ -1,0 +1,210 @@
+//! The read path: cache, write queue, then aligned reads from segment files; time lookups.
+
+use super::*;
+
+impl Inner {
+    pub(super) async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<Vec<Bytes>, StorageError> {
+        let limit = {
+            let st = self.st.borrow();
+            if offset < st.log_start || offset > st.leo {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start: st.log_start,
+                    log_end: st.leo,
+                });
+            }
+            max_offset_exclusive.min(st.leo)
+        };
+        let mut out: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        let mut next = offset;
+        while next < limit {
+            let fits = |len: usize, total: usize, out: &Vec<Bytes>| {
+                out.is_empty() || total + len <= max_bytes
+            };
+            // Recent batches: the cache, then the write queue.
+            let hit = self.cache.get(self.cache_id, next).or_else(|| {
+                let st = self.st.borrow();
+                let i = st.pending.partition_point(|p| p.last < next);
+                st.pending
+                    .get(i)
+                    .filter(|p| p.base <= next)
+                    .map(|p| (p.base, p.last, p.bytes.clone()))
+            });
+            if let Some((_, last, bytes)) = hit {
+                if last >= limit || !fits(bytes.len(), total, &out) {
+                    break;
+                }
+                total += bytes.len();
+                out.push(bytes);
+                next = last + 1;
+                continue;
+            }
+            let before = out.len();
+            let more = self
+                .read_from_disk(next, limit, max_bytes, &mut out, &mut total)
+                .await?;
+            match out.last() {
+                Some(b) if out.len() > before => {
+                    let h = parse_header(b)
+                        .map_err(|e| StorageError::corrupt(&self.dir, e.to_string()))?;
+                    next = h.last_offset() + 1;
+                }
+                _ => break,
+            }
+            if !more {
+                break;
+            }
+        }
+        // A concurrent truncation may have removed what we read.
+        let leo = self.st.borrow().leo;
+        while let Some(b) = out.last() {
+            match parse_header(b) {
+                Ok(h) if h.last_offset() < leo => break,
+                _ => {
+                    out.pop();
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads batches of the segment holding `next` from disk into `out`. Returns whether the
+    /// caller may continue (false once `max_bytes` or `limit` is reached).
+    pub(super) async fn read_from_disk(
+        &self,
+        next: i64,
+        limit: i64,
+        max_bytes: usize,
+        out: &mut Vec<Bytes>,
+        total: &mut usize,
+    ) -> Result<bool, StorageError> {
+        let (file, seg_base, mut pos, seg_end) = {
+            let st = self.st.borrow();
+            let Some(seg) = st.segments.range(..=next).next_back().map(|(_, s)| s) else {
+                return Ok(false);
+            };
+            if next >= seg.meta.next_offset {
+                return Ok(false);
+            }
+            let pos = match st.read_hint {
+                Some((o, b, p)) if o == next && b == seg.meta.base_offset => p,
+                _ => seg.meta.index.lookup(seg.meta.rel(next)).1 as u64,
+            };
+            (seg.file.clone(), seg.meta.base_offset, pos, seg.meta.size)
+        };
+        let mut next = next;
+        while pos < seg_end {
+            let room = max_bytes.saturating_sub(*total);
+            let want = room.max(MIN_READ).min((seg_end - pos) as usize);
+            let chunk = file.read(pos, want).await?;
+            let mut at = 0usize;
+            let mut progressed = false;
+            while at + crate::BATCH_HEADER_LEN <= chunk.len() {
+                let h = parse_header(&chunk[at..]).map_err(|e| {
+                    StorageError::corrupt(
+                        file.path(),
+                        format!("bad batch at byte {}: {e}", pos + at as u64),
+                    )
+                })?;
+                let len = h.total_len();
+                if h.last_offset() < next {
+                    at += len;
+                    progressed = true;
+                    continue;
+                }
+                if h.base_offset > next {
+                    return Err(StorageError::corrupt(
+                        file.path(),
+                        format!(
+                            "expected a batch containing offset {next}, found {}",
+                            h.base_offset
+                        ),
+                    ));
+                }
+                if h.last_offset() >= limit || !(out.is_empty() || *total + len <= max_bytes) {
+                    self.st.borrow_mut().read_hint = Some((next, seg_base, pos + at as u64));
+                    return Ok(false);
+                }
+                let whole = if at + len <= chunk.len() {
+                    chunk.slice(at..at + len)
+                } else {
+                    // The first batch is returned whole however large it is.
+                    let b = file.read(pos + at as u64, len).await?;
+                    if b.len() < len {
+                        return Err(StorageError::corrupt(
+                            file.path(),
+                            "batch extends past the end of the file",
+                        ));
+                    }
+                    b
+                };
+                *total += len;
+                out.push(whole);
+                at += len;
+                next = h.last_offset() + 1;
+                progressed = true;
+            }
+            if !progressed {
+                return Err(StorageError::corrupt(
+                    file.path(),
+                    format!("no batch could be parsed at byte {pos}"),
+                ));
+            }
+            pos += at as u64;
+            self.st.borrow_mut().read_hint = Some((next, seg_base, pos));
+            if *total >= max_bytes {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    pub(super) async fn offset_for_time(
+        &self,
+        ts: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        let mut start = {
+            let st = self.st.borrow();
+            let seg = st.segments.values().find(|s| s.meta.max_timestamp >= ts);
+            match seg {
+                Some(s) => match s.meta.time_index.all_before(ts) {
+                    Some(rel) => s.meta.base_offset + rel as i64 + 1,
+                    None => s.meta.base_offset,
+                },
+                None => match st.pending.iter().find(|p| p.max_ts >= ts) {
+                    Some(p) => p.base,
+                    None => return Ok(None),
+                },
+            }
+        };
+        loop {
+            let (log_start, leo) = {
+                let st = self.st.borrow();
+                (st.log_start, st.leo)
+            };
+            start = start.max(log_start);
+            if start >= leo {
+                return Ok(None);
+            }
+            let batches = self.read(start, 1 << 20, leo).await?;
+            if batches.is_empty() {
+                return Ok(None);
+            }
+            for b in &batches {
+                let h =
+                    parse_header(b).map_err(|e| StorageError::corrupt(&self.dir, e.to_string()))?;
+                if h.max_timestamp >= ts {
+                    let (o, t) = batch::first_record_at_or_after(b, &h, ts);
+                    return Ok(Some((o.max(log_start), t)));
+                }
+                start = h.last_offset() + 1;
+            }
+        }
+    }
+}
