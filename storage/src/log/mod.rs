@@ -30,6 +30,14 @@ use crate::recovery::{scan_segment, ScanOptions};
 use crate::segment::{index_name, log_path, time_index_name, BatchInfo, Segment, SegmentMeta};
 use crate::time_index::TimeIndex;
 
+mod lifecycle;
+mod maintenance;
+mod open;
+mod read;
+mod write;
+
+use open::{create_segment, load_segment, write_index_files};
+
 /// Largest single write the writer issues; bigger queues are written in several.
 const MAX_WRITE: u64 = 512 << 10;
 /// Runs one appender writes for the others before handing the flusher role on.
@@ -495,14 +503,6 @@ impl Drop for PartitionLog {
         self.inner.closed.set(true);
     }
 }
-
-mod lifecycle;
-mod maintenance;
-mod open;
-mod read;
-mod write;
-
-use open::{create_segment, load_segment, write_index_files};
 
 fn spawn_background_flusher(weak: Weak<Inner>) {
     glommio::spawn_local(async move {
