@@ -165,7 +165,8 @@ struct RunItem {
 impl PartitionLog {
     /// Opens the log in `dir` (created if missing), recovering it: sealed segments are loaded
     /// from their index files or rescanned, the active segment is checked batch by batch and a
-    /// torn or corrupt tail is truncated.
+    /// torn or corrupt tail is truncated. Must run on a glommio executor: the log spawns its
+    /// background flusher (interval fdatasync, checkpoints) there.
     pub async fn open(
         dir: impl Into<PathBuf>,
         cfg: LogConfig,
