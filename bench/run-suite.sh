@@ -7,13 +7,13 @@
 # usage: bench/run-suite.sh            full matrix (30 s per row, 1,000 topic creations)
 #        bench/run-suite.sh --quick    smoke run (5 s per row, 50 topic creations)
 # env:   SUITE_DURATION (e.g. 60s), SUITE_WARMUP (e.g. 5s), SUITE_METADATA_TOPICS (e.g. 1000),
-#        CARGO_TARGET_DIR (default: <repo>/target)
+#        CARGO_TARGET_DIR (default: <repo>/target), SUITE_SKIP_BUILD=1 (use the release binaries
+#        already there), SUITE_SERVER_FLAGS (extra chronik-server flags, e.g. --no-pin on a machine
+#        shared with other work)
 #
-# The 3-node row uses tests/cluster/start.sh when it exists. Its expected contract:
-#   tests/cluster/start.sh N WORKDIR   starts N nodes on loopback, prints shell assignments
-#   KAFKA_BOOTSTRAP_SERVERS=host:port,... and CLUSTER_PIDS="pid ..." on stdout, and returns once
-#   the cluster answers. This script kills CLUSTER_PIDS when done. Without the script the row is
-#   skipped and the report says so.
+# The 3-node row uses tests/cluster/start.sh (CHRONIK_BIN, CHRONIK_BASE_PORT, CHRONIK_CLUSTER_DIR;
+# prints the bootstrap list) and tests/cluster/stop.sh. Without start.sh the row is skipped and the
+# report says so.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,9 +30,12 @@ fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$CARGO_TARGET_DIR/release
 
-echo "== building release binaries"
-cargo build --release --bin chronik-server -p chronik
-cargo build --release -p chronik-bench --bin chronik-bench --bin chronik-bench-plot
+if [[ "${SUITE_SKIP_BUILD:-0}" != "1" ]]; then
+    echo "== building release binaries"
+    cargo build --release --bin chronik-server -p chronik
+    cargo build --release -p chronik-bench --bin chronik-bench --bin chronik-bench-plot
+fi
+SERVER_FLAGS=(${SUITE_SERVER_FLAGS:-})
 
 DATE=$(date -u +%Y-%m-%d)
 OUT=$ROOT/bench/results
@@ -40,18 +43,39 @@ RUN=$OUT/$DATE
 mkdir -p "$RUN"
 WORK=$(mktemp -d /tmp/chronik-suite.XXXXXX)
 SERVER_PID=""
-CLUSTER_PIDS=""
+CLUSTER_DIR=""
 ROWS=()        # name=json for the plot
 NOTES=()
 
 cleanup() {
     set +e
     [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-    for p in $CLUSTER_PIDS; do kill "$p" 2>/dev/null; done
-    for p in $CLUSTER_PIDS; do wait "$p" 2>/dev/null; done
+    [[ -n "$CLUSTER_DIR" ]] && "$ROOT/tests/cluster/stop.sh" "$CLUSTER_DIR" >/dev/null 2>&1
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
+
+port_free() {
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# A base port B with B..B+N-1 and B+1000..B+1000+N-1 all free (cluster ports).
+free_port_range() {
+    local n=$1 b ok
+    for _ in $(seq 1 100); do
+        b=$((20000 + RANDOM % 30000))
+        ok=1
+        for i in $(seq 0 $((n - 1))); do
+            port_free $((b + i)) && port_free $((b + 1000 + i)) || ok=0
+        done
+        if [[ $ok == 1 ]]; then
+            echo "$b"
+            return 0
+        fi
+    done
+    echo "no free port range found" >&2
+    return 1
+}
 
 free_port() {
     local p
@@ -73,7 +97,8 @@ start_node() {
     PORT=$(free_port)
     local data="$WORK/$name-data"
     mkdir -p "$data"
-    "$BIN/chronik-server" --listen "127.0.0.1:$PORT" --data-dir "$data" "$@" >"$RUN/server-$name.log" 2>&1 &
+    "$BIN/chronik-server" --listen "127.0.0.1:$PORT" --data-dir "$data" ${SERVER_FLAGS[@]+"${SERVER_FLAGS[@]}"} "$@" \
+        >"$RUN/server-$name.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
@@ -139,13 +164,26 @@ stop_node
 
 # 4. three nodes, 3 partitions, RF 3, acks=all, concurrency 128, 1 KiB.
 if [[ -x "$ROOT/tests/cluster/start.sh" ]]; then
-    KAFKA_BOOTSTRAP_SERVERS=""
-    eval "$("$ROOT/tests/cluster/start.sh" 3 "$WORK/cluster")"
-    if [[ -n "$KAFKA_BOOTSTRAP_SERVERS" ]]; then
-        bench 4-produce-3nodes-p3-rf3-1KiB-acksall "$KAFKA_BOOTSTRAP_SERVERS" -t s4 -p 3 -r 3 --create-topic -s 1024 --acks all -c 128 -d "$DURATION" -w "$WARMUP"
+    CLUSTER_DIR="$WORK/cluster"
+    BASE=$(free_port_range 3)
+    BOOT=$(CHRONIK_BIN="$BIN/chronik-server" CHRONIK_BASE_PORT="$BASE" CHRONIK_CLUSTER_DIR="$CLUSTER_DIR" \
+        "$ROOT/tests/cluster/start.sh" 3 | tail -1)
+    up=0
+    for _ in $(seq 1 300); do
+        up=1
+        for i in 0 1 2; do port_free $((BASE + i)) && up=0; done
+        [[ $up == 1 ]] && break
+        sleep 0.1
+    done
+    if [[ $up == 1 && -n "$BOOT" ]]; then
+        echo "== 3-node cluster on $BOOT"
+        bench 4-produce-3nodes-p3-rf3-1KiB-acksall "$BOOT" -t s4 -p 3 -r 3 --create-topic -s 1024 --acks all -c 128 -d "$DURATION" -w "$WARMUP"
     else
-        NOTES+=("3-node row skipped: tests/cluster/start.sh printed no KAFKA_BOOTSTRAP_SERVERS")
+        NOTES+=("3-node row skipped: the cluster from tests/cluster/start.sh did not come up (logs in the cluster dir)")
     fi
+    "$ROOT/tests/cluster/stop.sh" "$CLUSTER_DIR" >/dev/null 2>&1 || true
+    cp "$CLUSTER_DIR"/node-*.log "$RUN/" 2>/dev/null || true
+    CLUSTER_DIR=""
 else
     NOTES+=("3-node row skipped: tests/cluster/start.sh does not exist yet")
 fi
@@ -161,7 +199,7 @@ fi
     echo
     echo "- commit: \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`"
     echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//'), $(free -g 2>/dev/null | awk '/Mem:/ {print $2 " GiB"}'), kernel $(uname -r)"
-    echo "- broker and load generator share this machine (loopback); each row: $DURATION measured after $WARMUP warm-up"
+    echo "- broker and load generator share this machine (loopback); each row: $DURATION measured after $WARMUP warm-up; chronik-server flags: ${SUITE_SERVER_FLAGS:-(defaults)}"
     echo "- latency: produce rows = per batch, created → acknowledged; consume = per fetch request; metadata = CreateTopics → visible on every bootstrap server"
     echo "- stored / acked: growth of the partitions' end offsets (ListOffsets) vs messages the broker acknowledged; fewer stored fails the row"
     echo

@@ -113,6 +113,11 @@ fn markdown(rows: &[Row]) -> String {
     s
 }
 
+/// Axis label: the first two parts of the scenario name ("2a-produce"); the table has the rest.
+fn short_name(name: &str) -> String {
+    name.splitn(3, '-').take(2).collect::<Vec<_>>().join("-")
+}
+
 fn plot(rows: &[Row], path: &PathBuf) -> Result<()> {
     let n = rows.len();
     let width = (260 + 140 * n as u32).max(900);
@@ -124,7 +129,7 @@ fn plot(rows: &[Row], path: &PathBuf) -> Result<()> {
     let label = |x: &f64| -> String {
         let i = x.floor() as usize;
         if (x - x.floor() - 0.5).abs() < 1e-6 && i < n {
-            rows[i].name.clone()
+            short_name(&rows[i].name)
         } else {
             String::new()
         }
@@ -142,6 +147,7 @@ fn plot(rows: &[Row], path: &PathBuf) -> Result<()> {
         .x_labels(n * 2 + 1)
         .x_label_formatter(&label)
         .y_label_formatter(&|v| format!("{:.0}", v))
+        .light_line_style(WHITE)
         .disable_x_mesh()
         .draw()
         .map_err(err)?;
@@ -174,6 +180,7 @@ fn plot(rows: &[Row], path: &PathBuf) -> Result<()> {
     c.configure_mesh()
         .x_labels(n * 2 + 1)
         .x_label_formatter(&label)
+        .light_line_style(WHITE)
         .disable_x_mesh()
         .draw()
         .map_err(err)?;
@@ -190,6 +197,7 @@ fn plot(rows: &[Row], path: &PathBuf) -> Result<()> {
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
     c.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
