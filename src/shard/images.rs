@@ -175,18 +175,22 @@ async fn open_partition(
     topic: &TopicImage,
     idx: i32,
 ) -> Result<Rc<Partition>, String> {
-    let _guard = shard
-        .open_lock
-        .acquire_permit(1)
-        .await
-        .map_err(|e| format!("open lock: {e}"))?;
     let tp = TopicPartition::new(&topic.name, idx);
-    if let Some(p) = shard.partition(&tp) {
-        return Ok(p);
+    loop {
+        if let Some(p) = shard.partition(&tp) {
+            return Ok(p);
+        }
+        let pending = shard.opening.borrow().get(&tp).cloned();
+        match pending {
+            Some(ev) => ev.listen().await,
+            None => break,
+        }
     }
+    let ev = Rc::new(crate::shard::event::LocalEvent::new());
+    shard.opening.borrow_mut().insert(tp.clone(), ev.clone());
     let dir = shard.partition_dir(&topic.name, idx);
     let cfg = log_config_for(&shard.config, &topic.configs);
-    match Partition::open(
+    let opened = Partition::open(
         tp.clone(),
         topic.id,
         dir,
@@ -194,16 +198,20 @@ async fn open_partition(
         shard.cache.clone(),
         shard.config.node_id,
     )
-    .await
-    {
+    .await;
+    shard.opening.borrow_mut().remove(&tp);
+    let result = match opened {
         Ok(p) => {
             let p = Rc::new(p);
             shard.partitions.borrow_mut().insert(tp, p.clone());
+            apply_partition_state(shard, &p, topic, idx);
             Ok(p)
         }
         Err(e) => {
             tracing::error!(topic = %topic.name, partition = idx, "cannot open partition: {e}");
             Err(e)
         }
-    }
+    };
+    ev.notify();
+    result
 }

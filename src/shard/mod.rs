@@ -62,8 +62,9 @@ pub struct Shard {
     image: RefCell<Arc<MetadataImage>>,
     image_changed: LocalEvent,
     pub(crate) partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
-    /// Serialises partition opens so two requests don't open one log twice.
-    pub(crate) open_lock: glommio::sync::Semaphore,
+    /// Partitions being opened, with the event their other users wait on. Waiters resume in
+    /// arrival order, so pipelined produces to a partition still append in request order.
+    pub(crate) opening: RefCell<HashMap<TopicPartition, Rc<LocalEvent>>>,
     pub(crate) shutting_down: Cell<bool>,
     pub connections: Cell<usize>,
     /// Consumer groups this shard coordinates (see `crate::group`).
@@ -91,7 +92,7 @@ impl Shard {
             image: RefCell::new(image),
             image_changed: LocalEvent::new(),
             partitions: RefCell::new(HashMap::new()),
-            open_lock: glommio::sync::Semaphore::new(1),
+            opening: RefCell::new(HashMap::new()),
             shutting_down: Cell::new(false),
             connections: Cell::new(0),
             groups: Default::default(),
