@@ -94,7 +94,22 @@ impl Broker {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err("a shard exited during start-up".into()),
+                Err(_) => {
+                    // Every shard thread ended without reporting: the executor itself could not
+                    // start, which in practice is io_uring setup (locked memory, or io_uring
+                    // disabled). Join them to report glommio's own error.
+                    let reason = shard_threads
+                        .into_iter()
+                        .filter_map(|t| t.join().err())
+                        .map(|e| e.to_string())
+                        .next()
+                        .unwrap_or_else(|| "unknown error".into());
+                    return Err(format!(
+                        "a shard executor failed to start: {reason}. io_uring needs locked \
+                         memory (at least 512 KiB per shard): raise `ulimit -l` / LimitMEMLOCK, \
+                         and check kernel.io_uring_disabled (run tuning/check.sh)"
+                    ));
+                }
             }
         }
         Ok(Broker {
