@@ -1,6 +1,8 @@
 //! 3-node clusters of real chronik-server processes on loopback: replication, acks=all,
 //! failover, rejoin and truncation.
 
+#![allow(clippy::result_large_err)]
+
 mod common;
 
 use bytes::Bytes;
@@ -339,11 +341,7 @@ fn killing_the_partition_leader_loses_and_duplicates_nothing() {
         4000,
         "every message acknowledged after failover"
     );
-    let new_leader = leader_of(
-        &c.bootstrap().split(',').next().unwrap().to_string(),
-        "failover",
-        0,
-    );
+    let new_leader = leader_of(c.bootstrap().split(',').next().unwrap(), "failover", 0);
     assert_ne!(new_leader, leader);
     check_exactly(&c, "failover", &acked);
 }
@@ -575,4 +573,63 @@ fn divergent_tail_of_a_failed_leader_is_truncated() {
         local_bytes(&b1, "diverge", 0, new_end),
         local_bytes(&lb, "diverge", 0, new_end)
     );
+}
+
+#[test]
+fn a_thousand_topics_from_create_and_auto_create_are_visible_everywhere() {
+    // 1 MiB segments keep the 1,000 preallocated logs small on disk.
+    let c = Cluster::start(3, &["--log-segment-bytes", "1048576"]);
+    let names: Vec<String> = (0..1000).map(|i| format!("many-{i:04}")).collect();
+    for (chunk_no, chunk) in names.chunks(50).enumerate() {
+        let node = &c.nodes[chunk_no % 3];
+        if chunk_no % 2 == 0 {
+            let topics: Vec<NewTopic> = chunk
+                .iter()
+                .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
+                .collect();
+            let r = block_on(admin(&node.bootstrap()).create_topics(
+                &topics,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            ))
+            .expect("create_topics");
+            assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+        } else {
+            // auto-create through Metadata (allow_auto_topic_creation)
+            let mut s = raw::connect(&node.bootstrap()).unwrap();
+            let mut req = kafka_protocol::messages::MetadataRequest::default();
+            req.allow_auto_topic_creation = true;
+            req.topics = Some(
+                chunk
+                    .iter()
+                    .map(|n| {
+                        let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+                        t.name = Some(TopicName(StrBytes::from_string(n.clone())));
+                        t
+                    })
+                    .collect(),
+            );
+            let r: MetadataResponse = raw::call(&mut s, ApiKey::Metadata, 9, &req).unwrap();
+            assert!(
+                r.topics.iter().all(|t| t.error_code == 0),
+                "auto-create on node {}",
+                node.node_id
+            );
+        }
+    }
+    for n in &c.nodes {
+        let md = raw::metadata(&n.bootstrap(), None).unwrap();
+        let mut seen: Vec<String> = md
+            .topics
+            .iter()
+            .filter(|t| t.partitions.len() == 1 && t.partitions[0].leader_id.0 > 0)
+            .filter_map(|t| t.name.as_ref().map(|x| x.0.to_string()))
+            .filter(|x| x.starts_with("many-"))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen, names,
+            "node {} sees all 1,000 topics with leaders",
+            n.node_id
+        );
+    }
 }

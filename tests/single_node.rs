@@ -47,18 +47,16 @@ fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     assert!(r[0].is_ok(), "create {name}: {:?}", r[0]);
 }
 
-/// Reads every message of `partition` from offset 0 until `count` arrived (or 30 s).
-fn read_partition(
-    bootstrap: &str,
-    topic: &str,
-    partition: i32,
-    count: usize,
-) -> Vec<(
+/// (key, value, headers, offset) of one consumed message.
+type Consumed = (
     Option<Vec<u8>>,
     Option<Vec<u8>>,
     Vec<(String, Vec<u8>)>,
     i64,
-)> {
+);
+
+/// Reads every message of `partition` from offset 0 until `count` arrived (or 30 s).
+fn read_partition(bootstrap: &str, topic: &str, partition: i32, count: usize) -> Vec<Consumed> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "unused")
@@ -100,10 +98,10 @@ fn ten_thousand_keyed_messages_with_headers_round_trip_in_order() {
     create_topic(&b, "orders", 3);
     let p = producer(&b, &[]);
     let mut sent: HashMap<i32, Vec<String>> = HashMap::new();
-    for i in 0..10_000 {
+    for i in 0..10_000i32 {
         let key = format!("key-{}", i % 97);
         let value = format!("value-{i}");
-        let part = (i % 3) as i32;
+        let part = i % 3;
         sent.entry(part).or_default().push(value.clone());
         let headers = OwnedHeaders::new().insert(Header {
             key: "seq",
@@ -460,4 +458,70 @@ fn sigterm_exits_cleanly() {
     let mut s = Server::start(&[]);
     create_topic(&s.bootstrap(), "t", 1);
     assert_eq!(s.terminate(), Some(0));
+}
+
+#[test]
+fn garbage_frames_close_only_their_connection() {
+    use std::io::{Read, Write};
+    let s = Server::start(&[]);
+    let b = s.bootstrap();
+    create_topic(&b, "steady", 1);
+    let p = producer(&b, &[("linger.ms", "0")]);
+    let mut sent = 0;
+    let mut send_one = |p: &ThreadedProducer<DefaultProducerContext>| {
+        p.send(
+            BaseRecord::<str, str>::to("steady")
+                .payload("ok")
+                .partition(0),
+        )
+        .unwrap();
+        p.flush(Duration::from_secs(10))
+            .expect("normal client keeps working");
+        sent += 1;
+    };
+    send_one(&p);
+    let closed = |mut c: std::net::TcpStream| {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        // the broker closes the connection (EOF or reset), it does not hang
+        matches!(c.read(&mut buf), Ok(0) | Err(_))
+    };
+    // 1. random bytes
+    let mut c = std::net::TcpStream::connect(&b).unwrap();
+    let junk: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
+    let _ = c.write_all(&junk);
+    assert!(closed(c), "random bytes");
+    send_one(&p);
+    // 2. a frame claiming 2 GiB
+    let mut c = std::net::TcpStream::connect(&b).unwrap();
+    c.write_all(&0x7fff_ffffu32.to_be_bytes()).unwrap();
+    c.write_all(&[0u8; 16]).unwrap();
+    assert!(closed(c), "2 GiB frame");
+    send_one(&p);
+    // 3. an unknown API key in a well-formed frame
+    let mut c = std::net::TcpStream::connect(&b).unwrap();
+    let mut f = Vec::new();
+    f.extend_from_slice(&10i32.to_be_bytes());
+    f.extend_from_slice(&9999i16.to_be_bytes()); // api key
+    f.extend_from_slice(&0i16.to_be_bytes()); // version
+    f.extend_from_slice(&1i32.to_be_bytes()); // correlation id
+    f.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    c.write_all(&f).unwrap();
+    assert!(closed(c), "unknown api key");
+    send_one(&p);
+    // 4. a truncated frame, then the client goes away
+    let mut c = std::net::TcpStream::connect(&b).unwrap();
+    c.write_all(&100i32.to_be_bytes()).unwrap();
+    c.write_all(&[0, 18, 0, 3]).unwrap();
+    drop(c);
+    // 5. a malformed body of a known API (Metadata v9 with a bogus array length)
+    let mut c = std::net::TcpStream::connect(&b).unwrap();
+    let mut f = Vec::new();
+    let body: Vec<u8> = vec![0, 3, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f];
+    f.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    f.extend_from_slice(&body);
+    c.write_all(&f).unwrap();
+    assert!(closed(c), "malformed metadata");
+    send_one(&p);
+    assert_eq!(read_partition(&b, "steady", 0, sent).len(), sent);
 }

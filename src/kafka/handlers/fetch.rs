@@ -14,6 +14,9 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// (name if known, topic id, [(partition, fetch offset, partition max bytes, leader epoch)])
+type FetchTopicSpec = (Option<String>, uuid::Uuid, Vec<(i32, i64, usize, i32)>);
+
 /// Kafka's replica id for debugging reads of a follower's copy.
 pub const DEBUG_REPLICA_ID: i32 = -2;
 
@@ -181,7 +184,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     };
 
     // Resolve names (v13+ sends topic ids).
-    let mut topics: Vec<(Option<String>, uuid::Uuid, Vec<(i32, i64, usize, i32)>)> = Vec::new();
+    let mut topics: Vec<FetchTopicSpec> = Vec::new();
     for t in &req.topics {
         let name = if ctx.api_version >= 13 {
             shard.with_image(|i| i.topic_by_id(t.topic_id.as_bytes()).map(|x| x.name.clone()))

@@ -37,7 +37,9 @@ pub fn parse(mut body: BytesMut, version: i16) -> Result<ParsedProduce, Protocol
     let flexible = version >= 9;
     // First pass over a borrowed reader records where each records field lies.
     let mut spans: Vec<(usize, usize)> = Vec::new();
-    let mut shape: Vec<(String, Vec<(i32, Option<usize>)>)> = Vec::new();
+    // (topic, [(partition index, slot in `spans` if records were present)])
+    type Shape = Vec<(String, Vec<(i32, Option<usize>)>)>;
+    let mut shape: Shape = Vec::new();
     let (transactional_id, acks, timeout_ms) = {
         let mut r = Reader::new(&body[..]);
         let tid = if flexible {
@@ -232,16 +234,14 @@ pub async fn produce_local(
         return ProduceOutcome::error(errors::NOT_ENOUGH_REPLICAS);
     }
     let mut out = p.append_as_leader(batch).await;
-    if acks == -1 && out.error == errors::NONE {
-        if !p.wait_hw_above(out.last_offset, timeout).await {
-            out.error = if !p.is_leader.get() {
-                errors::NOT_LEADER_OR_FOLLOWER
-            } else if p.isr.borrow().len() < min_isr {
-                errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND
-            } else {
-                errors::REQUEST_TIMED_OUT
-            };
-        }
+    if acks == -1 && out.error == errors::NONE && !p.wait_hw_above(out.last_offset, timeout).await {
+        out.error = if !p.is_leader.get() {
+            errors::NOT_LEADER_OR_FOLLOWER
+        } else if p.isr.borrow().len() < min_isr {
+            errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+        } else {
+            errors::REQUEST_TIMED_OUT
+        };
     }
     out
 }
