@@ -173,7 +173,7 @@ impl MetaState {
             Some(b) => b.fenced = true,
         }
         let live = self.live_set();
-        for topic in self.image.topics.values_mut() {
+        for topic in self.image.topics.iter_mut().map(|(_, v)| v) {
             let touches = topic
                 .partitions
                 .iter()
@@ -194,7 +194,7 @@ impl MetaState {
     /// election is enabled, a live replica).
     fn elect_leaderless_partitions(&mut self) {
         let live = self.live_set();
-        for topic in self.image.topics.values_mut() {
+        for topic in self.image.topics.iter_mut().map(|(_, v)| v) {
             let unclean = unclean_allowed(topic);
             let electable = |p: &PartitionState| {
                 p.leader == NO_LEADER
