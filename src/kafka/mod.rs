@@ -52,12 +52,12 @@ impl RequestContext {
 
     /// Encodes a kafka-protocol response message as a whole frame.
     pub fn encode<R: Encodable>(&self, resp: &R) -> Result<BytesMut, ProtocolError> {
-        let size = resp
-            .compute_size(self.api_version)
-            .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+        let err = |e: anyhow::Error| {
+            ProtocolError::Encode(format!("{:?} v{}: {e}", self.api_key, self.api_version))
+        };
+        let size = resp.compute_size(self.api_version).map_err(err)?;
         let mut buf = self.response_buf(size);
-        resp.encode(&mut buf, self.api_version)
-            .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+        resp.encode(&mut buf, self.api_version).map_err(err)?;
         Ok(finish_response(buf))
     }
 }

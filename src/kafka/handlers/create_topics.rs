@@ -68,8 +68,10 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         match r {
             Ok(id) => {
                 tr.error_code = errors::NONE;
-                tr.topic_id = uuid(&id);
-                if let Some(t) = img.topic(&name) {
+                if ctx.api_version >= 7 {
+                    tr.topic_id = uuid(&id);
+                }
+                if let Some(t) = img.topic(&name).filter(|_| ctx.api_version >= 5) {
                     tr.num_partitions = t.partitions.len() as i32;
                     tr.replication_factor =
                         t.partitions.first().map_or(-1, |p| p.replicas.len() as i16);

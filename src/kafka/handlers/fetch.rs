@@ -287,11 +287,13 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     let mut resp = FetchResponse::default();
     for ((name, id, parts), reads) in topics.iter().zip(results) {
         let mut tr = FetchableTopicResponse::default();
-        if let Some(n) = name {
+        if ctx.api_version >= 13 {
+            tr.topic_id = name
+                .as_ref()
+                .and_then(|n| img.topic(n))
+                .map_or(*id, |t| uuid(&t.id));
+        } else if let Some(n) = name {
             tr.topic = topic_name(n);
-            tr.topic_id = img.topic(n).map_or(*id, |t| uuid(&t.id));
-        } else {
-            tr.topic_id = *id;
         }
         for ((partition, ..), r) in parts.iter().zip(reads) {
             let mut pd = PartitionData::default();
@@ -299,7 +301,9 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             pd.error_code = r.error;
             pd.high_watermark = r.high_watermark;
             pd.last_stable_offset = r.high_watermark;
-            pd.log_start_offset = r.log_start_offset;
+            if ctx.api_version >= 5 {
+                pd.log_start_offset = r.log_start_offset;
+            }
             pd.preferred_read_replica = kafka_protocol::messages::BrokerId(-1);
             pd.records = Some(concat(r.batches));
             tr.partitions.push(pd);

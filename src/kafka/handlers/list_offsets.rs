@@ -115,7 +115,9 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             pr.error_code = a.error;
             pr.offset = a.offset;
             pr.timestamp = a.timestamp;
-            pr.leader_epoch = a.epoch;
+            if ctx.api_version >= 4 {
+                pr.leader_epoch = a.epoch;
+            }
             tr.partitions.push(pr);
         }
         resp.topics.push(tr);

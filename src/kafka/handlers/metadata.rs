@@ -47,20 +47,25 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             mb.node_id = BrokerId(b.id);
             mb.host = str_bytes(&b.host);
             mb.port = i32::from(b.port);
-            mb.rack = b.rack.as_deref().map(str_bytes);
+            if ctx.api_version >= 1 {
+                mb.rack = b.rack.as_deref().map(str_bytes);
+            }
             mb
         })
         .collect();
-    resp.cluster_id = Some(str_bytes(&img.cluster_id));
-    resp.controller_id = BrokerId(img.controller_id.unwrap_or(-1));
-    resp.cluster_authorized_operations = i32::MIN;
+    if ctx.api_version >= 2 {
+        resp.cluster_id = Some(str_bytes(&img.cluster_id));
+    }
+    if ctx.api_version >= 1 {
+        resp.controller_id = BrokerId(img.controller_id.unwrap_or(-1));
+    }
     match requested {
         None => {
             let mut names: Vec<&String> = img.topics.keys().collect();
             names.sort();
             for n in names {
                 if let Some(t) = img.topic(n) {
-                    resp.topics.push(topic_entry(&img, t));
+                    resp.topics.push(topic_entry(&img, t, ctx.api_version));
                 }
             }
         }
@@ -71,7 +76,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
                     None => img.topic_by_id(&id),
                 };
                 match found {
-                    Some(t) => resp.topics.push(topic_entry(&img, t)),
+                    Some(t) => resp.topics.push(topic_entry(&img, t, ctx.api_version)),
                     None => {
                         let mut t = MetadataResponseTopic::default();
                         let n = name.clone().unwrap_or_default();
@@ -86,7 +91,9 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
                             None => errors::UNKNOWN_TOPIC_OR_PARTITION,
                         };
                         t.name = name.as_deref().map(topic_name);
-                        t.topic_id = uuid::Uuid::from_bytes(id);
+                        if ctx.api_version >= 10 {
+                            t.topic_id = uuid::Uuid::from_bytes(id);
+                        }
                         t.topic_authorized_operations = i32::MIN;
                         resp.topics.push(t);
                     }
@@ -97,11 +104,16 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     ctx.encode(&resp).map(Some)
 }
 
-fn topic_entry(img: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
+/// Fields a version lacks must stay at their defaults, or kafka-protocol refuses to encode.
+fn topic_entry(img: &MetadataImage, t: &TopicImage, version: i16) -> MetadataResponseTopic {
     let mut mt = MetadataResponseTopic::default();
     mt.name = Some(topic_name(&t.name));
-    mt.topic_id = uuid(&t.id);
-    mt.is_internal = t.name.starts_with("__");
+    if version >= 10 {
+        mt.topic_id = uuid(&t.id);
+    }
+    if version >= 1 {
+        mt.is_internal = t.name.starts_with("__");
+    }
     mt.topic_authorized_operations = i32::MIN;
     mt.partitions = t
         .partitions
@@ -111,7 +123,9 @@ fn topic_entry(img: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
             let mut mp = MetadataResponsePartition::default();
             mp.partition_index = i as i32;
             mp.leader_id = BrokerId(p.leader);
-            mp.leader_epoch = p.leader_epoch;
+            if version >= 7 {
+                mp.leader_epoch = p.leader_epoch;
+            }
             mp.error_code = if p.leader == NO_LEADER {
                 errors::LEADER_NOT_AVAILABLE
             } else {
@@ -119,12 +133,14 @@ fn topic_entry(img: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
             };
             mp.replica_nodes = p.replicas.iter().map(|b| BrokerId(*b)).collect();
             mp.isr_nodes = p.isr.iter().map(|b| BrokerId(*b)).collect();
-            mp.offline_replicas = p
-                .replicas
-                .iter()
-                .filter(|b| img.broker(**b).is_none_or(|x| x.fenced))
-                .map(|b| BrokerId(*b))
-                .collect();
+            if version >= 5 {
+                mp.offline_replicas = p
+                    .replicas
+                    .iter()
+                    .filter(|b| img.broker(**b).is_none_or(|x| x.fenced))
+                    .map(|b| BrokerId(*b))
+                    .collect();
+            }
             mp
         })
         .collect();

@@ -170,7 +170,9 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             pr.error_code = o.error;
             pr.base_offset = o.base_offset;
             pr.log_append_time_ms = o.log_append_time;
-            pr.log_start_offset = o.log_start_offset;
+            if ctx.api_version >= 5 {
+                pr.log_start_offset = o.log_start_offset;
+            }
             tr.partition_responses.push(pr);
         }
         resp.responses.push(tr);
