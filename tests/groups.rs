@@ -82,6 +82,9 @@ fn group_consumer(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> BaseC
     for (k, v) in extra {
         c.set(*k, *v);
     }
+    if let Ok(d) = std::env::var("CHRONIK_TEST_RDKAFKA_DEBUG") {
+        c.set("debug", d);
+    }
     c.create().expect("consumer")
 }
 
@@ -189,13 +192,15 @@ fn committed_offsets_survive_sigkill_and_a_new_member_resumes() {
             })
             .sum();
         assert_eq!(total, 30, "{committed:?}");
-        // The broker dies under the member: no clean leave reaches it. After the restart the
-        // restored (dead) member is expired by its session timeout.
-        s.kill();
-        drop(c);
+        // The member leaves before the broker is killed: a librdkafka client that keeps
+        // reconnecting to a dead broker's loopback port can end up connected to itself on that
+        // port (TCP self-connect) and keep the restarted broker from binding it. rdkafka's
+        // BaseConsumer drop can block while fetched messages are still queued, so it closes
+        // on its own thread.
+        std::thread::spawn(move || drop(c));
+        std::thread::sleep(Duration::from_secs(3));
     }
-    s.spawn();
-    s.wait_ready(1);
+    s.restart(); // SIGKILL, start again on the same data dir
     let b = s.bootstrap();
     let c = group_consumer(&b, "g-resume", &[]);
     c.subscribe(&["resume"]).unwrap();
@@ -221,10 +226,15 @@ fn committed_offsets_survive_sigkill_and_a_new_member_resumes() {
     let committed = c
         .committed_offsets(tpl, Duration::from_secs(10))
         .expect("committed");
+    let mut total = 0;
     for e in committed.elements() {
-        let Offset::Offset(o) = e.offset() else {
-            panic!("no committed offset after restart: {committed:?}");
+        // A partition nothing was consumed from has no committed offset and starts at 0.
+        let start = match e.offset() {
+            Offset::Offset(o) => o,
+            Offset::Invalid => 0,
+            other => panic!("unexpected committed offset {other:?}"),
         };
+        total += start;
         let first = got
             .iter()
             .filter(|(p, _)| *p == e.partition())
@@ -232,11 +242,15 @@ fn committed_offsets_survive_sigkill_and_a_new_member_resumes() {
             .min();
         assert_eq!(
             first.unwrap_or(50),
-            o,
+            start,
             "partition {} resumed elsewhere",
             e.partition()
         );
     }
+    assert_eq!(
+        total, 30,
+        "committed offsets after the restart: {committed:?}"
+    );
 }
 
 // ---- raw protocol --------------------------------------------------------------------------

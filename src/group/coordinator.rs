@@ -260,7 +260,17 @@ async fn load(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>) -> Result<(), i16>
             m.last_heartbeat = now;
         }
     }
-    tracing::info!(
+    let level_info = records > 0;
+    if level_info {
+        tracing::info!(
+            partition = part.index,
+            groups = part.groups.borrow().len(),
+            records,
+            ms = started.elapsed().as_millis() as u64,
+            "loaded consumer offsets partition"
+        );
+    }
+    tracing::debug!(
         partition = part.index,
         groups = part.groups.borrow().len(),
         records,
