@@ -6,12 +6,26 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A free loopback port below the kernel's ephemeral range (32768+ by default), so a client
+/// reconnecting to a killed server's port cannot end up connected to itself on it (a TCP
+/// self-connect, which would also keep the restarted server from binding the port).
 pub fn free_port() -> u16 {
-    // Bind to port 0 and release it: the kernel does not hand the same port out again at once.
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on loopback")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Spread concurrent test binaries over the range by process id.
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 600) as u16 * 20,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let p = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + (p - 20_000) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Server {
