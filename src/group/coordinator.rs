@@ -362,7 +362,7 @@ fn complete_join(g: &mut Group) -> bool {
         return true;
     }
     g.protocol = g.select_protocol();
-    if !g.leader.as_ref().is_some_and(|l| g.member(l).is_some()) {
+    if g.leader.as_ref().is_none_or(|l| g.member(l).is_none()) {
         g.leader = g.members.first().map(|m| m.id.clone());
     }
     g.set_state(GroupState::CompletingRebalance);
@@ -743,7 +743,7 @@ pub async fn sync(shard: Rc<Shard>, req: SyncParams) -> SyncResult {
                 let m = gm.member_mut(&req.member_id).expect("checked above");
                 m.last_heartbeat = Instant::now();
                 let a = m.assignment.clone();
-                return ok(&*gm, a);
+                return ok(&gm, a);
             }
             GroupState::CompletingRebalance => {}
         }
