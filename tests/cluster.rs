@@ -633,3 +633,60 @@ fn a_thousand_topics_from_create_and_auto_create_are_visible_everywhere() {
         );
     }
 }
+
+#[test]
+fn committed_offsets_survive_killing_the_group_coordinator() {
+    let mut c = Cluster::start(3, FAST);
+    let b = c.bootstrap();
+    create(&b, NewTopic::new("gfo", 1, TopicReplication::Fixed(3)));
+    let group = "gfo-group";
+    // Commit offset 60 (acks=all into the replicated __consumer_offsets).
+    let committer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("gfo", 0, Offset::Offset(60))
+        .unwrap();
+    let mut committed = false;
+    for _ in 0..50 {
+        if committer
+            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .is_ok()
+        {
+            committed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(committed, "commit accepted");
+    drop(committer);
+    // Which node coordinates the group?
+    let mut s = raw::connect(&c.nodes[0].bootstrap()).unwrap();
+    let mut req = kafka_protocol::messages::FindCoordinatorRequest::default();
+    req.key = StrBytes::from_static_str("gfo-group");
+    let r: kafka_protocol::messages::FindCoordinatorResponse =
+        raw::call(&mut s, ApiKey::FindCoordinator, 3, &req).unwrap();
+    assert_eq!(r.error_code, 0);
+    let coordinator = r.node_id.0;
+    assert!((1..=3).contains(&coordinator));
+    c.node(coordinator).kill();
+    // A new member, on the surviving nodes, finds the committed offset at the new coordinator.
+    let survivors = c.bootstrap();
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &survivors)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut q = TopicPartitionList::new();
+    q.add_partition("gfo", 0);
+    let mut seen = None;
+    wait_until("committed offset served by the new coordinator", 60, || {
+        if let Ok(r) = reader.committed_offsets(q.clone(), Duration::from_secs(5)) {
+            seen = r.find_partition("gfo", 0).map(|e| e.offset());
+        }
+        seen == Some(Offset::Offset(60))
+    });
+}
