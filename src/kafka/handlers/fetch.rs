@@ -1,7 +1,6 @@
 //! Fetch for consumers and follower replicas, with long-poll on min_bytes/max_wait_ms that
 //! sleeps until a partition's high watermark moves (no polling loop).
 
-use super::{topic_name, uuid};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::partition::{storage_error_code, FollowerState};
@@ -9,8 +8,7 @@ use crate::shard::images::get_or_open;
 use crate::shard::{Shard, TopicPartition};
 use bytes::{Bytes, BytesMut};
 use chronik_raft::image::BrokerId;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::FetchRequest;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -284,45 +282,17 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     }
 
     let img = shard.image();
-    let mut resp = FetchResponse::default();
+    let mut out = Vec::with_capacity(topics.len());
     for ((name, id, parts), reads) in topics.iter().zip(results) {
-        let mut tr = FetchableTopicResponse::default();
-        if ctx.api_version >= 13 {
-            tr.topic_id = name
-                .as_ref()
-                .and_then(|n| img.topic(n))
-                .map_or(*id, |t| uuid(&t.id));
-        } else if let Some(n) = name {
-            tr.topic = topic_name(n);
-        }
-        for ((partition, ..), r) in parts.iter().zip(reads) {
-            let mut pd = PartitionData::default();
-            pd.partition_index = *partition;
-            pd.error_code = r.error;
-            pd.high_watermark = r.high_watermark;
-            pd.last_stable_offset = r.high_watermark;
-            if ctx.api_version >= 5 {
-                pd.log_start_offset = r.log_start_offset;
-            }
-            pd.preferred_read_replica = kafka_protocol::messages::BrokerId(-1);
-            pd.records = Some(concat(r.batches));
-            tr.partitions.push(pd);
-        }
-        resp.responses.push(tr);
+        let id = name
+            .as_ref()
+            .and_then(|n| img.topic(n))
+            .map_or(*id.as_bytes(), |t| t.id);
+        out.push(super::fetch_response::TopicReads {
+            name: name.as_deref().unwrap_or(""),
+            id,
+            partitions: parts.iter().map(|p| p.0).zip(reads).collect(),
+        });
     }
-    ctx.encode(&resp).map(Some)
-}
-
-fn concat(batches: Vec<Bytes>) -> Bytes {
-    match batches.len() {
-        0 => Bytes::new(),
-        1 => batches.into_iter().next().unwrap_or_default(),
-        _ => {
-            let mut b = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
-            for x in batches {
-                b.extend_from_slice(&x);
-            }
-            b.freeze()
-        }
-    }
+    Ok(Some(super::fetch_response::encode(&ctx, &out)))
 }

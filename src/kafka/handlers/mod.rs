@@ -11,6 +11,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod fetch;
+pub mod fetch_response;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod init_producer_id;
