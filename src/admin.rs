@@ -93,10 +93,35 @@ fn status(bootstrap: &str) -> Result<String, String> {
     out.push_str("\ntopics:\n");
     let mut topics: Vec<_> = meta.topics.iter().collect();
     topics.sort_by_key(|t| t.name.as_ref().map(|n| n.0.to_string()));
+    // One connection per live broker, to read each replica's own log end offset.
+    let mut conns: Vec<(i32, Option<TcpStream>)> = cluster
+        .brokers
+        .iter()
+        .filter(|b| !b.is_fenced)
+        .map(|b| {
+            let c = TcpStream::connect((b.host.as_str(), b.port as u16)).ok();
+            if let Some(c) = &c {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            }
+            (b.broker_id.0, c)
+        })
+        .collect();
     for t in topics {
         let name = t.name.as_ref().map_or("?".to_string(), |n| n.0.to_string());
         out.push_str(&format!("  {name}\n"));
         for p in &t.partitions {
+            let leos: Vec<String> = p
+                .replica_nodes
+                .iter()
+                .map(|r| {
+                    let leo = conns
+                        .iter_mut()
+                        .find(|(id, _)| *id == r.0)
+                        .and_then(|(_, c)| c.as_mut())
+                        .and_then(|c| replica_leo(c, &name, p.partition_index));
+                    format!("{}:{}", r.0, leo.map_or("?".into(), |o| o.to_string()))
+                })
+                .collect();
             let under = p.isr_nodes.len() < p.replica_nodes.len();
             let ids = |v: &Vec<kafka_protocol::messages::BrokerId>| {
                 v.iter()
@@ -105,15 +130,35 @@ fn status(bootstrap: &str) -> Result<String, String> {
                     .join(",")
             };
             out.push_str(&format!(
-                "    p{:<4} leader {:>3}  epoch {:>3}  replicas [{}]  isr [{}]{}\n",
+                "    p{:<4} leader {:>3}  epoch {:>3}  replicas [{}]  isr [{}]  log end [{}]{}\n",
                 p.partition_index,
                 p.leader_id.0,
                 p.leader_epoch,
                 ids(&p.replica_nodes),
                 ids(&p.isr_nodes),
+                leos.join(" "),
                 if under { "  UNDER-REPLICATED" } else { "" }
             ));
         }
     }
     Ok(out)
+}
+
+/// A replica's own log end offset (ListOffsets latest with the debug replica id -2).
+fn replica_leo(s: &mut TcpStream, topic: &str, partition: i32) -> Option<i64> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, TopicName};
+    let mut req = ListOffsetsRequest::default();
+    req.replica_id = kafka_protocol::messages::BrokerId(-2);
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = -1;
+    p.current_leader_epoch = -1;
+    t.partitions = vec![p];
+    req.topics = vec![t];
+    let r: ListOffsetsResponse = call(s, ApiKey::ListOffsets, 4, 3, &req).ok()?;
+    let p = r.topics.first()?.partitions.first()?;
+    (p.error_code == 0).then_some(p.offset)
 }
