@@ -1,10 +1,9 @@
 //! `chronik-server cluster …`: admin commands that talk to a running broker over the Kafka
 //! protocol (blocking std sockets: this is a CLI, not shard code).
 
-use bytes::{Buf, BufMut, BytesMut};
+use crate::kafka::client;
 use kafka_protocol::messages::{
     ApiKey, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
-    RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use std::io::{Read, Write};
@@ -18,34 +17,14 @@ fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
     corr: i32,
     req: &Req,
 ) -> Result<Resp, String> {
-    let mut hdr = RequestHeader::default();
-    hdr.request_api_key = key as i16;
-    hdr.request_api_version = version;
-    hdr.correlation_id = corr;
-    hdr.client_id = Some(StrBytes::from_static_str("chronik-admin"));
-    let mut body = BytesMut::new();
-    hdr.encode(&mut body, Req::header_version(version))
-        .map_err(|e| e.to_string())?;
-    req.encode(&mut body, version).map_err(|e| e.to_string())?;
-    let mut frame = BytesMut::with_capacity(body.len() + 4);
-    frame.put_i32(body.len() as i32);
-    frame.extend_from_slice(&body);
+    let frame = client::encode_request(key, version, corr, "chronik-admin", req)?;
     s.write_all(&frame).map_err(|e| e.to_string())?;
     let mut len = [0u8; 4];
     s.read_exact(&mut len).map_err(|e| e.to_string())?;
-    let n = i32::from_be_bytes(len);
-    if !(4..=(64 << 20)).contains(&n) {
-        return Err(format!("bad response size {n}"));
-    }
-    let mut buf = vec![0u8; n as usize];
+    let n = client::check_response_size(i32::from_be_bytes(len), 64 << 20)?;
+    let mut buf = vec![0u8; n];
     s.read_exact(&mut buf).map_err(|e| e.to_string())?;
-    let mut b = bytes::Bytes::from(buf);
-    let _corr = b.get_i32();
-    if key.response_header_version(version) >= 1 {
-        // tagged fields of the response header (none expected)
-        let _ = b.get_u8();
-    }
-    Resp::decode(&mut b, version).map_err(|e| e.to_string())
+    client::decode_response(key, version, corr, bytes::Bytes::from(buf))
 }
 
 pub fn cluster_status(bootstrap: &str) -> i32 {

@@ -1,5 +1,6 @@
 //! The Kafka wire protocol: request headers, response framing, and the API dispatch table.
 
+pub mod client;
 pub mod dispatch;
 pub mod errors;
 pub mod handlers;

@@ -4,10 +4,11 @@
 //! Before fetching a partition under a new leader epoch the follower asks the leader for the end
 //! offset of its own latest epoch (OffsetForLeaderEpoch) and truncates what diverges.
 
+use crate::kafka::client;
 use crate::kafka::errors;
 use crate::shard::event::LocalEvent;
 use crate::shard::{Shard, TopicPartition};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use chronik_raft::image::BrokerId;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -17,9 +18,9 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::{
     ApiKey, BrokerId as KBrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, RequestHeader,
+    OffsetForLeaderEpochResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -141,40 +142,15 @@ impl LeaderConn {
     ) -> std::io::Result<Resp> {
         let corr = self.next_corr;
         self.next_corr = self.next_corr.wrapping_add(1);
-        let mut hdr = RequestHeader::default();
-        hdr.request_api_key = key as i16;
-        hdr.request_api_version = version;
-        hdr.correlation_id = corr;
-        hdr.client_id = Some(StrBytes::from_static_str("chronik-replica-fetcher"));
-        let mut body = BytesMut::with_capacity(256);
-        body.put_i32(0);
-        hdr.encode(&mut body, Req::header_version(version))
-            .map_err(|e| bad(e.to_string()))?;
-        req.encode(&mut body, version)
-            .map_err(|e| bad(e.to_string()))?;
-        let len = (body.len() - 4) as i32;
-        body[0..4].copy_from_slice(&len.to_be_bytes());
-        self.stream.write_all(&body).await?;
+        let frame = client::encode_request(key, version, corr, "chronik-replica-fetcher", req)
+            .map_err(bad)?;
+        self.stream.write_all(&frame).await?;
         let mut lenb = [0u8; 4];
         self.stream.read_exact(&mut lenb).await?;
-        let n = i32::from_be_bytes(lenb);
-        if n < 4 || n as usize > MAX_RESPONSE {
-            return Err(bad(format!("response size {n}")));
-        }
-        let mut buf = vec![0u8; n as usize];
+        let n = client::check_response_size(i32::from_be_bytes(lenb), MAX_RESPONSE).map_err(bad)?;
+        let mut buf = vec![0u8; n];
         self.stream.read_exact(&mut buf).await?;
-        let mut b = Bytes::from(buf);
-        if b.get_i32() != corr {
-            return Err(bad("correlation id mismatch"));
-        }
-        if key.response_header_version(version) >= 1 {
-            // tagged fields of the response header
-            let mut r = crate::kafka::wire::Reader::new(&b[..]);
-            r.skip_tagged_fields().map_err(|e| bad(e.to_string()))?;
-            let used = r.position();
-            b.advance(used);
-        }
-        Resp::decode(&mut b, version).map_err(|e| bad(e.to_string()))
+        client::decode_response(key, version, corr, Bytes::from(buf)).map_err(bad)
     }
 }
 
