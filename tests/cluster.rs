@@ -626,9 +626,20 @@ fn a_thousand_topics_from_create_and_auto_create_are_visible_everywhere() {
             .filter(|x| x.starts_with("many-"))
             .collect();
         seen.sort();
-        assert_eq!(
-            seen, names,
-            "node {} sees all 1,000 topics with leaders",
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|x| seen.binary_search(x).is_err())
+            .map(|x| {
+                let t = md
+                    .topics
+                    .iter()
+                    .find(|t| t.name.as_ref().map(|y| y.0.as_str()) == Some(x.as_str()));
+                format!("{x}: {:?}", t.map(|t| (t.error_code, t.partitions.clone())))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "node {} does not see these topics with a leader: {missing:?}",
             n.node_id
         );
     }

@@ -14,7 +14,7 @@ use crate::command::{
     BrokerRegistration, Command, CommandBatch, CommandOutcome, PartitionRef, ProposedCommand,
 };
 pub use crate::error::ControllerError;
-use crate::hub::{ImageHub, WaitError};
+use crate::hub::{ImageHub, ImageSubscription, WaitError};
 use crate::image::{BrokerId, MetadataImage};
 use crate::liveness::Liveness;
 use crate::log_store::{LogStore, LogWriterHandle};
@@ -102,6 +102,12 @@ pub struct Submitted {
     pub outcome: CommandOutcome,
 }
 
+struct EverywhereWait {
+    index: u64,
+    deadline: Instant,
+    reply: async_channel::Sender<usize>,
+}
+
 struct Submission {
     cmd: Command,
     reply: async_channel::Sender<Result<Submitted, ControllerError>>,
@@ -124,6 +130,7 @@ struct Shared {
     node_id: i32,
     hub: Arc<ImageHub>,
     submit_tx: async_channel::Sender<Submission>,
+    everywhere_tx: async_channel::Sender<EverywhereWait>,
     /// Raft leader as known locally, -1 when unknown.
     leader: AtomicI64,
     shutdown_tx: async_channel::Sender<()>,
@@ -167,11 +174,13 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
     listener.set_nonblocking(true)?;
 
     let (submit_tx, submit_rx) = async_channel::unbounded();
+    let (everywhere_tx, everywhere_rx) = async_channel::unbounded();
     let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
     let shared = Arc::new(Shared {
         node_id: cfg.node_id,
         hub: hub.clone(),
         submit_tx,
+        everywhere_tx,
         leader: AtomicI64::new(-1),
         shutdown_tx,
         thread: Mutex::new(None),
@@ -203,6 +212,7 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
                 sm,
                 listener,
                 submit_rx,
+                everywhere_rx,
                 shutdown_rx,
                 shared: shared2,
             };
@@ -235,6 +245,7 @@ struct Parts {
     sm: StateMachineStore,
     listener: std::net::TcpListener,
     submit_rx: async_channel::Receiver<Submission>,
+    everywhere_rx: async_channel::Receiver<EverywhereWait>,
     shutdown_rx: async_channel::Receiver<()>,
     shared: Arc<Shared>,
 }
@@ -259,6 +270,7 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
         sm,
         listener,
         submit_rx,
+        everywhere_rx,
         shutdown_rx,
         shared,
     } = p;
@@ -330,6 +342,7 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
     tokio::spawn(watch_leader(node.clone()));
     tokio::spawn(propose_loop(node.clone(), prop_rx));
     tokio::spawn(dispatch_loop(node.clone(), submit_rx));
+    tokio::spawn(everywhere_loop(node.clone(), everywhere_rx));
     tokio::spawn(broker_loop(
         node.clone(),
         cfg.broker.clone(),
@@ -352,6 +365,7 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
     }
     shared.hub.close();
     shared.submit_tx.close();
+    shared.everywhere_tx.close();
     log_writer.stop();
 }
 
@@ -370,6 +384,12 @@ impl RpcService for Node {
                     RpcResponse::InstallSnapshot(self.raft.install_snapshot(r).await)
                 }
                 RpcRequest::Forward(cmds) => RpcResponse::Forward(self.propose_all(cmds).await),
+                RpcRequest::WaitServed { index, timeout_ms } => {
+                    let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(60_000));
+                    RpcResponse::WaitServed(
+                        self.shared.hub.wait_applied(index, deadline).await.is_ok(),
+                    )
+                }
                 RpcRequest::Heartbeat { broker } => {
                     let accepted = self.liveness.is_leader();
                     if accepted {
@@ -785,11 +805,72 @@ async fn rebalance_loop(node: Arc<Node>, every: Duration) {
     }
 }
 
+/// Resolves `wait_applied` callers when subscribers report serving a new image, and expires
+/// the ones past their deadline.
 async fn expire_waiters(hub: Arc<ImageHub>) {
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     loop {
-        ticker.tick().await;
-        hub.expire_waiters(Instant::now());
+        tokio::select! {
+            _ = ticker.tick() => hub.expire_waiters(Instant::now()),
+            _ = hub.served_rung() => hub.resolve_waiters(),
+        }
+    }
+}
+
+/// Waits until every live, unfenced broker other than this one serves `index` (see
+/// `Controller::wait_served_everywhere`). A broker that is unreachable or does not answer by
+/// `deadline` is skipped: the command is committed and that broker catches up when it can.
+async fn wait_served_by_peers(node: Arc<Node>, index: u64, deadline: Instant) -> usize {
+    let image = node.shared.hub.current();
+    let me = node.id as BrokerId;
+    let mut calls = tokio::task::JoinSet::new();
+    for (id, addr) in image
+        .brokers
+        .values()
+        .filter(|b| b.id != me && !b.fenced)
+        .filter_map(|b| node.leader_addr(b.id as NodeId).map(|a| (b.id, a)))
+    {
+        let node = node.clone();
+        calls.spawn(async move {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let req = RpcRequest::WaitServed {
+                index,
+                timeout_ms: left.as_millis() as u64,
+            };
+            match node
+                .peers
+                .client(&addr)
+                .call(&req, left + Duration::from_millis(200))
+                .await
+            {
+                Ok(RpcResponse::WaitServed(true)) => true,
+                other => {
+                    tracing::debug!(
+                        broker = id,
+                        index,
+                        ok = other.is_ok(),
+                        "peer did not confirm serving the index"
+                    );
+                    false
+                }
+            }
+        });
+    }
+    let mut confirmed = 0;
+    while let Some(r) = calls.join_next().await {
+        confirmed += usize::from(r.unwrap_or(false));
+    }
+    confirmed
+}
+
+/// Serves `Controller::wait_served_everywhere` requests on the controller thread.
+async fn everywhere_loop(node: Arc<Node>, rx: async_channel::Receiver<EverywhereWait>) {
+    while let Ok(w) = rx.recv().await {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let n = wait_served_by_peers(node, w.index, w.deadline).await;
+            let _ = w.reply.try_send(n);
+        });
     }
 }
 
@@ -824,9 +905,38 @@ impl Controller {
             })
     }
 
+    /// Wait until this node (every shard) and every other live, unfenced broker serve
+    /// metadata at `index`, so a topic created here is visible on every node when the call
+    /// returns. Brokers that do not confirm by `timeout` are skipped (they are down or stalled
+    /// and catch up later). Returns how many other brokers confirmed.
+    pub async fn wait_served_everywhere(
+        &self,
+        index: u64,
+        timeout: Duration,
+    ) -> Result<usize, ControllerError> {
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = async_channel::bounded(1);
+        self.shared
+            .everywhere_tx
+            .send(EverywhereWait {
+                index,
+                deadline,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| ControllerError::Shutdown)?;
+        let local = self.shared.hub.wait_applied(index, deadline).await;
+        let peers = rx.recv().await.map_err(|_| ControllerError::Shutdown)?;
+        local.map_err(|e| match e {
+            WaitError::Closed => ControllerError::Shutdown,
+            WaitError::Timeout => ControllerError::Timeout,
+        })?;
+        Ok(peers)
+    }
+
     /// A receiver of every new image (the current one first). A lagging receiver skips to newer
-    /// images rather than queueing them all.
-    pub fn subscribe(&self) -> async_channel::Receiver<Arc<MetadataImage>> {
+    /// images rather than queueing them all; it reports what it installed with `served`.
+    pub fn subscribe(&self) -> ImageSubscription {
         self.shared.hub.subscribe()
     }
 

@@ -6,6 +6,7 @@
 //! own copy of the image).
 
 use crate::image::{BrokerId, MetadataImage};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -15,13 +16,40 @@ const SUBSCRIBER_BACKLOG: usize = 16;
 
 pub struct ImageHub {
     inner: Mutex<HubInner>,
+    /// Subscribers ring this after reporting what they serve; the controller thread then
+    /// resolves waiters (`resolve_waiters`), so subscribers never take the mutex for it.
+    served_tx: async_channel::Sender<()>,
+    served_rx: async_channel::Receiver<()>,
+}
+
+struct Subscriber {
+    images: async_channel::Sender<Arc<MetadataImage>>,
+    /// Highest applied index this subscriber reports serving.
+    served: Arc<AtomicU64>,
 }
 
 struct HubInner {
     current: Arc<MetadataImage>,
-    subscribers: Vec<async_channel::Sender<Arc<MetadataImage>>>,
+    subscribers: Vec<Subscriber>,
     waiters: Vec<(u64, Instant, async_channel::Sender<()>)>,
     closed: bool,
+}
+
+/// A subscriber's end: images arrive on `images`; after installing one, the subscriber calls
+/// `served` so `wait_applied` can promise that this subscriber serves it too.
+pub struct ImageSubscription {
+    pub images: async_channel::Receiver<Arc<MetadataImage>>,
+    served: Arc<AtomicU64>,
+    ring: async_channel::Sender<()>,
+}
+
+impl ImageSubscription {
+    /// This subscriber now serves images up to `applied_index`. Lock-free: an atomic store and
+    /// a non-blocking channel send.
+    pub fn served(&self, applied_index: u64) {
+        self.served.fetch_max(applied_index, Ordering::AcqRel);
+        let _ = self.ring.try_send(());
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -32,6 +60,7 @@ pub enum WaitError {
 
 impl ImageHub {
     pub fn new(initial: MetadataImage) -> Self {
+        let (served_tx, served_rx) = async_channel::bounded(1);
         ImageHub {
             inner: Mutex::new(HubInner {
                 current: Arc::new(initial),
@@ -39,7 +68,19 @@ impl ImageHub {
                 waiters: Vec::new(),
                 closed: false,
             }),
+            served_tx,
+            served_rx,
         }
+    }
+
+    /// Resolves when some subscriber has reported serving a new image (see `resolve_waiters`).
+    pub async fn served_rung(&self) {
+        let _ = self.served_rx.recv().await;
+    }
+
+    /// Wake the waiters whose index every subscriber now serves.
+    pub fn resolve_waiters(&self) {
+        self.lock().resolve_waiters();
     }
 
     fn lock(&self) -> MutexGuard<'_, HubInner> {
@@ -75,25 +116,41 @@ impl ImageHub {
         inner.install(Arc::new(image));
     }
 
-    pub fn subscribe(&self) -> async_channel::Receiver<Arc<MetadataImage>> {
+    /// A new subscriber; the current image is queued for it at once. Until it reports serving
+    /// that image, `wait_applied` waits for it too.
+    pub fn subscribe(&self) -> ImageSubscription {
         let (tx, rx) = async_channel::bounded(SUBSCRIBER_BACKLOG);
+        let served = Arc::new(AtomicU64::new(0));
         let mut inner = self.lock();
         let _ = tx.force_send(inner.current.clone());
         if inner.closed {
             tx.close();
         } else {
-            inner.subscribers.push(tx);
+            inner.subscribers.push(Subscriber {
+                images: tx,
+                served: served.clone(),
+            });
         }
-        rx
+        ImageSubscription {
+            images: rx,
+            served,
+            ring: self.served_tx.clone(),
+        }
     }
 
-    /// Resolves once an image with `applied_index >= index` is published. The deadline is
-    /// enforced by `expire_waiters`, called periodically from the controller thread, because
-    /// the caller's runtime may have no timer we can use.
+    /// The applied index this node serves: published, and installed by every live subscriber.
+    pub fn served_index(&self) -> u64 {
+        self.lock().served_index()
+    }
+
+    /// Resolves once an image with `applied_index >= index` is published and every subscriber
+    /// (each broker shard) reports serving it. The deadline is enforced by `expire_waiters`,
+    /// called periodically from the controller thread, because the caller's runtime may have
+    /// no timer we can use.
     pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), WaitError> {
         let rx = {
             let mut inner = self.lock();
-            if inner.current.applied_index >= index {
+            if inner.served_index() >= index {
                 return Ok(());
             }
             if inner.closed {
@@ -122,7 +179,7 @@ impl ImageHub {
         let mut inner = self.lock();
         inner.closed = true;
         for s in inner.subscribers.drain(..) {
-            s.close();
+            s.images.close();
         }
         inner.waiters.clear();
     }
@@ -130,18 +187,85 @@ impl ImageHub {
 
 impl HubInner {
     fn install(&mut self, image: Arc<MetadataImage>) {
-        let applied = image.applied_index;
         self.current = image.clone();
-        // force_send drops the oldest queued image when a subscriber lags.
+        // force_send drops the oldest queued image when a subscriber lags; a subscriber whose
+        // receiver is gone is forgotten.
         self.subscribers
-            .retain(|s| s.force_send(image.clone()).is_ok());
+            .retain(|s| s.images.force_send(image.clone()).is_ok());
+        self.resolve_waiters();
+    }
+
+    fn served_index(&self) -> u64 {
+        self.subscribers
+            .iter()
+            .filter(|s| !s.images.is_closed())
+            .map(|s| s.served.load(Ordering::Acquire))
+            .fold(self.current.applied_index, u64::min)
+    }
+
+    fn resolve_waiters(&mut self) {
+        let served = self.served_index();
         self.waiters.retain(|(idx, _, tx)| {
-            if *idx <= applied {
+            if *idx <= served {
                 let _ = tx.try_send(());
                 false
             } else {
                 true
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::{block_on, poll_once};
+    use std::time::Duration;
+
+    fn image(applied_index: u64) -> MetadataImage {
+        MetadataImage {
+            applied_index,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn wait_applied_waits_for_every_subscriber_to_serve() {
+        let hub = ImageHub::new(image(0));
+        let a = hub.subscribe();
+        let b = hub.subscribe();
+        hub.publish(image(5));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut wait = Box::pin(hub.wait_applied(5, deadline));
+        assert!(
+            block_on(poll_once(&mut wait)).is_none(),
+            "nobody serves 5 yet"
+        );
+        a.served(5);
+        hub.resolve_waiters();
+        assert!(
+            block_on(poll_once(&mut wait)).is_none(),
+            "b does not serve 5 yet"
+        );
+        b.served(5);
+        hub.resolve_waiters();
+        assert_eq!(block_on(poll_once(&mut wait)), Some(Ok(())));
+        assert_eq!(hub.served_index(), 5);
+    }
+
+    #[test]
+    fn a_dropped_subscriber_no_longer_holds_waiters_back() {
+        let hub = ImageHub::new(image(0));
+        let a = hub.subscribe();
+        let b = hub.subscribe();
+        hub.publish(image(3));
+        a.served(3);
+        assert_eq!(hub.served_index(), 0);
+        drop(b);
+        assert_eq!(hub.served_index(), 3);
+        // Without subscribers, published is served.
+        drop(a);
+        hub.publish(image(4));
+        assert_eq!(hub.served_index(), 4);
     }
 }

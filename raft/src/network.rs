@@ -45,6 +45,11 @@ pub enum RpcRequest {
     Heartbeat {
         broker: BrokerId,
     },
+    /// Answer once every shard of the receiver serves metadata at `index` (or at the timeout).
+    WaitServed {
+        index: u64,
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,6 +62,8 @@ pub enum RpcResponse {
     /// Per forwarded command, in order: (log index, outcome), or why it was not committed.
     Forward(Vec<Result<(u64, CommandOutcome), ForwardError>>),
     Heartbeat(HeartbeatReply),
+    /// True when the receiver serves the index, false at its timeout.
+    WaitServed(bool),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -131,7 +138,7 @@ impl RpcClient {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let alive = Arc::new(AtomicBool::new(true));
-        tokio::spawn(write_frames(wr, rx, alive.clone()));
+        tokio::spawn(write_frames(wr, rx, alive.clone(), pending.clone()));
         tokio::spawn(read_responses(rd, pending.clone(), alive.clone()));
         let c = Arc::new(Conn {
             frames: tx,
@@ -152,7 +159,9 @@ impl RpcClient {
         let frame = encode_frame(id, req).map_err(|e| CallError::Encode(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         lock(&conn.pending).insert(id, tx);
-        if conn.frames.send(frame).is_err() {
+        // The reader marks the connection dead before failing what is pending; a call that
+        // registered after that would otherwise wait for its whole timeout.
+        if !conn.alive.load(Ordering::Acquire) || conn.frames.send(frame).is_err() {
             lock(&conn.pending).remove(&id);
             conn.alive.store(false, Ordering::Release);
             return Err(CallError::Lost(self.addr.clone()));
@@ -199,6 +208,7 @@ async fn write_frames(
     mut wr: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     alive: Arc<AtomicBool>,
+    pending: Pending,
 ) {
     let mut buf = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -215,6 +225,8 @@ async fn write_frames(
         }
     }
     alive.store(false, Ordering::Release);
+    // Requests that may not have been sent will never be answered: fail them now.
+    lock(&pending).clear();
 }
 
 async fn read_responses(
@@ -270,7 +282,7 @@ pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>) {
             let (rd, wr) = stream.into_split();
             let (tx, rx) = mpsc::unbounded_channel();
             let alive = Arc::new(AtomicBool::new(true));
-            tokio::spawn(write_frames(wr, rx, alive));
+            tokio::spawn(write_frames(wr, rx, alive, Pending::default()));
             let mut rd = BufReader::new(rd);
             loop {
                 let (id, body) = match read_frame(&mut rd).await {

@@ -5,20 +5,23 @@ use super::{Shard, TopicPartition};
 use crate::config::{BrokerConfig, FlushSetting};
 use crate::kafka::errors;
 use crate::partition::Partition;
+use chronik_raft::hub::ImageSubscription;
 use chronik_raft::image::{MetadataImage, TopicImage};
 use chronik_storage::{FlushPolicy, LogConfig};
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::Arc;
 
 /// Receives images from the controller for the life of the shard.
-pub async fn run_image_loop(shard: Rc<Shard>, rx: async_channel::Receiver<Arc<MetadataImage>>) {
-    while let Ok(mut img) = rx.recv().await {
+pub async fn run_image_loop(shard: Rc<Shard>, sub: ImageSubscription) {
+    while let Ok(mut img) = sub.images.recv().await {
         // Coalesce a backlog: only the newest image matters.
-        while let Ok(next) = rx.try_recv() {
+        while let Ok(next) = sub.images.try_recv() {
             img = next;
         }
         shard.install_image(img.clone());
+        // From here this shard answers Metadata from the new image; the controller's
+        // wait_applied (and so CreateTopics on any node) counts on that.
+        sub.served(img.applied_index);
         reconcile(&shard, &img).await;
     }
 }

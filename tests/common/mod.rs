@@ -79,6 +79,27 @@ impl Server {
         }
     }
 
+    pub fn log_path(&self) -> PathBuf {
+        let mut p = self.data_dir.clone().into_os_string();
+        p.push(".log");
+        PathBuf::from(p)
+    }
+
+    /// Prints the last `n` lines of this server's log (to the test's captured output).
+    pub fn print_log_tail(&self, n: usize) {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(n);
+        eprintln!(
+            "---- node {} log (last {} lines) ----",
+            self.node_id,
+            lines.len() - from
+        );
+        for l in &lines[from..] {
+            eprintln!("{l}");
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -110,14 +131,19 @@ impl Server {
             .args(&self.extra)
             .env(
                 "RUST_LOG",
-                std::env::var("CHRONIK_TEST_LOG").unwrap_or("warn".into()),
+                std::env::var("CHRONIK_TEST_LOG").unwrap_or("info,openraft=warn".into()),
             )
-            .stdout(Stdio::null())
-            .stderr(if std::env::var("CHRONIK_TEST_LOG").is_ok() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
+            .stdout(Stdio::null());
+        // The server's log goes to a file beside its data dir (inside the test's temp dir, kept
+        // across restarts); a failing test prints its tail, so CI failures can be diagnosed.
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+        {
+            Ok(f) => cmd.stderr(f),
+            Err(_) => cmd.stderr(Stdio::null()),
+        };
         if let Some(q) = &self.quorum {
             cmd.arg("--controller-quorum").arg(q);
         }
@@ -234,6 +260,9 @@ impl Cluster {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            self.print_log_tail(60);
+        }
     }
 }
 

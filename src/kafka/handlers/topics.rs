@@ -42,8 +42,15 @@ pub async fn submit_per_topic(
     let all = |e: MetaError| names.iter().map(|n| (n.clone(), Err(e.clone()))).collect();
     match shard.controller.submit(cmd).await {
         Ok(sub) => {
-            // Answer only once this node serves what was committed (read-your-writes).
-            if !shard.wait_for_image(sub.index, timeout).await {
+            // Answer only once every shard of this node, and every other live broker, serves
+            // what was committed: a client may ask any node next (read-your-writes).
+            if shard
+                .controller
+                .wait_served_everywhere(sub.index, timeout)
+                .await
+                .is_err()
+                || !shard.wait_for_image(sub.index, timeout).await
+            {
                 return all(MetaError {
                     code: errors::REQUEST_TIMED_OUT,
                     message: "committed, but not yet applied on this node".into(),
