@@ -34,6 +34,50 @@ pub enum ClusterCommand {
         #[arg(long, default_value = "127.0.0.1:9092")]
         bootstrap: String,
     },
+    /// Join a new node: start it first with the cluster's --controller-quorum (which does not
+    /// list it), then run this. It receives the metadata log and registers as a broker.
+    AddNode {
+        #[command(flatten)]
+        target: ControllerTarget,
+        /// Id of the new node.
+        #[arg(long)]
+        node_id: u64,
+        /// The new node's --controller-listen address.
+        #[arg(long)]
+        node_controller: String,
+        /// Also make it a voter of the metadata quorum (default: a non-voting learner).
+        #[arg(long)]
+        voter: bool,
+    },
+    /// Move replicas and preferred leaders so every live broker carries an even share. Each
+    /// move copies the data to the new replicas before the old ones are dropped.
+    Rebalance {
+        #[command(flatten)]
+        target: ControllerTarget,
+    },
+    /// Drain a node (move all its replicas elsewhere, data first), then remove it from the
+    /// cluster. Stop its process afterwards.
+    RemoveNode {
+        #[command(flatten)]
+        target: ControllerTarget,
+        #[arg(long)]
+        node_id: i32,
+    },
+}
+
+/// Where the membership commands send their requests.
+#[derive(Args, Debug, Clone)]
+pub struct ControllerTarget {
+    /// A broker of the cluster; its controller is assumed at its port + 1000 (the
+    /// --controller-listen default) unless --controller is given.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+    /// The controller address (--controller-listen) of any running node.
+    #[arg(long)]
+    pub controller: Option<String>,
+    /// How long to wait for data to move / the node to register, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub wait_secs: u64,
 }
 
 /// Every option can also be given in the TOML file (same name, with `-` or `_`) and as
@@ -118,6 +162,10 @@ pub struct ServerArgs {
     /// A follower this far behind (ms) leaves the ISR. [default: 30000]
     #[arg(long, env = "CHRONIK_REPLICA_LAG_TIME_MAX_MS")]
     pub replica_lag_time_max_ms: Option<u64>,
+    /// How often the controller moves leadership back to live, in-sync preferred replicas
+    /// (Kafka's auto leader rebalance), ms; 0 turns it off. [default: 60000]
+    #[arg(long, env = "CHRONIK_LEADER_IMBALANCE_CHECK_INTERVAL_MS")]
+    pub leader_imbalance_check_interval_ms: Option<u64>,
 }
 
 /// The same options as read from a TOML file. Unknown keys are an error, so typos are caught.
@@ -176,6 +224,8 @@ struct FileConfig {
     broker_heartbeat_interval_ms: Option<u64>,
     #[serde(alias = "replica_lag_time_max_ms", alias = "replica.lag.time.max.ms")]
     replica_lag_time_max_ms: Option<u64>,
+    #[serde(alias = "leader_imbalance_check_interval_ms")]
+    leader_imbalance_check_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +262,8 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     pub broker_heartbeat_interval_ms: u64,
     pub replica_lag_time_max_ms: u64,
+    /// 0: no automatic preferred-leader elections.
+    pub leader_imbalance_check_interval_ms: u64,
 }
 
 pub fn parse_flush(s: &str) -> Result<FlushSetting, String> {
@@ -410,6 +462,10 @@ impl BrokerConfig {
                 .replica_lag_time_max_ms
                 .or(file.replica_lag_time_max_ms)
                 .unwrap_or(30_000),
+            leader_imbalance_check_interval_ms: args
+                .leader_imbalance_check_interval_ms
+                .or(file.leader_imbalance_check_interval_ms)
+                .unwrap_or(60_000),
         })
     }
 

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 pub mod group;
 pub mod kafka;
+pub mod membership;
 pub mod net;
 pub mod partition;
 pub mod replication;

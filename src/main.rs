@@ -17,6 +17,7 @@ fn main() {
     if let Some(Command::Cluster(cmd)) = &cli.command {
         let code = match cmd {
             ClusterCommand::Status { bootstrap } => chronik::admin::cluster_status(bootstrap),
+            other => chronik::membership::run(other),
         };
         std::process::exit(code);
     }

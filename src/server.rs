@@ -41,7 +41,12 @@ impl Broker {
     pub fn start(cfg: BrokerConfig) -> Result<Broker, String> {
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
-        let controller = chronik_raft::start(controller_config(&cfg))
+        let tuning = chronik_raft::Tuning {
+            leader_rebalance_interval: (cfg.leader_imbalance_check_interval_ms > 0)
+                .then(|| Duration::from_millis(cfg.leader_imbalance_check_interval_ms)),
+            ..Default::default()
+        };
+        let controller = chronik_raft::start_with(controller_config(&cfg), tuning)
             .map_err(|e| format!("controller failed to start: {e:?}"))?;
         wait_for_registration(&controller, cfg.node_id);
         let n = cfg.cores;

@@ -85,14 +85,27 @@ pub enum Command {
         broker: BrokerId,
         count: u32,
     },
-    /// Membership: add as learner, then promote to voter.
+    /// Membership: add as a learner (it receives the metadata log and serves it), and with
+    /// `voter` promote it to a voter once it has caught up.
     AddNode {
         id: u64,
         raft_addr: String,
+        voter: bool,
     },
     RemoveNode {
         id: u64,
     },
+    /// Start draining a broker: it gets no new replicas, and every partition it holds starts a
+    /// reassignment to another broker.
+    DecommissionBroker {
+        id: BrokerId,
+    },
+    /// Forget a broker that holds no replicas any more (after a drain).
+    UnregisterBroker {
+        id: BrokerId,
+    },
+    /// Even out replicas and preferred leaders over the placeable brokers, as reassignments.
+    Rebalance,
 }
 
 impl Command {
@@ -145,6 +158,7 @@ pub mod codes {
     pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
     pub const INELIGIBLE_REPLICA: i16 = 108;
     pub const INVALID_UPDATE_VERSION: i16 = 119;
+    pub const REASSIGNMENT_IN_PROGRESS: i16 = 60;
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

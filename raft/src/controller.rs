@@ -11,7 +11,8 @@
 //! proposes all of it as ONE log entry, so commands arriving together share one fsync.
 
 use crate::command::{
-    BrokerRegistration, Command, CommandBatch, CommandOutcome, PartitionRef, ProposedCommand,
+    BrokerRegistration, Command, CommandBatch, CommandOutcome, MetaError, PartitionRef,
+    ProposedCommand,
 };
 pub use crate::error::ControllerError;
 use crate::hub::{ImageHub, ImageSubscription, WaitError};
@@ -20,7 +21,8 @@ use crate::liveness::Liveness;
 use crate::log_store::{LogStore, LogWriterHandle};
 use crate::metadata::Defaults;
 use crate::network::{
-    ForwardError, HeartbeatReply, NetworkFactory, Peers, RpcRequest, RpcResponse, RpcService,
+    ForwardError, HeartbeatReply, ImageSummary, NetworkFactory, PartitionInfo, Peers, RpcRequest,
+    RpcResponse, RpcService,
 };
 use crate::snapshot::SnapshotFiles;
 use crate::state_machine::StateMachineStore;
@@ -384,6 +386,32 @@ impl RpcService for Node {
                     RpcResponse::InstallSnapshot(self.raft.install_snapshot(r).await)
                 }
                 RpcRequest::Forward(cmds) => RpcResponse::Forward(self.propose_all(cmds).await),
+                RpcRequest::Submit(cmd) => RpcResponse::Submit(
+                    submit_local(&self, cmd)
+                        .await
+                        .map(|s| (s.index, s.outcome))
+                        .map_err(|e| e.to_string()),
+                ),
+                RpcRequest::Summary => {
+                    let img = self.shared.hub.current();
+                    let mut v: Vec<PartitionInfo> = img
+                        .topics
+                        .values()
+                        .flat_map(|t| {
+                            t.partitions.iter().enumerate().map(|(i, p)| PartitionInfo {
+                                topic: t.name.clone(),
+                                partition: i as i32,
+                                state: p.clone(),
+                            })
+                        })
+                        .collect();
+                    v.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+                    RpcResponse::Summary(ImageSummary {
+                        applied_index: img.applied_index,
+                        brokers: img.brokers.values().cloned().collect(),
+                        partitions: v,
+                    })
+                }
                 RpcRequest::WaitServed { index, timeout_ms } => {
                     let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(60_000));
                     RpcResponse::WaitServed(
@@ -545,16 +573,26 @@ async fn change_membership(
     cmd: &Command,
 ) -> Result<(u64, CommandOutcome), ForwardError> {
     match cmd {
-        Command::AddNode { id, raft_addr } => {
-            raft.add_learner(
-                *id,
-                BasicNode {
-                    addr: raft_addr.clone(),
-                },
-                true,
-            )
-            .await
-            .map_err(forward_error)?;
+        Command::AddNode {
+            id,
+            raft_addr,
+            voter,
+        } => {
+            // A learner that is not running yet must not block the caller; a voter must have
+            // caught up before it counts toward the quorum.
+            let r = raft
+                .add_learner(
+                    *id,
+                    BasicNode {
+                        addr: raft_addr.clone(),
+                    },
+                    *voter,
+                )
+                .await
+                .map_err(forward_error)?;
+            if !*voter {
+                return Ok((r.log_id.index, CommandOutcome::Done));
+            }
             let r = raft
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), false)
                 .await
@@ -562,8 +600,24 @@ async fn change_membership(
             Ok((r.log_id.index, CommandOutcome::Done))
         }
         Command::RemoveNode { id } => {
+            let membership = raft.metrics().borrow().membership_config.clone();
+            let ids = BTreeSet::from([*id]);
+            let change = if membership.membership().voter_ids().any(|v| v == *id) {
+                ChangeMembers::RemoveVoters(ids)
+            } else if membership.membership().get_node(id).is_some() {
+                ChangeMembers::RemoveNodes(ids)
+            } else {
+                // Index 0: nothing was written, so waiting for it returns at once.
+                return Ok((
+                    0,
+                    CommandOutcome::Rejected(MetaError::new(
+                        crate::command::codes::INVALID_REQUEST,
+                        format!("node {id} is not a member of the metadata quorum"),
+                    )),
+                ));
+            };
             let r = raft
-                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
+                .change_membership(change, false)
                 .await
                 .map_err(forward_error)?;
             Ok((r.log_id.index, CommandOutcome::Done))
@@ -677,14 +731,30 @@ async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duratio
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let me = reg.id;
+    let mut removed_logged = false;
     loop {
         ticker.tick().await;
         let Some(leader) = node.leader() else {
             continue;
         };
         let image = node.shared.hub.current();
-        let needs_registration = !registered_once.load(Ordering::Acquire)
-            || image.broker(me).map(|b| b.fenced).unwrap_or(true);
+        let once = registered_once.load(Ordering::Acquire);
+        let needs_registration = match image.broker(me) {
+            Some(b) => !once || b.fenced,
+            None if !once => true,
+            // Registered before and now gone: an operator removed this broker (`cluster
+            // remove-node`). Registering again would undo that; a restart rejoins.
+            None => {
+                if !removed_logged {
+                    tracing::warn!(
+                        broker = me,
+                        "this broker was removed from the cluster; stop it"
+                    );
+                    removed_logged = true;
+                }
+                false
+            }
+        };
         if needs_registration && !registering.swap(true, Ordering::AcqRel) {
             let (node, reg, registering, registered_once) = (
                 node.clone(),

@@ -31,6 +31,9 @@ pub struct BrokerInfo {
     pub incarnation: u64,
     /// Fenced brokers are not given leadership or new replicas, and are not listed to clients.
     pub fenced: bool,
+    /// Being drained for removal (`cluster remove-node`): gets no new replicas; kept across
+    /// re-registration.
+    pub decommissioned: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -44,6 +47,26 @@ pub struct PartitionState {
     /// Bumped on every change to this partition (ISR, leader, replicas); AlterPartition is checked
     /// against it.
     pub partition_epoch: i32,
+    /// A reassignment in progress (Kafka's KIP-455 shape): `replicas` is the target set followed
+    /// by `removing`; `adding` replicas copy the log as followers, and once every target
+    /// replica is in the ISR the controller drops `removing` in the same step.
+    pub adding: Vec<BrokerId>,
+    pub removing: Vec<BrokerId>,
+}
+
+impl PartitionState {
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replica set the partition is moving to (all of `replicas` when not reassigning).
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.removing.contains(b))
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -96,5 +119,10 @@ impl MetadataImage {
     /// Brokers clients may talk to: registered and not fenced.
     pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
         self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Live brokers that may receive new replicas (not being drained).
+    pub fn placeable_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.live_brokers().filter(|b| !b.decommissioned)
     }
 }

@@ -112,6 +112,7 @@ mod tests {
                     rack: None,
                     incarnation: 1,
                     fenced: false,
+                    decommissioned: false,
                 },
             );
         }

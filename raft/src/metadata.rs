@@ -85,10 +85,16 @@ impl MetaState {
                 topic,
                 partition,
                 replicas,
-            } => match self.reassign(topic, *partition, replicas) {
-                Ok(()) => CommandOutcome::Done,
-                Err(e) => CommandOutcome::Rejected(e),
-            },
+            } => CommandOutcome::Partitions(vec![(
+                PartitionRef {
+                    topic: topic.clone(),
+                    partition: *partition,
+                },
+                self.reassign(topic, *partition, replicas),
+            )]),
+            Command::DecommissionBroker { id } => self.decommission(*id),
+            Command::UnregisterBroker { id } => self.unregister(*id),
+            Command::Rebalance => self.rebalance(),
             Command::AllocateProducerIds { broker, count } => {
                 CommandOutcome::ProducerIds(self.allocate_producer_ids(*broker, *count))
             }
@@ -117,7 +123,7 @@ impl MetaState {
 
     fn placement_brokers(&self) -> Vec<PlacementBroker> {
         self.image
-            .live_brokers()
+            .placeable_brokers()
             .map(|b| PlacementBroker {
                 id: b.id,
                 rack: b.rack.clone(),
@@ -132,12 +138,8 @@ impl MetaState {
                 format!("invalid broker registration {reg:?}"),
             ));
         }
-        let incarnation = self
-            .image
-            .brokers
-            .get(&reg.id)
-            .map(|b| b.incarnation + 1)
-            .unwrap_or(1);
+        let previous = self.image.brokers.get(&reg.id).cloned();
+        let incarnation = previous.as_ref().map(|b| b.incarnation + 1).unwrap_or(1);
         self.image.brokers.insert(
             reg.id,
             BrokerInfo {
@@ -147,8 +149,15 @@ impl MetaState {
                 rack: reg.rack.clone(),
                 incarnation,
                 fenced: false,
+                decommissioned: previous.as_ref().is_some_and(|b| b.decommissioned),
             },
         );
+        if previous.is_some() {
+            // A restarted broker may have lost its unflushed tail, or its whole disk: it must
+            // not lead or count as in sync on what it had before. It leaves every ISR it
+            // shares with others and rejoins as it catches up (AlterPartition from the leader).
+            self.drop_from_isrs(reg.id);
+        }
         self.elect_leaderless_partitions();
         CommandOutcome::Done
     }
@@ -172,7 +181,15 @@ impl MetaState {
             Some(b) if b.fenced => return CommandOutcome::Done,
             Some(b) => b.fenced = true,
         }
-        let live = self.live_set();
+        self.drop_from_isrs(id);
+        CommandOutcome::Done
+    }
+
+    /// Move leadership of `id`'s partitions to other live ISR members and drop it from every
+    /// ISR (never below one member).
+    fn drop_from_isrs(&mut self, id: BrokerId) {
+        let mut live = self.live_set();
+        live.remove(&id);
         for topic in self.image.topics.iter_mut().map(|(_, v)| v) {
             let touches = topic
                 .partitions
@@ -187,7 +204,6 @@ impl MetaState {
                 remove_from_partition(p, id, &live, unclean);
             }
         }
-        CommandOutcome::Done
     }
 
     /// Give a leader to every leaderless partition that has a live ISR member (or, where unclean
@@ -539,9 +555,11 @@ impl MetaState {
                 format!("broker {b} is not a live replica of {topic}-{partition}"),
             ));
         }
+        let live = self.live_set();
         let p = self.partition_mut(topic, partition)?;
         p.isr = new_isr.to_vec();
         p.partition_epoch += 1;
+        reassign::maybe_complete(p, &live);
         Ok(p.clone())
     }
 
@@ -625,44 +643,6 @@ impl MetaState {
 
     /// Replace a partition's replica set. The ISR keeps only members that stay replicas; new
     /// replicas join it later through AlterPartition once the leader sees them caught up.
-    fn reassign(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        replicas: &[BrokerId],
-    ) -> Result<(), MetaError> {
-        let p = self.partition(topic, partition)?;
-        let rf = replicas.len();
-        self.check_assignments(&[replicas.to_vec()], rf)?;
-        let isr: Vec<BrokerId> = p
-            .isr
-            .iter()
-            .copied()
-            .filter(|b| replicas.contains(b))
-            .collect();
-        if isr.is_empty() {
-            return Err(MetaError::new(
-                codes::INVALID_REPLICA_ASSIGNMENT,
-                "the new replica set must keep at least one in-sync replica",
-            ));
-        }
-        let live = self.live_set();
-        let p = self.partition_mut(topic, partition)?;
-        p.replicas = replicas.to_vec();
-        p.isr = isr;
-        if !p.isr.contains(&p.leader) {
-            p.leader = p
-                .isr
-                .iter()
-                .copied()
-                .find(|b| live.contains(b))
-                .unwrap_or(NO_LEADER);
-            p.leader_epoch += 1;
-        }
-        p.partition_epoch += 1;
-        Ok(())
-    }
-
     fn allocate_producer_ids(&mut self, broker: BrokerId, count: u32) -> Result<i64, MetaError> {
         if !self.image.brokers.contains_key(&broker) {
             return Err(not_registered(broker));
@@ -753,6 +733,8 @@ fn new_partition(replicas: Vec<BrokerId>, live: &HashSet<BrokerId>) -> Partition
         leader_epoch: 0,
         partition_epoch: 0,
         replicas,
+        adding: Vec::new(),
+        removing: Vec::new(),
     }
 }
 
@@ -845,3 +827,5 @@ fn unknown_partition(topic: &str, partition: i32) -> MetaError {
 #[cfg(test)]
 #[path = "metadata_tests.rs"]
 mod tests;
+
+mod reassign;

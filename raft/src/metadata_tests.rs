@@ -320,6 +320,7 @@ fn every_invalid_command_returns_its_error_and_changes_nothing() {
             Command::AddNode {
                 id: 9,
                 raft_addr: "x:1".into(),
+                voter: true,
             },
             codes::INVALID_REQUEST,
         ),
@@ -553,4 +554,210 @@ fn producer_id_blocks_are_unique_and_partitions_can_be_added() {
     );
     assert!(topic_error(&o).is_none());
     assert!(s.image.topics.is_empty() && s.image.topic_names_by_id.is_empty());
+}
+
+fn alter_isr(s: &mut MetaState, t: &str, p: i32, isr: Vec<BrokerId>) -> PartitionState {
+    let cur = part(s, t, p);
+    match apply(
+        s,
+        Command::AlterPartition {
+            topic: t.into(),
+            partition: p,
+            leader: cur.leader,
+            leader_epoch: cur.leader_epoch,
+            partition_epoch: cur.partition_epoch,
+            new_isr: isr,
+        },
+    ) {
+        CommandOutcome::Partition(Ok(p)) => p,
+        other => panic!("alter partition: {other:?}"),
+    }
+}
+
+#[test]
+fn reassignment_copies_first_and_switches_when_the_targets_are_in_sync() {
+    let mut s = cluster(4);
+    let mut t = topic("m", -1, -1);
+    t.assignments = Some(vec![vec![1, 2]]);
+    create(&mut s, t);
+    let o = apply(
+        &mut s,
+        Command::ReassignPartitions {
+            topic: "m".into(),
+            partition: 0,
+            replicas: vec![3, 4],
+        },
+    );
+    let CommandOutcome::Partitions(r) = o else {
+        panic!("{o:?}")
+    };
+    let p = r[0].1.clone().expect("started");
+    // Widened: target first, then the replicas being removed; leader and ISR untouched.
+    assert_eq!(p.replicas, vec![3, 4, 1, 2]);
+    assert_eq!(p.adding, vec![3, 4]);
+    assert_eq!(p.removing, vec![1, 2]);
+    assert_eq!(p.leader, 1);
+    assert_eq!(p.isr, vec![1, 2]);
+    // A second, different move is refused while this one runs.
+    let o = apply(
+        &mut s,
+        Command::ReassignPartitions {
+            topic: "m".into(),
+            partition: 0,
+            replicas: vec![2, 3],
+        },
+    );
+    let CommandOutcome::Partitions(r) = o else {
+        panic!("{o:?}")
+    };
+    assert_eq!(
+        r[0].1.as_ref().err().map(|e| e.code),
+        Some(codes::REASSIGNMENT_IN_PROGRESS)
+    );
+    // One new replica caught up: still copying.
+    let p = alter_isr(&mut s, "m", 0, vec![1, 2, 3]);
+    assert!(p.reassigning());
+    assert_eq!(p.leader, 1);
+    // The last one caught up: the move completes in the same step, leadership moves to 3.
+    let epoch = p.leader_epoch;
+    let p = alter_isr(&mut s, "m", 0, vec![1, 2, 3, 4]);
+    assert!(!p.reassigning());
+    assert_eq!(p.replicas, vec![3, 4]);
+    assert_eq!(p.isr, vec![3, 4]);
+    assert_eq!(p.leader, 3);
+    assert_eq!(p.leader_epoch, epoch + 1);
+}
+
+#[test]
+fn a_reorder_or_shrink_within_the_isr_completes_at_once() {
+    let mut s = cluster(3);
+    let mut t = topic("r", -1, -1);
+    t.assignments = Some(vec![vec![1, 2, 3]]);
+    create(&mut s, t);
+    let o = apply(
+        &mut s,
+        Command::ReassignPartitions {
+            topic: "r".into(),
+            partition: 0,
+            replicas: vec![3, 2, 1],
+        },
+    );
+    assert!(matches!(o, CommandOutcome::Partitions(ref r) if r[0].1.is_ok()));
+    let p = part(&s, "r", 0);
+    assert_eq!(p.replicas, vec![3, 2, 1]);
+    assert!(!p.reassigning());
+    assert_eq!(p.leader, 1, "a reorder alone does not move leadership");
+}
+
+#[test]
+fn draining_a_broker_moves_its_replicas_and_then_it_can_be_unregistered() {
+    let mut s = cluster(3);
+    let mut t = topic("d", -1, -1);
+    t.assignments = Some(vec![vec![1, 2], vec![2, 3], vec![3, 1]]);
+    create(&mut s, t);
+    // Not drained yet: unregistering is refused.
+    assert!(matches!(
+        apply(&mut s, Command::UnregisterBroker { id: 1 }),
+        CommandOutcome::Rejected(_)
+    ));
+    // With only 3 brokers and RF 2, broker 1's replicas can move to the one broker lacking them.
+    let o = apply(&mut s, Command::DecommissionBroker { id: 1 });
+    let CommandOutcome::Partitions(r) = o else {
+        panic!("{o:?}")
+    };
+    assert_eq!(r.len(), 2, "partitions 0 and 2 held broker 1: {r:?}");
+    assert!(s.image.brokers[&1].decommissioned);
+    for p in [0, 2] {
+        let ps = part(&s, "d", p);
+        assert!(ps.removing == vec![1], "{ps:?}");
+        let target = ps.target_replicas();
+        assert!(!target.contains(&1));
+        let mut isr = ps.isr.clone();
+        for b in &target {
+            if !isr.contains(b) {
+                isr.push(*b);
+            }
+        }
+        alter_isr(&mut s, "d", p, isr);
+        assert!(!part(&s, "d", p).replicas.contains(&1));
+    }
+    // New topics avoid the drained broker even though it is live.
+    create(&mut s, topic("after", 6, 2));
+    let t = s.image.topic("after").expect("topic");
+    assert!(t.partitions.iter().all(|p| !p.replicas.contains(&1)));
+    assert_eq!(
+        apply(&mut s, Command::UnregisterBroker { id: 1 }),
+        CommandOutcome::Done
+    );
+    assert!(!s.image.brokers.contains_key(&1));
+}
+
+#[test]
+fn draining_is_refused_when_no_broker_can_take_the_replicas() {
+    let mut s = cluster(2);
+    create(&mut s, topic("full", 1, 2));
+    let before = s.clone();
+    assert!(matches!(
+        apply(&mut s, Command::DecommissionBroker { id: 1 }),
+        CommandOutcome::Rejected(e) if e.code == codes::INVALID_REPLICATION_FACTOR
+    ));
+    assert_eq!(s, before);
+}
+
+#[test]
+fn rebalance_spreads_replicas_and_preferred_leaders_over_a_new_broker() {
+    let mut s = cluster(2);
+    create(&mut s, topic("b", 6, 2));
+    assert_eq!(apply(&mut s, reg(3, None)), CommandOutcome::Done);
+    let o = apply(&mut s, Command::Rebalance);
+    let CommandOutcome::Partitions(r) = o else {
+        panic!("{o:?}")
+    };
+    assert!(r.iter().all(|(_, x)| x.is_ok()), "{r:?}");
+    // Targets: 12 replicas over 3 brokers = 4 each; 6 preferred leaders = 2 each.
+    let mut replicas = BTreeMap::new();
+    let mut preferred = BTreeMap::new();
+    let t = s.image.topic("b").expect("topic").clone();
+    for p in &t.partitions {
+        for b in p.target_replicas() {
+            *replicas.entry(b).or_insert(0) += 1;
+        }
+        *preferred.entry(p.target_replicas()[0]).or_insert(0) += 1;
+    }
+    assert_eq!(
+        replicas.values().copied().collect::<Vec<_>>(),
+        vec![4, 4, 4]
+    );
+    assert_eq!(
+        preferred.values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2]
+    );
+    // Deterministic: the same state gives the same plan.
+    let mut s2 = cluster(2);
+    create(&mut s2, topic("b", 6, 2));
+    apply(&mut s2, reg(3, None));
+    apply(&mut s2, Command::Rebalance);
+    assert_eq!(
+        s2.image.topic("b").map(|t| t.partitions.clone()),
+        s.image.topic("b").map(|t| t.partitions.clone())
+    );
+}
+
+#[test]
+fn a_restarted_broker_leaves_the_isrs_it_shares_and_gives_up_leadership() {
+    let mut s = cluster(3);
+    let mut t = topic("x", -1, -1);
+    t.assignments = Some(vec![vec![1, 2, 3], vec![2, 3, 1]]);
+    create(&mut s, t);
+    let mut solo = topic("solo", -1, -1);
+    solo.assignments = Some(vec![vec![1]]);
+    create(&mut s, solo);
+    apply(&mut s, reg(1, None));
+    let p0 = part(&s, "x", 0);
+    assert_eq!(p0.isr, vec![2, 3]);
+    assert_eq!(p0.leader, 2);
+    assert_eq!(part(&s, "x", 1).isr, vec![2, 3]);
+    // The only replica keeps its partition.
+    let solo = part(&s, "solo", 0);
+    assert_eq!((solo.leader, solo.isr.clone()), (1, vec![1]));
 }

@@ -45,6 +45,12 @@ pub enum RpcRequest {
     Heartbeat {
         broker: BrokerId,
     },
+    /// An operator's command (`chronik-server cluster ...`): committed through the receiver,
+    /// which forwards it to the leader like any local submission.
+    Submit(Command),
+    /// Brokers and every partition's replica state as the receiver's image has them (operator
+    /// tools).
+    Summary,
     /// Answer once every shard of the receiver serves metadata at `index` (or at the timeout).
     WaitServed {
         index: u64,
@@ -64,6 +70,62 @@ pub enum RpcResponse {
     Heartbeat(HeartbeatReply),
     /// True when the receiver serves the index, false at its timeout.
     WaitServed(bool),
+    /// (log index, outcome), or why it could not be committed.
+    Submit(Result<(u64, CommandOutcome), String>),
+    Summary(ImageSummary),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageSummary {
+    pub applied_index: u64,
+    pub brokers: Vec<crate::image::BrokerInfo>,
+    /// In (topic, partition) order.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub topic: String,
+    pub partition: i32,
+    pub state: crate::image::PartitionState,
+}
+
+/// One blocking request/response on a fresh connection: for operator tools outside the
+/// controller's runtime (the `chronik-server cluster` commands).
+pub fn blocking_call(
+    addr: &str,
+    req: &RpcRequest,
+    timeout: Duration,
+) -> Result<RpcResponse, String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let sock = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(
+        &sock,
+        CONNECT_TIMEOUT.max(timeout.min(Duration::from_secs(5))),
+    )
+    .map_err(|e| format!("cannot reach the controller at {addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let frame = encode_frame(1, req).map_err(|e| e.to_string())?;
+    s.write_all(&frame).map_err(|e| format!("{addr}: {e}"))?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if !(8..=MAX_FRAME).contains(&len) {
+        return Err(format!("{addr}: bad frame length {len}"));
+    }
+    let mut body = vec![0u8; len - 8];
+    s.read_exact(&mut body)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    bincode::deserialize(&body).map_err(|e| format!("{addr}: undecodable answer: {e}"))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -83,6 +83,7 @@ fn a_node_joins_as_learner_is_promoted_and_can_be_removed() {
     let r = block_on(c.node(1).submit(Command::AddNode {
         id: 3,
         raft_addr: addr,
+        voter: true,
     }))
     .expect("add node");
     assert_eq!(r.outcome, CommandOutcome::Done);

@@ -88,16 +88,8 @@ async fn reconcile(shard: &Rc<Shard>, img: &MetadataImage) {
             shard.fetchers.unfollow(&tp);
             p.is_leader.set(false);
             p.hw_advanced.notify();
-            if let Ok(p) = Rc::try_unwrap(p) {
-                let dir = p.dir.clone();
-                if let Err(e) = p.log.delete().await {
-                    tracing::warn!(dir = %dir.display(), "delete log: {e}");
-                }
-            } else {
-                // Still in use by an in-flight request; the directory is removed once the
-                // topic id check on a later open finds it stale.
-                tracing::debug!(topic = %tp.topic, "partition busy at delete; left for later");
-            }
+            // In-flight requests or a replica fetch may still hold it; delete once they let go.
+            glommio::spawn_local(delete_when_released(shard.clone(), tp, p)).detach();
         }
     }
     for topic in img.topics.values() {
@@ -116,6 +108,36 @@ async fn reconcile(shard: &Rc<Shard>, img: &MetadataImage) {
             };
             apply_partition_state(shard, &p, topic, idx);
         }
+    }
+}
+
+/// Deletes a partition's log once nothing else holds it (a long-poll fetch or an acks=all
+/// produce may, for up to their timeouts), unless the partition was opened again meanwhile.
+async fn delete_when_released(shard: Rc<Shard>, tp: TopicPartition, mut p: Rc<Partition>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match Rc::try_unwrap(p) {
+            Ok(part) => {
+                if shard.partitions.borrow().contains_key(&tp) {
+                    // Re-added and reopened on the same directory: that instance owns it now.
+                    return;
+                }
+                let dir = part.dir.clone();
+                match part.log.delete().await {
+                    Ok(()) => {
+                        tracing::info!(dir = %dir.display(), "deleted a replica this broker no longer holds")
+                    }
+                    Err(e) => tracing::warn!(dir = %dir.display(), "delete log: {e}"),
+                }
+                return;
+            }
+            Err(still_shared) => p = still_shared,
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(topic = %tp.topic, partition = tp.partition, "partition still in use; its files stay until the next start");
+            return;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

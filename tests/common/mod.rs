@@ -1,6 +1,8 @@
 //! Test harness: real `chronik-server` processes on random loopback ports with temp data dirs.
 #![allow(dead_code)]
 
+pub mod cluster_util;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -206,6 +208,9 @@ impl Server {
 /// N real nodes on loopback forming one cluster (same --controller-quorum on each).
 pub struct Cluster {
     pub nodes: Vec<Server>,
+    /// The --controller-quorum every node was started with.
+    pub quorum: String,
+    extra: Vec<String>,
     _tmp: tempfile::TempDir,
 }
 
@@ -239,7 +244,53 @@ impl Cluster {
         for s in nodes.iter_mut() {
             s.wait_ready(n);
         }
-        Cluster { nodes, _tmp: tmp }
+        Cluster {
+            nodes,
+            quorum,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: tmp,
+        }
+    }
+
+    /// Starts one more node with the next id and the same quorum (which does not list it): it
+    /// waits until `cluster add-node` lets it in. Returns its id.
+    pub fn spawn_new_node(&mut self) -> i32 {
+        let id = self.nodes.len() as i32 + 1;
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let mut s = Server::node(
+            id,
+            free_port(),
+            free_port(),
+            &self.quorum,
+            self._tmp.path().join(format!("node-{id}")),
+            &extra,
+        );
+        s.spawn();
+        self.nodes.push(s);
+        id
+    }
+
+    /// `chronik-server cluster <args>` against node 1's controller; returns (exit code, stdout).
+    pub fn admin_cli(&self, args: &[&str]) -> (i32, String) {
+        let n = &self.nodes[0];
+        let out = Command::new(env!("CARGO_BIN_EXE_chronik-server"))
+            .arg("cluster")
+            .args(args)
+            .arg("--bootstrap")
+            .arg(n.bootstrap())
+            .arg("--controller")
+            .arg(format!("127.0.0.1:{}", n.controller_port))
+            .arg("--wait-secs")
+            .arg("120")
+            .output()
+            .expect("run chronik-server cluster");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("cluster {args:?}:\n{text}");
+        (out.status.code().unwrap_or(-1), text)
     }
 
     pub fn bootstrap(&self) -> String {

@@ -1,0 +1,178 @@
+//! Helpers for tests against clusters of real nodes: metadata lookups, each node's own copy
+//! of a partition (debug replica id -2), and reading a partition back with librdkafka.
+
+use super::raw;
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+pub const FAST: &[&str] = &[
+    "--broker-session-timeout-ms",
+    "1500",
+    "--broker-heartbeat-interval-ms",
+    "200",
+    "--replica-lag-time-max-ms",
+    "4000",
+];
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    futures_lite::future::block_on(f)
+}
+
+pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin")
+}
+
+pub fn create(bootstrap: &str, topic: NewTopic) {
+    let r = block_on(admin(bootstrap).create_topics(
+        &[topic],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(15))),
+    ))
+    .expect("create_topics");
+    assert!(r[0].is_ok(), "{r:?}");
+}
+
+pub fn metadata(addr: &str, topic: &str) -> MetadataResponse {
+    raw::metadata(addr, Some(vec![topic])).expect("metadata")
+}
+
+pub fn leader_of(addr: &str, topic: &str, partition: i32) -> i32 {
+    metadata(addr, topic).topics[0].partitions[partition as usize]
+        .leader_id
+        .0
+}
+
+pub fn isr_of(addr: &str, topic: &str, partition: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = metadata(addr, topic).topics[0].partitions[partition as usize]
+        .isr_nodes
+        .iter()
+        .map(|b| b.0)
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        if Instant::now() + Duration::from_millis(150) >= deadline {
+            eprintln!("still waiting for: {what}");
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// This node's own log end offset for a partition (debug replica id -2), leader or follower.
+pub fn local_leo(addr: &str, topic: &str, partition: i32) -> i64 {
+    let Ok(mut s) = raw::connect(addr) else {
+        return -1;
+    };
+    let mut req = ListOffsetsRequest::default();
+    req.replica_id = BrokerId(-2);
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.into()));
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = -1;
+    p.current_leader_epoch = -1;
+    t.partitions = vec![p];
+    req.topics = vec![t];
+    match raw::call::<_, ListOffsetsResponse>(&mut s, ApiKey::ListOffsets, 4, &req) {
+        Ok(r) if r.topics[0].partitions[0].error_code == 0 => r.topics[0].partitions[0].offset,
+        _ => -1,
+    }
+}
+
+/// This node's raw copy of a partition (debug fetch), batch bytes concatenated.
+pub fn local_bytes(addr: &str, topic: &str, partition: i32, until: i64) -> Vec<u8> {
+    let mut s = raw::connect(addr).expect("connect");
+    let mut out = Vec::new();
+    let mut offset = 0i64;
+    while offset < until {
+        let mut req = FetchRequest::default();
+        req.replica_id = BrokerId(-2);
+        req.max_wait_ms = 0;
+        req.max_bytes = 8 << 20;
+        let mut t = FetchTopic::default();
+        t.topic = TopicName(StrBytes::from_string(topic.into()));
+        let mut p = FetchPartition::default();
+        p.partition = partition;
+        p.fetch_offset = offset;
+        p.current_leader_epoch = -1;
+        p.partition_max_bytes = 8 << 20;
+        t.partitions = vec![p];
+        req.topics = vec![t];
+        let r: FetchResponse = raw::call(&mut s, ApiKey::Fetch, 11, &req).expect("fetch");
+        let pd = &r.responses[0].partitions[0];
+        assert_eq!(pd.error_code, 0);
+        let recs: Bytes = pd.records.clone().unwrap_or_default();
+        assert!(!recs.is_empty(), "no data at offset {offset} below {until}");
+        // advance past the last whole batch
+        let mut b = &recs[..];
+        while b.len() >= 61 {
+            let base = i64::from_be_bytes(b[0..8].try_into().unwrap());
+            let len = i32::from_be_bytes(b[8..12].try_into().unwrap()) as usize;
+            let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
+            if b.len() < 12 + len {
+                break;
+            }
+            out.extend_from_slice(&b[..12 + len]);
+            offset = base + i64::from(last_delta) + 1;
+            b = &b[12 + len..];
+        }
+    }
+    out
+}
+
+pub fn consume_values(bootstrap: &str, topic: &str, partition: i32, expect: usize) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "verify")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.len() < expect && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let v = std::str::from_utf8(m.payload().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            out.push(v);
+        }
+    }
+    // and nothing beyond
+    let extra_deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < extra_deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(
+                std::str::from_utf8(m.payload().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,242 @@
+//! Cluster membership with real processes: a node joins (`cluster add-node`), replicas move to
+//! it with their data (`cluster rebalance`), a node is drained and removed (`cluster
+//! remove-node`), and a node whose disk was wiped rejoins as a fresh replica.
+
+mod common;
+
+use common::cluster_util::*;
+use common::raw;
+use common::Cluster;
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// Produces `values` (acks=all, idempotent) round-robin over `partitions`; returns what was
+/// acknowledged per partition, in order.
+fn produce(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    values: std::ops::Range<u32>,
+) -> BTreeMap<i32, Vec<String>> {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "2")
+        .create()
+        .expect("producer");
+    let mut acked: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    let futures: Vec<_> = values
+        .map(|i| {
+            let v = format!("v-{i}");
+            let part = (i % partitions as u32) as i32;
+            let f = p
+                .send_result(
+                    FutureRecord::<str, str>::to(topic)
+                        .payload(&v)
+                        .partition(part),
+                )
+                .map_err(|(e, _)| e);
+            (part, v.clone(), f)
+        })
+        .collect();
+    for (part, v, f) in futures {
+        let f = f.expect("queue");
+        futures_lite::future::block_on(f)
+            .expect("delivery")
+            .expect("acknowledged");
+        acked.entry(part).or_default().push(v);
+    }
+    acked
+}
+
+/// Every value of a partition, read from the beginning through the cluster.
+fn read_all(bootstrap: &str, topic: &str, partition: i32, expect: usize) -> Vec<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "membership-verify")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.len() < expect && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    out
+}
+
+fn replicas(addr: &str, topic: &str) -> Vec<Vec<i32>> {
+    metadata(addr, topic).topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.replica_nodes.iter().map(|b| b.0).collect())
+        .collect()
+}
+
+fn brokers(addr: &str) -> BTreeSet<i32> {
+    raw::metadata(addr, None)
+        .expect("metadata")
+        .brokers
+        .iter()
+        .map(|b| b.node_id.0)
+        .collect()
+}
+
+/// Every replica of every partition holds the leader's bytes.
+fn assert_replicas_match(c: &Cluster, topic: &str) {
+    let b = c.nodes[0].bootstrap();
+    for (p, reps) in replicas(&b, topic).iter().enumerate() {
+        let p = p as i32;
+        let leader = leader_of(&b, topic, p);
+        let laddr = c.nodes[(leader - 1) as usize].bootstrap();
+        wait_until("replicas to reach the leader's end", 60, || {
+            let end = local_leo(&laddr, topic, p);
+            reps.iter()
+                .all(|r| local_leo(&c.nodes[(*r - 1) as usize].bootstrap(), topic, p) == end)
+        });
+        let end = local_leo(&laddr, topic, p);
+        let want = local_bytes(&laddr, topic, p, end);
+        for r in reps {
+            let got = local_bytes(&c.nodes[(*r - 1) as usize].bootstrap(), topic, p, end);
+            assert!(
+                got == want,
+                "{topic}-{p}: replica {r} differs from leader {leader}"
+            );
+        }
+    }
+}
+
+#[test]
+fn add_node_rebalance_and_remove_node_move_data_before_switching() {
+    let mut c = Cluster::start(3, FAST);
+    let b1 = c.nodes[0].bootstrap();
+    create(&b1, NewTopic::new("mv", 6, TopicReplication::Fixed(2)));
+    let mut acked = produce(&c.bootstrap(), "mv", 6, 0..600);
+
+    // A fourth node starts with the cluster's quorum and is let in.
+    let id = c.spawn_new_node();
+    let ctl = format!("127.0.0.1:{}", c.nodes[3].controller_port);
+    let (code, out) = c.admin_cli(&[
+        "add-node",
+        "--node-id",
+        &id.to_string(),
+        "--node-controller",
+        &ctl,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    c.nodes[3].wait_ready(4);
+    assert_eq!(brokers(&b1), BTreeSet::from([1, 2, 3, 4]));
+    // The new node learnt the topic from the metadata log.
+    assert_eq!(replicas(&c.nodes[3].bootstrap(), "mv").len(), 6);
+
+    // Rebalance: 12 replicas over 4 brokers, 3 each, with the data copied to node 4.
+    let (code, out) = c.admin_cli(&["rebalance"]);
+    assert_eq!(code, 0, "{out}");
+    let reps = replicas(&b1, "mv");
+    let mut load: BTreeMap<i32, usize> = BTreeMap::new();
+    for r in &reps {
+        assert_eq!(r.len(), 2, "{reps:?}");
+        for b in r {
+            *load.entry(*b).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        load,
+        BTreeMap::from([(1, 3), (2, 3), (3, 3), (4, 3)]),
+        "{reps:?}"
+    );
+    assert_replicas_match(&c, "mv");
+
+    // Writes keep working on the moved partitions.
+    for (p, v) in produce(&c.bootstrap(), "mv", 6, 600..660) {
+        acked.entry(p).or_default().extend(v);
+    }
+
+    // Drain and remove node 2: its replicas move first, then it leaves.
+    let (code, out) = c.admin_cli(&["remove-node", "--node-id", "2"]);
+    assert_eq!(code, 0, "{out}");
+    let reps = replicas(&b1, "mv");
+    assert!(
+        reps.iter().all(|r| !r.contains(&2) && r.len() == 2),
+        "{reps:?}"
+    );
+    wait_until("broker 2 to leave the broker list", 30, || {
+        !brokers(&b1).contains(&2)
+    });
+    assert_replicas_match(&c, "mv");
+    // Node 2 deleted its copies of the partitions it gave away.
+    let node2_dir = c.nodes[1].data_dir.clone();
+    wait_until("node 2 to delete its moved partitions", 30, || {
+        !walk_names(&node2_dir).iter().any(|n| n.starts_with("mv-"))
+    });
+    c.node(2).kill();
+
+    // Nothing acknowledged was lost or duplicated by the moves.
+    let b = c.bootstrap();
+    for (p, want) in &acked {
+        let got = read_all(&b, "mv", *p, want.len());
+        assert_eq!(&got, want, "partition {p}");
+    }
+}
+
+/// File and directory names under `dir`, recursively.
+fn walk_names(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            out.push(e.file_name().to_string_lossy().into_owned());
+            if e.path().is_dir() {
+                out.extend(walk_names(&e.path()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_broker_whose_disk_was_wiped_rejoins_and_copies_everything() {
+    let mut c = Cluster::start(3, FAST);
+    let b1 = c.nodes[0].bootstrap();
+    create(&b1, NewTopic::new("wipe", 2, TopicReplication::Fixed(3)));
+    let acked = produce(&c.bootstrap(), "wipe", 2, 0..400);
+
+    c.node(3).kill();
+    let dir = c.nodes[2].data_dir.clone();
+    std::fs::remove_dir_all(&dir).expect("wipe node 3");
+    c.node(3).spawn();
+    c.node(3).wait_ready(3);
+    // It rejoins every ISR once it has copied the partitions again.
+    for p in 0..2 {
+        wait_until("node 3 back in the ISR", 60, || {
+            isr_of(&b1, "wipe", p) == vec![1, 2, 3]
+        });
+    }
+    assert_replicas_match(&c, "wipe");
+
+    // With node 1 down, nodes 2 and 3 serve every acknowledged record.
+    c.node(1).kill();
+    let b3 = c.nodes[2].bootstrap();
+    for p in 0..2 {
+        wait_until("a leader other than node 1", 30, || {
+            let l = leader_of(&b3, "wipe", p);
+            l == 2 || l == 3
+        });
+    }
+    for (p, want) in &acked {
+        let got = read_all(&c.bootstrap(), "wipe", *p, want.len());
+        assert_eq!(&got, want, "partition {p}");
+    }
+}
