@@ -118,6 +118,8 @@ pub struct ServerArgs {
     /// A follower this far behind (ms) leaves the ISR. [default: 30000]
     #[arg(long, env = "CHRONIK_REPLICA_LAG_TIME_MAX_MS")]
     pub replica_lag_time_max_ms: Option<u64>,
+    #[command(flatten)]
+    pub groups: crate::group::config::GroupArgs,
 }
 
 /// The same options as read from a TOML file. Unknown keys are an error, so typos are caught.
@@ -212,6 +214,7 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     pub broker_heartbeat_interval_ms: u64,
     pub replica_lag_time_max_ms: u64,
+    pub groups: crate::group::GroupConfig,
 }
 
 pub fn parse_flush(s: &str) -> Result<FlushSetting, String> {
@@ -269,14 +272,17 @@ fn split_host_port(s: &str, what: &str) -> Result<(String, u16), String> {
 
 impl BrokerConfig {
     pub fn resolve(args: &ServerArgs) -> Result<BrokerConfig, String> {
-        let file = match &args.config {
+        let (file, group_file) = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("config file {}: {e}", path.display()))?;
-                toml::from_str::<FileConfig>(&text)
-                    .map_err(|e| format!("config file {}: {e}", path.display()))?
+                let bad = |e: String| format!("config file {}: {e}", path.display());
+                let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+                let mut table =
+                    toml::from_str::<toml::Table>(&text).map_err(|e| bad(e.to_string()))?;
+                let groups = crate::group::config::take_from_file(&mut table).map_err(bad)?;
+                let file = toml::Value::Table(table).try_into::<FileConfig>();
+                (file.map_err(|e| bad(e.to_string()))?, groups)
             }
-            None => FileConfig::default(),
+            None => Default::default(),
         };
         let node_id = args.node_id.or(file.node_id).unwrap_or(1);
         let listen_s = args
@@ -410,6 +416,7 @@ impl BrokerConfig {
                 .replica_lag_time_max_ms
                 .or(file.replica_lag_time_max_ms)
                 .unwrap_or(30_000),
+            groups: crate::group::GroupConfig::resolve(&args.groups, &group_file)?,
         })
     }
 
