@@ -53,34 +53,43 @@ impl Default for GroupConfig {
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Consumer groups")]
 pub struct GroupArgs {
-    /// offsets.topic.num.partitions: partitions of __consumer_offsets, fixed once it exists. [default: 50]
+    /// offsets.topic.num.partitions: partitions of __consumer_offsets, fixed once it exists.
+    /// [default: 50]
     #[arg(long, env = "CHRONIK_OFFSETS_TOPIC_NUM_PARTITIONS")]
     pub offsets_topic_num_partitions: Option<i32>,
-    /// offsets.topic.replication.factor: replicas of __consumer_offsets. [default: min(3, live brokers)]
+    /// offsets.topic.replication.factor: replicas of __consumer_offsets.
+    /// [default: min(3, live brokers)]
     #[arg(long, env = "CHRONIK_OFFSETS_TOPIC_REPLICATION_FACTOR")]
     pub offsets_topic_replication_factor: Option<i16>,
-    /// offsets.retention.minutes: committed offsets of an empty group expire after this. [default: 10080]
+    /// offsets.retention.minutes: committed offsets of an empty group expire after this.
+    /// [default: 10080]
     #[arg(long, env = "CHRONIK_OFFSETS_RETENTION_MINUTES")]
     pub offsets_retention_minutes: Option<u64>,
     /// The same in ms (not a Kafka setting; overrides offsets-retention-minutes, for tests).
     #[arg(long, env = "CHRONIK_OFFSETS_RETENTION_MS")]
     pub offsets_retention_ms: Option<u64>,
-    /// offsets.retention.check.interval.ms: how often offsets expire and __consumer_offsets is compacted. [default: 600000]
+    /// offsets.retention.check.interval.ms: how often offsets expire and __consumer_offsets
+    /// is compacted. [default: 600000]
     #[arg(long, env = "CHRONIK_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
     pub offsets_retention_check_interval_ms: Option<u64>,
-    /// Compact an __consumer_offsets partition once it holds this many records more than twice its live keys (chronik). [default: 10000]
+    /// Compact an __consumer_offsets partition once it holds this many records more than
+    /// twice its live keys (not a Kafka setting). [default: 10000]
     #[arg(long, env = "CHRONIK_OFFSETS_COMPACT_MIN_RECORDS")]
     pub offsets_compact_min_records: Option<i64>,
-    /// offset.metadata.max.bytes: largest metadata string of a committed offset. [default: 4096]
+    /// offset.metadata.max.bytes: largest metadata string of a committed offset.
+    /// [default: 4096]
     #[arg(long, env = "CHRONIK_OFFSET_METADATA_MAX_BYTES")]
     pub offset_metadata_max_bytes: Option<usize>,
-    /// group.initial.rebalance.delay.ms: how long the first join of an empty group waits for more members. [default: 3000]
+    /// group.initial.rebalance.delay.ms: how long the first join of an empty group waits for
+    /// more members. [default: 3000]
     #[arg(long, env = "CHRONIK_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     pub group_initial_rebalance_delay_ms: Option<u64>,
-    /// group.min.session.timeout.ms: smallest session timeout a member may ask for. [default: 6000]
+    /// group.min.session.timeout.ms: smallest session timeout a member may ask for.
+    /// [default: 6000]
     #[arg(long, env = "CHRONIK_GROUP_MIN_SESSION_TIMEOUT_MS")]
     pub group_min_session_timeout_ms: Option<i32>,
-    /// group.max.session.timeout.ms: largest session timeout a member may ask for. [default: 1800000]
+    /// group.max.session.timeout.ms: largest session timeout a member may ask for.
+    /// [default: 1800000]
     #[arg(long, env = "CHRONIK_GROUP_MAX_SESSION_TIMEOUT_MS")]
     pub group_max_session_timeout_ms: Option<i32>,
 }

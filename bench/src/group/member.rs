@@ -440,7 +440,9 @@ impl GroupMember {
         if self.member_id.is_empty() {
             return Ok(());
         }
-        let conn = self.conn()?;
+        let conn = self
+            .ensure_coordinator(Instant::now() + self.settings.request_timeout)
+            .await?;
         let v = conn.version_of::<LeaveGroupRequest>(0, 4)?;
         let mut req = LeaveGroupRequest::default();
         req.group_id = group_id(&self.settings.group);

@@ -4,7 +4,7 @@
 //! the end of the run it commits and leaves.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -44,6 +44,12 @@ pub struct GroupRun {
     /// With --stop-at-end: where each partition starts and ends; the run stops once every
     /// partition was read to its end.
     pub bounds: Option<Bounds>,
+    /// When the first member got its first assignment: no record is read before, so
+    /// throughput counts from here (the join, with the broker's initial rebalance delay, is
+    /// reported apart, as kafka-consumer-perf-test does).
+    pub first_assignment: OnceLock<Instant>,
+    /// When the last partition reached its end (--stop-at-end), before commits and leaves.
+    pub finished_reading: OnceLock<Instant>,
 }
 
 /// Start and end offset of every partition.
@@ -83,13 +89,20 @@ pub async fn run_member(run: Arc<GroupRun>, name: String) -> Result<MemberSummar
         ..MemberSummary::default()
     };
     while !run.control.should_stop() {
-        let a = match member.join(run.control.deadline()).await {
+        // A JoinGroup parks until the join phase ends; the end of the run does not wait for it.
+        let joined = tokio::select! {
+            r = member.join(run.control.deadline()) => r,
+            _ = run.control.stopped() => break,
+        };
+        let a = match joined {
             Ok(a) => a,
             Err(_) if run.control.should_stop() => break,
             Err(e) => return Err(e.context(format!("{name}: joining"))),
         };
+        let now = Instant::now();
+        run.first_assignment.get_or_init(|| now);
         run.board
-            .record(&name, a.generation, Instant::now(), a.partitions.clone());
+            .record(&name, a.generation, now, a.partitions.clone());
         summary.generations += 1;
         let end = run_generation(&run, &name, &mut member, &fetch_cluster, &a, &mut summary)
             .await
@@ -201,6 +214,7 @@ async fn run_generation(
                 read = Some(positions);
                 if let Some(b) = &run.bounds {
                     if run.consumed.reached_end(&b.starts, &b.ends) {
+                        run.finished_reading.get_or_init(Instant::now);
                         run.control.stop();
                     }
                 }

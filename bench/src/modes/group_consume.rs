@@ -6,7 +6,7 @@
 //! offset was read exactly once.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -25,7 +25,7 @@ use crate::report::{spawn_progress, RunReport};
 use crate::stats::Stats;
 use crate::validate::Validator;
 
-use super::produce::{measured_elapsed, start_warmup_timer, stop_on_ctrl_c};
+use super::produce::{start_warmup_timer, stop_on_ctrl_c};
 use super::{base_report, connect, copy_errors, maybe_delete, prepare_topic};
 
 /// How long a member may take to rejoin before the coordinator drops it from a rebalance
@@ -199,6 +199,8 @@ pub async fn run_group_consume(args: &Args, group: &str) -> Result<GroupConsumeO
             starts: Arc::new(starts.clone()),
             ends: Arc::new(e.clone()),
         }),
+        first_assignment: OnceLock::new(),
+        finished_reading: OnceLock::new(),
     });
     let measure_start = start_warmup_timer(vec![stats.clone()], args.warmup_duration);
     let progress = spawn_progress("consume", stats.clone(), args.report_interval());
@@ -207,7 +209,21 @@ pub async fn run_group_consume(args: &Args, group: &str) -> Result<GroupConsumeO
     let members = finish_members(handles, &mut report).await;
     drop(progress);
     ctrl_c.abort();
-    let elapsed = measured_elapsed(&measure_start);
+    // Reading time: from the later of the warm-up's end and the first assignment, to the
+    // moment the last partition reached its end (or now).
+    let read_from = run.first_assignment.get().copied();
+    let read_until = run
+        .finished_reading
+        .get()
+        .copied()
+        .unwrap_or_else(Instant::now);
+    let elapsed = match read_from {
+        Some(from) => {
+            let measuring_since = measure_start.lock().map_or(t0, |m| *m);
+            read_until.saturating_duration_since(from.max(measuring_since))
+        }
+        None => Duration::ZERO,
+    };
     let wall = t0.elapsed();
     let cpu = CpuTimes::now().since(&cpu0);
     let snap = stats.snapshot();
@@ -215,6 +231,12 @@ pub async fn run_group_consume(args: &Args, group: &str) -> Result<GroupConsumeO
     report.set_latency("fetch-request", &snap.latency);
     copy_errors(&mut report, &snap);
     report.set_cpu(cpu, wall);
+    if let Some(from) = read_from {
+        report.notes.push(format!(
+            "joining took {} ms (start → first assignment, the broker's initial rebalance delay included); throughput counts from the first assignment until every partition was read",
+            from.saturating_duration_since(t0).as_millis()
+        ));
+    }
     member_notes(&mut report, group, &members);
 
     // A budget (-n) or the deadline may stop reading mid-partition: then only overlaps and gaps

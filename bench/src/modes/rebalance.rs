@@ -13,7 +13,7 @@
 //! interval before the broker can finish it; the report splits the time into "until the last
 //! member noticed" and "after that" (the coordinator's and the protocol's share).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
@@ -97,6 +97,8 @@ pub async fn run_rebalance(args: &Args) -> Result<RebalanceOutcome> {
         heartbeat_interval: args.heartbeat_interval(),
         reset: OffsetReset::Latest,
         bounds: None,
+        first_assignment: OnceLock::new(),
+        finished_reading: OnceLock::new(),
     });
     let progress = spawn_progress("rebalance", stats.clone(), args.report_interval());
     let ctrl_c = stop_on_ctrl_c(control.clone());
