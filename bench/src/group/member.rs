@@ -133,6 +133,12 @@ impl GroupMember {
         }
     }
 
+    /// Forgets the coordinator connection (a new one is opened when next needed), e.g. after
+    /// abandoning a request whose answer would block the ones behind it.
+    pub fn drop_connection(&mut self) {
+        self.coordinator = None;
+    }
+
     /// The coordinator connection, looked up (FindCoordinator) and opened when needed.
     pub async fn ensure_coordinator(&mut self, deadline: Instant) -> Result<Arc<Connection>> {
         loop {

@@ -92,7 +92,11 @@ pub async fn run_member(run: Arc<GroupRun>, name: String) -> Result<MemberSummar
         // A JoinGroup parks until the join phase ends; the end of the run does not wait for it.
         let joined = tokio::select! {
             r = member.join(run.control.deadline()) => r,
-            _ = run.control.stopped() => break,
+            _ = run.control.stopped() => {
+                // The abandoned JoinGroup's answer would come first on that connection.
+                member.drop_connection();
+                break;
+            }
         };
         let a = match joined {
             Ok(a) => a,
