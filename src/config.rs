@@ -166,6 +166,8 @@ pub struct ServerArgs {
     /// (Kafka's auto leader rebalance), ms; 0 turns it off. [default: 60000]
     #[arg(long, env = "CHRONIK_LEADER_IMBALANCE_CHECK_INTERVAL_MS")]
     pub leader_imbalance_check_interval_ms: Option<u64>,
+    #[command(flatten)]
+    pub groups: crate::group::config::GroupArgs,
 }
 
 /// The same options as read from a TOML file. Unknown keys are an error, so typos are caught.
@@ -264,6 +266,7 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     /// 0: no automatic preferred-leader elections.
     pub leader_imbalance_check_interval_ms: u64,
+    pub groups: crate::group::GroupConfig,
 }
 
 pub fn parse_flush(s: &str) -> Result<FlushSetting, String> {
@@ -321,14 +324,17 @@ fn split_host_port(s: &str, what: &str) -> Result<(String, u16), String> {
 
 impl BrokerConfig {
     pub fn resolve(args: &ServerArgs) -> Result<BrokerConfig, String> {
-        let file = match &args.config {
+        let (file, group_file) = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("config file {}: {e}", path.display()))?;
-                toml::from_str::<FileConfig>(&text)
-                    .map_err(|e| format!("config file {}: {e}", path.display()))?
+                let bad = |e: String| format!("config file {}: {e}", path.display());
+                let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+                let mut table =
+                    toml::from_str::<toml::Table>(&text).map_err(|e| bad(e.to_string()))?;
+                let groups = crate::group::config::take_from_file(&mut table).map_err(bad)?;
+                let file = toml::Value::Table(table).try_into::<FileConfig>();
+                (file.map_err(|e| bad(e.to_string()))?, groups)
             }
-            None => FileConfig::default(),
+            None => Default::default(),
         };
         let node_id = args.node_id.or(file.node_id).unwrap_or(1);
         let listen_s = args
@@ -466,6 +472,7 @@ impl BrokerConfig {
                 .leader_imbalance_check_interval_ms
                 .or(file.leader_imbalance_check_interval_ms)
                 .unwrap_or(60_000),
+            groups: crate::group::GroupConfig::resolve(&args.groups, &group_file)?,
         })
     }
 

@@ -22,6 +22,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const NONE: i16 = 0;
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 const ILLEGAL_GENERATION: i16 = 22;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const REBALANCE_IN_PROGRESS: i16 = 27;
@@ -616,6 +617,8 @@ fn list_describe_and_delete_groups() {
         assert_eq!(r.groups[0].protocol_type.to_string(), "consumer");
         assert_eq!(r.groups[0].members.len(), 1);
         assert!(!r.groups[0].members[0].member_assignment.is_empty());
+        // Kafka reports the member's address as InetAddress.toString(): "/<ip>".
+        assert_eq!(r.groups[0].members[0].client_host.to_string(), "/127.0.0.1");
         assert_eq!(r.groups[1].group_state.to_string(), "Dead");
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset("adm", 0, Offset::Offset(3))
@@ -663,4 +666,230 @@ fn list_describe_and_delete_groups() {
     let r: OffsetFetchResponse = raw::call(&mut conn, ApiKey::OffsetFetch, 7, &req).unwrap();
     assert!(r.topics.is_empty(), "{r:?}");
     let _ = NON_EMPTY_GROUP;
+}
+
+// ---- durable offsets: expiry and compaction -------------------------------------------------
+
+/// Commits `offsets` of `topic` for `group`; per partition error codes.
+fn commit_offsets(
+    s: &mut TcpStream,
+    group: &str,
+    generation: i32,
+    member: &str,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> Vec<i16> {
+    let mut req = OffsetCommitRequest::default();
+    req.group_id = GroupId(sb(group));
+    req.generation_id_or_member_epoch = generation;
+    req.member_id = sb(member);
+    let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+    t.name = TopicName(sb(topic));
+    for &(partition, offset) in offsets {
+        let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
+        p.partition_index = partition;
+        p.committed_offset = offset;
+        t.partitions.push(p);
+    }
+    req.topics.push(t);
+    let r: OffsetCommitResponse = raw::call(s, ApiKey::OffsetCommit, 7, &req).unwrap();
+    r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect()
+}
+
+/// Every committed offset of `group` as (topic, partition) → offset, or the group-level error
+/// (COORDINATOR_LOAD_IN_PROGRESS while a restarted coordinator loads).
+fn committed_offsets(
+    s: &mut TcpStream,
+    group: &str,
+) -> Result<std::collections::BTreeMap<(String, i32), i64>, i16> {
+    let mut req = OffsetFetchRequest::default();
+    let mut g = offset_fetch_request::OffsetFetchRequestGroup::default();
+    g.group_id = GroupId(sb(group));
+    g.topics = None;
+    req.groups.push(g);
+    let r: OffsetFetchResponse = raw::call(s, ApiKey::OffsetFetch, 8, &req).unwrap();
+    if r.groups[0].error_code != NONE {
+        return Err(r.groups[0].error_code);
+    }
+    Ok(r.groups[0]
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| ((t.name.to_string(), p.partition_index), p.committed_offset))
+        })
+        .collect())
+}
+
+/// ListOffsets of one partition: -2 earliest (the log start offset), -1 latest. Retried while
+/// a just restarted broker has no leader for it yet.
+fn list_offset(bootstrap: &str, topic: &str, partition: i32, timestamp: i64) -> i64 {
+    let mut offset = -1;
+    wait_for("ListOffsets to answer", || {
+        match try_list_offset(bootstrap, topic, partition, timestamp) {
+            Ok(o) => {
+                offset = o;
+                true
+            }
+            Err(code) => {
+                eprintln!("ListOffsets {topic}-{partition}: error {code} (retried)");
+                false
+            }
+        }
+    });
+    offset
+}
+
+fn try_list_offset(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> Result<i64, i16> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let mut s = raw::connect(bootstrap).unwrap();
+    let mut req = ListOffsetsRequest::default();
+    req.replica_id = BrokerId(-1);
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(sb(topic));
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = timestamp;
+    p.current_leader_epoch = -1;
+    t.partitions = vec![p];
+    req.topics = vec![t];
+    let r: ListOffsetsResponse = raw::call(&mut s, ApiKey::ListOffsets, 4, &req).unwrap();
+    let p = &r.topics[0].partitions[0];
+    match p.error_code {
+        NONE => Ok(p.offset),
+        code => Err(code),
+    }
+}
+
+/// Polls `check` every 200 ms until it returns true, failing after 60 s with `what`.
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn offsets_of_an_empty_group_expire_and_a_live_groups_do_not() {
+    let s = Server::start(&[
+        "--offsets-retention-ms",
+        "1500",
+        "--offsets-retention-check-interval-ms",
+        "200",
+    ]);
+    let b = s.bootstrap();
+    create_topic(&b, "raw", 1);
+    // A group with a live member commits first...
+    let mut live = coordinator_conn(&b, "g-live");
+    let (member, gen) = join_alone(&mut live, "g-live");
+    assert_eq!(commit(&mut live, "g-live", gen, &member, 5), NONE);
+    // ...then a group without members (a consumer using assign(), generation -1).
+    let mut idle = coordinator_conn(&b, "g-idle");
+    assert_eq!(commit(&mut idle, "g-idle", -1, "", 7), NONE);
+    assert_eq!(fetch_committed(&mut idle, "g-idle").0, 7);
+
+    wait_for("the empty group's offsets to expire", || {
+        assert_eq!(heartbeat(&mut live, "g-live", gen, &member, None), NONE);
+        fetch_committed(&mut idle, "g-idle").0 == -1
+    });
+    // The live group's commit is older than the expired one, and still there.
+    assert_eq!(fetch_committed(&mut live, "g-live").0, 5);
+    // A group left with no offsets and no members is removed.
+    let mut req = DescribeGroupsRequest::default();
+    req.groups.push(GroupId(sb("g-idle")));
+    let r: DescribeGroupsResponse = raw::call(&mut idle, ApiKey::DescribeGroups, 5, &req).unwrap();
+    assert_eq!(r.groups[0].group_state.to_string(), "Dead");
+
+    // Once its member leaves, the live group is empty and its offsets expire too (retention
+    // counts from the later of the commit and the moment the group became empty).
+    let mut req = LeaveGroupRequest::default();
+    req.group_id = GroupId(sb("g-live"));
+    let mut m = leave_group_request::MemberIdentity::default();
+    m.member_id = sb(&member);
+    req.members.push(m);
+    let r: LeaveGroupResponse = raw::call(&mut live, ApiKey::LeaveGroup, 4, &req).unwrap();
+    assert_eq!(r.error_code, NONE);
+    assert_eq!(fetch_committed(&mut live, "g-live").0, 5);
+    wait_for("the left group's offsets to expire", || {
+        fetch_committed(&mut live, "g-live").0 == -1
+    });
+}
+
+#[test]
+fn offsets_log_is_compacted_and_the_latest_commits_survive_sigkill() {
+    let mut s = Server::start(&[
+        "--offsets-topic-num-partitions",
+        "1",
+        "--offsets-compact-min-records",
+        "50",
+        "--offsets-retention-check-interval-ms",
+        "200",
+    ]);
+    let b = s.bootstrap();
+    create_topic(&b, "compact", 4);
+    let groups = ["g-c0", "g-c1", "g-c2"];
+    let mut conn = coordinator_conn(&b, groups[0]);
+    let round = |conn: &mut TcpStream, r: i64| {
+        for (gi, g) in groups.iter().enumerate() {
+            let offsets: Vec<(i32, i64)> = (0..4)
+                .map(|p| (p, r * 100 + gi as i64 * 10 + p as i64))
+                .collect();
+            let codes = commit_offsets(conn, g, -1, "", "compact", &offsets);
+            assert_eq!(codes, vec![NONE; 4], "round {r}, {g}");
+        }
+    };
+    // 3 groups x 4 partitions = 12 live keys; 150 rounds write 1,800 offset records.
+    for r in 1..=150 {
+        round(&mut conn, r);
+    }
+    let written = list_offset(&b, "__consumer_offsets", 0, -1);
+    assert!(written >= 1800, "{written} records in __consumer_offsets");
+    // The coordinator rewrites the 12 live keys as one snapshot and moves the log start past
+    // everything older; what is left stays below its threshold (2 x (12 + 3 groups) + 50).
+    wait_for("__consumer_offsets to be compacted", || {
+        let start = list_offset(&b, "__consumer_offsets", 0, -2);
+        let end = list_offset(&b, "__consumer_offsets", 0, -1);
+        start > 0 && end - start < 80
+    });
+    // Commits after the snapshot replay on top of it.
+    round(&mut conn, 151);
+    let start_before = list_offset(&b, "__consumer_offsets", 0, -2);
+    // Our connection closes first, so no server-side socket of the killed broker lingers on
+    // its port (the restarted broker binds it again).
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(500));
+    s.restart(); // SIGKILL, start again on the same data dir
+    let b = s.bootstrap();
+    assert!(
+        list_offset(&b, "__consumer_offsets", 0, -2) >= start_before,
+        "the log start offset is durable"
+    );
+    let mut conn = coordinator_conn(&b, groups[0]);
+    for (gi, g) in groups.iter().enumerate() {
+        let mut got = Err(0);
+        wait_for("the coordinator to load", || {
+            got = committed_offsets(&mut conn, g);
+            got != Err(COORDINATOR_LOAD_IN_PROGRESS)
+        });
+        let expected: std::collections::BTreeMap<(String, i32), i64> = (0..4)
+            .map(|p| {
+                (
+                    ("compact".to_string(), p),
+                    15100 + gi as i64 * 10 + p as i64,
+                )
+            })
+            .collect();
+        assert_eq!(got, Ok(expected), "{g} after the restart");
+    }
 }

@@ -14,6 +14,9 @@ pub enum Mode {
     #[value(name = "round-trip")]
     RoundTrip,
     Metadata,
+    /// A group of -c members reads the topic while a new member joins and leaves
+    /// --rebalance-joins times; reports how long each rebalance took.
+    Rebalance,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,11 +72,12 @@ pub struct Args {
     #[arg(short = 't', long, default_value = "chronik-bench")]
     pub topic: String,
 
-    /// produce | consume | round-trip | metadata
+    /// produce | consume | round-trip | metadata | rebalance
     #[arg(short = 'm', long, value_enum, default_value = "produce")]
     pub mode: Mode,
 
-    /// Concurrent producer/consumer tasks (metadata mode: concurrent topic creations)
+    /// Concurrent producer/consumer tasks; with --consumer-group and in rebalance mode, the
+    /// group's members (metadata mode: concurrent topic creations)
     #[arg(short = 'c', long, default_value_t = 4)]
     pub concurrency: usize,
 
@@ -145,9 +149,24 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "random")]
     pub payload_pattern: PayloadPattern,
 
-    /// Consume through this consumer group (FindCoordinator/JoinGroup/SyncGroup/OffsetCommit)
+    /// Consume as this consumer group: -c members, each reading the partitions the group's
+    /// leader assigns it (range), committing on rebalance and at the end. The run first resets
+    /// the group's offsets to the earliest (rebalance mode: a fresh group unless given)
     #[arg(long)]
     pub consumer_group: Option<String>,
+
+    /// Rebalance mode: how many times a new member joins the running group (and leaves again)
+    #[arg(long, default_value_t = 20)]
+    pub rebalance_joins: u32,
+
+    /// Group members' heartbeat interval (Kafka's heartbeat.interval.ms); members learn of a
+    /// rebalance from a heartbeat, so this bounds how fast they rejoin
+    #[arg(long, default_value_t = 3000)]
+    pub heartbeat_interval_ms: u64,
+
+    /// Group members' session timeout (Kafka's session.timeout.ms)
+    #[arg(long, default_value_t = 45000)]
+    pub session_timeout_ms: u64,
 
     /// Check every message arrives once, intact, in order per partition; fail the run otherwise
     #[arg(long)]
@@ -187,13 +206,19 @@ impl Args {
             .collect()
     }
 
-    /// The measured duration: explicit -d, else 10 minutes when bounded by -n, else 60s.
+    /// The measured duration: explicit -d, else 10 minutes when bounded by -n or by
+    /// --rebalance-joins (rebalance mode), else 60s.
     pub fn run_duration(&self) -> Duration {
         match (self.duration, self.message_count) {
             (Some(d), _) => d,
+            (None, _) if self.mode == Mode::Rebalance => Duration::from_secs(600),
             (None, Some(_)) => Duration::from_secs(600),
             (None, None) => Duration::from_secs(60),
         }
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms.max(1))
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -235,6 +260,18 @@ impl Args {
         }
         if self.validate && self.acks.0 == 0 {
             return Err("--validate needs acknowledgements: use --acks 1 or all".into());
+        }
+        if self.mode == Mode::Rebalance && self.rebalance_joins == 0 {
+            return Err("--rebalance-joins must be at least 1".into());
+        }
+        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= self.session_timeout_ms
+        {
+            return Err(
+                "--heartbeat-interval-ms must be at least 1 and below --session-timeout-ms".into(),
+            );
+        }
+        if self.session_timeout_ms > i32::MAX as u64 {
+            return Err("--session-timeout-ms is too large".into());
         }
         if self.message_size > 64 * 1024 * 1024 {
             return Err("--message-size above 64 MiB is not supported".into());
@@ -353,6 +390,54 @@ mod tests {
         assert_eq!(a.consumer_group.as_deref(), Some("g"));
         assert!(a.validate && a.verbose && a.delete_topic_after);
         assert!(a.check().is_ok());
+    }
+
+    #[test]
+    fn group_and_rebalance_flags_parse() {
+        let a = parse(&[
+            "-m",
+            "rebalance",
+            "--consumer-group",
+            "g",
+            "-c",
+            "4",
+            "--rebalance-joins",
+            "20",
+            "--heartbeat-interval-ms",
+            "500",
+            "--session-timeout-ms",
+            "10000",
+        ]);
+        assert_eq!(a.mode, Mode::Rebalance);
+        assert_eq!(a.rebalance_joins, 20);
+        assert_eq!(a.heartbeat_interval(), Duration::from_millis(500));
+        assert_eq!(a.session_timeout_ms, 10000);
+        assert_eq!(
+            a.run_duration(),
+            Duration::from_secs(600),
+            "bounded by default"
+        );
+        assert!(a.check().is_ok());
+        let d = parse(&[]);
+        assert_eq!(
+            (
+                d.rebalance_joins,
+                d.heartbeat_interval_ms,
+                d.session_timeout_ms
+            ),
+            (20, 3000, 45000)
+        );
+        assert!(parse(&["-m", "rebalance", "--rebalance-joins", "0"])
+            .check()
+            .is_err());
+        assert!(parse(&[
+            "--heartbeat-interval-ms",
+            "6000",
+            "--session-timeout-ms",
+            "6000"
+        ])
+        .check()
+        .is_err());
     }
 
     #[test]

@@ -133,7 +133,14 @@ impl FetchLoop {
             }
             let mut progressed = false;
             for (idxs, sent, fut) in in_flight {
-                match fut.await {
+                // A stop (the deadline, or a rebalance revoking this member's partitions) does
+                // not wait for a long-polling fetch; its data is dropped uncounted and the
+                // positions stay where they were.
+                let result = tokio::select! {
+                    r = fut => r,
+                    _ = self.control.stopped() => break,
+                };
+                match result {
                     Ok(resp) => {
                         if !self.cfg.end_to_end {
                             record_latency(&mut latencies, sent.elapsed());

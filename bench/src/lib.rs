@@ -7,6 +7,7 @@ pub mod batch;
 pub mod cli;
 pub mod client;
 pub mod consumer;
+pub mod control;
 pub mod cpu;
 pub mod duration;
 pub mod group;

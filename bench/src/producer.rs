@@ -6,7 +6,6 @@
 //! per partition even across retries.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,57 +44,7 @@ pub struct ProduceConfig {
     pub verbose: bool,
 }
 
-/// Stop conditions shared by all tasks of a run: a deadline and an optional message budget.
-pub struct RunControl {
-    deadline: Instant,
-    budget: Option<AtomicU64>,
-    stopped: AtomicBool,
-}
-
-impl RunControl {
-    pub fn new(deadline: Instant, message_count: Option<u64>) -> RunControl {
-        RunControl {
-            deadline,
-            budget: message_count.map(AtomicU64::new),
-            stopped: AtomicBool::new(false),
-        }
-    }
-
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    pub fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-    }
-
-    pub fn should_stop(&self) -> bool {
-        self.stopped.load(Ordering::Relaxed) || Instant::now() >= self.deadline
-    }
-
-    /// Takes up to `want` messages from the budget; 0 means the budget is spent.
-    pub fn claim(&self, want: u64) -> u64 {
-        let Some(budget) = &self.budget else {
-            return want;
-        };
-        let mut cur = budget.load(Ordering::Relaxed);
-        loop {
-            if cur == 0 {
-                return 0;
-            }
-            let take = cur.min(want);
-            match budget.compare_exchange_weak(
-                cur,
-                cur - take,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return take,
-                Err(now) => cur = now,
-            }
-        }
-    }
-}
+pub use crate::control::RunControl;
 
 struct OpenBatch {
     builder: BatchBuilder,

@@ -47,7 +47,7 @@ pub struct GroupCoordinator {
 
 impl Default for GroupCoordinator {
     fn default() -> Self {
-        Self::new(GroupConfig::from_env())
+        Self::new(GroupConfig::default())
     }
 }
 

@@ -11,6 +11,7 @@
 //!   partition's groups when this broker becomes its leader, session expiry, offset expiry and
 //!   log compaction.
 //! - `offsets_log`: the Kafka record format of `__consumer_offsets`.
+//! - `config`: the coordinator's settings (flags, TOML keys, environment).
 //!
 //! Durability: commits and group metadata are appended to the offsets partition with acks=all
 //! and answered only once the high watermark passed them. Load time is bounded by snapshot
@@ -19,86 +20,18 @@
 //! then advances the log start offset past everything older (`delete_records_before`), so a
 //! new leader replays at most one snapshot plus the records written since.
 
+pub mod config;
 pub mod coordinator;
 pub mod offsets_log;
 pub mod state;
 
+pub use config::GroupConfig;
 pub use coordinator::GroupCoordinator;
 
 use crate::shard::Shard;
 use std::rc::Rc;
-use std::time::Duration;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-
-/// Coordinator settings (Kafka's names in comments). Read from the environment
-/// (`CHRONIK_<NAME>`) until the broker config carries them.
-#[derive(Debug, Clone)]
-pub struct GroupConfig {
-    /// offsets.topic.num.partitions
-    pub offsets_partitions: i32,
-    /// offsets.topic.replication.factor (None: min(3, live brokers))
-    pub offsets_replication_factor: Option<i16>,
-    /// offsets.retention.minutes
-    pub offsets_retention: Duration,
-    /// group.initial.rebalance.delay.ms
-    pub initial_rebalance_delay: Duration,
-    /// group.min.session.timeout.ms / group.max.session.timeout.ms
-    pub min_session_timeout_ms: i32,
-    pub max_session_timeout_ms: i32,
-    /// offset.metadata.max.bytes
-    pub max_metadata_bytes: usize,
-    /// How often offsets expiry and compaction run (offsets.retention.check.interval.ms).
-    pub retention_check_interval: Duration,
-    /// Compact once the log holds this many more records than live keys (and twice as many).
-    pub compact_min_records: i64,
-}
-
-fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
-impl Default for GroupConfig {
-    fn default() -> Self {
-        GroupConfig {
-            offsets_partitions: 50,
-            offsets_replication_factor: None,
-            offsets_retention: Duration::from_secs(7 * 24 * 3600),
-            initial_rebalance_delay: Duration::from_millis(3000),
-            min_session_timeout_ms: 6000,
-            max_session_timeout_ms: 1_800_000,
-            max_metadata_bytes: 4096,
-            retention_check_interval: Duration::from_secs(600),
-            compact_min_records: 10_000,
-        }
-    }
-}
-
-impl GroupConfig {
-    pub fn from_env() -> Self {
-        let d = GroupConfig::default();
-        GroupConfig {
-            offsets_partitions: env::<i32>("CHRONIK_OFFSETS_TOPIC_NUM_PARTITIONS")
-                .filter(|n| *n > 0)
-                .unwrap_or(d.offsets_partitions),
-            offsets_replication_factor: env::<i16>("CHRONIK_OFFSETS_TOPIC_REPLICATION_FACTOR")
-                .filter(|n| *n > 0),
-            offsets_retention: env::<u64>("CHRONIK_OFFSETS_RETENTION_MINUTES")
-                .map_or(d.offsets_retention, |m| Duration::from_secs(m * 60)),
-            initial_rebalance_delay: env::<u64>("CHRONIK_GROUP_INITIAL_REBALANCE_DELAY_MS")
-                .map_or(d.initial_rebalance_delay, Duration::from_millis),
-            min_session_timeout_ms: env("CHRONIK_GROUP_MIN_SESSION_TIMEOUT_MS")
-                .unwrap_or(d.min_session_timeout_ms),
-            max_session_timeout_ms: env("CHRONIK_GROUP_MAX_SESSION_TIMEOUT_MS")
-                .unwrap_or(d.max_session_timeout_ms),
-            max_metadata_bytes: d.max_metadata_bytes,
-            retention_check_interval: env::<u64>("CHRONIK_OFFSETS_RETENTION_CHECK_INTERVAL_MS")
-                .map_or(d.retention_check_interval, Duration::from_millis),
-            compact_min_records: env("CHRONIK_OFFSETS_COMPACT_MIN_RECORDS")
-                .unwrap_or(d.compact_min_records),
-        }
-    }
-}
 
 /// Java's `String.hashCode` (over UTF-16 code units), as Kafka uses for group placement.
 pub fn java_string_hash(s: &str) -> i32 {

@@ -9,6 +9,7 @@ pub mod wire;
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
+use std::net::IpAddr;
 
 /// Why a request could not be served at all; the connection is closed and the reason logged.
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +31,24 @@ pub struct RequestContext {
     pub api_version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,
+    /// The client's address (None when the socket could not say), for DescribeGroups.
+    pub peer: Option<IpAddr>,
 }
 
 impl RequestContext {
+    /// The client's host as Kafka reports it (`InetAddress.toString()` of an unresolved
+    /// address): `/127.0.0.1`, `/0:0:0:0:0:0:0:1`.
+    pub fn client_host(&self) -> String {
+        match self.peer.map(|ip| ip.to_canonical()) {
+            Some(IpAddr::V4(v4)) => format!("/{v4}"),
+            Some(IpAddr::V6(v6)) => {
+                let groups: Vec<String> = v6.segments().iter().map(|s| format!("{s:x}")).collect();
+                format!("/{}", groups.join(":"))
+            }
+            None => "/unknown".to_string(),
+        }
+    }
+
     /// A response buffer with room for the length prefix and the response header already written;
     /// the handler encodes its body after it and `finish_response` fills in the length.
     pub fn response_buf(&self, body_hint: usize) -> BytesMut {
@@ -76,8 +92,12 @@ pub fn decode<T: Decodable>(body: BytesMut, version: i16) -> Result<T, ProtocolE
     T::decode(&mut b, version).map_err(|e| ProtocolError::Malformed(e.to_string()))
 }
 
-/// Parses the request header (v1 or v2) from the front of a frame, leaving the body.
-pub fn parse_header(frame: &mut BytesMut) -> Result<RequestContext, ProtocolError> {
+/// Parses the request header (v1 or v2) from the front of a frame, leaving the body; `peer` is
+/// the connection's client address.
+pub fn parse_header(
+    frame: &mut BytesMut,
+    peer: Option<IpAddr>,
+) -> Result<RequestContext, ProtocolError> {
     use wire::Reader;
     let mut r = Reader::new(&frame[..]);
     let key = r.i16()?;
@@ -95,5 +115,29 @@ pub fn parse_header(frame: &mut BytesMut) -> Result<RequestContext, ProtocolErro
         api_version: version,
         correlation_id,
         client_id,
+        peer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(peer: Option<&str>) -> RequestContext {
+        RequestContext {
+            api_key: ApiKey::JoinGroup,
+            api_version: 5,
+            correlation_id: 1,
+            client_id: None,
+            peer: peer.map(|p| p.parse().expect("an ip")),
+        }
+    }
+
+    #[test]
+    fn client_host_is_written_as_kafka_writes_it() {
+        assert_eq!(ctx(Some("127.0.0.1")).client_host(), "/127.0.0.1");
+        assert_eq!(ctx(Some("::1")).client_host(), "/0:0:0:0:0:0:0:1");
+        assert_eq!(ctx(Some("::ffff:10.0.0.7")).client_host(), "/10.0.0.7");
+        assert_eq!(ctx(None).client_host(), "/unknown");
+    }
 }

@@ -23,6 +23,7 @@ pub async fn serve(shard: Rc<Shard>, reader: TcpStream) {
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let peer_ip = reader.peer_addr().ok().map(|a| a.ip());
     let _ = reader.set_nodelay(true);
     // glommio streams cannot be split; a dup'd descriptor gives the writer its own stream.
     let wfd = unsafe { libc::dup(reader.as_raw_fd()) };
@@ -94,7 +95,7 @@ pub async fn serve(shard: Rc<Shard>, reader: TcpStream) {
             Ok(p) => p,
             Err(_) => break,
         };
-        let ctx = match parse_header(&mut frame) {
+        let ctx = match parse_header(&mut frame, peer_ip) {
             Ok(c) => c,
             Err(e) => {
                 log_protocol_error(&peer, &e);

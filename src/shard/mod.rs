@@ -82,6 +82,7 @@ impl Shard {
         peers: Vec<async_channel::Sender<ShardTask>>,
     ) -> Rc<Shard> {
         let image = controller.current_image();
+        let groups = crate::group::GroupCoordinator::new(config.groups.clone());
         Rc::new(Shard {
             id,
             nshards: peers.len(),
@@ -95,7 +96,7 @@ impl Shard {
             opening: RefCell::new(HashMap::new()),
             shutting_down: Cell::new(false),
             connections: Cell::new(0),
-            groups: Default::default(),
+            groups,
             pid_block: Cell::new((0, 0)),
             fetchers: Default::default(),
         })

@@ -1,16 +1,16 @@
-//! Consume mode: from the earliest offset, assigned partitions or a consumer group; stops at
-//! --duration (even with no data), at -n messages, or with --stop-at-end at the end offsets the
-//! partitions had when the run began.
+//! Consume mode: every partition from the earliest offset, spread over -c fetch tasks (with
+//! --consumer-group: `group_consume`, real group members); stops at --duration (even with no
+//! data), at -n messages, or with --stop-at-end at the end offsets the partitions had when the
+//! run began.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::cli::Args;
 use crate::consumer::{run_consumers, ConsumeConfig, FetchLoop, Position};
 use crate::cpu::CpuTimes;
-use crate::group::GroupMember;
 use crate::metadata::{EARLIEST, LATEST};
 use crate::producer::RunControl;
 use crate::report::spawn_progress;
@@ -22,30 +22,16 @@ use super::produce::{measured_elapsed, start_warmup_timer, stop_on_ctrl_c};
 use super::{base_report, connect, copy_errors, maybe_delete, prepare_topic};
 
 pub async fn run(args: &Args) -> Result<RunReport> {
+    if let Some(group) = &args.consumer_group {
+        return super::group_consume::run(args, group).await;
+    }
     let mut report = base_report(args, "consume");
     report.acks = String::new();
     let cluster = connect(args).await?;
     let info = prepare_topic(&cluster, args).await?;
     let partitions = info.partitions.len() as i32;
     report.partitions = partitions;
-
-    let member = match &args.consumer_group {
-        Some(group) => {
-            let m = GroupMember::join(&cluster, group, &args.topic, partitions).await.with_context(|| {
-                format!("consumer group '{group}': the group path failed (does the broker support consumer groups?)")
-            })?;
-            report.notes.push(format!(
-                "group '{}' generation {} member {} assigned partitions {:?}",
-                m.group, m.generation, m.member_id, m.partitions
-            ));
-            Some(Arc::new(m))
-        }
-        None => None,
-    };
-    let part_ids: Vec<i32> = match &member {
-        Some(m) => m.partitions.clone(),
-        None => (0..partitions).collect(),
-    };
+    let part_ids: Vec<i32> = (0..partitions).collect();
     let starts = cluster
         .list_offsets(&args.topic, &part_ids, EARLIEST)
         .await?;
@@ -90,28 +76,9 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     let measure_start = start_warmup_timer(vec![stats.clone()], args.warmup_duration);
     let progress = spawn_progress("consume", stats.clone(), args.report_interval());
     let ctrl_c = stop_on_ctrl_c(control.clone());
-    let heartbeat = member.clone().map(|m| {
-        let stats = stats.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                match m.heartbeat().await {
-                    Ok(0) => {}
-                    Ok(code) => stats
-                        .record_error(&format!("HEARTBEAT_{}", crate::client::error_name(code)), 1),
-                    Err(e) => {
-                        stats.record_error(&format!("HEARTBEAT_{}", crate::client::classify(&e)), 1)
-                    }
-                }
-            }
-        })
-    });
     let final_positions = run_consumers(args.concurrency, fetch, positions).await?;
     drop(progress);
     ctrl_c.abort();
-    if let Some(h) = heartbeat {
-        h.abort();
-    }
     let elapsed = measured_elapsed(&measure_start);
     let wall = t0.elapsed();
     let cpu = CpuTimes::now().since(&cpu0);
@@ -121,20 +88,6 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     copy_errors(&mut report, &snap);
     report.set_cpu(cpu, wall);
 
-    if let Some(m) = &member {
-        let offsets: Vec<(i32, i64)> = final_positions
-            .iter()
-            .map(|p| (p.partition, p.offset))
-            .collect();
-        if let Err(e) = m.commit(&offsets).await {
-            report.fail(format!("consumer group '{}': {e:#}", m.group));
-        }
-        if let Err(e) = m.leave().await {
-            report
-                .notes
-                .push(format!("consumer group '{}': {e:#}", m.group));
-        }
-    }
     if let Some(v) = validator {
         let summary = v.summary(None);
         report.validation_passed = Some(summary.passed());

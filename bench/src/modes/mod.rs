@@ -1,8 +1,10 @@
-//! The four modes. Each returns a [`RunReport`]; `passed == false` means a non-zero exit.
+//! The five modes. Each returns a [`RunReport`]; `passed == false` means a non-zero exit.
 
 pub mod consume;
+pub mod group_consume;
 pub mod metadata;
 pub mod produce;
+pub mod rebalance;
 pub mod round_trip;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ pub async fn run(args: &Args) -> Result<RunReport> {
         Mode::Consume => consume::run(args).await,
         Mode::RoundTrip => round_trip::run(args).await,
         Mode::Metadata => metadata::run(args).await,
+        Mode::Rebalance => rebalance::run(args).await,
     }
 }
 

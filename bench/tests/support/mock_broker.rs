@@ -1,5 +1,7 @@
 //! A tiny in-memory Kafka broker for testing chronik-bench's client without a real broker:
-//! ApiVersions, Metadata, CreateTopics, DeleteTopics, Produce, Fetch, ListOffsets. It stores record
+//! ApiVersions, Metadata, CreateTopics, DeleteTopics, Produce, Fetch, ListOffsets, and a
+//! one-member consumer group (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch). It stores record
 //! batches as sent (rewriting only the base offset), like chronik does. Faults can be injected:
 //! NOT_LEADER_OR_FOLLOWER for the first produce responses, or a "lying" mode that acknowledges
 //! produces without storing them.
@@ -148,6 +150,10 @@ impl MockBroker {
                     self.offset_commit(OffsetCommitRequest::decode(&mut buf, v)?),
                     v,
                 )?,
+                9 => respond(
+                    self.offset_fetch(OffsetFetchRequest::decode(&mut buf, v)?),
+                    v,
+                )?,
                 other => anyhow::bail!("mock broker does not speak API {other}"),
             };
             let (resp_header_version, body) = out;
@@ -182,6 +188,7 @@ impl MockBroker {
                 (12, 0, 4),
                 (13, 0, 4),
                 (14, 0, 4),
+                (9, 1, 7),
             ]);
         }
         for (key, min, max) in keys {
@@ -451,6 +458,25 @@ impl MockBroker {
                 );
                 let mut pr = offset_commit_response::OffsetCommitResponsePartition::default();
                 pr.partition_index = p.partition_index;
+                tr.partitions.push(pr);
+            }
+            r.topics.push(tr);
+        }
+        r
+    }
+}
+
+impl MockBroker {
+    fn offset_fetch(&self, req: OffsetFetchRequest) -> OffsetFetchResponse {
+        let c = self.committed.lock().expect("lock");
+        let mut r = OffsetFetchResponse::default();
+        for t in req.topics.unwrap_or_default() {
+            let mut tr = offset_fetch_response::OffsetFetchResponseTopic::default();
+            tr.name = t.name.clone();
+            for p in t.partition_indexes {
+                let mut pr = offset_fetch_response::OffsetFetchResponsePartition::default();
+                pr.partition_index = p;
+                pr.committed_offset = c.get(&(t.name.0.to_string(), p)).copied().unwrap_or(-1);
                 tr.partitions.push(pr);
             }
             r.topics.push(tr);

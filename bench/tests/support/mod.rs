@@ -1,1 +1,2 @@
+pub mod chronik;
 pub mod mock_broker;

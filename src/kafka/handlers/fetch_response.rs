@@ -125,6 +125,7 @@ mod tests {
                 api_version: v,
                 correlation_id: 9,
                 client_id: None,
+                peer: None,
             };
             let topics = [TopicReads {
                 name: "orders",
