@@ -60,7 +60,7 @@ impl Broker {
             inbox_rx.push(rx);
         }
         // Bind once up front so a taken port is reported before any thread starts.
-        std::net::TcpListener::bind(cfg.listen)
+        crate::net::listener::check_free(cfg.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         let avail = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut shard_threads = Vec::new();
@@ -187,7 +187,7 @@ async fn run_shard(
     glommio::spawn_local(crate::shard::maintenance::run(shard.clone())).detach();
     glommio::spawn_local(crate::group::run(shard.clone())).detach();
     glommio::spawn_local(crate::replication::isr::run(shard.clone())).detach();
-    let listener = match glommio::net::TcpListener::bind(listen) {
+    let listener = match crate::net::listener::bind_shard(listen) {
         Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(format!("shard {id}: cannot listen on {listen}: {e}")));

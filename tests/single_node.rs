@@ -454,6 +454,26 @@ fn acknowledged_records_survive_sigkill_and_restart() {
 }
 
 #[test]
+fn a_crashed_broker_restarts_on_its_port_while_old_client_connections_linger() {
+    let mut s = Server::start(&[]);
+    // A client that keeps its connection open across the crash: the dead broker's end of it
+    // lingers in FIN-WAIT-2, which must not keep the new process from binding the port.
+    let held = std::net::TcpStream::connect(s.bootstrap()).expect("connect");
+    s.kill();
+    s.spawn();
+    s.wait_ready(1);
+    drop(held);
+    // And a second broker on a port that is really in use is refused.
+    let mut other = Server::start(&[]);
+    other.kill();
+    other.port = s.port;
+    other.spawn();
+    let status = other.child.as_mut().expect("child").wait().expect("wait");
+    assert!(!status.success(), "a second broker bound a port in use");
+    other.child = None;
+}
+
+#[test]
 fn sigterm_exits_cleanly() {
     let mut s = Server::start(&[]);
     create_topic(&s.bootstrap(), "t", 1);

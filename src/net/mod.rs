@@ -1,3 +1,4 @@
 //! Client networking.
 
 pub mod conn;
+pub mod listener;
