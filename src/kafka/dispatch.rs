@@ -1,7 +1,7 @@
 //! One table from API key to handler and the versions we serve.
 
 use super::handlers::*;
-use super::{ProtocolError, RequestContext};
+use super::{ProtocolError, RequestContext, Response};
 use crate::shard::{LocalBoxFuture, Shard};
 use bytes::BytesMut;
 use kafka_protocol::messages::ApiKey;
@@ -9,7 +9,10 @@ use std::rc::Rc;
 
 /// A response frame, or None for requests that get no answer (Produce with acks=0).
 pub type HandlerResult = Result<Option<BytesMut>, ProtocolError>;
-pub type HandlerFn = fn(Rc<Shard>, RequestContext, BytesMut) -> LocalBoxFuture<HandlerResult>;
+/// What the connection writer gets: handlers return a `BytesMut` frame or, where it saves a
+/// copy (Fetch), a `Response` of pieces.
+pub type DispatchResult = Result<Option<Response>, ProtocolError>;
+pub type HandlerFn = fn(Rc<Shard>, RequestContext, BytesMut) -> LocalBoxFuture<DispatchResult>;
 
 pub struct ApiSpec {
     pub key: ApiKey,
@@ -24,7 +27,13 @@ macro_rules! api {
             key: ApiKey::$key,
             min: $min,
             max: $max,
-            handler: |s, c, b| Box::pin($module::handle(s, c, b)),
+            handler: |s, c, b| {
+                Box::pin(async move {
+                    $module::handle(s, c, b)
+                        .await
+                        .map(|r| r.map(Response::from))
+                })
+            },
         }
     };
 }
@@ -64,7 +73,7 @@ pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {
 }
 
 /// Serves one request frame (header already parsed).
-pub async fn dispatch(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn dispatch(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> DispatchResult {
     let Some(spec) = find(ctx.api_key) else {
         return Err(ProtocolError::UnknownApiKey(ctx.api_key as i16));
     };
@@ -72,7 +81,7 @@ pub async fn dispatch(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> 
         if ctx.api_key == ApiKey::ApiVersions {
             // Kafka answers an ApiVersions it cannot parse with v0 UNSUPPORTED_VERSION and the
             // list, so the client can pick a version.
-            return api_versions::unsupported(&ctx).map(Some);
+            return api_versions::unsupported(&ctx).map(|f| Some(f.into()));
         }
         return Err(ProtocolError::UnsupportedVersion {
             key: ctx.api_key as i16,

@@ -6,7 +6,7 @@ pub mod errors;
 pub mod handlers;
 pub mod wire;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::net::IpAddr;
@@ -76,6 +76,49 @@ impl RequestContext {
         let mut buf = self.response_buf(size);
         resp.encode(&mut buf, self.api_version).map_err(err)?;
         Ok(finish_response(buf))
+    }
+}
+
+/// A response frame as the connection writer sends it.
+#[derive(Debug)]
+pub enum Response {
+    /// The whole frame in one buffer (length prefix included).
+    Frame(BytesMut),
+    /// The frame as consecutive pieces (length prefix in the first), sent with one vectored
+    /// write: large Fetch responses point at the log's record batches instead of copying them.
+    Pieces(Vec<Bytes>),
+}
+
+impl From<BytesMut> for Response {
+    fn from(frame: BytesMut) -> Self {
+        Response::Frame(frame)
+    }
+}
+
+impl Response {
+    pub fn len(&self) -> usize {
+        match self {
+            Response::Frame(f) => f.len(),
+            Response::Pieces(p) => p.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame as one contiguous buffer (copies the pieces; for tests and small frames).
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            Response::Frame(f) => Bytes::copy_from_slice(f),
+            Response::Pieces(p) => {
+                let mut out = BytesMut::with_capacity(self.len());
+                for b in p {
+                    out.extend_from_slice(b);
+                }
+                out.freeze()
+            }
+        }
     }
 }
 

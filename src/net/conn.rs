@@ -1,11 +1,11 @@
 //! One client connection: a reader that cuts frames and starts each request at once
 //! (pipelining), and a writer that sends responses strictly in request order.
 
-use crate::kafka::dispatch::{dispatch, HandlerResult};
-use crate::kafka::{parse_header, ProtocolError};
+use crate::kafka::dispatch::{dispatch, DispatchResult};
+use crate::kafka::{parse_header, ProtocolError, Response};
 use crate::shard::Shard;
-use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use std::net::Shutdown;
@@ -14,9 +14,17 @@ use std::rc::Rc;
 
 /// Requests of one connection being served at once; more waits (back-pressure on the client).
 const MAX_PIPELINED: usize = 256;
-const READ_CHUNK: usize = 64 * 1024;
+/// Size of a fresh read buffer. Request frames are split off it as views of the same
+/// allocation and live on (queued for the log, in the read cache), so a buffer is rarely
+/// reused: each one serves the next READ_BUF bytes of the stream and is then replaced.
+const READ_BUF: usize = 256 * 1024;
+/// Below this much free room the buffer is replaced (or reclaimed) before reading, so a read
+/// syscall always has room for several pipelined requests.
+const MIN_READ_ROOM: usize = 16 * 1024;
+/// iovecs per sendmsg call when writing a response in pieces.
+const MAX_IOVECS: usize = 128;
 
-type Pending = (glommio::task::JoinHandle<HandlerResult>, StaticPermit);
+type Pending = (glommio::task::JoinHandle<DispatchResult>, StaticPermit);
 
 pub async fn serve(shard: Rc<Shard>, reader: TcpStream) {
     let peer = reader
@@ -43,8 +51,12 @@ pub async fn serve(shard: Rc<Shard>, reader: TcpStream) {
             let result = handle.await;
             drop(permit);
             match result {
-                Some(Ok(Some(frame))) => {
-                    if let Err(e) = writer.write_all(&frame).await {
+                Some(Ok(Some(resp))) => {
+                    let res = match &resp {
+                        Response::Frame(frame) => writer.write_all(frame).await,
+                        Response::Pieces(pieces) => write_pieces(&mut writer, pieces).await,
+                    };
+                    if let Err(e) = res {
                         tracing::debug!(peer = %peer_w, "write failed: {e}");
                         break;
                     }
@@ -64,12 +76,12 @@ pub async fn serve(shard: Rc<Shard>, reader: TcpStream) {
     .detach();
 
     let mut reader = reader;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::new();
     let max_frame = shard.config.socket_request_max_bytes;
     'conn: loop {
         // Ensure the 4-byte length is buffered.
         while buf.len() < 4 {
-            match read_more(&mut reader, &mut buf, READ_CHUNK).await {
+            match read_more(&mut reader, &mut buf, 4).await {
                 Ok(0) | Err(_) => break 'conn,
                 Ok(_) => {}
             }
@@ -82,8 +94,7 @@ pub async fn serve(shard: Rc<Shard>, reader: TcpStream) {
         }
         let size = size as usize;
         while buf.len() < 4 + size {
-            let want = (4 + size - buf.len()).max(READ_CHUNK);
-            match read_more(&mut reader, &mut buf, want).await {
+            match read_more(&mut reader, &mut buf, 4 + size).await {
                 Ok(0) | Err(_) => break 'conn,
                 Ok(_) => {}
             }
@@ -119,12 +130,117 @@ fn log_protocol_error(peer: &str, e: &ProtocolError) {
     tracing::warn!(%peer, "closing connection: {e}");
 }
 
-/// Reads at least one byte into `buf`, growing it by up to `want` bytes.
-async fn read_more(s: &mut TcpStream, buf: &mut BytesMut, want: usize) -> std::io::Result<usize> {
-    let old = buf.len();
-    buf.resize(old + want, 0);
-    let r = s.read(&mut buf[old..]).await;
-    let n = *r.as_ref().unwrap_or(&0);
-    buf.truncate(old + n);
-    r
+/// Reads at least one byte into `buf`, making room first so that it can hold `frame_len`
+/// bytes in all. Hot path: no per-read allocation and no zeroing. `recv` writes straight into
+/// the buffer's spare capacity; the buffer is reused in place when every frame split off it
+/// has been dropped, otherwise a new one is allocated and only the unfinished frame's bytes
+/// move over.
+async fn read_more(
+    s: &mut TcpStream,
+    buf: &mut BytesMut,
+    frame_len: usize,
+) -> std::io::Result<usize> {
+    let need = frame_len.saturating_sub(buf.len()).max(MIN_READ_ROOM);
+    // `try_reclaim` never allocates; when it fails, a fresh buffer is cheaper than `reserve`,
+    // which would size it from the old one.
+    if !buf.try_reclaim(need) {
+        let mut fresh = BytesMut::with_capacity(READ_BUF.max(buf.len() + need));
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
+    }
+    let fd = s.as_raw_fd();
+    loop {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: the kernel writes at most `spare.len()` bytes into the spare capacity through
+        // the raw pointer; no reference to uninitialized memory is created.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                spare.as_mut_ptr().cast::<libc::c_void>(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: `recv` initialized the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => {}
+            // Nothing buffered: sleep in the reactor until data (or EOF) arrives, then recv.
+            std::io::ErrorKind::WouldBlock => {
+                if s.peek(&mut [0u8; 1]).await? == 0 {
+                    return Ok(0);
+                }
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Writes a response given in pieces with vectored sends (`sendmsg`, non-blocking). When the
+/// socket is full, the rest of the current piece goes through the stream's own write, which
+/// waits for room; then vectored sends resume.
+async fn write_pieces(w: &mut TcpStream, pieces: &[Bytes]) -> std::io::Result<()> {
+    let fd = w.as_raw_fd();
+    let (mut i, mut off) = (0usize, 0usize);
+    while i < pieces.len() {
+        if off == pieces[i].len() {
+            i += 1;
+            off = 0;
+            continue;
+        }
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_IOVECS];
+        let mut n_iov = 0;
+        for (k, p) in pieces[i..].iter().enumerate().take(MAX_IOVECS) {
+            let from = if k == 0 { off } else { 0 };
+            iov[n_iov] = libc::iovec {
+                iov_base: p[from..].as_ptr() as *mut libc::c_void,
+                iov_len: p.len() - from,
+            };
+            n_iov += 1;
+        }
+        // SAFETY: msghdr is plain data; the iovecs point into `pieces`, which outlive the call
+        // and are only read by the kernel.
+        let sent = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = n_iov as _;
+            libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        let mut sent = if sent < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => {
+                    let n = w.write(&pieces[i][off..]).await?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::WriteZero.into());
+                    }
+                    n
+                }
+                _ => return Err(e),
+            }
+        } else {
+            sent as usize
+        };
+        while sent > 0 && i < pieces.len() {
+            let left = pieces[i].len() - off;
+            if sent < left {
+                off += sent;
+                sent = 0;
+            } else {
+                sent -= left;
+                i += 1;
+                off = 0;
+            }
+        }
+    }
+    Ok(())
 }

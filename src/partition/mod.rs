@@ -175,9 +175,11 @@ impl Partition {
     /// Leader append of one client batch. The batch has already been checked for size.
     pub async fn append_as_leader(&self, batch: BytesMut) -> ProduceOutcome {
         // Kafka answers CORRUPT_MESSAGE for a bad CRC or a malformed batch header.
-        let Ok(header) = chronik_storage::validate_batch(&batch) else {
+        // The validated batch goes to the log as is, so its CRC is computed once.
+        let Ok(batch) = chronik_storage::ValidBatch::new(batch) else {
             return ProduceOutcome::error(errors::CORRUPT_MESSAGE);
         };
+        let header = *batch.header();
         if header.is_transactional() {
             // Transactions are not supported yet; InitProducerId refuses transactional ids.
             return ProduceOutcome::error(errors::INVALID_TXN_STATE);
@@ -213,7 +215,11 @@ impl Partition {
             }
             SeqCheck::NotIdempotent => {}
         }
-        match self.log.append(batch, self.leader_epoch.get().max(0)).await {
+        match self
+            .log
+            .append_valid(batch, self.leader_epoch.get().max(0))
+            .await
+        {
             Ok(r) => {
                 self.maybe_advance_hw();
                 // Follower fetches long-poll on this too: they need new data before the HW moves.

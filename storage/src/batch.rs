@@ -129,6 +129,30 @@ pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
+/// A batch that passed `validate_batch`, with its header. The log takes it as proof, so a
+/// caller that had to validate anyway (the broker checks producer sequences before appending)
+/// does not pay for a second CRC-32C pass over the payload.
+#[derive(Debug)]
+pub struct ValidBatch {
+    bytes: bytes::BytesMut,
+    header: BatchHeader,
+}
+
+impl ValidBatch {
+    pub fn new(bytes: bytes::BytesMut) -> Result<ValidBatch, BatchError> {
+        let header = validate_batch(&bytes)?;
+        Ok(ValidBatch { bytes, header })
+    }
+
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    pub(crate) fn into_parts(self) -> (bytes::BytesMut, BatchHeader) {
+        (self.bytes, self.header)
+    }
+}
+
 /// Overwrites baseOffset and partitionLeaderEpoch in place; both lie outside the CRC.
 pub(crate) fn assign_offset_and_epoch(buf: &mut [u8], base_offset: i64, epoch: i32) {
     buf[0..8].copy_from_slice(&base_offset.to_be_bytes());
@@ -155,15 +179,20 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
     Some(((value >> 1) as i64) ^ -((value & 1) as i64))
 }
 
-/// Iterates (offset, timestamp) of the records of an uncompressed batch. `None` for a
+/// Walks the records of an uncompressed batch in order and returns the first
+/// (offset, timestamp) for which `hit` holds, `Some(None)` if none does. `None` for a
 /// compressed batch or a malformed record (callers then fall back to batch-level answers).
-pub(crate) fn record_times(buf: &[u8], h: &BatchHeader) -> Option<Vec<(i64, i64)>> {
+/// Runs on every append (`offset_of_max_timestamp`): it stops at the hit and allocates nothing.
+fn find_record(
+    buf: &[u8],
+    h: &BatchHeader,
+    mut hit: impl FnMut(i64, i64) -> bool,
+) -> Option<Option<(i64, i64)>> {
     if h.compression() != 0 || buf.len() < h.total_len() {
         return None;
     }
     let end = h.total_len();
     let mut pos = BATCH_HEADER_LEN;
-    let mut out = Vec::with_capacity(h.records_count.max(0) as usize);
     while pos < end {
         let len = read_varint(buf, &mut pos)?;
         if len < 0 {
@@ -177,9 +206,23 @@ pub(crate) fn record_times(buf: &[u8], h: &BatchHeader) -> Option<Vec<(i64, i64)
         pos += 1; // record attributes
         let ts_delta = read_varint(buf, &mut pos)?;
         let off_delta = read_varint(buf, &mut pos)?;
-        out.push((h.base_offset + off_delta, h.base_timestamp + ts_delta));
+        let (offset, ts) = (h.base_offset + off_delta, h.base_timestamp + ts_delta);
+        if hit(offset, ts) {
+            return Some(Some((offset, ts)));
+        }
         pos = next;
     }
+    Some(None)
+}
+
+/// (offset, timestamp) of every record of an uncompressed batch; `None` as for `find_record`.
+#[cfg(test)]
+pub(crate) fn record_times(buf: &[u8], h: &BatchHeader) -> Option<Vec<(i64, i64)>> {
+    let mut out = Vec::new();
+    find_record(buf, h, |o, t| {
+        out.push((o, t));
+        false
+    })?;
     Some(out)
 }
 
@@ -189,13 +232,9 @@ pub(crate) fn offset_of_max_timestamp(buf: &[u8], h: &BatchHeader) -> i64 {
     if h.timestamp_type_log_append() {
         return h.base_offset;
     }
-    match record_times(buf, h) {
-        Some(times) => times
-            .iter()
-            .find(|(_, ts)| *ts == h.max_timestamp)
-            .map(|(o, _)| *o)
-            .unwrap_or(h.last_offset()),
-        None => h.last_offset(),
+    match find_record(buf, h, |_, ts| ts == h.max_timestamp) {
+        Some(Some((o, _))) => o,
+        _ => h.last_offset(),
     }
 }
 
@@ -204,12 +243,9 @@ pub(crate) fn first_record_at_or_after(buf: &[u8], h: &BatchHeader, target: i64)
     if h.timestamp_type_log_append() {
         return (h.base_offset, h.max_timestamp);
     }
-    match record_times(buf, h) {
-        Some(times) => times
-            .into_iter()
-            .find(|(_, ts)| *ts >= target)
-            .unwrap_or((h.base_offset, h.max_timestamp)),
-        None => (h.base_offset, h.max_timestamp),
+    match find_record(buf, h, |_, ts| ts >= target) {
+        Some(Some(hit)) => hit,
+        _ => (h.base_offset, h.max_timestamp),
     }
 }
 
@@ -250,6 +286,29 @@ mod tests {
         let mut count = b.clone();
         count[57..61].copy_from_slice(&5i32.to_be_bytes());
         assert_eq!(validate_batch(&count), Err(BatchError::BadRecordCount));
+    }
+
+    #[test]
+    fn record_lookups_stop_at_the_matching_record() {
+        let b = build_batch(
+            &[(None, Some(b"a")), (None, Some(b"b")), (None, Some(b"c"))],
+            1000,
+        );
+        let h = validate_batch(&b).expect("valid");
+        assert_eq!(offset_of_max_timestamp(&b, &h), 2);
+        assert_eq!(first_record_at_or_after(&b, &h, 1001), (1, 1001));
+        assert_eq!(first_record_at_or_after(&b, &h, 0), (0, 1000));
+    }
+
+    #[test]
+    fn valid_batch_refuses_what_validate_refuses() {
+        let b = build_batch(&[(None, Some(b"hello"))], 5);
+        let mut bad = b.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert!(ValidBatch::new(bytes::BytesMut::from(&bad[..])).is_err());
+        let ok = ValidBatch::new(bytes::BytesMut::from(&b[..])).expect("valid");
+        assert_eq!(ok.header().records_count, 1);
     }
 
     #[test]

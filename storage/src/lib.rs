@@ -18,7 +18,9 @@ mod segment;
 pub mod testing;
 mod time_index;
 
-pub use batch::{parse_header, validate_batch, BatchError, BatchHeader, BATCH_HEADER_LEN};
+pub use batch::{
+    parse_header, validate_batch, BatchError, BatchHeader, ValidBatch, BATCH_HEADER_LEN,
+};
 pub use cache::ReadCache;
 pub use config::{FlushPolicy, LogConfig};
 pub use error::StorageError;

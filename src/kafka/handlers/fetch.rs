@@ -1,8 +1,7 @@
 //! Fetch for consumers and follower replicas, with long-poll on min_bytes/max_wait_ms that
 //! sleeps until a partition's high watermark moves (no polling loop).
 
-use crate::kafka::dispatch::HandlerResult;
-use crate::kafka::{decode, errors, RequestContext};
+use crate::kafka::{decode, errors, ProtocolError, RequestContext, Response};
 use crate::partition::{storage_error_code, FollowerState};
 use crate::shard::images::get_or_open;
 use crate::shard::{Shard, TopicPartition};
@@ -164,7 +163,11 @@ async fn wait_any_local(shard: &Rc<Shard>, tps: Vec<TopicPartition>, deadline: I
     }
 }
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(
+    shard: Rc<Shard>,
+    ctx: RequestContext,
+    body: BytesMut,
+) -> Result<Option<Response>, ProtocolError> {
     let req: FetchRequest = decode(body, ctx.api_version)?;
     let replica_id = if ctx.api_version >= 15 {
         req.replica_state.replica_id.0

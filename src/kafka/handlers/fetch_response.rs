@@ -1,11 +1,16 @@
-//! Hand-written Fetch response (v4–v13). Hot path: the record batches of every partition are
-//! copied once, straight from the log's `Bytes` into the response frame. kafka-protocol needs one
-//! contiguous `Bytes` per partition, which costs a second copy when a read returns several
-//! batches.
+//! Hand-written Fetch response (v4–v13). Hot path: record batches are never re-encoded. A
+//! small response is one buffer (the batches copied in once); a large one is sent as pieces —
+//! the response's own fields in one buffer, cut where each partition's batches go, and the
+//! log's `Bytes` between the cuts — written with one vectored write, so the batches are not
+//! copied at all on their way to the socket.
 
 use super::fetch::PartitionRead;
-use crate::kafka::RequestContext;
-use bytes::{BufMut, BytesMut};
+use crate::kafka::{RequestContext, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Below this many record bytes, copying them into one buffer is cheaper than the iovec
+/// bookkeeping and the extra pieces of a vectored write.
+const VECTORED_MIN_RECORD_BYTES: usize = 64 * 1024;
 
 /// One topic of the response: its name (v4–v12) or id (v13) and the reads of its partitions.
 pub struct TopicReads<'a> {
@@ -31,16 +36,20 @@ fn put_len(buf: &mut BytesMut, n: usize, flexible: bool) {
 }
 
 /// Encodes the whole response frame (length, header, body).
-pub fn encode(ctx: &RequestContext, topics: &[TopicReads<'_>]) -> BytesMut {
-    let v = ctx.api_version;
-    let flexible = v >= 12;
+pub fn encode(ctx: &RequestContext, topics: &[TopicReads<'_>]) -> Response {
     let records: usize = topics
         .iter()
         .flat_map(|t| t.partitions.iter())
         .map(|(_, r)| r.bytes())
         .sum();
+    let vectored = records >= VECTORED_MIN_RECORD_BYTES;
     let parts: usize = topics.iter().map(|t| t.partitions.len()).sum();
-    let mut buf = ctx.response_buf(64 + records + parts * 64 + topics.len() * 64);
+    let fields = 64 + parts * 64 + topics.len() * 64;
+    let mut buf = ctx.response_buf(if vectored { fields } else { fields + records });
+    // Where in `buf` each partition's batches belong, when they are not copied in.
+    let mut cuts: Vec<(usize, &[Bytes])> = Vec::new();
+    let v = ctx.api_version;
+    let flexible = v >= 12;
     buf.put_i32(0); // throttle_time_ms
     if v >= 7 {
         buf.put_i16(0); // error_code
@@ -78,8 +87,14 @@ pub fn encode(ctx: &RequestContext, topics: &[TopicReads<'_>]) -> BytesMut {
                 buf.put_i32(-1); // preferred_read_replica
             }
             put_len(&mut buf, r.bytes(), flexible);
-            for b in &r.batches {
-                buf.put_slice(b);
+            if vectored {
+                if !r.batches.is_empty() {
+                    cuts.push((buf.len(), &r.batches));
+                }
+            } else {
+                for b in &r.batches {
+                    buf.put_slice(b);
+                }
             }
             if flexible {
                 buf.put_u8(0); // partition tagged fields
@@ -92,7 +107,25 @@ pub fn encode(ctx: &RequestContext, topics: &[TopicReads<'_>]) -> BytesMut {
     if flexible {
         buf.put_u8(0); // response tagged fields
     }
-    crate::kafka::finish_response(buf)
+    if !vectored {
+        return Response::Frame(crate::kafka::finish_response(buf));
+    }
+    let len = (buf.len() - 4 + records) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    let fields = buf.freeze();
+    let mut pieces = Vec::with_capacity(2 * cuts.len() + 1 + records / (16 * 1024));
+    let mut from = 0;
+    for (at, batches) in cuts {
+        if at > from {
+            pieces.push(fields.slice(from..at));
+        }
+        pieces.extend(batches.iter().cloned());
+        from = at;
+    }
+    if from < fields.len() {
+        pieces.push(fields.slice(from..));
+    }
+    Response::Pieces(pieces)
 }
 
 #[cfg(test)]
@@ -104,7 +137,7 @@ mod tests {
 
     #[test]
     fn every_version_decodes_with_kafka_protocol() {
-        let read = PartitionRead {
+        let small = PartitionRead {
             error: 0,
             high_watermark: 42,
             log_start_offset: 3,
@@ -113,6 +146,22 @@ mod tests {
                 Bytes::from_static(b"second"),
             ],
         };
+        // Large enough to be sent as pieces rather than copied into one buffer.
+        let big = PartitionRead {
+            batches: vec![
+                Bytes::from(vec![1u8; VECTORED_MIN_RECORD_BYTES]),
+                Bytes::from(vec![2u8; 1000]),
+            ],
+            ..small.clone()
+        };
+        for read in [small, big] {
+            check_every_version(&read);
+        }
+    }
+
+    fn check_every_version(read: &PartitionRead) {
+        let expected: Vec<u8> = read.batches.iter().flat_map(|b| b.to_vec()).collect();
+        // Two partitions carry `read`, so the whole response holds twice its bytes.
         let empty = PartitionRead {
             error: 1,
             high_watermark: -1,
@@ -130,10 +179,15 @@ mod tests {
             let topics = [TopicReads {
                 name: "orders",
                 id: [7; 16],
-                partitions: vec![(0, read.clone()), (5, empty.clone())],
+                partitions: vec![(0, read.clone()), (5, empty.clone()), (7, read.clone())],
             }];
             let frame = encode(&ctx, &topics);
-            let mut b = frame.freeze();
+            assert_eq!(
+                matches!(frame, Response::Pieces(_)),
+                2 * expected.len() >= VECTORED_MIN_RECORD_BYTES,
+                "v{v}: large responses go out as pieces"
+            );
+            let mut b = frame.to_bytes();
             assert_eq!(b.get_i32() as usize, b.len(), "v{v} length");
             assert_eq!(b.get_i32(), 9);
             if v >= 12 {
@@ -155,10 +209,13 @@ mod tests {
             if v >= 5 {
                 assert_eq!(p.log_start_offset, 3);
             }
-            assert_eq!(p.records.as_deref(), Some(&b"first-batchsecond"[..]));
+            assert_eq!(p.records.as_deref(), Some(&expected[..]));
             let q = &t.partitions[1];
             assert_eq!((q.partition_index, q.error_code), (5, 1));
             assert_eq!(q.records.as_deref(), Some(&b""[..]));
+            let last = &t.partitions[2];
+            assert_eq!(last.partition_index, 7);
+            assert_eq!(last.records.as_deref(), Some(&expected[..]));
         }
     }
 }

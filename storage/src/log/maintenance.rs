@@ -30,7 +30,7 @@ impl Inner {
             let base = offset.max(0);
             let old: Vec<Segment> = {
                 let mut st = self.st.borrow_mut();
-                st.read_hint = None;
+                st.forget_read_position();
                 std::mem::take(&mut st.segments).into_values().collect()
             };
             for s in &old {
@@ -116,7 +116,7 @@ impl Inner {
             st.epochs.truncate_from_end(leo);
             st.epochs_dirty = true;
             st.state_dirty = true;
-            st.read_hint = None;
+            st.forget_read_position();
             st.written_seq = st.next_seq;
             st.durable_seq = st.next_seq;
             st.unsynced_bytes = 0;
@@ -172,7 +172,7 @@ impl Inner {
                 if second > st.log_start {
                     break;
                 }
-                st.read_hint = None;
+                st.forget_read_position();
                 st.segments.remove(&first)
             };
             if let Some(s) = seg {

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use glommio::sync::Semaphore;
 
-use crate::batch::{self, parse_header, validate_batch};
+use crate::batch::{self, parse_header, ValidBatch};
 use crate::cache::ReadCache;
 use crate::checkpoint::{LogState, EPOCH_FILE, LOG_STATE_FILE};
 use crate::commit::{self, Progress};
@@ -46,6 +46,8 @@ const MAX_RUNS_PER_TURN: usize = 16;
 const PREALLOC_CHUNK: u64 = 16 << 20;
 /// Disk reads fetch at least this much so the index floor's slack is absorbed in one read.
 const MIN_READ: usize = 64 << 10;
+/// Largest read-ahead of a sequential reader (it reads ahead what it last asked for).
+const MAX_READAHEAD: usize = 4 << 20;
 /// Minimum spacing of background high-watermark checkpoints (Kafka's default is 5 s).
 const STATE_CHECKPOINT_MS: i64 = 5000;
 /// How many failed-append ranges we remember for appenders still waiting.
@@ -110,9 +112,32 @@ struct State {
     state_dirty: bool,
     /// Where the last disk read stopped: (offset, segment base, position), saves an index walk.
     read_hint: Option<(i64, i64, u64)>,
+    /// The disk read already issued for where a sequential reader will ask next.
+    readahead: Option<ReadAhead>,
+    /// Bumped whenever segments lose data; a read that started under an older value must not
+    /// leave a hint or a read-ahead behind.
+    read_gen: u64,
+}
+
+/// A disk read of `[pos, pos + len)` of segment `seg_base`, started before anyone asked for it.
+/// A consumer reading old data sequentially asks for the next chunk only after it has
+/// received the previous one; reading it meanwhile hides the disk's latency.
+struct ReadAhead {
+    seg_base: i64,
+    pos: u64,
+    task: glommio::task::JoinHandle<Result<Bytes, StorageError>>,
 }
 
 impl State {
+    /// Forgets where readers were (segments changed: truncation, deletion); a read-ahead in
+    /// flight may hold bytes that are no longer the log's.
+    fn forget_read_position(&mut self) {
+        self.read_gen += 1;
+        self.read_hint = None;
+        if let Some(ra) = self.readahead.take() {
+            ra.task.cancel();
+        }
+    }
     fn active(&self) -> Option<&Segment> {
         self.segments.values().next_back()
     }
@@ -298,6 +323,8 @@ impl PartitionLog {
             epochs_dirty,
             state_dirty: true,
             read_hint: None,
+            readahead: None,
+            read_gen: 0,
         };
         st.recompute_log_max();
         let inner = Rc::new(Inner {
@@ -327,6 +354,22 @@ impl PartitionLog {
         batch: BytesMut,
         leader_epoch: i32,
     ) -> impl Future<Output = Result<AppendResult, StorageError>> + '_ {
+        let queued = ValidBatch::new(batch)
+            .map_err(StorageError::from)
+            .and_then(|b| self.inner.enqueue(b, Some(leader_epoch)));
+        async move {
+            let (seq, res) = queued?;
+            self.inner.wait_for(seq).await?;
+            Ok(res)
+        }
+    }
+
+    /// `append` of a batch the caller has already validated (no second CRC pass).
+    pub fn append_valid(
+        &self,
+        batch: ValidBatch,
+        leader_epoch: i32,
+    ) -> impl Future<Output = Result<AppendResult, StorageError>> + '_ {
         let queued = self.inner.enqueue(batch, Some(leader_epoch));
         async move {
             let (seq, res) = queued?;
@@ -341,7 +384,9 @@ impl PartitionLog {
         &self,
         batch: BytesMut,
     ) -> impl Future<Output = Result<AppendResult, StorageError>> + '_ {
-        let queued = self.inner.enqueue(batch, None);
+        let queued = ValidBatch::new(batch)
+            .map_err(StorageError::from)
+            .and_then(|b| self.inner.enqueue(b, None));
         async move {
             let (seq, res) = queued?;
             self.inner.wait_for(seq).await?;
@@ -536,13 +581,13 @@ impl Inner {
     /// Synchronous half of an append: validate, assign offsets, queue, cache.
     fn enqueue(
         &self,
-        mut batch: BytesMut,
+        batch: ValidBatch,
         leader_epoch: Option<i32>,
     ) -> Result<(u64, AppendResult), StorageError> {
         if self.closed.get() {
             return Err(StorageError::Closed);
         }
-        let h = validate_batch(&batch)?;
+        let (mut batch, h) = batch.into_parts();
         if self.truncating.get() {
             return Err(StorageError::Io {
                 path: self.dir.clone(),

@@ -75,7 +75,9 @@ impl Inner {
     }
 
     /// Reads batches of the segment holding `next` from disk into `out`. Returns whether the
-    /// caller may continue (false once `max_bytes` or `limit` is reached).
+    /// caller may continue (false once `max_bytes` or `limit` is reached). A reader that
+    /// continues where the previous disk read stopped is sequential: its next chunk is read
+    /// ahead, to be ready when it asks.
     pub(super) async fn read_from_disk(
         &self,
         next: i64,
@@ -84,7 +86,7 @@ impl Inner {
         out: &mut Vec<Bytes>,
         total: &mut usize,
     ) -> Result<bool, StorageError> {
-        let (file, seg_base, mut pos, seg_end) = {
+        let (file, seg_base, mut pos, seg_end, gen, mut sequential) = {
             let st = self.st.borrow();
             let Some(seg) = st.segments.range(..=next).next_back().map(|(_, s)| s) else {
                 return Ok(false);
@@ -92,17 +94,35 @@ impl Inner {
             if next >= seg.meta.next_offset {
                 return Ok(false);
             }
-            let pos = match st.read_hint {
-                Some((o, b, p)) if o == next && b == seg.meta.base_offset => p,
-                _ => seg.meta.index.lookup(seg.meta.rel(next)).1 as u64,
+            let (pos, sequential) = match st.read_hint {
+                Some((o, b, p)) if o == next && b == seg.meta.base_offset => (p, true),
+                _ => (seg.meta.index.lookup(seg.meta.rel(next)).1 as u64, false),
             };
-            (seg.file.clone(), seg.meta.base_offset, pos, seg.meta.size)
+            (
+                seg.file.clone(),
+                seg.meta.base_offset,
+                pos,
+                seg.meta.size,
+                st.read_gen,
+                sequential,
+            )
         };
+        let readahead_len = max_bytes.clamp(MIN_READ, MAX_READAHEAD);
         let mut next = next;
         while pos < seg_end {
             let room = max_bytes.saturating_sub(*total);
             let want = room.max(MIN_READ).min((seg_end - pos) as usize);
-            let chunk = file.read(pos, want).await?;
+            let ahead = match self.take_readahead(seg_base, pos, gen) {
+                Some(pending) => pending.await,
+                None => None,
+            };
+            let chunk = match ahead {
+                Some(chunk) => {
+                    sequential = true;
+                    chunk
+                }
+                None => file.read(pos, want).await?,
+            };
             let mut at = 0usize;
             let mut progressed = false;
             while at + crate::BATCH_HEADER_LEN <= chunk.len() {
@@ -128,7 +148,11 @@ impl Inner {
                     ));
                 }
                 if h.last_offset() >= limit || !(out.is_empty() || *total + len <= max_bytes) {
-                    self.st.borrow_mut().read_hint = Some((next, seg_base, pos + at as u64));
+                    let stop = pos + at as u64;
+                    self.stopped_at(next, seg_base, stop, gen);
+                    if sequential {
+                        self.start_readahead(&file, seg_base, stop, seg_end, readahead_len, gen);
+                    }
                     return Ok(false);
                 }
                 let whole = if at + len <= chunk.len() {
@@ -157,12 +181,79 @@ impl Inner {
                 ));
             }
             pos += at as u64;
-            self.st.borrow_mut().read_hint = Some((next, seg_base, pos));
+            self.stopped_at(next, seg_base, pos, gen);
             if *total >= max_bytes {
+                if sequential {
+                    self.start_readahead(&file, seg_base, pos, seg_end, readahead_len, gen);
+                }
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Records where a disk read stopped, unless segments lost data since it began.
+    fn stopped_at(&self, next: i64, seg_base: i64, pos: u64, gen: u64) {
+        let mut st = self.st.borrow_mut();
+        if st.read_gen == gen {
+            st.read_hint = Some((next, seg_base, pos));
+        }
+    }
+
+    /// The read-ahead chunk starting at `pos`, if one was issued there (it may still be in
+    /// flight: this waits for it). A failed or cancelled read-ahead yields None, and the
+    /// caller reads as usual.
+    fn take_readahead(
+        &self,
+        seg_base: i64,
+        pos: u64,
+        gen: u64,
+    ) -> Option<impl Future<Output = Option<Bytes>>> {
+        let ra = {
+            let mut st = self.st.borrow_mut();
+            match &st.readahead {
+                Some(ra) if ra.seg_base == seg_base && ra.pos == pos && st.read_gen == gen => {
+                    st.readahead.take()
+                }
+                _ => None,
+            }
+        }?;
+        Some(async move {
+            match ra.task.await {
+                Some(Ok(b)) if b.len() >= crate::BATCH_HEADER_LEN => Some(b),
+                _ => None,
+            }
+        })
+    }
+
+    /// Starts reading `[pos, pos + len)` (within the segment's written bytes) in the
+    /// background, replacing any earlier read-ahead of this log.
+    fn start_readahead(
+        &self,
+        file: &Rc<SegFile>,
+        seg_base: i64,
+        pos: u64,
+        seg_end: u64,
+        len: usize,
+        gen: u64,
+    ) {
+        let len = len.min(seg_end.saturating_sub(pos) as usize);
+        if len < crate::BATCH_HEADER_LEN {
+            return;
+        }
+        let mut st = self.st.borrow_mut();
+        if st.read_gen != gen {
+            return;
+        }
+        let file = file.clone();
+        let task = glommio::spawn_local(async move { file.read(pos, len).await }).detach();
+        if let Some(old) = st.readahead.replace(ReadAhead {
+            seg_base,
+            pos,
+            task,
+        }) {
+            old.task.cancel();
+        }
     }
 
     pub(super) async fn offset_for_time(
