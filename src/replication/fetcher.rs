@@ -376,7 +376,11 @@ async fn fetch_round(
 }
 
 /// Splits a records blob into batches and appends each with its leader-assigned offsets.
+/// Every batch is queued before any is awaited, so group commit writes the whole response in
+/// one DMA write instead of one write (and one disk round trip) per batch.
 async fn append_batches(p: &crate::partition::Partition, mut records: Bytes) {
+    let mut pending = Vec::new();
+    let mut next = p.log.log_end_offset();
     while records.len() >= 12 {
         let len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
         let total = 12 + len.max(0) as usize;
@@ -387,17 +391,27 @@ async fn append_batches(p: &crate::partition::Partition, mut records: Bytes) {
         let base = i64::from_be_bytes([
             batch[0], batch[1], batch[2], batch[3], batch[4], batch[5], batch[6], batch[7],
         ]);
-        let leo = p.log.log_end_offset();
-        if base < leo {
+        if base < next {
             continue; // already have it
         }
-        let header = chronik_storage::parse_header(&batch).ok();
-        match p.log.append_replicated(BytesMut::from(&batch[..])).await {
-            Ok(_) => {
-                if let Some(h) = header {
-                    p.record_replicated_producer(&h);
-                }
-            }
+        let Ok(header) = chronik_storage::parse_header(&batch) else {
+            tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, "replica fetch: malformed batch header");
+            break;
+        };
+        // Offsets were assigned at enqueue: a batch that failed to queue stops the run, since
+        // the ones after it would leave a gap.
+        let fut = p.log.append_replicated(BytesMut::from(&batch[..]));
+        if p.log.log_end_offset() <= base {
+            // Not queued (validation failed): the future yields the error.
+            pending.push((header, fut));
+            break;
+        }
+        next = p.log.log_end_offset();
+        pending.push((header, fut));
+    }
+    for (header, fut) in pending {
+        match fut.await {
+            Ok(_) => p.record_replicated_producer(&header),
             Err(e) => {
                 tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, "replica append: {e}");
                 break;
