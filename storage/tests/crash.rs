@@ -24,7 +24,10 @@ const ITERATIONS: usize = 50;
 
 fn crash_cfg(buffered: bool) -> LogConfig {
     LogConfig {
-        segment_bytes: 96 << 10,
+        // Small enough for hundreds of rolls, large enough that the segments of ~100 MB of
+        // appends fit the fd limit: a verify that drops the log unclosed leaves its files to
+        // glommio's deferred close, which never runs once that executor is gone.
+        segment_bytes: 256 << 10,
         flush: FlushPolicy::Always,
         index_interval_bytes: 1024,
         force_buffered_io: buffered,

@@ -13,6 +13,8 @@ pub(super) async fn load_segment(
     let file = Rc::new(SegFile::open(&path, false, cfg.force_buffered_io).await?);
     let file_size = file.size().await?;
     let mut epochs = Vec::new();
+    // Blocks reserved past the data (preallocation) count as allocated until trimmed.
+    let mut allocated = file_size;
     let meta = match load_index_files(dir, base, file_size).await {
         Some(meta) => meta,
         None => {
@@ -45,6 +47,7 @@ pub(super) async fn load_segment(
             }
             if scan.meta.size < file_size {
                 file.truncate(scan.meta.size).await?;
+                allocated = scan.meta.size;
             }
             if is_last {
                 // Recovered bytes may only be in the page cache (process crash): make them
@@ -80,7 +83,7 @@ pub(super) async fn load_segment(
         created_ms: now_ms(),
         sealed: !is_last,
         tail_page,
-        allocated: file_size,
+        allocated,
     };
     Ok((seg, epochs))
 }
