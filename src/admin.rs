@@ -3,9 +3,11 @@
 
 use crate::kafka::client;
 use kafka_protocol::messages::{
-    ApiKey, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    ApiKey, DescribeClusterRequest, DescribeClusterResponse, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse, MetadataRequest, MetadataResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -54,6 +56,28 @@ fn status(bootstrap: &str) -> Result<String, String> {
     let mut mreq = MetadataRequest::default();
     mreq.topics = None;
     let meta: MetadataResponse = call(&mut s, ApiKey::Metadata, 9, 2, &mreq)?;
+    // Replica moves in progress (rebalance, remove-node): (topic, partition) → (adding, removing).
+    let moving: ListPartitionReassignmentsResponse = call(
+        &mut s,
+        ApiKey::ListPartitionReassignments,
+        0,
+        3,
+        &ListPartitionReassignmentsRequest::default(),
+    )?;
+    let moving: HashMap<(String, i32), (Vec<i32>, Vec<i32>)> = moving
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                let ids =
+                    |v: &Vec<kafka_protocol::messages::BrokerId>| v.iter().map(|b| b.0).collect();
+                (
+                    (t.name.0.to_string(), p.partition_index),
+                    (ids(&p.adding_replicas), ids(&p.removing_replicas)),
+                )
+            })
+        })
+        .collect();
     let mut out = String::new();
     out.push_str(&format!(
         "cluster {}  controller {}\n\nbrokers:\n",
@@ -108,15 +132,32 @@ fn status(bootstrap: &str) -> Result<String, String> {
                     .collect::<Vec<_>>()
                     .join(",")
             };
+            let reassign = moving.get(&(name.clone(), p.partition_index)).map_or(
+                String::new(),
+                |(adding, removing)| {
+                    let list = |v: &Vec<i32>| {
+                        v.iter()
+                            .map(|b| b.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    format!(
+                        "  REASSIGNING adding [{}] removing [{}]",
+                        list(adding),
+                        list(removing)
+                    )
+                },
+            );
             out.push_str(&format!(
-                "    p{:<4} leader {:>3}  epoch {:>3}  replicas [{}]  isr [{}]  log end [{}]{}\n",
+                "    p{:<4} leader {:>3}  epoch {:>3}  replicas [{}]  isr [{}]  log end [{}]{}{}\n",
                 p.partition_index,
                 p.leader_id.0,
                 p.leader_epoch,
                 ids(&p.replica_nodes),
                 ids(&p.isr_nodes),
                 leos.join(" "),
-                if under { "  UNDER-REPLICATED" } else { "" }
+                if under { "  UNDER-REPLICATED" } else { "" },
+                reassign
             ));
         }
     }

@@ -240,3 +240,91 @@ fn a_broker_whose_disk_was_wiped_rejoins_and_copies_everything() {
         assert_eq!(&got, want, "partition {p}");
     }
 }
+
+/// ListPartitionReassignments (Kafka API 46) and `cluster status` show a replica move while it
+/// is in progress: here the new replica's node is paused (SIGSTOP), so it cannot copy the log
+/// and the move stays open until it resumes.
+#[test]
+fn a_move_in_progress_is_listed_until_it_completes() {
+    use chronik_raft::network::{blocking_call, RpcRequest, RpcResponse};
+    use kafka_protocol::messages::{
+        ApiKey, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    };
+
+    let mut c = Cluster::start(3, FAST);
+    let b1 = c.nodes[0].bootstrap();
+    create(&b1, NewTopic::new("rs", 1, TopicReplication::Fixed(1)));
+    produce(&c.bootstrap(), "rs", 1, 0..50);
+    let from = replicas(&b1, "rs")[0][0];
+    // The new home: neither the current replica nor node 1 (which answers our queries).
+    let to = if from == 2 { 3 } else { 2 };
+    c.node(to).signal(libc::SIGSTOP);
+
+    let ctl = format!("127.0.0.1:{}", c.nodes[0].controller_port);
+    let cmd = chronik_raft::Command::ReassignPartitions {
+        topic: "rs".into(),
+        partition: 0,
+        replicas: vec![to],
+    };
+    match blocking_call(&ctl, &RpcRequest::Submit(cmd), Duration::from_secs(30)) {
+        Ok(RpcResponse::Submit(Ok((_, outcome)))) => {
+            assert!(
+                !matches!(outcome, chronik_raft::CommandOutcome::Partition(Err(_))),
+                "reassignment refused: {outcome:?}"
+            );
+        }
+        Ok(_) => panic!("unexpected controller answer"),
+        Err(e) => panic!("reassignment not submitted: {e}"),
+    }
+
+    let list = |addr: &str| -> Vec<(String, i32, Vec<i32>, Vec<i32>, Vec<i32>)> {
+        let mut s = raw::connect(addr).expect("connect");
+        let r: ListPartitionReassignmentsResponse = raw::call(
+            &mut s,
+            ApiKey::ListPartitionReassignments,
+            0,
+            &ListPartitionReassignmentsRequest::default(),
+        )
+        .expect("ListPartitionReassignments");
+        assert_eq!(r.error_code, 0);
+        let ids = |v: &Vec<kafka_protocol::messages::BrokerId>| v.iter().map(|b| b.0).collect();
+        r.topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| {
+                    (
+                        t.name.0.to_string(),
+                        p.partition_index,
+                        ids(&p.replicas),
+                        ids(&p.adding_replicas),
+                        ids(&p.removing_replicas),
+                    )
+                })
+            })
+            .collect()
+    };
+    wait_until("the move to be listed", 20, || !list(&b1).is_empty());
+    assert_eq!(
+        list(&b1),
+        vec![("rs".to_string(), 0, vec![to, from], vec![to], vec![from])]
+    );
+    let status = |addr: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_chronik-server"))
+            .args(["cluster", "status", "--bootstrap", addr])
+            .output()
+            .expect("run cluster status");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let text = status(&b1);
+    let want = format!("REASSIGNING adding [{to}] removing [{from}]");
+    assert!(text.contains(&want), "{text}");
+
+    // Resumed, the new replica copies the log, joins the ISR and the move completes.
+    c.node(to).signal(libc::SIGCONT);
+    wait_until("the move to complete", 60, || list(&b1).is_empty());
+    wait_until("replicas to be the target", 20, || {
+        replicas(&b1, "rs") == vec![vec![to]]
+    });
+    assert!(!status(&b1).contains("REASSIGNING"));
+}

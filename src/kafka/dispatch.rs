@@ -66,6 +66,7 @@ pub static APIS: &[ApiSpec] = &[
     api!(DescribeGroups, 0, 5, describe_groups),
     api!(DeleteGroups, 0, 2, delete_groups),
     api!(OffsetDelete, 0, 0, offset_delete),
+    api!(ListPartitionReassignments, 0, 0, list_reassignments),
 ];
 
 pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {

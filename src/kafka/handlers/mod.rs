@@ -19,6 +19,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
