@@ -261,21 +261,34 @@ impl Partition {
     }
 
     /// Waits until the high watermark passes `offset` or the timeout ends. True when it passed.
+    /// One timer for the whole wait (not one per wake-up: every HW move wakes every waiter).
     pub async fn wait_hw_above(&self, offset: i64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        if self.log.high_watermark() > offset {
+            return true;
+        }
+        let timer = glommio::timer::sleep(timeout);
+        futures_lite::pin!(timer);
         loop {
             if self.log.high_watermark() > offset {
                 return true;
             }
-            let now = Instant::now();
-            if now >= deadline || !self.is_leader.get() {
+            if !self.is_leader.get() {
                 return false;
             }
-            futures_lite::future::or(
-                self.hw_advanced.listen(),
-                glommio::timer::sleep(deadline - now),
+            let timed_out = futures_lite::future::or(
+                async {
+                    self.hw_advanced.listen().await;
+                    false
+                },
+                async {
+                    (&mut timer).await;
+                    true
+                },
             )
             .await;
+            if timed_out {
+                return self.log.high_watermark() > offset;
+            }
         }
     }
 

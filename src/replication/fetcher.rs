@@ -8,7 +8,7 @@ use crate::kafka::client;
 use crate::kafka::errors;
 use crate::shard::event::LocalEvent;
 use crate::shard::{Shard, TopicPartition};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chronik_raft::image::BrokerId;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -400,7 +400,7 @@ async fn append_batches(p: &crate::partition::Partition, mut records: Bytes) {
         };
         // Offsets were assigned at enqueue: a batch that failed to queue stops the run, since
         // the ones after it would leave a gap.
-        let fut = p.log.append_replicated(BytesMut::from(&batch[..]));
+        let fut = p.log.append_replicated(batch);
         if p.log.log_end_offset() <= base {
             // Not queued (validation failed): the future yields the error.
             pending.push((header, fut));

@@ -33,6 +33,7 @@ impl LocalEvent {
         Listen {
             event: self,
             seen: self.generation.get(),
+            slot: None,
         }
     }
 }
@@ -40,18 +41,59 @@ impl LocalEvent {
 pub struct Listen<'a> {
     event: &'a LocalEvent,
     seen: u64,
+    /// Where this future's waker sits in the list (valid until the next notify drains it), so
+    /// a re-poll is O(1): a partition with a hundred waiting produce requests would otherwise
+    /// scan the whole list on every poll.
+    slot: Option<usize>,
 }
 
 impl Future for Listen<'_> {
     type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.event.generation.get() != self.seen {
             return Poll::Ready(());
         }
         let mut w = self.event.wakers.borrow_mut();
-        if !w.iter().any(|x| x.will_wake(cx.waker())) {
-            w.push(cx.waker().clone());
+        match self.slot {
+            Some(i) if i < w.len() => {
+                if !w[i].will_wake(cx.waker()) {
+                    w[i] = cx.waker().clone();
+                }
+            }
+            _ => {
+                let i = w.len();
+                w.push(cx.waker().clone());
+                drop(w);
+                self.slot = Some(i);
+            }
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repolls_do_not_grow_the_waiter_list_and_notify_releases() {
+        let ev = LocalEvent::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut a = Box::pin(ev.listen());
+        let mut b = Box::pin(ev.listen());
+        for _ in 0..3 {
+            assert!(a.as_mut().poll(&mut cx).is_pending());
+            assert!(b.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(ev.wakers.borrow().len(), 2);
+        ev.notify();
+        assert!(a.as_mut().poll(&mut cx).is_ready());
+        assert!(b.as_mut().poll(&mut cx).is_ready());
+        assert!(ev.wakers.borrow().is_empty());
+        // A listener created after the notify waits for the next one.
+        let mut c = Box::pin(ev.listen());
+        assert!(c.as_mut().poll(&mut cx).is_pending());
+        ev.notify();
+        assert!(c.as_mut().poll(&mut cx).is_ready());
     }
 }

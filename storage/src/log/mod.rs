@@ -379,14 +379,16 @@ impl PartitionLog {
     }
 
     /// Follower append: the batch keeps its base offset (which must equal the log end offset)
-    /// and its partition leader epoch.
+    /// and its partition leader epoch. It is taken as it came (a slice of the fetch response
+    /// is stored and cached without a copy: followers handle most of the bytes a node writes).
     pub fn append_replicated(
         &self,
-        batch: BytesMut,
+        batch: impl Into<Bytes>,
     ) -> impl Future<Output = Result<AppendResult, StorageError>> + '_ {
-        let queued = ValidBatch::new(batch)
+        let batch: Bytes = batch.into();
+        let queued = batch::validate_batch(&batch)
             .map_err(StorageError::from)
-            .and_then(|b| self.inner.enqueue(b, None));
+            .and_then(|h| self.inner.enqueue_parts(Incoming::Shared(batch), h, None));
         async move {
             let (seq, res) = queued?;
             self.inner.wait_for(seq).await?;
@@ -550,6 +552,13 @@ impl Drop for PartitionLog {
     }
 }
 
+/// A batch handed to `enqueue_parts`: owned (leader appends write offsets into it) or a shared
+/// slice of a larger buffer (follower appends store it as is).
+enum Incoming {
+    Owned(BytesMut),
+    Shared(Bytes),
+}
+
 fn spawn_background_flusher(weak: Weak<Inner>) {
     glommio::spawn_local(async move {
         loop {
@@ -584,10 +593,19 @@ impl Inner {
         batch: ValidBatch,
         leader_epoch: Option<i32>,
     ) -> Result<(u64, AppendResult), StorageError> {
+        let (batch, h) = batch.into_parts();
+        self.enqueue_parts(Incoming::Owned(batch), h, leader_epoch)
+    }
+
+    fn enqueue_parts(
+        &self,
+        batch: Incoming,
+        h: batch::BatchHeader,
+        leader_epoch: Option<i32>,
+    ) -> Result<(u64, AppendResult), StorageError> {
         if self.closed.get() {
             return Err(StorageError::Closed);
         }
-        let (mut batch, h) = batch.into_parts();
         if self.truncating.get() {
             return Err(StorageError::Io {
                 path: self.dir.clone(),
@@ -600,10 +618,15 @@ impl Inner {
         }
         let mut st = self.st.borrow_mut();
         let base = st.leo;
-        let epoch = match leader_epoch {
+        let (bytes, epoch) = match leader_epoch {
             Some(e) => {
-                batch::assign_offset_and_epoch(&mut batch, base, e);
-                e
+                // Leader offsets and epoch are written into the batch (outside its CRC).
+                let mut owned = match batch {
+                    Incoming::Owned(b) => b,
+                    Incoming::Shared(b) => BytesMut::from(&b[..]),
+                };
+                batch::assign_offset_and_epoch(&mut owned, base, e);
+                (owned.freeze(), e)
             }
             None => {
                 if h.base_offset != base {
@@ -612,7 +635,11 @@ impl Inner {
                         got: h.base_offset,
                     });
                 }
-                h.partition_leader_epoch
+                let bytes = match batch {
+                    Incoming::Owned(b) => b.freeze(),
+                    Incoming::Shared(b) => b,
+                };
+                (bytes, h.partition_leader_epoch)
             }
         };
         let last = base + h.last_offset_delta as i64;
@@ -621,8 +648,7 @@ impl Inner {
             partition_leader_epoch: epoch,
             ..h
         };
-        let offset_of_max_ts = batch::offset_of_max_timestamp(&batch, &h);
-        let bytes = batch.freeze();
+        let offset_of_max_ts = batch::offset_of_max_timestamp(&bytes, &h);
         let seq = st.next_seq;
         st.next_seq += 1;
         let prev_log_max = st.log_max_ts;
