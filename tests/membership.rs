@@ -241,6 +241,9 @@ fn a_broker_whose_disk_was_wiped_rejoins_and_copies_everything() {
     }
 }
 
+/// (topic, partition, replicas, adding, removing) of one listed move.
+type Moving = (String, i32, Vec<i32>, Vec<i32>, Vec<i32>);
+
 /// ListPartitionReassignments (Kafka API 46) and `cluster status` show a replica move while it
 /// is in progress: here the new replica's node is paused (SIGSTOP), so it cannot copy the log
 /// and the move stays open until it resumes.
@@ -277,7 +280,7 @@ fn a_move_in_progress_is_listed_until_it_completes() {
         Err(e) => panic!("reassignment not submitted: {e}"),
     }
 
-    let list = |addr: &str| -> Vec<(String, i32, Vec<i32>, Vec<i32>, Vec<i32>)> {
+    let list = |addr: &str| -> Vec<Moving> {
         let mut s = raw::connect(addr).expect("connect");
         let r: ListPartitionReassignmentsResponse = raw::call(
             &mut s,
