@@ -10,13 +10,29 @@ use chronik_storage::{parse_header, FlushPolicy, LogConfig, PartitionLog, ReadCa
 use glommio::{LocalExecutorBuilder, Placement};
 
 /// Runs `f` on a fresh glommio executor thread.
+///
+/// A ticker task keeps a timer armed while `f` runs: glommio 0.9.0 can park the executor while a
+/// task queue is still runnable (when its preemption check fires before anything ran; fixed
+/// upstream in glommio/glommio#53, not released on crates.io), and with no timer or I/O pending
+/// nothing wakes it. The crash test hung that way for minutes; the timer bounds such a stall.
 pub fn run<F, Fut>(f: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(f)
+        .spawn(move || async move {
+            let done = Rc::new(std::cell::Cell::new(false));
+            let ticking = done.clone();
+            let ticker = glommio::spawn_local(async move {
+                while !ticking.get() {
+                    glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            });
+            f().await;
+            done.set(true);
+            ticker.await;
+        })
         .expect("spawn executor")
         .join()
         .expect("executor thread");
