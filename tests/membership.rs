@@ -259,11 +259,17 @@ fn a_move_in_progress_is_listed_until_it_completes() {
     create(&b1, NewTopic::new("rs", 1, TopicReplication::Fixed(1)));
     produce(&c.bootstrap(), "rs", 1, 0..50);
     let from = replicas(&b1, "rs")[0][0];
-    // The new home: neither the current replica nor node 1 (which answers our queries).
-    let to = if from == 2 { 3 } else { 2 };
+    // The new home: neither the current replica nor the controller leader (a paused leader
+    // would hold up the command itself). Another node answers our queries.
+    let controller = raw::metadata(&b1, None).expect("metadata").controller_id.0;
+    let to = (1..=3)
+        .find(|n| *n != from && *n != controller)
+        .expect("a third node");
+    let ask = (1..=3).find(|n| *n != to).expect("a node to ask");
+    let b1 = c.node(ask).bootstrap();
+    let ctl = format!("127.0.0.1:{}", c.node(ask).controller_port);
     c.node(to).signal(libc::SIGSTOP);
 
-    let ctl = format!("127.0.0.1:{}", c.nodes[0].controller_port);
     let cmd = chronik_raft::Command::ReassignPartitions {
         topic: "rs".into(),
         partition: 0,
@@ -276,6 +282,7 @@ fn a_move_in_progress_is_listed_until_it_completes() {
                 "reassignment refused: {outcome:?}"
             );
         }
+        Ok(RpcResponse::Submit(Err(e))) => panic!("reassignment not committed: {e}"),
         Ok(_) => panic!("unexpected controller answer"),
         Err(e) => panic!("reassignment not submitted: {e}"),
     }
