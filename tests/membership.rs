@@ -145,6 +145,11 @@ fn add_node_rebalance_and_remove_node_move_data_before_switching() {
     // Rebalance: 12 replicas over 4 brokers, 3 each, with the data copied to node 4.
     let (code, out) = c.admin_cli(&["rebalance"]);
     assert_eq!(code, 0, "{out}");
+    // The CLI follows the moves on the controller; node 1's image may apply the last step a
+    // moment later.
+    wait_until("node 1 to see every move done", 30, || {
+        replicas(&b1, "mv").iter().all(|r| r.len() == 2)
+    });
     let reps = replicas(&b1, "mv");
     let mut load: BTreeMap<i32, usize> = BTreeMap::new();
     for r in &reps {

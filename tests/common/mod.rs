@@ -92,6 +92,23 @@ impl Server {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(n);
+        // A panic (in a shard or in the Raft core) is usually far above the tail.
+        for (i, l) in lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("panicked at"))
+            .take(3)
+        {
+            eprintln!(
+                "---- node {} panic at log line {} ----",
+                self.node_id,
+                i + 1
+            );
+            for m in lines.iter().skip(i).take(6) {
+                eprintln!("{m}");
+            }
+            let _ = l;
+        }
         eprintln!(
             "---- node {} log (last {} lines) ----",
             self.node_id,
