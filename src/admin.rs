@@ -2,6 +2,7 @@
 //! protocol (blocking std sockets: this is a CLI, not shard code).
 
 use crate::kafka::client;
+use kafka_protocol::messages::list_partition_reassignments_response::OngoingPartitionReassignment;
 use kafka_protocol::messages::{
     ApiKey, DescribeClusterRequest, DescribeClusterResponse, ListPartitionReassignmentsRequest,
     ListPartitionReassignmentsResponse, MetadataRequest, MetadataResponse,
@@ -64,18 +65,13 @@ fn status(bootstrap: &str) -> Result<String, String> {
         3,
         &ListPartitionReassignmentsRequest::default(),
     )?;
-    let moving: HashMap<(String, i32), (Vec<i32>, Vec<i32>)> = moving
+    let moving: HashMap<(String, i32), &OngoingPartitionReassignment> = moving
         .topics
         .iter()
         .flat_map(|t| {
-            t.partitions.iter().map(|p| {
-                let ids =
-                    |v: &Vec<kafka_protocol::messages::BrokerId>| v.iter().map(|b| b.0).collect();
-                (
-                    (t.name.0.to_string(), p.partition_index),
-                    (ids(&p.adding_replicas), ids(&p.removing_replicas)),
-                )
-            })
+            t.partitions
+                .iter()
+                .map(|p| ((t.name.0.to_string(), p.partition_index), p))
         })
         .collect();
     let mut out = String::new();
@@ -132,22 +128,16 @@ fn status(bootstrap: &str) -> Result<String, String> {
                     .collect::<Vec<_>>()
                     .join(",")
             };
-            let reassign = moving.get(&(name.clone(), p.partition_index)).map_or(
-                String::new(),
-                |(adding, removing)| {
-                    let list = |v: &Vec<i32>| {
-                        v.iter()
-                            .map(|b| b.to_string())
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    };
-                    format!(
-                        "  REASSIGNING adding [{}] removing [{}]",
-                        list(adding),
-                        list(removing)
-                    )
-                },
-            );
+            let reassign =
+                moving
+                    .get(&(name.clone(), p.partition_index))
+                    .map_or(String::new(), |r| {
+                        format!(
+                            "  REASSIGNING adding [{}] removing [{}]",
+                            ids(&r.adding_replicas),
+                            ids(&r.removing_replicas)
+                        )
+                    });
             out.push_str(&format!(
                 "    p{:<4} leader {:>3}  epoch {:>3}  replicas [{}]  isr [{}]  log end [{}]{}{}\n",
                 p.partition_index,

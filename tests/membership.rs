@@ -271,7 +271,7 @@ fn a_move_in_progress_is_listed_until_it_completes() {
         .find(|n| *n != from && *n != controller)
         .expect("a third node");
     let ask = (1..=3).find(|n| *n != to).expect("a node to ask");
-    let b1 = c.node(ask).bootstrap();
+    let asked = c.node(ask).bootstrap();
     let ctl = format!("127.0.0.1:{}", c.node(ask).controller_port);
     c.node(to).signal(libc::SIGSTOP);
 
@@ -318,9 +318,9 @@ fn a_move_in_progress_is_listed_until_it_completes() {
             })
             .collect()
     };
-    wait_until("the move to be listed", 20, || !list(&b1).is_empty());
+    wait_until("the move to be listed", 20, || !list(&asked).is_empty());
     assert_eq!(
-        list(&b1),
+        list(&asked),
         vec![("rs".to_string(), 0, vec![to, from], vec![to], vec![from])]
     );
     let status = |addr: &str| {
@@ -331,15 +331,15 @@ fn a_move_in_progress_is_listed_until_it_completes() {
         assert!(out.status.success(), "{out:?}");
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    let text = status(&b1);
+    let text = status(&asked);
     let want = format!("REASSIGNING adding [{to}] removing [{from}]");
     assert!(text.contains(&want), "{text}");
 
     // Resumed, the new replica copies the log, joins the ISR and the move completes.
     c.node(to).signal(libc::SIGCONT);
-    wait_until("the move to complete", 60, || list(&b1).is_empty());
+    wait_until("the move to complete", 60, || list(&asked).is_empty());
     wait_until("replicas to be the target", 20, || {
-        replicas(&b1, "rs") == vec![vec![to]]
+        replicas(&asked, "rs") == vec![vec![to]]
     });
-    assert!(!status(&b1).contains("REASSIGNING"));
+    assert!(!status(&asked).contains("REASSIGNING"));
 }

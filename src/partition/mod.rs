@@ -263,9 +263,6 @@ impl Partition {
     /// Waits until the high watermark passes `offset` or the timeout ends. True when it passed.
     /// One timer for the whole wait (not one per wake-up: every HW move wakes every waiter).
     pub async fn wait_hw_above(&self, offset: i64, timeout: Duration) -> bool {
-        if self.log.high_watermark() > offset {
-            return true;
-        }
         let timer = glommio::timer::sleep(timeout);
         futures_lite::pin!(timer);
         loop {

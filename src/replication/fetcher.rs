@@ -380,7 +380,6 @@ async fn fetch_round(
 /// one DMA write instead of one write (and one disk round trip) per batch.
 async fn append_batches(p: &crate::partition::Partition, mut records: Bytes) {
     let mut pending = Vec::new();
-    let mut next = p.log.log_end_offset();
     while records.len() >= 12 {
         let len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
         let total = 12 + len.max(0) as usize;
@@ -391,23 +390,23 @@ async fn append_batches(p: &crate::partition::Partition, mut records: Bytes) {
         let base = i64::from_be_bytes([
             batch[0], batch[1], batch[2], batch[3], batch[4], batch[5], batch[6], batch[7],
         ]);
-        if base < next {
+        // The log end moves as each batch is queued, so this also skips repeats within the run.
+        let leo = p.log.log_end_offset();
+        if base < leo {
             continue; // already have it
         }
         let Ok(header) = chronik_storage::parse_header(&batch) else {
             tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, "replica fetch: malformed batch header");
             break;
         };
-        // Offsets were assigned at enqueue: a batch that failed to queue stops the run, since
-        // the ones after it would leave a gap.
         let fut = p.log.append_replicated(batch);
-        if p.log.log_end_offset() <= base {
-            // Not queued (validation failed): the future yields the error.
-            pending.push((header, fut));
+        // A batch that was not queued (its future yields the error) stops the run: the ones
+        // after it would leave a gap.
+        let queued = p.log.log_end_offset() > leo;
+        pending.push((header, fut));
+        if !queued {
             break;
         }
-        next = p.log.log_end_offset();
-        pending.push((header, fut));
     }
     for (header, fut) in pending {
         match fut.await {

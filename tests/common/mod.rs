@@ -93,12 +93,11 @@ impl Server {
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(n);
         // A panic (in a shard or in the Raft core) is usually far above the tail.
-        for (i, l) in lines
+        let panics = lines
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.contains("panicked at"))
-            .take(3)
-        {
+            .filter(|(_, l)| l.contains("panicked at"));
+        for (i, _) in panics.take(3) {
             eprintln!(
                 "---- node {} panic at log line {} ----",
                 self.node_id,
@@ -107,7 +106,6 @@ impl Server {
             for m in lines.iter().skip(i).take(6) {
                 eprintln!("{m}");
             }
-            let _ = l;
         }
         eprintln!(
             "---- node {} log (last {} lines) ----",

@@ -356,7 +356,7 @@ impl PartitionLog {
     ) -> impl Future<Output = Result<AppendResult, StorageError>> + '_ {
         let queued = ValidBatch::new(batch)
             .map_err(StorageError::from)
-            .and_then(|b| self.inner.enqueue(b, Some(leader_epoch)));
+            .and_then(|b| self.inner.enqueue(b, leader_epoch));
         async move {
             let (seq, res) = queued?;
             self.inner.wait_for(seq).await?;
@@ -370,7 +370,7 @@ impl PartitionLog {
         batch: ValidBatch,
         leader_epoch: i32,
     ) -> impl Future<Output = Result<AppendResult, StorageError>> + '_ {
-        let queued = self.inner.enqueue(batch, Some(leader_epoch));
+        let queued = self.inner.enqueue(batch, leader_epoch);
         async move {
             let (seq, res) = queued?;
             self.inner.wait_for(seq).await?;
@@ -388,7 +388,7 @@ impl PartitionLog {
         let batch: Bytes = batch.into();
         let queued = batch::validate_batch(&batch)
             .map_err(StorageError::from)
-            .and_then(|h| self.inner.enqueue_parts(Incoming::Shared(batch), h, None));
+            .and_then(|h| self.inner.enqueue_replicated(batch, h));
         async move {
             let (seq, res) = queued?;
             self.inner.wait_for(seq).await?;
@@ -552,13 +552,6 @@ impl Drop for PartitionLog {
     }
 }
 
-/// A batch handed to `enqueue_parts`: owned (leader appends write offsets into it) or a shared
-/// slice of a larger buffer (follower appends store it as is).
-enum Incoming {
-    Owned(BytesMut),
-    Shared(Bytes),
-}
-
 fn spawn_background_flusher(weak: Weak<Inner>) {
     glommio::spawn_local(async move {
         loop {
@@ -587,22 +580,44 @@ impl Inner {
             .map_err(|_| StorageError::Closed)
     }
 
-    /// Synchronous half of an append: validate, assign offsets, queue, cache.
+    /// Synchronous half of a leader append: offsets and epoch are written into the batch
+    /// (outside its CRC), then it is queued and cached.
     fn enqueue(
         &self,
         batch: ValidBatch,
-        leader_epoch: Option<i32>,
+        leader_epoch: i32,
     ) -> Result<(u64, AppendResult), StorageError> {
-        let (batch, h) = batch.into_parts();
-        self.enqueue_parts(Incoming::Owned(batch), h, leader_epoch)
+        self.check_accepting()?;
+        let (mut batch, h) = batch.into_parts();
+        let base = self.st.borrow().leo;
+        batch::assign_offset_and_epoch(&mut batch, base, leader_epoch);
+        let h = batch::BatchHeader {
+            base_offset: base,
+            partition_leader_epoch: leader_epoch,
+            ..h
+        };
+        self.queue(batch.freeze(), h)
     }
 
-    fn enqueue_parts(
+    /// Synchronous half of a follower append: the batch keeps the leader's offsets and epoch,
+    /// which must continue this log; it is stored as given (no copy).
+    fn enqueue_replicated(
         &self,
-        batch: Incoming,
+        batch: Bytes,
         h: batch::BatchHeader,
-        leader_epoch: Option<i32>,
     ) -> Result<(u64, AppendResult), StorageError> {
+        self.check_accepting()?;
+        let expected = self.st.borrow().leo;
+        if h.base_offset != expected {
+            return Err(StorageError::NonContiguous {
+                expected,
+                got: h.base_offset,
+            });
+        }
+        self.queue(batch, h)
+    }
+
+    fn check_accepting(&self) -> Result<(), StorageError> {
         if self.closed.get() {
             return Err(StorageError::Closed);
         }
@@ -616,38 +631,19 @@ impl Inner {
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// Queues a batch whose header holds its final offsets and epoch; moves the log end.
+    fn queue(
+        &self,
+        bytes: Bytes,
+        h: batch::BatchHeader,
+    ) -> Result<(u64, AppendResult), StorageError> {
         let mut st = self.st.borrow_mut();
-        let base = st.leo;
-        let (bytes, epoch) = match leader_epoch {
-            Some(e) => {
-                // Leader offsets and epoch are written into the batch (outside its CRC).
-                let mut owned = match batch {
-                    Incoming::Owned(b) => b,
-                    Incoming::Shared(b) => BytesMut::from(&b[..]),
-                };
-                batch::assign_offset_and_epoch(&mut owned, base, e);
-                (owned.freeze(), e)
-            }
-            None => {
-                if h.base_offset != base {
-                    return Err(StorageError::NonContiguous {
-                        expected: base,
-                        got: h.base_offset,
-                    });
-                }
-                let bytes = match batch {
-                    Incoming::Owned(b) => b.freeze(),
-                    Incoming::Shared(b) => b,
-                };
-                (bytes, h.partition_leader_epoch)
-            }
-        };
+        let (base, epoch) = (h.base_offset, h.partition_leader_epoch);
+        debug_assert_eq!(base, st.leo, "a queued batch continues the log");
         let last = base + h.last_offset_delta as i64;
-        let h = batch::BatchHeader {
-            base_offset: base,
-            partition_leader_epoch: epoch,
-            ..h
-        };
         let offset_of_max_ts = batch::offset_of_max_timestamp(&bytes, &h);
         let seq = st.next_seq;
         st.next_seq += 1;
