@@ -19,6 +19,18 @@ pub enum Mode {
     Rebalance,
 }
 
+/// How producer tasks drive the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProducerModel {
+    /// Each task builds its own batches and awaits each round of them: concurrency × batch
+    /// bytes in flight
+    Batch,
+    /// Each task sends one record and awaits its acknowledgement, like an application over a
+    /// Kafka client's future-returning send; all tasks' records share per-partition batches:
+    /// concurrency = records in flight, latency per record
+    Record,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompressionArg {
     None,
@@ -133,6 +145,16 @@ pub struct Args {
     #[arg(long, default_value_t = 16384)]
     pub batch_size: usize,
 
+    /// batch: each task builds and awaits its own batches; record: each task awaits one record
+    /// at a time over a shared accumulator (see the README)
+    #[arg(long, value_enum, default_value = "batch")]
+    pub producer_model: ProducerModel,
+
+    /// Produce requests outstanding per partition (record model), like
+    /// max.in.flight.requests.per.connection
+    #[arg(long, default_value_t = 5)]
+    pub max_in_flight: usize,
+
     /// How long to wait for a response before counting a timeout
     #[arg(long, default_value_t = 30000)]
     pub request_timeout_ms: u64,
@@ -246,6 +268,9 @@ impl Args {
         }
         if self.replication_factor < 1 {
             return Err("--replication-factor must be at least 1".into());
+        }
+        if self.max_in_flight == 0 {
+            return Err("--max-in-flight must be at least 1".into());
         }
         if self.batch_size == 0 {
             return Err("--batch-size must be at least 1".into());

@@ -16,6 +16,7 @@ pub mod modes;
 pub mod partitioner;
 pub mod payload;
 pub mod producer;
+pub mod record_producer;
 pub mod report;
 pub mod stats;
 pub mod validate;

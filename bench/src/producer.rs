@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -42,7 +43,13 @@ pub struct ProduceConfig {
     /// Messages per second for this task (0 = unlimited).
     pub rate_per_task: f64,
     pub verbose: bool,
+    /// How tasks drive the producer (`--producer-model`).
+    pub model: ProducerModel,
+    /// Requests outstanding per partition in the record model (`--max-in-flight`).
+    pub max_in_flight: usize,
 }
+
+pub use crate::cli::ProducerModel;
 
 pub use crate::control::RunControl;
 
@@ -357,7 +364,11 @@ impl ProducerTask {
                     continue;
                 }
             };
-            let req = produce_request(&cfg, &batches);
+            let parts: Vec<(i32, Bytes)> = batches
+                .iter()
+                .map(|b| (b.partition, b.records.clone()))
+                .collect();
+            let req = produce_request(&cfg, &parts);
             if cfg.acks == 0 {
                 match conn.send_no_response(&req, version).await {
                     Ok(()) => {
@@ -430,23 +441,11 @@ impl ProducerTask {
     }
 
     fn note_failure(&self, e: &anyhow::Error, leader: i32) {
-        self.stats.record_error(&classify(e), 1);
-        if self.cfg.verbose {
-            eprintln!(
-                "producer {}: request to broker {leader} failed: {e:#}",
-                self.id
-            );
-        }
+        note_request_failure(&self.stats, &self.cfg, e, leader);
     }
 
     fn handle_partition(&self, resp: &ProduceResponse, b: ReadyBatch) -> Outcome {
-        let found = resp
-            .responses
-            .iter()
-            .filter(|t| t.name.0.as_str() == self.cfg.topic)
-            .flat_map(|t| t.partition_responses.iter())
-            .find(|p| p.index == b.partition);
-        let Some(pr) = found else {
+        let Some(pr) = partition_response(resp, &self.cfg.topic, b.partition) else {
             self.stats
                 .record_error("CLIENT_MISSING_PARTITION_IN_RESPONSE", 1);
             return Outcome::Retry(b, true);
@@ -502,21 +501,43 @@ impl ProducerTask {
     }
 }
 
+/// Counts a failed request (and says why with --verbose).
+pub fn note_request_failure(stats: &Stats, cfg: &ProduceConfig, e: &anyhow::Error, leader: i32) {
+    stats.record_error(&classify(e), 1);
+    if cfg.verbose {
+        eprintln!("request to broker {leader} failed: {e:#}");
+    }
+}
+
+/// The answer for one partition of the topic, if the response has it.
+pub fn partition_response<'a>(
+    resp: &'a ProduceResponse,
+    topic: &str,
+    partition: i32,
+) -> Option<&'a PartitionProduceResponse> {
+    resp.responses
+        .iter()
+        .filter(|t| t.name.0.as_str() == topic)
+        .flat_map(|t| t.partition_responses.iter())
+        .find(|p| p.index == partition)
+}
+
 enum Outcome {
     Acked,
     Failed(u64),
     Retry(ReadyBatch, bool),
 }
 
-fn produce_request(cfg: &ProduceConfig, batches: &[ReadyBatch]) -> ProduceRequest {
+/// One request carrying a batch for each (partition, records) pair.
+pub fn produce_request(cfg: &ProduceConfig, batches: &[(i32, Bytes)]) -> ProduceRequest {
     let mut topic = TopicProduceData::default();
     topic.name = topic_name(&cfg.topic);
     topic.partition_data = batches
         .iter()
-        .map(|b| {
+        .map(|(partition, records)| {
             let mut p = PartitionProduceData::default();
-            p.index = b.partition;
-            p.records = Some(b.records.clone());
+            p.index = *partition;
+            p.records = Some(records.clone());
             p
         })
         .collect();
@@ -527,7 +548,7 @@ fn produce_request(cfg: &ProduceConfig, batches: &[ReadyBatch]) -> ProduceReques
     req
 }
 
-/// Runs `concurrency` producer tasks to completion.
+/// Runs `concurrency` producer tasks to completion, in the configured model.
 pub async fn run_producers(
     concurrency: usize,
     cfg: Arc<ProduceConfig>,
@@ -537,6 +558,18 @@ pub async fn run_producers(
     tracker: Option<Arc<AckTracker>>,
     pool: Arc<PayloadPool>,
 ) -> Result<ProducerTotals> {
+    if cfg.model == ProducerModel::Record {
+        return crate::record_producer::run(
+            concurrency,
+            cfg,
+            cluster,
+            stats,
+            control,
+            tracker,
+            pool,
+        )
+        .await;
+    }
     let mut handles = Vec::with_capacity(concurrency);
     for id in 0..concurrency {
         let task = ProducerTask::new(

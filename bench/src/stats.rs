@@ -123,6 +123,24 @@ impl Stats {
         }
     }
 
+    /// Counts one message per latency (each `bytes` long), recording the latencies if `timed`.
+    pub fn record_each(&self, bytes: u64, timed: bool, latencies: &[Duration]) {
+        let n = latencies.len() as u64;
+        self.all_messages.fetch_add(n, Ordering::Relaxed);
+        if !self.is_measuring() {
+            return;
+        }
+        self.messages.fetch_add(n, Ordering::Relaxed);
+        self.bytes.fetch_add(n * bytes, Ordering::Relaxed);
+        if timed {
+            if let Ok(mut h) = self.latency.lock() {
+                for l in latencies {
+                    record_latency(&mut h, *l);
+                }
+            }
+        }
+    }
+
     /// Merges a task-local histogram (ignored during warm-up).
     pub fn merge_latencies(&self, local: &Histogram<u64>) {
         if !self.is_measuring() || local.is_empty() {

@@ -77,4 +77,32 @@ async fn produce_consume_validate_against_chronik_server() {
     println!("{}", t.text_summary());
     assert!(t.passed, "{}", t.text_summary());
     assert_eq!(t.messages, 5000);
+
+    // The record model: 64 records in flight over a shared accumulator, each timed.
+    let rec = args(
+        server.port,
+        &[
+            "-t",
+            "rec",
+            "-p",
+            "3",
+            "--create-topic",
+            "--producer-model",
+            "record",
+            "-n",
+            "20000",
+            "-c",
+            "64",
+            "--acks",
+            "all",
+            "--validate",
+        ],
+    );
+    let r = modes::run(&rec).await.expect("record-model produce runs");
+    println!("{}", r.text_summary());
+    assert!(r.passed, "{}", r.text_summary());
+    assert_eq!(r.acknowledged, Some(20000));
+    assert_eq!(r.stored, Some(20000));
+    assert_eq!(r.latency_count, 20000);
+    assert_eq!(r.validation_passed, Some(true));
 }

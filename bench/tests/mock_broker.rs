@@ -400,3 +400,98 @@ async fn client_ceiling_against_an_instant_ack_mock() {
         println!("{}", r.text_summary());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_model_keeps_concurrency_records_in_flight_and_times_each() {
+    let broker = MockBroker::start().await;
+    let common = [
+        "-p",
+        "2",
+        "--create-topic",
+        "-n",
+        "4000",
+        "-c",
+        "4",
+        "-s",
+        "100",
+        "--validate",
+        "--linger-ms",
+        "2",
+    ];
+    let mut rec = vec!["-t", "rec", "--producer-model", "record"];
+    rec.extend_from_slice(&common);
+    let r = modes::run(&args(&broker, &rec)).await.expect("record run");
+    assert!(r.passed, "{}", r.text_summary());
+    assert_eq!(r.messages, 4000);
+    assert_eq!(r.stored, Some(4000));
+    assert_eq!(r.validation_passed, Some(true), "{}", r.text_summary());
+    // One latency per record, and never more records in one batch than tasks awaiting them.
+    assert_eq!(r.latency_count, 4000);
+    let most = broker.max_batch_records.swap(0, Ordering::SeqCst);
+    assert!((1..=4).contains(&most), "a batch held {most} records");
+
+    // The batch model, same flags: each task fills its own batches.
+    let mut bat = vec!["-t", "bat"];
+    bat.extend_from_slice(&common);
+    let b = modes::run(&args(&broker, &bat)).await.expect("batch run");
+    assert!(b.passed, "{}", b.text_summary());
+    assert!(b.latency_count < 4000);
+    assert!(broker.max_batch_records.load(Ordering::SeqCst) > 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_model_retries_not_leader_and_honours_the_rate() {
+    let broker = MockBroker::start().await;
+    broker.create("rnl", 3);
+    broker.faults.not_leader.store(5, Ordering::SeqCst);
+    let r = modes::run(&args(
+        &broker,
+        &[
+            "-t",
+            "rnl",
+            "--producer-model",
+            "record",
+            "-n",
+            "3000",
+            "-c",
+            "16",
+            "--validate",
+            "-s",
+            "64",
+        ],
+    ))
+    .await
+    .expect("runs");
+    assert!(r.passed, "{}", r.text_summary());
+    assert_eq!(r.messages, 3000);
+    assert_eq!(r.errors.get("NOT_LEADER_OR_FOLLOWER(6)"), Some(&5));
+    assert_eq!(r.validation_passed, Some(true));
+
+    // Each task awaits its record (≥ the 5 ms linger here), so 32 tasks, not 8, reach 2000/s.
+    broker.create("rrl", 1);
+    let start = Instant::now();
+    let r = modes::run(&args(
+        &broker,
+        &[
+            "-t",
+            "rrl",
+            "--producer-model",
+            "record",
+            "-d",
+            "1s",
+            "--rate-limit",
+            "2000",
+            "-c",
+            "32",
+        ],
+    ))
+    .await
+    .expect("runs");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(r.passed, "{}", r.text_summary());
+    assert!(
+        (1500..=2600).contains(&r.messages),
+        "{} messages at 2000/s for 1s",
+        r.messages
+    );
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::cli::Args;
+use crate::cli::{Args, ProducerModel};
 use crate::consumer::{run_consumers, ConsumeConfig, FetchLoop, Position};
 use crate::cpu::CpuTimes;
 use crate::metadata::{Cluster, LATEST};
@@ -38,6 +38,8 @@ pub fn produce_config(args: &Args, partitions: i32, stamp_header: bool) -> Produ
             args.rate_limit as f64 / args.concurrency as f64
         },
         verbose: args.verbose,
+        model: args.producer_model,
+        max_in_flight: args.max_in_flight,
     }
 }
 
@@ -136,7 +138,11 @@ pub async fn run(args: &Args) -> Result<RunReport> {
 
     let snap = stats.snapshot();
     report.set_throughput(snap.messages, snap.bytes, elapsed);
-    report.set_latency("produce-batch", &snap.latency);
+    let what = match args.producer_model {
+        ProducerModel::Batch => "produce-batch",
+        ProducerModel::Record => "produce-record",
+    };
+    report.set_latency(what, &snap.latency);
     copy_errors(&mut report, &snap);
     report.set_cpu(cpu, wall);
     if args.verbose {

@@ -56,6 +56,8 @@ pub struct MockBroker {
     topics: Mutex<HashMap<String, Vec<Partition>>>,
     pub faults: Faults,
     pub produce_requests: AtomicU64,
+    /// The most records any produced batch held.
+    pub max_batch_records: AtomicU64,
     /// Group state: last assignment per member and committed offsets (topic, partition) -> offset.
     assignments: Mutex<HashMap<String, Bytes>>,
     pub committed: Mutex<HashMap<(String, i32), i64>>,
@@ -72,6 +74,7 @@ impl MockBroker {
             topics: Mutex::new(HashMap::new()),
             faults: Faults::default(),
             produce_requests: AtomicU64::new(0),
+            max_batch_records: AtomicU64::new(0),
             assignments: Mutex::new(HashMap::new()),
             committed: Mutex::new(HashMap::new()),
         });
@@ -311,6 +314,8 @@ impl MockBroker {
                             let mut batch = BytesMut::from(&data[..len]);
                             data.advance(len);
                             let last_delta = (&batch[23..27]).get_i32() as i64;
+                            self.max_batch_records
+                                .fetch_max((last_delta + 1) as u64, Ordering::Relaxed);
                             batch[0..8].copy_from_slice(&p.end.to_be_bytes());
                             if self.faults.discard.load(Ordering::Relaxed) {
                                 p.end += last_delta + 1;
