@@ -143,13 +143,17 @@ bench() {
     fi
 }
 
+# Rows run in the default record model (concurrency = records in flight, latency per record)
+# unless marked "batch" (--producer-model batch: each task keeps its own batches in flight, the
+# throughput ceiling; latency per batch).
 # 1. one node, 1 partition, 1 KiB, acks=1, concurrency 64: produce, then consume it back.
 start_node single
 B=127.0.0.1:$PORT
 bench 1-produce-p1-1KiB-acks1 "$B" -t s1 -p 1 -r 1 --create-topic -s 1024 --acks 1 -c 64 -d "$DURATION" -w "$WARMUP"
+bench 1b-produce-p1-1KiB-acks1-batch "$B" -t s1 -p 1 -r 1 -s 1024 --acks 1 -c 64 -d "$DURATION" -w "$WARMUP" --producer-model batch
 bench 1-consume-p1-1KiB "$B" -t s1 -m consume -s 1024 -c 1 --stop-at-end -d "$DURATION"
 # 3. message-rate ceiling: 100-byte messages, 12 partitions, acks=1.
-bench 3-produce-p12-100B-acks1 "$B" -t s3 -p 12 -r 1 --create-topic -s 100 --acks 1 -c 64 -d "$DURATION" -w "$WARMUP"
+bench 3-produce-p12-100B-acks1-batch "$B" -t s3 -p 12 -r 1 --create-topic -s 100 --acks 1 -c 64 -d "$DURATION" -w "$WARMUP" --producer-model batch
 # 2a. 3 partitions, 1 KiB, acks=all, default flush (interval).
 bench 2a-produce-p3-1KiB-acksall-flush-interval "$B" -t s2 -p 3 -r 1 --create-topic -s 1024 --acks all -c 64 -d "$DURATION" -w "$WARMUP"
 # 5. metadata: topic creations, concurrency 16.
@@ -178,6 +182,7 @@ if [[ -x "$ROOT/tests/cluster/start.sh" ]]; then
     if [[ $up == 1 && -n "$BOOT" ]]; then
         echo "== 3-node cluster on $BOOT"
         bench 4-produce-3nodes-p3-rf3-1KiB-acksall "$BOOT" -t s4 -p 3 -r 3 --create-topic -s 1024 --acks all -c 128 -d "$DURATION" -w "$WARMUP"
+        bench 4b-produce-3nodes-p3-rf3-1KiB-acksall-batch "$BOOT" -t s4 -p 3 -r 3 -s 1024 --acks all -c 128 -d "$DURATION" -w "$WARMUP" --producer-model batch
     else
         NOTES+=("3-node row skipped: the cluster from tests/cluster/start.sh did not come up (logs in the cluster dir)")
     fi

@@ -69,7 +69,13 @@ fn parse_acks(text: &str) -> Result<Acks, String> {
 
 /// A Kafka-protocol load generator for chronik, Kafka, Redpanda and any Kafka-compatible broker.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "chronik-bench", version, about, allow_negative_numbers = true)]
+#[command(
+    name = "chronik-bench",
+    version,
+    about,
+    allow_negative_numbers = true,
+    args_override_self = true
+)]
 pub struct Args {
     /// Bootstrap servers, comma separated (host:port,...)
     #[arg(
@@ -147,7 +153,7 @@ pub struct Args {
 
     /// batch: each task builds and awaits its own batches; record: each task awaits one record
     /// at a time over a shared accumulator (see the README)
-    #[arg(long, value_enum, default_value = "batch")]
+    #[arg(long, value_enum, default_value = "record")]
     pub producer_model: ProducerModel,
 
     /// Produce requests outstanding per partition (record model), like
@@ -348,7 +354,12 @@ mod tests {
         assert_eq!(a.partitions, 3);
         assert_eq!(a.replication_factor, 3);
         assert!(a.create_topic);
+        // Concurrency means records in flight, as in the bench the issues' baselines came from.
+        assert_eq!(a.producer_model, ProducerModel::Record);
+        assert_eq!(a.max_in_flight, 5);
         assert!(a.check().is_ok());
+        let b = parse(&["--producer-model", "record", "--producer-model", "batch"]);
+        assert_eq!(b.producer_model, ProducerModel::Batch, "the last one wins");
     }
 
     #[test]

@@ -22,6 +22,10 @@ fn args(broker: &MockBroker, extra: &[&str]) -> Args {
         addr.as_str(),
         "--report-interval-secs",
         "60",
+        // Most flows here were written for the batch model (many records per task in flight);
+        // the record-model tests pass `--producer-model record`, which overrides this.
+        "--producer-model",
+        "batch",
     ];
     v.extend_from_slice(extra);
     let a = Args::try_parse_from(v).expect("arguments parse");
