@@ -43,6 +43,14 @@ pub fn produce_config(args: &Args, partitions: i32, stamp_header: bool) -> Produ
     }
 }
 
+/// What a produce latency sample measures in the chosen producer model.
+pub fn produce_latency_label(args: &Args) -> &'static str {
+    match args.producer_model {
+        ProducerModel::Batch => "produce-batch",
+        ProducerModel::Record => "produce-record",
+    }
+}
+
 /// Ends the warm-up after `warmup` and remembers when measuring began.
 pub fn start_warmup_timer(stats: Vec<Arc<Stats>>, warmup: Duration) -> Arc<Mutex<Instant>> {
     let measure_start = Arc::new(Mutex::new(Instant::now() + warmup));
@@ -138,11 +146,7 @@ pub async fn run(args: &Args) -> Result<RunReport> {
 
     let snap = stats.snapshot();
     report.set_throughput(snap.messages, snap.bytes, elapsed);
-    let what = match args.producer_model {
-        ProducerModel::Batch => "produce-batch",
-        ProducerModel::Record => "produce-record",
-    };
-    report.set_latency(what, &snap.latency);
+    report.set_latency(produce_latency_label(args), &snap.latency);
     copy_errors(&mut report, &snap);
     report.set_cpu(cpu, wall);
     if args.verbose {

@@ -17,8 +17,8 @@ use crate::stats::Stats;
 use crate::validate::{AckTracker, Validator};
 
 use super::produce::{
-    measured_elapsed, produce_config, start_warmup_timer, stop_on_ctrl_c, stored_between,
-    verify_stored,
+    measured_elapsed, produce_config, produce_latency_label, start_warmup_timer, stop_on_ctrl_c,
+    stored_between, verify_stored,
 };
 use super::{base_report, connect, copy_errors, maybe_delete, prepare_topic};
 
@@ -121,8 +121,11 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     copy_errors(&mut report, &c);
     report.set_cpu(cpu, wall);
     report.notes.push(format!(
-        "produced {} acknowledged messages; produce-batch latency p50 {:.2} ms p99 {:.2} ms",
-        p.messages, p.latency.p50_ms, p.latency.p99_ms
+        "produced {} acknowledged messages; {} latency p50 {:.2} ms p99 {:.2} ms",
+        p.messages,
+        produce_latency_label(args),
+        p.latency.p50_ms,
+        p.latency.p99_ms
     ));
     if c.all_messages < p.all_messages {
         report.notes.push(format!(
