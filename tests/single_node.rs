@@ -418,6 +418,28 @@ fn fetch_long_poll_wakes_on_append() {
 }
 
 #[test]
+fn a_fetch_naming_no_partitions_is_answered_at_once() {
+    use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
+    // The Java consumer sends one when it closes its fetch session. The broker used to park it
+    // forever (nothing to wake it), so the client's close() waited out its 30 s timeout.
+    let s = Server::start(&[]);
+    let mut conn = common::raw::connect(&s.bootstrap()).unwrap();
+    for version in [4, 12, 13] {
+        let mut req = FetchRequest::default();
+        req.max_wait_ms = 60_000; // longer than the raw client's 10 s read timeout
+        req.min_bytes = 1;
+        req.max_bytes = 1 << 20;
+        req.session_id = 0;
+        req.session_epoch = -1;
+        req.replica_id = kafka_protocol::messages::BrokerId(-1);
+        let r: FetchResponse = common::raw::call(&mut conn, ApiKey::Fetch, version, &req)
+            .unwrap_or_else(|e| panic!("Fetch v{version} with no partitions: {e}"));
+        assert_eq!(r.error_code, 0, "v{version}");
+        assert!(r.responses.is_empty(), "v{version}: {r:?}");
+    }
+}
+
+#[test]
 fn acknowledged_records_survive_sigkill_and_restart() {
     let mut s = Server::start(&["--log-flush", "always"]);
     let b = s.bootstrap();

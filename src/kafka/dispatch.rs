@@ -89,5 +89,9 @@ pub async fn dispatch(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> 
             version: ctx.api_version,
         });
     }
-    (spec.handler)(shard, ctx, body).await
+    let (key, version, corr) = (ctx.api_key, ctx.api_version, ctx.correlation_id);
+    let r = (spec.handler)(shard, ctx, body).await;
+    // Off by default (RUST_LOG=chronik=trace): which requests a client sent and got answered.
+    tracing::trace!(?key, version, corr, ok = r.is_ok(), "handled");
+    r
 }

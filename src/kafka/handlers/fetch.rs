@@ -246,7 +246,10 @@ pub async fn handle(
             }
             results.push(out);
         }
-        if total >= min_bytes || any_error || Instant::now() >= deadline {
+        // Kafka answers a fetch naming no partitions at once (a consumer closing its fetch
+        // session sends one); waiting for data that cannot come would hold the connection.
+        let no_partitions = topics.iter().all(|(_, _, parts)| parts.is_empty());
+        if total >= min_bytes || any_error || no_partitions || Instant::now() >= deadline {
             break;
         }
         // Long-poll: sleep until one of the partitions gets new data, on each owner shard.
@@ -278,6 +281,8 @@ pub async fn handle(
                 .detach(),
             );
         }
+        // Only the waits hold senders now: with none left, `recv` ends instead of hanging.
+        drop(tx);
         let _ = rx.recv().await;
         for w in waits {
             w.cancel();
