@@ -34,17 +34,18 @@ def server_binary():
     raise RuntimeError("build chronik-server first (cargo build --bin chronik-server)")
 
 
-def wait_ready(port, proc, timeout=60):
+def wait_ready(port, proc, timeout=60, brokers=1):
+    """Until the broker on `port` lists `brokers` brokers (or `proc`, if given, exits)."""
     from confluent_kafka.admin import AdminClient
 
     deadline = time.time() + timeout
     admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
     while time.time() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"chronik-server exited with {proc.returncode}")
         try:
             md = admin.list_topics(timeout=2)
-            if md.brokers:
+            if len(md.brokers) >= brokers:
                 return
         except Exception:
             pass

@@ -15,6 +15,7 @@ import tempfile
 import zipfile
 
 import pytest
+from conftest import server_binary, wait_ready
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -66,7 +67,7 @@ def client_jars():
     return paths
 
 
-def test_java_client_admin_produce_every_codec_consume_group_commit(broker):
+def run_round_trip(bootstrap, brokers):
     javac, java = jdk_tool("javac"), jdk_tool("java")
     if not javac or not java:
         pytest.skip("no JDK on this machine (javac/java not on PATH or in JAVA_HOME)")
@@ -76,10 +77,59 @@ def test_java_client_admin_produce_every_codec_consume_group_commit(broker):
     cp = os.pathsep.join(jars)
     subprocess.run([javac, "-d", classes, "-cp", cp, SOURCE], check=True, timeout=300)
     r = subprocess.run(
-        [java, "-cp", cp + os.pathsep + classes, "JavaClientRoundTrip", broker],
+        [java, "-cp", cp + os.pathsep + classes, "JavaClientRoundTrip", bootstrap, str(brokers)],
         capture_output=True,
         text=True,
         timeout=240,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "java ok: kafka-clients 4.3.0" in r.stdout, r.stdout + r.stderr
+
+
+def test_java_client_admin_produce_every_codec_consume_group_commit(broker):
+    run_round_trip(broker, 1)
+
+
+def free_port_block(n):
+    """A base port with n free Kafka ports and n free controller ports (base + 1000 on)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        base = random.randint(21000, 30000)
+        socks = []
+        try:
+            for p in list(range(base, base + n)) + list(range(base + 1000, base + 1000 + n)):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free block of ports")
+
+
+@pytest.fixture
+def cluster3():
+    """Three nodes from tests/cluster/start.sh (random ports, temp dir), stopped afterwards."""
+    tmp = tempfile.mkdtemp(prefix="chronik-java-cluster-")
+    env = dict(os.environ, CHRONIK_BIN=server_binary(), CHRONIK_CLUSTER_DIR=tmp,
+               CHRONIK_BASE_PORT=str(free_port_block(3)))
+    start = os.path.join(ROOT, "tests", "cluster", "start.sh")
+    stop = os.path.join(ROOT, "tests", "cluster", "stop.sh")
+    try:
+        out = subprocess.run([start, "3"], env=env, capture_output=True, text=True, check=True, timeout=60)
+        bootstrap = out.stdout.strip().splitlines()[-1]
+        for addr in bootstrap.split(","):
+            wait_ready(int(addr.rsplit(":", 1)[1]), None, brokers=3)
+        yield bootstrap
+    finally:
+        subprocess.run([stop, tmp], timeout=60)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_java_client_against_three_nodes_with_replication_factor_three(cluster3):
+    run_round_trip(cluster3, 3)

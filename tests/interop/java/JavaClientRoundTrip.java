@@ -2,7 +2,8 @@
 // create/describe/delete topics, a bad topic name, topic configs, list offsets, group offsets),
 // an idempotent acks=all producer per compression codec (keyed records with headers), and a
 // consumer group that reads everything back in order per partition and commits.
-// Usage: java -cp <jars>:. JavaClientRoundTrip HOST:PORT
+// Usage: java -cp <jars>:. JavaClientRoundTrip HOST:PORT[,HOST:PORT...] [BROKERS]
+// With BROKERS (default 1) the cluster must have that many brokers and the topic that many replicas.
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -57,6 +58,7 @@ public class JavaClientRoundTrip {
 
     public static void main(String[] args) throws Exception {
         String bootstrap = args[0];
+        int brokers = args.length > 1 ? Integer.parseInt(args[1]) : 1;
         String topic = "java-" + System.currentTimeMillis();
         int total = PER_CODEC * CODECS.length;
 
@@ -65,13 +67,14 @@ public class JavaClientRoundTrip {
         ap.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, 20000);
         try (Admin admin = Admin.create(ap)) {
             Collection<Node> nodes = admin.describeCluster().nodes().get();
-            check(nodes.size() == 1, "describeCluster: expected 1 broker, got " + nodes);
+            check(nodes.size() == brokers, "describeCluster: expected " + brokers + " brokers, got " + nodes);
             check(admin.describeCluster().controller().get() != null, "describeCluster: no controller");
 
-            admin.createTopics(List.of(new NewTopic(topic, PARTITIONS, (short) 1))).all().get();
+            admin.createTopics(List.of(new NewTopic(topic, PARTITIONS, (short) brokers))).all().get();
             TopicDescription td = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);
             check(td.partitions().size() == PARTITIONS, "describeTopics: " + td);
-            check(td.partitions().stream().allMatch(p -> p.leader() != null), "a partition has no leader");
+            check(td.partitions().stream().allMatch(p -> p.leader() != null && p.isr().size() == brokers),
+                    "a partition has no leader or a short ISR: " + td);
             check(admin.listTopics().names().get().contains(topic), "listTopics misses " + topic);
 
             try {
