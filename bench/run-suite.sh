@@ -205,7 +205,7 @@ fi
     echo "- commit: \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`"
     echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//'), $(free -g 2>/dev/null | awk '/Mem:/ {print $2 " GiB"}'), kernel $(uname -r)"
     echo "- broker and load generator share this machine (loopback); each row: $DURATION measured after $WARMUP warm-up; chronik-server flags: ${SUITE_SERVER_FLAGS:-(defaults)}"
-    echo "- latency: produce rows = per batch, created → acknowledged; consume = per fetch request; metadata = CreateTopics → visible on every bootstrap server"
+    echo "- latency: produce rows = per record, send → acknowledged (record model, the default; concurrency = records in flight), or per batch, created → acknowledged (rows marked batch: --producer-model batch); consume = per fetch request; metadata = CreateTopics → visible on every bootstrap server"
     echo "- stored / acked: growth of the partitions' end offsets (ListOffsets) vs messages the broker acknowledged; fewer stored fails the row"
     echo
     cat "$WORK/table.md"
