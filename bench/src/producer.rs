@@ -53,6 +53,17 @@ pub use crate::cli::ProducerModel;
 
 pub use crate::control::RunControl;
 
+/// What every producer task of a run shares.
+#[derive(Clone)]
+pub struct ProduceRun {
+    pub cfg: Arc<ProduceConfig>,
+    pub cluster: Arc<Cluster>,
+    pub stats: Arc<Stats>,
+    pub control: Arc<RunControl>,
+    pub tracker: Option<Arc<AckTracker>>,
+    pub pool: Arc<PayloadPool>,
+}
+
 struct OpenBatch {
     builder: BatchBuilder,
     created: Instant,
@@ -98,15 +109,15 @@ pub struct ProducerTotals {
 }
 
 impl ProducerTask {
-    pub fn new(
-        id: u32,
-        cfg: Arc<ProduceConfig>,
-        cluster: Arc<Cluster>,
-        stats: Arc<Stats>,
-        control: Arc<RunControl>,
-        tracker: Option<Arc<AckTracker>>,
-        pool: Arc<PayloadPool>,
-    ) -> ProducerTask {
+    pub fn new(id: u32, run: ProduceRun) -> ProducerTask {
+        let ProduceRun {
+            cfg,
+            cluster,
+            stats,
+            control,
+            tracker,
+            pool,
+        } = run;
         let partitions = cfg.partitions.max(1) as usize;
         ProducerTask {
             id,
@@ -445,44 +456,21 @@ impl ProducerTask {
     }
 
     fn handle_partition(&self, resp: &ProduceResponse, b: ReadyBatch) -> Outcome {
-        let Some(pr) = partition_response(resp, &self.cfg.topic, b.partition) else {
-            self.stats
-                .record_error("CLIENT_MISSING_PARTITION_IN_RESPONSE", 1);
-            return Outcome::Retry(b, true);
-        };
-        if pr.error_code == 0 {
-            if pr.base_offset < 0 {
-                // "Success" without an offset is not success: nothing says the data was stored.
-                self.stats.record_error("CLIENT_NO_BASE_OFFSET(-1)", 1);
+        match judge_partition(&self.stats, &self.cfg, resp, b.partition) {
+            Verdict::Stored => {
+                self.stats
+                    .record_success(b.count, b.value_bytes, Some(b.created.elapsed()));
+                if let Some(t) = &self.tracker {
+                    t.ack(b.partition, self.id, b.first_seq, b.count);
+                }
+                Outcome::Acked
+            }
+            Verdict::Retry { refresh } => Outcome::Retry(b, refresh),
+            Verdict::Failed => {
                 self.stats.record_failed(b.count);
-                return Outcome::Failed(b.count);
+                Outcome::Failed(b.count)
             }
-            self.stats
-                .record_success(b.count, b.value_bytes, Some(b.created.elapsed()));
-            if let Some(t) = &self.tracker {
-                t.ack(b.partition, self.id, b.first_seq, b.count);
-            }
-            return Outcome::Acked;
         }
-        self.stats.record_error(&error_name(pr.error_code), 1);
-        if self.cfg.verbose {
-            eprintln!(
-                "producer {}: {}-{}: {}{}",
-                self.id,
-                self.cfg.topic,
-                b.partition,
-                error_name(pr.error_code),
-                pr.error_message
-                    .as_ref()
-                    .map(|m| format!(": {}", m.as_str()))
-                    .unwrap_or_default()
-            );
-        }
-        if is_retriable(pr.error_code) || needs_metadata_refresh(pr.error_code) {
-            return Outcome::Retry(b, needs_metadata_refresh(pr.error_code));
-        }
-        self.stats.record_failed(b.count);
-        Outcome::Failed(b.count)
     }
 
     /// Queues a batch for another attempt, unless it is past --message-timeout-ms or the run is
@@ -510,7 +498,7 @@ pub fn note_request_failure(stats: &Stats, cfg: &ProduceConfig, e: &anyhow::Erro
 }
 
 /// The answer for one partition of the topic, if the response has it.
-pub fn partition_response<'a>(
+fn partition_response<'a>(
     resp: &'a ProduceResponse,
     topic: &str,
     partition: i32,
@@ -520,6 +508,52 @@ pub fn partition_response<'a>(
         .filter(|t| t.name.0.as_str() == topic)
         .flat_map(|t| t.partition_responses.iter())
         .find(|p| p.index == partition)
+}
+
+/// What a produce response says of one partition's batch, in either producer model.
+pub enum Verdict {
+    Stored,
+    Retry { refresh: bool },
+    Failed,
+}
+
+/// Judges one partition's answer and counts its error, if any.
+pub fn judge_partition(
+    stats: &Stats,
+    cfg: &ProduceConfig,
+    resp: &ProduceResponse,
+    partition: i32,
+) -> Verdict {
+    let Some(pr) = partition_response(resp, &cfg.topic, partition) else {
+        stats.record_error("CLIENT_MISSING_PARTITION_IN_RESPONSE", 1);
+        return Verdict::Retry { refresh: true };
+    };
+    if pr.error_code == 0 {
+        if pr.base_offset < 0 {
+            // "Success" without an offset is not success: nothing says the data was stored.
+            stats.record_error("CLIENT_NO_BASE_OFFSET(-1)", 1);
+            return Verdict::Failed;
+        }
+        return Verdict::Stored;
+    }
+    stats.record_error(&error_name(pr.error_code), 1);
+    if cfg.verbose {
+        eprintln!(
+            "{}-{partition}: {}{}",
+            cfg.topic,
+            error_name(pr.error_code),
+            pr.error_message
+                .as_ref()
+                .map(|m| format!(": {}", m.as_str()))
+                .unwrap_or_default()
+        );
+    }
+    if is_retriable(pr.error_code) || needs_metadata_refresh(pr.error_code) {
+        return Verdict::Retry {
+            refresh: needs_metadata_refresh(pr.error_code),
+        };
+    }
+    Verdict::Failed
 }
 
 enum Outcome {
@@ -549,40 +583,13 @@ pub fn produce_request(cfg: &ProduceConfig, batches: &[(i32, Bytes)]) -> Produce
 }
 
 /// Runs `concurrency` producer tasks to completion, in the configured model.
-pub async fn run_producers(
-    concurrency: usize,
-    cfg: Arc<ProduceConfig>,
-    cluster: Arc<Cluster>,
-    stats: Arc<Stats>,
-    control: Arc<RunControl>,
-    tracker: Option<Arc<AckTracker>>,
-    pool: Arc<PayloadPool>,
-) -> Result<ProducerTotals> {
-    if cfg.model == ProducerModel::Record {
-        return crate::record_producer::run(
-            concurrency,
-            cfg,
-            cluster,
-            stats,
-            control,
-            tracker,
-            pool,
-        )
-        .await;
+pub async fn run_producers(concurrency: usize, run: ProduceRun) -> Result<ProducerTotals> {
+    if run.cfg.model == ProducerModel::Record {
+        return crate::record_producer::run(concurrency, run).await;
     }
-    let mut handles = Vec::with_capacity(concurrency);
-    for id in 0..concurrency {
-        let task = ProducerTask::new(
-            id as u32,
-            cfg.clone(),
-            cluster.clone(),
-            stats.clone(),
-            control.clone(),
-            tracker.clone(),
-            pool.clone(),
-        );
-        handles.push(tokio::spawn(task.run()));
-    }
+    let handles: Vec<_> = (0..concurrency)
+        .map(|id| tokio::spawn(ProducerTask::new(id as u32, run.clone()).run()))
+        .collect();
     let mut totals = ProducerTotals::default();
     for h in handles {
         let t = h.await?;

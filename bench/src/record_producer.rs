@@ -20,16 +20,11 @@ use rand::SeedableRng;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
 use crate::batch::BatchBuilder;
-use crate::client::errors::{error_name, is_retriable, needs_metadata_refresh};
-use crate::metadata::Cluster;
 use crate::partitioner::{partition_for_key, KeyGenerator};
-use crate::payload::{self, PayloadHeader, PayloadPool};
+use crate::payload::{self, PayloadHeader};
 use crate::producer::{
-    note_request_failure, partition_response, produce_request, ProduceConfig, ProducerTotals,
-    RunControl,
+    judge_partition, note_request_failure, produce_request, ProduceRun, ProducerTotals, Verdict,
 };
-use crate::stats::Stats;
-use crate::validate::AckTracker;
 
 /// One record waiting for its batch's answer.
 struct Waiter {
@@ -62,11 +57,7 @@ struct PartitionQueue {
 
 /// Everything the tasks and senders share.
 struct Shared {
-    cfg: Arc<ProduceConfig>,
-    cluster: Arc<Cluster>,
-    stats: Arc<Stats>,
-    control: Arc<RunControl>,
-    tracker: Option<Arc<AckTracker>>,
+    run: ProduceRun,
     partitions: Vec<PartitionQueue>,
     /// Set once every task has finished: senders drain and exit.
     closed: AtomicBool,
@@ -92,8 +83,8 @@ impl Shared {
             };
             let open = q.open.get_or_insert_with(|| Pending {
                 builder: BatchBuilder::new(
-                    self.cfg.codec,
-                    self.cfg.batch_size.min(8 * 1024 * 1024),
+                    self.run.cfg.codec,
+                    self.run.cfg.batch_size.min(8 * 1024 * 1024),
                 ),
                 created: now,
                 waiters: Vec::new(),
@@ -113,7 +104,7 @@ impl Shared {
                 seq: header.map_or(0, |h| h.seq),
             });
             let next = BatchBuilder::record_size_estimate(key.len(), value.len());
-            if open.builder.size_bytes() + next > self.cfg.batch_size {
+            if open.builder.size_bytes() + next > self.run.cfg.batch_size {
                 if let Some(b) = q.open.take() {
                     q.full.push_back(b);
                 }
@@ -141,28 +132,20 @@ impl Shared {
         if let Some(b) = q.full.pop_front() {
             return Ok(b);
         }
-        let flush = self.control.should_stop() || self.closed.load(Ordering::SeqCst);
+        let flush = self.run.control.should_stop() || self.closed.load(Ordering::SeqCst);
         match q.open.as_ref() {
-            Some(b) if flush || b.created + self.cfg.linger <= Instant::now() => {
+            Some(b) if flush || b.created + self.run.cfg.linger <= Instant::now() => {
                 q.open.take().ok_or(None)
             }
-            Some(b) => Err(Some(b.created + self.cfg.linger)),
+            Some(b) => Err(Some(b.created + self.run.cfg.linger)),
             None => Err(None),
         }
     }
 }
 
 /// Runs `concurrency` record-at-a-time tasks over one shared accumulator to completion.
-pub async fn run(
-    concurrency: usize,
-    cfg: Arc<ProduceConfig>,
-    cluster: Arc<Cluster>,
-    stats: Arc<Stats>,
-    control: Arc<RunControl>,
-    tracker: Option<Arc<AckTracker>>,
-    pool: Arc<PayloadPool>,
-) -> Result<ProducerTotals> {
-    let partitions = cfg.partitions.max(1) as usize;
+pub async fn run(concurrency: usize, run: ProduceRun) -> Result<ProducerTotals> {
+    let partitions = run.cfg.partitions.max(1) as usize;
     let shared = Arc::new(Shared {
         partitions: (0..partitions)
             .map(|_| PartitionQueue {
@@ -170,11 +153,7 @@ pub async fn run(
                 wake: Notify::new(),
             })
             .collect(),
-        cfg,
-        cluster,
-        stats,
-        control,
-        tracker,
+        run,
         closed: AtomicBool::new(false),
         failed: AtomicUsize::new(0),
     });
@@ -182,7 +161,7 @@ pub async fn run(
         .map(|p| tokio::spawn(sender(shared.clone(), p)))
         .collect();
     let tasks: Vec<_> = (0..concurrency)
-        .map(|id| tokio::spawn(task(shared.clone(), pool.clone(), id as u32)))
+        .map(|id| tokio::spawn(task(shared.clone(), id as u32)))
         .collect();
     let mut totals = ProducerTotals::default();
     for t in tasks {
@@ -200,8 +179,8 @@ pub async fn run(
 }
 
 /// One application thread: send a record, await its answer, repeat. Returns records generated.
-async fn task(shared: Arc<Shared>, pool: Arc<PayloadPool>, id: u32) -> u64 {
-    let cfg = shared.cfg.clone();
+async fn task(shared: Arc<Shared>, id: u32) -> u64 {
+    let cfg = shared.run.cfg.clone();
     let mut keys = KeyGenerator::new(cfg.key_pattern, id);
     let mut rng = StdRng::seed_from_u64(0xbe7c_0000 + id as u64);
     let mut next_seq = vec![0u64; shared.partitions.len()];
@@ -209,15 +188,15 @@ async fn task(shared: Arc<Shared>, pool: Arc<PayloadPool>, id: u32) -> u64 {
     let started = Instant::now();
     // Bounded: the deadline or the message budget ends the loop, and every record's answer
     // comes (acknowledged, failed, or expired by --message-timeout-ms).
-    while !shared.control.should_stop() {
+    while !shared.run.control.should_stop() {
         if cfg.rate_per_task > 0.0 {
             let due = started + Duration::from_secs_f64(generated as f64 / cfg.rate_per_task);
             if due > Instant::now() {
-                tokio::time::sleep_until(due.min(shared.control.deadline()).into()).await;
+                tokio::time::sleep_until(due.min(shared.run.control.deadline()).into()).await;
                 continue;
             }
         }
-        if shared.control.claim(1) == 0 {
+        if shared.run.control.claim(1) == 0 {
             break;
         }
         let key = keys.next_key(&mut rng);
@@ -228,7 +207,7 @@ async fn task(shared: Arc<Shared>, pool: Arc<PayloadPool>, id: u32) -> u64 {
             seq,
             timestamp_us: payload::now_us(),
         });
-        let Some(rx) = shared.append(partition, key, pool.get(generated), header) else {
+        let Some(rx) = shared.append(partition, key, shared.run.pool.get(generated), header) else {
             break;
         };
         generated += 1;
@@ -243,7 +222,7 @@ async fn task(shared: Arc<Shared>, pool: Arc<PayloadPool>, id: u32) -> u64 {
 
 /// Ships one partition's batches, keeping up to `max_in_flight` requests outstanding.
 async fn sender(shared: Arc<Shared>, partition: usize) {
-    let max = shared.cfg.max_in_flight.max(1);
+    let max = shared.run.cfg.max_in_flight.max(1);
     let permits = Arc::new(Semaphore::new(max));
     loop {
         let batch = match shared.take(partition) {
@@ -257,13 +236,13 @@ async fn sender(shared: Arc<Shared>, partition: usize) {
                 };
                 // Wake on a new batch, at the open batch's linger, or to notice the run's end
                 // (once it has ended, `stopped` is always ready: polling it would spin).
-                let stopping = shared.control.should_stop();
+                let stopping = shared.run.control.should_stop();
                 let idle = Duration::from_millis(if stopping { 5 } else { 50 });
                 let wait = next.unwrap_or_else(|| Instant::now() + idle);
                 tokio::select! {
                     _ = pq.wake.notified() => {}
                     _ = tokio::time::sleep_until(wait.into()) => {}
-                    _ = shared.control.stopped(), if !stopping => {}
+                    _ = shared.run.control.stopped(), if !stopping => {}
                 }
                 continue;
             }
@@ -284,12 +263,14 @@ async fn sender(shared: Arc<Shared>, partition: usize) {
 /// Sends one batch, retrying what Kafka says to retry, until it is acknowledged, fails for good,
 /// or passes --message-timeout-ms; then answers its records.
 async fn send_until_done(shared: &Shared, partition: i32, batch: Pending) {
-    let cfg = &shared.cfg;
-    let count = batch.waiters.len() as u64;
+    let cfg = &shared.run.cfg;
     let records = match batch.builder.finish() {
         Ok(r) => r,
         Err(e) => {
-            shared.stats.record_error("CLIENT_BATCH_ENCODE_ERROR", 1);
+            shared
+                .run
+                .stats
+                .record_error("CLIENT_BATCH_ENCODE_ERROR", 1);
             if cfg.verbose {
                 eprintln!("partition {partition}: cannot encode batch: {e:#}");
             }
@@ -301,13 +282,14 @@ async fn send_until_done(shared: &Shared, partition: i32, batch: Pending) {
     loop {
         if attempt > 0 {
             if batch.created.elapsed() >= cfg.message_timeout
-                || Instant::now() >= shared.control.deadline() + cfg.request_timeout
+                || Instant::now() >= shared.run.control.deadline() + cfg.request_timeout
             {
-                shared.stats.record_error("CLIENT_MESSAGE_TIMEOUT", 1);
+                shared.run.stats.record_error("CLIENT_MESSAGE_TIMEOUT", 1);
                 return give_up(shared, batch.waiters);
             }
-            let generation = shared.cluster.generation();
+            let generation = shared.run.cluster.generation();
             let _ = shared
+                .run
                 .cluster
                 .refresh(std::slice::from_ref(&cfg.topic), Some(generation))
                 .await;
@@ -316,24 +298,25 @@ async fn send_until_done(shared: &Shared, partition: i32, batch: Pending) {
         }
         attempt += 1;
         let leader = shared
+            .run
             .cluster
             .topic(&cfg.topic)
             .and_then(|t| t.leader(partition));
         let Some(leader) = leader else {
-            shared.stats.record_error("CLIENT_NO_LEADER", 1);
+            shared.run.stats.record_error("CLIENT_NO_LEADER", 1);
             continue;
         };
-        let conn = match shared.cluster.broker_connection(leader).await {
+        let conn = match shared.run.cluster.broker_connection(leader).await {
             Ok(c) => c,
             Err(e) => {
-                note_request_failure(&shared.stats, cfg, &e, leader);
+                note_request_failure(&shared.run.stats, cfg, &e, leader);
                 continue;
             }
         };
         let version = match conn.version_of::<kafka_protocol::messages::ProduceRequest>(3, 9) {
             Ok(v) => v,
             Err(e) => {
-                note_request_failure(&shared.stats, cfg, &e, leader);
+                note_request_failure(&shared.run.stats, cfg, &e, leader);
                 return give_up(shared, batch.waiters);
             }
         };
@@ -342,7 +325,7 @@ async fn send_until_done(shared: &Shared, partition: i32, batch: Pending) {
             match conn.send_no_response(&req, version).await {
                 Ok(()) => return acknowledge(shared, partition, batch.waiters),
                 Err(e) => {
-                    note_request_failure(&shared.stats, cfg, &e, leader);
+                    note_request_failure(&shared.run.stats, cfg, &e, leader);
                     continue;
                 }
             }
@@ -354,34 +337,15 @@ async fn send_until_done(shared: &Shared, partition: i32, batch: Pending) {
         let resp = match resp {
             Ok(r) => r,
             Err(e) => {
-                note_request_failure(&shared.stats, cfg, &e, leader);
+                note_request_failure(&shared.run.stats, cfg, &e, leader);
                 continue;
             }
         };
-        let Some(pr) = partition_response(&resp, &cfg.topic, partition) else {
-            shared
-                .stats
-                .record_error("CLIENT_MISSING_PARTITION_IN_RESPONSE", 1);
-            continue;
-        };
-        if pr.error_code == 0 {
-            if pr.base_offset < 0 {
-                // "Success" without an offset is not success: nothing says it was stored.
-                shared.stats.record_error("CLIENT_NO_BASE_OFFSET(-1)", 1);
-                return give_up(shared, batch.waiters);
-            }
-            return acknowledge(shared, partition, batch.waiters);
-        }
-        shared.stats.record_error(&error_name(pr.error_code), 1);
-        if cfg.verbose {
-            eprintln!(
-                "{}-{partition}: {} ({count} records)",
-                cfg.topic,
-                error_name(pr.error_code)
-            );
-        }
-        if !(is_retriable(pr.error_code) || needs_metadata_refresh(pr.error_code)) {
-            return give_up(shared, batch.waiters);
+        // A retry refreshes metadata anyway, so the verdict's refresh flag is not needed here.
+        match judge_partition(&shared.run.stats, cfg, &resp, partition) {
+            Verdict::Stored => return acknowledge(shared, partition, batch.waiters),
+            Verdict::Retry { .. } => {}
+            Verdict::Failed => return give_up(shared, batch.waiters),
         }
     }
 }
@@ -389,13 +353,13 @@ async fn send_until_done(shared: &Shared, partition: i32, batch: Pending) {
 fn acknowledge(shared: &Shared, partition: i32, waiters: Vec<Waiter>) {
     let now = Instant::now();
     let latencies: Vec<Duration> = waiters.iter().map(|w| now - w.sent).collect();
-    shared.stats.record_each(
-        shared.cfg.message_size as u64,
-        shared.cfg.acks != 0,
+    shared.run.stats.record_each(
+        shared.run.cfg.message_size as u64,
+        shared.run.cfg.acks != 0,
         &latencies,
     );
     for w in waiters {
-        if let Some(t) = &shared.tracker {
+        if let Some(t) = &shared.run.tracker {
             t.ack(partition, w.task, w.seq, 1);
         }
         let _ = w.done.send(true);
@@ -403,7 +367,7 @@ fn acknowledge(shared: &Shared, partition: i32, waiters: Vec<Waiter>) {
 }
 
 fn give_up(shared: &Shared, waiters: Vec<Waiter>) {
-    shared.stats.record_failed(waiters.len() as u64);
+    shared.run.stats.record_failed(waiters.len() as u64);
     shared.failed.fetch_add(waiters.len(), Ordering::Relaxed);
     for w in waiters {
         let _ = w.done.send(false);

@@ -109,14 +109,19 @@ impl Stats {
         self.measuring.load(Ordering::Relaxed)
     }
 
-    pub fn record_success(&self, messages: u64, bytes: u64, latency: Option<Duration>) {
+    /// Counts acknowledged messages; false during warm-up (only `all_messages` counts then).
+    fn count_success(&self, messages: u64, bytes: u64) -> bool {
         self.all_messages.fetch_add(messages, Ordering::Relaxed);
         if !self.is_measuring() {
-            return;
+            return false;
         }
         self.messages.fetch_add(messages, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        if let Some(l) = latency {
+        true
+    }
+
+    pub fn record_success(&self, messages: u64, bytes: u64, latency: Option<Duration>) {
+        if let (true, Some(l)) = (self.count_success(messages, bytes), latency) {
             if let Ok(mut h) = self.latency.lock() {
                 record_latency(&mut h, l);
             }
@@ -126,13 +131,7 @@ impl Stats {
     /// Counts one message per latency (each `bytes` long), recording the latencies if `timed`.
     pub fn record_each(&self, bytes: u64, timed: bool, latencies: &[Duration]) {
         let n = latencies.len() as u64;
-        self.all_messages.fetch_add(n, Ordering::Relaxed);
-        if !self.is_measuring() {
-            return;
-        }
-        self.messages.fetch_add(n, Ordering::Relaxed);
-        self.bytes.fetch_add(n * bytes, Ordering::Relaxed);
-        if timed {
+        if self.count_success(n, n * bytes) && timed {
             if let Ok(mut h) = self.latency.lock() {
                 for l in latencies {
                     record_latency(&mut h, *l);

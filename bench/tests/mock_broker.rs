@@ -149,28 +149,36 @@ async fn success_without_a_base_offset_is_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_leader_errors_are_retried_and_counted() {
     let broker = MockBroker::start().await;
-    broker.create("nl", 3);
-    broker.faults.not_leader.store(5, Ordering::SeqCst);
-    let r = modes::run(&args(
-        &broker,
-        &[
-            "-t",
-            "nl",
-            "-n",
-            "3000",
-            "-c",
-            "3",
-            "--validate",
-            "-s",
-            "64",
-        ],
-    ))
-    .await
-    .expect("runs");
-    assert!(r.passed, "{}", r.text_summary());
-    assert_eq!(r.messages, 3000);
-    assert_eq!(r.errors.get("NOT_LEADER_OR_FOLLOWER(6)"), Some(&5));
-    assert_eq!(r.validation_passed, Some(true));
+    for (topic, model, tasks) in [("nl", "batch", "3"), ("rnl", "record", "16")] {
+        broker.create(topic, 3);
+        broker.faults.not_leader.store(5, Ordering::SeqCst);
+        let r = modes::run(&args(
+            &broker,
+            &[
+                "-t",
+                topic,
+                "--producer-model",
+                model,
+                "-n",
+                "3000",
+                "-c",
+                tasks,
+                "--validate",
+                "-s",
+                "64",
+            ],
+        ))
+        .await
+        .expect("runs");
+        assert!(r.passed, "{model}: {}", r.text_summary());
+        assert_eq!(r.messages, 3000);
+        assert_eq!(
+            r.errors.get("NOT_LEADER_OR_FOLLOWER(6)"),
+            Some(&5),
+            "{model}"
+        );
+        assert_eq!(r.validation_passed, Some(true), "{model}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,21 +233,36 @@ async fn consume_stops_at_the_duration_when_no_data_arrives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_and_duration_bound_the_run() {
     let broker = MockBroker::start().await;
-    broker.create("rl", 1);
-    let start = Instant::now();
-    let r = modes::run(&args(
-        &broker,
-        &["-t", "rl", "-d", "1s", "--rate-limit", "2000", "-c", "2"],
-    ))
-    .await
-    .expect("runs");
-    assert!(start.elapsed() < Duration::from_secs(5));
-    assert!(r.passed, "{}", r.text_summary());
-    assert!(
-        (1500..=2600).contains(&r.messages),
-        "{} messages at 2000/s for 1s",
-        r.messages
-    );
+    // In the record model each task awaits its record (≥ the 5 ms linger here), so it takes 32
+    // tasks, not 2, to reach 2000/s.
+    for (topic, model, tasks) in [("rl", "batch", "2"), ("rrl", "record", "32")] {
+        broker.create(topic, 1);
+        let start = Instant::now();
+        let r = modes::run(&args(
+            &broker,
+            &[
+                "-t",
+                topic,
+                "--producer-model",
+                model,
+                "-d",
+                "1s",
+                "--rate-limit",
+                "2000",
+                "-c",
+                tasks,
+            ],
+        ))
+        .await
+        .expect("runs");
+        assert!(start.elapsed() < Duration::from_secs(5), "{model}");
+        assert!(r.passed, "{model}: {}", r.text_summary());
+        assert!(
+            (1500..=2600).contains(&r.messages),
+            "{model}: {} messages at 2000/s for 1s",
+            r.messages
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,61 +464,4 @@ async fn record_model_keeps_concurrency_records_in_flight_and_times_each() {
     assert!(b.passed, "{}", b.text_summary());
     assert!(b.latency_count < 4000);
     assert!(broker.max_batch_records.load(Ordering::SeqCst) > 4);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn record_model_retries_not_leader_and_honours_the_rate() {
-    let broker = MockBroker::start().await;
-    broker.create("rnl", 3);
-    broker.faults.not_leader.store(5, Ordering::SeqCst);
-    let r = modes::run(&args(
-        &broker,
-        &[
-            "-t",
-            "rnl",
-            "--producer-model",
-            "record",
-            "-n",
-            "3000",
-            "-c",
-            "16",
-            "--validate",
-            "-s",
-            "64",
-        ],
-    ))
-    .await
-    .expect("runs");
-    assert!(r.passed, "{}", r.text_summary());
-    assert_eq!(r.messages, 3000);
-    assert_eq!(r.errors.get("NOT_LEADER_OR_FOLLOWER(6)"), Some(&5));
-    assert_eq!(r.validation_passed, Some(true));
-
-    // Each task awaits its record (≥ the 5 ms linger here), so 32 tasks, not 8, reach 2000/s.
-    broker.create("rrl", 1);
-    let start = Instant::now();
-    let r = modes::run(&args(
-        &broker,
-        &[
-            "-t",
-            "rrl",
-            "--producer-model",
-            "record",
-            "-d",
-            "1s",
-            "--rate-limit",
-            "2000",
-            "-c",
-            "32",
-        ],
-    ))
-    .await
-    .expect("runs");
-    assert!(start.elapsed() < Duration::from_secs(5));
-    assert!(r.passed, "{}", r.text_summary());
-    assert!(
-        (1500..=2600).contains(&r.messages),
-        "{} messages at 2000/s for 1s",
-        r.messages
-    );
 }

@@ -12,7 +12,7 @@ use crate::consumer::{run_consumers, ConsumeConfig, FetchLoop, Position};
 use crate::cpu::CpuTimes;
 use crate::metadata::{Cluster, LATEST};
 use crate::payload::PayloadPool;
-use crate::producer::{run_producers, ProduceConfig, RunControl};
+use crate::producer::{run_producers, ProduceConfig, ProduceRun, RunControl};
 use crate::report::{spawn_progress, RunReport};
 use crate::stats::Stats;
 use crate::validate::{AckTracker, Validator};
@@ -130,12 +130,14 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     let ctrl_c = stop_on_ctrl_c(control.clone());
     let totals = run_producers(
         args.concurrency,
-        cfg,
-        cluster.clone(),
-        stats.clone(),
-        control,
-        tracker.clone(),
-        pool,
+        ProduceRun {
+            cfg,
+            cluster: cluster.clone(),
+            stats: stats.clone(),
+            control,
+            tracker: tracker.clone(),
+            pool,
+        },
     )
     .await?;
     drop(progress);

@@ -11,7 +11,7 @@ use crate::consumer::{run_consumers, ConsumeConfig, FetchLoop, Position};
 use crate::cpu::CpuTimes;
 use crate::metadata::LATEST;
 use crate::payload::PayloadPool;
-use crate::producer::{run_producers, RunControl};
+use crate::producer::{run_producers, ProduceRun, RunControl};
 use crate::report::{spawn_progress, RunReport};
 use crate::stats::Stats;
 use crate::validate::{AckTracker, Validator};
@@ -88,12 +88,14 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     let pool = Arc::new(PayloadPool::new(args.payload_pattern, args.message_size));
     run_producers(
         args.concurrency,
-        cfg,
-        cluster.clone(),
-        produce_stats.clone(),
-        produce_control,
-        tracker.clone(),
-        pool,
+        ProduceRun {
+            cfg,
+            cluster: cluster.clone(),
+            stats: produce_stats.clone(),
+            control: produce_control,
+            tracker: tracker.clone(),
+            pool,
+        },
     )
     .await?;
     let produce_elapsed = measured_elapsed(&measure_start);

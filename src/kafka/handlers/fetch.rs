@@ -246,10 +246,7 @@ pub async fn handle(
             }
             results.push(out);
         }
-        // Kafka answers a fetch naming no partitions at once (a consumer closing its fetch
-        // session sends one); waiting for data that cannot come would hold the connection.
-        let no_partitions = topics.iter().all(|(_, _, parts)| parts.is_empty());
-        if total >= min_bytes || any_error || no_partitions || Instant::now() >= deadline {
+        if total >= min_bytes || any_error || Instant::now() >= deadline {
             break;
         }
         // Long-poll: sleep until one of the partitions gets new data, on each owner shard.
@@ -264,6 +261,12 @@ pub async fn handle(
                         .push(TopicPartition::new(name, *partition));
                 }
             }
+        }
+        // Nothing that could wake this fetch (it names no partitions, as the one a consumer
+        // sends to close its fetch session): answer now, as Kafka does, instead of holding the
+        // connection.
+        if by_owner.is_empty() {
+            break;
         }
         let (tx, rx) = async_channel::bounded::<()>(1);
         let mut waits = Vec::new();
@@ -281,8 +284,6 @@ pub async fn handle(
                 .detach(),
             );
         }
-        // Only the waits hold senders now: with none left, `recv` ends instead of hanging.
-        drop(tx);
         let _ = rx.recv().await;
         for w in waits {
             w.cancel();
