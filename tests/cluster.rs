@@ -207,6 +207,48 @@ fn killing_the_controller_that_also_leads_loses_nothing() {
 }
 
 #[test]
+fn killing_the_controller_leader_alone_loses_nothing() {
+    let mut c = Cluster::start(3, FAST);
+    let b = c.nodes[0].bootstrap();
+    let ctrl = metadata(&b, "x").controller_id.0;
+    assert!(ctrl >= 1);
+    let others: Vec<i32> = (1..=3).filter(|i| *i != ctrl).collect();
+    // The partition is led by another node; the controller is only a follower of it.
+    let assignment = [others[0], others[1], ctrl];
+    create(
+        &b,
+        NewTopic::new("ctrl-only", 1, TopicReplication::Variable(&[&assignment])),
+    );
+    assert_eq!(leader_of(&b, "ctrl-only", 0), others[0]);
+    let acked = produce_through_kill(&mut c, "ctrl-only", 3000, 1000, ctrl);
+    assert_eq!(acked.len(), 3000, "every message acknowledged");
+    check_exactly(&c, "ctrl-only", &acked);
+    // A new controller was elected among the survivors; it fenced the dead node (which left
+    // the ISR) and still serves metadata changes.
+    let first = c.bootstrap().split(',').next().unwrap().to_string();
+    wait_until(
+        "a new controller and the dead node out of the ISR",
+        30,
+        || {
+            let md = metadata(&first, "ctrl-only");
+            let new_ctrl = md.controller_id.0;
+            new_ctrl != ctrl
+                && others.contains(&new_ctrl)
+                && !isr_of(&first, "ctrl-only", 0).contains(&ctrl)
+        },
+    );
+    assert_eq!(
+        leader_of(&first, "ctrl-only", 0),
+        others[0],
+        "the partition kept its leader"
+    );
+    create(
+        &first,
+        NewTopic::new("after-ctrl", 1, TopicReplication::Fixed(2)),
+    );
+}
+
+#[test]
 fn follower_restart_learns_topics_catches_up_and_rejoins_isr() {
     let mut c = Cluster::start(3, FAST);
     let b1 = c.nodes[0].bootstrap();
