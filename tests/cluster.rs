@@ -248,6 +248,57 @@ fn killing_the_controller_leader_alone_loses_nothing() {
     );
 }
 
+/// Sends `from..to` (values as text) to partition 0 with acks=all and waits for every ack.
+fn produce_range(bootstrap: &str, topic: &str, from: i64, to: i64) {
+    let p: ThreadedProducer<_> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .unwrap();
+    for i in from..to {
+        p.send(
+            BaseRecord::<str, str>::to(topic)
+                .payload(&i.to_string())
+                .partition(0),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
+#[test]
+fn the_preferred_leader_returns_after_its_broker_comes_back() {
+    let mut extra = FAST.to_vec();
+    extra.extend(["--leader-imbalance-check-interval-ms", "500"]);
+    let mut c = Cluster::start(3, &extra);
+    let b1 = c.nodes[0].bootstrap();
+    // Node 2 is the preferred leader (first replica).
+    create(
+        &b1,
+        NewTopic::new("pref", 1, TopicReplication::Variable(&[&[2, 1, 3]])),
+    );
+    assert_eq!(leader_of(&b1, "pref", 0), 2);
+    produce_range(&c.bootstrap(), "pref", 0, 100);
+    c.node(2).kill();
+    wait_until("another leader", 30, || {
+        matches!(leader_of(&b1, "pref", 0), 1 | 3)
+    });
+    produce_range(&c.bootstrap(), "pref", 100, 200);
+    c.node(2).spawn();
+    c.node(2).wait_ready(3);
+    // Back in the ISR after catching up, then elected again by the controller's periodic
+    // preferred-leader check, with no admin action.
+    wait_until("node 2 leads again", 60, || {
+        leader_of(&b1, "pref", 0) == 2 && isr_of(&b1, "pref", 0).len() == 3
+    });
+    produce_range(&c.bootstrap(), "pref", 200, 300);
+    assert_eq!(
+        consume_values(&c.bootstrap(), "pref", 0, 300),
+        (0..300).collect::<Vec<i64>>()
+    );
+}
+
 #[test]
 fn follower_restart_learns_topics_catches_up_and_rejoins_isr() {
     let mut c = Cluster::start(3, FAST);
