@@ -299,6 +299,114 @@ fn the_preferred_leader_returns_after_its_broker_comes_back() {
     );
 }
 
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
+const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+
+#[test]
+fn non_leaders_refuse_and_consumers_see_only_what_the_isr_has() {
+    // Long session and lag timeouts: frozen followers stay in the ISR for this whole test.
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--broker-session-timeout-ms",
+            "60000",
+            "--replica-lag-time-max-ms",
+            "60000",
+        ],
+    );
+    let b1 = c.nodes[0].bootstrap();
+    create(
+        &b1,
+        NewTopic::new("hw", 1, TopicReplication::Variable(&[&[1, 2, 3]])),
+    );
+    produce_range(&b1, "hw", 0, 100);
+    // Produce and Fetch sent to a follower are refused, as Kafka does; clients bootstrapped
+    // from a follower still find the leader.
+    for follower in [&c.nodes[1], &c.nodes[2]] {
+        let b = follower.bootstrap();
+        assert_eq!(
+            produce_once(&b, "hw", 0, 1, 5000, 1).0,
+            NOT_LEADER_OR_FOLLOWER
+        );
+        let mut s = raw::connect(&b).unwrap();
+        assert_eq!(
+            fetch_once(&mut s, -1, "hw", 0, 0).error_code,
+            NOT_LEADER_OR_FOLLOWER
+        );
+    }
+    produce_range(&c.nodes[2].bootstrap(), "hw", 100, 110);
+    wait_until("followers caught up", 30, || {
+        local_leo(&c.nodes[1].bootstrap(), "hw", 0) == 110
+            && local_leo(&c.nodes[2].bootstrap(), "hw", 0) == 110
+    });
+    // Records only the leader has are above the high watermark: not served to consumers.
+    c.node(2).signal(libc::SIGSTOP);
+    c.node(3).signal(libc::SIGSTOP);
+    assert_eq!(produce_once(&b1, "hw", 0, 1, 5000, 5), (0, 110));
+    assert_eq!(local_leo(&b1, "hw", 0), 115);
+    let mut s = raw::connect(&b1).unwrap();
+    let pd = fetch_once(&mut s, -1, "hw", 0, 110);
+    assert_eq!(pd.error_code, 0);
+    assert_eq!(pd.high_watermark, 110);
+    assert!(
+        pd.records.unwrap_or_default().is_empty(),
+        "served above the HW"
+    );
+    // acks=all cannot complete while the followers are away (both still in the ISR).
+    assert_eq!(produce_once(&b1, "hw", 0, -1, 1000, 1).0, 7); // REQUEST_TIMED_OUT
+    c.node(2).signal(libc::SIGCONT);
+    c.node(3).signal(libc::SIGCONT);
+    wait_until("the HW passes the new records", 30, || {
+        let pd = fetch_once(&mut s, -1, "hw", 0, 110);
+        pd.high_watermark == 116 && !pd.records.unwrap_or_default().is_empty()
+    });
+}
+
+#[test]
+fn an_isr_shrinking_under_a_waiting_acks_all_produce_answers_after_append() {
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--broker-session-timeout-ms",
+            "60000",
+            "--broker-heartbeat-interval-ms",
+            "200",
+            "--replica-lag-time-max-ms",
+            "2000",
+        ],
+    );
+    let b1 = c.nodes[0].bootstrap();
+    create(
+        &b1,
+        NewTopic::new("shrink", 1, TopicReplication::Variable(&[&[1, 2, 3]]))
+            .set("min.insync.replicas", "3"),
+    );
+    produce_range(&b1, "shrink", 0, 10);
+    // Freeze one follower, not the controller, so the controller can still shrink the ISR.
+    let ctrl = metadata(&b1, "shrink").controller_id.0;
+    let frozen = if ctrl == 2 { 3 } else { 2 };
+    c.node(frozen).signal(libc::SIGSTOP);
+    // Appended on the leader, then the ISR drops to two, below min.insync.replicas = 3.
+    assert_eq!(
+        produce_once(&b1, "shrink", 0, -1, 30_000, 1),
+        (NOT_ENOUGH_REPLICAS_AFTER_APPEND, 10)
+    );
+    assert_eq!(isr_of(&b1, "shrink", 0).len(), 2);
+    // Now refused before appending; acks=1 still works.
+    assert_eq!(
+        produce_once(&b1, "shrink", 0, -1, 30_000, 1).0,
+        NOT_ENOUGH_REPLICAS
+    );
+    assert_eq!(local_leo(&b1, "shrink", 0), 11);
+    assert_eq!(produce_once(&b1, "shrink", 0, 1, 30_000, 1), (0, 11));
+    c.node(frozen).signal(libc::SIGCONT);
+    wait_until("the follower back in the ISR", 30, || {
+        isr_of(&b1, "shrink", 0).len() == 3
+    });
+    assert_eq!(produce_once(&b1, "shrink", 0, -1, 30_000, 1), (0, 12));
+}
+
 #[test]
 fn follower_restart_learns_topics_catches_up_and_rejoins_isr() {
     let mut c = Cluster::start(3, FAST);

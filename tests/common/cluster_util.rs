@@ -4,10 +4,12 @@
 use super::raw;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataResponse, TopicName,
+    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic};
@@ -105,21 +107,7 @@ pub fn local_bytes(addr: &str, topic: &str, partition: i32, until: i64) -> Vec<u
     let mut out = Vec::new();
     let mut offset = 0i64;
     while offset < until {
-        let mut req = FetchRequest::default();
-        req.replica_id = BrokerId(-2);
-        req.max_wait_ms = 0;
-        req.max_bytes = 8 << 20;
-        let mut t = FetchTopic::default();
-        t.topic = TopicName(StrBytes::from_string(topic.into()));
-        let mut p = FetchPartition::default();
-        p.partition = partition;
-        p.fetch_offset = offset;
-        p.current_leader_epoch = -1;
-        p.partition_max_bytes = 8 << 20;
-        t.partitions = vec![p];
-        req.topics = vec![t];
-        let r: FetchResponse = raw::call(&mut s, ApiKey::Fetch, 11, &req).expect("fetch");
-        let pd = &r.responses[0].partitions[0];
+        let pd = fetch_once(&mut s, -2, topic, partition, offset);
         assert_eq!(pd.error_code, 0);
         let recs: Bytes = pd.records.clone().unwrap_or_default();
         assert!(!recs.is_empty(), "no data at offset {offset} below {until}");
@@ -138,6 +126,62 @@ pub fn local_bytes(addr: &str, topic: &str, partition: i32, until: i64) -> Vec<u
         }
     }
     out
+}
+
+/// One Fetch (v11) of a partition at `offset` as `replica_id` (-1: a consumer, -2: this node's
+/// own copy), answered at once.
+pub fn fetch_once(
+    s: &mut std::net::TcpStream,
+    replica_id: i32,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> PartitionData {
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(replica_id);
+    req.max_wait_ms = 0;
+    req.max_bytes = 8 << 20;
+    let mut t = FetchTopic::default();
+    t.topic = TopicName(StrBytes::from_string(topic.into()));
+    let mut p = FetchPartition::default();
+    p.partition = partition;
+    p.fetch_offset = offset;
+    p.current_leader_epoch = -1;
+    p.partition_max_bytes = 8 << 20;
+    t.partitions = vec![p];
+    req.topics = vec![t];
+    let mut r: FetchResponse = raw::call(s, ApiKey::Fetch, 11, &req).expect("fetch");
+    r.responses.remove(0).partitions.remove(0)
+}
+
+/// One Produce (v9) of a batch of `records` small records; returns (error code, base offset).
+pub fn produce_once(
+    addr: &str,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    timeout_ms: i32,
+    records: usize,
+) -> (i16, i64) {
+    let mut s = raw::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_millis(
+        timeout_ms as u64 + 30_000,
+    )))
+    .unwrap();
+    let batch = chronik_storage::testing::build_batch_of(records, 10, b'x', 1_700_000_000_000);
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(batch.freeze());
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_string(topic.into()));
+    td.partition_data = vec![pd];
+    let mut req = ProduceRequest::default();
+    req.acks = acks;
+    req.timeout_ms = timeout_ms;
+    req.topic_data = vec![td];
+    let r: ProduceResponse = raw::call(&mut s, ApiKey::Produce, 9, &req).expect("produce");
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
 }
 
 pub fn consume_values(bootstrap: &str, topic: &str, partition: i32, expect: usize) -> Vec<i64> {

@@ -236,10 +236,16 @@ pub async fn produce_local(
         return ProduceOutcome::error(errors::NOT_ENOUGH_REPLICAS);
     }
     let mut out = p.append_as_leader(batch).await;
-    if acks == -1 && out.error == errors::NONE && !p.wait_hw_above(out.last_offset, timeout).await {
-        out.error = if !p.is_leader.get() {
+    if acks == -1 && out.error == errors::NONE {
+        let replicated = p.wait_hw_above(out.last_offset, timeout).await;
+        // As Kafka: the ISR may shrink below min.insync.replicas after the append, and the
+        // high watermark then passes the batch with fewer copies than the topic demands.
+        let enough = p.isr.borrow().len() >= min_isr;
+        out.error = if replicated && enough {
+            errors::NONE
+        } else if !replicated && !p.is_leader.get() {
             errors::NOT_LEADER_OR_FOLLOWER
-        } else if p.isr.borrow().len() < min_isr {
+        } else if !enough {
             errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND
         } else {
             errors::REQUEST_TIMED_OUT
