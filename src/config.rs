@@ -533,6 +533,56 @@ mod tests {
         assert_eq!(c.log_flush, FlushSetting::IntervalMs(1000));
     }
 
+    fn with_file(text: &str, args: ServerArgs) -> Result<BrokerConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        BrokerConfig::resolve(&ServerArgs {
+            config: Some(path),
+            ..args
+        })
+    }
+
+    #[test]
+    fn a_toml_file_configures_a_cluster_node_and_flags_override_it() {
+        let text = r#"
+            node-id = 2
+            listen = "127.0.0.1:19093"
+            controller_listen = "127.0.0.1:20093"
+            controller-quorum = "1@127.0.0.1:20092,2@127.0.0.1:20093,3@127.0.0.1:20094"
+            "min.insync.replicas" = 2
+            replica-lag-time-max-ms = 5000
+        "#;
+        let c = with_file(text, ServerArgs::default()).unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:19093");
+        assert_eq!(c.controller_listen.to_string(), "127.0.0.1:20093");
+        assert_eq!(c.controller_quorum.len(), 3);
+        assert_eq!(c.min_insync_replicas, 2);
+        assert_eq!(c.replica_lag_time_max_ms, 5000);
+        let flags = ServerArgs {
+            listen: Some("127.0.0.1:19999".into()),
+            min_insync_replicas: Some(1),
+            ..Default::default()
+        };
+        let c = with_file(text, flags).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:19999");
+        assert_eq!(c.min_insync_replicas, 1);
+        assert_eq!(c.node_id, 2);
+    }
+
+    #[test]
+    fn a_toml_file_with_an_unknown_key_or_bad_syntax_is_refused_by_name() {
+        let e = with_file("node-id = 1\nlisten-port = 9092\n", ServerArgs::default())
+            .err()
+            .unwrap();
+        assert!(e.contains("listen-port") && e.contains("node.toml"), "{e}");
+        let e = with_file("node-id = \n", ServerArgs::default())
+            .err()
+            .unwrap();
+        assert!(e.contains("node.toml"), "{e}");
+    }
+
     #[test]
     fn flush_setting_parses() {
         assert_eq!(parse_flush("always").unwrap(), FlushSetting::Always);

@@ -109,6 +109,34 @@ fn three_nodes_replicate_acks_all_and_agree() {
     }
 }
 
+#[test]
+fn a_cluster_started_from_toml_files_replicates() {
+    let mut c = Cluster::start_from_toml(3);
+    let b2 = c.nodes[1].bootstrap();
+    create(
+        &b2,
+        NewTopic::new("from-toml", 1, TopicReplication::Fixed(3)),
+    );
+    for n in &c.nodes {
+        assert_eq!(metadata(&n.bootstrap(), "from-toml").brokers.len(), 3);
+    }
+    produce_range(&c.bootstrap(), "from-toml", 0, 500);
+    for n in &c.nodes {
+        let b = n.bootstrap();
+        wait_until("every node has the records", 30, || {
+            local_leo(&b, "from-toml", 0) == 500
+        });
+    }
+    // The files' topic defaults are in force: an auto-created topic gets 2 partitions of 3
+    // replicas (the built-in defaults are 1 partition of 1 replica).
+    produce_range(&c.bootstrap(), "auto-from-toml", 0, 10);
+    let md = metadata(&b2, "auto-from-toml");
+    assert_eq!(md.topics[0].error_code, 0);
+    let parts = &md.topics[0].partitions;
+    assert_eq!(parts.len(), 2);
+    assert!(parts.iter().all(|p| p.replica_nodes.len() == 3));
+}
+
 /// Produces 0..n with an idempotent acks=all producer, killing `victim(cluster)` after `kill_at`.
 fn produce_through_kill(
     c: &mut Cluster,

@@ -38,6 +38,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub extra: Vec<String>,
     pub quorum: Option<String>,
+    /// Started with only `--config FILE` (every setting in the TOML file).
+    pub config_file: Option<PathBuf>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -53,6 +55,7 @@ impl Server {
             data_dir: dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             quorum: None,
+            config_file: None,
             _tmp: Some(tmp),
         };
         s.spawn();
@@ -77,6 +80,7 @@ impl Server {
             data_dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             quorum: Some(quorum.to_string()),
+            config_file: None,
             _tmp: None,
         }
     }
@@ -136,16 +140,12 @@ impl Server {
 
     pub fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chronik-server"));
-        cmd.arg("--node-id")
-            .arg(self.node_id.to_string())
-            .arg("--listen")
-            .arg(self.bootstrap())
-            .arg("--controller-listen")
-            .arg(format!("127.0.0.1:{}", self.controller_port))
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--no-pin")
-            .args(&self.extra)
+        if let Some(f) = &self.config_file {
+            cmd.arg("--config").arg(f);
+        } else {
+            self.add_flags(&mut cmd);
+        }
+        cmd.args(&self.extra)
             .env(
                 "RUST_LOG",
                 std::env::var("CHRONIK_TEST_LOG").unwrap_or("info,openraft=warn".into()),
@@ -161,10 +161,22 @@ impl Server {
             Ok(f) => cmd.stderr(f),
             Err(_) => cmd.stderr(Stdio::null()),
         };
+        self.child = Some(cmd.spawn().expect("spawn chronik-server"));
+    }
+
+    fn add_flags(&self, cmd: &mut Command) {
+        cmd.arg("--node-id")
+            .arg(self.node_id.to_string())
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--controller-listen")
+            .arg(format!("127.0.0.1:{}", self.controller_port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--no-pin");
         if let Some(q) = &self.quorum {
             cmd.arg("--controller-quorum").arg(q);
         }
-        self.child = Some(cmd.spawn().expect("spawn chronik-server"));
     }
 
     /// Waits until the broker answers Metadata listing `brokers` brokers.
@@ -263,6 +275,44 @@ impl Cluster {
             nodes,
             quorum,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: tmp,
+        }
+    }
+
+    /// Like `start`, but each node gets only `--config node-N.toml`, a file holding its id,
+    /// listeners, data dir and the shared quorum.
+    pub fn start_from_toml(n: usize) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let quorum = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, (p, c)) in ports.iter().enumerate() {
+            let id = i as i32 + 1;
+            let dir = tmp.path().join(format!("node-{id}"));
+            let file = tmp.path().join(format!("node-{id}.toml"));
+            let text = format!(
+                "node-id = {id}\nlisten = \"127.0.0.1:{p}\"\ncontroller-listen = \"127.0.0.1:{c}\"\n\
+                 controller-quorum = \"{quorum}\"\ndata-dir = {dir:?}\npin = false\n\
+                 num-partitions = 2\ndefault-replication-factor = 3\n"
+            );
+            std::fs::write(&file, text).expect("write node config");
+            let mut s = Server::node(id, *p, *c, &quorum, dir, &[]);
+            s.config_file = Some(file);
+            s.spawn();
+            nodes.push(s);
+        }
+        for s in nodes.iter_mut() {
+            s.wait_ready(n);
+        }
+        Cluster {
+            nodes,
+            quorum,
+            extra: Vec::new(),
             _tmp: tmp,
         }
     }
