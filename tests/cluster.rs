@@ -111,7 +111,7 @@ fn three_nodes_replicate_acks_all_and_agree() {
 
 #[test]
 fn a_cluster_started_from_toml_files_replicates() {
-    let mut c = Cluster::start_from_toml(3);
+    let c = Cluster::start_from_toml(3);
     let b2 = c.nodes[1].bootstrap();
     create(
         &b2,
