@@ -137,6 +137,105 @@ fn a_cluster_started_from_toml_files_replicates() {
     assert!(parts.iter().all(|p| p.replica_nodes.len() == 3));
 }
 
+#[test]
+fn a_topic_deleted_and_created_again_starts_empty_on_every_node() {
+    let c = Cluster::start(3, FAST);
+    let b1 = c.nodes[0].bootstrap();
+    create(&b1, NewTopic::new("again", 1, TopicReplication::Fixed(3)));
+    produce_range(&c.bootstrap(), "again", 0, 300);
+    for n in &c.nodes {
+        let b = n.bootstrap();
+        wait_until("old records on every node", 30, || {
+            local_leo(&b, "again", 0) == 300
+        });
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let r = block_on(admin(&c.nodes[1].bootstrap()).delete_topics(&["again"], &opts)).unwrap();
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    create(
+        &c.nodes[2].bootstrap(),
+        NewTopic::new("again", 1, TopicReplication::Fixed(3)),
+    );
+    produce_range(&c.bootstrap(), "again", 1000, 1010);
+    // The new topic holds only the new records, from offset 0, on all three nodes.
+    for n in &c.nodes {
+        let b = n.bootstrap();
+        wait_until("the new topic replicated", 30, || {
+            local_leo(&b, "again", 0) == 10
+        });
+    }
+    let leader = leader_of(&b1, "again", 0);
+    let lb = c.nodes[(leader - 1) as usize].bootstrap();
+    let want = local_bytes(&lb, "again", 0, 10);
+    for n in &c.nodes {
+        assert_eq!(
+            local_bytes(&n.bootstrap(), "again", 0, 10),
+            want,
+            "node {}",
+            n.node_id
+        );
+    }
+    assert_eq!(
+        consume_values(&c.bootstrap(), "again", 0, 10),
+        (1000..1010).collect::<Vec<i64>>()
+    );
+}
+
+#[test]
+fn a_node_down_while_its_topic_is_replaced_drops_the_old_log() {
+    let mut c = Cluster::start(3, FAST);
+    let b1 = c.nodes[0].bootstrap();
+    create(
+        &b1,
+        NewTopic::new("swap", 1, TopicReplication::Variable(&[&[1, 2, 3]])),
+    );
+    produce_range(&c.bootstrap(), "swap", 0, 300);
+    let b3 = c.nodes[2].bootstrap();
+    wait_until("node 3 has the old records", 30, || {
+        local_leo(&b3, "swap", 0) == 300
+    });
+    c.node(3).kill();
+    wait_until("node 3 fenced", 20, || {
+        raw::metadata_broker_count(&b1).unwrap_or(3) == 2
+    });
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let r = block_on(admin(&b1).delete_topics(&["swap"], &opts)).unwrap();
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    // Same name, same replicas, new topic: node 3 still holds the old one's log on disk.
+    create(
+        &b1,
+        NewTopic::new("swap", 1, TopicReplication::Variable(&[&[1, 2, 3]])),
+    );
+    let p: ThreadedProducer<_> = ClientConfig::new()
+        .set("bootstrap.servers", &b1)
+        .set("acks", "1")
+        .create()
+        .unwrap();
+    for i in 1000..1010 {
+        p.send(
+            BaseRecord::<str, str>::to("swap")
+                .payload(&i.to_string())
+                .partition(0),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    c.node(3).spawn();
+    c.node(3).wait_ready(3);
+    let leader = leader_of(&b1, "swap", 0);
+    let lb = c.nodes[(leader - 1) as usize].bootstrap();
+    wait_until("node 3 holds exactly the new topic's records", 30, || {
+        local_leo(&b3, "swap", 0) == 10
+    });
+    assert_eq!(
+        local_bytes(&b3, "swap", 0, 10),
+        local_bytes(&lb, "swap", 0, 10)
+    );
+    wait_until("node 3 back in the ISR", 30, || {
+        isr_of(&b1, "swap", 0).len() == 3
+    });
+}
+
 /// Produces 0..n with an idempotent acks=all producer, killing `victim(cluster)` after `kill_at`.
 fn produce_through_kill(
     c: &mut Cluster,
