@@ -236,6 +236,50 @@ fn a_node_down_while_its_topic_is_replaced_drops_the_old_log() {
     });
 }
 
+#[test]
+fn partitions_added_to_a_replicated_topic_are_replicated() {
+    let c = Cluster::start(3, FAST);
+    let b1 = c.nodes[0].bootstrap();
+    create(&b1, NewTopic::new("grow", 1, TopicReplication::Fixed(3)));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let r = block_on(
+        admin(&c.nodes[2].bootstrap())
+            .create_partitions(&[rdkafka::admin::NewPartitions::new("grow", 3)], &opts),
+    )
+    .unwrap();
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    for n in &c.nodes {
+        let md = metadata(&n.bootstrap(), "grow");
+        assert_eq!(md.topics[0].partitions.len(), 3, "node {}", n.node_id);
+        assert!(md.topics[0]
+            .partitions
+            .iter()
+            .all(|p| p.replica_nodes.len() == 3 && p.isr_nodes.len() == 3));
+    }
+    let p: ThreadedProducer<_> = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    for i in 0..300 {
+        p.send(
+            BaseRecord::<str, str>::to("grow")
+                .payload(&i.to_string())
+                .partition(i % 3),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    for part in 0..3 {
+        for n in &c.nodes {
+            let b = n.bootstrap();
+            wait_until("every node has every partition", 30, || {
+                local_leo(&b, "grow", part) == 100
+            });
+        }
+    }
+}
+
 /// Produces 0..n with an idempotent acks=all producer, killing `victim(cluster)` after `kill_at`.
 fn produce_through_kill(
     c: &mut Cluster,
