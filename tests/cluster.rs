@@ -535,6 +535,48 @@ fn non_leaders_refuse_and_consumers_see_only_what_the_isr_has() {
 }
 
 #[test]
+fn a_retried_idempotent_batch_is_answered_like_the_original_and_waits_for_the_isr() {
+    // Frozen followers stay in the ISR (long session and lag timeouts).
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--broker-session-timeout-ms",
+            "60000",
+            "--replica-lag-time-max-ms",
+            "60000",
+        ],
+    );
+    let b1 = c.nodes[0].bootstrap();
+    create(
+        &b1,
+        NewTopic::new("retry", 1, TopicReplication::Variable(&[&[1, 2, 3]])),
+    );
+    let (pid, epoch) = init_producer_id(&b1);
+    let batch = |seq: i32| {
+        let mut b = chronik_storage::testing::build_batch_of(5, 10, b'r', 1_700_000_000_000);
+        chronik_storage::testing::set_producer(&mut b, pid, epoch, seq);
+        b.freeze()
+    };
+    assert_eq!(produce_batch(&b1, "retry", 0, -1, 30_000, batch(0)), (0, 0));
+    // The retry of an acknowledged batch gets the original's answer and is not appended again.
+    assert_eq!(produce_batch(&b1, "retry", 0, -1, 30_000, batch(0)), (0, 0));
+    assert_eq!(local_leo(&b1, "retry", 0), 5);
+    // A batch the ISR has not got yet: its retry is not acknowledged either.
+    c.node(3).signal(libc::SIGSTOP);
+    assert_eq!(produce_batch(&b1, "retry", 0, -1, 1000, batch(5)).0, 7); // REQUEST_TIMED_OUT
+    assert_eq!(produce_batch(&b1, "retry", 0, -1, 1000, batch(5)).0, 7);
+    assert_eq!(local_leo(&b1, "retry", 0), 10, "appended once");
+    c.node(3).signal(libc::SIGCONT);
+    assert_eq!(produce_batch(&b1, "retry", 0, -1, 30_000, batch(5)), (0, 5));
+    for n in &c.nodes {
+        let b = n.bootstrap();
+        wait_until("both batches, once, on every node", 30, || {
+            local_leo(&b, "retry", 0) == 10
+        });
+    }
+}
+
+#[test]
 fn an_isr_shrinking_under_a_waiting_acks_all_produce_answers_after_append() {
     let mut c = Cluster::start(
         3,

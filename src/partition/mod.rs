@@ -195,8 +195,10 @@ impl Partition {
         match check {
             SeqCheck::Reject(code) => return ProduceOutcome::error(code),
             SeqCheck::Duplicate { base_offset } => {
+                // As Kafka: a retried batch is answered as the original was (its offsets, no
+                // error), and an acks=all retry still waits for the high watermark to pass it.
                 return ProduceOutcome {
-                    error: errors::DUPLICATE_SEQUENCE_NUMBER,
+                    error: errors::NONE,
                     base_offset,
                     last_offset: base_offset + i64::from(header.records_count) - 1,
                     log_append_time: -1,

@@ -83,6 +83,16 @@ pub fn build_batch_with_timestamps(records: &[Record<'_>], timestamps: &[i64]) -
     buf
 }
 
+/// Makes `batch` an idempotent producer's: sets producer id, epoch and base sequence and
+/// recomputes the CRC.
+pub fn set_producer(batch: &mut BytesMut, producer_id: i64, epoch: i16, base_sequence: i32) {
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// `n` records of `value_len` bytes each (values filled with `fill`), for benchmarks.
 pub fn build_batch_of(n: usize, value_len: usize, fill: u8, base_timestamp: i64) -> BytesMut {
     let value = vec![fill; value_len];

@@ -8,8 +8,9 @@ use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, BrokerId, FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataResponse, ProduceRequest, ProduceResponse,
+    ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic};
@@ -163,15 +164,27 @@ pub fn produce_once(
     timeout_ms: i32,
     records: usize,
 ) -> (i16, i64) {
+    let batch = chronik_storage::testing::build_batch_of(records, 10, b'x', 1_700_000_000_000);
+    produce_batch(addr, topic, partition, acks, timeout_ms, batch.freeze())
+}
+
+/// One Produce (v9) of `batch`; returns (error code, base offset).
+pub fn produce_batch(
+    addr: &str,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    timeout_ms: i32,
+    batch: Bytes,
+) -> (i16, i64) {
     let mut s = raw::connect(addr).expect("connect");
     s.set_read_timeout(Some(std::time::Duration::from_millis(
         timeout_ms as u64 + 30_000,
     )))
     .unwrap();
-    let batch = chronik_storage::testing::build_batch_of(records, 10, b'x', 1_700_000_000_000);
     let mut pd = PartitionProduceData::default();
     pd.index = partition;
-    pd.records = Some(batch.freeze());
+    pd.records = Some(batch);
     let mut td = TopicProduceData::default();
     td.name = TopicName(StrBytes::from_string(topic.into()));
     td.partition_data = vec![pd];
@@ -182,6 +195,20 @@ pub fn produce_once(
     let r: ProduceResponse = raw::call(&mut s, ApiKey::Produce, 9, &req).expect("produce");
     let p = &r.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
+}
+
+/// A new idempotent producer id and epoch (InitProducerId v4, no transactional id).
+pub fn init_producer_id(addr: &str) -> (i64, i16) {
+    let mut s = raw::connect(addr).expect("connect");
+    let mut req = InitProducerIdRequest::default();
+    req.transactional_id = None;
+    req.transaction_timeout_ms = 60_000;
+    req.producer_id = ProducerId(-1);
+    req.producer_epoch = -1;
+    let r: InitProducerIdResponse =
+        raw::call(&mut s, ApiKey::InitProducerId, 4, &req).expect("init producer id");
+    assert_eq!(r.error_code, 0);
+    (r.producer_id.0, r.producer_epoch)
 }
 
 pub fn consume_values(bootstrap: &str, topic: &str, partition: i32, expect: usize) -> Vec<i64> {
