@@ -243,7 +243,9 @@ impl Partition {
 
     /// High watermark = smallest log end offset over the ISR (the leader's own included).
     pub fn maybe_advance_hw(&self) {
-        let mut hw = self.log.log_end_offset();
+        // Our own share is what is written, not what is queued: the HW is what every ISR
+        // member holds in its files (followers report their end after their writes).
+        let mut hw = self.log.written_end_offset();
         {
             let isr = self.isr.borrow();
             let followers = self.followers.borrow();

@@ -25,6 +25,11 @@ fn check_all(shard: &Rc<Shard>) {
     let now = Instant::now();
     let parts: Vec<_> = shard.partitions.borrow().values().cloned().collect();
     for p in parts {
+        if p.is_leader.get() {
+            // Batches whose appender went away (closed connection) are written by the log's
+            // background flusher with no one to move the HW past them: do it here.
+            p.maybe_advance_hw();
+        }
         if !p.is_leader.get() || p.isr_change_pending.get() {
             continue;
         }

@@ -446,6 +446,26 @@ fn offsets_are_assigned_in_call_order() {
 }
 
 #[test]
+fn the_written_end_trails_the_log_end_until_the_write_completes() {
+    both_paths(|buffered| {
+        run(move || async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = open(dir.path(), cfg(buffered), 0).await;
+            log.append(batch(2, 0, 0), 0).await.expect("append");
+            assert_eq!((log.written_end_offset(), log.log_end_offset()), (2, 2));
+            let f1 = log.append(batch(3, 1, 0), 0);
+            let f2 = log.append(batch(4, 2, 0), 0);
+            // Queued (offsets assigned, readable from the cache) but not yet written.
+            assert_eq!((log.written_end_offset(), log.log_end_offset()), (2, 9));
+            f1.await.expect("append");
+            f2.await.expect("append");
+            assert_eq!((log.written_end_offset(), log.log_end_offset()), (9, 9));
+            log.close().await.expect("close");
+        });
+    });
+}
+
+#[test]
 fn replicated_appends_keep_offsets_and_epochs() {
     run(|| async {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -418,6 +418,14 @@ impl PartitionLog {
         self.inner.st.borrow().leo
     }
 
+    /// The end of what the segment files hold: the log end offset less the batches still
+    /// queued for the writer. A leader counts itself in the high watermark only up to here, so
+    /// consumers never read a record that a crash could still take back.
+    pub fn written_end_offset(&self) -> i64 {
+        let st = self.inner.st.borrow();
+        st.pending.front().map_or(st.leo, |p| p.base)
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.inner.st.borrow().hw
     }
