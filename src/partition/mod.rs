@@ -46,6 +46,35 @@ pub struct FollowerState {
     pub log_end_offset: i64,
     /// Last time the follower was caught up to the leader's LEO (Kafka's lastCaughtUpTime).
     pub caught_up_at: Instant,
+    /// The leader's LEO and the time at the follower's previous fetch.
+    last_fetch_leo: i64,
+    last_fetch_at: Instant,
+}
+
+impl FollowerState {
+    pub fn new(offset: i64, now: Instant) -> FollowerState {
+        FollowerState {
+            log_end_offset: offset,
+            caught_up_at: now,
+            last_fetch_leo: offset,
+            last_fetch_at: now,
+        }
+    }
+
+    /// Records a fetch at `offset` (the follower's log end) while the leader's LEO is `leo`.
+    /// As Kafka: caught up now if it reached `leo`; otherwise caught up as of its previous
+    /// fetch if it reached what the leader had then — under steady load new data always
+    /// arrives between fetches, and a follower keeping pace must not look lagging.
+    pub fn record_fetch(&mut self, offset: i64, leo: i64, now: Instant) {
+        self.log_end_offset = offset;
+        if offset >= leo {
+            self.caught_up_at = self.caught_up_at.max(now);
+        } else if offset >= self.last_fetch_leo {
+            self.caught_up_at = self.caught_up_at.max(self.last_fetch_at);
+        }
+        self.last_fetch_leo = leo;
+        self.last_fetch_at = now;
+    }
 }
 
 pub struct Partition {
@@ -318,5 +347,36 @@ impl Partition {
 
     pub fn truncate_producers(&self, offset: i64) {
         self.producers.borrow_mut().truncate_to(offset);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FollowerState;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_follower_keeping_pace_under_steady_load_stays_caught_up() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut f = FollowerState::new(0, t0);
+        // Every fetch brings the follower to where the leader was at its previous fetch, and
+        // new data has always arrived in between: never equal to the current LEO.
+        for i in 1..=100u64 {
+            f.record_fetch(100 * (i as i64 - 1), 100 * i as i64, ms(10 * i));
+        }
+        assert_eq!(
+            f.caught_up_at,
+            ms(990),
+            "caught up as of its previous fetch"
+        );
+        // A follower that stops making progress is not: the time stays where it was.
+        for i in 101..=200u64 {
+            f.record_fetch(9_900, 100 * i as i64, ms(10 * i));
+        }
+        assert_eq!(f.caught_up_at, ms(990));
+        // Reaching the LEO counts at once.
+        f.record_fetch(20_000, 20_000, ms(2_500));
+        assert_eq!(f.caught_up_at, ms(2_500));
     }
 }

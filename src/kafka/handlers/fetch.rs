@@ -99,14 +99,9 @@ pub async fn read_local(shard: &Rc<Shard>, spec: ReadSpec) -> PartitionRead {
             // A follower's fetch offset is its log end offset: record it and move the HW.
             let now = Instant::now();
             let mut fs = p.followers.borrow_mut();
-            let e = fs.entry(follower).or_insert(FollowerState {
-                log_end_offset: spec.offset,
-                caught_up_at: now,
-            });
-            e.log_end_offset = spec.offset;
-            if spec.offset >= leo {
-                e.caught_up_at = now;
-            }
+            fs.entry(follower)
+                .or_insert_with(|| FollowerState::new(spec.offset, now))
+                .record_fetch(spec.offset, leo, now);
             drop(fs);
             p.maybe_advance_hw();
             leo
