@@ -221,7 +221,7 @@ impl Partition {
             header.base_sequence,
             header.records_count,
         );
-        match check {
+        let recorded_at = match check {
             SeqCheck::Reject(code) => return ProduceOutcome::error(code),
             SeqCheck::Duplicate { base_offset } => {
                 // As Kafka: a retried batch is answered as the original was (its offsets, no
@@ -243,9 +243,10 @@ impl Partition {
                     header.records_count,
                     base,
                 );
+                Some(base)
             }
-            SeqCheck::NotIdempotent => {}
-        }
+            SeqCheck::NotIdempotent => None,
+        };
         match self
             .log
             .append_valid(batch, self.leader_epoch.get().max(0))
@@ -265,6 +266,12 @@ impl Partition {
             }
             Err(e) => {
                 tracing::error!(topic = %self.tp.topic, partition = self.tp.partition, "append failed: {e}");
+                // The log dropped this batch: a retry must append it, not find a duplicate.
+                if let Some(base) = recorded_at {
+                    self.producers
+                        .borrow_mut()
+                        .forget_from(header.producer_id, base);
+                }
                 ProduceOutcome::error(storage_error_code(&e))
             }
         }

@@ -69,13 +69,9 @@ impl ProducerStateTable {
         }
         let lseq = last_seq(first_seq, count);
         match self.producers.get(&producer_id) {
-            None => {
-                if first_seq == 0 {
-                    SeqCheck::Accept
-                } else {
-                    SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
-                }
-            }
+            // As Kafka: a producer we hold no state for (never seen, or its batches were
+            // truncated, deleted or forgotten after a failed write) may continue at any sequence.
+            None => SeqCheck::Accept,
             Some(e) if epoch < e.epoch => SeqCheck::Reject(INVALID_PRODUCER_EPOCH),
             Some(e) if epoch > e.epoch => {
                 if first_seq == 0 {
@@ -130,6 +126,17 @@ impl ProducerStateTable {
         });
         while e.batches.len() > CACHED_BATCHES {
             e.batches.pop_front();
+        }
+    }
+
+    /// Forgets `producer_id`'s batches from `base_offset` on: their append failed, so a retry
+    /// must be appended again, not answered as a duplicate of records the log does not hold.
+    pub fn forget_from(&mut self, producer_id: i64, base_offset: i64) {
+        if let Some(e) = self.producers.get_mut(&producer_id) {
+            e.batches.retain(|b| b.base_offset < base_offset);
+            if e.batches.is_empty() {
+                self.producers.remove(&producer_id);
+            }
         }
     }
 
@@ -201,11 +208,30 @@ mod tests {
             t.check(7, -1, 15, 1),
             SeqCheck::Reject(INVALID_PRODUCER_EPOCH)
         );
-        assert_eq!(
-            t.check(8, 0, 3, 1),
-            SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
-        );
+        // A producer without state here continues at any sequence, as in Kafka.
+        assert_eq!(t.check(8, 0, 3, 1), SeqCheck::Accept);
         assert_eq!(t.check(-1, -1, -1, 3), SeqCheck::NotIdempotent);
+    }
+
+    #[test]
+    fn a_batch_whose_append_failed_is_appended_again_on_retry() {
+        let mut t = ProducerStateTable::default();
+        t.record(7, 0, 0, 10, 100);
+        t.record(7, 0, 10, 5, 110); // queued, then its write failed
+        t.record(9, 0, 0, 5, 110); // another producer's batch took offset 110 afterwards
+        t.forget_from(7, 110);
+        assert_eq!(t.check(7, 0, 10, 5), SeqCheck::Accept, "not a duplicate");
+        assert_eq!(
+            t.check(7, 0, 0, 10),
+            SeqCheck::Duplicate { base_offset: 100 }
+        );
+        assert_eq!(
+            t.check(9, 0, 0, 5),
+            SeqCheck::Duplicate { base_offset: 110 }
+        );
+        // Every batch of a producer failed: it may start over where its retry begins.
+        t.forget_from(9, 110);
+        assert_eq!(t.check(9, 0, 0, 5), SeqCheck::Accept);
     }
 
     #[test]
