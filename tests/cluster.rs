@@ -111,7 +111,7 @@ fn three_nodes_replicate_acks_all_and_agree() {
 
 #[test]
 fn a_cluster_started_from_toml_files_replicates() {
-    let c = Cluster::start_from_toml(3);
+    let c = Cluster::start_from_toml(3, "num-partitions = 2\ndefault-replication-factor = 3\n");
     let b2 = c.nodes[1].bootstrap();
     create(
         &b2,
@@ -120,7 +120,7 @@ fn a_cluster_started_from_toml_files_replicates() {
     for n in &c.nodes {
         assert_eq!(metadata(&n.bootstrap(), "from-toml").brokers.len(), 3);
     }
-    produce_range(&c.bootstrap(), "from-toml", 0, 500);
+    produce_range(&c.bootstrap(), "from-toml", "all", 1, 0..500);
     for n in &c.nodes {
         let b = n.bootstrap();
         wait_until("every node has the records", 30, || {
@@ -129,7 +129,7 @@ fn a_cluster_started_from_toml_files_replicates() {
     }
     // The files' topic defaults are in force: an auto-created topic gets 2 partitions of 3
     // replicas (the built-in defaults are 1 partition of 1 replica).
-    produce_range(&c.bootstrap(), "auto-from-toml", 0, 10);
+    produce_range(&c.bootstrap(), "auto-from-toml", "all", 1, 0..10);
     let md = metadata(&b2, "auto-from-toml");
     assert_eq!(md.topics[0].error_code, 0);
     let parts = &md.topics[0].partitions;
@@ -142,21 +142,19 @@ fn a_topic_deleted_and_created_again_starts_empty_on_every_node() {
     let c = Cluster::start(3, FAST);
     let b1 = c.nodes[0].bootstrap();
     create(&b1, NewTopic::new("again", 1, TopicReplication::Fixed(3)));
-    produce_range(&c.bootstrap(), "again", 0, 300);
+    produce_range(&c.bootstrap(), "again", "all", 1, 0..300);
     for n in &c.nodes {
         let b = n.bootstrap();
         wait_until("old records on every node", 30, || {
             local_leo(&b, "again", 0) == 300
         });
     }
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let r = block_on(admin(&c.nodes[1].bootstrap()).delete_topics(&["again"], &opts)).unwrap();
-    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    delete(&c.nodes[1].bootstrap(), "again");
     create(
         &c.nodes[2].bootstrap(),
         NewTopic::new("again", 1, TopicReplication::Fixed(3)),
     );
-    produce_range(&c.bootstrap(), "again", 1000, 1010);
+    produce_range(&c.bootstrap(), "again", "all", 1, 1000..1010);
     // The new topic holds only the new records, from offset 0, on all three nodes.
     for n in &c.nodes {
         let b = n.bootstrap();
@@ -189,7 +187,7 @@ fn a_node_down_while_its_topic_is_replaced_drops_the_old_log() {
         &b1,
         NewTopic::new("swap", 1, TopicReplication::Variable(&[&[1, 2, 3]])),
     );
-    produce_range(&c.bootstrap(), "swap", 0, 300);
+    produce_range(&c.bootstrap(), "swap", "all", 1, 0..300);
     let b3 = c.nodes[2].bootstrap();
     wait_until("node 3 has the old records", 30, || {
         local_leo(&b3, "swap", 0) == 300
@@ -198,28 +196,13 @@ fn a_node_down_while_its_topic_is_replaced_drops_the_old_log() {
     wait_until("node 3 fenced", 20, || {
         raw::metadata_broker_count(&b1).unwrap_or(3) == 2
     });
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let r = block_on(admin(&b1).delete_topics(&["swap"], &opts)).unwrap();
-    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    delete(&b1, "swap");
     // Same name, same replicas, new topic: node 3 still holds the old one's log on disk.
     create(
         &b1,
         NewTopic::new("swap", 1, TopicReplication::Variable(&[&[1, 2, 3]])),
     );
-    let p: ThreadedProducer<_> = ClientConfig::new()
-        .set("bootstrap.servers", &b1)
-        .set("acks", "1")
-        .create()
-        .unwrap();
-    for i in 1000..1010 {
-        p.send(
-            BaseRecord::<str, str>::to("swap")
-                .payload(&i.to_string())
-                .partition(0),
-        )
-        .unwrap();
-    }
-    p.flush(Duration::from_secs(30)).unwrap();
+    produce_range(&b1, "swap", "1", 1, 1000..1010);
     c.node(3).spawn();
     c.node(3).wait_ready(3);
     let leader = leader_of(&b1, "swap", 0);
@@ -256,20 +239,7 @@ fn partitions_added_to_a_replicated_topic_are_replicated() {
             .iter()
             .all(|p| p.replica_nodes.len() == 3 && p.isr_nodes.len() == 3));
     }
-    let p: ThreadedProducer<_> = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap())
-        .set("acks", "all")
-        .create()
-        .unwrap();
-    for i in 0..300 {
-        p.send(
-            BaseRecord::<str, str>::to("grow")
-                .payload(&i.to_string())
-                .partition(i % 3),
-        )
-        .unwrap();
-    }
-    p.flush(Duration::from_secs(30)).unwrap();
+    produce_range(&c.bootstrap(), "grow", "all", 3, 0..300);
     for part in 0..3 {
         for n in &c.nodes {
             let b = n.bootstrap();
@@ -419,19 +389,26 @@ fn killing_the_controller_leader_alone_loses_nothing() {
     );
 }
 
-/// Sends `from..to` (values as text) to partition 0 with acks=all and waits for every ack.
-fn produce_range(bootstrap: &str, topic: &str, from: i64, to: i64) {
+/// Sends `values` (as text) round-robin over partitions `0..partitions` with `acks` and waits
+/// for every acknowledgement.
+fn produce_range(
+    bootstrap: &str,
+    topic: &str,
+    acks: &str,
+    partitions: i64,
+    values: std::ops::Range<i64>,
+) {
     let p: ThreadedProducer<_> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
+        .set("acks", acks)
         .set("message.timeout.ms", "60000")
         .create()
         .unwrap();
-    for i in from..to {
+    for i in values {
         p.send(
             BaseRecord::<str, str>::to(topic)
                 .payload(&i.to_string())
-                .partition(0),
+                .partition((i % partitions) as i32),
         )
         .unwrap();
     }
@@ -450,12 +427,12 @@ fn the_preferred_leader_returns_after_its_broker_comes_back() {
         NewTopic::new("pref", 1, TopicReplication::Variable(&[&[2, 1, 3]])),
     );
     assert_eq!(leader_of(&b1, "pref", 0), 2);
-    produce_range(&c.bootstrap(), "pref", 0, 100);
+    produce_range(&c.bootstrap(), "pref", "all", 1, 0..100);
     c.node(2).kill();
     wait_until("another leader", 30, || {
         matches!(leader_of(&b1, "pref", 0), 1 | 3)
     });
-    produce_range(&c.bootstrap(), "pref", 100, 200);
+    produce_range(&c.bootstrap(), "pref", "all", 1, 100..200);
     c.node(2).spawn();
     c.node(2).wait_ready(3);
     // Back in the ISR after catching up, then elected again by the controller's periodic
@@ -463,35 +440,34 @@ fn the_preferred_leader_returns_after_its_broker_comes_back() {
     wait_until("node 2 leads again", 60, || {
         leader_of(&b1, "pref", 0) == 2 && isr_of(&b1, "pref", 0).len() == 3
     });
-    produce_range(&c.bootstrap(), "pref", 200, 300);
+    produce_range(&c.bootstrap(), "pref", "all", 1, 200..300);
     assert_eq!(
         consume_values(&c.bootstrap(), "pref", 0, 300),
         (0..300).collect::<Vec<i64>>()
     );
 }
 
+/// Session and lag timeouts long enough that followers frozen with SIGSTOP stay registered
+/// and in the ISR for a whole test.
+const FROZEN_STAY_IN_ISR: &[&str] = &[
+    "--broker-session-timeout-ms",
+    "60000",
+    "--replica-lag-time-max-ms",
+    "60000",
+];
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 
 #[test]
 fn non_leaders_refuse_and_consumers_see_only_what_the_isr_has() {
-    // Long session and lag timeouts: frozen followers stay in the ISR for this whole test.
-    let mut c = Cluster::start(
-        3,
-        &[
-            "--broker-session-timeout-ms",
-            "60000",
-            "--replica-lag-time-max-ms",
-            "60000",
-        ],
-    );
+    let mut c = Cluster::start(3, FROZEN_STAY_IN_ISR);
     let b1 = c.nodes[0].bootstrap();
     create(
         &b1,
         NewTopic::new("hw", 1, TopicReplication::Variable(&[&[1, 2, 3]])),
     );
-    produce_range(&b1, "hw", 0, 100);
+    produce_range(&b1, "hw", "all", 1, 0..100);
     // Produce and Fetch sent to a follower are refused, as Kafka does; clients bootstrapped
     // from a follower still find the leader.
     for follower in [&c.nodes[1], &c.nodes[2]] {
@@ -506,7 +482,7 @@ fn non_leaders_refuse_and_consumers_see_only_what_the_isr_has() {
             NOT_LEADER_OR_FOLLOWER
         );
     }
-    produce_range(&c.nodes[2].bootstrap(), "hw", 100, 110);
+    produce_range(&c.nodes[2].bootstrap(), "hw", "all", 1, 100..110);
     wait_until("followers caught up", 30, || {
         local_leo(&c.nodes[1].bootstrap(), "hw", 0) == 110
             && local_leo(&c.nodes[2].bootstrap(), "hw", 0) == 110
@@ -536,16 +512,7 @@ fn non_leaders_refuse_and_consumers_see_only_what_the_isr_has() {
 
 #[test]
 fn a_retried_idempotent_batch_is_answered_like_the_original_and_waits_for_the_isr() {
-    // Frozen followers stay in the ISR (long session and lag timeouts).
-    let mut c = Cluster::start(
-        3,
-        &[
-            "--broker-session-timeout-ms",
-            "60000",
-            "--replica-lag-time-max-ms",
-            "60000",
-        ],
-    );
+    let mut c = Cluster::start(3, FROZEN_STAY_IN_ISR);
     let b1 = c.nodes[0].bootstrap();
     create(
         &b1,
@@ -595,7 +562,7 @@ fn an_isr_shrinking_under_a_waiting_acks_all_produce_answers_after_append() {
         NewTopic::new("shrink", 1, TopicReplication::Variable(&[&[1, 2, 3]]))
             .set("min.insync.replicas", "3"),
     );
-    produce_range(&b1, "shrink", 0, 10);
+    produce_range(&b1, "shrink", "all", 1, 0..10);
     // Freeze one follower, not the controller, so the controller can still shrink the ISR.
     let ctrl = metadata(&b1, "shrink").controller_id.0;
     let frozen = if ctrl == 2 { 3 } else { 2 };
@@ -634,20 +601,7 @@ fn follower_restart_learns_topics_catches_up_and_rejoins_isr() {
     );
     // RF 2 with node 3 down lands on 1 and 2; reassigning to include 3 is not needed: use RF 3
     // topic created before? Create one that includes node 3 once it is back instead.
-    let p: ThreadedProducer<_> = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap())
-        .set("acks", "all")
-        .create()
-        .unwrap();
-    for i in 0..1000 {
-        p.send(
-            BaseRecord::<str, str>::to("while-down")
-                .payload(&i.to_string())
-                .partition(0),
-        )
-        .unwrap();
-    }
-    p.flush(Duration::from_secs(30)).unwrap();
+    produce_range(&c.bootstrap(), "while-down", "all", 1, 0..1000);
     c.node(3).spawn();
     c.node(3).wait_ready(3);
     let b3 = c.nodes[2].bootstrap();
@@ -658,15 +612,7 @@ fn follower_restart_learns_topics_catches_up_and_rejoins_isr() {
         &b1,
         NewTopic::new("with-three", 1, TopicReplication::Fixed(3)),
     );
-    for i in 0..1000 {
-        p.send(
-            BaseRecord::<str, str>::to("with-three")
-                .payload(&i.to_string())
-                .partition(0),
-        )
-        .unwrap();
-    }
-    p.flush(Duration::from_secs(30)).unwrap();
+    produce_range(&c.bootstrap(), "with-three", "all", 1, 0..1000);
     wait_until("node 3 caught up", 30, || {
         local_leo(&b3, "with-three", 0) == 1000
     });

@@ -50,6 +50,15 @@ pub fn create(bootstrap: &str, topic: NewTopic) {
     assert!(r[0].is_ok(), "{r:?}");
 }
 
+pub fn delete(bootstrap: &str, topic: &str) {
+    let r = block_on(admin(bootstrap).delete_topics(
+        &[topic],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))
+    .expect("delete_topics");
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+}
+
 pub fn metadata(addr: &str, topic: &str) -> MetadataResponse {
     raw::metadata(addr, Some(vec![topic])).expect("metadata")
 }

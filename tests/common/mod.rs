@@ -243,45 +243,16 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let quorum = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut nodes: Vec<Server> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (p, c))| {
-                Server::node(
-                    i as i32 + 1,
-                    *p,
-                    *c,
-                    &quorum,
-                    tmp.path().join(format!("node-{}", i + 1)),
-                    extra,
-                )
-            })
-            .collect();
-        for s in nodes.iter_mut() {
-            s.spawn();
-        }
-        for s in nodes.iter_mut() {
-            s.wait_ready(n);
-        }
-        Cluster {
-            nodes,
-            quorum,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            _tmp: tmp,
-        }
+        Cluster::launch(n, extra, None)
     }
 
-    /// Like `start`, but each node gets only `--config node-N.toml`, a file holding its id,
-    /// listeners, data dir and the shared quorum.
-    pub fn start_from_toml(n: usize) -> Cluster {
+    /// Like `start`, but each node gets only `--config node-N.toml`: a file holding its id,
+    /// listeners, data dir and the shared quorum, then `settings` (more TOML lines).
+    pub fn start_from_toml(n: usize, settings: &str) -> Cluster {
+        Cluster::launch(n, &[], Some(settings))
+    }
+
+    fn launch(n: usize, extra: &[&str], toml: Option<&str>) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let quorum = ports
@@ -294,15 +265,16 @@ impl Cluster {
         for (i, (p, c)) in ports.iter().enumerate() {
             let id = i as i32 + 1;
             let dir = tmp.path().join(format!("node-{id}"));
-            let file = tmp.path().join(format!("node-{id}.toml"));
-            let text = format!(
-                "node-id = {id}\nlisten = \"127.0.0.1:{p}\"\ncontroller-listen = \"127.0.0.1:{c}\"\n\
-                 controller-quorum = \"{quorum}\"\ndata-dir = {dir:?}\npin = false\n\
-                 num-partitions = 2\ndefault-replication-factor = 3\n"
-            );
-            std::fs::write(&file, text).expect("write node config");
-            let mut s = Server::node(id, *p, *c, &quorum, dir, &[]);
-            s.config_file = Some(file);
+            let mut s = Server::node(id, *p, *c, &quorum, dir.clone(), extra);
+            if let Some(settings) = toml {
+                let file = tmp.path().join(format!("node-{id}.toml"));
+                let text = format!(
+                    "node-id = {id}\nlisten = \"127.0.0.1:{p}\"\ncontroller-listen = \"127.0.0.1:{c}\"\n\
+                     controller-quorum = \"{quorum}\"\ndata-dir = {dir:?}\npin = false\n{settings}"
+                );
+                std::fs::write(&file, text).expect("write node config");
+                s.config_file = Some(file);
+            }
             s.spawn();
             nodes.push(s);
         }
@@ -312,7 +284,7 @@ impl Cluster {
         Cluster {
             nodes,
             quorum,
-            extra: Vec::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             _tmp: tmp,
         }
     }
