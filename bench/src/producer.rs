@@ -84,12 +84,7 @@ struct ReadyBatch {
 
 pub struct ProducerTask {
     id: u32,
-    cfg: Arc<ProduceConfig>,
-    cluster: Arc<Cluster>,
-    stats: Arc<Stats>,
-    control: Arc<RunControl>,
-    tracker: Option<Arc<AckTracker>>,
-    pool: Arc<PayloadPool>,
+    run: ProduceRun,
     keys: KeyGenerator,
     rng: StdRng,
     open: Vec<Option<OpenBatch>>,
@@ -110,18 +105,10 @@ pub struct ProducerTotals {
 
 impl ProducerTask {
     pub fn new(id: u32, run: ProduceRun) -> ProducerTask {
-        let ProduceRun {
-            cfg,
-            cluster,
-            stats,
-            control,
-            tracker,
-            pool,
-        } = run;
-        let partitions = cfg.partitions.max(1) as usize;
+        let partitions = run.cfg.partitions.max(1) as usize;
         ProducerTask {
             id,
-            keys: KeyGenerator::new(cfg.key_pattern, id),
+            keys: KeyGenerator::new(run.cfg.key_pattern, id),
             rng: StdRng::seed_from_u64(0xbe7c_0000 + id as u64),
             open: (0..partitions).map(|_| None).collect(),
             retries: Vec::new(),
@@ -130,12 +117,7 @@ impl ProducerTask {
             local_budget: 0,
             budget_spent: false,
             started: Instant::now(),
-            cfg,
-            cluster,
-            stats,
-            control,
-            tracker,
-            pool,
+            run,
         }
     }
 
@@ -144,11 +126,11 @@ impl ProducerTask {
         // Bounded: generation stops at the deadline or when the budget is spent, and every batch
         // either succeeds, fails for good, or expires after --message-timeout-ms.
         loop {
-            let generating = !self.control.should_stop() && !self.budget_spent;
+            let generating = !self.run.control.should_stop() && !self.budget_spent;
             if generating {
                 self.fill().await;
             }
-            let flush_all = self.control.should_stop() || self.budget_spent;
+            let flush_all = self.run.control.should_stop() || self.budget_spent;
             let ready = self.take_ready(flush_all);
             if ready.is_empty() {
                 if flush_all && self.retries.is_empty() && self.open.iter().all(|b| b.is_none()) {
@@ -169,13 +151,13 @@ impl ProducerTask {
 
     /// Generates records until a batch is full, a linger expires, or the run ends.
     async fn fill(&mut self) {
-        let rate = self.cfg.rate_per_task;
+        let rate = self.run.cfg.rate_per_task;
         let mut since_check = 0u32;
         loop {
             since_check += 1;
             if since_check >= 16 {
                 since_check = 0;
-                if self.control.should_stop() {
+                if self.run.control.should_stop() {
                     return;
                 }
                 if self.linger_expired(Instant::now()) {
@@ -194,16 +176,16 @@ impl ProducerTask {
                     }
                     let wake = linger_due
                         .map_or(due, |l| l.min(due))
-                        .min(self.control.deadline());
+                        .min(self.run.control.deadline());
                     tokio::time::sleep_until(wake.into()).await;
-                    if self.control.should_stop() {
+                    if self.run.control.should_stop() {
                         return;
                     }
                     continue;
                 }
             }
             if self.local_budget == 0 {
-                self.local_budget = self.control.claim(64);
+                self.local_budget = self.run.control.claim(64);
                 if self.local_budget == 0 {
                     self.budget_spent = true;
                     return;
@@ -219,21 +201,21 @@ impl ProducerTask {
     /// Appends one generated record; returns true if its batch is now full.
     fn append_one(&mut self) -> bool {
         let key = self.keys.next_key(&mut self.rng);
-        let partition = match self.cfg.key_pattern {
+        let partition = match self.run.cfg.key_pattern {
             // Keyed like Kafka's default partitioner; sequential keys spread round-robin-like.
             KeyPattern::Fixed | KeyPattern::Random | KeyPattern::Sequential => {
-                partition_for_key(key, self.cfg.partitions)
+                partition_for_key(key, self.run.cfg.partitions)
             }
         } as usize;
-        let value_len = self.cfg.message_size;
+        let value_len = self.run.cfg.message_size;
         let now_ms = payload::now_us() / 1000;
         let seq = self.next_seq[partition];
         let slot = &mut self.open[partition];
         if slot.is_none() {
             *slot = Some(OpenBatch {
                 builder: BatchBuilder::new(
-                    self.cfg.codec,
-                    self.cfg.batch_size.min(8 * 1024 * 1024),
+                    self.run.cfg.codec,
+                    self.run.cfg.batch_size.min(8 * 1024 * 1024),
                 ),
                 created: Instant::now(),
                 first_seq: seq,
@@ -244,8 +226,8 @@ impl ProducerTask {
         let Some(open) = slot.as_mut() else {
             return false;
         };
-        let src = self.pool.get(self.generated);
-        let stamp = self.cfg.stamp_header;
+        let src = self.run.pool.get(self.generated);
+        let stamp = self.run.cfg.stamp_header;
         let producer = self.id;
         open.builder
             .append_with(now_ms, Some(key), value_len, |dst| {
@@ -266,14 +248,14 @@ impl ProducerTask {
         self.next_seq[partition] += 1;
         self.generated += 1;
         let next_size = BatchBuilder::record_size_estimate(key.len(), value_len);
-        open.builder.size_bytes() + next_size > self.cfg.batch_size
+        open.builder.size_bytes() + next_size > self.run.cfg.batch_size
     }
 
     fn earliest_linger_deadline(&self) -> Option<Instant> {
         self.open
             .iter()
             .flatten()
-            .map(|b| b.created + self.cfg.linger)
+            .map(|b| b.created + self.run.cfg.linger)
             .min()
     }
 
@@ -299,10 +281,10 @@ impl ProducerTask {
             let take = match slot {
                 Some(b) => {
                     flush_all
-                        || b.created + self.cfg.linger <= now
+                        || b.created + self.run.cfg.linger <= now
                         || b.builder.size_bytes()
-                            + BatchBuilder::record_size_estimate(16, self.cfg.message_size)
-                            > self.cfg.batch_size
+                            + BatchBuilder::record_size_estimate(16, self.run.cfg.message_size)
+                            > self.run.cfg.batch_size
                 }
                 None => false,
             };
@@ -321,9 +303,9 @@ impl ProducerTask {
                     attempts: 0,
                 }),
                 Err(e) => {
-                    self.stats.record_error("CLIENT_BATCH_ENCODE_ERROR", 1);
-                    self.stats.record_failed(b.count);
-                    if self.cfg.verbose {
+                    self.run.stats.record_error("CLIENT_BATCH_ENCODE_ERROR", 1);
+                    self.run.stats.record_failed(b.count);
+                    if self.run.cfg.verbose {
                         eprintln!("producer {}: cannot encode batch: {e:#}", self.id);
                     }
                 }
@@ -335,25 +317,25 @@ impl ProducerTask {
     /// Sends one round of batches (one request per leader, all in flight together) and handles
     /// the responses. Returns the number of messages given up for good.
     async fn send_round(&mut self, ready: Vec<ReadyBatch>) -> u64 {
-        let cfg = self.cfg.clone();
-        let generation = self.cluster.generation();
+        let cfg = self.run.cfg.clone();
+        let generation = self.run.cluster.generation();
         let mut failed = 0u64;
         let mut needs_refresh = false;
         let mut by_leader: HashMap<i32, Vec<ReadyBatch>> = HashMap::new();
-        let info = self.cluster.topic(&cfg.topic);
+        let info = self.run.cluster.topic(&cfg.topic);
         for b in ready {
             match info.as_ref().and_then(|t| t.leader(b.partition)) {
                 Some(leader) => by_leader.entry(leader).or_default().push(b),
                 None => {
                     needs_refresh = true;
-                    self.stats.record_error("CLIENT_NO_LEADER", 1);
+                    self.run.stats.record_error("CLIENT_NO_LEADER", 1);
                     failed += self.requeue(b);
                 }
             }
         }
         let mut in_flight = Vec::with_capacity(by_leader.len());
         for (leader, batches) in by_leader {
-            let conn = match self.cluster.broker_connection(leader).await {
+            let conn = match self.run.cluster.broker_connection(leader).await {
                 Ok(c) => c,
                 Err(e) => {
                     self.note_failure(&e, leader);
@@ -369,7 +351,7 @@ impl ProducerTask {
                 Err(e) => {
                     self.note_failure(&e, leader);
                     for b in batches {
-                        self.stats.record_failed(b.count);
+                        self.run.stats.record_failed(b.count);
                         failed += b.count;
                     }
                     continue;
@@ -384,7 +366,7 @@ impl ProducerTask {
                 match conn.send_no_response(&req, version).await {
                     Ok(()) => {
                         for b in &batches {
-                            self.stats.record_success(b.count, b.value_bytes, None);
+                            self.run.stats.record_success(b.count, b.value_bytes, None);
                         }
                     }
                     Err(e) => {
@@ -435,6 +417,7 @@ impl ProducerTask {
         }
         if needs_refresh {
             if let Err(e) = self
+                .run
                 .cluster
                 .refresh(std::slice::from_ref(&cfg.topic), Some(generation))
                 .await
@@ -452,22 +435,23 @@ impl ProducerTask {
     }
 
     fn note_failure(&self, e: &anyhow::Error, leader: i32) {
-        note_request_failure(&self.stats, &self.cfg, e, leader);
+        note_request_failure(&self.run.stats, &self.run.cfg, e, leader);
     }
 
     fn handle_partition(&self, resp: &ProduceResponse, b: ReadyBatch) -> Outcome {
-        match judge_partition(&self.stats, &self.cfg, resp, b.partition) {
+        match judge_partition(&self.run.stats, &self.run.cfg, resp, b.partition) {
             Verdict::Stored => {
-                self.stats
+                self.run
+                    .stats
                     .record_success(b.count, b.value_bytes, Some(b.created.elapsed()));
-                if let Some(t) = &self.tracker {
+                if let Some(t) = &self.run.tracker {
                     t.ack(b.partition, self.id, b.first_seq, b.count);
                 }
                 Outcome::Acked
             }
             Verdict::Retry { refresh } => Outcome::Retry(b, refresh),
             Verdict::Failed => {
-                self.stats.record_failed(b.count);
+                self.run.stats.record_failed(b.count);
                 Outcome::Failed(b.count)
             }
         }
@@ -476,11 +460,11 @@ impl ProducerTask {
     /// Queues a batch for another attempt, unless it is past --message-timeout-ms or the run is
     /// over by more than a request timeout. Returns the messages given up.
     fn requeue(&mut self, mut b: ReadyBatch) -> u64 {
-        let expired = b.created.elapsed() >= self.cfg.message_timeout
-            || Instant::now() >= self.control.deadline() + self.cfg.request_timeout;
+        let expired = b.created.elapsed() >= self.run.cfg.message_timeout
+            || Instant::now() >= self.run.control.deadline() + self.run.cfg.request_timeout;
         if expired {
-            self.stats.record_error("CLIENT_MESSAGE_TIMEOUT", 1);
-            self.stats.record_failed(b.count);
+            self.run.stats.record_error("CLIENT_MESSAGE_TIMEOUT", 1);
+            self.run.stats.record_failed(b.count);
             return b.count;
         }
         b.attempts += 1;
