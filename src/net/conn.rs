@@ -135,7 +135,7 @@ fn log_protocol_error(peer: &str, e: &ProtocolError) {
 /// the buffer's spare capacity; the buffer is reused in place when every frame split off it
 /// has been dropped, otherwise a new one is allocated and only the unfinished frame's bytes
 /// move over.
-async fn read_more(
+pub(crate) async fn read_more(
     s: &mut TcpStream,
     buf: &mut BytesMut,
     frame_len: usize,

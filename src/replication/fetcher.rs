@@ -6,11 +6,12 @@
 
 use crate::kafka::client;
 use crate::kafka::errors;
+use crate::net::conn::read_more;
 use crate::shard::event::LocalEvent;
 use crate::shard::{Shard, TopicPartition};
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use chronik_raft::image::BrokerId;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -120,6 +121,10 @@ impl Fetchers {
 struct LeaderConn {
     stream: TcpStream,
     next_corr: i32,
+    /// Responses are cut from this buffer like request frames on the server side
+    /// (`net::conn::read_more`): one `recv` usually brings a whole response, nothing is zeroed,
+    /// and the record batches stay views of it on their way into the log.
+    buf: BytesMut,
 }
 
 impl LeaderConn {
@@ -131,6 +136,7 @@ impl LeaderConn {
         Ok(LeaderConn {
             stream,
             next_corr: 1,
+            buf: BytesMut::new(),
         })
     }
 
@@ -145,12 +151,29 @@ impl LeaderConn {
         let frame = client::encode_request(key, version, corr, "chronik-replica-fetcher", req)
             .map_err(bad)?;
         self.stream.write_all(&frame).await?;
-        let mut lenb = [0u8; 4];
-        self.stream.read_exact(&mut lenb).await?;
-        let n = client::check_response_size(i32::from_be_bytes(lenb), MAX_RESPONSE).map_err(bad)?;
-        let mut buf = vec![0u8; n];
-        self.stream.read_exact(&mut buf).await?;
-        client::decode_response(key, version, corr, Bytes::from(buf)).map_err(bad)
+        let body = self.read_frame().await?;
+        client::decode_response(key, version, corr, body).map_err(bad)
+    }
+
+    /// The next response frame's contents (after its length).
+    async fn read_frame(&mut self) -> std::io::Result<Bytes> {
+        while self.buf.len() < 4 {
+            self.fill(4).await?;
+        }
+        let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        let n = client::check_response_size(len, MAX_RESPONSE).map_err(bad)?;
+        while self.buf.len() < 4 + n {
+            self.fill(4 + n).await?;
+        }
+        self.buf.advance(4);
+        Ok(self.buf.split_to(n).freeze())
+    }
+
+    async fn fill(&mut self, frame_len: usize) -> std::io::Result<()> {
+        match read_more(&mut self.stream, &mut self.buf, frame_len).await? {
+            0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            _ => Ok(()),
+        }
     }
 }
 
