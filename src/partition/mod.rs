@@ -83,8 +83,12 @@ pub struct Partition {
     pub log: PartitionLog,
     pub dir: PathBuf,
     producers: RefCell<ProducerStateTable>,
-    /// Signalled when the high watermark moves (fetch long-polls, acks=all waiters).
+    /// Signalled when the high watermark moves (consumer fetch long-polls, acks=all waiters).
     pub hw_advanced: LocalEvent,
+    /// Signalled when a leader append is written (follower fetch long-polls). Separate from
+    /// `hw_advanced` because every follower fetch moves the HW: one event for both woke each
+    /// parked follower fetch at the other followers' fetches, to find nothing new.
+    pub appended: LocalEvent,
     pub leader_epoch: Cell<i32>,
     pub is_leader: Cell<bool>,
     /// ISR from the metadata image, used for the high watermark and acks=all.
@@ -136,6 +140,7 @@ impl Partition {
             dir,
             producers: RefCell::new(ProducerStateTable::default()),
             hw_advanced: LocalEvent::new(),
+            appended: LocalEvent::new(),
             leader_epoch: Cell::new(-1),
             is_leader: Cell::new(false),
             isr: RefCell::new(Vec::new()),
@@ -254,8 +259,7 @@ impl Partition {
         {
             Ok(r) => {
                 self.maybe_advance_hw();
-                // Follower fetches long-poll on this too: they need new data before the HW moves.
-                self.hw_advanced.notify();
+                self.appended.notify();
                 ProduceOutcome {
                     error: errors::NONE,
                     base_offset: r.base_offset,
@@ -278,6 +282,12 @@ impl Partition {
     }
 
     /// High watermark = smallest log end offset over the ISR (the leader's own included).
+    /// Wakes every waiter of either event: leadership or the partition itself changed.
+    pub fn notify_all(&self) {
+        self.hw_advanced.notify();
+        self.appended.notify();
+    }
+
     pub fn maybe_advance_hw(&self) {
         // Our own share is what is written, not what is queued: the HW is what every ISR
         // member holds in its files (followers report their end after their writes).

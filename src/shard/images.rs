@@ -87,7 +87,7 @@ async fn reconcile(shard: &Rc<Shard>, img: &MetadataImage) {
         if let Some(p) = removed {
             shard.fetchers.unfollow(&tp);
             p.is_leader.set(false);
-            p.hw_advanced.notify();
+            p.notify_all();
             // In-flight requests or a replica fetch may still hold it; delete once they let go.
             glommio::spawn_local(delete_when_released(shard.clone(), tp, p)).detach();
         }
@@ -168,7 +168,7 @@ fn apply_partition_state(shard: &Rc<Shard>, p: &Partition, topic: &TopicImage, i
     }
     if was_leader != p.is_leader.get() {
         // Wake waiters so acks=all producers and fetchers re-check leadership.
-        p.hw_advanced.notify();
+        p.notify_all();
     }
 }
 

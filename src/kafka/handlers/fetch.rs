@@ -124,8 +124,14 @@ pub async fn read_local(shard: &Rc<Shard>, spec: ReadSpec) -> PartitionRead {
     r
 }
 
-/// Waits (on the owner shard) until any of `tps` moves its high watermark, or the deadline.
-async fn wait_any_local(shard: &Rc<Shard>, tps: Vec<TopicPartition>, deadline: Instant) {
+/// Waits (on the owner shard) until any of `tps` moves its high watermark (for a follower:
+/// gets new data), or the deadline.
+async fn wait_any_local(
+    shard: &Rc<Shard>,
+    tps: Vec<TopicPartition>,
+    replica: bool,
+    deadline: Instant,
+) {
     let parts: Vec<_> = tps.iter().filter_map(|tp| shard.partition(tp)).collect();
     let now = Instant::now();
     if parts.is_empty() || now >= deadline {
@@ -140,7 +146,11 @@ async fn wait_any_local(shard: &Rc<Shard>, tps: Vec<TopicPartition>, deadline: I
         let tx = tx.clone();
         tasks.push(
             glommio::spawn_local(async move {
-                p.hw_advanced.listen().await;
+                if replica {
+                    p.appended.listen().await;
+                } else {
+                    p.hw_advanced.listen().await;
+                }
                 let _ = tx.try_send(());
             })
             .detach(),
@@ -271,7 +281,7 @@ pub async fn handle(
             waits.push(
                 glommio::spawn_local(async move {
                     s.run_on(owner, move |s| async move {
-                        wait_any_local(&s, tps, deadline).await
+                        wait_any_local(&s, tps, replica.is_some(), deadline).await
                     })
                     .await;
                     let _ = tx.try_send(());
