@@ -140,32 +140,26 @@ async fn wait_any_local(
         }
         return;
     }
-    let (tx, rx) = async_channel::bounded::<()>(1);
-    let mut tasks = Vec::new();
-    for p in parts {
-        let tx = tx.clone();
-        tasks.push(
-            glommio::spawn_local(async move {
-                if replica {
-                    p.appended.listen().await;
-                } else {
-                    p.hw_advanced.listen().await;
-                }
-                let _ = tx.try_send(());
-            })
-            .detach(),
-        );
-    }
-    futures_lite::future::or(
-        async {
-            let _ = rx.recv().await;
-        },
-        glommio::timer::sleep(deadline - now),
-    )
-    .await;
-    for t in tasks {
-        t.cancel();
-    }
+    // Polled in place (no task per partition: this runs for a large share of follower fetches).
+    let mut listens: Vec<_> = parts
+        .iter()
+        .map(|p| {
+            if replica {
+                p.appended.listen()
+            } else {
+                p.hw_advanced.listen()
+            }
+        })
+        .collect();
+    let any = std::future::poll_fn(|cx| {
+        for l in listens.iter_mut() {
+            if std::future::Future::poll(std::pin::Pin::new(l), cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    });
+    futures_lite::future::or(any, glommio::timer::sleep(deadline - now)).await;
 }
 
 pub async fn handle(
@@ -272,6 +266,13 @@ pub async fn handle(
         // connection.
         if by_owner.is_empty() {
             break;
+        }
+        // All on this shard (always so with one shard per node): wait here, without a task.
+        if by_owner.len() == 1 && by_owner.contains_key(&shard.id) {
+            if let Some((_, tps)) = by_owner.pop_first() {
+                wait_any_local(&shard, tps, replica.is_some(), deadline).await;
+            }
+            continue;
         }
         let (tx, rx) = async_channel::bounded::<()>(1);
         let mut waits = Vec::new();
