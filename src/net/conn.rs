@@ -4,7 +4,7 @@
 use crate::kafka::dispatch::{dispatch, DispatchResult};
 use crate::kafka::{parse_header, ProtocolError, Response};
 use crate::shard::Shard;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
@@ -78,29 +78,18 @@ pub async fn serve(shard: Rc<Shard>, reader: TcpStream) {
     let mut reader = reader;
     let mut buf = BytesMut::new();
     let max_frame = shard.config.socket_request_max_bytes;
-    'conn: loop {
-        // Ensure the 4-byte length is buffered.
-        while buf.len() < 4 {
-            match read_more(&mut reader, &mut buf, 4).await {
-                Ok(0) | Err(_) => break 'conn,
-                Ok(_) => {}
+    loop {
+        let mut frame = match read_frame(&mut reader, &mut buf, 8, max_frame).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    tracing::warn!(%peer, "closing connection: {e}");
+                }
+                break;
             }
-        }
-        let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        if size < 8 || size as usize > max_frame {
-            // Checked before allocating anything for it.
-            tracing::warn!(%peer, size, max_frame, "closing connection: bad frame size");
-            break;
-        }
-        let size = size as usize;
-        while buf.len() < 4 + size {
-            match read_more(&mut reader, &mut buf, 4 + size).await {
-                Ok(0) | Err(_) => break 'conn,
-                Ok(_) => {}
-            }
-        }
-        let _ = buf.split_to(4);
-        let mut frame = buf.split_to(size);
+        };
+        let size = frame.len();
         let cost = (size as u64).min(shard.config.max_inflight_bytes as u64);
         let permit = match budget.acquire_static_permit(cost).await {
             Ok(p) => p,
@@ -130,12 +119,45 @@ fn log_protocol_error(peer: &str, e: &ProtocolError) {
     tracing::warn!(%peer, "closing connection: {e}");
 }
 
+/// Reads the next length-prefixed frame through `buf` and splits it off (length removed).
+/// `Ok(None)`: the peer closed the stream. A length outside `min..=max` is an `InvalidData`
+/// error, found before anything is read or allocated for the frame.
+pub(crate) async fn read_frame(
+    s: &mut TcpStream,
+    buf: &mut BytesMut,
+    min: usize,
+    max: usize,
+) -> std::io::Result<Option<BytesMut>> {
+    while buf.len() < 4 {
+        if read_more(s, buf, 4).await? == 0 {
+            return Ok(None);
+        }
+    }
+    let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let size = match usize::try_from(size) {
+        Ok(n) if (min..=max).contains(&n) => n,
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad frame size {size} (allowed {min}..={max})"),
+            ))
+        }
+    };
+    while buf.len() < 4 + size {
+        if read_more(s, buf, 4 + size).await? == 0 {
+            return Ok(None);
+        }
+    }
+    buf.advance(4);
+    Ok(Some(buf.split_to(size)))
+}
+
 /// Reads at least one byte into `buf`, making room first so that it can hold `frame_len`
 /// bytes in all. Hot path: no per-read allocation and no zeroing. `recv` writes straight into
 /// the buffer's spare capacity; the buffer is reused in place when every frame split off it
 /// has been dropped, otherwise a new one is allocated and only the unfinished frame's bytes
 /// move over.
-pub(crate) async fn read_more(
+async fn read_more(
     s: &mut TcpStream,
     buf: &mut BytesMut,
     frame_len: usize,

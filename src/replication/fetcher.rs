@@ -6,10 +6,10 @@
 
 use crate::kafka::client;
 use crate::kafka::errors;
-use crate::net::conn::read_more;
+use crate::net::conn::read_frame;
 use crate::shard::event::LocalEvent;
 use crate::shard::{Shard, TopicPartition};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use chronik_raft::image::BrokerId;
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
@@ -122,7 +122,7 @@ struct LeaderConn {
     stream: TcpStream,
     next_corr: i32,
     /// Responses are cut from this buffer like request frames on the server side
-    /// (`net::conn::read_more`): one `recv` usually brings a whole response, nothing is zeroed,
+    /// (`net::conn::read_frame`): one `recv` usually brings a whole response, nothing is zeroed,
     /// and the record batches stay views of it on their way into the log.
     buf: BytesMut,
 }
@@ -151,29 +151,10 @@ impl LeaderConn {
         let frame = client::encode_request(key, version, corr, "chronik-replica-fetcher", req)
             .map_err(bad)?;
         self.stream.write_all(&frame).await?;
-        let body = self.read_frame().await?;
-        client::decode_response(key, version, corr, body).map_err(bad)
-    }
-
-    /// The next response frame's contents (after its length).
-    async fn read_frame(&mut self) -> std::io::Result<Bytes> {
-        while self.buf.len() < 4 {
-            self.fill(4).await?;
-        }
-        let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        let n = client::check_response_size(len, MAX_RESPONSE).map_err(bad)?;
-        while self.buf.len() < 4 + n {
-            self.fill(4 + n).await?;
-        }
-        self.buf.advance(4);
-        Ok(self.buf.split_to(n).freeze())
-    }
-
-    async fn fill(&mut self, frame_len: usize) -> std::io::Result<()> {
-        match read_more(&mut self.stream, &mut self.buf, frame_len).await? {
-            0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
-            _ => Ok(()),
-        }
+        let body = read_frame(&mut self.stream, &mut self.buf, 4, MAX_RESPONSE)
+            .await?
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        client::decode_response(key, version, corr, body.freeze()).map_err(bad)
     }
 }
 
