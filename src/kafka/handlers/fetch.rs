@@ -267,10 +267,16 @@ pub async fn handle(
         if by_owner.is_empty() {
             break;
         }
-        // All on this shard (always so with one shard per node): wait here, without a task.
-        if by_owner.len() == 1 && by_owner.contains_key(&shard.id) {
-            if let Some((_, tps)) = by_owner.pop_first() {
-                wait_any_local(&shard, tps, replica.is_some(), deadline).await;
+        let is_replica = replica.is_some();
+        // One owner shard (always so with one shard per node): wait on it directly (run_on runs
+        // in place when it is this shard). Several: race one wait per owner.
+        if by_owner.len() == 1 {
+            if let Some((owner, tps)) = by_owner.pop_first() {
+                shard
+                    .run_on(owner, move |s| async move {
+                        wait_any_local(&s, tps, is_replica, deadline).await
+                    })
+                    .await;
             }
             continue;
         }
@@ -282,7 +288,7 @@ pub async fn handle(
             waits.push(
                 glommio::spawn_local(async move {
                     s.run_on(owner, move |s| async move {
-                        wait_any_local(&s, tps, replica.is_some(), deadline).await
+                        wait_any_local(&s, tps, is_replica, deadline).await
                     })
                     .await;
                     let _ = tx.try_send(());
