@@ -281,13 +281,13 @@ impl Partition {
         }
     }
 
-    /// High watermark = smallest log end offset over the ISR (the leader's own included).
     /// Wakes every waiter of either event: leadership or the partition itself changed.
     pub fn notify_all(&self) {
         self.hw_advanced.notify();
         self.appended.notify();
     }
 
+    /// High watermark = smallest log end offset over the ISR (the leader's own included).
     pub fn maybe_advance_hw(&self) {
         // Our own share is what is written, not what is queued: the HW is what every ISR
         // member holds in its files (followers report their end after their writes).

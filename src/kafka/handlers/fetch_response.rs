@@ -40,19 +40,14 @@ fn put_len(buf: &mut BytesMut, n: usize, flexible: bool) {
 
 /// Encodes the whole response frame (length, header, body).
 pub fn encode(ctx: &RequestContext, topics: &[TopicReads<'_>]) -> Response {
-    let records: usize = topics
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .map(|(_, r)| r.bytes())
-        .sum();
-    let batches: usize = topics
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .map(|(_, r)| r.batches.len())
-        .sum();
+    let (mut records, mut batches, mut parts) = (0usize, 0usize, 0usize);
+    for (_, r) in topics.iter().flat_map(|t| t.partitions.iter()) {
+        records += r.bytes();
+        batches += r.batches.len();
+        parts += 1;
+    }
     let vectored =
         records >= VECTORED_MIN_RECORD_BYTES && records >= batches * VECTORED_MIN_BATCH_BYTES;
-    let parts: usize = topics.iter().map(|t| t.partitions.len()).sum();
     let fields = 64 + parts * 64 + topics.len() * 64;
     let mut buf = ctx.response_buf(if vectored { fields } else { fields + records });
     // Where in `buf` each partition's batches belong, when they are not copied in.
