@@ -231,6 +231,10 @@ impl Partition {
             SeqCheck::Duplicate { base_offset } => {
                 // As Kafka: a retried batch is answered as the original was (its offsets, no
                 // error), and an acks=all retry still waits for the high watermark to pass it.
+                // If the original is still being written, the answer waits for its outcome.
+                if let Err(e) = self.log.wait_appended(base_offset).await {
+                    return ProduceOutcome::error(storage_error_code(&e));
+                }
                 return ProduceOutcome {
                     error: errors::NONE,
                     base_offset,
@@ -369,8 +373,70 @@ impl Partition {
 
 #[cfg(test)]
 mod tests {
-    use super::FollowerState;
+    use super::{FollowerState, Partition};
+    use crate::kafka::errors;
+    use crate::shard::TopicPartition;
     use std::time::{Duration, Instant};
+
+    /// An idempotent producer's retry that arrives while the original batch is still being
+    /// written is answered only once the write is done, with the original's offsets.
+    #[test]
+    fn a_retry_of_a_batch_in_flight_waits_for_its_write() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let tp = TopicPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                };
+                let cache = chronik_storage::ReadCache::new(1 << 20);
+                let p = Partition::open(
+                    tp,
+                    [7; 16],
+                    dir.path().join("t-0"),
+                    Default::default(),
+                    cache,
+                    1,
+                )
+                .await
+                .expect("open");
+                let mut batch = chronik_storage::testing::build_batch_of(3, 100, 1, 0);
+                chronik_storage::testing::set_producer(&mut batch, 42, 0, 0);
+
+                {
+                    let original = p.append_as_leader(batch.clone());
+                    futures_lite::pin!(original);
+                    assert!(
+                        futures_lite::future::poll_once(&mut original)
+                            .await
+                            .is_none(),
+                        "the first poll queues the write and waits for it"
+                    );
+                    assert_eq!(p.log.written_end_offset(), 0);
+                    let retry = p.append_as_leader(batch);
+                    futures_lite::pin!(retry);
+                    assert!(
+                        futures_lite::future::poll_once(&mut retry).await.is_none(),
+                        "a retry must not be answered before the original is written"
+                    );
+                    let (o, r) = futures_lite::future::zip(original, retry).await;
+                    assert_eq!(
+                        (o.error, o.base_offset, o.last_offset),
+                        (errors::NONE, 0, 2)
+                    );
+                    assert_eq!(
+                        (r.error, r.base_offset, r.last_offset),
+                        (errors::NONE, 0, 2)
+                    );
+                }
+                assert_eq!(p.log.log_end_offset(), 3, "stored once");
+                assert_eq!(p.log.written_end_offset(), 3);
+                p.close().await;
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
 
     #[test]
     fn a_follower_keeping_pace_under_steady_load_stays_caught_up() {

@@ -32,6 +32,8 @@ pub enum StorageError {
     NonContiguous { expected: i64, got: i64 },
     #[error("partition log is closed")]
     Closed,
+    #[error("the batch at offset {offset} was not written: its append failed")]
+    NotWritten { offset: i64 },
 }
 
 impl StorageError {
@@ -87,6 +89,7 @@ impl StorageError {
                 got: *got,
             },
             StorageError::Closed => StorageError::Closed,
+            StorageError::NotWritten { offset } => StorageError::NotWritten { offset: *offset },
         }
     }
 }

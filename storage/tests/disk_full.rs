@@ -82,10 +82,15 @@ fn disk_full_fails_appends_with_a_typed_error_and_keeps_the_log_consistent() {
             log.check_consistency()
                 .await
                 .expect("consistent after ENOSPC");
-            assert!(log
-                .append(chronik_storage::testing::build_batch_of(16, 1000, 0, 0), 0)
-                .await
-                .is_err());
+            // A retry waiting on a queued batch gets the write's failure, not a success.
+            let failing = log.append(chronik_storage::testing::build_batch_of(16, 1000, 0, 0), 0);
+            let retry = log.wait_appended(acked);
+            assert!(failing.await.is_err());
+            assert!(retry.await.is_err(), "the original's write failed");
+            assert!(matches!(
+                log.wait_appended(acked).await,
+                Err(StorageError::NotWritten { .. })
+            ));
             assert_eq!(
                 log.log_end_offset(),
                 acked,

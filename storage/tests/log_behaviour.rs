@@ -371,6 +371,32 @@ fn tail_page_rewrite_keeps_earlier_bytes() {
 }
 
 #[test]
+fn wait_appended_answers_once_the_original_append_is_written() {
+    both_paths(|buffered| {
+        run(move || async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = open(dir.path(), cfg(buffered), 0).await;
+            log.append(batch(3, 0, 1000), 0).await.expect("append");
+            log.wait_appended(1).await.expect("written batch");
+            // Queued, not yet written: a waiter on any of its offsets resolves only after the
+            // write (a produce retry must not be acknowledged before the original is).
+            let original = log.append(batch(2, 1, 1001), 0);
+            assert_eq!(log.written_end_offset(), 3);
+            let retry = log.wait_appended(4);
+            retry.await.expect("original written");
+            assert_eq!(log.written_end_offset(), 5);
+            assert_eq!(original.await.expect("append").base_offset, 3);
+            // Nothing was appended at the log end: that is a batch the log does not hold.
+            let end = log.log_end_offset();
+            assert!(matches!(
+                log.wait_appended(end).await,
+                Err(StorageError::NotWritten { offset }) if offset == end
+            ));
+        });
+    });
+}
+
+#[test]
 fn epoch_cache_follows_appends_and_persists() {
     run(|| async {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -378,6 +378,27 @@ impl PartitionLog {
         }
     }
 
+    /// Waits for the append that placed a batch at `base` earlier to finish, as that append
+    /// itself waits (flush policy included): a retry of a batch still in flight must not be
+    /// acknowledged before the original is. Err when the original's write failed (the log
+    /// dropped it). A batch already written is done; one queued is waited for by its sequence.
+    pub fn wait_appended(&self, base: i64) -> impl Future<Output = Result<(), StorageError>> + '_ {
+        let seq = {
+            let st = self.inner.st.borrow();
+            match st.pending.iter().find(|p| p.base <= base && base <= p.last) {
+                Some(p) => Ok(Some(p.seq)),
+                None if base < st.leo => Ok(None),
+                None => Err(StorageError::NotWritten { offset: base }),
+            }
+        };
+        async move {
+            match seq? {
+                Some(seq) => self.inner.wait_for(seq).await,
+                None => Ok(()),
+            }
+        }
+    }
+
     /// Follower append: the batch keeps its base offset (which must equal the log end offset)
     /// and its partition leader epoch. It is taken as it came (a slice of the fetch response
     /// is stored and cached without a copy: followers handle most of the bytes a node writes).
