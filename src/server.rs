@@ -141,20 +141,20 @@ impl Broker {
 }
 
 /// Serve clients only once this node's metadata has caught up: its own registration (committed
-/// after everything it missed while down) must be in the local image, as Kafka brokers wait to
-/// catch up with the metadata log before unfencing.
+/// after everything it missed while down) must be applied to the local image, as Kafka brokers
+/// wait to catch up with the metadata log before unfencing. Keyed on this process's
+/// registration, not on what the image shows: right after a restart the image is the one
+/// recovered from disk, which still holds the previous (unfenced) registration.
 fn wait_for_registration(controller: &Controller, node_id: i32) {
-    let before = controller
-        .current_image()
-        .broker(node_id)
-        .map(|b| b.incarnation);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let img = controller.current_image();
-        if let Some(b) = img.broker(node_id) {
-            if !b.fenced && before.is_none_or(|old| b.incarnation > old) {
-                return;
-            }
+        if controller.registration_applied()
+            && controller
+                .current_image()
+                .broker(node_id)
+                .is_some_and(|b| !b.fenced)
+        {
+            return;
         }
         if std::time::Instant::now() > deadline {
             tracing::warn!(

@@ -34,7 +34,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -138,6 +138,8 @@ struct Shared {
     shutdown_tx: async_channel::Sender<()>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     request_timeout: Duration,
+    /// Log index of this process's latest committed broker registration (0: none yet).
+    registered_at: AtomicU64,
 }
 
 pub fn start(cfg: ControllerConfig) -> Result<Controller, ControllerError> {
@@ -187,6 +189,7 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
         shutdown_tx,
         thread: Mutex::new(None),
         request_timeout: tuning.request_timeout,
+        registered_at: AtomicU64::new(0),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let shared2 = shared.clone();
@@ -448,6 +451,12 @@ impl Node {
     ) -> Vec<Result<(u64, CommandOutcome), ForwardError>> {
         let mut rxs = Vec::with_capacity(cmds.len());
         for cmd in cmds {
+            if let Command::RegisterBroker(reg) = &cmd {
+                // A registration starts a fresh session, as in Kafka: the broker's last
+                // heartbeat may date from before it died, and the liveness check must not fence
+                // it again before its first heartbeat of this life arrives.
+                self.liveness.heartbeat(reg.id, Instant::now());
+            }
             let (tx, rx) = oneshot::channel();
             if self.proposals.send(Proposal { cmd, reply: tx }).is_err() {
                 drop(rx);
@@ -766,6 +775,9 @@ async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duratio
                 match submit_local(&node, Command::RegisterBroker(reg)).await {
                     Ok(s) if s.outcome == CommandOutcome::Done => {
                         registered_once.store(true, Ordering::Release);
+                        node.shared
+                            .registered_at
+                            .fetch_max(s.index, Ordering::AcqRel);
                         // Wait until our own image shows it, so we do not register twice.
                         let deadline = Instant::now() + node.tuning.request_timeout;
                         let _ = node.shared.hub.wait_applied(s.index, deadline).await;
@@ -1012,6 +1024,15 @@ impl Controller {
 
     pub fn current_image(&self) -> Arc<MetadataImage> {
         self.shared.hub.current()
+    }
+
+    /// True once this process's own broker registration is committed and this node's image has
+    /// applied it — and with it everything the log held before it, which is all this node
+    /// missed while it was down. An image recovered from disk can show an older registration
+    /// of the same broker before the log tail is applied; that one does not count.
+    pub fn registration_applied(&self) -> bool {
+        let at = self.shared.registered_at.load(Ordering::Acquire);
+        at > 0 && self.shared.hub.current().applied_index >= at
     }
 
     pub fn node_id(&self) -> i32 {

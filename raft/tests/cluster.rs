@@ -3,7 +3,6 @@
 mod common;
 
 use chronik_raft::image::{MetadataImage, NO_LEADER};
-use chronik_raft::CommandOutcome;
 use common::*;
 
 /// The parts of an image every node must agree on (controller id and timing aside).
@@ -27,17 +26,6 @@ fn replicated(
         topics,
         img.brokers.values().cloned().collect(),
     )
-}
-
-fn assert_created(s: &chronik_raft::Submitted, name: &str) {
-    match &s.outcome {
-        CommandOutcome::Topics(r) => {
-            assert_eq!(r.len(), 1);
-            assert_eq!(r[0].0, name);
-            assert!(r[0].1.is_ok(), "create {name}: {:?}", r[0].1);
-        }
-        other => panic!("unexpected outcome {other:?}"),
-    }
 }
 
 #[test]

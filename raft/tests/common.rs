@@ -180,3 +180,14 @@ pub fn create(c: &Controller, name: &str, partitions: i32, rf: i16) -> Submitted
     }))
     .expect("submit CreateTopics")
 }
+
+pub fn assert_created(s: &Submitted, name: &str) {
+    match &s.outcome {
+        chronik_raft::CommandOutcome::Topics(r) => {
+            assert_eq!(r.len(), 1);
+            assert_eq!(r[0].0, name);
+            assert!(r[0].1.is_ok(), "create {name}: {:?}", r[0].1);
+        }
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}

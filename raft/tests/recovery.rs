@@ -93,3 +93,41 @@ fn a_node_joins_as_learner_is_promoted_and_can_be_removed() {
     let r = block_on(c.node(0).submit(Command::RemoveNode { id: 3 })).expect("remove node");
     assert_eq!(r.outcome, CommandOutcome::Done);
 }
+
+/// A restarted node's image is first the one recovered from disk, which still shows its previous
+/// (unfenced) registration. `registration_applied` is about this life's registration: once true,
+/// the image holds everything committed while the node was down (the broker serves clients only
+/// from then on).
+#[test]
+fn registration_applied_means_caught_up_with_what_was_missed() {
+    let mut c = Cluster::start(3);
+    c.wait_brokers_live(3);
+    let leader = c.leader();
+    let down = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    wait_until("first registration applied", || {
+        c.node(down).registration_applied()
+    });
+    c.stop(down);
+    for i in 0..50 {
+        assert_created(
+            &create(c.node(other), &format!("missed{i}"), 1, 1),
+            &format!("missed{i}"),
+        );
+    }
+    c.restart(down);
+    let n = c.node(down);
+    wait_until("registration applied after restart", || {
+        n.registration_applied()
+    });
+    let img = n.current_image();
+    let id = c.quorum[down].0;
+    assert_eq!(img.broker(id).map(|b| b.fenced), Some(false));
+    assert_eq!(
+        (0..50)
+            .filter(|i| img.topic(&format!("missed{i}")).is_some())
+            .count(),
+        50,
+        "every topic created while the node was down"
+    );
+}
