@@ -157,6 +157,7 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
     let dir = cfg.data_dir.clone();
     std::fs::create_dir_all(&dir)?;
     let cluster_id = resolve_cluster_id(&cfg)?;
+    let cluster_id_for_rpc = cluster_id.clone();
     let mut initial = MetadataImage {
         cluster_id,
         ..Default::default()
@@ -220,6 +221,7 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
                 everywhere_rx,
                 shutdown_rx,
                 shared: shared2,
+                cluster_id: cluster_id_for_rpc,
             };
             rt.block_on(run(parts, ready_tx));
             // Dropping the runtime cancels every task (listener, connections, loops) and with
@@ -253,6 +255,7 @@ struct Parts {
     everywhere_rx: async_channel::Receiver<EverywhereWait>,
     shutdown_rx: async_channel::Receiver<()>,
     shared: Arc<Shared>,
+    cluster_id: String,
 }
 
 /// State shared by the tasks on the controller thread.
@@ -278,6 +281,7 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
         everywhere_rx,
         shutdown_rx,
         shared,
+        cluster_id,
     } = p;
     let config = openraft::Config {
         cluster_name: "chronik".into(),
@@ -302,7 +306,7 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
             return;
         }
     };
-    let peers = Peers::default();
+    let peers = Peers::new(&cluster_id);
     let id = cfg.node_id as NodeId;
     let raft = match Raft::new(
         id,
@@ -343,7 +347,11 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
         shared: shared.clone(),
         tuning: tuning.clone(),
     });
-    tokio::spawn(crate::network::serve(listener, node.clone()));
+    tokio::spawn(crate::network::serve(
+        listener,
+        node.clone(),
+        node.peers.cluster_id(),
+    ));
     tokio::spawn(watch_leader(node.clone()));
     tokio::spawn(propose_loop(node.clone(), prop_rx));
     tokio::spawn(dispatch_loop(node.clone(), submit_rx));

@@ -5,6 +5,11 @@
 //! and answers may come back in any order. Frames are `len u32 | id u64 | bincode(body)`. The
 //! writer side coalesces queued frames into one write, so a burst of requests costs one syscall.
 //! A failed connection fails its pending calls; the next call dials again.
+//!
+//! The first frame on a connection is a `Hello` naming the caller's cluster id. A controller
+//! refuses a peer of another cluster (as Kafka answers INCONSISTENT_CLUSTER_ID): a quorum string
+//! pointing at the wrong node, or a port reused by another cluster, must not feed it foreign log
+//! entries. Operator tools name no cluster and may only use the operator requests.
 
 use crate::command::{Command, CommandOutcome};
 use crate::image::BrokerId;
@@ -56,6 +61,20 @@ pub enum RpcRequest {
         index: u64,
         timeout_ms: u64,
     },
+}
+
+impl RpcRequest {
+    /// Requests only a controller of the same cluster may send (not operator tools).
+    fn is_peer_only(&self) -> bool {
+        !matches!(self, RpcRequest::Submit(_) | RpcRequest::Summary)
+    }
+}
+
+/// The first frame of every connection (request id 0).
+#[derive(Serialize, Deserialize)]
+struct Hello {
+    /// The caller's cluster id; None for operator tools.
+    cluster_id: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -113,7 +132,8 @@ pub fn blocking_call(
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    let frame = encode_frame(1, req).map_err(|e| e.to_string())?;
+    let mut frame = encode_frame(0, &Hello { cluster_id: None }).map_err(|e| e.to_string())?;
+    frame.extend(encode_frame(1, req).map_err(|e| e.to_string())?);
     s.write_all(&frame).map_err(|e| format!("{addr}: {e}"))?;
     let mut head = [0u8; 12];
     s.read_exact(&mut head)
@@ -154,6 +174,8 @@ struct Conn {
 /// A lazily (re)connecting client for one peer address.
 pub struct RpcClient {
     addr: String,
+    /// Announced in the `Hello` of every connection.
+    cluster_id: Arc<str>,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     next_id: AtomicU64,
 }
@@ -171,9 +193,10 @@ pub enum CallError {
 }
 
 impl RpcClient {
-    pub fn new(addr: String) -> Self {
+    pub fn new(addr: String, cluster_id: Arc<str>) -> Self {
         RpcClient {
             addr,
+            cluster_id,
             conn: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
         }
@@ -197,7 +220,13 @@ impl RpcClient {
             .map_err(|e| CallError::Unreachable(self.addr.clone(), e))?;
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let hello = Hello {
+            cluster_id: Some(self.cluster_id.to_string()),
+        };
+        let frame = encode_frame(0, &hello).map_err(|e| CallError::Encode(e.to_string()))?;
+        // Queued before any request, so it is the connection's first frame.
+        let _ = tx.send(frame);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let alive = Arc::new(AtomicBool::new(true));
         tokio::spawn(write_frames(wr, rx, alive.clone(), pending.clone()));
@@ -328,7 +357,7 @@ pub trait RpcService: Send + Sync + 'static {
 
 /// Accept connections until the task is dropped; each request runs as its own task so a slow
 /// forwarded proposal does not hold up Raft traffic on the same connection.
-pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>) {
+pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>, cluster_id: Arc<str>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -340,12 +369,32 @@ pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>) {
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
+        let ours = cluster_id.clone();
         tokio::spawn(async move {
             let (rd, wr) = stream.into_split();
+            let mut rd = BufReader::new(rd);
+            let operator = match read_frame(&mut rd)
+                .await
+                .ok()
+                .and_then(|(_, body)| bincode::deserialize::<Hello>(&body).ok())
+            {
+                Some(Hello { cluster_id: None }) => true,
+                Some(Hello {
+                    cluster_id: Some(theirs),
+                }) if *theirs == *ours => false,
+                Some(Hello {
+                    cluster_id: Some(theirs),
+                }) => {
+                    refused(
+                        || tracing::warn!(%peer, theirs, ours = &*ours, "rpc: refusing a controller of another cluster (check --controller-quorum)"),
+                    );
+                    return;
+                }
+                None => return,
+            };
             let (tx, rx) = mpsc::unbounded_channel();
             let alive = Arc::new(AtomicBool::new(true));
             tokio::spawn(write_frames(wr, rx, alive, Pending::default()));
-            let mut rd = BufReader::new(rd);
             loop {
                 let (id, body) = match read_frame(&mut rd).await {
                     Ok(f) => f,
@@ -358,6 +407,12 @@ pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>) {
                         break;
                     }
                 };
+                if operator && req.is_peer_only() {
+                    refused(
+                        || tracing::warn!(%peer, "rpc: a peer request without a cluster id; closing connection"),
+                    );
+                    break;
+                }
                 let service = service.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -374,18 +429,43 @@ pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>) {
     }
 }
 
+/// Logs a refused connection on the 1st, 2nd, 4th, 8th... time: a foreign leader retries
+/// every few milliseconds.
+fn refused(log: impl FnOnce()) {
+    static REFUSED: AtomicU64 = AtomicU64::new(0);
+    if REFUSED
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_add(1)
+        .is_power_of_two()
+    {
+        log();
+    }
+}
+
 /// Clients for every peer address, shared by Raft replication, forwarding and heartbeats.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Peers {
     clients: Arc<Mutex<HashMap<String, Arc<RpcClient>>>>,
+    cluster_id: Arc<str>,
 }
 
 impl Peers {
+    pub fn new(cluster_id: &str) -> Self {
+        Peers {
+            clients: Arc::default(),
+            cluster_id: cluster_id.into(),
+        }
+    }
+
     pub fn client(&self, addr: &str) -> Arc<RpcClient> {
         lock(&self.clients)
             .entry(addr.to_string())
-            .or_insert_with(|| Arc::new(RpcClient::new(addr.to_string())))
+            .or_insert_with(|| Arc::new(RpcClient::new(addr.to_string(), self.cluster_id.clone())))
             .clone()
+    }
+
+    pub fn cluster_id(&self) -> Arc<str> {
+        self.cluster_id.clone()
     }
 }
 

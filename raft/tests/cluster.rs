@@ -185,3 +185,53 @@ fn a_silent_broker_is_fenced_and_its_partitions_move_within_the_isr() {
     c.restart(victim);
     c.wait_brokers_live(3);
 }
+
+/// A controller listening where another cluster expects one of its nodes (a reused port, a
+/// wrong quorum string) is not fed that cluster's log: its connections name another cluster id
+/// and are refused, and both clusters carry on.
+#[test]
+fn a_controller_refuses_the_raft_traffic_of_another_cluster() {
+    let mut b = Cluster::start(3);
+    b.wait_brokers_live(3);
+    let leader = b.leader();
+    let gone = (leader + 1) % 3;
+    b.stop(gone);
+    // A one-node cluster now listens at the stopped node's address, with the same node id.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = b.config(gone);
+    cfg.quorum = vec![b.quorum[gone].clone()];
+    cfg.data_dir = dir.path().join("__raft");
+    let me = cfg.node_id;
+    let start = std::time::Instant::now();
+    let a = loop {
+        match chronik_raft::start_with(cfg.clone(), b.tuning.clone()) {
+            Ok(c) => break c,
+            Err(e) if start.elapsed() < WAIT => {
+                eprintln!("start the other cluster: {e}; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("start the other cluster: {e}"),
+        }
+    };
+    wait_until("the one-node cluster leads itself", || {
+        a.raft_leader() == Some(me)
+    });
+    assert_created(&create(&a, "only-a", 1, 1), "only-a");
+    // The three-node cluster still commits with two of three, and its leader keeps trying to
+    // replicate to that address (every heartbeat) meanwhile.
+    assert_created(&create(b.node(leader), "only-b", 1, 1), "only-b");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        let img = a.current_image();
+        assert!(
+            img.topic("only-b").is_none(),
+            "took the other cluster's log"
+        );
+        assert!(img.topic("only-a").is_some(), "lost its own log");
+        assert_eq!(a.raft_leader(), Some(me), "deposed by the other cluster");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_created(&create(b.node(leader), "b-again", 1, 1), "b-again");
+    assert_created(&create(&a, "a-again", 1, 1), "a-again");
+    a.shutdown();
+}
