@@ -213,9 +213,10 @@ fn a_controller_refuses_the_raft_traffic_of_another_cluster() {
             Err(e) => panic!("start the other cluster: {e}"),
         }
     };
-    wait_until("the one-node cluster leads itself", || {
-        a.raft_leader() == Some(me)
-    });
+    wait_until(
+        "the one-node cluster leads itself, its broker registered",
+        || a.raft_leader() == Some(me) && a.current_image().live_brokers().count() == 1,
+    );
     assert_created(&create(&a, "only-a", 1, 1), "only-a");
     // The three-node cluster still commits with two of three, and its leader keeps trying to
     // replicate to that address (every heartbeat) meanwhile.
