@@ -157,9 +157,8 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
     let dir = cfg.data_dir.clone();
     std::fs::create_dir_all(&dir)?;
     let cluster_id = resolve_cluster_id(&cfg)?;
-    let cluster_id_for_rpc = cluster_id.clone();
     let mut initial = MetadataImage {
-        cluster_id,
+        cluster_id: cluster_id.clone(),
         ..Default::default()
     };
     initial.controller_id = None;
@@ -221,7 +220,7 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
                 everywhere_rx,
                 shutdown_rx,
                 shared: shared2,
-                cluster_id: cluster_id_for_rpc,
+                cluster_id,
             };
             rt.block_on(run(parts, ready_tx));
             // Dropping the runtime cancels every task (listener, connections, loops) and with
@@ -306,7 +305,8 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
             return;
         }
     };
-    let peers = Peers::new(&cluster_id);
+    let cluster_id: Arc<str> = cluster_id.into();
+    let peers = Peers::new(cluster_id.clone());
     let id = cfg.node_id as NodeId;
     let raft = match Raft::new(
         id,
@@ -347,11 +347,7 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
         shared: shared.clone(),
         tuning: tuning.clone(),
     });
-    tokio::spawn(crate::network::serve(
-        listener,
-        node.clone(),
-        node.peers.cluster_id(),
-    ));
+    tokio::spawn(crate::network::serve(listener, node.clone(), cluster_id));
     tokio::spawn(watch_leader(node.clone()));
     tokio::spawn(propose_loop(node.clone(), prop_rx));
     tokio::spawn(dispatch_loop(node.clone(), submit_rx));
@@ -742,7 +738,6 @@ async fn deliver(node: &Node, mut pending: Vec<Submission>) {
 /// Register this node's broker once a leader exists (and again whenever it finds itself fenced
 /// or unknown), and heartbeat to the active controller every interval.
 async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duration) {
-    let registered_once = Arc::new(AtomicBool::new(false));
     // Registration runs as its own task so heartbeats keep flowing while it waits for a commit.
     let registering = Arc::new(AtomicBool::new(false));
     let mut ticker = tokio::time::interval(interval);
@@ -755,7 +750,7 @@ async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duratio
             continue;
         };
         let image = node.shared.hub.current();
-        let once = registered_once.load(Ordering::Acquire);
+        let once = node.shared.registered_at.load(Ordering::Acquire) > 0;
         let needs_registration = match image.broker(me) {
             Some(b) => !once || b.fenced,
             None if !once => true,
@@ -773,16 +768,10 @@ async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duratio
             }
         };
         if needs_registration && !registering.swap(true, Ordering::AcqRel) {
-            let (node, reg, registering, registered_once) = (
-                node.clone(),
-                reg.clone(),
-                registering.clone(),
-                registered_once.clone(),
-            );
+            let (node, reg, registering) = (node.clone(), reg.clone(), registering.clone());
             tokio::spawn(async move {
                 match submit_local(&node, Command::RegisterBroker(reg)).await {
                     Ok(s) if s.outcome == CommandOutcome::Done => {
-                        registered_once.store(true, Ordering::Release);
                         node.shared
                             .registered_at
                             .fetch_max(s.index, Ordering::AcqRel);

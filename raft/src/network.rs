@@ -373,24 +373,20 @@ pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>, cluste
         tokio::spawn(async move {
             let (rd, wr) = stream.into_split();
             let mut rd = BufReader::new(rd);
-            let operator = match read_frame(&mut rd)
+            let hello = read_frame(&mut rd)
                 .await
                 .ok()
-                .and_then(|(_, body)| bincode::deserialize::<Hello>(&body).ok())
-            {
-                Some(Hello { cluster_id: None }) => true,
-                Some(Hello {
-                    cluster_id: Some(theirs),
-                }) if *theirs == *ours => false,
-                Some(Hello {
-                    cluster_id: Some(theirs),
-                }) => {
+                .and_then(|(_, body)| bincode::deserialize::<Hello>(&body).ok());
+            let Some(hello) = hello else { return };
+            let operator = match hello.cluster_id {
+                None => true,
+                Some(theirs) if *theirs == *ours => false,
+                Some(theirs) => {
                     refused(
                         || tracing::warn!(%peer, theirs, ours = &*ours, "rpc: refusing a controller of another cluster (check --controller-quorum)"),
                     );
                     return;
                 }
-                None => return,
             };
             let (tx, rx) = mpsc::unbounded_channel();
             let alive = Arc::new(AtomicBool::new(true));
@@ -450,10 +446,10 @@ pub struct Peers {
 }
 
 impl Peers {
-    pub fn new(cluster_id: &str) -> Self {
+    pub fn new(cluster_id: Arc<str>) -> Self {
         Peers {
             clients: Arc::default(),
-            cluster_id: cluster_id.into(),
+            cluster_id,
         }
     }
 
@@ -462,10 +458,6 @@ impl Peers {
             .entry(addr.to_string())
             .or_insert_with(|| Arc::new(RpcClient::new(addr.to_string(), self.cluster_id.clone())))
             .clone()
-    }
-
-    pub fn cluster_id(&self) -> Arc<str> {
-        self.cluster_id.clone()
     }
 }
 

@@ -202,17 +202,7 @@ fn a_controller_refuses_the_raft_traffic_of_another_cluster() {
     cfg.quorum = vec![b.quorum[gone].clone()];
     cfg.data_dir = dir.path().join("__raft");
     let me = cfg.node_id;
-    let start = std::time::Instant::now();
-    let a = loop {
-        match chronik_raft::start_with(cfg.clone(), b.tuning.clone()) {
-            Ok(c) => break c,
-            Err(e) if start.elapsed() < WAIT => {
-                eprintln!("start the other cluster: {e}; retrying");
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            Err(e) => panic!("start the other cluster: {e}"),
-        }
-    };
+    let a = boot(cfg, &b.tuning);
     wait_until(
         "the one-node cluster leads itself, its broker registered",
         || a.raft_leader() == Some(me) && a.current_image().live_brokers().count() == 1,

@@ -84,18 +84,7 @@ impl Cluster {
     }
 
     fn boot(&self, i: usize) -> Controller {
-        // A just-freed port can linger briefly; retry the bind.
-        let start = Instant::now();
-        loop {
-            match start_with(self.config(i), self.tuning.clone()) {
-                Ok(c) => return c,
-                Err(e) if start.elapsed() < WAIT => {
-                    eprintln!("start node {i}: {e}; retrying");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => panic!("start node {i}: {e}"),
-            }
-        }
+        boot(self.config(i), &self.tuning)
     }
 
     pub fn restart(&mut self, i: usize) {
@@ -160,6 +149,21 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown_all();
+    }
+}
+
+/// Starts a controller, retrying the bind: a just-freed port can linger briefly.
+pub fn boot(cfg: ControllerConfig, tuning: &Tuning) -> Controller {
+    let start = Instant::now();
+    loop {
+        match start_with(cfg.clone(), tuning.clone()) {
+            Ok(c) => return c,
+            Err(e) if start.elapsed() < WAIT => {
+                eprintln!("start node {}: {e}; retrying", cfg.node_id);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("start node {}: {e}", cfg.node_id),
+        }
     }
 }
 
