@@ -35,7 +35,8 @@ pub enum ClusterCommand {
         bootstrap: String,
     },
     /// Join a new node: start it first with the cluster's --controller-quorum (which does not
-    /// list it), then run this. It receives the metadata log and registers as a broker.
+    /// list it) or, once the voters have changed, the current voters and --cluster-id (see
+    /// `status`), then run this. It receives the metadata log and registers as a broker.
     AddNode {
         #[command(flatten)]
         target: ControllerTarget,
@@ -114,6 +115,11 @@ pub struct ServerArgs {
     /// Controller voters: `ID@HOST:PORT,…`. [default: this node alone]
     #[arg(long, env = "CHRONIK_CONTROLLER_QUORUM")]
     pub controller_quorum: Option<String>,
+    /// The cluster's id (`cluster status` prints it). Needed by a node joining a cluster whose
+    /// voters are no longer the ones it was first started with; checked against the id kept in
+    /// the data dir. [default: derived from --controller-quorum at the first start]
+    #[arg(long, env = "CHRONIK_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
     /// Rack of this broker, for rack-aware placement.
     #[arg(long, env = "CHRONIK_RACK")]
     pub rack: Option<String>,
@@ -186,6 +192,8 @@ struct FileConfig {
     controller_listen: Option<String>,
     #[serde(alias = "controller_quorum")]
     controller_quorum: Option<String>,
+    #[serde(alias = "cluster_id")]
+    cluster_id: Option<String>,
     rack: Option<String>,
     #[serde(
         alias = "auto_create_topics_enable",
@@ -248,6 +256,8 @@ pub struct BrokerConfig {
     pub pin: bool,
     pub controller_listen: SocketAddr,
     pub controller_quorum: Vec<(i32, String)>,
+    /// None: the id kept in the data dir, else one derived from the quorum.
+    pub cluster_id: Option<String>,
     pub rack: Option<String>,
     pub auto_create_topics_enable: bool,
     pub num_partitions: i32,
@@ -312,6 +322,23 @@ fn resolve_addr(s: &str, what: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{what} `{s}` resolves to no address"))
 }
 
+/// A cluster id as Kafka writes them (base64url, `[A-Za-z0-9_-]`), at most 64 characters: it
+/// travels in every controller connection's greeting and in Metadata responses.
+pub fn parse_cluster_id(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "cluster-id `{s}` must be 1 to 64 characters of A-Z, a-z, 0-9, - and _"
+        ))
+    }
+}
+
 fn split_host_port(s: &str, what: &str) -> Result<(String, u16), String> {
     let (h, p) = s
         .rsplit_once(':')
@@ -361,6 +388,10 @@ impl BrokerConfig {
         let controller_quorum = match args.controller_quorum.clone().or(file.controller_quorum) {
             Some(s) => parse_quorum(&s)?,
             None => vec![(node_id, controller_listen.to_string())],
+        };
+        let cluster_id = match args.cluster_id.clone().or(file.cluster_id) {
+            Some(s) => Some(parse_cluster_id(&s)?),
+            None => None,
         };
         if !controller_quorum.iter().any(|(id, _)| *id == node_id) {
             // A node outside the voter list joins later as a learner (cluster add-node).
@@ -415,6 +446,7 @@ impl BrokerConfig {
             pin,
             controller_listen,
             controller_quorum,
+            cluster_id,
             rack: args.rack.clone().or(file.rack),
             auto_create_topics_enable: args
                 .auto_create_topics_enable
@@ -518,6 +550,36 @@ mod tests {
         assert!(parse_quorum("x@1:2").is_err());
         assert!(parse_quorum("1@host").is_err());
         assert!(parse_quorum("1@a:1,1@b:2").is_err());
+    }
+
+    #[test]
+    fn a_cluster_id_comes_from_the_flag_or_the_file_and_garbage_is_refused() {
+        let c = with_file(
+            "cluster-id = \"MkU3OEVBNTcwNTJENDM2Qg\"",
+            ServerArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(c.cluster_id.as_deref(), Some("MkU3OEVBNTcwNTJENDM2Qg"));
+        let flag = ServerArgs {
+            cluster_id: Some("from-the-flag".into()),
+            ..Default::default()
+        };
+        let c = with_file("cluster-id = \"from-the-file\"", flag).unwrap();
+        assert_eq!(c.cluster_id.as_deref(), Some("from-the-flag"));
+        assert_eq!(
+            BrokerConfig::resolve(&ServerArgs::default())
+                .unwrap()
+                .cluster_id,
+            None
+        );
+        for bad in ["", "has space", "slash/y", &"x".repeat(65)] {
+            let args = ServerArgs {
+                cluster_id: Some(bad.to_string()),
+                ..Default::default()
+            };
+            let e = BrokerConfig::resolve(&args).unwrap_err();
+            assert!(e.contains("cluster-id"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub fn controller_config(cfg: &BrokerConfig) -> ControllerConfig {
         heartbeat_interval_ms: cfg.broker_heartbeat_interval_ms,
         default_num_partitions: cfg.num_partitions,
         default_replication_factor: cfg.default_replication_factor,
-        cluster_id: String::new(),
+        cluster_id: cfg.cluster_id.clone().unwrap_or_default(),
         pin_core: cfg.pin.then_some(0),
     }
 }
@@ -47,7 +47,7 @@ impl Broker {
             ..Default::default()
         };
         let controller = chronik_raft::start_with(controller_config(&cfg), tuning)
-            .map_err(|e| format!("controller failed to start: {e:?}"))?;
+            .map_err(|e| format!("controller failed to start: {e}"))?;
         wait_for_registration(&controller, cfg.node_id);
         let n = cfg.cores;
         let mut inbox_tx = Vec::with_capacity(n);

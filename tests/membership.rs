@@ -197,6 +197,72 @@ fn add_node_rebalance_and_remove_node_move_data_before_switching() {
     }
 }
 
+/// The cluster id as `chronik-server cluster status` prints it (first line: `cluster ID  controller N`).
+fn cluster_id_from_status(bootstrap: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chronik-server"))
+        .args(["cluster", "status", "--bootstrap", bootstrap])
+        .output()
+        .expect("run chronik-server cluster status");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "cluster status failed: {text}");
+    text.lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cluster "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no cluster id in {text}"))
+        .to_string()
+}
+
+/// A cluster outlives its first voters: a node joining later is given the quorum as it is now
+/// (here just node 2, not the string the cluster was started with) and the cluster id that
+/// `cluster status` prints. Without `--cluster-id` the joiner would derive another id from that
+/// quorum and the controller leader's connections to it would be refused.
+#[test]
+fn a_node_given_the_cluster_id_joins_with_a_different_quorum() {
+    let mut c = Cluster::start(3, FAST);
+    let b1 = c.nodes[0].bootstrap();
+    create(&b1, NewTopic::new("j", 2, TopicReplication::Fixed(3)));
+    let id = cluster_id_from_status(&b1);
+    assert!(!id.is_empty());
+
+    let quorum_now = format!("2@127.0.0.1:{}", c.nodes[1].controller_port);
+    let new = c.spawn_new_node_with(&quorum_now, &["--cluster-id", &id]);
+    let ctl = format!("127.0.0.1:{}", c.nodes[3].controller_port);
+    let (code, out) = c.admin_cli(&[
+        "add-node",
+        "--node-id",
+        &new.to_string(),
+        "--node-controller",
+        &ctl,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    c.nodes[3].wait_ready(4);
+    assert_eq!(brokers(&b1), BTreeSet::from([1, 2, 3, 4]));
+    let b4 = c.nodes[3].bootstrap();
+    assert_eq!(replicas(&b4, "j").len(), 2, "the new node learnt the topic");
+    assert_eq!(cluster_id_from_status(&b4), id);
+
+    // Restarted with a different id over its data dir, it refuses to start.
+    c.nodes[3].kill();
+    c.nodes[3].extra = FAST
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--cluster-id".to_string(), "some-other-cluster".to_string()])
+        .collect();
+    c.nodes[3].spawn();
+    let code = c.nodes[3].wait_exit(30);
+    assert_ne!(
+        code,
+        Some(0),
+        "a node started over another cluster's data dir"
+    );
+    let log = std::fs::read_to_string(c.nodes[3].log_path()).unwrap_or_default();
+    assert!(
+        log.contains("belongs to cluster") && log.contains("some-other-cluster"),
+        "the refusal names both ids: {log}"
+    );
+}
+
 /// File and directory names under `dir`, recursively.
 fn walk_names(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();

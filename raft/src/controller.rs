@@ -1073,21 +1073,24 @@ fn pin_to_core(core: usize) {
     }
 }
 
-/// The configured cluster id, else the persisted one, else one derived from the initial quorum
-/// (identical on every initial node) and persisted.
-fn resolve_cluster_id(cfg: &ControllerConfig) -> Result<String, ControllerError> {
+/// The persisted cluster id, else the configured one, else one derived from the initial quorum
+/// (identical on every initial node); persisted at the first start. A configured id that
+/// differs from the persisted one is refused: the node would otherwise join another cluster
+/// with this one's data.
+pub(crate) fn resolve_cluster_id(cfg: &ControllerConfig) -> Result<String, ControllerError> {
     let path = cfg.data_dir.join("cluster_id");
     let stored = match std::fs::read_to_string(&path) {
         Ok(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e.into()),
     };
-    let id = if !cfg.cluster_id.is_empty() {
-        cfg.cluster_id.clone()
-    } else if let Some(s) = stored.clone() {
-        s
-    } else {
-        derive_cluster_id(&cfg.quorum)
+    let configured = Some(cfg.cluster_id.clone()).filter(|s| !s.is_empty());
+    let id = match (stored.clone(), configured) {
+        (Some(stored), Some(configured)) if stored != configured => {
+            return Err(ControllerError::InconsistentClusterId { stored, configured })
+        }
+        (Some(id), _) | (None, Some(id)) => id,
+        (None, None) => derive_cluster_id(&cfg.quorum),
     };
     if stored.as_deref() != Some(id.as_str()) {
         let tmp = cfg.data_dir.join("cluster_id.tmp");

@@ -14,6 +14,10 @@ pub enum ControllerError {
     Io(String),
     #[error("raft: {0}")]
     Raft(String),
+    /// Kafka's InconsistentClusterIdException at start-up: the configured id is not the one
+    /// the data dir was formatted with.
+    #[error("this data dir belongs to cluster {stored}, not to --cluster-id {configured}")]
+    InconsistentClusterId { stored: String, configured: String },
 }
 
 impl From<std::io::Error> for ControllerError {

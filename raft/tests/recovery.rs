@@ -2,7 +2,7 @@
 
 mod common;
 
-use chronik_raft::{Command, CommandOutcome, Tuning};
+use chronik_raft::{Command, CommandOutcome, ControllerError, Tuning};
 use common::*;
 
 fn small_snapshots() -> Tuning {
@@ -130,4 +130,52 @@ fn registration_applied_means_caught_up_with_what_was_missed() {
         50,
         "every topic created while the node was down"
     );
+}
+
+#[test]
+fn the_cluster_id_is_kept_in_the_data_dir_and_a_different_one_is_refused() {
+    let mut c = Cluster::start(1);
+    c.wait_brokers_live(1);
+    let derived = c.node(0).current_image().cluster_id.clone();
+    assert_eq!(
+        derived,
+        chronik_raft::controller::derive_cluster_id(&c.quorum)
+    );
+    c.stop(0);
+
+    // Restarted with another id, the node refuses to start rather than join that cluster.
+    let mut cfg = c.config(0);
+    cfg.cluster_id = "another-cluster".into();
+    match chronik_raft::start_with(cfg.clone(), Tuning::default()) {
+        Err(ControllerError::InconsistentClusterId { stored, configured }) => {
+            assert_eq!(
+                (stored.as_str(), configured.as_str()),
+                (derived.as_str(), "another-cluster")
+            );
+        }
+        Err(e) => panic!("expected InconsistentClusterId, got {e}"),
+        Ok(_) => panic!("a node started with another cluster's id over its data dir"),
+    }
+    // The refusal did not overwrite the stored id: a plain restart and a restart naming the
+    // stored id both work.
+    c.restart(0);
+    assert_eq!(c.node(0).current_image().cluster_id, derived);
+    c.stop(0);
+    cfg.cluster_id = derived.clone();
+    let n = boot(cfg, &Tuning::default());
+    assert_eq!(n.current_image().cluster_id, derived);
+    n.shutdown();
+
+    // A fresh data dir takes the configured id instead of deriving one from its quorum.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let mut cfg = c.config(0);
+    cfg.data_dir = fresh.path().join("__raft");
+    cfg.cluster_id = "given-by-the-operator".into();
+    let n = boot(cfg.clone(), &Tuning::default());
+    assert_eq!(n.current_image().cluster_id, "given-by-the-operator");
+    n.shutdown();
+    cfg.cluster_id = String::new();
+    let n = boot(cfg, &Tuning::default());
+    assert_eq!(n.current_image().cluster_id, "given-by-the-operator");
+    n.shutdown();
 }

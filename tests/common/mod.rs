@@ -205,13 +205,11 @@ impl Server {
         }
     }
 
-    /// SIGTERM and wait for a clean exit; returns the exit status code.
-    pub fn terminate(&mut self) -> Option<i32> {
+    /// Waits up to `secs` for the process to exit by itself (killing it after that); returns
+    /// its exit code (None: killed, or it never ran).
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
         let mut c = self.child.take()?;
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Ok(Some(st)) = c.try_wait() {
                 return st.code();
@@ -223,6 +221,15 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let c = self.child.as_ref()?;
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        self.wait_exit(20)
     }
 
     pub fn restart(&mut self) {
@@ -292,13 +299,24 @@ impl Cluster {
     /// Starts one more node with the next id and the same quorum (which does not list it): it
     /// waits until `cluster add-node` lets it in. Returns its id.
     pub fn spawn_new_node(&mut self) -> i32 {
+        let quorum = self.quorum.clone();
+        self.spawn_new_node_with(&quorum, &[])
+    }
+
+    /// `spawn_new_node` with another `--controller-quorum` and more flags.
+    pub fn spawn_new_node_with(&mut self, quorum: &str, more: &[&str]) -> i32 {
         let id = self.nodes.len() as i32 + 1;
-        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let extra: Vec<&str> = self
+            .extra
+            .iter()
+            .map(String::as_str)
+            .chain(more.iter().copied())
+            .collect();
         let mut s = Server::node(
             id,
             free_port(),
             free_port(),
-            &self.quorum,
+            quorum,
             self._tmp.path().join(format!("node-{id}")),
             &extra,
         );
