@@ -25,13 +25,18 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const FETCH_VERSION: i16 = 12;
 const EPOCH_VERSION: i16 = 4;
 const MAX_WAIT_MS: i32 = 250;
 const PARTITION_MAX_BYTES: i32 = 8 << 20;
 const MAX_RESPONSE: usize = 256 << 20;
+/// After a local write fails (disk full, I/O error) the fetcher waits this long before fetching
+/// again, as Kafka's replica.fetch.backoff.ms: retrying at once would spin on the failing disk.
+const STORAGE_BACKOFF: Duration = Duration::from_secs(1);
+/// At most one warning per fetcher this often while its writes keep failing.
+const STORAGE_WARN_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy)]
 struct FollowState {
@@ -45,6 +50,52 @@ struct Fetcher {
     partitions: RefCell<BTreeMap<TopicPartition, FollowState>>,
     stopped: Cell<bool>,
     changed: LocalEvent,
+    /// When the last failed-write warning was logged, and failures since then.
+    storage_warned: Cell<Option<Instant>>,
+    storage_failures: Cell<u64>,
+}
+
+/// What a round of requests to the leader came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Round {
+    /// Something was fetched or checked: go again at once.
+    Progress,
+    /// Nothing to do yet.
+    Idle,
+    /// A local write failed: back off longer.
+    StorageFailed,
+}
+
+impl Fetcher {
+    /// Logs a failed replica write, rate-limited: a full disk fails every round.
+    fn note_storage_failure(&self, tp: &TopicPartition, e: &chronik_storage::StorageError) {
+        let n = self.storage_failures.get() + 1;
+        let due = self
+            .storage_warned
+            .get()
+            .is_none_or(|t| t.elapsed() >= STORAGE_WARN_EVERY);
+        if due {
+            tracing::warn!(
+                topic = %tp.topic,
+                partition = tp.partition,
+                failures = n,
+                "replica append: {e}; fetching again every {}s",
+                STORAGE_BACKOFF.as_secs()
+            );
+            self.storage_warned.set(Some(Instant::now()));
+            self.storage_failures.set(0);
+        } else {
+            self.storage_failures.set(n);
+        }
+    }
+
+    /// A round wrote again after failures: say so once.
+    fn note_storage_recovered(&self) {
+        if self.storage_warned.take().is_some() {
+            tracing::info!(leader = self.leader, "replica appends succeed again");
+            self.storage_failures.set(0);
+        }
+    }
 }
 
 /// The fetchers of one shard, one per leader broker.
@@ -67,6 +118,8 @@ impl Fetchers {
                     partitions: RefCell::new(BTreeMap::new()),
                     stopped: Cell::new(false),
                     changed: LocalEvent::new(),
+                    storage_warned: Cell::new(None),
+                    storage_failures: Cell::new(0),
                 });
                 glommio::spawn_local(run(shard.clone(), f.clone())).detach();
                 f
@@ -204,13 +257,20 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
         }
         let Some(c) = conn.as_mut() else { continue };
         let result = if parts.iter().any(|(_, s)| !s.truncated) {
-            truncate_round(&shard, &f, c, &parts).await
+            truncate_round(&shard, &f, c, &parts).await.map(|progress| {
+                if progress {
+                    Round::Progress
+                } else {
+                    Round::Idle
+                }
+            })
         } else {
             fetch_round(&shard, &f, c, &parts).await
         };
         match result {
-            Ok(true) => {}
-            Ok(false) => glommio::timer::sleep(backoff).await,
+            Ok(Round::Progress) => {}
+            Ok(Round::Idle) => glommio::timer::sleep(backoff).await,
+            Ok(Round::StorageFailed) => glommio::timer::sleep(STORAGE_BACKOFF).await,
             Err(e) => {
                 tracing::debug!(leader = f.leader, "replica fetcher: {e}");
                 conn = None;
@@ -305,7 +365,7 @@ async fn fetch_round(
     f: &Fetcher,
     c: &mut LeaderConn,
     parts: &[(TopicPartition, FollowState)],
-) -> std::io::Result<bool> {
+) -> std::io::Result<Round> {
     let mut req = FetchRequest::default();
     req.replica_id = KBrokerId(shard.config.node_id);
     req.max_wait_ms = MAX_WAIT_MS;
@@ -327,7 +387,7 @@ async fn fetch_round(
         by_topic.entry(&tp.topic).or_default().push(fp);
     }
     if by_topic.is_empty() {
-        return Ok(false);
+        return Ok(Round::Idle);
     }
     req.topics = by_topic
         .into_iter()
@@ -340,6 +400,8 @@ async fn fetch_round(
         .collect();
     let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_VERSION, &req).await?;
     let mut any_ok = false;
+    let mut wrote = false;
+    let mut failed = false;
     for t in resp.responses {
         for pd in t.partitions {
             let tp = TopicPartition::new(t.topic.0.as_str(), pd.partition_index);
@@ -367,7 +429,13 @@ async fn fetch_round(
             }
             any_ok = true;
             if let Some(records) = pd.records {
-                append_batches(&p, records).await;
+                match append_batches(&p, records).await {
+                    Ok(n) => wrote |= n > 0,
+                    Err(e) => {
+                        f.note_storage_failure(&tp, &e);
+                        failed = true;
+                    }
+                }
             }
             let hw = pd.high_watermark.min(p.log.log_end_offset());
             if hw > p.log.high_watermark() {
@@ -376,13 +444,23 @@ async fn fetch_round(
             }
         }
     }
-    Ok(any_ok)
+    if failed {
+        return Ok(Round::StorageFailed);
+    }
+    if wrote {
+        f.note_storage_recovered();
+    }
+    Ok(if any_ok { Round::Progress } else { Round::Idle })
 }
 
 /// Splits a records blob into batches and appends each with its leader-assigned offsets.
 /// Every batch is queued before any is awaited, so group commit writes the whole response in
-/// one DMA write instead of one write (and one disk round trip) per batch.
-async fn append_batches(p: &crate::partition::Partition, mut records: Bytes) {
+/// one DMA write instead of one write (and one disk round trip) per batch. Returns how many
+/// batches were written, or the first write's error.
+async fn append_batches(
+    p: &crate::partition::Partition,
+    mut records: Bytes,
+) -> Result<usize, chronik_storage::StorageError> {
     let mut pending = Vec::new();
     while records.len() >= 12 {
         let len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
@@ -412,13 +490,11 @@ async fn append_batches(p: &crate::partition::Partition, mut records: Bytes) {
             break;
         }
     }
+    let mut written = 0;
     for (header, fut) in pending {
-        match fut.await {
-            Ok(_) => p.record_replicated_producer(&header),
-            Err(e) => {
-                tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, "replica append: {e}");
-                break;
-            }
-        }
+        fut.await?;
+        p.record_replicated_producer(&header);
+        written += 1;
     }
+    Ok(written)
 }

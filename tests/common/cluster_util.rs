@@ -111,7 +111,7 @@ pub fn local_leo(addr: &str, topic: &str, partition: i32) -> i64 {
     }
 }
 
-/// This node's raw copy of a partition (debug fetch), batch bytes concatenated.
+/// This node's raw copy of a partition below `until` (debug fetch), batch bytes concatenated.
 pub fn local_bytes(addr: &str, topic: &str, partition: i32, until: i64) -> Vec<u8> {
     let mut s = raw::connect(addr).expect("connect");
     let mut out = Vec::new();
@@ -127,7 +127,7 @@ pub fn local_bytes(addr: &str, topic: &str, partition: i32, until: i64) -> Vec<u
             let base = i64::from_be_bytes(b[0..8].try_into().unwrap());
             let len = i32::from_be_bytes(b[8..12].try_into().unwrap()) as usize;
             let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
-            if b.len() < 12 + len {
+            if b.len() < 12 + len || base >= until {
                 break;
             }
             out.extend_from_slice(&b[..12 + len]);
