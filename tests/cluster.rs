@@ -958,7 +958,7 @@ fn a_follower_whose_disk_fills_backs_off_leaves_the_isr_and_catches_up_when_spac
     // 12 MB with acks=1: the leader and node 2 take it all, node 3 runs out of space.
     let value = "x".repeat(1000);
     let p: ThreadedProducer<_> = ClientConfig::new()
-        .set("bootstrap.servers", &c.bootstrap())
+        .set("bootstrap.servers", c.bootstrap())
         .set("acks", "1")
         .set("message.timeout.ms", "60000")
         .create()
