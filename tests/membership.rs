@@ -128,17 +128,7 @@ fn add_node_rebalance_and_remove_node_move_data_before_switching() {
 
     // A fourth node starts with the cluster's quorum and is let in.
     let id = c.spawn_new_node();
-    let ctl = format!("127.0.0.1:{}", c.nodes[3].controller_port);
-    let (code, out) = c.admin_cli(&[
-        "add-node",
-        "--node-id",
-        &id.to_string(),
-        "--node-controller",
-        &ctl,
-    ]);
-    assert_eq!(code, 0, "{out}");
-    c.nodes[3].wait_ready(4);
-    assert_eq!(brokers(&b1), BTreeSet::from([1, 2, 3, 4]));
+    let_in(&mut c, id);
     // The new node learnt the topic from the metadata log.
     assert_eq!(replicas(&c.nodes[3].bootstrap(), "mv").len(), 6);
 
@@ -197,6 +187,26 @@ fn add_node_rebalance_and_remove_node_move_data_before_switching() {
     }
 }
 
+/// `cluster add-node` for the just-spawned node `id` (ids 1..id-1 already serve); waits until
+/// every node lists it as a broker.
+fn let_in(c: &mut Cluster, id: i32) {
+    let i = (id - 1) as usize;
+    let ctl = format!("127.0.0.1:{}", c.nodes[i].controller_port);
+    let (code, out) = c.admin_cli(&[
+        "add-node",
+        "--node-id",
+        &id.to_string(),
+        "--node-controller",
+        &ctl,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    c.nodes[i].wait_ready(id as usize);
+    assert_eq!(
+        brokers(&c.nodes[0].bootstrap()),
+        (1..=id).collect::<BTreeSet<i32>>()
+    );
+}
+
 /// The cluster id as `chronik-server cluster status` prints it (first line: `cluster ID  controller N`).
 fn cluster_id_from_status(bootstrap: &str) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chronik-server"))
@@ -227,17 +237,7 @@ fn a_node_given_the_cluster_id_joins_with_a_different_quorum() {
 
     let quorum_now = format!("2@127.0.0.1:{}", c.nodes[1].controller_port);
     let new = c.spawn_new_node_with(&quorum_now, &["--cluster-id", &id]);
-    let ctl = format!("127.0.0.1:{}", c.nodes[3].controller_port);
-    let (code, out) = c.admin_cli(&[
-        "add-node",
-        "--node-id",
-        &new.to_string(),
-        "--node-controller",
-        &ctl,
-    ]);
-    assert_eq!(code, 0, "{out}");
-    c.nodes[3].wait_ready(4);
-    assert_eq!(brokers(&b1), BTreeSet::from([1, 2, 3, 4]));
+    let_in(&mut c, new);
     let b4 = c.nodes[3].bootstrap();
     assert_eq!(replicas(&b4, "j").len(), 2, "the new node learnt the topic");
     assert_eq!(cluster_id_from_status(&b4), id);
