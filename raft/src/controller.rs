@@ -1077,7 +1077,7 @@ fn pin_to_core(core: usize) {
 /// (identical on every initial node); persisted at the first start. A configured id that
 /// differs from the persisted one is refused: the node would otherwise join another cluster
 /// with this one's data.
-pub(crate) fn resolve_cluster_id(cfg: &ControllerConfig) -> Result<String, ControllerError> {
+fn resolve_cluster_id(cfg: &ControllerConfig) -> Result<String, ControllerError> {
     let path = cfg.data_dir.join("cluster_id");
     let stored = match std::fs::read_to_string(&path) {
         Ok(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),

@@ -56,7 +56,6 @@ struct Fetcher {
 }
 
 /// What a round of requests to the leader came to.
-#[derive(Debug, PartialEq, Eq)]
 enum Round {
     /// Something was fetched or checked: go again at once.
     Progress,
@@ -257,13 +256,7 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
         }
         let Some(c) = conn.as_mut() else { continue };
         let result = if parts.iter().any(|(_, s)| !s.truncated) {
-            truncate_round(&shard, &f, c, &parts).await.map(|progress| {
-                if progress {
-                    Round::Progress
-                } else {
-                    Round::Idle
-                }
-            })
+            truncate_round(&shard, &f, c, &parts).await
         } else {
             fetch_round(&shard, &f, c, &parts).await
         };
@@ -286,7 +279,7 @@ async fn truncate_round(
     f: &Fetcher,
     c: &mut LeaderConn,
     parts: &[(TopicPartition, FollowState)],
-) -> std::io::Result<bool> {
+) -> std::io::Result<Round> {
     let mut req = OffsetForLeaderEpochRequest::default();
     req.replica_id = KBrokerId(shard.config.node_id);
     let mut by_topic: BTreeMap<&str, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
@@ -308,7 +301,7 @@ async fn truncate_round(
         asked.push((tp.clone(), *st));
     }
     if asked.is_empty() {
-        return Ok(true);
+        return Ok(Round::Progress);
     }
     req.topics = by_topic
         .into_iter()
@@ -348,7 +341,11 @@ async fn truncate_round(
             progress = true;
         }
     }
-    Ok(progress)
+    Ok(if progress {
+        Round::Progress
+    } else {
+        Round::Idle
+    })
 }
 
 fn mark_truncated(f: &Fetcher, tp: &TopicPartition, epoch: i32) {
