@@ -806,14 +806,22 @@ async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duratio
 
 /// Submit from inside the controller thread (same path as the handle's `submit`).
 async fn submit_local(node: &Node, cmd: Command) -> Result<Submitted, ControllerError> {
+    submit_via(&node.shared.submit_tx, node.tuning.request_timeout, cmd).await
+}
+
+/// Hands a command to the proposer and waits for its outcome (it retries across leader
+/// changes until `timeout`).
+async fn submit_via(
+    submit_tx: &async_channel::Sender<Submission>,
+    timeout: Duration,
+    cmd: Command,
+) -> Result<Submitted, ControllerError> {
     let (tx, rx) = async_channel::bounded(1);
-    let deadline = Instant::now() + node.tuning.request_timeout;
-    node.shared
-        .submit_tx
+    submit_tx
         .send(Submission {
             cmd,
             reply: tx,
-            deadline,
+            deadline: Instant::now() + timeout,
         })
         .await
         .map_err(|_| ControllerError::Shutdown)?;
@@ -957,18 +965,7 @@ impl Controller {
     /// Commit a command (forwarded to the Raft leader if needed) and return its outcome and log
     /// index. Retries across leader changes up to the request timeout.
     pub async fn submit(&self, cmd: Command) -> Result<Submitted, ControllerError> {
-        let (tx, rx) = async_channel::bounded(1);
-        let deadline = Instant::now() + self.shared.request_timeout;
-        self.shared
-            .submit_tx
-            .send(Submission {
-                cmd,
-                reply: tx,
-                deadline,
-            })
-            .await
-            .map_err(|_| ControllerError::Shutdown)?;
-        rx.recv().await.map_err(|_| ControllerError::Shutdown)?
+        submit_via(&self.shared.submit_tx, self.shared.request_timeout, cmd).await
     }
 
     /// Wait until this node has applied `index` and published the image reflecting it.

@@ -172,13 +172,7 @@ impl Partition {
             };
             for b in &batches {
                 if let Ok(h) = chronik_storage::parse_header(b) {
-                    self.producers.borrow_mut().record(
-                        h.producer_id,
-                        h.producer_epoch,
-                        h.base_sequence,
-                        h.records_count,
-                        h.base_offset,
-                    );
+                    self.record_replicated_producer(&h);
                     offset = h.last_offset() + 1;
                 } else {
                     offset = end;
@@ -354,8 +348,9 @@ impl Partition {
             .await
     }
 
-    /// Producer bookkeeping for a batch a follower copied from its leader, so a follower that
-    /// becomes leader detects duplicates of batches written before the failover.
+    /// Producer bookkeeping for a batch a follower copied from its leader (or one replayed from
+    /// the log at open), so a follower that becomes leader detects duplicates of batches written
+    /// before the failover.
     pub fn record_replicated_producer(&self, h: &chronik_storage::BatchHeader) {
         self.producers.borrow_mut().record(
             h.producer_id,
