@@ -2,7 +2,7 @@
 //! per broker), partition leaders, and the control-plane calls (CreateTopics, DeleteTopics,
 //! ListOffsets). All control-plane messages use kafka-protocol's generated types.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -35,11 +35,22 @@ pub struct PartitionInfo {
     pub error_code: i16,
 }
 
+/// One replica's own log end for a partition (or why it could not be read).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicaLogEnd {
+    pub partition: i32,
+    pub broker: i32,
+    pub log_end: Option<i64>,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
     pub error_code: i16,
     /// Indexed by partition id.
     pub partitions: Vec<PartitionInfo>,
+    /// Each partition's replica brokers (Metadata's replica list), indexed by partition id.
+    pub replicas: Vec<Vec<i32>>,
 }
 
 impl TopicInfo {
@@ -79,6 +90,7 @@ pub fn topic_from_metadata(resp: &MetadataResponse, name: &str) -> Option<TopicI
         };
         count
     ];
+    let mut replicas = vec![Vec::new(); count];
     for p in &t.partitions {
         if p.partition_index >= 0 {
             partitions[p.partition_index as usize] = PartitionInfo {
@@ -86,11 +98,13 @@ pub fn topic_from_metadata(resp: &MetadataResponse, name: &str) -> Option<TopicI
                 leader_epoch: p.leader_epoch,
                 error_code: p.error_code,
             };
+            replicas[p.partition_index as usize] = p.replica_nodes.iter().map(|b| b.0).collect();
         }
     }
     Some(TopicInfo {
         error_code: t.error_code,
         partitions,
+        replicas,
     })
 }
 
@@ -426,6 +440,87 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// Every replica's own log end for each partition: ListOffsets LATEST with the debug
+    /// replica id (-2), which any replica answers from its local log (Kafka does the same), sent
+    /// to each broker for the partitions it holds. Shows whether the followers hold what the
+    /// leader acknowledged. A broker that cannot be asked is reported with the reason.
+    pub async fn replica_log_ends(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<ReplicaLogEnd>> {
+        let info = self
+            .topic(topic)
+            .ok_or_else(|| anyhow!("topic '{topic}' is not in the metadata"))?;
+        let mut by_broker: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for &p in partitions {
+            for &b in info.replicas.get(p as usize).into_iter().flatten() {
+                by_broker.entry(b).or_default().push(p);
+            }
+        }
+        let mut out = Vec::new();
+        for (broker, parts) in by_broker {
+            let answers = self.own_log_ends(broker, topic, &parts).await;
+            for p in parts {
+                let log_end = match &answers {
+                    Ok(m) => m
+                        .get(&p)
+                        .cloned()
+                        .unwrap_or_else(|| Err("not in the answer".to_string())),
+                    Err(e) => Err(e.to_string()),
+                };
+                out.push(ReplicaLogEnd {
+                    partition: p,
+                    broker,
+                    log_end: log_end.as_ref().ok().copied(),
+                    error: log_end.err(),
+                });
+            }
+        }
+        out.sort_by_key(|r| (r.partition, r.broker));
+        Ok(out)
+    }
+
+    /// One broker's own log ends (replica id -2) for `parts` of `topic`, or its error per partition.
+    async fn own_log_ends(
+        &self,
+        broker: i32,
+        topic: &str,
+        parts: &[i32],
+    ) -> Result<HashMap<i32, std::result::Result<i64, String>>> {
+        let conn = self.broker_connection(broker).await?;
+        let version = conn.version_of::<ListOffsetsRequest>(1, 7)?;
+        let mut t = ListOffsetsTopic::default();
+        t.name = topic_name(topic);
+        t.partitions = parts
+            .iter()
+            .map(|&p| {
+                let mut lp = ListOffsetsPartition::default();
+                lp.partition_index = p;
+                lp.timestamp = LATEST;
+                lp
+            })
+            .collect();
+        let mut req = ListOffsetsRequest::default();
+        req.replica_id = BrokerId(-2);
+        req.topics = vec![t];
+        let resp = conn.call(&req, version, self.request_timeout).await?;
+        Ok(resp
+            .topics
+            .iter()
+            .filter(|rt| rt.name.0.as_str() == topic)
+            .flat_map(|rt| rt.partitions.iter())
+            .map(|rp| {
+                let v = if rp.error_code == 0 {
+                    Ok(rp.offset)
+                } else {
+                    Err(error_name(rp.error_code))
+                };
+                (rp.partition_index, v)
+            })
+            .collect())
     }
 
     /// Offsets at `timestamp` (LATEST = end offset, EARLIEST = log start) for each partition,

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cpu::CpuTimes;
+use crate::metadata::ReplicaLogEnd;
 use crate::stats::{LatencySummary, Stats};
 
 /// Everything a run reports. JSON and CSV carry exactly these fields.
@@ -49,6 +50,11 @@ pub struct RunReport {
     pub acknowledged: Option<u64>,
     /// Growth of the partitions' end offsets over the run (ListOffsets).
     pub stored: Option<i64>,
+    /// Each partition's end offset after a produce run, as its leader answers a consumer.
+    pub end_offsets: BTreeMap<i32, i64>,
+    /// Each replica's own log end after a produce run (ListOffsets with replica id -2 to every
+    /// broker holding a replica): whether the followers hold what the leader stored.
+    pub replica_log_ends: Vec<ReplicaLogEnd>,
     pub validation: Option<String>,
     pub validation_passed: Option<bool>,
     pub cpu_user_secs: f64,
@@ -212,6 +218,11 @@ impl RunReport {
             ),
             _ => {}
         }
+        if !self.replica_log_ends.is_empty() {
+            for l in self.replica_lines() {
+                line(&mut s, l);
+            }
+        }
         if let Some(v) = &self.validation {
             line(&mut s, format!("  validation   {v}"));
         }
@@ -231,6 +242,64 @@ impl RunReport {
         }
         line(&mut s, "─".repeat(72));
         s
+    }
+}
+
+/// Partitions listed one per line in the summary; beyond this only those with a replica off
+/// the partition's end are.
+const MAX_REPLICA_LINES: usize = 12;
+
+impl RunReport {
+    /// `replicas` summary: how many replicas sit at their partition's end, then per partition
+    /// `p0 end 906615: 1:906615 2:906615 3:906615`, a replica off the end marked with the
+    /// difference (or its error).
+    fn replica_lines(&self) -> Vec<String> {
+        let mut by_partition: BTreeMap<i32, Vec<&ReplicaLogEnd>> = BTreeMap::new();
+        for r in &self.replica_log_ends {
+            by_partition.entry(r.partition).or_default().push(r);
+        }
+        let mut off_end = 0;
+        let mut rows = Vec::new();
+        for (p, replicas) in &by_partition {
+            let end = self.end_offsets.get(p).copied();
+            let mut all_at_end = true;
+            let cells: Vec<String> = replicas
+                .iter()
+                .map(|r| match (r.log_end, end) {
+                    (Some(le), Some(e)) if le == e => format!("{}:{le}", r.broker),
+                    (Some(le), Some(e)) => {
+                        all_at_end = false;
+                        format!("{}:{le} ({:+})", r.broker, le - e)
+                    }
+                    (Some(le), None) => format!("{}:{le}", r.broker),
+                    (None, _) => {
+                        all_at_end = false;
+                        let why = r.error.as_deref().unwrap_or("no answer");
+                        format!("{}:? ({why})", r.broker)
+                    }
+                })
+                .collect();
+            if !all_at_end {
+                off_end += 1;
+            }
+            let end_text = end.map_or("?".to_string(), |e| e.to_string());
+            if by_partition.len() <= MAX_REPLICA_LINES || !all_at_end {
+                rows.push(format!("    p{p} end {end_text}: {}", cells.join(" ")));
+            }
+        }
+        let head = if off_end == 0 {
+            format!(
+                "  replicas     every replica's own log end = its partition's end ({} replicas, {} partitions)",
+                self.replica_log_ends.len(),
+                by_partition.len()
+            )
+        } else {
+            format!(
+                "  replicas     {off_end} of {} partitions have a replica off the end (lagging, out of the ISR or not answering)",
+                by_partition.len()
+            )
+        };
+        std::iter::once(head).chain(rows).collect()
     }
 }
 
@@ -337,6 +406,44 @@ mod tests {
         r.acknowledged = Some(1000);
         r.stored = Some(1000);
         r
+    }
+
+    #[test]
+    fn replica_log_ends_off_the_partition_end_are_marked() {
+        let mut r = RunReport {
+            end_offsets: [(0, 100), (1, 50)].into_iter().collect(),
+            ..RunReport::default()
+        };
+        let rep = |partition, broker, log_end: Option<i64>, error: Option<&str>| ReplicaLogEnd {
+            partition,
+            broker,
+            log_end,
+            error: error.map(str::to_string),
+        };
+        r.replica_log_ends = vec![rep(0, 1, Some(100), None), rep(0, 2, Some(100), None)];
+        let all = r.replica_lines();
+        assert_eq!(
+            all[0],
+            "  replicas     every replica's own log end = its partition's end (2 replicas, 1 partitions)"
+        );
+        assert_eq!(all[1], "    p0 end 100: 1:100 2:100");
+
+        r.replica_log_ends = vec![
+            rep(0, 1, Some(100), None),
+            rep(0, 2, Some(95), None),
+            rep(1, 1, Some(50), None),
+            rep(1, 3, None, Some("broker 3 unreachable")),
+        ];
+        let text = r.text_summary();
+        assert!(
+            text.contains("2 of 2 partitions have a replica off the end"),
+            "{text}"
+        );
+        assert!(text.contains("    p0 end 100: 1:100 2:95 (-5)"), "{text}");
+        assert!(
+            text.contains("    p1 end 50: 1:50 3:? (broker 3 unreachable)"),
+            "{text}"
+        );
     }
 
     #[test]

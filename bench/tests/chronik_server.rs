@@ -6,7 +6,7 @@
 mod support;
 
 use chronik_bench::modes;
-use support::chronik::{args, start_server};
+use support::chronik::{args, args_for, start_cluster, start_server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_consume_validate_against_chronik_server() {
@@ -37,6 +37,12 @@ async fn produce_consume_validate_against_chronik_server() {
     assert_eq!(r.acknowledged, Some(20000));
     assert_eq!(r.stored, Some(20000));
     assert_eq!(r.validation_passed, Some(true));
+    // One broker: its own log end of each partition is the partition's end.
+    assert_eq!(r.replica_log_ends.len(), 3, "{:?}", r.replica_log_ends);
+    for rep in &r.replica_log_ends {
+        assert_eq!(rep.broker, 1);
+        assert_eq!(rep.log_end, r.end_offsets.get(&rep.partition).copied());
+    }
 
     let consume = args(
         server.port,
@@ -105,4 +111,64 @@ async fn produce_consume_validate_against_chronik_server() {
     assert_eq!(r.stored, Some(20000));
     assert_eq!(r.latency_count, 20000);
     assert_eq!(r.validation_passed, Some(true));
+}
+
+/// The issue-7 style run on three nodes: after an acks=all produce to an RF 3 topic, the report
+/// carries every replica's own log end (each broker asked with replica id -2), and all nine equal
+/// their partition's end, whose sum is what was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_produce_run_reports_every_replicas_own_log_end() {
+    let nodes = start_cluster(3, &[]).await;
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let produce = args_for(
+        &ports,
+        &[
+            "-t",
+            "rf3",
+            "-p",
+            "3",
+            "--replication-factor",
+            "3",
+            "--create-topic",
+            "-n",
+            "20000",
+            "-c",
+            "8",
+            "-s",
+            "512",
+            "--acks",
+            "all",
+        ],
+    );
+    let r = modes::run(&produce).await.expect("produce runs");
+    let text = r.text_summary();
+    println!("{text}");
+    assert!(r.passed, "{text}");
+    assert_eq!(r.stored, Some(20000));
+    assert_eq!(r.end_offsets.values().sum::<i64>(), 20000);
+    assert_eq!(r.replica_log_ends.len(), 9, "{:?}", r.replica_log_ends);
+    for p in 0..3 {
+        let mut brokers: Vec<i32> = r
+            .replica_log_ends
+            .iter()
+            .filter(|x| x.partition == p)
+            .map(|x| x.broker)
+            .collect();
+        brokers.sort();
+        assert_eq!(brokers, vec![1, 2, 3], "partition {p}");
+    }
+    for rep in &r.replica_log_ends {
+        assert_eq!(rep.error, None, "{rep:?}");
+        assert_eq!(
+            rep.log_end,
+            r.end_offsets.get(&rep.partition).copied(),
+            "{rep:?}"
+        );
+    }
+    assert!(
+        text.contains(
+            "every replica's own log end = its partition's end (9 replicas, 3 partitions)"
+        ),
+        "{text}"
+    );
 }

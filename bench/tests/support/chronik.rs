@@ -99,17 +99,68 @@ fn free_port() -> u16 {
 
 /// Starts chronik-server with `extra` flags and waits until it listens.
 pub fn start_server(extra: &[&str]) -> Server {
+    let (port, controller) = (free_port(), free_port());
+    let server = spawn_node(
+        1,
+        port,
+        controller,
+        &format!("1@127.0.0.1:{controller}"),
+        extra,
+    );
+    server.wait_listening();
+    server
+}
+
+/// Starts an `n`-node cluster (every node in one controller quorum) and waits until each one
+/// listens and the first one's Metadata lists all `n` brokers.
+pub async fn start_cluster(n: usize, extra: &[&str]) -> Vec<Server> {
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    let quorum = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let nodes: Vec<Server> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &(port, controller))| spawn_node(i as i32 + 1, port, controller, &quorum, extra))
+        .collect();
+    for s in &nodes {
+        s.wait_listening();
+    }
+    let first = vec![format!("127.0.0.1:{}", nodes[0].port)];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = chronik_bench::metadata::Cluster::bootstrap(
+            first.clone(),
+            Duration::from_secs(5),
+            false,
+        )
+        .await
+        .map(|c| c.broker_count())
+        .unwrap_or(0);
+        if seen == n {
+            return nodes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not list {n} brokers within 30 s (saw {seen})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn spawn_node(node_id: i32, port: u16, controller: u16, quorum: &str, extra: &[&str]) -> Server {
     let bin = server_binary();
     let data = tempfile::tempdir().expect("temp dir");
     let log = data.path().join("server.log");
-    let port = free_port();
-    let controller = free_port();
     let log_file = std::fs::File::create(&log).expect("log file");
     let child = Command::new(&bin)
         .args([
             "--no-pin",
             "--node-id",
-            "1",
+            &node_id.to_string(),
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--data-dir",
@@ -117,33 +168,47 @@ pub fn start_server(extra: &[&str]) -> Server {
             "--controller-listen",
             &format!("127.0.0.1:{controller}"),
             "--controller-quorum",
-            &format!("1@127.0.0.1:{controller}"),
+            quorum,
         ])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(log_file)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-    let server = Server {
+    Server {
         child,
         port,
         log,
         _data: data,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "chronik-server did not listen on {port} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
-    server
+}
+
+impl Server {
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chronik-server did not listen on {} within 30 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// chronik-bench arguments against the server on `port`.
 pub fn args(port: u16, extra: &[&str]) -> Args {
-    let addr = format!("127.0.0.1:{port}");
+    args_for(&[port], extra)
+}
+
+/// chronik-bench arguments with every one of `ports` as a bootstrap server.
+pub fn args_for(ports: &[u16], extra: &[&str]) -> Args {
+    let addr = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut v = vec![
         "chronik-bench",
         "-b",
