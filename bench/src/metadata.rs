@@ -35,6 +35,35 @@ pub struct PartitionInfo {
     pub error_code: i16,
 }
 
+/// ListOffsets' replica id of an ordinary consumer: the leader answers, up to the high watermark.
+const CONSUMER_REPLICA_ID: i32 = -1;
+/// ListOffsets' debug replica id: any replica answers from its own log, up to its log end.
+const DEBUG_REPLICA_ID: i32 = -2;
+
+/// ListOffsets for `parts` of `topic` at `timestamp`, asked as `replica_id`.
+fn list_offsets_request(
+    topic: &str,
+    parts: &[i32],
+    timestamp: i64,
+    replica_id: i32,
+) -> ListOffsetsRequest {
+    let mut t = ListOffsetsTopic::default();
+    t.name = topic_name(topic);
+    t.partitions = parts
+        .iter()
+        .map(|&p| {
+            let mut lp = ListOffsetsPartition::default();
+            lp.partition_index = p;
+            lp.timestamp = timestamp;
+            lp
+        })
+        .collect();
+    let mut req = ListOffsetsRequest::default();
+    req.replica_id = BrokerId(replica_id);
+    req.topics = vec![t];
+    req
+}
+
 /// One replica's own log end for a partition (or why it could not be read).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReplicaLogEnd {
@@ -492,20 +521,7 @@ impl Cluster {
     ) -> Result<HashMap<i32, std::result::Result<i64, String>>> {
         let conn = self.broker_connection(broker).await?;
         let version = conn.version_of::<ListOffsetsRequest>(1, 7)?;
-        let mut t = ListOffsetsTopic::default();
-        t.name = topic_name(topic);
-        t.partitions = parts
-            .iter()
-            .map(|&p| {
-                let mut lp = ListOffsetsPartition::default();
-                lp.partition_index = p;
-                lp.timestamp = LATEST;
-                lp
-            })
-            .collect();
-        let mut req = ListOffsetsRequest::default();
-        req.replica_id = BrokerId(-2);
-        req.topics = vec![t];
+        let req = list_offsets_request(topic, parts, LATEST, DEBUG_REPLICA_ID);
         let resp = conn.call(&req, version, self.request_timeout).await?;
         Ok(resp
             .topics
@@ -568,20 +584,7 @@ impl Cluster {
                     }
                 };
                 let version = conn.version_of::<ListOffsetsRequest>(1, 7)?;
-                let mut t = ListOffsetsTopic::default();
-                t.name = topic_name(topic);
-                t.partitions = parts
-                    .iter()
-                    .map(|&p| {
-                        let mut lp = ListOffsetsPartition::default();
-                        lp.partition_index = p;
-                        lp.timestamp = timestamp;
-                        lp
-                    })
-                    .collect();
-                let mut req = ListOffsetsRequest::default();
-                req.replica_id = BrokerId(-1);
-                req.topics = vec![t];
+                let req = list_offsets_request(topic, &parts, timestamp, CONSUMER_REPLICA_ID);
                 let resp = match conn.call(&req, version, self.request_timeout).await {
                     Ok(r) => r,
                     Err(_) => {
