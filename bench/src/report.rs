@@ -218,10 +218,8 @@ impl RunReport {
             ),
             _ => {}
         }
-        if !self.replica_log_ends.is_empty() {
-            for l in self.replica_lines() {
-                line(&mut s, l);
-            }
+        for l in self.replica_lines() {
+            line(&mut s, l);
         }
         if let Some(v) = &self.validation {
             line(&mut s, format!("  validation   {v}"));
@@ -243,16 +241,10 @@ impl RunReport {
         line(&mut s, "─".repeat(72));
         s
     }
-}
 
-/// Partitions listed one per line in the summary; beyond this only those with a replica off
-/// the partition's end are.
-const MAX_REPLICA_LINES: usize = 12;
-
-impl RunReport {
-    /// `replicas` summary: how many replicas sit at their partition's end, then per partition
-    /// `p0 end 906615: 1:906615 2:906615 3:906615`, a replica off the end marked with the
-    /// difference (or its error).
+    /// `replicas` summary (nothing when no replica was asked): whether every replica sits at its
+    /// partition's end, then per partition `p0 end 906615: 1:906615 2:906615 3:906615`, a
+    /// replica off the end marked with the difference (or its error).
     fn replica_lines(&self) -> Vec<String> {
         let mut by_partition: BTreeMap<i32, Vec<&ReplicaLogEnd>> = BTreeMap::new();
         for r in &self.replica_log_ends {
@@ -263,29 +255,31 @@ impl RunReport {
         for (p, replicas) in &by_partition {
             let end = self.end_offsets.get(p).copied();
             let mut all_at_end = true;
-            let cells: Vec<String> = replicas
-                .iter()
-                .map(|r| match (r.log_end, end) {
-                    (Some(le), Some(e)) if le == e => format!("{}:{le}", r.broker),
-                    (Some(le), Some(e)) => {
+            let mut cells = Vec::with_capacity(replicas.len());
+            for r in replicas {
+                cells.push(match (r.log_end, end) {
+                    (Some(le), Some(e)) if le != e => {
                         all_at_end = false;
                         format!("{}:{le} ({:+})", r.broker, le - e)
                     }
-                    (Some(le), None) => format!("{}:{le}", r.broker),
+                    (Some(le), _) => format!("{}:{le}", r.broker),
                     (None, _) => {
                         all_at_end = false;
                         let why = r.error.as_deref().unwrap_or("no answer");
                         format!("{}:? ({why})", r.broker)
                     }
-                })
-                .collect();
+                });
+            }
             if !all_at_end {
                 off_end += 1;
             }
-            let end_text = end.map_or("?".to_string(), |e| e.to_string());
             if by_partition.len() <= MAX_REPLICA_LINES || !all_at_end {
+                let end_text = end.map_or("?".to_string(), |e| e.to_string());
                 rows.push(format!("    p{p} end {end_text}: {}", cells.join(" ")));
             }
+        }
+        if by_partition.is_empty() {
+            return rows;
         }
         let head = if off_end == 0 {
             format!(
@@ -302,6 +296,10 @@ impl RunReport {
         std::iter::once(head).chain(rows).collect()
     }
 }
+
+/// Partitions listed one per line in the summary; beyond this only those with a replica off
+/// the partition's end are.
+const MAX_REPLICA_LINES: usize = 12;
 
 fn csv_value(v: &serde_json::Value) -> String {
     match v {

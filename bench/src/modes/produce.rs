@@ -161,7 +161,7 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     let end_offsets = cluster.list_offsets(&args.topic, &part_ids, LATEST).await?;
     let stored = stored_between(&start_offsets, &end_offsets);
     verify_stored(&mut report, args.acks.0, snap.all_messages, stored);
-    report.end_offsets = end_offsets.iter().map(|(p, o)| (*p, *o)).collect();
+    report.end_offsets = end_offsets.clone().into_iter().collect();
     // Reported, not judged: a follower may lag or be out of the ISR without anything being lost.
     match cluster.replica_log_ends(&args.topic, &part_ids).await {
         Ok(r) => report.replica_log_ends = r,
