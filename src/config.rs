@@ -144,6 +144,14 @@ pub struct ServerArgs {
     /// Request bytes in flight per connection before reading pauses. [default: 67108864]
     #[arg(long, env = "CHRONIK_MAX_INFLIGHT_BYTES")]
     pub max_inflight_bytes: Option<usize>,
+    /// connections.max.idle.ms: close a client connection silent this long with no request in
+    /// flight; -1 never. [default: 600000]
+    #[arg(long, env = "CHRONIK_CONNECTIONS_MAX_IDLE_MS", allow_negative_numbers = true)]
+    pub connections_max_idle_ms: Option<i64>,
+    /// fetch.max.bytes: most record bytes in one Fetch response, whatever the client asks.
+    /// [default: 57671680]
+    #[arg(long, env = "CHRONIK_FETCH_MAX_BYTES")]
+    pub fetch_max_bytes: Option<i32>,
     /// Log flush policy: `always` (fdatasync before acks), or an interval in ms. [default: 1000]
     #[arg(long, env = "CHRONIK_LOG_FLUSH")]
     pub log_flush: Option<String>,
@@ -215,6 +223,13 @@ struct FileConfig {
     max_connections: Option<usize>,
     #[serde(alias = "max_inflight_bytes")]
     max_inflight_bytes: Option<usize>,
+    #[serde(
+        alias = "connections_max_idle_ms",
+        alias = "connections.max.idle.ms"
+    )]
+    connections_max_idle_ms: Option<i64>,
+    #[serde(alias = "fetch_max_bytes", alias = "fetch.max.bytes")]
+    fetch_max_bytes: Option<i32>,
     #[serde(alias = "log_flush")]
     log_flush: Option<String>,
     #[serde(alias = "log_segment_bytes", alias = "log.segment.bytes")]
@@ -266,6 +281,9 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     pub max_connections: usize,
     pub max_inflight_bytes: usize,
+    /// None: idle connections are never closed.
+    pub connections_max_idle_ms: Option<u64>,
+    pub fetch_max_bytes: i32,
     pub log_flush: FlushSetting,
     pub log_segment_bytes: u64,
     pub log_retention_ms: Option<i64>,
@@ -437,11 +455,12 @@ impl BrokerConfig {
             listen,
             advertise_host,
             advertise_port,
-            data_dir: args
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir: absolute_dir(
+                args.data_dir
+                    .clone()
+                    .or(file.data_dir)
+                    .unwrap_or_else(|| PathBuf::from("data")),
+            )?,
             cores,
             pin,
             controller_listen,
@@ -470,6 +489,20 @@ impl BrokerConfig {
                 .max_inflight_bytes
                 .or(file.max_inflight_bytes)
                 .unwrap_or(64 * 1024 * 1024),
+            connections_max_idle_ms: match args
+                .connections_max_idle_ms
+                .or(file.connections_max_idle_ms)
+                .unwrap_or(600_000)
+            {
+                ms if ms < 0 => None,
+                0 => return Err("connections-max-idle-ms must be positive, or -1 for never".into()),
+                ms => Some(ms as u64),
+            },
+            fetch_max_bytes: match args.fetch_max_bytes.or(file.fetch_max_bytes) {
+                Some(n) if n < 1024 => return Err("fetch-max-bytes must be at least 1024".into()),
+                Some(n) => n,
+                None => 57_671_680,
+            },
             log_flush,
             log_segment_bytes: args
                 .log_segment_bytes
@@ -534,6 +567,13 @@ impl BrokerConfig {
         m.insert("max.message.bytes", self.message_max_bytes.to_string());
         m
     }
+}
+
+/// A path option made absolute against the working directory at start-up. Every path the broker
+/// keeps is absolute: glommio's `Directory::open` passes a relative path to `openat(-1, …)`, which
+/// fails with EBADF, and a later change of working directory must not move the data.
+fn absolute_dir(p: PathBuf) -> Result<PathBuf, String> {
+    std::path::absolute(&p).map_err(|e| format!("data dir {}: {e}", p.display()))
 }
 
 #[cfg(test)]

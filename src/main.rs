@@ -42,6 +42,14 @@ fn main() {
         shards = cfg.cores,
         "starting chronik-server"
     );
+    let serving = format!(
+        "chronik-server serving: Kafka on {}, controller on {}, data in {}, {} shard(s), node {}",
+        cfg.listen,
+        cfg.controller_listen,
+        cfg.data_dir.display(),
+        cfg.cores,
+        cfg.node_id
+    );
     let broker = match Broker::start(cfg) {
         Ok(b) => b,
         Err(e) => {
@@ -49,6 +57,8 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // The one line a newcomer needs: where to connect and where the data is.
+    tracing::info!("{serving}");
     let sig = wait_for_signal(&signals);
     tracing::info!(signal = sig, "shutting down");
     broker.stop();

@@ -39,6 +39,16 @@ pub fn controller_config(cfg: &BrokerConfig) -> ControllerConfig {
 
 impl Broker {
     pub fn start(cfg: BrokerConfig) -> Result<Broker, String> {
+        // Bind both ports once up front so a taken one is reported, with its address, before
+        // anything is created or started.
+        crate::net::listener::check_free(cfg.listen)
+            .map_err(|e| format!("cannot listen for Kafka clients on {}: {e}", cfg.listen))?;
+        crate::net::listener::check_free(cfg.controller_listen).map_err(|e| {
+            format!(
+                "cannot listen for the controller on {}: {e}",
+                cfg.controller_listen
+            )
+        })?;
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
         let tuning = chronik_raft::Tuning {
@@ -59,9 +69,6 @@ impl Broker {
             inbox_tx.push(tx);
             inbox_rx.push(rx);
         }
-        // Bind once up front so a taken port is reported before any thread starts.
-        crate::net::listener::check_free(cfg.listen)
-            .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         let avail = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut shard_threads = Vec::new();
         let mut stop_senders = Vec::new();
@@ -187,6 +194,7 @@ async fn run_shard(
     glommio::spawn_local(crate::shard::maintenance::run(shard.clone())).detach();
     glommio::spawn_local(crate::group::run(shard.clone())).detach();
     glommio::spawn_local(crate::replication::isr::run(shard.clone())).detach();
+    glommio::spawn_local(sweep_idle_connections(shard.clone())).detach();
     let listener = match crate::net::listener::bind_shard(listen) {
         Ok(l) => l,
         Err(e) => {
@@ -239,4 +247,22 @@ async fn run_shard(
         }
     }
     tracing::info!(shard = id, "shard stopped");
+}
+
+/// The shard's idle sweeper: one tick a second (see `net::idle`).
+async fn sweep_idle_connections(shard: Rc<Shard>) {
+    let tick = crate::net::idle::TICK.as_millis() as u64;
+    let expire = shard
+        .config
+        .connections_max_idle_ms
+        .map(|ms| ms.div_ceil(tick).max(1));
+    let mut kicked = 0;
+    while !shard.shutting_down.get() {
+        glommio::timer::sleep(crate::net::idle::TICK).await;
+        // The connections kicked a tick ago have released their buffers by now.
+        if kicked > 0 {
+            crate::net::idle::return_freed_memory();
+        }
+        kicked = shard.idle.sweep(expire);
+    }
 }

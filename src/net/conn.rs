@@ -3,6 +3,7 @@
 
 use crate::kafka::dispatch::{dispatch, DispatchResult};
 use crate::kafka::{parse_header, ProtocolError, Response};
+use crate::net::idle::{ConnIdle, IdleSweeper, Kick};
 use crate::shard::Shard;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::AsyncWriteExt;
@@ -78,10 +79,23 @@ pub async fn serve(shard: Rc<Shard>, reader: TcpStream) {
     let mut reader = reader;
     let mut buf = BytesMut::new();
     let max_frame = shard.config.socket_request_max_bytes;
+    let idle = shard.idle.register();
+    let max_budget = shard.config.max_inflight_bytes as u64;
     loop {
-        let mut frame = match read_frame(&mut reader, &mut buf, 8, max_frame).await {
+        let link = Some((&shard.idle, &*idle));
+        let mut frame = match read_frame(&mut reader, &mut buf, 8, max_frame, link).await {
             Ok(Some(f)) => f,
             Ok(None) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                // Kafka's connections.max.idle.ms: a connection waiting on a long poll or on
+                // acks=all is busy, not idle.
+                if budget.available() < max_budget {
+                    idle.active(&shard.idle);
+                    continue;
+                }
+                tracing::debug!(%peer, "closing idle connection");
+                break;
+            }
             Err(e) => {
                 if e.kind() == std::io::ErrorKind::InvalidData {
                     tracing::warn!(%peer, "closing connection: {e}");
@@ -119,17 +133,23 @@ fn log_protocol_error(peer: &str, e: &ProtocolError) {
     tracing::warn!(%peer, "closing connection: {e}");
 }
 
+/// A client connection's link to its shard's idle sweeper (`None` for the broker's own outgoing
+/// connections, which time out by their own rules).
+pub(crate) type IdleLink<'a> = Option<(&'a IdleSweeper, &'a ConnIdle)>;
+
 /// Reads the next length-prefixed frame through `buf` and splits it off (length removed).
 /// `Ok(None)`: the peer closed the stream. A length outside `min..=max` is an `InvalidData`
-/// error, found before anything is read or allocated for the frame.
+/// error, found before anything is read or allocated for the frame. With an idle link, a
+/// connection silent for `connections.max.idle.ms` gets a `TimedOut` error.
 pub(crate) async fn read_frame(
     s: &mut TcpStream,
     buf: &mut BytesMut,
     min: usize,
     max: usize,
+    idle: IdleLink<'_>,
 ) -> std::io::Result<Option<BytesMut>> {
     while buf.len() < 4 {
-        if read_more(s, buf, 4).await? == 0 {
+        if read_more(s, buf, 4, idle).await? == 0 {
             return Ok(None);
         }
     }
@@ -144,7 +164,7 @@ pub(crate) async fn read_frame(
         }
     };
     while buf.len() < 4 + size {
-        if read_more(s, buf, 4 + size).await? == 0 {
+        if read_more(s, buf, 4 + size, idle).await? == 0 {
             return Ok(None);
         }
     }
@@ -152,26 +172,34 @@ pub(crate) async fn read_frame(
     Ok(Some(buf.split_to(size)))
 }
 
-/// Reads at least one byte into `buf`, making room first so that it can hold `frame_len`
-/// bytes in all. Hot path: no per-read allocation and no zeroing. `recv` writes straight into
-/// the buffer's spare capacity; the buffer is reused in place when every frame split off it
-/// has been dropped, otherwise a new one is allocated and only the unfinished frame's bytes
-/// move over.
+/// Room made for a frame before its bytes arrive: a frame up to this size gets it all at once;
+/// a larger one grows (doubling) with what actually arrives, so a length prefix alone cannot
+/// make the broker allocate up to `socket.request.max.bytes`.
+const TRUSTED_ROOM: usize = 1 << 20;
+
+/// Reads at least one byte into `buf`, making room first for (part of) a `frame_len`-byte frame.
+/// Hot path: no per-read allocation and no zeroing. `recv` writes straight into the buffer's
+/// spare capacity; the buffer is reused in place when every frame split off it has been dropped,
+/// otherwise a new one is allocated and only the unfinished frame's bytes move over.
 async fn read_more(
     s: &mut TcpStream,
     buf: &mut BytesMut,
     frame_len: usize,
+    idle: IdleLink<'_>,
 ) -> std::io::Result<usize> {
-    let need = frame_len.saturating_sub(buf.len()).max(MIN_READ_ROOM);
-    // `try_reclaim` never allocates; when it fails, a fresh buffer is cheaper than `reserve`,
-    // which would size it from the old one.
-    if !buf.try_reclaim(need) {
-        let mut fresh = BytesMut::with_capacity(READ_BUF.max(buf.len() + need));
-        fresh.extend_from_slice(buf);
-        *buf = fresh;
-    }
     let fd = s.as_raw_fd();
     loop {
+        let missing = frame_len.saturating_sub(buf.len());
+        let need = missing
+            .min(TRUSTED_ROOM.max(buf.len()))
+            .max(MIN_READ_ROOM);
+        // `try_reclaim` never allocates; when it fails, a fresh buffer is cheaper than
+        // `reserve`, which would size it from the old one.
+        if !buf.try_reclaim(need) {
+            let mut fresh = BytesMut::with_capacity(READ_BUF.max(buf.len() + need));
+            fresh.extend_from_slice(buf);
+            *buf = fresh;
+        }
         let spare = buf.spare_capacity_mut();
         // SAFETY: the kernel writes at most `spare.len()` bytes into the spare capacity through
         // the raw pointer; no reference to uninitialized memory is created.
@@ -187,6 +215,9 @@ async fn read_more(
             let n = n as usize;
             // SAFETY: `recv` initialized the first `n` bytes of the spare capacity.
             unsafe { buf.set_len(buf.len() + n) };
+            if let Some((sweeper, conn)) = idle {
+                conn.active(sweeper);
+            }
             return Ok(n);
         }
         let e = std::io::Error::last_os_error();
@@ -194,11 +225,48 @@ async fn read_more(
             std::io::ErrorKind::Interrupted => {}
             // Nothing buffered: sleep in the reactor until data (or EOF) arrives, then recv.
             std::io::ErrorKind::WouldBlock => {
-                if s.peek(&mut [0u8; 1]).await? == 0 {
+                if !wait_readable(s, buf, idle).await? {
                     return Ok(0);
                 }
             }
             _ => return Err(e),
+        }
+    }
+}
+
+/// Waits until the socket has data (`true`) or EOF (`false`). A client connection silent for a
+/// sweeper tick gives back its read buffer unless it holds part of a frame (an idle connection
+/// then costs a few hundred bytes, not a 256 KiB buffer), and one silent for the idle limit ends
+/// with `TimedOut`.
+async fn wait_readable(
+    s: &mut TcpStream,
+    buf: &mut BytesMut,
+    idle: IdleLink<'_>,
+) -> std::io::Result<bool> {
+    let Some((_, conn)) = idle else {
+        return Ok(s.peek(&mut [0u8; 1]).await? > 0);
+    };
+    loop {
+        let mut probe = [0u8; 1];
+        let woke = futures_lite::future::or(
+            async { s.peek(&mut probe).await.map(Ok) },
+            async { Ok(Err(conn.kicked().await)) },
+        )
+        .await?;
+        match woke {
+            Ok(n) => return Ok(n > 0),
+            Err(Kick::Release) | Err(Kick::None) => {
+                if buf.is_empty() {
+                    *buf = BytesMut::new();
+                }
+                conn.mark_released();
+            }
+            Err(Kick::Expire) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "idle longer than connections.max.idle.ms",
+                ))
+            }
         }
     }
 }

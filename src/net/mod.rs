@@ -1,4 +1,5 @@
 //! Client networking.
 
 pub mod conn;
+pub mod idle;
 pub mod listener;

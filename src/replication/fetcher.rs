@@ -203,7 +203,7 @@ impl LeaderConn {
         let frame = client::encode_request(key, version, corr, "chronik-replica-fetcher", req)
             .map_err(bad)?;
         self.stream.write_all(&frame).await?;
-        let body = read_frame(&mut self.stream, &mut self.buf, 4, MAX_RESPONSE)
+        let body = read_frame(&mut self.stream, &mut self.buf, 4, MAX_RESPONSE, None)
             .await?
             .ok_or(std::io::ErrorKind::UnexpectedEof)?;
         client::decode_response(key, version, corr, body.freeze()).map_err(bad)

@@ -82,6 +82,11 @@ async fn reconcile(shard: &Rc<Shard>, img: &MetadataImage) {
         })
         .map(|(tp, _)| tp.clone())
         .collect();
+    // A topic that is gone (or recreated) gets a fresh open.
+    shard
+        .failed_opens
+        .borrow_mut()
+        .retain(|tp, _| img.topic(&tp.topic).is_some());
     for tp in stale {
         let removed = shard.partitions.borrow_mut().remove(&tp);
         if let Some(p) = removed {
@@ -195,6 +200,16 @@ pub async fn get_or_open(shard: &Rc<Shard>, tp: &TopicPartition) -> Result<Rc<Pa
     Ok(p)
 }
 
+/// A partition log that could not be opened, remembered so that the requests and images that
+/// follow answer KAFKA_STORAGE_ERROR at once instead of retrying the open (and logging it) each
+/// time; it is tried again after `OPEN_RETRY_INTERVAL`, so a fixed disk or permission heals.
+pub(crate) struct FailedOpen {
+    reason: String,
+    at: std::time::Instant,
+}
+
+const OPEN_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn open_partition(
     shard: &Rc<Shard>,
     topic: &TopicImage,
@@ -209,6 +224,11 @@ async fn open_partition(
         match pending {
             Some(ev) => ev.listen().await,
             None => break,
+        }
+    }
+    if let Some(failed) = shard.failed_opens.borrow().get(&tp) {
+        if failed.at.elapsed() < OPEN_RETRY_INTERVAL {
+            return Err(failed.reason.clone());
         }
     }
     let ev = Rc::new(crate::shard::event::LocalEvent::new());
@@ -227,13 +247,32 @@ async fn open_partition(
     shard.opening.borrow_mut().remove(&tp);
     let result = match opened {
         Ok(p) => {
+            if shard.failed_opens.borrow_mut().remove(&tp).is_some() {
+                tracing::info!(topic = %topic.name, partition = idx, "partition opened after an earlier failure");
+            }
             let p = Rc::new(p);
             shard.partitions.borrow_mut().insert(tp, p.clone());
             apply_partition_state(shard, &p, topic, idx);
             Ok(p)
         }
         Err(e) => {
-            tracing::error!(topic = %topic.name, partition = idx, "cannot open partition: {e}");
+            let mut failed = shard.failed_opens.borrow_mut();
+            let same = failed.get(&tp).is_some_and(|f| f.reason == e);
+            if !same {
+                tracing::error!(
+                    topic = %topic.name,
+                    partition = idx,
+                    "cannot open partition: {e}; its produce and fetch requests get KAFKA_STORAGE_ERROR (retried every {} s)",
+                    OPEN_RETRY_INTERVAL.as_secs()
+                );
+            }
+            failed.insert(
+                tp,
+                FailedOpen {
+                    reason: e.clone(),
+                    at: std::time::Instant::now(),
+                },
+            );
             Err(e)
         }
     };

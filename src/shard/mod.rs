@@ -65,8 +65,13 @@ pub struct Shard {
     /// Partitions being opened, with the event their other users wait on. Waiters resume in
     /// arrival order, so pipelined produces to a partition still append in request order.
     pub(crate) opening: RefCell<HashMap<TopicPartition, Rc<LocalEvent>>>,
+    /// Partitions whose log could not be opened: the reason and when it was last tried, so
+    /// requests get KAFKA_STORAGE_ERROR at once and the log says so once (see `images`).
+    pub(crate) failed_opens: RefCell<HashMap<TopicPartition, images::FailedOpen>>,
     pub(crate) shutting_down: Cell<bool>,
     pub connections: Cell<usize>,
+    /// Releases idle connections' buffers and closes them after `connections.max.idle.ms`.
+    pub idle: crate::net::idle::IdleSweeper,
     /// Consumer groups this shard coordinates (see `crate::group`).
     pub groups: crate::group::GroupCoordinator,
     pub fetchers: crate::replication::fetcher::Fetchers,
@@ -94,8 +99,10 @@ impl Shard {
             image_changed: LocalEvent::new(),
             partitions: RefCell::new(HashMap::new()),
             opening: RefCell::new(HashMap::new()),
+            failed_opens: RefCell::new(HashMap::new()),
             shutting_down: Cell::new(false),
             connections: Cell::new(0),
+            idle: Default::default(),
             groups,
             pid_block: Cell::new((0, 0)),
             fetchers: Default::default(),

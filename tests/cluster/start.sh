@@ -7,7 +7,7 @@
 #   CHRONIK_CONTROLLER_BASE_PORT  Raft port of node 1 (default BASE+1000)
 #   CHRONIK_CLUSTER_DIR    data, logs and pid files (default: a new temp dir, printed)
 #   CHRONIK_ARGS           extra flags for every node (e.g. "--broker-session-timeout-ms 1000")
-# Prints the bootstrap list. Stop with tests/cluster/stop.sh (same CHRONIK_CLUSTER_DIR).
+# Waits until every node serves, then prints the bootstrap list. Stop with tests/cluster/stop.sh (same CHRONIK_CLUSTER_DIR).
 set -euo pipefail
 n=${1:-3}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,5 +38,24 @@ for i in $(seq 1 "$n"); do
   bootstrap+="${bootstrap:+,}127.0.0.1:$port"
 done
 echo "$bootstrap" >"$dir/bootstrap"
+# Return once every node serves (each logs "chronik-server serving" then), so the next command
+# can use the cluster at once.
+for _ in $(seq 1 600); do
+  ready=0
+  for i in $(seq 1 "$n"); do
+    grep -q "chronik-server serving" "$dir/node-$i.log" 2>/dev/null && ready=$((ready + 1))
+    if ! kill -0 "$(cat "$dir/node-$i.pid")" 2>/dev/null; then
+      echo "node $i exited during start-up; the end of $dir/node-$i.log:" >&2
+      tail -n 20 "$dir/node-$i.log" >&2
+      exit 1
+    fi
+  done
+  [ "$ready" = "$n" ] && break
+  sleep 0.1
+done
+if [ "$ready" != "$n" ]; then
+  echo "only $ready of $n nodes serve after 60 s (logs in $dir)" >&2
+  exit 1
+fi
 echo "cluster dir: $dir" >&2
 echo "$bootstrap"

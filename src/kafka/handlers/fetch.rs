@@ -95,6 +95,11 @@ pub async fn read_local(shard: &Rc<Shard>, spec: ReadSpec) -> PartitionRead {
         return r;
     }
     let upper = match spec.replica {
+        // Only a broker that holds a replica of the partition may fetch as its follower (and
+        // so move its high watermark); Kafka answers anyone else NOT_LEADER_OR_FOLLOWER.
+        Some(follower) if !is_follower_of(shard, &spec.tp, follower) => {
+            return PartitionRead::error(errors::NOT_LEADER_OR_FOLLOWER);
+        }
         Some(follower) => {
             // A follower's fetch offset is its log end offset: record it and move the HW.
             let now = Instant::now();
@@ -122,6 +127,16 @@ pub async fn read_local(shard: &Rc<Shard>, spec: ReadSpec) -> PartitionRead {
         Err(e) => r.error = storage_error_code(&e),
     }
     r
+}
+
+/// Whether `broker` is another broker in the replica set of `tp` in this shard's image.
+fn is_follower_of(shard: &Shard, tp: &TopicPartition, broker: BrokerId) -> bool {
+    broker != shard.config.node_id
+        && shard.with_image(|img| {
+            img.topic(&tp.topic)
+                .and_then(|t| t.partitions.get(usize::try_from(tp.partition).ok()?))
+                .is_some_and(|ps| ps.replicas.contains(&broker))
+        })
 }
 
 /// Waits (on the owner shard) until any of `tps` moves its high watermark (for a follower:
@@ -177,10 +192,13 @@ pub async fn handle(
     let debug = replica_id == DEBUG_REPLICA_ID;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, 60_000) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
+    // fetch.max.bytes caps what a client may ask for (a request for 2^31-1 bytes would
+    // otherwise be served as asked).
+    let broker_max = shard.config.fetch_max_bytes.max(0) as usize;
     let max_bytes = if req.max_bytes <= 0 {
-        usize::MAX
+        broker_max
     } else {
-        req.max_bytes as usize
+        (req.max_bytes as usize).min(broker_max)
     };
 
     // Resolve names (v13+ sends topic ids).
@@ -220,12 +238,9 @@ pub async fn handle(
                     continue;
                 };
                 // Kafka: the first batch is returned even beyond max_bytes so progress is
-                // always possible; after that the request budget applies.
-                let budget = if total == 0 {
-                    *pmax
-                } else {
-                    (*pmax).min(max_bytes.saturating_sub(total))
-                };
+                // always possible (the log read returns at least one batch); after that the
+                // request budget applies.
+                let budget = (*pmax).min(max_bytes.saturating_sub(total));
                 let spec = ReadSpec {
                     tp: TopicPartition::new(name, *partition),
                     offset: *offset,
