@@ -588,8 +588,11 @@ mod tests {
 
     #[test]
     fn the_cluster_secret_file_comes_from_the_flag_or_the_file() {
-        let c = with_file("cluster-secret-file = \"/etc/chronik/secret\"", ServerArgs::default())
-            .unwrap();
+        let c = with_file(
+            "cluster-secret-file = \"/etc/chronik/secret\"",
+            ServerArgs::default(),
+        )
+        .unwrap();
         assert_eq!(
             c.cluster_secret_file.as_deref(),
             Some(std::path::Path::new("/etc/chronik/secret"))

@@ -45,7 +45,11 @@ pub fn controller_config(
 fn cluster_secret(cfg: &BrokerConfig) -> Result<chronik_raft::secret::ClusterSecret, String> {
     use chronik_raft::secret::{resolve, Origin, SECRET_FILE};
     let sole_voter = matches!(cfg.controller_quorum.as_slice(), [(id, _)] if *id == cfg.node_id);
-    let (secret, origin) = resolve(&cfg.data_dir, cfg.cluster_secret_file.as_deref(), sole_voter)?;
+    let (secret, origin) = resolve(
+        &cfg.data_dir,
+        cfg.cluster_secret_file.as_deref(),
+        sole_voter,
+    )?;
     let copy = cfg.data_dir.join(SECRET_FILE);
     match origin {
         Origin::Generated => tracing::info!(

@@ -21,8 +21,8 @@ use crate::liveness::Liveness;
 use crate::log_store::{LogStore, LogWriterHandle};
 use crate::metadata::Defaults;
 use crate::network::{
-    Credentials, ForwardError, HeartbeatReply, ImageSummary, NetworkFactory, PartitionInfo, Peers, RpcRequest,
-    RpcResponse, RpcService,
+    Credentials, ForwardError, HeartbeatReply, ImageSummary, NetworkFactory, PartitionInfo, Peers,
+    RpcRequest, RpcResponse, RpcService,
 };
 use crate::snapshot::SnapshotFiles;
 use crate::state_machine::StateMachineStore;

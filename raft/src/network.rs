@@ -205,7 +205,9 @@ impl ClientHandshake {
 }
 
 fn check_server_proof(secret: &ClusterSecret, t: &Transcript, body: &[u8]) -> Result<(), String> {
-    let refused = || "it refused our proof or failed its own: the cluster secrets differ (check --cluster-secret-file)".to_string();
+    let refused = || {
+        "it refused our proof or failed its own: the cluster secrets differ (check --cluster-secret-file)".to_string()
+    };
     let p: Proof = bincode::deserialize(body).map_err(|_| refused())?;
     // Only under the key we proved with: the server answers with the key that matched ours.
     secret
@@ -277,7 +279,11 @@ async fn client_handshake(
     role: Role,
 ) -> Result<(), String> {
     let hs = ClientHandshake::new(role);
-    let io = |e: io::Error| format!("connection closed during authentication ({e}): the cluster secrets or ids may differ");
+    let io = |e: io::Error| {
+        format!(
+            "connection closed during authentication ({e}): the cluster secrets or ids may differ"
+        )
+    };
     let frame = encode_frame(0, &hs.hello()).map_err(|e| e.to_string())?;
     s.write_all(&frame).await.map_err(io)?;
     let (_, body) = read_frame(s, MAX_HANDSHAKE_FRAME).await.map_err(io)?;
@@ -353,7 +359,9 @@ pub fn blocking_call(
     let frame = encode_frame(0, &hs.hello()).map_err(|e| e.to_string())?;
     s.write_all(&frame).map_err(closed)?;
     let body = read_frame_blocking(&mut s, MAX_HANDSHAKE_FRAME).map_err(closed)?;
-    let (proof, t) = hs.answer(secret, &body).map_err(|e| format!("{addr}: {e}"))?;
+    let (proof, t) = hs
+        .answer(secret, &body)
+        .map_err(|e| format!("{addr}: {e}"))?;
     let frame = encode_frame(0, &proof).map_err(|e| e.to_string())?;
     s.write_all(&frame).map_err(closed)?;
     let body = read_frame_blocking(&mut s, MAX_HANDSHAKE_FRAME).map_err(closed)?;
@@ -470,7 +478,9 @@ impl RpcClient {
         .await
         .unwrap_or_else(|_| Err("no answer to the authentication".into()));
         if let Err(e) = auth {
-            refused(|| tracing::warn!(peer = %self.addr, "rpc: cannot authenticate to a peer: {e}"));
+            refused(
+                || tracing::warn!(peer = %self.addr, "rpc: cannot authenticate to a peer: {e}"),
+            );
             return Err(CallError::Unreachable(
                 self.addr.clone(),
                 io::Error::new(io::ErrorKind::PermissionDenied, e),
@@ -537,10 +547,7 @@ fn encode_frame<T: Serialize>(id: u64, body: &T) -> bincode::Result<Vec<u8>> {
 }
 
 /// One frame, refused above `max` bytes (checked before allocating).
-async fn read_frame<R: AsyncReadExt + Unpin>(
-    rd: &mut R,
-    max: usize,
-) -> io::Result<(u64, Vec<u8>)> {
+async fn read_frame<R: AsyncReadExt + Unpin>(rd: &mut R, max: usize) -> io::Result<(u64, Vec<u8>)> {
     let len = rd.read_u32_le().await? as usize;
     if !(8..=max).contains(&len) {
         return Err(io::Error::new(
@@ -617,11 +624,7 @@ pub trait RpcService: Send + Sync + 'static {
 /// Accept connections until the task is dropped; each request runs as its own task so a slow
 /// forwarded proposal does not hold up Raft traffic on the same connection. Nothing is served
 /// on a connection before it has authenticated (see the module doc).
-pub async fn serve<S: RpcService>(
-    listener: TcpListener,
-    service: Arc<S>,
-    creds: Arc<Credentials>,
-) {
+pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>, creds: Arc<Credentials>) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -671,7 +674,9 @@ pub async fn serve<S: RpcService>(
                 }
                 Ok(Err(Refusal::Io)) => return,
                 Err(_) => {
-                    refused(|| tracing::warn!(%peer, "rpc: closing a connection that did not authenticate in time"));
+                    refused(
+                        || tracing::warn!(%peer, "rpc: closing a connection that did not authenticate in time"),
+                    );
                     return;
                 }
             };

@@ -231,12 +231,26 @@ mod tests {
         assert_ne!(a, b);
         let both = a.clone().with_next(&b);
         assert_eq!(ClusterSecret::parse(&both.to_text()).unwrap(), both);
-        let commented = format!("# current\n{}\n\n# next\n{}", hex::encode(a.keys[0]), hex::encode(b.keys[0]));
+        let commented = format!(
+            "# current\n{}\n\n# next\n{}",
+            hex::encode(a.keys[0]),
+            hex::encode(b.keys[0])
+        );
         assert_eq!(ClusterSecret::parse(&commented).unwrap(), both);
-        for bad in ["", "# nothing", "abc", &"00".repeat(31), &"zz".repeat(32), &"00".repeat(33)] {
+        for bad in [
+            "",
+            "# nothing",
+            "abc",
+            &"00".repeat(31),
+            &"zz".repeat(32),
+            &"00".repeat(33),
+        ] {
             assert!(ClusterSecret::parse(bad).is_err(), "{bad:?}");
         }
-        let five = (0..5).map(|_| "00".repeat(32)).collect::<Vec<_>>().join("\n");
+        let five = (0..5)
+            .map(|_| "00".repeat(32))
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(ClusterSecret::parse(&five).is_err());
     }
 
@@ -247,7 +261,11 @@ mod tests {
         let parts: &[&[u8]] = &[b"label", b"nonce"];
         let tag = b.mac(parts);
         assert!(a.verify(parts, &tag).is_none());
-        let matched = a.clone().with_next(&b).verify(parts, &tag).expect("b accepted");
+        let matched = a
+            .clone()
+            .with_next(&b)
+            .verify(parts, &tag)
+            .expect("b accepted");
         assert_eq!(matched, b);
         assert!(b.verify(&[b"label", b"other"], &tag).is_none());
     }
@@ -257,17 +275,28 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("data");
-        assert!(resolve(&d, None, false).unwrap_err().contains("--cluster-secret-file"));
+        assert!(resolve(&d, None, false)
+            .unwrap_err()
+            .contains("--cluster-secret-file"));
         let (s, origin) = resolve(&d, None, true).unwrap();
         assert_eq!(origin, Origin::Generated);
-        let mode = std::fs::metadata(d.join(SECRET_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(d.join(SECRET_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(resolve(&d, None, false).unwrap(), (s.clone(), Origin::Stored));
+        assert_eq!(
+            resolve(&d, None, false).unwrap(),
+            (s.clone(), Origin::Stored)
+        );
         // A given file wins and replaces the copy.
         let other = ClusterSecret::generate();
         let f = dir.path().join("given");
         other.write_file(&f).unwrap();
-        assert_eq!(resolve(&d, Some(&f), true).unwrap(), (other.clone(), Origin::Given));
+        assert_eq!(
+            resolve(&d, Some(&f), true).unwrap(),
+            (other.clone(), Origin::Given)
+        );
         assert_eq!(resolve(&d, None, true).unwrap(), (other, Origin::Stored));
     }
 }
