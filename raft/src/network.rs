@@ -54,8 +54,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const MAX_HANDSHAKE_FRAME: usize = 256;
 /// A connection that has not authenticated by then is closed (a silent one holds nothing long).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections in the handshake at once; more are closed at accept.
-const MAX_HANDSHAKES: usize = 64;
+/// Connections in the handshake at once; more are closed at accept. Each holds a task and an
+/// 8 KiB read buffer for at most `HANDSHAKE_TIMEOUT`; the cap is high enough that a stranger
+/// holding connections open cannot easily keep a restarting peer out.
+const MAX_HANDSHAKES: usize = 1024;
 /// First bytes of a `Hello`: tells another protocol (or an older chronik) from ours.
 const MAGIC: [u8; 8] = *b"chronik1";
 const CLIENT_LABEL: &[u8] = b"chronik-rpc client proof";
