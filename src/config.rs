@@ -79,6 +79,25 @@ pub struct ControllerTarget {
     /// How long to wait for data to move / the node to register, in seconds.
     #[arg(long, default_value_t = 600)]
     pub wait_secs: u64,
+    /// The cluster's secret file, to authenticate to the controller.
+    /// [default: <--data-dir>/cluster.secret, i.e. a local node's copy]
+    #[arg(long, env = "CHRONIK_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Data dir of a node on this machine, whose cluster.secret to use. [default: ./data]
+    #[arg(long, env = "CHRONIK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ControllerTarget {
+    /// `--cluster-secret-file`, else the secret file of the local node's data dir.
+    pub fn secret_file(&self) -> PathBuf {
+        self.cluster_secret_file.clone().unwrap_or_else(|| {
+            self.data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./data"))
+                .join(chronik_raft::secret::SECRET_FILE)
+        })
+    }
 }
 
 /// Every option can also be given in the TOML file (same name, with `-` or `_`) and as
@@ -120,6 +139,13 @@ pub struct ServerArgs {
     /// the data dir. [default: derived from --controller-quorum at the first start]
     #[arg(long, env = "CHRONIK_CLUSTER_ID")]
     pub cluster_id: Option<String>,
+    /// The cluster's secret file (one or two lines of 64 hex digits), with which controllers
+    /// and operator commands authenticate on the controller port; copied to
+    /// `<data-dir>/cluster.secret`. Needed at the first start of every node of a multi-node
+    /// cluster (the same file on all). [default: the copy in the data dir; a new single-node
+    /// cluster generates one]
+    #[arg(long, env = "CHRONIK_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// Rack of this broker, for rack-aware placement.
     #[arg(long, env = "CHRONIK_RACK")]
     pub rack: Option<String>,
@@ -202,6 +228,8 @@ struct FileConfig {
     controller_quorum: Option<String>,
     #[serde(alias = "cluster_id")]
     cluster_id: Option<String>,
+    #[serde(alias = "cluster_secret_file")]
+    cluster_secret_file: Option<PathBuf>,
     rack: Option<String>,
     #[serde(
         alias = "auto_create_topics_enable",
@@ -273,6 +301,8 @@ pub struct BrokerConfig {
     pub controller_quorum: Vec<(i32, String)>,
     /// None: the id kept in the data dir, else one derived from the quorum.
     pub cluster_id: Option<String>,
+    /// None: the copy in the data dir (`chronik_raft::secret::resolve`).
+    pub cluster_secret_file: Option<PathBuf>,
     pub rack: Option<String>,
     pub auto_create_topics_enable: bool,
     pub num_partitions: i32,
@@ -466,6 +496,10 @@ impl BrokerConfig {
             controller_listen,
             controller_quorum,
             cluster_id,
+            cluster_secret_file: args
+                .cluster_secret_file
+                .clone()
+                .or(file.cluster_secret_file),
             rack: args.rack.clone().or(file.rack),
             auto_create_topics_enable: args
                 .auto_create_topics_enable
@@ -590,6 +624,30 @@ mod tests {
         assert!(parse_quorum("x@1:2").is_err());
         assert!(parse_quorum("1@host").is_err());
         assert!(parse_quorum("1@a:1,1@b:2").is_err());
+    }
+
+    #[test]
+    fn the_cluster_secret_file_comes_from_the_flag_or_the_file() {
+        let c = with_file(
+            "cluster-secret-file = \"/etc/chronik/secret\"",
+            ServerArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.cluster_secret_file.as_deref(),
+            Some(std::path::Path::new("/etc/chronik/secret"))
+        );
+        let flag = ServerArgs {
+            cluster_secret_file: Some("/from/the/flag".into()),
+            ..Default::default()
+        };
+        let c = with_file("cluster-secret-file = \"/etc/chronik/secret\"", flag).unwrap();
+        assert_eq!(
+            c.cluster_secret_file.as_deref(),
+            Some(std::path::Path::new("/from/the/flag"))
+        );
+        let c = with_file("", ServerArgs::default()).unwrap();
+        assert_eq!(c.cluster_secret_file, None);
     }
 
     #[test]

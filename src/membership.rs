@@ -1,10 +1,12 @@
 //! `chronik-server cluster add-node | rebalance | remove-node`: operator commands that submit
 //! controller commands over the controller RPC port and follow their progress there (blocking
-//! std sockets: this is a CLI, not shard code).
+//! std sockets: this is a CLI, not shard code). They authenticate with the cluster secret
+//! (`--cluster-secret-file`, else a local node's copy in `<data-dir>/cluster.secret`).
 
 use crate::config::{ClusterCommand, ControllerTarget};
 use chronik_raft::image::BrokerId;
 use chronik_raft::network::{blocking_call, ImageSummary, RpcRequest, RpcResponse};
+use chronik_raft::secret::ClusterSecret;
 use chronik_raft::{Command, CommandOutcome};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -52,23 +54,47 @@ fn controller_addr(t: &ControllerTarget) -> Result<String, String> {
     Ok(format!("{host}:{cport}"))
 }
 
-fn submit(addr: &str, cmd: Command) -> Result<(u64, CommandOutcome), String> {
-    match blocking_call(addr, &RpcRequest::Submit(cmd), SUBMIT_TIMEOUT)? {
+/// A controller address and the secret to authenticate to it with.
+struct Ctl {
+    addr: String,
+    secret: ClusterSecret,
+}
+
+fn ctl(t: &ControllerTarget) -> Result<Ctl, String> {
+    let addr = controller_addr(t)?;
+    let file = t.secret_file();
+    let secret = ClusterSecret::read_file(&file).map_err(|e| {
+        format!(
+            "{e}\n  the controller port needs the cluster secret: give --cluster-secret-file FILE \
+             (every node keeps a copy in <data-dir>/cluster.secret), or --data-dir of a node on \
+             this machine"
+        )
+    })?;
+    Ok(Ctl { addr, secret })
+}
+
+fn submit(c: &Ctl, cmd: Command) -> Result<(u64, CommandOutcome), String> {
+    match blocking_call(&c.addr, &c.secret, &RpcRequest::Submit(cmd), SUBMIT_TIMEOUT)? {
         RpcResponse::Submit(r) => r,
-        _ => Err(format!("{addr}: unexpected answer")),
+        _ => Err(format!("{}: unexpected answer", c.addr)),
     }
 }
 
-fn summary(addr: &str) -> Result<ImageSummary, String> {
-    match blocking_call(addr, &RpcRequest::Summary, Duration::from_secs(10))? {
+fn summary(c: &Ctl) -> Result<ImageSummary, String> {
+    match blocking_call(
+        &c.addr,
+        &c.secret,
+        &RpcRequest::Summary,
+        Duration::from_secs(10),
+    )? {
         RpcResponse::Summary(s) => Ok(s),
-        _ => Err(format!("{addr}: unexpected answer")),
+        _ => Err(format!("{}: unexpected answer", c.addr)),
     }
 }
 
 /// Polls the controller's summary until `done` says so, or fails at the deadline with `what`.
 fn wait_for(
-    addr: &str,
+    c: &Ctl,
     t: &ControllerTarget,
     what: &str,
     mut done: impl FnMut(&ImageSummary) -> bool,
@@ -76,7 +102,7 @@ fn wait_for(
     let deadline = Instant::now() + Duration::from_secs(t.wait_secs);
     loop {
         // A node restarting or a leader change may briefly refuse; keep trying until the end.
-        if let Ok(s) = summary(addr) {
+        if let Ok(s) = summary(c) {
             if done(&s) {
                 return Ok(s);
             }
@@ -129,9 +155,9 @@ fn report_moves(outcome: &CommandOutcome) -> Result<usize, String> {
 }
 
 fn add_node(t: &ControllerTarget, id: u64, raft_addr: &str, voter: bool) -> Result<(), String> {
-    let addr = controller_addr(t)?;
+    let c = ctl(t)?;
     let (_, outcome) = submit(
-        &addr,
+        &c,
         Command::AddNode {
             id,
             raft_addr: raft_addr.to_string(),
@@ -145,7 +171,7 @@ fn add_node(t: &ControllerTarget, id: u64, raft_addr: &str, voter: bool) -> Resu
         "node {id} added to the metadata quorum as a {}; waiting for its broker to register",
         if voter { "voter" } else { "learner" }
     );
-    let s = wait_for(&addr, t, &format!("broker {id} to register"), |s| {
+    let s = wait_for(&c, t, &format!("broker {id} to register"), |s| {
         s.brokers.iter().any(|b| b.id as u64 == id && !b.fenced)
     })?;
     if let Some(b) = s.brokers.iter().find(|b| b.id as u64 == id) {
@@ -156,20 +182,20 @@ fn add_node(t: &ControllerTarget, id: u64, raft_addr: &str, voter: bool) -> Resu
 }
 
 fn rebalance(t: &ControllerTarget) -> Result<(), String> {
-    let addr = controller_addr(t)?;
-    let (_, outcome) = submit(&addr, Command::Rebalance)?;
+    let c = ctl(t)?;
+    let (_, outcome) = submit(&c, Command::Rebalance)?;
     println!("rebalance:");
     let n = report_moves(&outcome)?;
     if n == 0 {
         println!("  already balanced");
     }
-    let s = wait_for(&addr, t, "the moves to finish", |s| {
+    let s = wait_for(&c, t, "the moves to finish", |s| {
         s.partitions.iter().all(|p| !p.state.reassigning())
     })?;
     // Leaders follow the new preferred replicas (the automatic leader rebalance would do it
     // later; an operator expects it now).
     let (_, elect) = submit(
-        &addr,
+        &c,
         Command::ElectLeaders {
             partitions: Vec::new(),
             preferred: true,
@@ -178,31 +204,31 @@ fn rebalance(t: &ControllerTarget) -> Result<(), String> {
     if let Some(e) = rejected(&elect) {
         println!("preferred leader election: {e}");
     }
-    let s = summary(&addr).unwrap_or(s);
+    let s = summary(&c).unwrap_or(s);
     print_load(&s);
     Ok(())
 }
 
 fn remove_node(t: &ControllerTarget, id: BrokerId) -> Result<(), String> {
-    let addr = controller_addr(t)?;
-    let (_, outcome) = submit(&addr, Command::DecommissionBroker { id })?;
+    let c = ctl(t)?;
+    let (_, outcome) = submit(&c, Command::DecommissionBroker { id })?;
     println!("draining broker {id}:");
     report_moves(&outcome)?;
-    wait_for(&addr, t, &format!("broker {id} to hold no replicas"), |s| {
+    wait_for(&c, t, &format!("broker {id} to hold no replicas"), |s| {
         s.partitions.iter().all(|p| !p.state.replicas.contains(&id))
     })?;
     println!("broker {id} holds no replicas");
-    let (_, out) = submit(&addr, Command::RemoveNode { id: id as u64 })?;
+    let (_, out) = submit(&c, Command::RemoveNode { id: id as u64 })?;
     match rejected(&out) {
         Some(e) => println!("metadata quorum: {e}"),
         None => println!("node {id} left the metadata quorum"),
     }
-    let (_, out) = submit(&addr, Command::UnregisterBroker { id })?;
+    let (_, out) = submit(&c, Command::UnregisterBroker { id })?;
     if let Some(e) = rejected(&out) {
         return Err(e);
     }
     println!("broker {id} removed from the cluster; stop its process now");
-    let s = summary(&addr)?;
+    let s = summary(&c)?;
     print_load(&s);
     Ok(())
 }

@@ -16,7 +16,10 @@ pub struct Broker {
     stop_senders: Vec<async_channel::Sender<()>>,
 }
 
-pub fn controller_config(cfg: &BrokerConfig) -> ControllerConfig {
+pub fn controller_config(
+    cfg: &BrokerConfig,
+    cluster_secret: chronik_raft::secret::ClusterSecret,
+) -> ControllerConfig {
     ControllerConfig {
         node_id: cfg.node_id,
         raft_listen: cfg.controller_listen,
@@ -33,8 +36,32 @@ pub fn controller_config(cfg: &BrokerConfig) -> ControllerConfig {
         default_num_partitions: cfg.num_partitions,
         default_replication_factor: cfg.default_replication_factor,
         cluster_id: cfg.cluster_id.clone().unwrap_or_default(),
+        cluster_secret,
         pin_core: cfg.pin.then_some(0),
     }
+}
+
+/// The secret this node's controller authenticates with (see `chronik_raft::secret::resolve`).
+fn cluster_secret(cfg: &BrokerConfig) -> Result<chronik_raft::secret::ClusterSecret, String> {
+    use chronik_raft::secret::{resolve, Origin, SECRET_FILE};
+    let sole_voter = matches!(cfg.controller_quorum.as_slice(), [(id, _)] if *id == cfg.node_id);
+    let (secret, origin) = resolve(
+        &cfg.data_dir,
+        cfg.cluster_secret_file.as_deref(),
+        sole_voter,
+    )?;
+    let copy = cfg.data_dir.join(SECRET_FILE);
+    match origin {
+        Origin::Generated => tracing::info!(
+            file = %copy.display(),
+            "generated the cluster secret of this new cluster; give this file to new nodes and \
+             operator commands with --cluster-secret-file"
+        ),
+        Origin::Given | Origin::Stored => {
+            tracing::info!(file = %copy.display(), "controller port authenticates with the cluster secret")
+        }
+    }
+    Ok(secret)
 }
 
 impl Broker {
@@ -56,7 +83,8 @@ impl Broker {
                 .then(|| Duration::from_millis(cfg.leader_imbalance_check_interval_ms)),
             ..Default::default()
         };
-        let controller = chronik_raft::start_with(controller_config(&cfg), tuning)
+        let secret = cluster_secret(&cfg)?;
+        let controller = chronik_raft::start_with(controller_config(&cfg, secret), tuning)
             .map_err(|e| format!("controller failed to start: {e}"))?;
         wait_for_registration(&controller, cfg.node_id);
         let n = cfg.cores;

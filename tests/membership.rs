@@ -346,7 +346,13 @@ fn a_move_in_progress_is_listed_until_it_completes() {
         partition: 0,
         replicas: vec![to],
     };
-    match blocking_call(&ctl, &RpcRequest::Submit(cmd), Duration::from_secs(30)) {
+    let secret = chronik_raft::secret::ClusterSecret::read_file(&c.secret_file).expect("secret");
+    match blocking_call(
+        &ctl,
+        &secret,
+        &RpcRequest::Submit(cmd),
+        Duration::from_secs(30),
+    ) {
         Ok(RpcResponse::Submit(Ok((_, outcome)))) => {
             assert!(
                 !matches!(outcome, chronik_raft::CommandOutcome::Partition(Err(_))),

@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|_| tempfile::tempdir())
         .collect::<Result<_, _>>()?;
     let mut nodes: Vec<Controller> = Vec::new();
+    let secret = chronik_raft::secret::ClusterSecret::generate();
     for (i, (id, addr)) in quorum.iter().enumerate() {
         let cfg = ControllerConfig {
             node_id: *id,
@@ -70,6 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             default_num_partitions: 1,
             default_replication_factor: 1,
             cluster_id: String::new(),
+            cluster_secret: secret.clone(),
             pin_core: None,
         };
         nodes.push(start_with(cfg, Tuning::default())?);

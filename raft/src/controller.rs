@@ -21,8 +21,8 @@ use crate::liveness::Liveness;
 use crate::log_store::{LogStore, LogWriterHandle};
 use crate::metadata::Defaults;
 use crate::network::{
-    ForwardError, HeartbeatReply, ImageSummary, NetworkFactory, PartitionInfo, Peers, RpcRequest,
-    RpcResponse, RpcService,
+    Credentials, ForwardError, HeartbeatReply, ImageSummary, NetworkFactory, PartitionInfo, Peers,
+    RpcRequest, RpcResponse, RpcService,
 };
 use crate::snapshot::SnapshotFiles;
 use crate::state_machine::StateMachineStore;
@@ -58,6 +58,8 @@ pub struct ControllerConfig {
     pub default_replication_factor: i16,
     /// Empty: derived from the initial quorum and persisted in the data dir.
     pub cluster_id: String,
+    /// Every controller RPC connection, both ways, proves knowledge of this (network.rs).
+    pub cluster_secret: crate::secret::ClusterSecret,
     pub pin_core: Option<usize>,
 }
 
@@ -305,8 +307,11 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
             return;
         }
     };
-    let cluster_id: Arc<str> = cluster_id.into();
-    let peers = Peers::new(cluster_id.clone());
+    let creds = Arc::new(Credentials {
+        cluster_id: cluster_id.into(),
+        secret: cfg.cluster_secret.clone(),
+    });
+    let peers = Peers::new(creds.clone());
     let id = cfg.node_id as NodeId;
     let raft = match Raft::new(
         id,
@@ -347,7 +352,7 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
         shared: shared.clone(),
         tuning: tuning.clone(),
     });
-    tokio::spawn(crate::network::serve(listener, node.clone(), cluster_id));
+    tokio::spawn(crate::network::serve(listener, node.clone(), creds));
     tokio::spawn(watch_leader(node.clone()));
     tokio::spawn(propose_loop(node.clone(), prop_rx));
     tokio::spawn(dispatch_loop(node.clone(), submit_rx));

@@ -13,6 +13,7 @@ pub mod log_store;
 pub mod metadata;
 pub mod network;
 pub mod placement;
+pub mod secret;
 pub mod snapshot;
 pub mod state_machine;
 pub mod topic_config;

@@ -6,13 +6,25 @@
 //! writer side coalesces queued frames into one write, so a burst of requests costs one syscall.
 //! A failed connection fails its pending calls; the next call dials again.
 //!
-//! The first frame on a connection is a `Hello` naming the caller's cluster id. A controller
-//! refuses a peer of another cluster (as Kafka answers INCONSISTENT_CLUSTER_ID): a quorum string
-//! pointing at the wrong node, or a port reused by another cluster, must not feed it foreign log
-//! entries. Operator tools name no cluster and may only use the operator requests.
+//! Every connection authenticates both ways before any request is served: the caller sends a
+//! `Hello` (its role: a controller of cluster X, or an operator tool; and a random nonce), the
+//! server a `Challenge` (its cluster id and its nonce), the caller a `Proof` (HMAC-SHA256 under
+//! the cluster secret of the role, the server's cluster id and both nonces), and the server its
+//! own `Proof` over the same transcript with another label, so neither side can be made to
+//! answer its own challenge. The secret never crosses the wire. A controller of another cluster
+//! (as Kafka answers INCONSISTENT_CLUSTER_ID: a quorum string pointing at the wrong node, a port
+//! reused by another cluster) or a wrong proof is closed at once; before authentication frames
+//! are at most `MAX_HANDSHAKE_FRAME` bytes, the whole exchange has `HANDSHAKE_TIMEOUT`, and at
+//! most `MAX_HANDSHAKES` connections may be in it at once. Operator tools may only use the
+//! operator requests (Submit, Summary).
+//!
+//! Not covered: frames after the handshake are neither encrypted nor MACed, so an attacker on
+//! the network path (or listening at an address the membership still names) could take over an
+//! authenticated connection; controller ports belong on a private network.
 
 use crate::command::{Command, CommandOutcome};
 use crate::image::BrokerId;
+use crate::secret::ClusterSecret;
 use crate::types::{NodeId, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -38,6 +50,18 @@ use tokio::sync::{mpsc, oneshot};
 /// Frames above this are refused (a snapshot chunk is far smaller).
 const MAX_FRAME: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Frames before authentication: a hello, challenge or proof is about 100 bytes.
+const MAX_HANDSHAKE_FRAME: usize = 256;
+/// A connection that has not authenticated by then is closed (a silent one holds nothing long).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections in the handshake at once; more are closed at accept. Each holds a task and an
+/// 8 KiB read buffer for at most `HANDSHAKE_TIMEOUT`; the cap is high enough that a stranger
+/// holding connections open cannot easily keep a restarting peer out.
+const MAX_HANDSHAKES: usize = 1024;
+/// First bytes of a `Hello`: tells another protocol (or an older chronik) from ours.
+const MAGIC: [u8; 8] = *b"chronik1";
+const CLIENT_LABEL: &[u8] = b"chronik-rpc client proof";
+const SERVER_LABEL: &[u8] = b"chronik-rpc server proof";
 
 #[derive(Serialize, Deserialize)]
 pub enum RpcRequest {
@@ -70,11 +94,206 @@ impl RpcRequest {
     }
 }
 
-/// The first frame of every connection (request id 0).
+/// Who opens a connection.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Role {
+    /// A controller of the named cluster.
+    Peer { cluster_id: String },
+    /// An operator tool (`chronik-server cluster ...`): Submit and Summary only.
+    Operator,
+}
+
+/// The caller's first frame (request id 0).
 #[derive(Serialize, Deserialize)]
 struct Hello {
-    /// The caller's cluster id; None for operator tools.
-    cluster_id: Option<String>,
+    magic: [u8; 8],
+    role: Role,
+    nonce: [u8; 32],
+}
+
+/// The server's answer to a `Hello`.
+#[derive(Serialize, Deserialize)]
+struct Challenge {
+    cluster_id: String,
+    nonce: [u8; 32],
+}
+
+/// HMAC-SHA256 over the transcript: the caller's, then the server's.
+#[derive(Serialize, Deserialize)]
+struct Proof {
+    mac: [u8; 32],
+}
+
+/// What both proofs cover: role, the server's cluster id and both nonces, each unambiguous.
+struct Transcript {
+    role: [u8; 1],
+    cluster_id_len: [u8; 4],
+    cluster_id: String,
+    client_nonce: [u8; 32],
+    server_nonce: [u8; 32],
+}
+
+impl Transcript {
+    fn new(role: &Role, cluster_id: &str, client_nonce: [u8; 32], server_nonce: [u8; 32]) -> Self {
+        Transcript {
+            role: [match role {
+                Role::Peer { .. } => 1,
+                Role::Operator => 2,
+            }],
+            cluster_id_len: (cluster_id.len() as u32).to_le_bytes(),
+            cluster_id: cluster_id.to_string(),
+            client_nonce,
+            server_nonce,
+        }
+    }
+
+    fn parts<'a>(&'a self, label: &'a [u8]) -> [&'a [u8]; 6] {
+        [
+            label,
+            &self.role,
+            &self.cluster_id_len,
+            self.cluster_id.as_bytes(),
+            &self.client_nonce,
+            &self.server_nonce,
+        ]
+    }
+}
+
+fn nonce() -> [u8; 32] {
+    use rand::RngCore;
+    let mut n = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut n);
+    n
+}
+
+/// The caller's side of the handshake, without I/O (shared by the async and blocking clients).
+struct ClientHandshake {
+    role: Role,
+    nonce: [u8; 32],
+}
+
+impl ClientHandshake {
+    fn new(role: Role) -> Self {
+        ClientHandshake {
+            role,
+            nonce: nonce(),
+        }
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            magic: MAGIC,
+            role: self.role.clone(),
+            nonce: self.nonce,
+        }
+    }
+
+    /// Our proof for the server's challenge, and the transcript its proof must cover.
+    fn answer(&self, secret: &ClusterSecret, body: &[u8]) -> Result<(Proof, Transcript), String> {
+        let ch: Challenge =
+            bincode::deserialize(body).map_err(|_| "not a chronik controller".to_string())?;
+        if let Role::Peer { cluster_id } = &self.role {
+            if *cluster_id != ch.cluster_id {
+                return Err(format!(
+                    "it belongs to cluster {}, not {cluster_id} (check --controller-quorum)",
+                    ch.cluster_id
+                ));
+            }
+        }
+        let t = Transcript::new(&self.role, &ch.cluster_id, self.nonce, ch.nonce);
+        let mac = secret.mac(&t.parts(CLIENT_LABEL));
+        Ok((Proof { mac }, t))
+    }
+}
+
+fn check_server_proof(secret: &ClusterSecret, t: &Transcript, body: &[u8]) -> Result<(), String> {
+    let refused = || {
+        "it refused our proof or failed its own: the cluster secrets differ (check --cluster-secret-file)".to_string()
+    };
+    let p: Proof = bincode::deserialize(body).map_err(|_| refused())?;
+    // Only under the key we proved with: the server answers with the key that matched ours.
+    secret
+        .proving_only()
+        .verify(&t.parts(SERVER_LABEL), &p.mac)
+        .map(|_| ())
+        .ok_or_else(refused)
+}
+
+/// Why the server closed a connection during the handshake.
+enum Refusal {
+    Io,
+    Malformed,
+    ForeignCluster(String),
+    BadProof,
+}
+
+/// The server's side: returns the caller's role once it has proven knowledge of an accepted
+/// secret and we have proven ours.
+async fn server_handshake<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    ours: &str,
+    secret: &ClusterSecret,
+) -> Result<Role, Refusal>
+where
+    R: AsyncReadExt + Unpin,
+    W: AsyncWriteExt + Unpin,
+{
+    let (_, body) = read_frame(rd, MAX_HANDSHAKE_FRAME)
+        .await
+        .map_err(|_| Refusal::Io)?;
+    let hello: Hello = bincode::deserialize(&body).map_err(|_| Refusal::Malformed)?;
+    if hello.magic != MAGIC {
+        return Err(Refusal::Malformed);
+    }
+    if let Role::Peer { cluster_id } = &hello.role {
+        if cluster_id != ours {
+            return Err(Refusal::ForeignCluster(cluster_id.clone()));
+        }
+    }
+    let server_nonce = nonce();
+    let ch = Challenge {
+        cluster_id: ours.to_string(),
+        nonce: server_nonce,
+    };
+    let frame = encode_frame(0, &ch).map_err(|_| Refusal::Io)?;
+    wr.write_all(&frame).await.map_err(|_| Refusal::Io)?;
+    let (_, body) = read_frame(rd, MAX_HANDSHAKE_FRAME)
+        .await
+        .map_err(|_| Refusal::Io)?;
+    let proof: Proof = bincode::deserialize(&body).map_err(|_| Refusal::BadProof)?;
+    let t = Transcript::new(&hello.role, ours, hello.nonce, server_nonce);
+    let key = secret
+        .verify(&t.parts(CLIENT_LABEL), &proof.mac)
+        .ok_or(Refusal::BadProof)?;
+    let ours = Proof {
+        mac: key.mac(&t.parts(SERVER_LABEL)),
+    };
+    let frame = encode_frame(0, &ours).map_err(|_| Refusal::Io)?;
+    wr.write_all(&frame).await.map_err(|_| Refusal::Io)?;
+    Ok(hello.role)
+}
+
+/// The caller's side over an async stream.
+async fn client_handshake(
+    s: &mut TcpStream,
+    secret: &ClusterSecret,
+    role: Role,
+) -> Result<(), String> {
+    let hs = ClientHandshake::new(role);
+    let io = |e: io::Error| {
+        format!(
+            "connection closed during authentication ({e}): the cluster secrets or ids may differ"
+        )
+    };
+    let frame = encode_frame(0, &hs.hello()).map_err(|e| e.to_string())?;
+    s.write_all(&frame).await.map_err(io)?;
+    let (_, body) = read_frame(s, MAX_HANDSHAKE_FRAME).await.map_err(io)?;
+    let (proof, t) = hs.answer(secret, &body)?;
+    let frame = encode_frame(0, &proof).map_err(|e| e.to_string())?;
+    s.write_all(&frame).await.map_err(io)?;
+    let (_, body) = read_frame(s, MAX_HANDSHAKE_FRAME).await.map_err(io)?;
+    check_server_proof(secret, &t, &body)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -109,14 +328,15 @@ pub struct PartitionInfo {
     pub state: crate::image::PartitionState,
 }
 
-/// One blocking request/response on a fresh connection: for operator tools outside the
-/// controller's runtime (the `chronik-server cluster` commands).
+/// One blocking request/response on a fresh connection, authenticated as an operator with
+/// `secret`: for operator tools outside the controller's runtime (`chronik-server cluster`).
 pub fn blocking_call(
     addr: &str,
+    secret: &ClusterSecret,
     req: &RpcRequest,
     timeout: Duration,
 ) -> Result<RpcResponse, String> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::net::ToSocketAddrs;
     let sock = addr
         .to_socket_addrs()
@@ -128,24 +348,49 @@ pub fn blocking_call(
         CONNECT_TIMEOUT.max(timeout.min(Duration::from_secs(5))),
     )
     .map_err(|e| format!("cannot reach the controller at {addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout))
+    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    let mut frame = encode_frame(0, &Hello { cluster_id: None }).map_err(|e| e.to_string())?;
-    frame.extend(encode_frame(1, req).map_err(|e| e.to_string())?);
-    s.write_all(&frame).map_err(|e| format!("{addr}: {e}"))?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head)
+    let hs = ClientHandshake::new(Role::Operator);
+    let closed = |e: io::Error| {
+        format!(
+            "{addr}: connection closed during authentication ({e}): check --cluster-secret-file"
+        )
+    };
+    let frame = encode_frame(0, &hs.hello()).map_err(|e| e.to_string())?;
+    s.write_all(&frame).map_err(closed)?;
+    let body = read_frame_blocking(&mut s, MAX_HANDSHAKE_FRAME).map_err(closed)?;
+    let (proof, t) = hs
+        .answer(secret, &body)
         .map_err(|e| format!("{addr}: {e}"))?;
+    let frame = encode_frame(0, &proof).map_err(|e| e.to_string())?;
+    s.write_all(&frame).map_err(closed)?;
+    let body = read_frame_blocking(&mut s, MAX_HANDSHAKE_FRAME).map_err(closed)?;
+    check_server_proof(secret, &t, &body).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let frame = encode_frame(1, req).map_err(|e| e.to_string())?;
+    s.write_all(&frame).map_err(|e| format!("{addr}: {e}"))?;
+    let body = read_frame_blocking(&mut s, MAX_FRAME).map_err(|e| format!("{addr}: {e}"))?;
+    bincode::deserialize(&body).map_err(|e| format!("{addr}: undecodable answer: {e}"))
+}
+
+/// One frame's body from a blocking stream, refused above `max` bytes.
+fn read_frame_blocking(s: &mut std::net::TcpStream, max: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if !(8..=MAX_FRAME).contains(&len) {
-        return Err(format!("{addr}: bad frame length {len}"));
+    if !(8..=max).contains(&len) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad frame length {len}"),
+        ));
     }
     let mut body = vec![0u8; len - 8];
-    s.read_exact(&mut body)
-        .map_err(|e| format!("{addr}: {e}"))?;
-    bincode::deserialize(&body).map_err(|e| format!("{addr}: undecodable answer: {e}"))
+    s.read_exact(&mut body)?;
+    Ok(body)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -171,11 +416,16 @@ struct Conn {
     alive: Arc<AtomicBool>,
 }
 
+/// What a controller authenticates its connections with.
+pub struct Credentials {
+    pub cluster_id: Arc<str>,
+    pub secret: ClusterSecret,
+}
+
 /// A lazily (re)connecting client for one peer address.
 pub struct RpcClient {
     addr: String,
-    /// Announced in the `Hello` of every connection.
-    cluster_id: Arc<str>,
+    creds: Arc<Credentials>,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     next_id: AtomicU64,
 }
@@ -193,10 +443,10 @@ pub enum CallError {
 }
 
 impl RpcClient {
-    pub fn new(addr: String, cluster_id: Arc<str>) -> Self {
+    pub fn new(addr: String, creds: Arc<Credentials>) -> Self {
         RpcClient {
             addr,
-            cluster_id,
+            creds,
             conn: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
         }
@@ -218,15 +468,28 @@ impl RpcClient {
                 )
             })?
             .map_err(|e| CallError::Unreachable(self.addr.clone(), e))?;
+        let mut stream = stream;
         let _ = stream.set_nodelay(true);
+        let role = Role::Peer {
+            cluster_id: self.creds.cluster_id.to_string(),
+        };
+        let auth = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            client_handshake(&mut stream, &self.creds.secret, role),
+        )
+        .await
+        .unwrap_or_else(|_| Err("no answer to the authentication".into()));
+        if let Err(e) = auth {
+            refused(
+                || tracing::warn!(peer = %self.addr, "rpc: cannot authenticate to a peer: {e}"),
+            );
+            return Err(CallError::Unreachable(
+                self.addr.clone(),
+                io::Error::new(io::ErrorKind::PermissionDenied, e),
+            ));
+        }
         let (rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let hello = Hello {
-            cluster_id: Some(self.cluster_id.to_string()),
-        };
-        let frame = encode_frame(0, &hello).map_err(|e| CallError::Encode(e.to_string()))?;
-        // Queued before any request, so it is the connection's first frame.
-        let _ = tx.send(frame);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let alive = Arc::new(AtomicBool::new(true));
         tokio::spawn(write_frames(wr, rx, alive.clone(), pending.clone()));
@@ -245,7 +508,11 @@ impl RpcClient {
         req: &RpcRequest,
         timeout: Duration,
     ) -> Result<RpcResponse, CallError> {
-        let conn = self.connection().await?;
+        // Connecting (and authenticating) counts against the call's time too: a frozen peer
+        // accepts TCP but never answers the handshake.
+        let conn = tokio::time::timeout(timeout, self.connection())
+            .await
+            .map_err(|_| CallError::Timeout(self.addr.clone()))??;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_frame(id, req).map_err(|e| CallError::Encode(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
@@ -281,9 +548,10 @@ fn encode_frame<T: Serialize>(id: u64, body: &T) -> bincode::Result<Vec<u8>> {
     Ok(buf)
 }
 
-async fn read_frame<R: AsyncReadExt + Unpin>(rd: &mut R) -> io::Result<(u64, Vec<u8>)> {
+/// One frame, refused above `max` bytes (checked before allocating).
+async fn read_frame<R: AsyncReadExt + Unpin>(rd: &mut R, max: usize) -> io::Result<(u64, Vec<u8>)> {
     let len = rd.read_u32_le().await? as usize;
-    if !(8..=MAX_FRAME).contains(&len) {
+    if !(8..=max).contains(&len) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("bad frame length {len}"),
@@ -327,7 +595,7 @@ async fn read_responses(
 ) {
     let mut rd = BufReader::new(rd);
     loop {
-        let (id, body) = match read_frame(&mut rd).await {
+        let (id, body) = match read_frame(&mut rd, MAX_FRAME).await {
             Ok(f) => f,
             Err(_) => break,
         };
@@ -356,8 +624,10 @@ pub trait RpcService: Send + Sync + 'static {
 }
 
 /// Accept connections until the task is dropped; each request runs as its own task so a slow
-/// forwarded proposal does not hold up Raft traffic on the same connection.
-pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>, cluster_id: Arc<str>) {
+/// forwarded proposal does not hold up Raft traffic on the same connection. Nothing is served
+/// on a connection before it has authenticated (see the module doc).
+pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>, creds: Arc<Credentials>) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -367,23 +637,47 @@ pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>, cluste
                 continue;
             }
         };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            refused(|| tracing::warn!(%peer, "rpc: too many connections authenticating; closing"));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
-        let ours = cluster_id.clone();
+        let creds = creds.clone();
         tokio::spawn(async move {
-            let (rd, wr) = stream.into_split();
+            let (rd, mut wr) = stream.into_split();
             let mut rd = BufReader::new(rd);
-            let hello = read_frame(&mut rd)
-                .await
-                .ok()
-                .and_then(|(_, body)| bincode::deserialize::<Hello>(&body).ok());
-            let Some(hello) = hello else { return };
-            let operator = match hello.cluster_id {
-                None => true,
-                Some(theirs) if *theirs == *ours => false,
-                Some(theirs) => {
+            let ours = &*creds.cluster_id;
+            let auth = tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                server_handshake(&mut rd, &mut wr, ours, &creds.secret),
+            )
+            .await;
+            drop(permit);
+            let operator = match auth {
+                Ok(Ok(role)) => role == Role::Operator,
+                Ok(Err(Refusal::ForeignCluster(theirs))) => {
                     refused(
-                        || tracing::warn!(%peer, theirs, ours = &*ours, "rpc: refusing a controller of another cluster (check --controller-quorum)"),
+                        || tracing::warn!(%peer, theirs, ours, "rpc: refusing a controller of another cluster (check --controller-quorum)"),
+                    );
+                    return;
+                }
+                Ok(Err(Refusal::BadProof)) => {
+                    refused(
+                        || tracing::warn!(%peer, "rpc: refusing a connection that does not know the cluster secret (check --cluster-secret-file)"),
+                    );
+                    return;
+                }
+                Ok(Err(Refusal::Malformed)) => {
+                    refused(
+                        || tracing::warn!(%peer, "rpc: refusing a connection that does not speak the controller protocol (or an older version of it)"),
+                    );
+                    return;
+                }
+                Ok(Err(Refusal::Io)) => return,
+                Err(_) => {
+                    refused(
+                        || tracing::warn!(%peer, "rpc: closing a connection that did not authenticate in time"),
                     );
                     return;
                 }
@@ -392,7 +686,7 @@ pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>, cluste
             let alive = Arc::new(AtomicBool::new(true));
             tokio::spawn(write_frames(wr, rx, alive, Pending::default()));
             loop {
-                let (id, body) = match read_frame(&mut rd).await {
+                let (id, body) = match read_frame(&mut rd, MAX_FRAME).await {
                     Ok(f) => f,
                     Err(_) => break,
                 };
@@ -405,7 +699,7 @@ pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>, cluste
                 };
                 if operator && req.is_peer_only() {
                     refused(
-                        || tracing::warn!(%peer, "rpc: a peer request without a cluster id; closing connection"),
+                        || tracing::warn!(%peer, "rpc: a peer request from an operator tool; closing connection"),
                     );
                     break;
                 }
@@ -442,21 +736,21 @@ fn refused(log: impl FnOnce()) {
 #[derive(Clone)]
 pub struct Peers {
     clients: Arc<Mutex<HashMap<String, Arc<RpcClient>>>>,
-    cluster_id: Arc<str>,
+    creds: Arc<Credentials>,
 }
 
 impl Peers {
-    pub fn new(cluster_id: Arc<str>) -> Self {
+    pub fn new(creds: Arc<Credentials>) -> Self {
         Peers {
             clients: Arc::default(),
-            cluster_id,
+            creds,
         }
     }
 
     pub fn client(&self, addr: &str) -> Arc<RpcClient> {
         lock(&self.clients)
             .entry(addr.to_string())
-            .or_insert_with(|| Arc::new(RpcClient::new(addr.to_string(), self.cluster_id.clone())))
+            .or_insert_with(|| Arc::new(RpcClient::new(addr.to_string(), self.creds.clone())))
             .clone()
     }
 }

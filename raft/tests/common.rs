@@ -34,6 +34,8 @@ pub struct Cluster {
     pub dirs: Vec<tempfile::TempDir>,
     pub nodes: Vec<Option<Controller>>,
     pub tuning: Tuning,
+    /// Shared by every node (each node's own config may override it).
+    pub secret: chronik_raft::secret::ClusterSecret,
 }
 
 impl Cluster {
@@ -53,6 +55,7 @@ impl Cluster {
             dirs,
             nodes: Vec::new(),
             tuning,
+            secret: chronik_raft::secret::ClusterSecret::generate(),
         };
         for i in 0..n {
             let node = c.boot(i);
@@ -79,6 +82,7 @@ impl Cluster {
             default_num_partitions: 1,
             default_replication_factor: 1,
             cluster_id: String::new(),
+            cluster_secret: self.secret.clone(),
             pin_core: None,
         }
     }

@@ -7,7 +7,11 @@
 #   CHRONIK_CONTROLLER_BASE_PORT  Raft port of node 1 (default BASE+1000)
 #   CHRONIK_CLUSTER_DIR    data, logs and pid files (default: a new temp dir, printed)
 #   CHRONIK_ARGS           extra flags for every node (e.g. "--broker-session-timeout-ms 1000")
-# Waits until every node serves, then prints the bootstrap list. Stop with tests/cluster/stop.sh (same CHRONIK_CLUSTER_DIR).
+#   CHRONIK_CLUSTER_SECRET_FILE  the cluster secret every node gets (default: a new one,
+#                          $CHRONIK_CLUSTER_DIR/cluster.secret, kept for restarts)
+# Waits until every node serves, then prints the bootstrap list. Stop with tests/cluster/stop.sh
+# (same CHRONIK_CLUSTER_DIR). Operator commands need the secret too:
+#   chronik-server cluster rebalance --cluster-secret-file $CHRONIK_CLUSTER_DIR/cluster.secret
 set -euo pipefail
 n=${1:-3}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,6 +26,11 @@ base=${CHRONIK_BASE_PORT:-9092}
 cbase=${CHRONIK_CONTROLLER_BASE_PORT:-$((base + 1000))}
 dir=${CHRONIK_CLUSTER_DIR:-$(mktemp -d /tmp/chronik-cluster.XXXXXX)}
 mkdir -p "$dir"
+# One secret for all nodes of the new cluster (each node copies it into its data dir).
+secret=${CHRONIK_CLUSTER_SECRET_FILE:-$dir/cluster.secret}
+if [ ! -s "$secret" ]; then
+  (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$secret" && echo >>"$secret")
+fi
 quorum=""
 for i in $(seq 1 "$n"); do
   quorum+="${quorum:+,}$i@127.0.0.1:$((cbase + i - 1))"
@@ -32,7 +41,7 @@ for i in $(seq 1 "$n"); do
   # shellcheck disable=SC2086
   "$bin" --node-id "$i" --listen "127.0.0.1:$port" \
     --controller-listen "127.0.0.1:$((cbase + i - 1))" --controller-quorum "$quorum" \
-    --data-dir "$dir/node-$i" --no-pin --cores 1 ${CHRONIK_ARGS:-} \
+    --data-dir "$dir/node-$i" --cluster-secret-file "$secret" --no-pin --cores 1 ${CHRONIK_ARGS:-} \
     >>"$dir/node-$i.log" 2>&1 &
   echo $! >"$dir/node-$i.pid"
   bootstrap+="${bootstrap:+,}127.0.0.1:$port"
@@ -57,5 +66,5 @@ if [ "$ready" != "$n" ]; then
   echo "only $ready of $n nodes serve after 60 s (logs in $dir)" >&2
   exit 1
 fi
-echo "cluster dir: $dir" >&2
+echo "cluster dir: $dir (cluster secret: $secret)" >&2
 echo "$bootstrap"

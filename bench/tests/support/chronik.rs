@@ -106,6 +106,7 @@ pub fn start_server(extra: &[&str]) -> Server {
         controller,
         &format!("1@127.0.0.1:{controller}"),
         extra,
+        None,
     );
     server.wait_listening();
     server
@@ -121,10 +122,23 @@ pub async fn start_cluster(n: usize, extra: &[&str]) -> Vec<Server> {
         .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
         .collect::<Vec<_>>()
         .join(",");
+    // The nodes of one cluster share its secret (the controller port authenticates with it).
+    let secret: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
     let nodes: Vec<Server> = ports
         .iter()
         .enumerate()
-        .map(|(i, &(port, controller))| spawn_node(i as i32 + 1, port, controller, &quorum, extra))
+        .map(|(i, &(port, controller))| {
+            spawn_node(
+                i as i32 + 1,
+                port,
+                controller,
+                &quorum,
+                extra,
+                Some(&secret),
+            )
+        })
         .collect();
     for s in &nodes {
         s.wait_listening();
@@ -151,12 +165,26 @@ pub async fn start_cluster(n: usize, extra: &[&str]) -> Vec<Server> {
     }
 }
 
-fn spawn_node(node_id: i32, port: u16, controller: u16, quorum: &str, extra: &[&str]) -> Server {
+/// `secret`: the cluster secret (64 hex digits) for a node of a multi-node cluster.
+fn spawn_node(
+    node_id: i32,
+    port: u16,
+    controller: u16,
+    quorum: &str,
+    extra: &[&str],
+    secret: Option<&str>,
+) -> Server {
     let bin = server_binary();
     let data = tempfile::tempdir().expect("temp dir");
     let log = data.path().join("server.log");
     let log_file = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(&bin)
+    let mut cmd = Command::new(&bin);
+    if let Some(secret) = secret {
+        let file = data.path().join("cluster.secret");
+        std::fs::write(&file, secret).expect("secret file");
+        cmd.arg("--cluster-secret-file").arg(file);
+    }
+    let child = cmd
         .args([
             "--no-pin",
             "--node-id",
