@@ -48,6 +48,16 @@ fn create_topics(
     validate_only: bool,
     timeout_ms: i32,
 ) -> Vec<(i16, String)> {
+    create_topics_v(addr, 7, topics, validate_only, timeout_ms)
+}
+
+fn create_topics_v(
+    addr: &str,
+    version: i16,
+    topics: Vec<CreatableTopic>,
+    validate_only: bool,
+    timeout_ms: i32,
+) -> Vec<(i16, String)> {
     let mut s = raw::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_millis(timeout_ms as u64 + 20_000)))
         .expect("timeout");
@@ -56,13 +66,16 @@ fn create_topics(
     req.timeout_ms = timeout_ms;
     req.validate_only = validate_only;
     let r: CreateTopicsResponse =
-        raw::call(&mut s, ApiKey::CreateTopics, 7, &req).expect("CreateTopics answered");
+        raw::call(&mut s, ApiKey::CreateTopics, version, &req).expect("CreateTopics answered");
     r.topics
         .iter()
         .map(|t| {
             (
                 t.error_code,
-                t.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                t.error_message
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
             )
         })
         .collect()
@@ -164,7 +177,10 @@ fn send_hostile_requests(addr: &str) {
 fn a_create_topics_with_too_many_partitions_is_refused_and_not_logged_and_the_node_restarts() {
     let mut s = Server::start(&["--cores", "2"]);
     let addr = s.bootstrap();
-    assert_eq!(create_topics(&addr, vec![new_topic("ok", 1, 1)], false, 10_000)[0].0, 0);
+    assert_eq!(
+        create_topics(&addr, vec![new_topic("ok", 1, 1)], false, 10_000)[0].0,
+        0
+    );
     serves(&addr, "ok");
     let before = log_len(&s.data_dir);
     send_hostile_requests(&addr);
@@ -187,7 +203,11 @@ fn a_create_topics_with_too_many_partitions_is_refused_and_not_logged_and_the_no
     send_hostile_requests(&addr);
     let r = create_topics(&addr, vec![new_topic("fine", 3, 1)], true, 10_000);
     assert_eq!(r[0].0, 0, "{r:?}");
-    assert_eq!(log_len(&s.data_dir), after_mixed, "the Raft log did not grow");
+    assert_eq!(
+        log_len(&s.data_dir),
+        after_mixed,
+        "the Raft log did not grow"
+    );
     serves(&addr, "ok");
     // SIGKILL and restart: the log replays and the broker serves.
     s.restart();
@@ -199,13 +219,21 @@ fn a_create_topics_with_too_many_partitions_is_refused_and_not_logged_and_the_no
 fn a_create_topics_with_a_32_kb_topic_name_is_answered_invalid_topic_exception() {
     let s = Server::start(&["--cores", "2"]);
     let addr = s.bootstrap();
-    let long = "x".repeat(32 * 1024);
-    let r = create_topics(&addr, vec![new_topic(&long, 1, 1)], false, 10_000);
-    assert_eq!(r.len(), 1);
-    assert_eq!(r[0].0, INVALID_TOPIC_EXCEPTION, "{}", &r[0].1);
-    assert!(r[0].1.len() < 1024, "the message does not echo the name");
+    // v4 has 16-bit string lengths: a name of 32,000 bytes fits, but an error message that
+    // echoed it whole did not, and the response could not be encoded (the connection closed).
+    // v7 (compact strings) takes 32 KiB.
+    for (version, len) in [(4, 32_000), (7, 32 * 1024)] {
+        let long = "x".repeat(len);
+        let r = create_topics_v(&addr, version, vec![new_topic(&long, 1, 1)], false, 10_000);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].0, INVALID_TOPIC_EXCEPTION, "v{version}: {}", &r[0].1);
+        assert!(r[0].1.len() < 1024, "the message does not echo the name");
+    }
     // The connection and the broker keep serving.
-    assert_eq!(create_topics(&addr, vec![new_topic("after", 1, 1)], false, 10_000)[0].0, 0);
+    assert_eq!(
+        create_topics(&addr, vec![new_topic("after", 1, 1)], false, 10_000)[0].0,
+        0
+    );
     serves(&addr, "after");
 }
 
@@ -213,7 +241,10 @@ fn a_create_topics_with_a_32_kb_topic_name_is_answered_invalid_topic_exception()
 fn hostile_metadata_requests_to_a_three_node_cluster_are_refused_everywhere_and_it_restarts() {
     let mut c = Cluster::start(3, &["--cores", "2"]);
     let a1 = c.nodes[0].bootstrap();
-    assert_eq!(create_topics(&a1, vec![new_topic("ok", 1, 3)], false, 15_000)[0].0, 0);
+    assert_eq!(
+        create_topics(&a1, vec![new_topic("ok", 1, 3)], false, 15_000)[0].0,
+        0
+    );
     serves(&a1, "ok");
     let before: Vec<u64> = c.nodes.iter().map(|n| log_len(&n.data_dir)).collect();
     // Through every node: the receiving node refuses, whether or not it leads.
@@ -239,7 +270,13 @@ fn hostile_metadata_requests_to_a_three_node_cluster_are_refused_everywhere_and_
     });
     serves(&a1, "ok");
     assert_eq!(
-        create_topics(&c.nodes[2].bootstrap(), vec![new_topic("later", 2, 3)], false, 15_000)[0].0,
+        create_topics(
+            &c.nodes[2].bootstrap(),
+            vec![new_topic("later", 2, 3)],
+            false,
+            15_000
+        )[0]
+        .0,
         0
     );
 }
@@ -299,7 +336,10 @@ fn a_full_raft_log_disk_delays_create_topics_with_an_error_and_it_works_again_on
     s.spawn();
     s.wait_ready(1);
     let addr = s.bootstrap();
-    assert_eq!(create_topics(&addr, vec![new_topic("ok", 1, 1)], false, 10_000)[0].0, 0);
+    assert_eq!(
+        create_topics(&addr, vec![new_topic("ok", 1, 1)], false, 10_000)[0].0,
+        0
+    );
     serves(&addr, "ok");
 
     let filler = disk.fill();

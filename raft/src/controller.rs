@@ -689,16 +689,9 @@ async fn deliver(node: &Node, mut pending: Vec<Submission>) {
         }
         // A round never outlives the earliest deadline: a Raft core stalled on its disk (a full
         // log volume) must not hold the callers past their timeouts.
-        let earliest = pending
-            .iter()
-            .map(|s| s.deadline)
-            .min()
-            .unwrap_or(now);
+        let earliest = pending.iter().map(|s| s.deadline).min().unwrap_or(now);
         let stalled = || {
-            vec![
-                Err(ForwardError::Failed("no answer before the deadline".into()));
-                pending.len()
-            ]
+            vec![Err(ForwardError::Failed("no answer before the deadline".into())); pending.len()]
         };
         let results: Vec<Result<(u64, CommandOutcome), ForwardError>> = match leader {
             None => {

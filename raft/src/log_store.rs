@@ -297,10 +297,7 @@ fn recover(path: &Path) -> io::Result<(LogMemory, usize, u64)> {
             Err(e) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: undecodable record at byte {pos}: {e}",
-                        path.display()
-                    ),
+                    format!("{}: undecodable record at byte {pos}: {e}", path.display()),
                 ))
             }
         }
@@ -385,14 +382,7 @@ fn writer_loop(mut file: File, mut good_len: u64, dir: PathBuf, rx: mpsc::Receiv
             }
         }
         if ok && (!buf.is_empty() || !waiting.is_empty()) {
-            ok = write_until_done(
-                &mut file,
-                &mut good_len,
-                &buf,
-                stopping,
-                &rx,
-                &mut deferred,
-            );
+            ok = write_until_done(&mut file, &mut good_len, &buf, stopping, &rx, &mut deferred);
         }
         let result = if ok {
             Ok(())

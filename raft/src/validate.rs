@@ -155,7 +155,11 @@ pub fn partition_count(requested: i32, default: i32) -> Result<usize, MetaError>
 
 /// The replication factor a request asks for, with the default for -1; it must fit on the
 /// `placeable` brokers (INVALID_REPLICATION_FACTOR).
-pub fn replication_factor(requested: i16, default: i16, placeable: usize) -> Result<usize, MetaError> {
+pub fn replication_factor(
+    requested: i16,
+    default: i16,
+    placeable: usize,
+) -> Result<usize, MetaError> {
     let rf = if requested == -1 { default } else { requested };
     if rf < 1 {
         return Err(MetaError::new(
@@ -175,11 +179,7 @@ pub fn replication_factor(requested: i16, default: i16, placeable: usize) -> Res
 
 /// Explicit replica lists: at most `MAX_PARTITIONS_PER_TOPIC` of them, each of `rf` distinct
 /// registered brokers (INVALID_REPLICA_ASSIGNMENT).
-pub fn assignments(
-    image: &MetadataImage,
-    a: &[Vec<BrokerId>],
-    rf: usize,
-) -> Result<(), MetaError> {
+pub fn assignments(image: &MetadataImage, a: &[Vec<BrokerId>], rf: usize) -> Result<(), MetaError> {
     if a.len() > MAX_PARTITIONS_PER_TOPIC {
         return err(
             codes::INVALID_PARTITIONS,
@@ -251,10 +251,7 @@ fn reason(e: &MetaError) -> &str {
 
 /// Kafka's collision rule: '.' and '_' are the same in metric names, so "a.b" and "a_b" cannot
 /// both exist (INVALID_TOPIC_EXCEPTION).
-pub fn collision<'a>(
-    image: &'a MetadataImage,
-    name: &str,
-) -> Option<&'a str> {
+pub fn collision<'a>(image: &'a MetadataImage, name: &str) -> Option<&'a str> {
     if !name.bytes().any(|c| c == b'.' || c == b'_') {
         return None;
     }
@@ -307,7 +304,9 @@ pub enum Precheck {
 pub fn precheck(image: &MetadataImage, cmd: Command, defaults: Defaults) -> Precheck {
     let per_topic = matches!(
         cmd,
-        Command::CreateTopics { .. } | Command::CreatePartitions { .. } | Command::AlterConfigs { .. }
+        Command::CreateTopics { .. }
+            | Command::CreatePartitions { .. }
+            | Command::AlterConfigs { .. }
     );
     if !per_topic {
         return Precheck::Propose {

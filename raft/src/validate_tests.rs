@@ -18,10 +18,7 @@ fn cluster(n: i32) -> MetaState {
             port: 9092,
             rack: None,
         });
-        assert_eq!(
-            s.apply(&ProposedCommand::new(reg), D),
-            CommandOutcome::Done
-        );
+        assert_eq!(s.apply(&ProposedCommand::new(reg), D), CommandOutcome::Done);
     }
     s
 }
@@ -96,10 +93,16 @@ fn hostile_create_topics_are_refused_by_apply_with_kafka_codes_and_change_nothin
             topic("just-over", MAX_PARTITIONS_PER_TOPIC as i32 + 1, 1),
             codes::INVALID_PARTITIONS,
         ),
-        (topic("rf-max", 1, i16::MAX), codes::INVALID_REPLICATION_FACTOR),
+        (
+            topic("rf-max", 1, i16::MAX),
+            codes::INVALID_REPLICATION_FACTOR,
+        ),
         (topic("rf-zero", 1, 0), codes::INVALID_REPLICATION_FACTOR),
         (topic("rf-4-of-3", 1, 4), codes::INVALID_REPLICATION_FACTOR),
-        (topic(&"x".repeat(32 * 1024), 1, 1), codes::INVALID_TOPIC_EXCEPTION),
+        (
+            topic(&"x".repeat(32 * 1024), 1, 1),
+            codes::INVALID_TOPIC_EXCEPTION,
+        ),
         (topic("", 1, 1), codes::INVALID_TOPIC_EXCEPTION),
         (topic("..", 1, 1), codes::INVALID_TOPIC_EXCEPTION),
         (topic("a/b", 1, 1), codes::INVALID_TOPIC_EXCEPTION),
@@ -186,9 +189,18 @@ fn hostile_create_partitions_and_alter_configs_are_refused_by_apply() {
         (grow(i32::MAX, None), codes::INVALID_PARTITIONS),
         (grow(2, None), codes::INVALID_PARTITIONS),
         (grow(-5, None), codes::INVALID_PARTITIONS),
-        (grow(3, Some(vec![vec![1, 1]])), codes::INVALID_REPLICA_ASSIGNMENT),
-        (grow(3, Some(vec![vec![1]])), codes::INVALID_REPLICA_ASSIGNMENT),
-        (grow(3, Some(vec![vec![1, 7]])), codes::INVALID_REPLICA_ASSIGNMENT),
+        (
+            grow(3, Some(vec![vec![1, 1]])),
+            codes::INVALID_REPLICA_ASSIGNMENT,
+        ),
+        (
+            grow(3, Some(vec![vec![1]])),
+            codes::INVALID_REPLICA_ASSIGNMENT,
+        ),
+        (
+            grow(3, Some(vec![vec![1, 7]])),
+            codes::INVALID_REPLICA_ASSIGNMENT,
+        ),
         (
             grow(4, Some(vec![vec![1, 2]; 3])),
             codes::INVALID_REPLICA_ASSIGNMENT,
@@ -281,7 +293,19 @@ fn random_hostile_commands_never_panic_and_leave_the_invariants_intact() {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(18);
     let mut s = cluster(3);
-    let ints = [i32::MIN, -2, -1, 0, 1, 2, 3, 9_999, 10_000, 10_001, i32::MAX];
+    let ints = [
+        i32::MIN,
+        -2,
+        -1,
+        0,
+        1,
+        2,
+        3,
+        9_999,
+        10_000,
+        10_001,
+        i32::MAX,
+    ];
     let names = ["a", "b.c", "b_c", "", "..", "__consumer_offsets", "x y"];
     for _ in 0..3000 {
         let name = names[rng.gen_range(0..names.len())].to_string();
