@@ -8,7 +8,7 @@ mod common;
 use common::cluster_util::{local_leo, produce_once, wait_until};
 use common::{raw, Cluster, Server};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateableTopicConfig};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
@@ -154,7 +154,7 @@ fn send_hostile_requests(addr: &str) {
         );
     }
     let mut bad_config = new_topic("cfg", 1, 1);
-    let mut c = CreateableTopicConfig::default();
+    let mut c = CreatableTopicConfig::default();
     c.name = StrBytes::from_static_str("retention.ms");
     c.value = Some(StrBytes::from_string("9".repeat(100_000)));
     bad_config.configs = vec![c];
@@ -197,6 +197,8 @@ fn a_create_topics_with_too_many_partitions_is_refused_and_not_logged_and_the_no
     );
     let codes: Vec<i16> = r.iter().map(|x| x.0).collect();
     assert_eq!(codes, vec![INVALID_PARTITIONS, 0, INVALID_TOPIC_EXCEPTION]);
+    // The commit record of that entry is written just after it: let it land before measuring.
+    std::thread::sleep(Duration::from_millis(500));
     let after_mixed = log_len(&s.data_dir);
     assert!(after_mixed > before, "the good topic was logged");
     // Nothing refused and nothing validate-only reached the log.
@@ -346,7 +348,13 @@ fn a_full_raft_log_disk_delays_create_topics_with_an_error_and_it_works_again_on
     // CreateTopics is answered with an error within its timeout (and the read timeout of the
     // connection), not held until space returns.
     let started = Instant::now();
-    let r = create_topics(&addr, vec![new_topic("during", 1, 1)], false, 3000);
+    // An entry larger than a page: the log file's last, partly used page cannot hold it.
+    let mut during = new_topic("during", 1, 1);
+    let mut c = CreatableTopicConfig::default();
+    c.name = StrBytes::from_static_str("chronik.note");
+    c.value = Some(StrBytes::from_string("n".repeat(16_000)));
+    during.configs = vec![c];
+    let r = create_topics(&addr, vec![during], false, 3000);
     assert!(
         [REQUEST_TIMED_OUT, NOT_CONTROLLER].contains(&r[0].0),
         "answered {r:?} after {:?}",
@@ -362,6 +370,12 @@ fn a_full_raft_log_disk_delays_create_topics_with_an_error_and_it_works_again_on
         code == 0 || code == 36
     });
     serves(&addr, "after");
+    let log = std::fs::read_to_string(s.log_path()).unwrap_or_default();
+    assert!(log.contains("raft log: write failed"), "the write did fail");
+    assert!(
+        log.contains("raft log: writes succeed again"),
+        "and recovered"
+    );
     // The controller never stopped: a restart finds everything that was acknowledged.
     s.restart();
     serves(&addr, "after");
