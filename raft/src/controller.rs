@@ -27,6 +27,7 @@ use crate::network::{
 use crate::snapshot::SnapshotFiles;
 use crate::state_machine::StateMachineStore;
 use crate::types::{NodeId, Raft};
+use crate::validate::{self, Precheck};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
 use std::collections::{BTreeMap, BTreeSet};
@@ -142,6 +143,8 @@ struct Shared {
     request_timeout: Duration,
     /// Log index of this process's latest committed broker registration (0: none yet).
     registered_at: AtomicU64,
+    /// For the checks made before proposing (see `validate::precheck`).
+    defaults: Defaults,
 }
 
 pub fn start(cfg: ControllerConfig) -> Result<Controller, ControllerError> {
@@ -192,6 +195,7 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
         thread: Mutex::new(None),
         request_timeout: tuning.request_timeout,
         registered_at: AtomicU64::new(0),
+        defaults,
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let shared2 = shared.clone();
@@ -688,6 +692,12 @@ async fn deliver(node: &Node, mut pending: Vec<Submission>) {
         if pending.is_empty() {
             return;
         }
+        // A round never outlives the earliest deadline: a Raft core stalled on its disk (a full
+        // log volume) must not hold the callers past their timeouts.
+        let earliest = pending.iter().map(|s| s.deadline).min().unwrap_or(now);
+        let stalled = || {
+            vec![Err(ForwardError::Failed("no answer before the deadline".into())); pending.len()]
+        };
         let results: Vec<Result<(u64, CommandOutcome), ForwardError>> = match leader {
             None => {
                 tokio::time::sleep(backoff).await;
@@ -695,8 +705,10 @@ async fn deliver(node: &Node, mut pending: Vec<Submission>) {
                 continue;
             }
             Some(l) if l == node.id => {
-                node.propose_all(pending.iter().map(|s| s.cmd.clone()).collect())
+                let all = node.propose_all(pending.iter().map(|s| s.cmd.clone()).collect());
+                tokio::time::timeout_at(earliest.into(), all)
                     .await
+                    .unwrap_or_else(|_| stalled())
             }
             Some(l) => {
                 let Some(addr) = node.leader_addr(l) else {
@@ -704,7 +716,9 @@ async fn deliver(node: &Node, mut pending: Vec<Submission>) {
                     continue;
                 };
                 let req = RpcRequest::Forward(pending.iter().map(|s| s.cmd.clone()).collect());
-                let timeout = node.tuning.request_timeout;
+                let timeout = earliest
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
                 match node.peers.client(&addr).call(&req, timeout).await {
                     Ok(RpcResponse::Forward(r)) if r.len() == pending.len() => r,
                     Ok(_) => {
@@ -811,7 +825,28 @@ async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duratio
 
 /// Submit from inside the controller thread (same path as the handle's `submit`).
 async fn submit_local(node: &Node, cmd: Command) -> Result<Submitted, ControllerError> {
-    submit_via(&node.shared.submit_tx, node.tuning.request_timeout, cmd).await
+    submit_checked(&node.shared, cmd, node.tuning.request_timeout).await
+}
+
+/// Check the command against this node's image first (`validate::precheck`): what is decided
+/// there (validate-only requests, refused topics) is answered with index 0 and never reaches
+/// the log; the rest is proposed and the answers merged back in request order.
+async fn submit_checked(
+    shared: &Shared,
+    cmd: Command,
+    timeout: Duration,
+) -> Result<Submitted, ControllerError> {
+    let image = shared.hub.current();
+    match validate::precheck(&image, cmd, shared.defaults) {
+        Precheck::Answer(outcome) => Ok(Submitted { index: 0, outcome }),
+        Precheck::Propose { cmd, early } => {
+            let s = submit_via(&shared.submit_tx, timeout, cmd).await?;
+            Ok(Submitted {
+                index: s.index,
+                outcome: validate::merge(early, s.outcome),
+            })
+        }
+    }
 }
 
 /// Hands a command to the proposer and waits for its outcome (it retries across leader
@@ -970,7 +1005,17 @@ impl Controller {
     /// Commit a command (forwarded to the Raft leader if needed) and return its outcome and log
     /// index. Retries across leader changes up to the request timeout.
     pub async fn submit(&self, cmd: Command) -> Result<Submitted, ControllerError> {
-        submit_via(&self.shared.submit_tx, self.shared.request_timeout, cmd).await
+        submit_checked(&self.shared, cmd, self.shared.request_timeout).await
+    }
+
+    /// `submit`, giving up (Timeout, or NoLeader) after `timeout`: a Kafka request's own
+    /// timeout. The command may still commit later.
+    pub async fn submit_within(
+        &self,
+        cmd: Command,
+        timeout: Duration,
+    ) -> Result<Submitted, ControllerError> {
+        submit_checked(&self.shared, cmd, timeout).await
     }
 
     /// Wait until this node has applied `index` and published the image reflecting it.

@@ -3,6 +3,7 @@
 // is part of the public API the broker codes against.
 #![allow(clippy::result_large_err, clippy::type_complexity)]
 
+pub mod codec;
 pub mod command;
 pub mod controller;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod snapshot;
 pub mod state_machine;
 pub mod topic_config;
 pub mod types;
+pub mod validate;
 
 pub use command::{BrokerRegistration, Command, CommandOutcome, MetaError, NewTopic, PartitionRef};
 pub use controller::{

@@ -20,13 +20,14 @@ use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 const MAGIC: &[u8; 8] = b"CHRLOG01";
 const LOG_FILE: &str = "raft.log";
@@ -138,12 +139,12 @@ impl LogStore {
             file.sync_all()?;
         }
         use std::io::Seek;
-        file.seek(io::SeekFrom::End(0))?;
+        let end = file.seek(io::SeekFrom::End(0))?;
         let (tx, rx) = mpsc::channel();
         let dir2 = dir.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("chronik-raft-log".into())
-            .spawn(move || writer_loop(file, dir2, rx))?;
+            .spawn(move || writer_loop(file, end, dir2, rx))?;
         let store = LogStore {
             mem: Arc::new(Mutex::new(mem)),
             writer: tx.clone(),
@@ -288,9 +289,17 @@ fn recover(path: &Path) -> io::Result<(LogMemory, usize, u64)> {
         if crc32fast::hash(payload) != crc {
             break;
         }
-        match bincode::deserialize::<LogRecord>(payload) {
+        // A record whose checksum holds was written whole: failing to decode it is not a torn
+        // tail but a format this version cannot read. Cutting there would drop committed
+        // entries, so refuse to start (an error, never a panic).
+        match crate::codec::decode::<LogRecord>(payload) {
             Ok(rec) => mem.replay(rec),
-            Err(_) => break,
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: undecodable record at byte {pos}: {e}", path.display()),
+                ))
+            }
         }
         records += 1;
         pos += 8 + len;
@@ -302,21 +311,34 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn writer_loop(mut file: File, dir: PathBuf, rx: mpsc::Receiver<WriteOp>) {
-    let mut stopping = false;
-    while !stopping {
-        let first = match rx.recv() {
-            Ok(op) => op,
-            Err(_) => return,
+/// Longest pause between two tries of a failed write.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Writes what is queued, one fsync per round. A failed write (a full disk, most often) is not
+/// reported to openraft — a storage error stops its Raft core for good, and the controller with
+/// it, until a restart. Instead the writer cuts the file back to its last good length and
+/// retries with back-off until the write succeeds: the Raft core waits for the flush meanwhile
+/// (callers time out; peers elect another leader), and carries on by itself once space returns.
+fn writer_loop(mut file: File, mut good_len: u64, dir: PathBuf, rx: mpsc::Receiver<WriteOp>) {
+    let mut deferred: VecDeque<WriteOp> = VecDeque::new();
+    loop {
+        let first = match deferred.pop_front() {
+            Some(op) => op,
+            None => match rx.recv() {
+                Ok(op) => op,
+                Err(_) => return,
+            },
         };
         // Take everything queued so one fsync covers it all.
         let mut ops = vec![first];
+        ops.extend(deferred.drain(..));
         while let Ok(op) = rx.try_recv() {
             ops.push(op);
         }
         let mut waiting = Vec::new();
-        let mut result: io::Result<()> = Ok(());
         let mut buf = Vec::new();
+        let mut stopping = false;
+        let mut ok = true;
         for op in ops {
             match op {
                 WriteOp::Records(recs, done) => {
@@ -328,14 +350,27 @@ fn writer_loop(mut file: File, dir: PathBuf, rx: mpsc::Receiver<WriteOp>) {
                     }
                 }
                 WriteOp::Rewrite(recs) => {
-                    // Everything before the rewrite request is in memory (and so in `recs`).
-                    if result.is_ok() {
-                        result = file.write_all(&buf);
+                    // Everything before the rewrite request is in memory (and so in `recs`);
+                    // still, write it to the old file first, which stays complete if the
+                    // rewrite fails.
+                    if !ok {
+                        continue;
                     }
+                    ok = write_until_done(
+                        &mut file,
+                        &mut good_len,
+                        &buf,
+                        stopping,
+                        &rx,
+                        &mut deferred,
+                    );
                     buf.clear();
-                    if result.is_ok() {
+                    if ok {
                         match rewrite(&dir, &recs) {
-                            Ok(f) => file = f,
+                            Ok((f, len)) => {
+                                file = f;
+                                good_len = len;
+                            }
                             Err(e) => {
                                 // The old file is intact and still complete: keep using it.
                                 tracing::warn!(error = %e, "raft log: rewrite failed, keeping the old file");
@@ -346,22 +381,93 @@ fn writer_loop(mut file: File, dir: PathBuf, rx: mpsc::Receiver<WriteOp>) {
                 WriteOp::Stop => stopping = true,
             }
         }
-        if result.is_ok() && !buf.is_empty() {
-            result = file.write_all(&buf);
+        if ok && (!buf.is_empty() || !waiting.is_empty()) {
+            ok = write_until_done(&mut file, &mut good_len, &buf, stopping, &rx, &mut deferred);
         }
-        if result.is_ok() {
-            result = file.sync_data();
-        }
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "raft log: write failed");
-        }
+        let result = if ok {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "raft log writer stopped before the write succeeded",
+            ))
+        };
         for d in waiting {
             d.complete(&result);
+        }
+        if stopping || !ok {
+            return;
         }
     }
 }
 
-fn rewrite(dir: &Path, recs: &[Vec<u8>]) -> io::Result<File> {
+/// Writes `buf` at `good_len` and fsyncs, retrying with back-off until it succeeds. Returns
+/// false when asked to stop meanwhile (or, when `stopping` already, after one failed try, so a
+/// shutdown never waits for disk space); operations that arrive while it waits are kept in
+/// `deferred`, in order.
+fn write_until_done(
+    file: &mut File,
+    good_len: &mut u64,
+    buf: &[u8],
+    stopping: bool,
+    rx: &mpsc::Receiver<WriteOp>,
+    deferred: &mut VecDeque<WriteOp>,
+) -> bool {
+    let mut pause = Duration::from_millis(10);
+    let mut failing = false;
+    loop {
+        match write_at(file, *good_len, buf) {
+            Ok(()) => {
+                *good_len += buf.len() as u64;
+                if failing {
+                    tracing::warn!("raft log: writes succeed again");
+                }
+                return true;
+            }
+            Err(e) => {
+                if stopping {
+                    tracing::error!(error = %e, "raft log: write failed while stopping");
+                    return false;
+                }
+                if !failing {
+                    tracing::error!(
+                        error = %e,
+                        "raft log: write failed; metadata changes wait until it succeeds (is the disk full?)"
+                    );
+                    failing = true;
+                }
+                let until = Instant::now() + pause;
+                while let Some(left) = until.checked_duration_since(Instant::now()) {
+                    match rx.recv_timeout(left) {
+                        Ok(WriteOp::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            return false
+                        }
+                        Ok(op) => deferred.push_back(op),
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    }
+                }
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            }
+        }
+    }
+}
+
+/// One try: write at `at`, fsync. On failure the file is cut back to `at`, so a retry writes
+/// whole records after the good prefix and never leaves half a record in the middle.
+fn write_at(file: &mut File, at: u64, buf: &[u8]) -> io::Result<()> {
+    use std::io::Seek;
+    let r = (|| {
+        file.seek(io::SeekFrom::Start(at))?;
+        file.write_all(buf)?;
+        file.sync_data()
+    })();
+    if r.is_err() {
+        let _ = file.set_len(at);
+    }
+    r
+}
+
+fn rewrite(dir: &Path, recs: &[Vec<u8>]) -> io::Result<(File, u64)> {
     let tmp = dir.join(format!("{LOG_FILE}.tmp"));
     let mut f = OpenOptions::new()
         .create(true)
@@ -380,8 +486,8 @@ fn rewrite(dir: &Path, recs: &[Vec<u8>]) -> io::Result<File> {
         .write(true)
         .open(dir.join(LOG_FILE))?;
     use std::io::Seek;
-    f.seek(io::SeekFrom::End(0))?;
-    Ok(f)
+    let len = f.seek(io::SeekFrom::End(0))?;
+    Ok((f, len))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {

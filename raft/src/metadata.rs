@@ -13,7 +13,8 @@ use crate::image::{
     BrokerId, BrokerInfo, MetadataImage, PartitionState, TopicId, TopicImage, NO_LEADER,
 };
 use crate::placement::{place, PlacementBroker};
-use crate::topic_config::{validate_configs, validate_topic_name, UNCLEAN_LEADER_ELECTION};
+use crate::topic_config::UNCLEAN_LEADER_ELECTION;
+use crate::validate;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -238,23 +239,29 @@ impl MetaState {
     ) -> CommandOutcome {
         let mut results = Vec::with_capacity(topics.len());
         let mut seen = HashSet::new();
+        // Partitions held by the cluster, counting the ones this request creates as it goes.
+        let mut total = validate::total_partitions(&self.image);
         for (i, nt) in topics.iter().enumerate() {
             let r = (|| {
                 if !seen.insert(nt.name.as_str()) {
                     return Err(MetaError::new(
                         codes::INVALID_REQUEST,
-                        format!("topic {} appears more than once in the request", nt.name),
+                        format!(
+                            "topic {} appears more than once in the request",
+                            validate::shown(&nt.name)
+                        ),
                     ));
                 }
                 let id = ids.get(i).copied().ok_or_else(|| {
                     MetaError::new(codes::INVALID_REQUEST, "proposal carries no topic id")
                 })?;
-                let topic = self.plan_topic(nt, id, defaults)?;
+                let topic = self.plan_topic(nt, id, defaults, total)?;
+                let n = topic.partitions.len();
+                total += n;
                 if !validate_only {
-                    let n = topic.partitions.len() as u64;
                     self.image.topic_names_by_id.insert(id, nt.name.clone());
                     self.image.topics.insert(nt.name.clone(), Arc::new(topic));
-                    self.placement_cursor = self.placement_cursor.wrapping_add(n);
+                    self.placement_cursor = self.placement_cursor.wrapping_add(n as u64);
                 }
                 Ok(id)
             })();
@@ -263,71 +270,50 @@ impl MetaState {
         CommandOutcome::Topics(results)
     }
 
-    /// Validate one new topic and compute its partitions, without changing anything.
+    /// Validate one new topic and compute its partitions, without changing anything. `total` is
+    /// the partition count of the cluster so far.
     fn plan_topic(
         &self,
         nt: &NewTopic,
         id: TopicId,
         defaults: Defaults,
+        total: usize,
     ) -> Result<TopicImage, MetaError> {
-        validate_topic_name(&nt.name)?;
+        validate::new_topic_shape(nt)?;
         if self.image.topics.contains_key(&nt.name) {
             return Err(MetaError::new(
                 codes::TOPIC_ALREADY_EXISTS,
-                format!("topic {} already exists", nt.name),
+                format!("Topic '{}' already exists.", nt.name),
+            ));
+        }
+        if let Some(other) = validate::collision(&self.image, &nt.name) {
+            return Err(MetaError::new(
+                codes::INVALID_TOPIC_EXCEPTION,
+                format!("Topic '{}' collides with existing topic: {other}", nt.name),
             ));
         }
         if id == [0u8; 16] || self.image.topic_names_by_id.contains_key(&id) {
             return Err(MetaError::new(codes::INVALID_REQUEST, "topic id collides"));
         }
-        validate_configs(&nt.configs)?;
         let assignments = match &nt.assignments {
             Some(a) => {
-                if nt.num_partitions != -1 || nt.replication_factor != -1 {
-                    return Err(MetaError::new(
-                        codes::INVALID_REQUEST,
-                        "with explicit assignments, partitions and replication factor must be -1",
-                    ));
-                }
-                if a.is_empty() {
-                    return Err(MetaError::new(
-                        codes::INVALID_PARTITIONS,
-                        "no partitions assigned",
-                    ));
-                }
-                self.check_assignments(a, a[0].len())?;
+                let rf = a.first().map_or(0, Vec::len);
+                validate::assignments(&self.image, a, rf)?;
+                validate::cluster_room(total, a.len())?;
                 a.clone()
             }
             None => {
-                let partitions = match nt.num_partitions {
-                    -1 => defaults.num_partitions,
-                    n => n,
-                };
-                if partitions < 1 {
-                    return Err(MetaError::new(
-                        codes::INVALID_PARTITIONS,
-                        format!(
-                            "number of partitions must be at least 1, got {}",
-                            nt.num_partitions
-                        ),
-                    ));
-                }
-                let rf = match nt.replication_factor {
-                    -1 => defaults.replication_factor,
-                    n => n,
-                };
-                if rf < 1 {
-                    return Err(MetaError::new(
-                        codes::INVALID_REPLICATION_FACTOR,
-                        format!(
-                            "replication factor must be at least 1, got {}",
-                            nt.replication_factor
-                        ),
-                    ));
-                }
+                let partitions =
+                    validate::partition_count(nt.num_partitions, defaults.num_partitions)?;
                 let brokers = self.placement_brokers();
+                let rf = validate::replication_factor(
+                    nt.replication_factor,
+                    defaults.replication_factor,
+                    brokers.len(),
+                )?;
+                validate::cluster_room(total, partitions)?;
                 let start = cursor_start(self.placement_cursor, brokers.len());
-                place(&brokers, partitions as usize, rf as usize, start)?
+                place(&brokers, partitions, rf, start)?
             }
         };
         let live = self.live_set();
@@ -340,38 +326,6 @@ impl MetaState {
                 .collect(),
             configs: nt.configs.clone(),
         })
-    }
-
-    /// Explicit replica lists: non-empty, same length, no duplicates, registered brokers.
-    fn check_assignments(&self, a: &[Vec<BrokerId>], rf: usize) -> Result<(), MetaError> {
-        for (p, replicas) in a.iter().enumerate() {
-            let bad = |why: String| {
-                Err(MetaError::new(
-                    codes::INVALID_REPLICA_ASSIGNMENT,
-                    format!("partition {p}: {why}"),
-                ))
-            };
-            if replicas.is_empty() {
-                return bad("no replicas".into());
-            }
-            if replicas.len() != rf {
-                return bad(format!(
-                    "{} replicas where the others have {rf}",
-                    replicas.len()
-                ));
-            }
-            let distinct: BTreeSet<_> = replicas.iter().collect();
-            if distinct.len() != replicas.len() {
-                return bad(format!("duplicate replica in {replicas:?}"));
-            }
-            if let Some(b) = replicas
-                .iter()
-                .find(|b| !self.image.brokers.contains_key(b))
-            {
-                return bad(format!("broker {b} is not registered"));
-            }
-        }
-        Ok(())
     }
 
     fn delete_topics(&mut self, names: &[String]) -> CommandOutcome {
@@ -397,19 +351,31 @@ impl MetaState {
         validate_only: bool,
     ) -> CommandOutcome {
         let mut results = Vec::with_capacity(topics.len());
-        for (name, total, assignments) in topics {
-            let r = self
-                .plan_partitions(name, *total, assignments.as_deref())
-                .map(|(id, new)| {
-                    if !validate_only && !new.is_empty() {
-                        self.placement_cursor =
-                            self.placement_cursor.wrapping_add(new.len() as u64);
-                        if let Some(t) = self.image.topics.get_mut(name) {
-                            Arc::make_mut(t).partitions.extend(new);
+        let mut total = validate::total_partitions(&self.image);
+        let mut seen = HashSet::new();
+        for (name, count, assignments) in topics {
+            let r = if !seen.insert(name.as_str()) {
+                Err(MetaError::new(
+                    codes::INVALID_REQUEST,
+                    format!(
+                        "topic {} appears more than once in the request",
+                        validate::shown(name)
+                    ),
+                ))
+            } else {
+                self.plan_partitions(name, *count, assignments.as_deref(), total)
+                    .map(|(id, new)| {
+                        total += new.len();
+                        if !validate_only && !new.is_empty() {
+                            self.placement_cursor =
+                                self.placement_cursor.wrapping_add(new.len() as u64);
+                            if let Some(t) = self.image.topics.get_mut(name) {
+                                Arc::make_mut(t).partitions.extend(new);
+                            }
                         }
-                    }
-                    id
-                });
+                        id
+                    })
+            };
             results.push((name.clone(), r));
         }
         CommandOutcome::Topics(results)
@@ -418,8 +384,9 @@ impl MetaState {
     fn plan_partitions(
         &self,
         name: &str,
-        total: i32,
+        count: i32,
         assignments: Option<&[Vec<BrokerId>]>,
+        total: usize,
     ) -> Result<(TopicId, Vec<PartitionState>), MetaError> {
         let topic = self
             .image
@@ -427,13 +394,27 @@ impl MetaState {
             .get(name)
             .ok_or_else(|| unknown_topic(name))?;
         let current = topic.partitions.len();
-        if total < 0 || (total as usize) <= current {
+        if count < 0 || (count as usize) <= current {
             return Err(MetaError::new(
                 codes::INVALID_PARTITIONS,
-                format!("topic {name} has {current} partitions; the new count must be larger, got {total}"),
+                format!(
+                    "Topic currently has {current} partitions, which is higher than or equal to \
+                     the requested {count}."
+                ),
             ));
         }
-        let adding = total as usize - current;
+        let count = count as usize;
+        if count > validate::MAX_PARTITIONS_PER_TOPIC {
+            return Err(MetaError::new(
+                codes::INVALID_PARTITIONS,
+                format!(
+                    "{count} partitions; a topic may have at most {}",
+                    validate::MAX_PARTITIONS_PER_TOPIC
+                ),
+            ));
+        }
+        let adding = count - current;
+        validate::cluster_room(total, adding)?;
         let rf = topic
             .partitions
             .first()
@@ -447,7 +428,7 @@ impl MetaState {
                         format!("{} assignments for {adding} new partitions", a.len()),
                     ));
                 }
-                self.check_assignments(a, rf)?;
+                validate::assignments(&self.image, a, rf)?;
                 a.to_vec()
             }
             None => {
@@ -479,7 +460,23 @@ impl MetaState {
                 .topics
                 .get(name)
                 .ok_or_else(|| unknown_topic(name))?;
-            validate_configs(set)?;
+            validate::configs(set)?;
+            validate::deleted_configs(delete)?;
+            let after = topic
+                .configs
+                .keys()
+                .filter(|k| !delete.contains(k) && !set.contains_key(*k))
+                .count()
+                + set.len();
+            if after > validate::MAX_CONFIGS {
+                return Err(MetaError::new(
+                    codes::INVALID_CONFIG,
+                    format!(
+                        "{after} configs; at most {} are allowed",
+                        validate::MAX_CONFIGS
+                    ),
+                ));
+            }
             let id = topic.id;
             if !validate_only {
                 if let Some(t) = self.image.topics.get_mut(name) {
@@ -813,14 +810,14 @@ fn not_registered(id: BrokerId) -> MetaError {
 fn unknown_topic(name: &str) -> MetaError {
     MetaError::new(
         codes::UNKNOWN_TOPIC_OR_PARTITION,
-        format!("unknown topic {name}"),
+        format!("unknown topic {}", validate::shown(name)),
     )
 }
 
 fn unknown_partition(topic: &str, partition: i32) -> MetaError {
     MetaError::new(
         codes::UNKNOWN_TOPIC_OR_PARTITION,
-        format!("unknown partition {topic}-{partition}"),
+        format!("unknown partition {}-{partition}", validate::shown(topic)),
     )
 }
 

@@ -35,6 +35,16 @@ pub fn place(
             "replication factor must be at least 1",
         ));
     }
+    // Callers validate both counts first; this keeps an unchecked count from being allocated.
+    if num_partitions > crate::validate::MAX_PARTITIONS_PER_TOPIC {
+        return Err(MetaError::new(
+            codes::INVALID_PARTITIONS,
+            format!(
+                "{num_partitions} partitions; a topic may have at most {}",
+                crate::validate::MAX_PARTITIONS_PER_TOPIC
+            ),
+        ));
+    }
     if replication_factor > brokers.len() {
         return Err(MetaError::new(
             codes::INVALID_REPLICATION_FACTOR,

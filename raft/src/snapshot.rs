@@ -46,7 +46,7 @@ pub fn decode(bytes: &[u8]) -> io::Result<StoredSnapshot> {
     if crc32fast::hash(payload) != crc {
         return Err(bad("checksum mismatch"));
     }
-    bincode::deserialize(payload).map_err(|e| bad(&e.to_string()))
+    crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))
 }
 
 #[derive(Clone, Debug)]

@@ -31,7 +31,11 @@ impl MetaState {
                 ),
             ));
         }
-        self.check_assignments(&[target.to_vec()], target.len())?;
+        validate::assignments(
+            &self.image,
+            std::slice::from_ref(&target.to_vec()),
+            target.len(),
+        )?;
         if let Some(b) = target.iter().find(|b| {
             !p.replicas.contains(b)
                 && self

@@ -5,7 +5,7 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::shard::Shard;
 use bytes::BytesMut;
-use chronik_raft::Command;
+use chronik_raft::{validate, Command, CommandOutcome, MetaError};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use std::rc::Rc;
@@ -13,10 +13,25 @@ use std::time::Duration;
 
 pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: CreatePartitionsRequest = decode(body, ctx.api_version)?;
-    let names: Vec<String> = req.topics.iter().map(|t| t.name.0.to_string()).collect();
-    let topics_arg = req
+    // Every topic of the request, in order, with a refusal decided here (None: submitted).
+    let early: Vec<(String, Option<MetaError>)> = req
         .topics
         .iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let e = validate::client_may_grow(&name).err();
+            (name, e)
+        })
+        .collect();
+    let names: Vec<String> = early
+        .iter()
+        .filter(|(_, e)| e.is_none())
+        .map(|(n, _)| n.clone())
+        .collect();
+    let topics_arg: Vec<_> = req
+        .topics
+        .iter()
+        .filter(|t| !validate::is_internal_topic(&t.name.0))
         .map(|t| {
             (
                 t.name.0.to_string(),
@@ -30,16 +45,24 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         })
         .collect();
     let timeout = Duration::from_millis(req.timeout_ms.clamp(1000, 60_000) as u64);
-    let results = topics::submit_per_topic(
-        &shard,
-        Command::CreatePartitions {
-            topics: topics_arg,
-            validate_only: req.validate_only,
-        },
-        &names,
-        timeout,
-    )
-    .await;
+    let submitted = if topics_arg.is_empty() {
+        Vec::new()
+    } else {
+        topics::submit_per_topic(
+            &shard,
+            Command::CreatePartitions {
+                topics: topics_arg,
+                validate_only: req.validate_only,
+            },
+            &names,
+            timeout,
+        )
+        .await
+    };
+    let results = match validate::merge(early, CommandOutcome::Topics(submitted)) {
+        CommandOutcome::Topics(v) => v,
+        _ => Vec::new(),
+    };
     let mut resp = CreatePartitionsResponse::default();
     for (name, r) in results {
         let mut tr = CreatePartitionsTopicResult::default();

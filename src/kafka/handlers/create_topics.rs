@@ -5,7 +5,7 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::shard::Shard;
 use bytes::BytesMut;
-use chronik_raft::{Command, NewTopic};
+use chronik_raft::{validate, Command, CommandOutcome, MetaError, NewTopic};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use std::collections::BTreeMap;
@@ -14,15 +14,33 @@ use std::time::Duration;
 
 pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: CreateTopicsRequest = decode(body, ctx.api_version)?;
+    // Every topic of the request, in order, with a refusal decided here (None: submitted).
+    let mut early = Vec::with_capacity(req.topics.len());
     let mut names = Vec::new();
     let mut new_topics = Vec::new();
     for t in &req.topics {
         let name = t.name.0.to_string();
+        if let Err(e) = validate::client_may_create(&name) {
+            early.push((name, Some(e)));
+            continue;
+        }
         let assignments = if t.assignments.is_empty() {
             None
         } else {
             let mut a: Vec<_> = t.assignments.iter().collect();
             a.sort_by_key(|x| x.partition_index);
+            // Kafka: partition indexes must be 0-based and consecutive.
+            if a.iter()
+                .enumerate()
+                .any(|(i, x)| x.partition_index != i as i32)
+            {
+                let e = MetaError::new(
+                    chronik_raft::command::codes::INVALID_REPLICA_ASSIGNMENT,
+                    "partitions should be 0-based and consecutive",
+                );
+                early.push((name, Some(e)));
+                continue;
+            }
             Some(
                 a.into_iter()
                     .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
@@ -39,6 +57,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             })
             .collect();
         names.push(name.clone());
+        early.push((name.clone(), None));
         new_topics.push(NewTopic {
             name,
             num_partitions: t.num_partitions,
@@ -48,16 +67,24 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         });
     }
     let timeout = Duration::from_millis(req.timeout_ms.clamp(1000, 60_000) as u64);
-    let results = topics::submit_per_topic(
-        &shard,
-        Command::CreateTopics {
-            topics: new_topics,
-            validate_only: req.validate_only,
-        },
-        &names,
-        timeout,
-    )
-    .await;
+    let submitted = if new_topics.is_empty() {
+        Vec::new()
+    } else {
+        topics::submit_per_topic(
+            &shard,
+            Command::CreateTopics {
+                topics: new_topics,
+                validate_only: req.validate_only,
+            },
+            &names,
+            timeout,
+        )
+        .await
+    };
+    let results = match validate::merge(early, CommandOutcome::Topics(submitted)) {
+        CommandOutcome::Topics(v) => v,
+        _ => Vec::new(),
+    };
     let img = shard.image();
     let mut resp = CreateTopicsResponse::default();
     for (name, r) in results {

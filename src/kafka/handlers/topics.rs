@@ -3,6 +3,7 @@
 use crate::kafka::errors;
 use crate::shard::Shard;
 use chronik_raft::image::TopicId;
+use chronik_raft::validate;
 use chronik_raft::{Command, CommandOutcome, ControllerError, MetaError, NewTopic};
 use std::rc::Rc;
 use std::time::Duration;
@@ -32,7 +33,8 @@ pub fn controller_error(e: &ControllerError) -> MetaError {
 }
 
 /// Submits a command whose outcome is per topic, waits until this shard's image holds it, and
-/// returns the per-topic results in request order.
+/// returns the per-topic results in request order. The whole call is bounded by `timeout`
+/// (the request's own): an unreachable or stalled controller answers REQUEST_TIMED_OUT.
 pub async fn submit_per_topic(
     shard: &Rc<Shard>,
     cmd: Command,
@@ -40,7 +42,7 @@ pub async fn submit_per_topic(
     timeout: Duration,
 ) -> Vec<(String, Result<TopicId, MetaError>)> {
     let all = |e: MetaError| names.iter().map(|n| (n.clone(), Err(e.clone()))).collect();
-    match shard.controller.submit(cmd).await {
+    match shard.controller.submit_within(cmd, timeout).await {
         Ok(sub) => {
             // Answer only once every shard of this node, and every other live broker, serves
             // what was committed: a client may ask any node next (read-your-writes).
@@ -77,6 +79,15 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> Vec<(String, 
     for n in names {
         if !valid_topic_name(&n) {
             out.push((n, errors::INVALID_TOPIC_EXCEPTION));
+        } else if validate::is_internal_topic(&n) {
+            // Internal topics are created by their coordinator with their own settings, never
+            // with the auto-create defaults (Kafka does the same).
+            let code = if n == crate::group::OFFSETS_TOPIC {
+                super::find_coordinator::ensure_offsets_topic(shard).await
+            } else {
+                errors::UNKNOWN_TOPIC_OR_PARTITION
+            };
+            out.push((n, code));
         } else if shard.with_image(|i| i.topic(&n).is_some()) {
             out.push((n, errors::NONE));
         } else {
