@@ -24,6 +24,6 @@ pub use batch::{
 };
 pub use cache::ReadCache;
 pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
-pub use log::clean::{CleanStats, CleanerLimits};
 pub use error::StorageError;
+pub use log::clean::{CleanStats, CleanerLimits};
 pub use log::{AppendResult, PartitionLog};

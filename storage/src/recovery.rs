@@ -196,7 +196,9 @@ pub(crate) fn finish_interrupted_swaps(dir: &std::path::Path) -> Result<bool, St
         } else if let Some(stem) = name.strip_suffix(SWAP_SUFFIX) {
             match stem.parse::<i64>() {
                 Ok(b) if stem.len() == 20 && b >= 0 => swaps.push((b, entry.path())),
-                _ => tracing::warn!(file = %entry.path().display(), "ignoring unexpected file in log directory"),
+                _ => {
+                    tracing::warn!(file = %entry.path().display(), "ignoring unexpected file in log directory")
+                }
             }
         }
     }

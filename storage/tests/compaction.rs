@@ -85,7 +85,10 @@ async fn read_records(log: &PartitionLog, from: i64) -> Vec<(i64, String, Option
     let mut last_offset = -1;
     while next < leo {
         let batches = log.read(next, 64 << 10, leo).await.expect("read");
-        assert!(!batches.is_empty(), "read at {next} below {leo} found nothing");
+        assert!(
+            !batches.is_empty(),
+            "read at {next} below {leo} found nothing"
+        );
         for b in batches {
             let h = chronik_storage::validate_batch(&b).expect("valid batch");
             assert!(h.last_offset() >= next, "batch before the read offset");
@@ -320,7 +323,9 @@ fn a_crash_at_any_step_of_the_swap_loses_nothing_and_duplicates_nothing() {
             for (o, k, v) in &after {
                 assert!(seen.insert(*o), "step {step}: offset {o} twice");
                 assert!(
-                    before.iter().any(|(bo, bk, bv)| bo == o && bk == k && bv == v),
+                    before
+                        .iter()
+                        .any(|(bo, bk, bv)| bo == o && bk == k && bv == v),
                     "step {step}: record at {o} was not in the log"
                 );
             }

@@ -279,7 +279,9 @@ impl Inner {
                     if let Ok(recs) = parse_records(&bytes, &h) {
                         let hashes: Vec<(u128, i64)> = recs
                             .iter()
-                            .filter_map(|r| Some((key_hash(r.key?), h.base_offset + r.offset_delta)))
+                            .filter_map(|r| {
+                                Some((key_hash(r.key?), h.base_offset + r.offset_delta))
+                            })
                             .collect();
                         // Whole batches only, so "mapped up to `end`" stays exact.
                         let new = hashes.iter().filter(|(k, _)| !map.contains_key(k)).count();
@@ -341,9 +343,7 @@ impl Inner {
         if removable == 0 {
             return Ok(None);
         }
-        let path = self
-            .dir
-            .join(format!("{:020}{CLEANED_SUFFIX}", seg.base));
+        let path = self.dir.join(format!("{:020}{CLEANED_SUFFIX}", seg.base));
         let out = OpenOptions::new()
             .write(true)
             .create(true)
@@ -351,9 +351,7 @@ impl Inner {
             .buffered_open(&path)
             .await
             .map_err(|e| StorageError::io(&path, "create cleaned segment", glommio_io(e)))?;
-        let res = self
-            .write_cleaned(seg, &out, &path, keep, stats)
-            .await;
+        let res = self.write_cleaned(seg, &out, &path, keep, stats).await;
         let _ = out.close().await;
         match res {
             Ok(meta) => Ok(Some(Rewritten {

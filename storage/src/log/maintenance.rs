@@ -197,11 +197,11 @@ impl Inner {
                 let by_time = cfg.cleanup.delete
                     && cfg
                         .retention_ms
-                    .is_some_and(|r| s.meta.max_timestamp < now_ms.saturating_sub(r));
+                        .is_some_and(|r| s.meta.max_timestamp < now_ms.saturating_sub(r));
                 let by_size = cfg.cleanup.delete
                     && cfg
                         .retention_bytes
-                    .is_some_and(|r| total.saturating_sub(s.meta.size) >= r);
+                        .is_some_and(|r| total.saturating_sub(s.meta.size) >= r);
                 if !(by_time || by_size) {
                     break;
                 }

@@ -107,13 +107,20 @@ impl Inner {
                 .next_back()
                 .map(|(_, s)| s)
                 .filter(|s| next < s.meta.next_offset);
-            let Some(seg) = holding.or_else(|| st.segments.range(next + 1..).map(|(_, s)| s).next())
+            let Some(seg) =
+                holding.or_else(|| st.segments.range(next + 1..).map(|(_, s)| s).next())
             else {
                 return Ok(false);
             };
             let (pos, sequential) = match st.read_hint {
                 Some((o, b, p)) if o == next && b == seg.meta.base_offset => (p, true),
-                _ => (seg.meta.index.lookup(seg.meta.rel(next.max(seg.meta.base_offset))).1 as u64, false),
+                _ => (
+                    seg.meta
+                        .index
+                        .lookup(seg.meta.rel(next.max(seg.meta.base_offset)))
+                        .1 as u64,
+                    false,
+                ),
             };
             (
                 seg.file.clone(),
