@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chronik_storage::testing::{build_batch, build_batch_of, Record};
 use chronik_storage::{
-    CleanerLimits, CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig, PartitionLog, ReadCache,
+    CleanerLimits, CleanupPolicy, CompactionConfig, LogConfig, PartitionLog, ReadCache,
 };
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 use hdrhistogram::Histogram;
@@ -74,7 +74,7 @@ async fn write_keyed(dir: &Path, mib: u64) -> u64 {
     let records = (mib << 20) / per_record as u64;
     let keys = (records / VERSIONS as u64).max(1);
     let mut rng = rand::thread_rng();
-    let value = vec![b'v'; VALUE];
+    let value = [b'v'; VALUE];
     let mut order: Vec<u64> = (0..keys).collect();
     for _ in 0..VERSIONS {
         order.shuffle(&mut rng);
@@ -158,11 +158,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let tmp = tempfile::Builder::new()
-        .prefix("cleaner-bench")
-        .tempdir_in(&args.dir)
-        .expect("tempdir");
-    let root = tmp.path().to_path_buf();
+    let root = args
+        .dir
+        .join(format!("cleaner-bench-{}", std::process::id()));
+    let cleanup = root.clone();
     LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
             let keyed = root.join("keyed");
@@ -251,4 +250,5 @@ fn main() {
         .expect("executor")
         .join()
         .expect("join");
+    let _ = std::fs::remove_dir_all(cleanup);
 }
