@@ -206,6 +206,18 @@ pub struct ServerArgs {
     /// (Kafka's auto leader rebalance), ms; 0 turns it off. [default: 60000]
     #[arg(long, env = "CHRONIK_LEADER_IMBALANCE_CHECK_INTERVAL_MS")]
     pub leader_imbalance_check_interval_ms: Option<u64>,
+    /// Run the log cleaner for cleanup.policy=compact topics. [default: true]
+    #[arg(long, env = "CHRONIK_LOG_CLEANER_ENABLE")]
+    pub log_cleaner_enable: Option<bool>,
+    /// Pause of a shard's cleaner when no log is due, ms. [default: 15000]
+    #[arg(long, env = "CHRONIK_LOG_CLEANER_BACKOFF_MS")]
+    pub log_cleaner_backoff_ms: Option<u64>,
+    /// Memory per shard for the cleaner's key→offset map, bytes. [default: 33554432]
+    #[arg(long, env = "CHRONIK_LOG_CLEANER_DEDUPE_BUFFER_SIZE")]
+    pub log_cleaner_dedupe_buffer_size: Option<usize>,
+    /// CPU and I/O shares of a shard's cleaner task queue (the request path has 1000). [default: 50]
+    #[arg(long, env = "CHRONIK_LOG_CLEANER_SHARES")]
+    pub log_cleaner_shares: Option<usize>,
     #[command(flatten)]
     pub groups: crate::group::config::GroupArgs,
 }
@@ -279,6 +291,17 @@ struct FileConfig {
     replica_lag_time_max_ms: Option<u64>,
     #[serde(alias = "leader_imbalance_check_interval_ms")]
     leader_imbalance_check_interval_ms: Option<u64>,
+    #[serde(alias = "log_cleaner_enable", alias = "log.cleaner.enable")]
+    log_cleaner_enable: Option<bool>,
+    #[serde(alias = "log_cleaner_backoff_ms", alias = "log.cleaner.backoff.ms")]
+    log_cleaner_backoff_ms: Option<u64>,
+    #[serde(
+        alias = "log_cleaner_dedupe_buffer_size",
+        alias = "log.cleaner.dedupe.buffer.size"
+    )]
+    log_cleaner_dedupe_buffer_size: Option<usize>,
+    #[serde(alias = "log_cleaner_shares")]
+    log_cleaner_shares: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,6 +347,10 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     /// 0: no automatic preferred-leader elections.
     pub leader_imbalance_check_interval_ms: u64,
+    pub log_cleaner_enable: bool,
+    pub log_cleaner_backoff_ms: u64,
+    pub log_cleaner_dedupe_buffer_size: usize,
+    pub log_cleaner_shares: usize,
     pub groups: crate::group::GroupConfig,
 }
 
@@ -571,6 +598,25 @@ impl BrokerConfig {
                 .leader_imbalance_check_interval_ms
                 .or(file.leader_imbalance_check_interval_ms)
                 .unwrap_or(60_000),
+            log_cleaner_enable: args
+                .log_cleaner_enable
+                .or(file.log_cleaner_enable)
+                .unwrap_or(true),
+            log_cleaner_backoff_ms: args
+                .log_cleaner_backoff_ms
+                .or(file.log_cleaner_backoff_ms)
+                .unwrap_or(15_000),
+            // Kafka's minimum map is 1 MiB per cleaner thread; less cannot do useful work.
+            log_cleaner_dedupe_buffer_size: args
+                .log_cleaner_dedupe_buffer_size
+                .or(file.log_cleaner_dedupe_buffer_size)
+                .unwrap_or(32 << 20)
+                .max(1 << 20),
+            log_cleaner_shares: args
+                .log_cleaner_shares
+                .or(file.log_cleaner_shares)
+                .unwrap_or(50)
+                .clamp(1, 1000),
             groups: crate::group::GroupConfig::resolve(&args.groups, &group_file)?,
         })
     }
@@ -599,6 +645,17 @@ impl BrokerConfig {
         m.insert("message.timestamp.type", "CreateTime".to_string());
         m.insert("segment.ms", (7u64 * 24 * 3600 * 1000).to_string());
         m.insert("max.message.bytes", self.message_max_bytes.to_string());
+        let cc = chronik_storage::CompactionConfig::default();
+        m.insert(
+            "min.cleanable.dirty.ratio",
+            cc.min_cleanable_dirty_ratio.to_string(),
+        );
+        m.insert(
+            "min.compaction.lag.ms",
+            cc.min_compaction_lag_ms.to_string(),
+        );
+        m.insert("max.compaction.lag.ms", i64::MAX.to_string());
+        m.insert("delete.retention.ms", cc.delete_retention_ms.to_string());
         m
     }
 }

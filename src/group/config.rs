@@ -27,10 +27,11 @@ pub struct GroupConfig {
     pub max_session_timeout_ms: i32,
     /// offset.metadata.max.bytes
     pub max_metadata_bytes: usize,
-    /// How often offsets expiry and compaction run (offsets.retention.check.interval.ms).
+    /// How often offsets expire (offsets.retention.check.interval.ms).
     pub retention_check_interval: Duration,
-    /// Compact once the log holds this many more records than live keys (and twice as many).
-    pub compact_min_records: i64,
+    /// offsets.topic.segment.bytes: segment size of `__consumer_offsets`, which the log cleaner
+    /// compacts (only sealed segments are cleaned, so this bounds what is left uncompacted).
+    pub offsets_segment_bytes: u64,
 }
 
 impl Default for GroupConfig {
@@ -44,7 +45,7 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             max_metadata_bytes: 4096,
             retention_check_interval: Duration::from_secs(600),
-            compact_min_records: 10_000,
+            offsets_segment_bytes: 100 << 20,
         }
     }
 }
@@ -68,14 +69,13 @@ pub struct GroupArgs {
     /// The same in ms (not a Kafka setting; overrides offsets-retention-minutes, for tests).
     #[arg(long, env = "CHRONIK_OFFSETS_RETENTION_MS")]
     pub offsets_retention_ms: Option<u64>,
-    /// offsets.retention.check.interval.ms: how often offsets expire and __consumer_offsets
-    /// is compacted. [default: 600000]
+    /// offsets.retention.check.interval.ms: how often offsets expire. [default: 600000]
     #[arg(long, env = "CHRONIK_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
     pub offsets_retention_check_interval_ms: Option<u64>,
-    /// Compact an __consumer_offsets partition once it holds this many records more than
-    /// twice its live keys (not a Kafka setting). [default: 10000]
-    #[arg(long, env = "CHRONIK_OFFSETS_COMPACT_MIN_RECORDS")]
-    pub offsets_compact_min_records: Option<i64>,
+    /// offsets.topic.segment.bytes: segment size of __consumer_offsets when it is created
+    /// (the log cleaner compacts its sealed segments). [default: 104857600]
+    #[arg(long, env = "CHRONIK_OFFSETS_TOPIC_SEGMENT_BYTES")]
+    pub offsets_topic_segment_bytes: Option<u64>,
     /// offset.metadata.max.bytes: largest metadata string of a committed offset.
     /// [default: 4096]
     #[arg(long, env = "CHRONIK_OFFSET_METADATA_MAX_BYTES")]
@@ -103,7 +103,7 @@ pub struct GroupFile {
     offsets_retention_minutes: Option<u64>,
     offsets_retention_ms: Option<u64>,
     offsets_retention_check_interval_ms: Option<u64>,
-    offsets_compact_min_records: Option<i64>,
+    offsets_topic_segment_bytes: Option<u64>,
     offset_metadata_max_bytes: Option<usize>,
     group_initial_rebalance_delay_ms: Option<u64>,
     group_min_session_timeout_ms: Option<i32>,
@@ -117,7 +117,7 @@ const FILE_KEYS: &[&str] = &[
     "offsets-retention-minutes",
     "offsets-retention-ms",
     "offsets-retention-check-interval-ms",
-    "offsets-compact-min-records",
+    "offsets-topic-segment-bytes",
     "offset-metadata-max-bytes",
     "group-initial-rebalance-delay-ms",
     "group-min-session-timeout-ms",
@@ -209,10 +209,10 @@ impl GroupConfig {
                 .offsets_retention_check_interval_ms
                 .or(file.offsets_retention_check_interval_ms)
                 .map_or(d.retention_check_interval, Duration::from_millis),
-            compact_min_records: args
-                .offsets_compact_min_records
-                .or(file.offsets_compact_min_records)
-                .unwrap_or(d.compact_min_records),
+            offsets_segment_bytes: args
+                .offsets_topic_segment_bytes
+                .or(file.offsets_topic_segment_bytes)
+                .unwrap_or(d.offsets_segment_bytes),
         };
         if c.offsets_partitions < 1 {
             return Err("offsets-topic-num-partitions must be at least 1".into());
@@ -229,8 +229,9 @@ impl GroupConfig {
         if c.retention_check_interval.is_zero() {
             return Err("offsets-retention-check-interval-ms must be at least 1".into());
         }
-        if c.compact_min_records < 1 {
-            return Err("offsets-compact-min-records must be at least 1".into());
+        // Kafka's topic minimum for segment.bytes.
+        if c.offsets_segment_bytes < 14 {
+            return Err("offsets-topic-segment-bytes must be at least 14".into());
         }
         Ok(c)
     }
@@ -360,7 +361,7 @@ mod tests {
                 ..GroupArgs::default()
             },
             GroupArgs {
-                offsets_compact_min_records: Some(0),
+                offsets_topic_segment_bytes: Some(0),
                 ..GroupArgs::default()
             },
         ];

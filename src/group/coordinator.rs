@@ -33,9 +33,6 @@ pub struct OffsetsPartition {
     /// False once unloaded (leadership moved): timers of its groups stop.
     pub active: Cell<bool>,
     pub groups: RefCell<HashMap<String, GroupRef>>,
-    /// Appends in flight; compaction waits for none.
-    inflight: Cell<usize>,
-    compacting: Cell<bool>,
 }
 
 /// Per-shard coordinator state: the offsets partitions this shard serves.
@@ -132,9 +129,7 @@ impl OffsetsPartition {
             return errors::NOT_COORDINATOR;
         }
         let batch = offsets_log::build_batch(&records, now_ms());
-        self.inflight.set(self.inflight.get() + 1);
         let out = produce_local(shard, self.tp(), batch, -1, WRITE_TIMEOUT).await;
-        self.inflight.set(self.inflight.get() - 1);
         map_write_error(out.error)
     }
 }
@@ -199,8 +194,6 @@ async fn acquire_partition(shard: &Rc<Shard>, index: i32) -> Result<Rc<OffsetsPa
         loaded: Cell::new(false),
         active: Cell::new(true),
         groups: RefCell::new(HashMap::new()),
-        inflight: Cell::new(0),
-        compacting: Cell::new(false),
     });
     coord.parts.borrow_mut().insert(index, part.clone());
     match load(shard, &part).await {
@@ -1285,7 +1278,7 @@ pub async fn delete_offsets(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Background: loading, session expiry, offset expiry, compaction
+// Background: loading, session expiry, offset expiry
 
 pub async fn run_background(shard: Rc<Shard>) {
     let mut last_retention = Instant::now();
@@ -1300,7 +1293,6 @@ pub async fn run_background(shard: Rc<Shard>) {
             last_retention = Instant::now();
             for part in shard.groups.loaded_parts() {
                 expire_offsets(&shard, &part).await;
-                maybe_compact(&shard, &part).await;
             }
         }
     }
@@ -1422,66 +1414,6 @@ async fn expire_offsets(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>) {
             part.groups.borrow_mut().remove(&id);
         }
     }
-}
-
-/// Snapshot compaction: when the log holds far more records than live keys, append one batch
-/// with every live key and move the log start past everything before it.
-async fn maybe_compact(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>) {
-    if part.compacting.get() || part.inflight.get() > 0 || !part.active.get() {
-        return;
-    }
-    let Some(p) = shard.partition(&part.tp()) else {
-        return;
-    };
-    let live: usize = part
-        .groups
-        .borrow()
-        .values()
-        .map(|g| g.borrow().offsets.len() + 1)
-        .sum();
-    let held = p.log.log_end_offset() - p.log.log_start_offset();
-    let min = shard.groups.config.compact_min_records;
-    if held < min || held < 2 * live as i64 + min {
-        return;
-    }
-    // Built and appended with no await in between and no write in flight, so the snapshot
-    // holds exactly the state the log describes up to its own offset.
-    let mut records: Vec<LogRecord> = Vec::with_capacity(live);
-    for g in part.groups.borrow().values() {
-        let g = g.borrow();
-        for ((t, pi), v) in &g.offsets {
-            records.push((
-                offsets_log::offset_key(&g.id, t, *pi),
-                Some(offsets_log::offset_value(v)),
-            ));
-        }
-        if g.generation > 0 || !g.members.is_empty() {
-            records.push((
-                offsets_log::group_key(&g.id),
-                Some(offsets_log::group_value(&g.to_value())),
-            ));
-        }
-    }
-    let snapshot_start = p.log.log_end_offset();
-    part.compacting.set(true);
-    let code = if records.is_empty() {
-        errors::NONE
-    } else {
-        part.write(shard, records).await
-    };
-    if code == errors::NONE && part.active.get() {
-        match p.log.delete_records_before(snapshot_start).await {
-            Ok(start) => tracing::info!(
-                partition = part.index,
-                held,
-                live,
-                log_start = start,
-                "compacted consumer offsets partition"
-            ),
-            Err(e) => tracing::warn!(partition = part.index, "offsets compaction: {e}"),
-        }
-    }
-    part.compacting.set(false);
 }
 
 /// Used by tests and the bench: the number of loaded groups on this shard.

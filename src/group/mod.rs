@@ -8,17 +8,16 @@
 //!
 //! - `state`: a group, its members and the join/sync waiters (in memory, per shard).
 //! - `coordinator`: the protocol (join, sync, heartbeat, leave, commit, fetch, admin), loading a
-//!   partition's groups when this broker becomes its leader, session expiry, offset expiry and
-//!   log compaction.
+//!   partition's groups when this broker becomes its leader, session expiry and offset expiry.
 //! - `offsets_log`: the Kafka record format of `__consumer_offsets`.
 //! - `config`: the coordinator's settings (flags, TOML keys, environment).
 //!
 //! Durability: commits and group metadata are appended to the offsets partition with acks=all
-//! and answered only once the high watermark passed them. Load time is bounded by snapshot
-//! compaction: when the partition's log holds many more records than there are live keys,
-//! the coordinator appends one batch holding every live key (a full snapshot of its state) and
-//! then advances the log start offset past everything older (`delete_records_before`), so a
-//! new leader replays at most one snapshot plus the records written since.
+//! and answered only once the high watermark passed them. Load time is bounded by log
+//! compaction: `__consumer_offsets` is `cleanup.policy=compact`, so the shard's log cleaner
+//! keeps only the latest record of each key in its sealed segments (segments of
+//! `offsets.topic.segment.bytes`), and a new leader replays about one record per live key plus
+//! the active segment.
 
 pub mod config;
 pub mod coordinator;

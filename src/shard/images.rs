@@ -7,7 +7,7 @@ use crate::kafka::errors;
 use crate::partition::Partition;
 use chronik_raft::hub::ImageSubscription;
 use chronik_raft::image::{MetadataImage, TopicImage};
-use chronik_storage::{FlushPolicy, LogConfig};
+use chronik_storage::{CleanupPolicy, FlushPolicy, LogConfig};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -58,6 +58,31 @@ pub fn log_config_for(cfg: &BrokerConfig, topic_configs: &BTreeMap<String, Strin
                 Err(_) => {}
             },
             "flush.messages" if v == "1" => lc.flush = FlushPolicy::Always,
+            "cleanup.policy" => {
+                if let Some(p) = CleanupPolicy::parse(v) {
+                    lc.cleanup = p;
+                }
+            }
+            "min.cleanable.dirty.ratio" => {
+                if let Some(r) = v.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)) {
+                    lc.compaction.min_cleanable_dirty_ratio = r;
+                }
+            }
+            "min.compaction.lag.ms" => {
+                if let Ok(ms) = v.parse::<u64>() {
+                    lc.compaction.min_compaction_lag_ms = ms;
+                }
+            }
+            // Kafka's default (i64::MAX) means never forced.
+            "max.compaction.lag.ms" => {
+                lc.compaction.max_compaction_lag_ms =
+                    v.parse::<u64>().ok().filter(|&ms| ms < i64::MAX as u64);
+            }
+            "delete.retention.ms" => {
+                if let Ok(ms) = v.parse::<u64>() {
+                    lc.compaction.delete_retention_ms = ms;
+                }
+            }
             _ => {}
         }
     }

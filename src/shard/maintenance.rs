@@ -1,20 +1,30 @@
-//! Periodic per-shard housekeeping: retention of old segments.
+//! Periodic per-shard housekeeping: retention of old segments, and the log cleaner for
+//! `cleanup.policy=compact` topics.
 
 use super::Shard;
+use chronik_storage::CleanerLimits;
+use glommio::{Latency, Shares};
 use std::rc::Rc;
 use std::time::Duration;
 
 const RETENTION_CHECK: Duration = Duration::from_secs(30);
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 pub async fn run(shard: Rc<Shard>) {
+    if shard.config.log_cleaner_enable {
+        spawn_cleaner(&shard);
+    }
     loop {
         glommio::timer::sleep(RETENTION_CHECK).await;
         if shard.shutting_down.get() {
             return;
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = now_ms();
         let parts: Vec<_> = shard.partitions.borrow().values().cloned().collect();
         for p in parts {
             match p.log.apply_retention(now_ms).await {
@@ -25,6 +35,68 @@ pub async fn run(shard: Rc<Shard>) {
                 Err(e) => {
                     tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, "retention: {e}")
                 }
+            }
+        }
+    }
+}
+
+/// The cleaner runs in its own task queue with few shares: whenever requests are runnable
+/// they get the executor first, so cleaning never holds up produce or fetch (it also takes
+/// a log's I/O lock only for the moment of each segment swap).
+fn spawn_cleaner(shard: &Rc<Shard>) {
+    let tq = glommio::executor().create_task_queue(
+        Shares::Static(shard.config.log_cleaner_shares),
+        Latency::NotImportant,
+        "log-cleaner",
+    );
+    match glommio::spawn_local_into(run_cleaner(shard.clone()), tq) {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(e) => tracing::error!("cannot start the log cleaner: {e}"),
+    };
+}
+
+/// Cleans the dirtiest due log of the shard, one round at a time; sleeps for the backoff
+/// when none is due.
+async fn run_cleaner(shard: Rc<Shard>) {
+    let backoff = Duration::from_millis(shard.config.log_cleaner_backoff_ms.max(1));
+    let dedupe = shard.config.log_cleaner_dedupe_buffer_size;
+    loop {
+        if shard.shutting_down.get() {
+            return;
+        }
+        let now = now_ms();
+        let dirtiest = shard
+            .partitions
+            .borrow()
+            .values()
+            .filter_map(|p| p.log.cleanable_ratio(now).map(|r| (r, p.clone())))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, p)| p);
+        let Some(p) = dirtiest else {
+            glommio::timer::sleep(backoff).await;
+            continue;
+        };
+        let started = std::time::Instant::now();
+        match p.log.clean(&CleanerLimits::new(dedupe, now)).await {
+            Ok(Some(s)) => {
+                tracing::info!(
+                    topic = %p.tp.topic,
+                    partition = p.tp.partition,
+                    read = s.bytes_read,
+                    written = s.bytes_written,
+                    segments = s.segments_rewritten,
+                    removed = s.records_removed,
+                    clean_end = s.clean_end,
+                    ms = started.elapsed().as_millis() as u64,
+                    "log cleaner round"
+                );
+            }
+            Ok(None) => glommio::timer::sleep(backoff).await,
+            Err(e) => {
+                tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, "log cleaner: {e}");
+                glommio::timer::sleep(backoff).await;
             }
         }
     }

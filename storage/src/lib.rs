@@ -13,6 +13,7 @@ pub mod error;
 mod file;
 mod index;
 pub mod log;
+mod records;
 mod recovery;
 mod segment;
 pub mod testing;
@@ -22,6 +23,7 @@ pub use batch::{
     parse_header, validate_batch, BatchError, BatchHeader, ValidBatch, BATCH_HEADER_LEN,
 };
 pub use cache::ReadCache;
-pub use config::{FlushPolicy, LogConfig};
+pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
 pub use error::StorageError;
+pub use log::clean::{CleanStats, CleanerLimits};
 pub use log::{AppendResult, PartitionLog};

@@ -119,11 +119,12 @@ pub(crate) async fn scan_segment(
             continue;
         }
         let bytes = &avail[..total as usize];
-        if h.base_offset != meta.next_offset {
+        // Gaps are fine (compaction removes records); going back is not.
+        if h.base_offset < meta.next_offset {
             break Some(Stop {
                 position: pos,
                 reason: format!(
-                    "expected base offset {}, found {}",
+                    "expected base offset at least {}, found {}",
                     meta.next_offset, h.base_offset
                 ),
                 clean: false,
@@ -168,4 +169,48 @@ pub(crate) async fn scan_segment(
         stop,
         positions,
     })
+}
+
+/// Suffix of a cleaned segment being written (incomplete until renamed to `SWAP_SUFFIX`).
+pub(crate) const CLEANED_SUFFIX: &str = ".log.cleaned";
+/// Suffix of a cleaned segment that is complete and durable, replacing `<base>.log`.
+pub(crate) const SWAP_SUFFIX: &str = ".log.swap";
+
+/// Finishes what a crash interrupted in the cleaner's segment swap (see `log/clean.rs`):
+/// a `.cleaned` file may be partial and is removed (the original segment is intact); a
+/// `.swap` file is complete and fsynced, so it replaces its segment, whose index files are
+/// removed first (they describe the old contents). Returns whether anything changed.
+pub(crate) fn finish_interrupted_swaps(dir: &std::path::Path) -> Result<bool, StorageError> {
+    use crate::file::remove_if_exists;
+    use crate::segment::{index_name, log_path, time_index_name};
+    let mut changed = false;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, "list log directory", e))?;
+    let mut swaps = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io(dir, "list log directory", e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(CLEANED_SUFFIX) {
+            remove_if_exists(&entry.path())?;
+            changed = true;
+        } else if let Some(stem) = name.strip_suffix(SWAP_SUFFIX) {
+            match stem.parse::<i64>() {
+                Ok(b) if stem.len() == 20 && b >= 0 => swaps.push((b, entry.path())),
+                _ => {
+                    tracing::warn!(file = %entry.path().display(), "ignoring unexpected file in log directory")
+                }
+            }
+        }
+    }
+    for (base, swap) in swaps {
+        tracing::info!(base, dir = %dir.display(), "completing an interrupted cleaner swap");
+        remove_if_exists(&dir.join(index_name(base)))?;
+        remove_if_exists(&dir.join(time_index_name(base)))?;
+        // rename(2) replaces the old segment atomically, if it is still there.
+        let target = log_path(dir, base);
+        std::fs::rename(&swap, &target)
+            .map_err(|e| StorageError::io(&swap, "rename cleaned segment", e))?;
+        changed = true;
+    }
+    Ok(changed)
 }

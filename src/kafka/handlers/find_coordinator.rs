@@ -29,7 +29,10 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> i16 {
     let mut configs = BTreeMap::new();
     configs.insert("cleanup.policy".to_string(), "compact".to_string());
     configs.insert("retention.ms".to_string(), "-1".to_string());
-    configs.insert("segment.bytes".to_string(), (100u64 << 20).to_string());
+    configs.insert(
+        "segment.bytes".to_string(),
+        cfg.offsets_segment_bytes.to_string(),
+    );
     let cmd = Command::CreateTopics {
         topics: vec![NewTopic {
             name: OFFSETS_TOPIC.to_string(),

@@ -193,12 +193,15 @@ impl Inner {
             let segs: Vec<&Segment> = st.segments.values().collect();
             for pair in segs.windows(2) {
                 let (s, next) = (pair[0], pair[1]);
-                let by_time = cfg
-                    .retention_ms
-                    .is_some_and(|r| s.meta.max_timestamp < now_ms.saturating_sub(r));
-                let by_size = cfg
-                    .retention_bytes
-                    .is_some_and(|r| total.saturating_sub(s.meta.size) >= r);
+                // Pure `compact` topics are bounded by the cleaner, not by age or size.
+                let by_time = cfg.cleanup.delete
+                    && cfg
+                        .retention_ms
+                        .is_some_and(|r| s.meta.max_timestamp < now_ms.saturating_sub(r));
+                let by_size = cfg.cleanup.delete
+                    && cfg
+                        .retention_bytes
+                        .is_some_and(|r| total.saturating_sub(s.meta.size) >= r);
                 if !(by_time || by_size) {
                     break;
                 }

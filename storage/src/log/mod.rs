@@ -30,6 +30,7 @@ use crate::recovery::{scan_segment, ScanOptions};
 use crate::segment::{index_name, log_path, time_index_name, BatchInfo, Segment, SegmentMeta};
 use crate::time_index::TimeIndex;
 
+pub mod clean;
 mod lifecycle;
 mod maintenance;
 mod open;
@@ -117,6 +118,9 @@ struct State {
     /// Bumped whenever segments lose data; a read that started under an older value must not
     /// leave a hint or a read-ahead behind.
     read_gen: u64,
+    /// The cleaner's first dirty offset: below it each key appears once (as of the last
+    /// cleaning). Kept in memory; after a restart the first cleaning covers the whole log.
+    clean_end: i64,
 }
 
 /// A disk read of `[pos, pos + len)` of segment `seg_base`, started before anyone asked for it.
@@ -200,6 +204,10 @@ impl PartitionLog {
         let dir: PathBuf = dir.into();
         std::fs::create_dir_all(&dir)
             .map_err(|e| StorageError::io(&dir, "create log directory", e))?;
+        // A cleaner swap cut short by a crash is completed or rolled back first.
+        if crate::recovery::finish_interrupted_swaps(&dir)? {
+            file::sync_dir(&dir).await?;
+        }
         let mut bases = Vec::new();
         let mut others = Vec::new();
         let entries =
@@ -274,7 +282,7 @@ impl PartitionLog {
             }
             if let Some((_, prev)) = segments.last_key_value() {
                 let prev: &Segment = prev;
-                if prev.meta.next_offset != base {
+                if prev.meta.next_offset > base {
                     return Err(StorageError::corrupt(
                         seg.path(),
                         format!(
@@ -283,6 +291,11 @@ impl PartitionLog {
                         ),
                     ));
                 }
+            }
+            // A segment whose last records were compacted away (its index files lost) ends
+            // where the next one starts.
+            if let Some((_, prev)) = segments.iter_mut().next_back() {
+                prev.meta.next_offset = base;
             }
             segments.insert(base, seg);
         }
@@ -325,6 +338,7 @@ impl PartitionLog {
             read_hint: None,
             readahead: None,
             read_gen: 0,
+            clean_end: log_start,
         };
         st.recompute_log_max();
         let inner = Rc::new(Inner {
@@ -637,7 +651,8 @@ impl Inner {
     ) -> Result<(u64, AppendResult), StorageError> {
         self.check_accepting()?;
         let expected = self.st.borrow().leo;
-        if h.base_offset != expected {
+        // A compacted leader's log has offset gaps, which the follower's copy keeps.
+        if h.base_offset < expected {
             return Err(StorageError::NonContiguous {
                 expected,
                 got: h.base_offset,
@@ -671,7 +686,10 @@ impl Inner {
     ) -> Result<(u64, AppendResult), StorageError> {
         let mut st = self.st.borrow_mut();
         let (base, epoch) = (h.base_offset, h.partition_leader_epoch);
-        debug_assert_eq!(base, st.leo, "a queued batch continues the log");
+        debug_assert!(
+            base >= st.leo,
+            "a queued batch continues the log (gaps: compaction)"
+        );
         let last = base + h.last_offset_delta as i64;
         let offset_of_max_ts = batch::offset_of_max_timestamp(&bytes, &h);
         let seq = st.next_seq;

@@ -31,9 +31,12 @@ impl Inner {
             let hit = self.cache.get(self.cache_id, next).or_else(|| {
                 let st = self.st.borrow();
                 let i = st.pending.partition_point(|p| p.last < next);
+                // A queued batch after a gap (a follower copying a compacted log) answers a
+                // read in that gap once the files hold nothing at or after `next`.
+                let written_end = st.active().map_or(st.log_start, |a| a.meta.next_offset);
                 st.pending
                     .get(i)
-                    .filter(|p| p.base <= next)
+                    .filter(|p| p.base <= next || next >= written_end)
                     .map(|p| (p.base, p.last, p.bytes.clone()))
             });
             if let Some((_, last, bytes)) = hit {
@@ -54,6 +57,14 @@ impl Inner {
                     let h = parse_header(b)
                         .map_err(|e| StorageError::corrupt(&self.dir, e.to_string()))?;
                     next = h.last_offset() + 1;
+                }
+                // The rest of the segment was compacted away: go on with the next one.
+                _ if more => {
+                    let st = self.st.borrow();
+                    match st.segments.range(next + 1..).next() {
+                        Some((&base, _)) => next = base,
+                        None => break,
+                    }
                 }
                 _ => break,
             }
@@ -88,15 +99,28 @@ impl Inner {
     ) -> Result<bool, StorageError> {
         let (file, seg_base, mut pos, seg_end, gen, mut sequential) = {
             let st = self.st.borrow();
-            let Some(seg) = st.segments.range(..=next).next_back().map(|(_, s)| s) else {
+            // The segment holding `next`, or (when `next` fell in a gap left by compaction at
+            // a segment's end) the next one: a read in a gap returns the batch after it.
+            let holding = st
+                .segments
+                .range(..=next)
+                .next_back()
+                .map(|(_, s)| s)
+                .filter(|s| next < s.meta.next_offset);
+            let Some(seg) =
+                holding.or_else(|| st.segments.range(next + 1..).map(|(_, s)| s).next())
+            else {
                 return Ok(false);
             };
-            if next >= seg.meta.next_offset {
-                return Ok(false);
-            }
             let (pos, sequential) = match st.read_hint {
                 Some((o, b, p)) if o == next && b == seg.meta.base_offset => (p, true),
-                _ => (seg.meta.index.lookup(seg.meta.rel(next)).1 as u64, false),
+                _ => (
+                    seg.meta
+                        .index
+                        .lookup(seg.meta.rel(next.max(seg.meta.base_offset)))
+                        .1 as u64,
+                    false,
+                ),
             };
             (
                 seg.file.clone(),
@@ -137,15 +161,6 @@ impl Inner {
                     at += len;
                     progressed = true;
                     continue;
-                }
-                if h.base_offset > next {
-                    return Err(StorageError::corrupt(
-                        file.path(),
-                        format!(
-                            "expected a batch containing offset {next}, found {}",
-                            h.base_offset
-                        ),
-                    ));
                 }
                 if h.last_offset() >= limit || !(out.is_empty() || *total + len <= max_bytes) {
                     let stop = pos + at as u64;
