@@ -211,7 +211,10 @@ impl Partition {
     }
 
     /// Leader append of a batch already validated (a client's by `ValidBatch::from_client`).
-    pub async fn append_valid_as_leader(&self, batch: chronik_storage::ValidBatch) -> ProduceOutcome {
+    pub async fn append_valid_as_leader(
+        &self,
+        batch: chronik_storage::ValidBatch,
+    ) -> ProduceOutcome {
         let header = *batch.header();
         if header.is_transactional() {
             // Transactions are not supported yet; InitProducerId refuses transactional ids.

@@ -385,7 +385,11 @@ impl<'a> SnappyReader<'a> {
                 "snappy block larger than the bound",
             ));
         }
-        if n > raw.len().saturating_mul(SNAPPY_MAX_RATIO).saturating_add(64) {
+        if n > raw
+            .len()
+            .saturating_mul(SNAPPY_MAX_RATIO)
+            .saturating_add(64)
+        {
             return Err(corrupt("snappy block claims an impossible size"));
         }
         self.block.clear();
@@ -514,7 +518,9 @@ fn walk_records<S: RecordSource>(src: &mut S, h: &BatchHeader) -> Result<i64, Ba
         body.skip_nullable("invalid value length")?;
         let headers = body.varint(5)?;
         if headers < 0 || headers as u64 > body.left as u64 {
-            return Err(BatchError::InvalidRecord("invalid number of record headers"));
+            return Err(BatchError::InvalidRecord(
+                "invalid number of record headers",
+            ));
         }
         for _ in 0..headers {
             let key = body.varint(5)?;

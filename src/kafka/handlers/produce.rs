@@ -181,9 +181,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
                 topic: name.clone(),
                 partition: p.index,
             };
-            let task: glommio::task::JoinHandle<Answer> = if !(acks == 0
-                || acks == 1
-                || acks == -1)
+            let task: glommio::task::JoinHandle<Answer> = if !(acks == 0 || acks == 1 || acks == -1)
             {
                 glommio::spawn_local(async { refused(errors::INVALID_REQUIRED_ACKS) }).detach()
             } else if req.transactional_id.is_some() {
@@ -285,7 +283,12 @@ async fn produce_routed(
     };
     let batch = match checked {
         Ok(b) => b,
-        Err(e) => return (ProduceOutcome::error(batch_error_code(&e)), Some(e.to_string())),
+        Err(e) => {
+            return (
+                ProduceOutcome::error(batch_error_code(&e)),
+                Some(e.to_string()),
+            )
+        }
     };
     let owner = shard.owner_of(&tp.topic, tp.partition);
     let out = shard

@@ -156,8 +156,8 @@ fn batches_of_every_codec_pass_and_count_their_decompressed_bytes() {
     let plain = records(50);
     for codec in 1..=4u8 {
         let b = batch(&compress(codec, &plain), 50, 49, i16::from(codec));
-        let s = validate_batch(&b, &Limits::default())
-            .unwrap_or_else(|e| panic!("codec {codec}: {e}"));
+        let s =
+            validate_batch(&b, &Limits::default()).unwrap_or_else(|e| panic!("codec {codec}: {e}"));
         assert_eq!(s.records_bytes, plain.len(), "codec {codec}");
         assert_eq!(s.max_timestamp, 1049);
     }
