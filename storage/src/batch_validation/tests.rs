@@ -422,3 +422,26 @@ fn random_and_mutated_batches_never_panic() {
     }
     assert!(outcomes[0] > 0, "mutations are refused");
 }
+
+/// Not a timing assertion: prints what validation costs beside the CRC pass it includes
+/// (`cargo test -p chronik-storage --release validation_cost -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn validation_cost() {
+    let b = build_batch_of(64, 1024, b'x', 0);
+    let n = 20_000u32;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(crate::batch::validate_batch(std::hint::black_box(&b)).is_ok());
+    }
+    let crc = t.elapsed() / n;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(validate_batch(std::hint::black_box(&b), &Limits::default()).is_ok());
+    }
+    let full = t.elapsed() / n;
+    println!(
+        "batch of 64 x 1 KiB ({} bytes): frame+CRC {crc:?}, full validation {full:?}",
+        b.len()
+    );
+}
