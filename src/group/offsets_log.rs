@@ -256,10 +256,20 @@ pub fn build_batch(records: &[LogRecord], now_ms: i64) -> BytesMut {
 }
 
 /// The records of one stored batch as (key, value); control batches and unreadable ones yield
-/// nothing.
+/// nothing. The log's bytes are as hostile as a client's (a batch written before produce to
+/// this topic was refused, or damaged on disk): the batch is validated first, every count
+/// bounded by its bytes and any decompression by `Limits::default()`, so the decoder below
+/// only ever sees a well-formed batch and allocates in proportion to it.
 pub fn batch_records(batch: &Bytes) -> Vec<(Option<Bytes>, Option<Bytes>)> {
-    if let Ok(h) = chronik_storage::parse_header(batch) {
-        if h.is_control() {
+    let limits = chronik_storage::batch_validation::Limits::default();
+    match chronik_storage::batch_validation::validate_batch(batch, &limits) {
+        Ok(s) if s.header.is_control() => return Vec::new(),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(
+                offset = chronik_storage::parse_header(batch).map_or(-1, |h| h.base_offset),
+                "skipping invalid batch in __consumer_offsets: {e}"
+            );
             return Vec::new();
         }
     }
@@ -334,6 +344,24 @@ mod tests {
         for n in 0..v.len() {
             assert!(decode_offset_value(&v.slice(..n)).is_none());
         }
+    }
+
+    #[test]
+    fn a_poisoned_batch_yields_nothing_instead_of_aborting() {
+        // One record declaring 2^31-1 headers: a decoder trusting the count would reserve
+        // for all of them.
+        let mut good = build_batch(&[(group_key("g"), None)], 1000);
+        let n = good.len();
+        // The record is the batch's tail: its header count varint (0) is the last byte.
+        assert_eq!(good[n - 1], 0);
+        good.truncate(n - 1);
+        good.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]); // zig-zag of i32::MAX
+        good[61] += 8; // the record's length (one varint byte): 4 bytes longer, zig-zag
+        let len = (good.len() - 12) as i32;
+        good[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32c::crc32c(&good[21..]);
+        good[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(batch_records(&good.freeze()).is_empty());
     }
 
     #[test]

@@ -200,13 +200,21 @@ impl Partition {
         self.log.high_watermark()
     }
 
-    /// Leader append of one client batch. The batch has already been checked for size.
+    /// Leader append of one batch. The batch has already been checked for size.
     pub async fn append_as_leader(&self, batch: BytesMut) -> ProduceOutcome {
         // Kafka answers CORRUPT_MESSAGE for a bad CRC or a malformed batch header.
         // The validated batch goes to the log as is, so its CRC is computed once.
         let Ok(batch) = chronik_storage::ValidBatch::new(batch) else {
             return ProduceOutcome::error(errors::CORRUPT_MESSAGE);
         };
+        self.append_valid_as_leader(batch).await
+    }
+
+    /// Leader append of a batch already validated (a client's by `ValidBatch::from_client`).
+    pub async fn append_valid_as_leader(
+        &self,
+        batch: chronik_storage::ValidBatch,
+    ) -> ProduceOutcome {
         let header = *batch.header();
         if header.is_transactional() {
             // Transactions are not supported yet; InitProducerId refuses transactional ids.

@@ -6,6 +6,8 @@ pub const BATCH_HEADER_LEN: usize = 61;
 pub(crate) const CRC_START: usize = 21;
 /// `batch_length` counts bytes after the length field itself (offset 12).
 pub(crate) const LENGTH_FIELD_END: usize = 12;
+const CRC_AT: usize = 17;
+const MAX_TIMESTAMP_AT: usize = 35;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
@@ -65,6 +67,18 @@ pub enum BatchError {
     BadRecordCount,
     #[error("malformed record inside the batch")]
     BadRecord,
+    #[error("a produced partition must hold exactly one record batch")]
+    NotOneBatch,
+    #[error("unknown compression codec {0}")]
+    UnknownCompression(u8),
+    #[error("the compressed records cannot be decompressed")]
+    BadCompression,
+    #[error("the records decompress to more than the broker accepts")]
+    TooLargeUncompressed,
+    #[error("invalid record: {0}")]
+    InvalidRecord(&'static str),
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(&'static str),
 }
 
 fn be_i64(b: &[u8], at: usize) -> i64 {
@@ -146,6 +160,28 @@ impl ValidBatch {
 
     pub fn header(&self) -> &BatchHeader {
         &self.header
+    }
+
+    /// A client's batch, validated as Kafka's LogValidator does (every record, compressed ones
+    /// decompressed within `limits`, and the rules for client batches). As Kafka, a wrong
+    /// maxTimestamp is set to the records' true maximum, which takes a new CRC; the records
+    /// themselves are never rewritten.
+    pub fn from_client(
+        mut bytes: bytes::BytesMut,
+        limits: &crate::batch_validation::Limits,
+    ) -> Result<ValidBatch, BatchError> {
+        let summary = crate::batch_validation::validate_batch(&bytes, limits)?;
+        crate::batch_validation::check_client_batch(&summary.header)?;
+        let mut header = summary.header;
+        if header.max_timestamp != summary.max_timestamp {
+            bytes[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
+                .copy_from_slice(&summary.max_timestamp.to_be_bytes());
+            let crc = crc32c::crc32c(&bytes[CRC_START..]);
+            bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+            header.max_timestamp = summary.max_timestamp;
+            header.crc = crc;
+        }
+        Ok(ValidBatch { bytes, header })
     }
 
     pub(crate) fn into_parts(self) -> (bytes::BytesMut, BatchHeader) {
@@ -309,6 +345,25 @@ mod tests {
         assert!(ValidBatch::new(bytes::BytesMut::from(&bad[..])).is_err());
         let ok = ValidBatch::new(bytes::BytesMut::from(&b[..])).expect("valid");
         assert_eq!(ok.header().records_count, 1);
+    }
+
+    #[test]
+    fn a_client_batch_gets_its_true_max_timestamp_and_a_valid_crc() {
+        let limits = crate::batch_validation::Limits::default();
+        let mut b = build_batch(&[(None, Some(b"a")), (None, Some(b"b"))], 1000);
+        b[35..43].copy_from_slice(&i64::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        let v = ValidBatch::from_client(bytes::BytesMut::from(&b[..]), &limits).expect("valid");
+        assert_eq!(v.header().max_timestamp, 1001);
+        let (bytes, _) = v.into_parts();
+        assert_eq!(validate_batch(&bytes).expect("crc").max_timestamp, 1001);
+        let mut lie = build_batch(&[(None, Some(b"a"))], 0);
+        lie[57..61].copy_from_slice(&7i32.to_be_bytes());
+        lie[23..27].copy_from_slice(&6i32.to_be_bytes());
+        let crc = crc32c::crc32c(&lie[CRC_START..]);
+        lie[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(ValidBatch::from_client(bytes::BytesMut::from(&lie[..]), &limits).is_err());
     }
 
     #[test]

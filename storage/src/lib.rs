@@ -3,6 +3,7 @@
 //! fdatasync, crash recovery, retention and a per-shard read cache. See README.md.
 
 pub mod batch;
+pub mod batch_validation;
 pub mod cache;
 mod checkpoint;
 mod commit;

@@ -1,5 +1,7 @@
 //! DeleteRecords: advance a partition's log start offset (-1 means up to the high watermark).
+//! Internal topics are refused (INVALID_TOPIC_EXCEPTION), as Kafka's ReplicaManager does.
 
+use super::produce::is_internal_topic;
 use super::topic_name;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
@@ -43,13 +45,17 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             let tp = TopicPartition::new(&name, p.partition_index);
             let owner = shard.owner_of(&name, p.partition_index);
             let off = p.offset;
-            let (error, low) = shard
-                .run_on(
-                    owner,
-                    move |s| async move { delete_local(&s, tp, off).await },
-                )
-                .await
-                .unwrap_or((errors::UNKNOWN_SERVER_ERROR, -1));
+            let (error, low) = if is_internal_topic(&name) {
+                (errors::INVALID_TOPIC_EXCEPTION, -1)
+            } else {
+                shard
+                    .run_on(
+                        owner,
+                        move |s| async move { delete_local(&s, tp, off).await },
+                    )
+                    .await
+                    .unwrap_or((errors::UNKNOWN_SERVER_ERROR, -1))
+            };
             let mut r = DeleteRecordsPartitionResult::default();
             r.partition_index = p.partition_index;
             r.error_code = error;

@@ -1,5 +1,7 @@
-//! DeleteTopics by name (v1–5) or by id (v6).
+//! DeleteTopics by name (v1–5) or by id (v6). Internal topics are refused as to a client
+//! without the right to delete them (TOPIC_AUTHORIZATION_FAILED): only the broker manages them.
 
+use super::produce::is_internal_topic;
 use super::{str_bytes, topic_name, topics};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
@@ -10,6 +12,8 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use std::rc::Rc;
 use std::time::Duration;
+
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 
 pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DeleteTopicsRequest = decode(body, ctx.api_version)?;
@@ -33,7 +37,11 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         };
         entries.push((name, t.topic_id, resolved));
     }
-    let names: Vec<String> = entries.iter().filter_map(|e| e.2.clone()).collect();
+    let names: Vec<String> = entries
+        .iter()
+        .filter_map(|e| e.2.clone())
+        .filter(|n| !is_internal_topic(n))
+        .collect();
     let results = if names.is_empty() {
         Vec::new()
     } else {
@@ -52,6 +60,12 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         let mut r = DeletableTopicResult::default();
         r.name = resolved.as_deref().or(asked.as_deref()).map(topic_name);
         r.topic_id = id;
+        if resolved.as_deref().is_some_and(is_internal_topic) {
+            r.error_code = TOPIC_AUTHORIZATION_FAILED;
+            r.error_message = Some(str_bytes("internal topics cannot be deleted by clients"));
+            resp.responses.push(r);
+            continue;
+        }
         match resolved.and_then(|n| results.iter().find(|(x, _)| *x == n)) {
             Some((_, Ok(_))) => r.error_code = errors::NONE,
             Some((_, Err(e))) => {

@@ -1,6 +1,8 @@
 //! Produce. The request is parsed by hand: each partition's records are split out of the
 //! request frame as `BytesMut` views of the same allocation, so the payload is not copied
-//! between the socket buffer and the log's write buffer.
+//! between the socket buffer and the log's write buffer. Each batch is validated in place
+//! (`chronik_storage::batch_validation`) on the shard that read it, before it is routed to the
+//! partition's owner; internal topics are written only by their coordinators.
 
 use super::topic_name;
 use crate::kafka::dispatch::HandlerResult;
@@ -10,10 +12,53 @@ use crate::partition::ProduceOutcome;
 use crate::shard::images::get_or_open;
 use crate::shard::{Shard, TopicPartition};
 use bytes::{Buf, BytesMut};
+use chronik_storage::batch_validation::Limits;
+use chronik_storage::{BatchError, ValidBatch};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::ProduceResponse;
+use kafka_protocol::protocol::StrBytes;
 use std::rc::Rc;
 use std::time::Duration;
+
+const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+const ZSTD: i16 = 4;
+
+thread_local! {
+    /// Benchmark knob, not a setting: `CHRONIK_BENCH_SKIP_RECORD_VALIDATION=1` checks only a
+    /// produced batch's frame and CRC (the broker before record validation), so the cost of
+    /// validation can be measured with one binary (bench/README.md). Never for production.
+    static BENCH_SKIP_RECORD_VALIDATION: bool =
+        std::env::var_os("CHRONIK_BENCH_SKIP_RECORD_VALIDATION").is_some_and(|v| v == "1");
+}
+
+/// Kafka's internal topics: written only by their coordinators, never by a client's Produce,
+/// DeleteTopics or DeleteRecords.
+pub(crate) fn is_internal_topic(name: &str) -> bool {
+    name == crate::group::OFFSETS_TOPIC || name == "__transaction_state"
+}
+
+/// The Kafka error for a batch that failed validation, as Kafka's produce path answers it:
+/// a broken batch frame (size, magic, CRC) or undecodable compressed bytes are
+/// CORRUPT_MESSAGE; wrong counts, offsets and record framing are INVALID_RECORD.
+pub(crate) fn batch_error_code(e: &BatchError) -> i16 {
+    match e {
+        BatchError::TooShort
+        | BatchError::BadLength
+        | BatchError::CrcMismatch
+        | BatchError::UnknownCompression(_)
+        | BatchError::BadCompression => errors::CORRUPT_MESSAGE,
+        // Produce v3+ carries only magic 2 (Kafka: InvalidRecordException); other values are
+        // no magic at all (CorruptRecordException).
+        BatchError::BadMagic(0 | 1) => errors::INVALID_RECORD,
+        BatchError::BadMagic(_) => errors::CORRUPT_MESSAGE,
+        BatchError::NotOneBatch
+        | BatchError::BadRecordCount
+        | BatchError::BadRecord
+        | BatchError::InvalidRecord(_) => errors::INVALID_RECORD,
+        BatchError::InvalidTimestamp(_) => errors::INVALID_TIMESTAMP,
+        BatchError::TooLargeUncompressed => errors::MESSAGE_TOO_LARGE,
+    }
+}
 
 pub struct ProducePartition {
     pub index: i32,
@@ -118,8 +163,10 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     let mut tasks = Vec::new();
     let mut auto_created = false;
     for t in req.topics {
+        let internal = is_internal_topic(&t.name);
         // Produce to an unknown topic auto-creates it (when enabled), like Kafka's Metadata path.
-        if !auto_created
+        if !internal
+            && !auto_created
             && shard.config.auto_create_topics_enable
             && shard.with_image(|i| i.topic(&t.name).is_none())
             && super::topics::valid_topic_name(&t.name)
@@ -134,22 +181,30 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
                 topic: name.clone(),
                 partition: p.index,
             };
-            let task: glommio::task::JoinHandle<ProduceOutcome> = if !(acks == 0
-                || acks == 1
-                || acks == -1)
+            let task: glommio::task::JoinHandle<Answer> = if !(acks == 0 || acks == 1 || acks == -1)
             {
-                glommio::spawn_local(async { ProduceOutcome::error(errors::INVALID_REQUIRED_ACKS) })
-                    .detach()
+                glommio::spawn_local(async { refused(errors::INVALID_REQUIRED_ACKS) }).detach()
             } else if req.transactional_id.is_some() {
                 glommio::spawn_local(async {
-                    ProduceOutcome::error(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                    refused(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                })
+                .detach()
+            } else if internal {
+                // As Kafka's ReplicaManager: clients never append to internal topics.
+                let why = format!("Cannot append to internal topic {}", t.name);
+                glommio::spawn_local(async move {
+                    (
+                        ProduceOutcome::error(errors::INVALID_TOPIC_EXCEPTION),
+                        Some(why),
+                    )
                 })
                 .detach()
             } else {
                 let shard2 = shard.clone();
                 let records = p.records;
+                let version = ctx.api_version;
                 glommio::spawn_local(async move {
-                    produce_routed(&shard2, tp, records, acks, timeout).await
+                    produce_routed(&shard2, tp, records, acks, timeout, version).await
                 })
                 .detach()
             };
@@ -162,12 +217,15 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         let mut tr = TopicProduceResponse::default();
         tr.name = topic_name(&name);
         for (index, task) in parts {
-            let o = task
+            let (o, why) = task
                 .await
-                .unwrap_or_else(|| ProduceOutcome::error(errors::UNKNOWN_SERVER_ERROR));
+                .unwrap_or_else(|| refused(errors::UNKNOWN_SERVER_ERROR));
             let mut pr = PartitionProduceResponse::default();
             pr.index = index;
             pr.error_code = o.error;
+            if ctx.api_version >= 8 {
+                pr.error_message = why.map(StrBytes::from_string);
+            }
             pr.base_offset = o.base_offset;
             pr.log_append_time_ms = o.log_append_time;
             if ctx.api_version >= 5 {
@@ -183,39 +241,85 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     ctx.encode(&resp).map(Some)
 }
 
-/// Sends the batch to the shard that owns the partition.
+/// A partition's outcome and, for a refusal, the message Produce v8+ carries.
+type Answer = (ProduceOutcome, Option<String>);
+
+fn refused(code: i16) -> Answer {
+    (ProduceOutcome::error(code), None)
+}
+
+/// Validates the batch on this shard, then sends it to the shard that owns the partition.
 async fn produce_routed(
     shard: &Rc<Shard>,
     tp: TopicPartition,
     records: Option<BytesMut>,
     acks: i16,
     timeout: Duration,
-) -> ProduceOutcome {
+    version: i16,
+) -> Answer {
+    // As Kafka for Produce v3+: a partition must carry one record batch.
     let Some(batch) = records.filter(|r| !r.is_empty()) else {
-        return ProduceOutcome::error(errors::CORRUPT_MESSAGE);
+        return refused(errors::INVALID_RECORD);
     };
+    // As Kafka's ProduceRequest.validateRecords: zstd needs Produce v7.
+    if version < 7 && batch.len() > 22 && i16::from_be_bytes([batch[21], batch[22]]) & 7 == ZSTD {
+        return refused(UNSUPPORTED_COMPRESSION_TYPE);
+    }
     let max = shard.with_image(|i| {
         i.topic(&tp.topic)
             .and_then(|t| t.config("max.message.bytes"))
             .and_then(|v| v.parse::<usize>().ok())
     });
-    if batch.len() > max.unwrap_or(shard.config.message_max_bytes) {
-        return ProduceOutcome::error(errors::MESSAGE_TOO_LARGE);
+    let max = max.unwrap_or(shard.config.message_max_bytes);
+    if batch.len() > max {
+        return refused(errors::MESSAGE_TOO_LARGE);
     }
+    // In place on the request bytes: uncompressed records are walked where they lie, compressed
+    // ones streamed through a small per-shard buffer within the bound.
+    let checked = if BENCH_SKIP_RECORD_VALIDATION.with(|skip| *skip) {
+        ValidBatch::new(batch)
+    } else {
+        ValidBatch::from_client(batch, &Limits::for_max_message_bytes(max))
+    };
+    let batch = match checked {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                ProduceOutcome::error(batch_error_code(&e)),
+                Some(e.to_string()),
+            )
+        }
+    };
     let owner = shard.owner_of(&tp.topic, tp.partition);
-    shard
+    let out = shard
         .run_on(owner, move |s| async move {
-            produce_local(&s, tp, batch, acks, timeout).await
+            produce_valid_local(&s, tp, batch, acks, timeout).await
         })
         .await
-        .unwrap_or_else(|| ProduceOutcome::error(errors::UNKNOWN_SERVER_ERROR))
+        .unwrap_or_else(|| ProduceOutcome::error(errors::UNKNOWN_SERVER_ERROR));
+    (out, None)
 }
 
-/// Runs on the owning shard: leader checks, append, and the acks=all wait.
+/// Runs on the owning shard: an append by the broker itself (the group coordinator), whose
+/// batch is checked for its frame and CRC only.
 pub async fn produce_local(
     shard: &Rc<Shard>,
     tp: TopicPartition,
     batch: BytesMut,
+    acks: i16,
+    timeout: Duration,
+) -> ProduceOutcome {
+    match ValidBatch::new(batch) {
+        Ok(b) => produce_valid_local(shard, tp, b, acks, timeout).await,
+        Err(e) => ProduceOutcome::error(batch_error_code(&e)),
+    }
+}
+
+/// Runs on the owning shard: leader checks, append, and the acks=all wait.
+async fn produce_valid_local(
+    shard: &Rc<Shard>,
+    tp: TopicPartition,
+    batch: ValidBatch,
     acks: i16,
     timeout: Duration,
 ) -> ProduceOutcome {
@@ -235,7 +339,7 @@ pub async fn produce_local(
     if acks == -1 && p.isr.borrow().len() < min_isr {
         return ProduceOutcome::error(errors::NOT_ENOUGH_REPLICAS);
     }
-    let mut out = p.append_as_leader(batch).await;
+    let mut out = p.append_valid_as_leader(batch).await;
     if acks == -1 && out.error == errors::NONE {
         let replicated = p.wait_hw_above(out.last_offset, timeout).await;
         // As Kafka: the ISR may shrink below min.insync.replicas after the append, and the
