@@ -172,7 +172,11 @@ pub struct ServerArgs {
     pub max_inflight_bytes: Option<usize>,
     /// connections.max.idle.ms: close a client connection silent this long with no request in
     /// flight; -1 never. [default: 600000]
-    #[arg(long, env = "CHRONIK_CONNECTIONS_MAX_IDLE_MS", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "CHRONIK_CONNECTIONS_MAX_IDLE_MS",
+        allow_negative_numbers = true
+    )]
     pub connections_max_idle_ms: Option<i64>,
     /// fetch.max.bytes: most record bytes in one Fetch response, whatever the client asks.
     /// [default: 57671680]
@@ -263,10 +267,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     #[serde(alias = "max_inflight_bytes")]
     max_inflight_bytes: Option<usize>,
-    #[serde(
-        alias = "connections_max_idle_ms",
-        alias = "connections.max.idle.ms"
-    )]
+    #[serde(alias = "connections_max_idle_ms", alias = "connections.max.idle.ms")]
     connections_max_idle_ms: Option<i64>,
     #[serde(alias = "fetch_max_bytes", alias = "fetch.max.bytes")]
     fetch_max_bytes: Option<i32>,

@@ -25,7 +25,8 @@ fn with_cores(extra: &[&'static str]) -> Vec<&'static str> {
 
 /// Reads until the server closes the connection (true) or `secs` pass (false).
 fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline {
@@ -267,11 +268,14 @@ fn fetch_answers_are_capped_by_the_brokers_fetch_max_bytes() {
 
 #[test]
 fn a_partition_that_cannot_be_opened_answers_storage_error_at_once_and_logs_it_once() {
-    let mut s = Server::start(CORES);
+    let s = Server::start(CORES);
     let addr = s.bootstrap();
     // A file where the partition's directory would go: its log cannot be opened.
     std::fs::write(s.data_dir.join("blocked-0"), b"not a directory").unwrap();
-    create(&addr, NewTopic::new("blocked", 1, TopicReplication::Fixed(1)));
+    create(
+        &addr,
+        NewTopic::new("blocked", 1, TopicReplication::Fixed(1)),
+    );
     for _ in 0..10 {
         let started = Instant::now();
         let (err, _) = produce_once(&addr, "blocked", 0, 1, 5000, 1);
@@ -330,7 +334,10 @@ fn only_brokers_in_the_replica_set_may_fetch_as_followers() {
         let mut s = raw::connect(&b1).unwrap();
         fetch_once(&mut s, -1, "guarded", 0, 0).high_watermark
     };
-    assert_eq!(hw_after, 5, "a stranger's fetch did not move the high watermark");
+    assert_eq!(
+        hw_after, 5,
+        "a stranger's fetch did not move the high watermark"
+    );
     c.node(2).signal(libc::SIGCONT);
     wait_until("high watermark 10", 30, || {
         let mut s = raw::connect(&b1).unwrap();

@@ -229,7 +229,10 @@ fn the_readme_run_command_stores_and_serves_messages_from_an_empty_directory() {
         .iter()
         .filter(|b| b.heading == "Run a single node")
         .collect();
-    assert!(!under.is_empty(), "README has a 'Run a single node' sh block");
+    assert!(
+        !under.is_empty(),
+        "README has a 'Run a single node' sh block"
+    );
     let run = &under[0].commands;
     assert_eq!(run.len(), 1, "one run command: {run:?}");
     let args = run_command_args(&run[0]);

@@ -190,9 +190,7 @@ async fn read_more(
     let fd = s.as_raw_fd();
     loop {
         let missing = frame_len.saturating_sub(buf.len());
-        let need = missing
-            .min(TRUSTED_ROOM.max(buf.len()))
-            .max(MIN_READ_ROOM);
+        let need = missing.min(TRUSTED_ROOM.max(buf.len())).max(MIN_READ_ROOM);
         // `try_reclaim` never allocates; when it fails, a fresh buffer is cheaper than
         // `reserve`, which would size it from the old one.
         if !buf.try_reclaim(need) {
@@ -248,10 +246,9 @@ async fn wait_readable(
     };
     loop {
         let mut probe = [0u8; 1];
-        let woke = futures_lite::future::or(
-            async { s.peek(&mut probe).await.map(Ok) },
-            async { Ok(Err(conn.kicked().await)) },
-        )
+        let woke = futures_lite::future::or(async { s.peek(&mut probe).await.map(Ok) }, async {
+            Ok(Err(conn.kicked().await))
+        })
         .await?;
         match woke {
             Ok(n) => return Ok(n > 0),

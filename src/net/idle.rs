@@ -147,13 +147,19 @@ mod tests {
         let mut k = Box::pin(c.kicked());
         assert!(k.as_mut().poll(&mut cx).is_pending());
         s.sweep(Some(5));
-        assert!(k.as_mut().poll(&mut cx).is_pending(), "one tick is not silence");
+        assert!(
+            k.as_mut().poll(&mut cx).is_pending(),
+            "one tick is not silence"
+        );
         s.sweep(Some(5));
         assert_eq!(k.as_mut().poll(&mut cx), Poll::Ready(Kick::Release));
         c.mark_released();
         s.sweep(Some(5));
         s.sweep(Some(5));
-        assert!(k.as_mut().poll(&mut cx).is_pending(), "released once per silence");
+        assert!(
+            k.as_mut().poll(&mut cx).is_pending(),
+            "released once per silence"
+        );
         s.sweep(Some(5));
         assert_eq!(k.as_mut().poll(&mut cx), Poll::Ready(Kick::Expire));
         // Activity starts the silence again.

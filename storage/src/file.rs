@@ -364,7 +364,8 @@ pub(crate) async fn read_small_file(path: &Path) -> Result<Option<Vec<u8>>, Stor
 pub(crate) async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     // glommio 0.9's Directory::open hands a relative path to openat(-1, …), which fails with EBADF
     // (its file opens resolve relative paths, its directory open does not).
-    let dir = &std::path::absolute(dir).map_err(|e| StorageError::io(dir, "resolve directory", e))?;
+    let dir =
+        &std::path::absolute(dir).map_err(|e| StorageError::io(dir, "resolve directory", e))?;
     let d = glommio::io::Directory::open(dir)
         .await
         .map_err(|e| StorageError::io(dir, "open directory", glommio_io(e)))?;
