@@ -68,9 +68,9 @@ impl Broker {
     pub fn start(cfg: BrokerConfig) -> Result<Broker, String> {
         // Bind both ports once up front so a taken one is reported, with its address, before
         // anything is created or started.
-        crate::net::listener::check_free(cfg.listen)
+        crate::net::listener::wait_free(cfg.listen)
             .map_err(|e| format!("cannot listen for Kafka clients on {}: {e}", cfg.listen))?;
-        crate::net::listener::check_free(cfg.controller_listen).map_err(|e| {
+        crate::net::listener::wait_free(cfg.controller_listen).map_err(|e| {
             format!(
                 "cannot listen for the controller on {}: {e}",
                 cfg.controller_listen

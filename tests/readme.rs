@@ -260,7 +260,12 @@ fn the_readme_run_command_stores_and_serves_messages_from_an_empty_directory() {
         "the README shows how to try the node (a second sh block under 'Run a single node')"
     );
     let out = run_commands(&try_it, &cwd, &shim, &[]);
-    assert!(out.contains("validate"), "the bench validated: {out}");
+    assert_eq!(
+        out.matches("result       PASS").count(),
+        2,
+        "both bench runs pass their validation: {out}"
+    );
+    assert!(out.contains("0 corrupt"), "{out}");
 
     // A real client: the README's promise is that Kafka clients just work.
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()

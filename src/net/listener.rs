@@ -26,6 +26,23 @@ pub fn check_free(addr: SocketAddr) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `check_free`, retried for up to 3 s while the address is in use: a broker restarted right
+/// after its previous process was killed may find that process's listener not yet torn down.
+pub fn wait_free(addr: SocketAddr) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match check_free(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// One shard's listener: every shard binds the same address (SO_REUSEPORT) and the kernel
 /// spreads connections over them.
 pub fn bind_shard(addr: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
