@@ -5,11 +5,10 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::shard::Shard;
 use bytes::BytesMut;
-use chronik_raft::{validate, Command, CommandOutcome, MetaError};
+use chronik_raft::{validate, Command, MetaError};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use std::rc::Rc;
-use std::time::Duration;
 
 pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: CreatePartitionsRequest = decode(body, ctx.api_version)?;
@@ -44,25 +43,11 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             )
         })
         .collect();
-    let timeout = Duration::from_millis(req.timeout_ms.clamp(1000, 60_000) as u64);
-    let submitted = if topics_arg.is_empty() {
-        Vec::new()
-    } else {
-        topics::submit_per_topic(
-            &shard,
-            Command::CreatePartitions {
-                topics: topics_arg,
-                validate_only: req.validate_only,
-            },
-            &names,
-            timeout,
-        )
-        .await
-    };
-    let results = match validate::merge(early, CommandOutcome::Topics(submitted)) {
-        CommandOutcome::Topics(v) => v,
-        _ => Vec::new(),
-    };
+    let cmd = (!topics_arg.is_empty()).then(|| Command::CreatePartitions {
+        topics: topics_arg,
+        validate_only: req.validate_only,
+    });
+    let results = topics::submit_checked(&shard, early, cmd, &names, req.timeout_ms).await;
     let mut resp = CreatePartitionsResponse::default();
     for (name, r) in results {
         let mut tr = CreatePartitionsTopicResult::default();

@@ -5,12 +5,11 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::shard::Shard;
 use bytes::BytesMut;
-use chronik_raft::{validate, Command, CommandOutcome, MetaError, NewTopic};
+use chronik_raft::{validate, Command, MetaError, NewTopic};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::Duration;
 
 pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: CreateTopicsRequest = decode(body, ctx.api_version)?;
@@ -66,25 +65,11 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             configs,
         });
     }
-    let timeout = Duration::from_millis(req.timeout_ms.clamp(1000, 60_000) as u64);
-    let submitted = if new_topics.is_empty() {
-        Vec::new()
-    } else {
-        topics::submit_per_topic(
-            &shard,
-            Command::CreateTopics {
-                topics: new_topics,
-                validate_only: req.validate_only,
-            },
-            &names,
-            timeout,
-        )
-        .await
-    };
-    let results = match validate::merge(early, CommandOutcome::Topics(submitted)) {
-        CommandOutcome::Topics(v) => v,
-        _ => Vec::new(),
-    };
+    let cmd = (!new_topics.is_empty()).then(|| Command::CreateTopics {
+        topics: new_topics,
+        validate_only: req.validate_only,
+    });
+    let results = topics::submit_checked(&shard, early, cmd, &names, req.timeout_ms).await;
     let img = shard.image();
     let mut resp = CreateTopicsResponse::default();
     for (name, r) in results {

@@ -35,6 +35,26 @@ pub fn controller_error(e: &ControllerError) -> MetaError {
 /// Submits a command whose outcome is per topic, waits until this shard's image holds it, and
 /// returns the per-topic results in request order. The whole call is bounded by `timeout`
 /// (the request's own): an unreachable or stalled controller answers REQUEST_TIMED_OUT.
+/// Submits `cmd` for the topics that passed the early checks (`None` when none did) and answers
+/// every topic of the request in request order: the early refusals merged with the outcome.
+pub async fn submit_checked(
+    shard: &Rc<Shard>,
+    early: Vec<(String, Option<MetaError>)>,
+    cmd: Option<Command>,
+    names: &[String],
+    timeout_ms: i32,
+) -> Vec<(String, Result<TopicId, MetaError>)> {
+    let timeout = Duration::from_millis(timeout_ms.clamp(1000, 60_000) as u64);
+    let submitted = match cmd {
+        None => Vec::new(),
+        Some(cmd) => submit_per_topic(shard, cmd, names, timeout).await,
+    };
+    match validate::merge(early, CommandOutcome::Topics(submitted)) {
+        CommandOutcome::Topics(v) => v,
+        _ => Vec::new(),
+    }
+}
+
 pub async fn submit_per_topic(
     shard: &Rc<Shard>,
     cmd: Command,
