@@ -41,7 +41,7 @@ for i in $(seq 1 "$n"); do
   # shellcheck disable=SC2086
   "$bin" --node-id "$i" --listen "127.0.0.1:$port" \
     --controller-listen "127.0.0.1:$((cbase + i - 1))" --controller-quorum "$quorum" \
-    --data-dir "$dir/node-$i" --cluster-secret-file "$secret" --no-pin --cores 1 ${CHRONIK_ARGS:-} \
+    --data-dir "$dir/node-$i" --cluster-secret-file "$secret" --no-pin --cores 2 ${CHRONIK_ARGS:-} \
     >>"$dir/node-$i.log" 2>&1 &
   echo $! >"$dir/node-$i.pid"
   bootstrap+="${bootstrap:+,}127.0.0.1:$port"
