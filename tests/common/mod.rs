@@ -178,6 +178,11 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--no-pin");
+        // Two shards unless a test asks otherwise: the cross-shard paths (requests for a
+        // partition another shard owns, group coordinators on other shards) must be exercised.
+        if !self.extra.iter().any(|a| a == "--cores") {
+            cmd.arg("--cores").arg("2");
+        }
         if let Some(q) = &self.quorum {
             cmd.arg("--controller-quorum").arg(q);
         }
