@@ -182,6 +182,11 @@ pub struct ServerArgs {
     /// [default: 57671680]
     #[arg(long, env = "CHRONIK_FETCH_MAX_BYTES")]
     pub fetch_max_bytes: Option<i32>,
+    /// Free space the data disk keeps for the partitions it already holds: below it, topic and
+    /// partition creation (CreateTopics, CreatePartitions, auto-create) is refused.
+    /// [default: 5% of the data disk, at most 268435456]
+    #[arg(long, env = "CHRONIK_MIN_FREE_DISK_BYTES")]
+    pub min_free_disk_bytes: Option<u64>,
     /// Log flush policy: `always` (fdatasync before acks), or an interval in ms. [default: 1000]
     #[arg(long, env = "CHRONIK_LOG_FLUSH")]
     pub log_flush: Option<String>,
@@ -271,6 +276,8 @@ struct FileConfig {
     connections_max_idle_ms: Option<i64>,
     #[serde(alias = "fetch_max_bytes", alias = "fetch.max.bytes")]
     fetch_max_bytes: Option<i32>,
+    #[serde(alias = "min_free_disk_bytes")]
+    min_free_disk_bytes: Option<u64>,
     #[serde(alias = "log_flush")]
     log_flush: Option<String>,
     #[serde(alias = "log_segment_bytes", alias = "log.segment.bytes")]
@@ -338,6 +345,8 @@ pub struct BrokerConfig {
     /// None: idle connections are never closed.
     pub connections_max_idle_ms: Option<u64>,
     pub fetch_max_bytes: i32,
+    /// None: 5% of the data disk, at most 256 MiB (worked out when the disk is looked at).
+    pub min_free_disk_bytes: Option<u64>,
     pub log_flush: FlushSetting,
     pub log_segment_bytes: u64,
     pub log_retention_ms: Option<i64>,
@@ -565,6 +574,7 @@ impl BrokerConfig {
                 Some(n) => n,
                 None => 57_671_680,
             },
+            min_free_disk_bytes: args.min_free_disk_bytes.or(file.min_free_disk_bytes),
             log_flush,
             log_segment_bytes: args
                 .log_segment_bytes

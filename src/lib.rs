@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod disk_space;
 pub mod group;
 pub mod kafka;
 pub mod membership;

@@ -7,6 +7,7 @@ mod common;
 
 use common::cluster_util::*;
 use common::raw;
+use common::tmpfs::Tmpfs;
 use common::Cluster;
 
 use kafka_protocol::messages::{ApiKey, MetadataResponse, TopicName};
@@ -895,40 +896,6 @@ fn committed_offsets_survive_killing_the_group_coordinator() {
         }
         seen == Some(Offset::Offset(60))
     });
-}
-
-/// A tmpfs of `size` mounted at `dir` for the test (needs root: None, with a message, otherwise).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(dir.to_path_buf()))
-    }
-
-    fn resize(&self, size: &str) {
-        let ok = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "remount {} with size {size}", self.0.display());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy: the broker may still hold files open when a failing test unwinds.
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }
 
 /// Lines of a node's log that contain `what`.

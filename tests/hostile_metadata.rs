@@ -6,6 +6,7 @@
 mod common;
 
 use common::cluster_util::{local_leo, produce_once, wait_until};
+use common::tmpfs::Tmpfs;
 use common::{raw, Cluster, Server};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -28,6 +29,8 @@ const INVALID_CONFIG: i16 = 40;
 const INVALID_REQUEST: i16 = 42;
 const REQUEST_TIMED_OUT: i16 = 7;
 const NOT_CONTROLLER: i16 = 41;
+const POLICY_VIOLATION: i16 = 44;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -86,6 +89,8 @@ fn create_partitions(addr: &str, topic: &str, count: i32, validate_only: bool) -
     let mut t = CreatePartitionsTopic::default();
     t.name = name(topic);
     t.count = count;
+    // Null: the broker picks the replicas (an empty array would be a wrong assignment).
+    t.assignments = None;
     let mut req = CreatePartitionsRequest::default();
     req.topics = vec![t];
     req.timeout_ms = 10_000;
@@ -283,46 +288,6 @@ fn hostile_metadata_requests_to_a_three_node_cluster_are_refused_everywhere_and_
     );
 }
 
-/// A tmpfs of `size` mounted at `dir` for the test (needs root: None otherwise).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(dir.to_path_buf()))
-    }
-
-    /// Fill it with one file until writes fail; returns the file.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let path = self.0.join("filler");
-        let mut f = std::fs::File::create(&path).expect("filler");
-        let chunk = vec![0u8; 4096];
-        // Bounded: the file system is a few MiB.
-        for _ in 0..100_000 {
-            if f.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn a_full_raft_log_disk_delays_create_topics_with_an_error_and_it_works_again_once_space_returns() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -380,6 +345,139 @@ fn a_full_raft_log_disk_delays_create_topics_with_an_error_and_it_works_again_on
     s.restart();
     serves(&addr, "after");
     serves(&addr, "ok");
+    drop(s);
+    drop(disk);
+}
+
+/// A Metadata request for `topics` that asks the broker to create the missing ones; the error
+/// code per topic.
+fn metadata_auto_create(addr: &str, topics: &[String]) -> Vec<i16> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let mut s = raw::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut req = kafka_protocol::messages::MetadataRequest::default();
+    req.topics = Some(
+        topics
+            .iter()
+            .map(|n| {
+                let mut t = MetadataRequestTopic::default();
+                t.name = Some(name(n));
+                t
+            })
+            .collect(),
+    );
+    req.allow_auto_topic_creation = true;
+    let r: kafka_protocol::messages::MetadataResponse =
+        raw::call(&mut s, ApiKey::Metadata, 9, &req).expect("Metadata answered");
+    r.topics.iter().map(|t| t.error_code).collect()
+}
+
+/// Bytes of disk the files under `dir` occupy (allocated blocks).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_usage(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn new_partitions_take_almost_no_disk_and_are_refused_while_the_disk_is_nearly_full() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let Some(disk) = Tmpfs::mount(&data, "64m") else {
+        println!("SKIPPED: cannot mount a tmpfs (needs root)");
+        return;
+    };
+    let port = common::free_port();
+    let cport = common::free_port();
+    let quorum = format!("1@127.0.0.1:{cport}");
+    // The default reserve: 5% of 64 MiB, 3.2 MiB.
+    let mut s = Server::node(1, port, cport, &quorum, data.clone(), &["--cores", "2"]);
+    s.spawn();
+    s.wait_ready(1);
+    let addr = s.bootstrap();
+
+    // The request from the report: one Metadata naming 30 unknown topics creates them all, and
+    // each new partition takes at most 1 MiB of disk (it was 16 MiB).
+    let names: Vec<String> = (0..30).map(|i| format!("auto-{i}")).collect();
+    let mut codes = Vec::new();
+    wait_until("30 topics to be auto-created", 60, || {
+        codes = metadata_auto_create(&addr, &names);
+        codes.iter().all(|c| *c == 0)
+    });
+    for n in &names {
+        serves(&addr, n);
+    }
+    for n in &names {
+        let used = disk_usage(&data.join(format!("{n}-0")));
+        assert!(
+            used <= 1 << 20,
+            "partition {n}-0 takes {used} bytes of disk"
+        );
+    }
+    println!("30 partitions with 3 records each take {} bytes of disk", {
+        names
+            .iter()
+            .map(|n| disk_usage(&data.join(format!("{n}-0"))))
+            .sum::<u64>()
+    });
+    assert_eq!(
+        create_topics(&addr, vec![new_topic("kept", 1, 1)], false, 10_000)[0].0,
+        0
+    );
+    serves(&addr, "kept");
+
+    // Nearly full: 1 MiB left, less than the reserve.
+    let filler = disk.fill_leaving(1 << 20);
+    for validate_only in [true, false] {
+        let r = create_topics(
+            &addr,
+            vec![new_topic("refused", 1, 1)],
+            validate_only,
+            10_000,
+        );
+        assert_eq!(r[0].0, POLICY_VIOLATION, "{r:?}");
+        assert!(r[0].1.contains("nearly full"), "{r:?}");
+        assert_eq!(
+            create_partitions(&addr, "kept", 2, validate_only),
+            POLICY_VIOLATION
+        );
+    }
+    let auto: Vec<String> = (0..30).map(|i| format!("late-{i}")).collect();
+    assert!(
+        metadata_auto_create(&addr, &auto)
+            .iter()
+            .all(|c| *c == UNKNOWN_TOPIC_OR_PARTITION),
+        "auto-create is refused like a disabled auto-create"
+    );
+    let md = raw::metadata(&addr, Some(vec!["refused", "late-0"])).expect("metadata");
+    assert!(
+        md.topics
+            .iter()
+            .all(|t| t.error_code == UNKNOWN_TOPIC_OR_PARTITION),
+        "nothing was created"
+    );
+    let kept = raw::metadata(&addr, Some(vec!["kept"])).expect("metadata");
+    assert_eq!(kept.topics[0].partitions.len(), 1, "no partition was added");
+    // The partitions it holds keep the space that is left.
+    serves(&addr, "kept");
+    serves(&addr, "auto-7");
+
+    std::fs::remove_file(&filler).expect("free space");
+    assert_eq!(
+        create_topics(&addr, vec![new_topic("refused", 1, 1)], false, 10_000)[0].0,
+        0
+    );
+    assert_eq!(create_partitions(&addr, "kept", 2, false), 0);
+    serves(&addr, "refused");
     drop(s);
     drop(disk);
 }

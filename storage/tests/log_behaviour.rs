@@ -783,3 +783,55 @@ fn sequential_disk_reads_match_appends_and_never_outlive_a_truncation() {
         });
     });
 }
+
+/// Bytes of disk the files under `dir` occupy (allocated blocks, not their lengths).
+fn disk_usage(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let md = e.metadata().expect("metadata");
+        total += if md.is_dir() {
+            disk_usage(&e.path())
+        } else {
+            md.blocks() * 512
+        };
+    }
+    total
+}
+
+#[test]
+fn disk_is_reserved_in_proportion_to_what_a_partition_holds() {
+    both_paths(|buffered| {
+        run(move || async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cfg = LogConfig {
+                segment_bytes: 1 << 30,
+                ..cfg(buffered)
+            };
+            let log = open(dir.path(), cfg, 0).await;
+            let empty = disk_usage(dir.path());
+            assert!(
+                empty <= 64 << 10,
+                "an empty partition occupies {empty} bytes"
+            );
+            log.append(batch(1, 0, 0), 1).await.expect("append");
+            let small = disk_usage(dir.path());
+            assert!(small <= 1 << 20, "one small batch occupies {small} bytes");
+            // ~4 MiB of data: the reservation ahead is at most what is already written.
+            let mut written = 0u64;
+            let mut i = 0;
+            while written < 4 << 20 {
+                let b = batch(500, i, 0);
+                written += b.len() as u64;
+                log.append(b, 1).await.expect("append");
+                i += 1;
+            }
+            let busy = disk_usage(dir.path());
+            assert!(
+                busy <= 2 * written + (1 << 20),
+                "{written} bytes of data occupy {busy} bytes"
+            );
+            log.close().await.expect("close");
+        });
+    });
+}

@@ -19,6 +19,28 @@ pub fn valid_topic_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+/// POLICY_VIOLATION for every topic of a creation request when this broker's data disk is
+/// nearly full (see `crate::disk_space`); None when there is room.
+pub fn disk_refusal(shard: &Shard) -> Option<MetaError> {
+    crate::disk_space::creation_refusal(&shard.config.data_dir, shard.config.min_free_disk_bytes)
+        .map(|message| MetaError {
+            code: errors::POLICY_VIOLATION,
+            message,
+        })
+}
+
+/// Refuses, in `early`, every topic not refused already when the disk is nearly full. Returns
+/// whether anything is left to submit.
+pub fn refuse_if_disk_full(shard: &Shard, early: &mut [(String, Option<MetaError>)]) -> bool {
+    if let Some(e) = disk_refusal(shard) {
+        for (_, r) in early.iter_mut() {
+            r.get_or_insert_with(|| e.clone());
+        }
+        return false;
+    }
+    early.iter().any(|(_, r)| r.is_none())
+}
+
 pub fn controller_error(e: &ControllerError) -> MetaError {
     match e {
         ControllerError::Timeout => MetaError {
@@ -115,6 +137,16 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> Vec<(String, 
         }
     }
     if to_create.is_empty() {
+        return out;
+    }
+    if let Some(e) = disk_refusal(shard) {
+        // As if auto-create were off: the client sees an unknown topic and may retry later.
+        crate::disk_space::warn_refused(&e.message);
+        out.extend(
+            to_create
+                .into_iter()
+                .map(|n| (n, errors::UNKNOWN_TOPIC_OR_PARTITION)),
+        );
         return out;
     }
     let topics = to_create

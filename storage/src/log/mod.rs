@@ -43,8 +43,13 @@ use open::{create_segment, load_segment, write_index_files};
 const MAX_WRITE: u64 = 512 << 10;
 /// Runs one appender writes for the others before handing the flusher role on.
 const MAX_RUNS_PER_TURN: usize = 16;
-/// fallocate granularity for the active segment.
+/// Most the active segment reserves ahead of its data with fallocate. It reserves as much as it
+/// already holds (so reservations double), between these bounds: an empty partition reserves
+/// nothing, so creating many partitions cannot fill a disk, and a busy one still writes into
+/// preallocated blocks.
 const PREALLOC_CHUNK: u64 = 16 << 20;
+/// Least the active segment reserves ahead once it is written to.
+const MIN_PREALLOC: u64 = 64 << 10;
 /// Disk reads fetch at least this much so the index floor's slack is absorbed in one read.
 const MIN_READ: usize = 64 << 10;
 /// Largest read-ahead of a sequential reader (it reads ahead what it last asked for).

@@ -132,7 +132,8 @@ pub(super) async fn write_index_files(dir: &Path, meta: &SegmentMeta) {
     }
 }
 
-/// Creates an empty segment file at `base`, preallocated, with its directory entry durable.
+/// Creates an empty segment file at `base`, with its directory entry durable. Nothing is
+/// reserved yet: the first write reserves in proportion to what it writes (`write.rs`).
 pub(super) async fn create_segment(
     dir: &Path,
     base: i64,
@@ -143,14 +144,8 @@ pub(super) async fn create_segment(
     let setup = async {
         // A stale file of that name (from before a truncation) holds nothing we want.
         file.truncate(0).await?;
-        let want = PREALLOC_CHUNK.min(cfg.effective_segment_bytes());
-        let allocated = match file.pre_allocate(want).await {
-            Ok(()) => want,
-            Err(StorageError::DiskFull { .. }) => 0,
-            Err(e) => return Err(e),
-        };
         file::sync_dir(dir).await?;
-        Ok(allocated)
+        Ok(0)
     };
     match setup.await {
         Ok(allocated) => Ok(Segment {

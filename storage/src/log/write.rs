@@ -201,7 +201,8 @@ impl Inner {
         let data_len: usize = items.iter().map(|i| i.bytes.len()).sum();
         let end = size + data_len as u64;
         if end > allocated {
-            let want = (align_up(end) + PREALLOC_CHUNK).min(seg_bytes.max(align_up(end)));
+            let ahead = align_up(end).clamp(MIN_PREALLOC, PREALLOC_CHUNK);
+            let want = (align_up(end) + ahead).min(seg_bytes.max(align_up(end)));
             let allocated = match file.pre_allocate(want).await {
                 Ok(()) => want,
                 // Near a full disk, reserve only what this write needs.
