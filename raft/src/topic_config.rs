@@ -81,6 +81,16 @@ fn kind_of(key: &str) -> Option<Kind> {
     })
 }
 
+/// Whether `key` holds a comma-separated list (IncrementalAlterConfigs may APPEND to it or
+/// SUBTRACT from it, as Kafka allows only for list-typed configs).
+pub fn is_list_config(key: &str) -> bool {
+    matches!(kind_of(key), Some(Kind::ListOf(_)))
+        || matches!(
+            key,
+            "leader.replication.throttled.replicas" | "follower.replication.throttled.replicas"
+        )
+}
+
 /// Reject unknown keys and values Kafka would refuse (INVALID_CONFIG).
 pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), MetaError> {
     for (k, v) in configs {

@@ -49,6 +49,18 @@ pub static APIS: &[ApiSpec] = &[
     api!(CreatePartitions, 0, 3, create_partitions),
     api!(DescribeConfigs, 1, 4, describe_configs),
     api!(IncrementalAlterConfigs, 0, 1, alter_configs),
+    ApiSpec {
+        key: ApiKey::AlterConfigs,
+        min: 0,
+        max: 2,
+        handler: |s, c, b| {
+            Box::pin(async move {
+                alter_configs::handle_legacy(s, c, b)
+                    .await
+                    .map(|r| r.map(Response::from))
+            })
+        },
+    },
     api!(DescribeCluster, 0, 1, describe_cluster),
     api!(InitProducerId, 0, 4, init_producer_id),
     api!(OffsetForLeaderEpoch, 2, 4, offset_for_leader_epoch),

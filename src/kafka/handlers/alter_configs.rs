@@ -1,4 +1,7 @@
-//! IncrementalAlterConfigs for topics, through the controller.
+//! IncrementalAlterConfigs and the legacy AlterConfigs for topics, through the controller.
+//!
+//! Both end in one `Command::AlterConfigs` (keys to set, keys to delete) per topic. The legacy
+//! API replaces a topic's whole set of overrides: keys it does not name go back to the default.
 
 use super::describe_configs::RESOURCE_TOPIC;
 use super::{str_bytes, topics};
@@ -6,69 +9,191 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::shard::Shard;
 use bytes::BytesMut;
+use chronik_raft::topic_config::is_list_config;
 use chronik_raft::Command;
-use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// The outcome for one resource: an error code and its message.
+type Outcome = (i16, Option<String>);
 
 pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: IncrementalAlterConfigsRequest = decode(body, ctx.api_version)?;
     let mut resp = IncrementalAlterConfigsResponse::default();
     for res in req.resources {
-        let mut out = AlterConfigsResourceResponse::default();
-        out.resource_type = res.resource_type;
-        out.resource_name = res.resource_name.clone();
-        if res.resource_type != RESOURCE_TOPIC {
-            out.error_code = errors::INVALID_REQUEST;
-            out.error_message = Some(str_bytes("only topic configs can be altered at runtime"));
-            resp.responses.push(out);
-            continue;
-        }
-        let mut set = BTreeMap::new();
-        let mut delete = Vec::new();
-        let mut bad = None;
-        for c in &res.configs {
-            match (c.config_operation, &c.value) {
-                (OP_SET, Some(v)) => {
-                    set.insert(c.name.to_string(), v.to_string());
-                }
-                (OP_DELETE, _) => delete.push(c.name.to_string()),
-                (op, _) => bad = Some(format!("operation {op} on {} is not supported", c.name)),
-            }
-        }
-        if let Some(msg) = bad {
-            out.error_code = errors::INVALID_CONFIG;
-            out.error_message = Some(str_bytes(&msg));
-            resp.responses.push(out);
-            continue;
-        }
         let name = res.resource_name.to_string();
-        let r = topics::submit_per_topic(
-            &shard,
-            Command::AlterConfigs {
-                topic: name.clone(),
-                set,
-                delete,
-                validate_only: req.validate_only,
-            },
-            std::slice::from_ref(&name),
-            Duration::from_secs(10),
-        )
-        .await;
-        match r.into_iter().next() {
-            Some((_, Ok(_))) => out.error_code = errors::NONE,
-            Some((_, Err(e))) => {
-                out.error_code = e.code;
-                out.error_message = Some(str_bytes(&e.message));
+        let (code, message) = if res.resource_type != RESOURCE_TOPIC {
+            not_a_topic()
+        } else {
+            match incremental_changes(&shard, &name, &res.configs) {
+                Ok((set, delete)) => alter(&shard, name, set, delete, req.validate_only).await,
+                Err(msg) => (errors::INVALID_CONFIG, Some(msg)),
             }
-            None => out.error_code = errors::UNKNOWN_SERVER_ERROR,
-        }
+        };
+        let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
+        out.resource_type = res.resource_type;
+        out.resource_name = res.resource_name;
+        out.error_code = code;
+        out.error_message = message.as_deref().map(str_bytes);
         resp.responses.push(out);
     }
     ctx.encode(&resp).map(Some)
+}
+
+/// Legacy AlterConfigs (API 33): the named configs become the topic's whole set of overrides.
+pub async fn handle_legacy(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let req: AlterConfigsRequest = decode(body, ctx.api_version)?;
+    let mut resp = AlterConfigsResponse::default();
+    for res in req.resources {
+        let name = res.resource_name.to_string();
+        let (code, message) = if res.resource_type != RESOURCE_TOPIC {
+            not_a_topic()
+        } else {
+            let mut set = BTreeMap::new();
+            let mut null = None;
+            for c in &res.configs {
+                match &c.value {
+                    Some(v) => {
+                        set.insert(c.name.to_string(), v.to_string());
+                    }
+                    None => null = Some(c.name.to_string()),
+                }
+            }
+            match null {
+                Some(k) => (
+                    errors::INVALID_REQUEST,
+                    Some(format!("null value not supported for topic config {k}")),
+                ),
+                None => {
+                    let delete = shard.with_image(|i| {
+                        i.topic(&name).map_or_else(Vec::new, |t| {
+                            t.configs
+                                .keys()
+                                .filter(|k| !set.contains_key(*k))
+                                .cloned()
+                                .collect()
+                        })
+                    });
+                    alter(&shard, name, set, delete, req.validate_only).await
+                }
+            }
+        };
+        let mut out = alter_configs_response::AlterConfigsResourceResponse::default();
+        out.resource_type = res.resource_type;
+        out.resource_name = res.resource_name;
+        out.error_code = code;
+        out.error_message = message.as_deref().map(str_bytes);
+        resp.responses.push(out);
+    }
+    ctx.encode(&resp).map(Some)
+}
+
+fn not_a_topic() -> Outcome {
+    (
+        errors::INVALID_REQUEST,
+        Some("only topic configs can be altered at runtime".into()),
+    )
+}
+
+/// The keys to set and to delete for IncrementalAlterConfigs' operations. APPEND and SUBTRACT
+/// work on list-typed configs only, against the topic's current value (override or default).
+fn incremental_changes(
+    shard: &Shard,
+    topic: &str,
+    configs: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+) -> Result<(BTreeMap<String, String>, Vec<String>), String> {
+    let mut set = BTreeMap::new();
+    let mut delete = Vec::new();
+    for c in configs {
+        let key = c.name.to_string();
+        match (c.config_operation, &c.value) {
+            (OP_SET, Some(v)) => {
+                set.insert(key, v.to_string());
+            }
+            (OP_SET, None) => return Err(format!("null value not supported for {key}")),
+            (OP_DELETE, _) => delete.push(key),
+            (op @ (OP_APPEND | OP_SUBTRACT), v) => {
+                if !is_list_config(&key) {
+                    return Err(format!(
+                        "config value append/subtract is not allowed for config key {key}"
+                    ));
+                }
+                let current = set
+                    .get(&key)
+                    .cloned()
+                    .or_else(|| current_value(shard, topic, &key))
+                    .unwrap_or_default();
+                let mut items: Vec<String> = split_list(&current);
+                for item in split_list(v.as_deref().unwrap_or("")) {
+                    if op == OP_APPEND {
+                        if !items.contains(&item) {
+                            items.push(item);
+                        }
+                    } else {
+                        items.retain(|x| *x != item);
+                    }
+                }
+                set.insert(key, items.join(","));
+            }
+            (op, _) => return Err(format!("unknown config operation {op} on {key}")),
+        }
+    }
+    Ok((set, delete))
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A topic's value for `key`: its override, else the broker default.
+fn current_value(shard: &Shard, topic: &str, key: &str) -> Option<String> {
+    shard
+        .with_image(|i| i.topic(topic).and_then(|t| t.configs.get(key).cloned()))
+        .or_else(|| {
+            shard
+                .config
+                .broker_defaults()
+                .get(key)
+                .map(|v| v.to_string())
+        })
+}
+
+async fn alter(
+    shard: &Rc<Shard>,
+    topic: String,
+    set: BTreeMap<String, String>,
+    delete: Vec<String>,
+    validate_only: bool,
+) -> Outcome {
+    let r = topics::submit_per_topic(
+        shard,
+        Command::AlterConfigs {
+            topic: topic.clone(),
+            set,
+            delete,
+            validate_only,
+        },
+        std::slice::from_ref(&topic),
+        Duration::from_secs(10),
+    )
+    .await;
+    match r.into_iter().next() {
+        Some((_, Ok(_))) => (errors::NONE, None),
+        Some((_, Err(e))) => (e.code, Some(e.message)),
+        None => (errors::UNKNOWN_SERVER_ERROR, None),
+    }
 }
