@@ -92,8 +92,44 @@ pub struct MetadataImage {
     /// Node id of the active controller (Raft leader), if known.
     pub controller_id: Option<BrokerId>,
     pub brokers: BTreeMap<BrokerId, BrokerInfo>,
+    #[serde(deserialize_with = "deserialize_shared_map")]
     pub topics: SharedMap<String, Arc<TopicImage>>,
+    #[serde(deserialize_with = "deserialize_shared_map")]
     pub topic_names_by_id: SharedMap<TopicId, String>,
+}
+
+/// Reads a `SharedMap` entry by entry. imbl's own `Deserialize` first reserves room for as many
+/// entries as the input declares (a 64-byte snapshot payload asked for 128 GB and aborted the
+/// process; found by the `raft_apply` fuzz target); here memory follows the entries actually
+/// read. The format is unchanged: a map, as imbl serializes it.
+fn deserialize_shared_map<'de, D, K, V>(d: D) -> Result<SharedMap<K, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    K: Deserialize<'de> + std::hash::Hash + Eq + Clone,
+    V: Deserialize<'de> + Clone,
+{
+    struct Entries<K, V>(std::marker::PhantomData<(K, V)>);
+    impl<'de, K, V> serde::de::Visitor<'de> for Entries<K, V>
+    where
+        K: Deserialize<'de> + std::hash::Hash + Eq + Clone,
+        V: Deserialize<'de> + Clone,
+    {
+        type Value = SharedMap<K, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut map = SharedMap::new();
+            while let Some((k, v)) = a.next_entry()? {
+                map.insert(k, v);
+            }
+            Ok(map)
+        }
+    }
+    d.deserialize_map(Entries(std::marker::PhantomData))
 }
 
 impl MetadataImage {
