@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::cluster_util::*;
 use chronik::net::broker_auth::ClientAuth;
+use common::cluster_util::*;
 use common::{raw, Cluster, Server};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
@@ -358,8 +358,14 @@ fn only_proven_brokers_in_the_replica_set_may_fetch_as_followers() {
         )
         .expect("fetch");
         let p = &r.responses[0].partitions[0];
-        assert_eq!(p.error_code, 29, "replica id {claimed}: TOPIC_AUTHORIZATION_FAILED");
-        assert!(p.records.as_ref().is_none_or(|r| r.is_empty()), "nothing read");
+        assert_eq!(
+            p.error_code, 29,
+            "replica id {claimed}: TOPIC_AUTHORIZATION_FAILED"
+        );
+        assert!(
+            p.records.as_ref().is_none_or(|r| r.is_empty()),
+            "nothing read"
+        );
     }
     // Proven brokers: broker 3 is no replica (NOT_LEADER_OR_FOLLOWER), and a connection proven
     // as 3 may not fetch as 2.
@@ -391,7 +397,10 @@ fn only_proven_brokers_in_the_replica_set_may_fetch_as_followers() {
     let mut s = raw::connect(&b1).unwrap();
     let r: kafka_protocol::messages::ListOffsetsResponse =
         raw::call(&mut s, ApiKey::ListOffsets, 4, &req).expect("list offsets");
-    assert_eq!(r.topics[0].partitions[0].offset, 5, "the high watermark, not the log end (10)");
+    assert_eq!(
+        r.topics[0].partitions[0].offset, 5,
+        "the high watermark, not the log end (10)"
+    );
     assert_eq!(
         consumer_hw(&b1, "guarded"),
         5,
@@ -400,7 +409,9 @@ fn only_proven_brokers_in_the_replica_set_may_fetch_as_followers() {
     // The real follower, back, proves itself and replicates: the high watermark moves, acks=all
     // goes on and it stays in the ISR.
     c.node(2).signal(libc::SIGCONT);
-    wait_until("high watermark 10", 30, || consumer_hw(&b1, "guarded") == 10);
+    wait_until("high watermark 10", 30, || {
+        consumer_hw(&b1, "guarded") == 10
+    });
     assert_eq!(produce_once(&b1, "guarded", 0, -1, 10_000, 5), (0, 10));
     assert_eq!(consumer_hw(&b1, "guarded"), 15);
     let mut isr = isr_of(&b1, "guarded", 0);
@@ -442,7 +453,8 @@ fn broker_authentication_needs_the_cluster_secret_and_a_wrong_proof_closes_the_c
     c.write_all(&auth.hello(1)).unwrap();
     let answer = raw::read_response(&mut c).expect("challenge");
     assert_eq!(auth_error(&answer), 0);
-    c.write_all(&auth.proof(&stranger, 1, &answer).unwrap()).unwrap();
+    c.write_all(&auth.proof(&stranger, 1, &answer).unwrap())
+        .unwrap();
     let answer = raw::read_response(&mut c).expect("answer");
     assert_eq!(auth_error(&answer), 58, "SASL_AUTHENTICATION_FAILED");
     assert!(closed_within(&mut c, 10), "closed after a wrong proof");
@@ -450,15 +462,23 @@ fn broker_authentication_needs_the_cluster_secret_and_a_wrong_proof_closes_the_c
     let mut c = raw::connect(&addr).unwrap();
     let mut body = vec![1u8];
     body.extend_from_slice(&[0; 32]);
-    c.write_all(&frame_with_body_key(chronik::net::broker_auth::API_KEY, 0, &body))
-        .unwrap();
+    c.write_all(&frame_with_body_key(
+        chronik::net::broker_auth::API_KEY,
+        0,
+        &body,
+    ))
+    .unwrap();
     let answer = raw::read_response(&mut c).expect("answer");
     assert_eq!(auth_error(&answer), 34, "ILLEGAL_SASL_STATE");
     assert!(closed_within(&mut c, 10));
     // An oversized hello: INVALID_REQUEST, closed.
     let mut c = raw::connect(&addr).unwrap();
-    c.write_all(&frame_with_body_key(chronik::net::broker_auth::API_KEY, 0, &[0; 4096]))
-        .unwrap();
+    c.write_all(&frame_with_body_key(
+        chronik::net::broker_auth::API_KEY,
+        0,
+        &[0; 4096],
+    ))
+    .unwrap();
     let answer = raw::read_response(&mut c).expect("answer");
     assert_eq!(auth_error(&answer), 42, "INVALID_REQUEST");
     assert!(closed_within(&mut c, 10));

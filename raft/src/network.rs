@@ -907,10 +907,11 @@ mod tests {
             // Served: a well-formed request on the authenticated connection.
             let frame = encode_frame(1, &RpcRequest::Summary).expect("encode");
             s.write_all(&frame).await.expect("send");
-            let (id, _) = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut s, MAX_FRAME))
-                .await
-                .expect("answered in time")
-                .expect("answer");
+            let (id, _) =
+                tokio::time::timeout(Duration::from_secs(10), read_frame(&mut s, MAX_FRAME))
+                    .await
+                    .expect("answered in time")
+                    .expect("answer");
             assert_eq!(id, 1);
             // The lying frame: refused at decode, the connection closed.
             let body = lying_forward();
@@ -924,7 +925,11 @@ mod tests {
                 .expect("closed in time")
                 .unwrap_or(0);
             assert_eq!(n, 0, "the connection is closed");
-            assert_eq!(service.0.load(Ordering::Relaxed), 1, "only the good request was served");
+            assert_eq!(
+                service.0.load(Ordering::Relaxed),
+                1,
+                "only the good request was served"
+            );
             server.abort();
         });
     }

@@ -307,7 +307,10 @@ fn request_frame(corr: i32, body: &[u8]) -> BytesMut {
 /// An answer frame (after the length): the 32 bytes it carries, or why not.
 fn parse_answer(corr: i32, answer: &[u8]) -> Result<[u8; 32], String> {
     if answer.len() != 4 + 2 + 32 {
-        return Err(format!("broker authentication: a {}-byte answer", answer.len()));
+        return Err(format!(
+            "broker authentication: a {}-byte answer",
+            answer.len()
+        ));
     }
     if i32::from_be_bytes([answer[0], answer[1], answer[2], answer[3]]) != corr {
         return Err("broker authentication: correlation id mismatch".into());
@@ -405,14 +408,23 @@ mod tests {
         }
         let mut f = unframed(&c.hello(1));
         f.push(0);
-        assert_eq!(code(&mut ServerState::default(), &f), errors::INVALID_REQUEST);
+        assert_eq!(
+            code(&mut ServerState::default(), &f),
+            errors::INVALID_REQUEST
+        );
         let mut f = unframed(&c.hello(1));
         f[2..4].copy_from_slice(&1i16.to_be_bytes());
-        assert_eq!(code(&mut ServerState::default(), &f), errors::UNSUPPORTED_VERSION);
+        assert_eq!(
+            code(&mut ServerState::default(), &f),
+            errors::UNSUPPORTED_VERSION
+        );
         // A second hello on a proven connection.
         let (mut st, r) = exchange(&s, &s, 1);
         r.expect("accepted");
-        assert_eq!(code(&mut st, &unframed(&c.hello(1))), errors::ILLEGAL_SASL_STATE);
+        assert_eq!(
+            code(&mut st, &unframed(&c.hello(1))),
+            errors::ILLEGAL_SASL_STATE
+        );
         assert_eq!(st.proven(), None);
         // A header cut short gets no answer, only the close.
         let step = serve(&mut ServerState::default(), &s, 1, &[0x7d, 0x00, 0]);

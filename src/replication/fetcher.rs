@@ -293,9 +293,15 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
                 Ok(c) => conn = Some(c),
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     // A configuration problem (different cluster secrets): say so, not often.
-                    let due = f.auth_warned.get().is_none_or(|t| t.elapsed() >= STORAGE_WARN_EVERY);
+                    let due = f
+                        .auth_warned
+                        .get()
+                        .is_none_or(|t| t.elapsed() >= STORAGE_WARN_EVERY);
                     if due {
-                        tracing::warn!(leader = f.leader, "replica fetcher cannot authenticate to the leader: {e}");
+                        tracing::warn!(
+                            leader = f.leader,
+                            "replica fetcher cannot authenticate to the leader: {e}"
+                        );
                         f.auth_warned.set(Some(Instant::now()));
                     }
                     glommio::timer::sleep(backoff * 2).await;
