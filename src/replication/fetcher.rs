@@ -41,6 +41,10 @@ const MAX_RESPONSE: usize = 256 << 20;
 const STORAGE_BACKOFF: Duration = Duration::from_secs(1);
 /// At most one warning per fetcher this often while its writes keep failing.
 const STORAGE_WARN_EVERY: Duration = Duration::from_secs(30);
+/// Connecting and proving who we are to the leader (two small round trips) takes at most this.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most one warning per fetcher this often while the leader refuses our proof.
+const AUTH_WARN_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy)]
 struct FollowState {
@@ -289,14 +293,19 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
                     .await?;
                 Ok::<_, std::io::Error>(c)
             };
-            match connected.await {
+            // A leader that accepts but never answers (frozen) must not hold the fetcher.
+            let timed_out = async {
+                glommio::timer::sleep(AUTH_TIMEOUT).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            };
+            match futures_lite::future::or(connected, timed_out).await {
                 Ok(c) => conn = Some(c),
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     // A configuration problem (different cluster secrets): say so, not often.
                     let due = f
                         .auth_warned
                         .get()
-                        .is_none_or(|t| t.elapsed() >= STORAGE_WARN_EVERY);
+                        .is_none_or(|t| t.elapsed() >= AUTH_WARN_EVERY);
                     if due {
                         tracing::warn!(
                             leader = f.leader,
