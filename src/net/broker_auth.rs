@@ -197,7 +197,7 @@ fn parse_proof(body: &[u8]) -> Option<[u8; 32]> {
 
 fn response_frame(corr: i32, error: i16, payload: &[u8; 32]) -> BytesMut {
     let mut b = BytesMut::with_capacity(4 + 4 + 2 + 32);
-    b.put_i32((4 + 2 + 32) as i32);
+    b.put_i32(4 + 2 + 32);
     b.put_i32(corr);
     b.put_i16(error);
     b.put_slice(payload);
