@@ -1,11 +1,12 @@
 //! Hostile clients at the Kafka port of a real chronik-server: lying array counts and length
-//! prefixes, silent connections, oversized fetches, strangers fetching as followers. Each case
+//! prefixes, silent connections, oversized fetches, strangers fetching as followers, wrong broker proofs. Each case
 //! checks the answer Kafka gives, that nothing was written, and that the broker keeps serving.
 
 #![allow(clippy::result_large_err)]
 
 mod common;
 
+use chronik::net::broker_auth::ClientAuth;
 use common::cluster_util::*;
 use common::{raw, Cluster, Server};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -49,9 +50,14 @@ fn still_serves(addr: &str) {
 
 /// A request header for `key`/`version` (header v1: non-flexible) followed by `body`, framed.
 fn frame_with_body(key: ApiKey, version: i16, body: &[u8]) -> Vec<u8> {
+    frame_with_body_key(key as i16, version, body)
+}
+
+/// `frame_with_body` for any key number.
+fn frame_with_body_key(key: i16, version: i16, body: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();
     let mut hdr = Vec::new();
-    hdr.extend_from_slice(&(key as i16).to_be_bytes());
+    hdr.extend_from_slice(&key.to_be_bytes());
     hdr.extend_from_slice(&version.to_be_bytes());
     hdr.extend_from_slice(&9i32.to_be_bytes());
     hdr.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
@@ -297,8 +303,36 @@ fn a_partition_that_cannot_be_opened_answers_storage_error_at_once_and_logs_it_o
     assert_eq!(produce_once(&addr, "fine", 0, 1, 5000, 3), (0, 0));
 }
 
+/// A connection that proved to broker `leader` that it is broker `me`, with `secret`.
+fn proven_as(
+    addr: &str,
+    secret: &chronik_raft::secret::ClusterSecret,
+    me: i32,
+    leader: i32,
+) -> TcpStream {
+    let mut s = raw::connect(addr).expect("connect");
+    let mut auth = ClientAuth::new(me, leader);
+    s.write_all(&auth.hello(1)).unwrap();
+    let answer = raw::read_response(&mut s).expect("challenge");
+    let proof = auth.proof(secret, 1, &answer).expect("a challenge");
+    s.write_all(&proof).unwrap();
+    let answer = raw::read_response(&mut s).expect("answer to the proof");
+    auth.check_accepted(secret, 1, &answer).expect("accepted");
+    s
+}
+
+fn cluster_secret(c: &Cluster) -> chronik_raft::secret::ClusterSecret {
+    chronik_raft::secret::ClusterSecret::read_file(&c.secret_file).expect("the cluster's secret")
+}
+
+/// The committed high watermark as a consumer sees it.
+fn consumer_hw(addr: &str, topic: &str) -> i64 {
+    let mut s = raw::connect(addr).unwrap();
+    fetch_once(&mut s, -1, topic, 0, 0).high_watermark
+}
+
 #[test]
-fn only_brokers_in_the_replica_set_may_fetch_as_followers() {
+fn only_proven_brokers_in_the_replica_set_may_fetch_as_followers() {
     let mut c = Cluster::start(3, &with_cores(&[]));
     let b1 = c.node(1).bootstrap();
     // Replicas on brokers 1 (leader) and 2; broker 3 holds none.
@@ -311,36 +345,157 @@ fn only_brokers_in_the_replica_set_may_fetch_as_followers() {
     // Freeze the real follower: the high watermark can only move by a follower's fetch now.
     c.node(2).signal(libc::SIGSTOP);
     assert_eq!(produce_once(&b1, "guarded", 0, 1, 10_000, 5).0, 0);
-    let hw_before = {
-        let mut s = raw::connect(&b1).unwrap();
-        fetch_once(&mut s, -1, "guarded", 0, 0).high_watermark
-    };
-    assert_eq!(hw_before, 5);
-    for stranger in [3, 1, 99] {
+    assert_eq!(consumer_hw(&b1, "guarded"), 5);
+    // Unproven connections claiming any broker id, the real follower's included: Kafka's
+    // answer to a follower fetch without ClusterAction, TOPIC_AUTHORIZATION_FAILED.
+    for claimed in [2, 3, 1, 99] {
         let mut s = raw::connect(&b1).unwrap();
         let r: FetchResponse = raw::call(
             &mut s,
             ApiKey::Fetch,
             11,
-            &fetch_request("guarded", stranger, 10, 1 << 20),
+            &fetch_request("guarded", claimed, 10, 1 << 20),
+        )
+        .expect("fetch");
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(
+            p.error_code, 29,
+            "replica id {claimed}: TOPIC_AUTHORIZATION_FAILED"
+        );
+        assert!(
+            p.records.as_ref().is_none_or(|r| r.is_empty()),
+            "nothing read"
+        );
+    }
+    // Proven brokers: broker 3 is no replica (NOT_LEADER_OR_FOLLOWER), and a connection proven
+    // as 3 may not fetch as 2.
+    let secret = cluster_secret(&c);
+    let mut s = proven_as(&b1, &secret, 3, 1);
+    for (claimed, code) in [(3, 6), (2, 29)] {
+        let r: FetchResponse = raw::call(
+            &mut s,
+            ApiKey::Fetch,
+            11,
+            &fetch_request("guarded", claimed, 10, 1 << 20),
         )
         .expect("fetch");
         assert_eq!(
-            r.responses[0].partitions[0].error_code, 6,
-            "replica id {stranger}: NOT_LEADER_OR_FOLLOWER"
+            r.responses[0].partitions[0].error_code, code,
+            "replica id {claimed} on a connection proven as 3"
         );
     }
-    let hw_after = {
-        let mut s = raw::connect(&b1).unwrap();
-        fetch_once(&mut s, -1, "guarded", 0, 0).high_watermark
-    };
+    // ListOffsets claiming the follower reads the committed end, not the log end.
+    let mut req = kafka_protocol::messages::ListOffsetsRequest::default();
+    req.replica_id = BrokerId(2);
+    let mut t = kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default();
+    t.name = TopicName(StrBytes::from_static_str("guarded"));
+    let mut p = kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default();
+    p.timestamp = -1;
+    p.current_leader_epoch = -1;
+    t.partitions = vec![p];
+    req.topics = vec![t];
+    let mut s = raw::connect(&b1).unwrap();
+    let r: kafka_protocol::messages::ListOffsetsResponse =
+        raw::call(&mut s, ApiKey::ListOffsets, 4, &req).expect("list offsets");
     assert_eq!(
-        hw_after, 5,
-        "a stranger's fetch did not move the high watermark"
+        r.topics[0].partitions[0].offset, 5,
+        "the high watermark, not the log end (10)"
     );
+    assert_eq!(
+        consumer_hw(&b1, "guarded"),
+        5,
+        "no stranger's fetch moved the high watermark"
+    );
+    // The real follower, back, proves itself and replicates: the high watermark moves, acks=all
+    // goes on and it stays in the ISR.
     c.node(2).signal(libc::SIGCONT);
     wait_until("high watermark 10", 30, || {
-        let mut s = raw::connect(&b1).unwrap();
-        fetch_once(&mut s, -1, "guarded", 0, 0).high_watermark == 10
+        consumer_hw(&b1, "guarded") == 10
     });
+    assert_eq!(produce_once(&b1, "guarded", 0, -1, 10_000, 5), (0, 10));
+    assert_eq!(consumer_hw(&b1, "guarded"), 15);
+    let mut isr = isr_of(&b1, "guarded", 0);
+    isr.sort();
+    assert_eq!(isr, vec![1, 2]);
+}
+
+/// ApiVersions v3's key list.
+fn advertised_keys(addr: &str) -> Vec<i16> {
+    let mut s = raw::connect(addr).unwrap();
+    let r: kafka_protocol::messages::ApiVersionsResponse = raw::call(
+        &mut s,
+        ApiKey::ApiVersions,
+        3,
+        &kafka_protocol::messages::ApiVersionsRequest::default(),
+    )
+    .expect("api versions");
+    r.api_keys.iter().map(|k| k.api_key).collect()
+}
+
+/// The error code of an answer of the broker-authentication API (after the length).
+fn auth_error(answer: &[u8]) -> i16 {
+    i16::from_be_bytes([answer[4], answer[5]])
+}
+
+#[test]
+fn broker_authentication_needs_the_cluster_secret_and_a_wrong_proof_closes_the_connection() {
+    let s = Server::start(CORES);
+    let addr = s.bootstrap();
+    assert!(
+        !advertised_keys(&addr).contains(&chronik::net::broker_auth::API_KEY),
+        "ApiVersions does not advertise the internal API"
+    );
+    // A wrong secret: the proof is answered SASL_AUTHENTICATION_FAILED, then the connection
+    // closes.
+    let stranger = chronik_raft::secret::ClusterSecret::generate();
+    let mut c = raw::connect(&addr).unwrap();
+    let mut auth = ClientAuth::new(2, 1);
+    c.write_all(&auth.hello(1)).unwrap();
+    let answer = raw::read_response(&mut c).expect("challenge");
+    assert_eq!(auth_error(&answer), 0);
+    c.write_all(&auth.proof(&stranger, 1, &answer).unwrap())
+        .unwrap();
+    let answer = raw::read_response(&mut c).expect("answer");
+    assert_eq!(auth_error(&answer), 58, "SASL_AUTHENTICATION_FAILED");
+    assert!(closed_within(&mut c, 10), "closed after a wrong proof");
+    // A proof with no challenge before it: ILLEGAL_SASL_STATE, closed.
+    let mut c = raw::connect(&addr).unwrap();
+    let mut body = vec![1u8];
+    body.extend_from_slice(&[0; 32]);
+    c.write_all(&frame_with_body_key(
+        chronik::net::broker_auth::API_KEY,
+        0,
+        &body,
+    ))
+    .unwrap();
+    let answer = raw::read_response(&mut c).expect("answer");
+    assert_eq!(auth_error(&answer), 34, "ILLEGAL_SASL_STATE");
+    assert!(closed_within(&mut c, 10));
+    // An oversized hello: INVALID_REQUEST, closed.
+    let mut c = raw::connect(&addr).unwrap();
+    c.write_all(&frame_with_body_key(
+        chronik::net::broker_auth::API_KEY,
+        0,
+        &[0; 4096],
+    ))
+    .unwrap();
+    let answer = raw::read_response(&mut c).expect("answer");
+    assert_eq!(auth_error(&answer), 42, "INVALID_REQUEST");
+    assert!(closed_within(&mut c, 10));
+    // The node's own secret (a single node generates it in its data dir) is accepted and the
+    // connection goes on serving Kafka requests.
+    let secret = chronik_raft::secret::ClusterSecret::read_file(
+        &s.data_dir.join(chronik_raft::secret::SECRET_FILE),
+    )
+    .expect("the node's secret");
+    let mut c = proven_as(&addr, &secret, 2, 1);
+    let m: kafka_protocol::messages::MetadataResponse = raw::call(
+        &mut c,
+        ApiKey::Metadata,
+        9,
+        &kafka_protocol::messages::MetadataRequest::default(),
+    )
+    .expect("metadata on a proven connection");
+    assert_eq!(m.brokers.len(), 1);
+    still_serves(&addr);
 }

@@ -1,5 +1,6 @@
-//! Decoding of what the controller reads back from disk (log records, snapshots): bincode with
-//! a byte limit, so a corrupt or hostile length can never allocate more than the bytes present.
+//! Decoding of every bincode structure the controller did not make itself (log records and
+//! snapshots read back from disk, frames from peers on the controller port): bincode with a
+//! byte limit, so a corrupt or hostile length can never allocate more than the bytes present.
 
 use bincode::Options;
 use serde::de::DeserializeOwned;

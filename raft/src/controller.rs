@@ -145,6 +145,8 @@ struct Shared {
     registered_at: AtomicU64,
     /// For the checks made before proposing (see `validate::precheck`).
     defaults: Defaults,
+    /// With which brokers prove themselves to each other on the Kafka port too.
+    secret: crate::secret::ClusterSecret,
 }
 
 pub fn start(cfg: ControllerConfig) -> Result<Controller, ControllerError> {
@@ -196,6 +198,7 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
         request_timeout: tuning.request_timeout,
         registered_at: AtomicU64::new(0),
         defaults,
+        secret: cfg.cluster_secret.clone(),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let shared2 = shared.clone();
@@ -1077,6 +1080,11 @@ impl Controller {
     pub fn registration_applied(&self) -> bool {
         let at = self.shared.registered_at.load(Ordering::Acquire);
         at > 0 && self.shared.hub.current().applied_index >= at
+    }
+
+    /// The cluster secret this node runs with (brokers authenticate to each other with it).
+    pub fn cluster_secret(&self) -> &crate::secret::ClusterSecret {
+        &self.shared.secret
     }
 
     pub fn node_id(&self) -> i32 {

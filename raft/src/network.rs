@@ -24,7 +24,7 @@
 
 use crate::command::{Command, CommandOutcome};
 use crate::image::BrokerId;
-use crate::secret::ClusterSecret;
+use crate::secret::{nonce, ClusterSecret};
 use crate::types::{NodeId, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -159,13 +159,6 @@ impl Transcript {
     }
 }
 
-fn nonce() -> [u8; 32] {
-    use rand::RngCore;
-    let mut n = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut n);
-    n
-}
-
 /// The caller's side of the handshake, without I/O (shared by the async and blocking clients).
 struct ClientHandshake {
     role: Role,
@@ -191,7 +184,7 @@ impl ClientHandshake {
     /// Our proof for the server's challenge, and the transcript its proof must cover.
     fn answer(&self, secret: &ClusterSecret, body: &[u8]) -> Result<(Proof, Transcript), String> {
         let ch: Challenge =
-            bincode::deserialize(body).map_err(|_| "not a chronik controller".to_string())?;
+            crate::codec::decode(body).map_err(|_| "not a chronik controller".to_string())?;
         if let Role::Peer { cluster_id } = &self.role {
             if *cluster_id != ch.cluster_id {
                 return Err(format!(
@@ -210,7 +203,7 @@ fn check_server_proof(secret: &ClusterSecret, t: &Transcript, body: &[u8]) -> Re
     let refused = || {
         "it refused our proof or failed its own: the cluster secrets differ (check --cluster-secret-file)".to_string()
     };
-    let p: Proof = bincode::deserialize(body).map_err(|_| refused())?;
+    let p: Proof = crate::codec::decode(body).map_err(|_| refused())?;
     // Only under the key we proved with: the server answers with the key that matched ours.
     secret
         .proving_only()
@@ -242,7 +235,7 @@ where
     let (_, body) = read_frame(rd, MAX_HANDSHAKE_FRAME)
         .await
         .map_err(|_| Refusal::Io)?;
-    let hello: Hello = bincode::deserialize(&body).map_err(|_| Refusal::Malformed)?;
+    let hello: Hello = crate::codec::decode(&body).map_err(|_| Refusal::Malformed)?;
     if hello.magic != MAGIC {
         return Err(Refusal::Malformed);
     }
@@ -261,7 +254,7 @@ where
     let (_, body) = read_frame(rd, MAX_HANDSHAKE_FRAME)
         .await
         .map_err(|_| Refusal::Io)?;
-    let proof: Proof = bincode::deserialize(&body).map_err(|_| Refusal::BadProof)?;
+    let proof: Proof = crate::codec::decode(&body).map_err(|_| Refusal::BadProof)?;
     let t = Transcript::new(&hello.role, ours, hello.nonce, server_nonce);
     let key = secret
         .verify(&t.parts(CLIENT_LABEL), &proof.mac)
@@ -373,7 +366,7 @@ pub fn blocking_call(
     let frame = encode_frame(1, req).map_err(|e| e.to_string())?;
     s.write_all(&frame).map_err(|e| format!("{addr}: {e}"))?;
     let body = read_frame_blocking(&mut s, MAX_FRAME).map_err(|e| format!("{addr}: {e}"))?;
-    bincode::deserialize(&body).map_err(|e| format!("{addr}: undecodable answer: {e}"))
+    crate::codec::decode(&body).map_err(|e| format!("{addr}: undecodable answer: {e}"))
 }
 
 /// One frame's body from a blocking stream, refused above `max` bytes.
@@ -599,7 +592,7 @@ async fn read_responses(
             Ok(f) => f,
             Err(_) => break,
         };
-        let resp: RpcResponse = match bincode::deserialize(&body) {
+        let resp: RpcResponse = match crate::codec::decode(&body) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "rpc: undecodable response; dropping connection");
@@ -690,7 +683,7 @@ pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>, creds:
                     Ok(f) => f,
                     Err(_) => break,
                 };
-                let req: RpcRequest = match bincode::deserialize(&body) {
+                let req: RpcRequest = match crate::codec::decode(&body) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "rpc: undecodable request; closing connection");
@@ -851,5 +844,93 @@ impl RaftNetwork<TypeConfig> for Network {
     fn backoff(&self) -> openraft::network::Backoff {
         // Loopback/LAN peers: retry a dead peer soon so a restarted node catches up quickly.
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts the requests it is asked to serve.
+    struct Counting(AtomicU64);
+
+    impl RpcService for Counting {
+        fn handle(
+            self: Arc<Self>,
+            _req: RpcRequest,
+        ) -> Pin<Box<dyn Future<Output = RpcResponse> + Send>> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async { RpcResponse::WaitServed(true) })
+        }
+    }
+
+    /// A `Forward` whose command list claims 2^61 entries, in 8 bytes of frame.
+    fn lying_forward() -> Vec<u8> {
+        let mut body = 3u32.to_le_bytes().to_vec(); // variant index of RpcRequest::Forward
+        body.extend_from_slice(&(1u64 << 61).to_le_bytes());
+        body.extend_from_slice(&[0; 8]);
+        body
+    }
+
+    #[test]
+    fn a_peer_request_claiming_more_than_its_bytes_is_an_error_not_an_allocation() {
+        assert!(crate::codec::decode::<RpcRequest>(&lying_forward()).is_err());
+        // A string of 2^40 bytes inside a response.
+        let mut body = 7u32.to_le_bytes().to_vec(); // RpcResponse::Summary
+        body.extend_from_slice(&1u64.to_le_bytes()); // applied_index
+        body.extend_from_slice(&(1u64 << 40).to_le_bytes()); // brokers: Vec length
+        assert!(crate::codec::decode::<RpcResponse>(&body).is_err());
+    }
+
+    #[test]
+    fn an_authenticated_peer_sending_an_oversized_collection_is_dropped_unserved() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let creds = Arc::new(Credentials {
+                cluster_id: "c1".into(),
+                secret: ClusterSecret::generate(),
+            });
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let service = Arc::new(Counting(AtomicU64::new(0)));
+            let server = tokio::spawn(serve(listener, service.clone(), creds.clone()));
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let role = Role::Peer {
+                cluster_id: "c1".into(),
+            };
+            client_handshake(&mut s, &creds.secret, role)
+                .await
+                .expect("authenticated");
+            // Served: a well-formed request on the authenticated connection.
+            let frame = encode_frame(1, &RpcRequest::Summary).expect("encode");
+            s.write_all(&frame).await.expect("send");
+            let (id, _) =
+                tokio::time::timeout(Duration::from_secs(10), read_frame(&mut s, MAX_FRAME))
+                    .await
+                    .expect("answered in time")
+                    .expect("answer");
+            assert_eq!(id, 1);
+            // The lying frame: refused at decode, the connection closed.
+            let body = lying_forward();
+            let mut frame = ((body.len() + 8) as u32).to_le_bytes().to_vec();
+            frame.extend_from_slice(&2u64.to_le_bytes());
+            frame.extend_from_slice(&body);
+            s.write_all(&frame).await.expect("send");
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .expect("closed in time")
+                .unwrap_or(0);
+            assert_eq!(n, 0, "the connection is closed");
+            assert_eq!(
+                service.0.load(Ordering::Relaxed),
+                1,
+                "only the good request was served"
+            );
+            server.abort();
+        });
     }
 }

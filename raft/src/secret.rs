@@ -165,6 +165,14 @@ fn mac_with(key: &[u8; SECRET_LEN], parts: &[&[u8]]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
+/// 32 random bytes from the operating system: the fresh nonce each side of a challenge–response
+/// contributes, so no proof can be replayed on another connection.
+pub fn nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut n);
+    n
+}
+
 /// Where a node's secret came from (logged at start).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {

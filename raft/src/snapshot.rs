@@ -10,10 +10,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const MAGIC: &[u8; 8] = b"CHRSNAP1";
 const VERSION: u32 = 1;
 const FILE: &str = "current.snap";
+/// After a snapshot could not be written, builds are skipped this long (a full disk would
+/// otherwise fail one after every applied batch).
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StoredSnapshot {
@@ -55,6 +59,8 @@ pub struct SnapshotFiles {
     /// Index of the snapshot on disk. Held while writing, so a slow build of an older snapshot
     /// never replaces a newer one installed from the leader meanwhile.
     written: Arc<Mutex<Option<u64>>>,
+    /// When the last write failed.
+    failed_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl SnapshotFiles {
@@ -63,7 +69,20 @@ impl SnapshotFiles {
         Ok(SnapshotFiles {
             dir: dir.to_path_buf(),
             written: Arc::new(Mutex::new(None)),
+            failed_at: Arc::new(Mutex::new(None)),
         })
+    }
+
+    pub fn note_failure(&self) {
+        *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether a write failed less than `RETRY_AFTER` ago.
+    pub fn recently_failed(&self) -> bool {
+        self.failed_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < RETRY_AFTER)
     }
 
     /// The current snapshot's bytes, if any.

@@ -223,22 +223,67 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// A snapshot that cannot be written (disk full, I/O error) is not an error for openraft,
+    /// which would stop the controller for good: the failure is logged and the snapshot already
+    /// on disk is returned instead. openraft then keeps its log (it purges only up to a newer
+    /// snapshot than it has) and builds again after more entries, at most once per
+    /// `snapshot::RETRY_AFTER`.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let snap = self.snapshot.clone();
         let files = self.files.clone();
         let meta = snap.meta.clone();
+        if files.recently_failed() {
+            return self.previous().await;
+        }
         // Serialization and fsync run on the blocking pool so Raft heartbeats keep flowing.
-        let bytes = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+        let written = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
             let bytes = snapshot::encode(&snap)?;
             files.write(&bytes, snap.meta.last_log_id.map(|l| l.index))?;
             Ok(bytes)
         })
         .await
-        .map_err(|e| sm_err(ErrorVerb::Write, io::Error::other(e.to_string())))?
-        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+        match written {
+            Ok(bytes) => Ok(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(bytes)),
+            }),
+            Err(e) => {
+                self.files.note_failure();
+                tracing::warn!(
+                    index = meta.last_log_id.map(|l| l.index),
+                    "cannot write a metadata snapshot: {e}; the Raft log is kept and the \
+                     snapshot is tried again in {}s",
+                    snapshot::RETRY_AFTER.as_secs()
+                );
+                self.previous().await
+            }
+        }
+    }
+}
+
+impl SnapshotBuilder {
+    /// The snapshot on disk (or none: an empty one at no log id), which openraft already has.
+    async fn previous(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let files = self.files.clone();
+        let on_disk = tokio::task::spawn_blocking(move || files.read())
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Read, io::Error::other(e.to_string())))?
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        if let Some(bytes) = on_disk {
+            let snap = snapshot::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            return Ok(Snapshot {
+                meta: snap.meta,
+                snapshot: Box::new(Cursor::new(bytes)),
+            });
+        }
         Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            meta: SnapshotMeta {
+                last_log_id: None,
+                last_membership: StoredMembership::default(),
+                snapshot_id: snapshot_id(None),
+            },
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }

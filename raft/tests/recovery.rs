@@ -179,3 +179,39 @@ fn the_cluster_id_is_kept_in_the_data_dir_and_a_different_one_is_refused() {
     assert_eq!(n.current_image().cluster_id, "given-by-the-operator");
     n.shutdown();
 }
+
+#[test]
+fn a_snapshot_that_cannot_be_written_is_retried_and_the_controller_keeps_serving() {
+    let mut c = Cluster::start_tuned(1, small_snapshots());
+    c.wait_brokers_live(1);
+    let snaps = c.config(0).data_dir.join("snapshots");
+    // A directory where the snapshot's temp file goes: every snapshot write fails, as on a
+    // full disk.
+    let blocker = snaps.join("current.snap.tmp");
+    std::fs::create_dir_all(&blocker).expect("block snapshot writes");
+    let mut last = 0;
+    for i in 0..60 {
+        last = create(c.node(0), &format!("b{i}"), 1, 1).index;
+    }
+    assert!(
+        !snaps.join("current.snap").exists(),
+        "no snapshot could be written"
+    );
+    block_on(c.node(0).wait_applied(last)).expect("the controller still commits and applies");
+    // Space returns: a later build (after the retry delay) writes the snapshot.
+    std::fs::remove_dir(&blocker).expect("unblock");
+    let mut i = 60;
+    wait_until("a snapshot is written", || {
+        last = create(c.node(0), &format!("b{i}"), 1, 1).index;
+        i += 1;
+        snaps.join("current.snap").exists()
+    });
+    // And it restarts from snapshot + log with everything.
+    c.shutdown_all();
+    c.restart(0);
+    let n = c.node(0);
+    wait_until("state recovered", || {
+        let img = n.current_image();
+        (0..i).all(|k| img.topic(&format!("b{k}")).is_some())
+    });
+}

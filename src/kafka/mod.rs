@@ -33,6 +33,9 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     /// The client's address (None when the socket could not say), for DescribeGroups.
     pub peer: Option<IpAddr>,
+    /// The broker this connection has proven to be (`net::broker_auth`); only then may it
+    /// fetch as that broker's replica.
+    pub broker: Option<i32>,
 }
 
 impl RequestContext {
@@ -159,6 +162,7 @@ pub fn parse_header(
         correlation_id,
         client_id,
         peer,
+        broker: None,
     })
 }
 
@@ -173,6 +177,7 @@ mod tests {
             correlation_id: 1,
             client_id: None,
             peer: peer.map(|p| p.parse().expect("an ip")),
+            broker: None,
         }
     }
 

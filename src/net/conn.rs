@@ -3,6 +3,7 @@
 
 use crate::kafka::dispatch::{dispatch, DispatchResult};
 use crate::kafka::{parse_header, ProtocolError, Response};
+use crate::net::broker_auth;
 use crate::net::idle::{ConnIdle, IdleSweeper, Kick};
 use crate::shard::Shard;
 use bytes::{Buf, Bytes, BytesMut};
@@ -81,6 +82,7 @@ pub async fn serve(shard: Rc<Shard>, reader: TcpStream) {
     let max_frame = shard.config.socket_request_max_bytes;
     let idle = shard.idle.register();
     let max_budget = shard.config.max_inflight_bytes as u64;
+    let mut auth = broker_auth::ServerState::default();
     loop {
         let link = Some((&shard.idle, &*idle));
         let mut frame = match read_frame(&mut reader, &mut buf, 8, max_frame, link).await {
@@ -109,13 +111,33 @@ pub async fn serve(shard: Rc<Shard>, reader: TcpStream) {
             Ok(p) => p,
             Err(_) => break,
         };
-        let ctx = match parse_header(&mut frame, peer_ip) {
+        if broker_auth::is_auth_frame(&frame) {
+            // Served in order on the reader, so requests read after a proof carry its result.
+            let step = broker_auth::serve(&mut auth, &shard.secret, shard.config.node_id, &frame);
+            if let Some(resp) = step.response {
+                let answer = glommio::spawn_local(async move {
+                    Ok(Some(Response::Frame(resp))) as DispatchResult
+                })
+                .detach();
+                if tx.send((answer, permit)).await.is_err() {
+                    break;
+                }
+            }
+            if step.close {
+                // The writer sends the answer already queued, then closes.
+                tracing::debug!(%peer, "closing connection: broker authentication failed");
+                break;
+            }
+            continue;
+        }
+        let mut ctx = match parse_header(&mut frame, peer_ip) {
             Ok(c) => c,
             Err(e) => {
                 log_protocol_error(&peer, &e);
                 break;
             }
         };
+        ctx.broker = auth.proven();
         let s = shard.clone();
         let handle = glommio::spawn_local(async move { dispatch(s, ctx, frame).await }).detach();
         if tx.send((handle, permit)).await.is_err() {

@@ -1,5 +1,6 @@
 //! Client networking.
 
+pub mod broker_auth;
 pub mod conn;
 pub mod idle;
 pub mod listener;

@@ -3,9 +3,13 @@
 //!
 //! Before fetching a partition under a new leader epoch the follower asks the leader for the end
 //! offset of its own latest epoch (OffsetForLeaderEpoch) and truncates what diverges.
+//!
+//! Each connection first proves to the leader that it is this broker (`net::broker_auth`): a
+//! leader serves follower fetches only on such connections.
 
 use crate::kafka::client;
 use crate::kafka::errors;
+use crate::net::broker_auth::ClientAuth;
 use crate::net::conn::read_frame;
 use crate::shard::event::LocalEvent;
 use crate::shard::{Shard, TopicPartition};
@@ -37,6 +41,10 @@ const MAX_RESPONSE: usize = 256 << 20;
 const STORAGE_BACKOFF: Duration = Duration::from_secs(1);
 /// At most one warning per fetcher this often while its writes keep failing.
 const STORAGE_WARN_EVERY: Duration = Duration::from_secs(30);
+/// Connecting and proving who we are to the leader (two small round trips) takes at most this.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most one warning per fetcher this often while the leader refuses our proof.
+const AUTH_WARN_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy)]
 struct FollowState {
@@ -53,6 +61,8 @@ struct Fetcher {
     /// When the last failed-write warning was logged, and failures since then.
     storage_warned: Cell<Option<Instant>>,
     storage_failures: Cell<u64>,
+    /// When a refused authentication was last logged.
+    auth_warned: Cell<Option<Instant>>,
 }
 
 /// What a round of requests to the leader came to.
@@ -119,6 +129,7 @@ impl Fetchers {
                     changed: LocalEvent::new(),
                     storage_warned: Cell::new(None),
                     storage_failures: Cell::new(0),
+                    auth_warned: Cell::new(None),
                 });
                 glommio::spawn_local(run(shard.clone(), f.clone())).detach();
                 f
@@ -192,6 +203,37 @@ impl LeaderConn {
         })
     }
 
+    /// Proves to the leader that this connection is broker `me` (and checks the leader's own
+    /// proof). A refusal is a `PermissionDenied` error.
+    async fn authenticate(
+        &mut self,
+        secret: &chronik_raft::secret::ClusterSecret,
+        me: BrokerId,
+        leader: BrokerId,
+    ) -> std::io::Result<()> {
+        let denied = |e: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e);
+        let mut auth = ClientAuth::new(me, leader);
+        let corr = self.next_corr;
+        let answer = self.raw_call(&auth.hello(corr)).await?;
+        let proof = auth.proof(secret, corr, &answer).map_err(denied)?;
+        let answer = self.raw_call(&proof).await?;
+        auth.check_accepted(secret, corr, &answer).map_err(denied)
+    }
+
+    /// Writes a whole request frame and reads one small response (after its length).
+    async fn raw_call(&mut self, frame: &[u8]) -> std::io::Result<BytesMut> {
+        self.stream.write_all(frame).await?;
+        // A leader that refuses the exchange answers, then closes.
+        read_frame(&mut self.stream, &mut self.buf, 4, 64, None)
+            .await?
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the leader closed the connection during broker authentication",
+                )
+            })
+    }
+
     async fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
         &mut self,
         key: ApiKey,
@@ -245,8 +287,35 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
                 glommio::timer::sleep(backoff).await;
                 continue;
             };
-            match LeaderConn::connect(&addr).await {
+            let connected = async {
+                let mut c = LeaderConn::connect(&addr).await?;
+                c.authenticate(&shard.secret, shard.config.node_id, f.leader)
+                    .await?;
+                Ok::<_, std::io::Error>(c)
+            };
+            // A leader that accepts but never answers (frozen) must not hold the fetcher.
+            let timed_out = async {
+                glommio::timer::sleep(AUTH_TIMEOUT).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            };
+            match futures_lite::future::or(connected, timed_out).await {
                 Ok(c) => conn = Some(c),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    // A configuration problem (different cluster secrets): say so, not often.
+                    let due = f
+                        .auth_warned
+                        .get()
+                        .is_none_or(|t| t.elapsed() >= AUTH_WARN_EVERY);
+                    if due {
+                        tracing::warn!(
+                            leader = f.leader,
+                            "replica fetcher cannot authenticate to the leader: {e}"
+                        );
+                        f.auth_warned.set(Some(Instant::now()));
+                    }
+                    glommio::timer::sleep(backoff * 2).await;
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!(leader = f.leader, "replica fetcher connect: {e}");
                     glommio::timer::sleep(backoff * 2).await;

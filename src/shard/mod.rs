@@ -75,6 +75,8 @@ pub struct Shard {
     /// Consumer groups this shard coordinates (see `crate::group`).
     pub groups: crate::group::GroupCoordinator,
     pub fetchers: crate::replication::fetcher::Fetchers,
+    /// The cluster secret: followers prove with it who they are (`net::broker_auth`).
+    pub secret: chronik_raft::secret::ClusterSecret,
     /// Producer ids this shard may hand out: [next, end) of a block from the controller.
     pid_block: Cell<(i64, i64)>,
 }
@@ -88,6 +90,7 @@ impl Shard {
     ) -> Rc<Shard> {
         let image = controller.current_image();
         let groups = crate::group::GroupCoordinator::new(config.groups.clone());
+        let secret = controller.cluster_secret().clone();
         Rc::new(Shard {
             id,
             nshards: peers.len(),
@@ -106,6 +109,7 @@ impl Shard {
             groups,
             pid_block: Cell::new((0, 0)),
             fetchers: Default::default(),
+            secret,
         })
     }
 

@@ -96,7 +96,8 @@ pub async fn read_local(shard: &Rc<Shard>, spec: ReadSpec) -> PartitionRead {
     }
     let upper = match spec.replica {
         // Only a broker that holds a replica of the partition may fetch as its follower (and
-        // so move its high watermark); Kafka answers anyone else NOT_LEADER_OR_FOLLOWER.
+        // so move its high watermark); Kafka answers another broker NOT_LEADER_OR_FOLLOWER.
+        // (Who the broker is was checked by `handle`: the connection proved it.)
         Some(follower) if !is_follower_of(shard, &spec.tp, follower) => {
             return PartitionRead::error(errors::NOT_LEADER_OR_FOLLOWER);
         }
@@ -189,6 +190,10 @@ pub async fn handle(
         req.replica_id.0
     };
     let replica = (replica_id >= 0).then_some(replica_id);
+    // Only a connection that proved it is this broker (`net::broker_auth`) fetches as its
+    // replica. Kafka answers a follower fetch without ClusterAction TOPIC_AUTHORIZATION_FAILED
+    // on every partition, and reads nothing.
+    let unauthorized = replica.is_some() && ctx.broker != replica;
     let debug = replica_id == DEBUG_REPLICA_ID;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, 60_000) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -232,6 +237,11 @@ pub async fn handle(
         for (name, _, parts) in &topics {
             let mut out = Vec::with_capacity(parts.len());
             for (partition, offset, pmax, epoch) in parts {
+                if unauthorized {
+                    out.push(PartitionRead::error(errors::TOPIC_AUTHORIZATION_FAILED));
+                    any_error = true;
+                    continue;
+                }
                 let Some(name) = name else {
                     out.push(PartitionRead::error(errors::UNKNOWN_TOPIC_ID));
                     any_error = true;

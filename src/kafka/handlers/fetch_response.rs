@@ -184,6 +184,7 @@ mod tests {
                 correlation_id: 9,
                 client_id: None,
                 peer: None,
+                broker: None,
             };
             let topics = [TopicReads {
                 name: "orders",

@@ -94,7 +94,15 @@ async fn lookup(
 
 pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: ListOffsetsRequest = decode(body, ctx.api_version)?;
-    let from_replica = (req.replica_id.0 != -1).then_some(req.replica_id.0);
+    // A replica id >= 0 reads up to the log end instead of the high watermark: only from a
+    // connection that proved it is that broker (`net::broker_auth`); anyone else is answered
+    // as the consumer it is.
+    let claimed = req.replica_id.0;
+    let from_replica = match claimed {
+        -1 => None,
+        r if r >= 0 && ctx.broker != Some(r) => None,
+        r => Some(r),
+    };
     let mut resp = ListOffsetsResponse::default();
     for t in req.topics {
         let name = t.name.0.to_string();
