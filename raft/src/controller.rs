@@ -145,6 +145,9 @@ struct Shared {
     registered_at: AtomicU64,
     /// For the checks made before proposing (see `validate::precheck`).
     defaults: Defaults,
+    /// Set by `controlled_shutdown`: the broker is leaving, so seeing itself fenced must not
+    /// make it register again.
+    stopping: AtomicBool,
 }
 
 pub fn start(cfg: ControllerConfig) -> Result<Controller, ControllerError> {
@@ -196,6 +199,7 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
         request_timeout: tuning.request_timeout,
         registered_at: AtomicU64::new(0),
         defaults,
+        stopping: AtomicBool::new(false),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let shared2 = shared.clone();
@@ -770,7 +774,9 @@ async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duratio
         };
         let image = node.shared.hub.current();
         let once = node.shared.registered_at.load(Ordering::Acquire) > 0;
-        let needs_registration = match image.broker(me) {
+        let stopping = node.shared.stopping.load(Ordering::Acquire);
+        let needs_registration = !stopping
+            && match image.broker(me) {
             Some(b) => !once || b.fenced,
             None if !once => true,
             // Registered before and now gone: an operator removed this broker (`cluster
@@ -1086,6 +1092,11 @@ impl Controller {
     pub fn raft_leader(&self) -> Option<i32> {
         let l = self.shared.leader.load(Ordering::Acquire);
         (l >= 0).then_some(l as i32)
+    }
+
+    /// The broker is leaving (see `shutdown.rs`): it must not register again from here on.
+    pub(crate) fn begin_stopping(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
     }
 
     /// Stop heartbeats, close Raft and join the controller thread. Idempotent.
