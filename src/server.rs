@@ -183,7 +183,9 @@ impl Broker {
         if self.controller.raft_leader() == Some(self.controller.node_id()) {
             // openraft 0.9 has no leader transfer: the other voters elect a new active
             // controller within an election timeout after this node stops.
-            tracing::info!("this node is the active controller; the other voters take over when it stops");
+            tracing::info!(
+                "this node is the active controller; the other voters take over when it stops"
+            );
         }
         let outcome = futures_lite::future::block_on(self.controller.controlled_shutdown(timeout));
         let ms = start.elapsed().as_millis() as u64;
@@ -200,7 +202,9 @@ impl Broker {
                 "controlled shutdown: leadership and ISR places handed to other replicas"
             ),
             ShutdownOutcome::NothingToMove => {
-                tracing::info!("controlled shutdown: no partition shares its ISR with another broker")
+                tracing::info!(
+                    "controlled shutdown: no partition shares its ISR with another broker"
+                )
             }
             ShutdownOutcome::NotRegistered => {
                 tracing::info!("controlled shutdown: not registered, nothing to hand over")

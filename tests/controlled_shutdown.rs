@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 6;
+/// How long each node stays down in a rolling restart: longer than the 9 s session timeout.
+const DOWN: Duration = Duration::from_secs(10);
 
 /// Every partition of `topic` as `addr` sees it: (leader, ISR).
 fn leaders_and_isrs(addr: &str, topic: &str) -> Vec<(i32, Vec<i32>)> {
@@ -114,7 +116,11 @@ fn a_stopping_broker_without_a_controller_quorum_stops_after_its_bound() {
     c.node(3).kill();
     let (code, took) = sigterm_and_wait(&mut c, 1, 40);
     eprintln!("with no controller quorum, node 1 exited in {took:?}");
-    assert_eq!(code, Some(0), "exits cleanly after its bound instead of hanging");
+    assert_eq!(
+        code,
+        Some(0),
+        "exits cleanly after its bound instead of hanging"
+    );
     let log = std::fs::read_to_string(c.nodes[0].log_path()).unwrap_or_default();
     assert!(
         log.contains("controlled shutdown did not complete"),
@@ -127,7 +133,8 @@ fn a_stopping_broker_without_a_controller_quorum_stops_after_its_bound() {
 #[derive(Clone, Default)]
 struct Load {
     acked: Arc<Mutex<Vec<(i32, i64)>>>,
-    latencies: Arc<Mutex<Vec<Duration>>>,
+    /// (when the record was sent, how long until it was acknowledged).
+    latencies: Arc<Mutex<Vec<(Instant, Duration)>>>,
     failed: Arc<Mutex<Vec<String>>>,
     fatal: Arc<Mutex<Vec<String>>>,
 }
@@ -151,7 +158,7 @@ impl ProducerContext for Load {
         let (value, sent) = *opaque;
         match r {
             Ok(m) => {
-                self.latencies.lock().unwrap().push(sent.elapsed());
+                self.latencies.lock().unwrap().push((sent, sent.elapsed()));
                 self.acked.lock().unwrap().push((m.partition(), value));
             }
             Err((e, _)) => self.failed.lock().unwrap().push(format!("{value}: {e}")),
@@ -165,13 +172,20 @@ struct RollingReport {
     failed: Vec<String>,
     fatal: Vec<String>,
     max_latency: Duration,
+    p50_latency: Duration,
     p99_latency: Duration,
     stop_times: Vec<Duration>,
+    /// What happened when (seconds since the load started), and the slowest records then.
+    timeline: Vec<String>,
 }
 
 /// Restarts each of the three nodes in turn (SIGTERM, wait for the exit, start it again, wait
 /// for full ISRs) while one idempotent acks=all producer writes to every partition.
-fn rolling_restart_under_load(topic: &str, extra: &[&str]) -> (Cluster, RollingReport) {
+fn rolling_restart_under_load(
+    topic: &str,
+    extra: &[&str],
+    down: Duration,
+) -> (Cluster, RollingReport) {
     let mut c = Cluster::start(3, extra);
     let all = c.bootstrap();
     create(
@@ -192,6 +206,7 @@ fn rolling_restart_under_load(topic: &str, extra: &[&str]) -> (Cluster, RollingR
         .create_with_context(load.clone())
         .expect("producer");
     let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
     // The load: one record a millisecond, round-robin over the partitions, bounded in count
     // and time.
     let writer = {
@@ -223,21 +238,37 @@ fn rolling_restart_under_load(topic: &str, extra: &[&str]) -> (Cluster, RollingR
     };
     std::thread::sleep(Duration::from_secs(2));
     let mut stop_times = Vec::new();
+    let mut timeline = Vec::new();
+    let at = |t: Instant| t.saturating_duration_since(start).as_secs_f64();
     for id in 1..=3 {
+        timeline.push(format!("{:7.2} s  SIGTERM node {id}", at(Instant::now())));
         let (code, took) = sigterm_and_wait(&mut c, id, 60);
         assert_eq!(code, Some(0), "node {id} exits cleanly");
         stop_times.push(took);
+        timeline.push(format!("{:7.2} s  node {id} exited", at(Instant::now())));
+        // Down for longer than the session timeout, as during an upgrade: without the
+        // hand-over its partitions wait for the fence.
+        std::thread::sleep(down);
         c.node(id).spawn();
         c.node(id).wait_ready(1);
         let watch = c.nodes[(id as usize) % 3].bootstrap();
+        timeline.push(format!("{:7.2} s  node {id} restarted", at(Instant::now())));
         wait_until("the restarted node is back in every ISR", 120, || {
             isr_full(&watch, topic)
         });
+        timeline.push(format!("{:7.2} s  every ISR full", at(Instant::now())));
     }
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     let sent = writer.join().expect("the load thread");
-    let mut latencies = load.latencies.lock().unwrap().clone();
+    let mut slowest = load.latencies.lock().unwrap().clone();
+    slowest.sort_by_key(|(_, l)| std::cmp::Reverse(*l));
+    for (sent, l) in slowest.iter().take(3) {
+        timeline.push(format!("{:7.2} s  a record sent now took {l:?}", at(*sent)));
+    }
+    // Every line starts with its time in a fixed-width field: text order is time order.
+    timeline.sort();
+    let mut latencies: Vec<Duration> = slowest.iter().map(|(_, l)| *l).collect();
     latencies.sort();
     let pick = |q: f64| {
         latencies
@@ -251,8 +282,10 @@ fn rolling_restart_under_load(topic: &str, extra: &[&str]) -> (Cluster, RollingR
         failed: load.failed.lock().unwrap().clone(),
         fatal: load.fatal.lock().unwrap().clone(),
         max_latency: latencies.last().copied().unwrap_or_default(),
+        p50_latency: pick(0.5),
         p99_latency: pick(0.99),
         stop_times,
+        timeline,
     };
     (c, report)
 }
@@ -267,23 +300,32 @@ fn check_exactly_once_in_order(c: &Cluster, topic: &str, acked: &[(i32, i64)]) {
             .collect();
         want.sort();
         let got = consume_values(&c.bootstrap(), topic, p, want.len());
-        assert_eq!(got.len(), want.len(), "partition {p}: no loss, no duplicate");
-        assert!(got == want, "partition {p}: the acknowledged records, in order");
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "partition {p}: no loss, no duplicate"
+        );
+        assert!(
+            got == want,
+            "partition {p}: the acknowledged records, in order"
+        );
     }
 }
 
 #[test]
 fn a_rolling_restart_under_acks_all_idempotent_load_fails_and_loses_nothing() {
-    let (c, r) = rolling_restart_under_load("rolling", &[]);
+    let (c, r) = rolling_restart_under_load("rolling", &[], DOWN);
     eprintln!(
         "rolling restart with controlled shutdown: {} records sent, {} acknowledged; \
-         per-record latency max {:?}, p99 {:?}; each node stopped in {:?}",
+         per-record latency max {:?}, p50 {:?}, p99 {:?}; each node stopped in {:?}",
         r.sent,
         r.acked.len(),
         r.max_latency,
+        r.p50_latency,
         r.p99_latency,
         r.stop_times
     );
+    eprintln!("{}", r.timeline.join("\n"));
     assert!(r.fatal.is_empty(), "fatal producer errors: {:?}", r.fatal);
     assert!(
         r.failed.is_empty(),
@@ -298,18 +340,27 @@ fn a_rolling_restart_under_acks_all_idempotent_load_fails_and_loses_nothing() {
 /// stopped leader's partitions wait for the session timeout. Its latency is only reported.
 #[test]
 fn a_rolling_restart_without_controlled_shutdown_loses_nothing_but_waits_for_fencing() {
-    let (c, r) =
-        rolling_restart_under_load("rolling-abrupt", &["--controlled-shutdown-timeout-ms", "0"]);
+    let (c, r) = rolling_restart_under_load(
+        "rolling-abrupt",
+        &["--controlled-shutdown-timeout-ms", "0"],
+        DOWN,
+    );
     eprintln!(
         "rolling restart WITHOUT controlled shutdown: {} records sent, {} acknowledged; \
-         per-record latency max {:?}, p99 {:?}; each node stopped in {:?}",
+         per-record latency max {:?}, p50 {:?}, p99 {:?}; each node stopped in {:?}",
         r.sent,
         r.acked.len(),
         r.max_latency,
+        r.p50_latency,
         r.p99_latency,
         r.stop_times
     );
+    eprintln!("{}", r.timeline.join("\n"));
     assert!(r.fatal.is_empty(), "fatal producer errors: {:?}", r.fatal);
-    assert!(r.failed.is_empty(), "{:?}", &r.failed[..r.failed.len().min(10)]);
+    assert!(
+        r.failed.is_empty(),
+        "{:?}",
+        &r.failed[..r.failed.len().min(10)]
+    );
     check_exactly_once_in_order(&c, "rolling-abrupt", &r.acked);
 }

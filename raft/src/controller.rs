@@ -777,21 +777,21 @@ async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duratio
         let stopping = node.shared.stopping.load(Ordering::Acquire);
         let needs_registration = !stopping
             && match image.broker(me) {
-            Some(b) => !once || b.fenced,
-            None if !once => true,
-            // Registered before and now gone: an operator removed this broker (`cluster
-            // remove-node`). Registering again would undo that; a restart rejoins.
-            None => {
-                if !removed_logged {
-                    tracing::warn!(
-                        broker = me,
-                        "this broker was removed from the cluster; stop it"
-                    );
-                    removed_logged = true;
+                Some(b) => !once || b.fenced,
+                None if !once => true,
+                // Registered before and now gone: an operator removed this broker (`cluster
+                // remove-node`). Registering again would undo that; a restart rejoins.
+                None => {
+                    if !removed_logged {
+                        tracing::warn!(
+                            broker = me,
+                            "this broker was removed from the cluster; stop it"
+                        );
+                        removed_logged = true;
+                    }
+                    false
                 }
-                false
-            }
-        };
+            };
         if needs_registration && !registering.swap(true, Ordering::AcqRel) {
             let (node, reg, registering) = (node.clone(), reg.clone(), registering.clone());
             tokio::spawn(async move {

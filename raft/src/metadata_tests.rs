@@ -774,10 +774,7 @@ fn a_controlled_shutdown_moves_leaders_and_leaves_shared_isrs_in_one_step() {
     let before = s.image.topic("x").cloned().expect("x");
     let incarnation = s.image.broker(1).map(|b| b.incarnation).expect("1");
     assert_eq!(
-        apply(
-            &mut s,
-            Command::ControlledShutdown { id: 1, incarnation }
-        ),
+        apply(&mut s, Command::ControlledShutdown { id: 1, incarnation }),
         CommandOutcome::Done
     );
     let after = s.image.topic("x").cloned().expect("x");
@@ -797,10 +794,7 @@ fn a_controlled_shutdown_moves_leaders_and_leaves_shared_isrs_in_one_step() {
     // The same request again changes nothing.
     let snapshot = s.clone();
     assert_eq!(
-        apply(
-            &mut s,
-            Command::ControlledShutdown { id: 1, incarnation }
-        ),
+        apply(&mut s, Command::ControlledShutdown { id: 1, incarnation }),
         CommandOutcome::Done
     );
     assert_eq!(s, snapshot);

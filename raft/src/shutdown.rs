@@ -58,7 +58,10 @@ impl Controller {
         }
         let me = self.node_id();
         let image = self.current_image();
-        let Some(incarnation) = image.broker(me).filter(|b| !b.fenced).map(|b| b.incarnation)
+        let Some(incarnation) = image
+            .broker(me)
+            .filter(|b| !b.fenced)
+            .map(|b| b.incarnation)
         else {
             return ShutdownOutcome::NotRegistered;
         };

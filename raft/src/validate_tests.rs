@@ -368,7 +368,11 @@ fn random_hostile_commands_never_panic_and_leave_the_invariants_intact() {
             3 => Command::DeleteTopics { names: vec![name] },
             // Brokers stop on purpose (any id, any incarnation) and come back.
             4 => Command::ControlledShutdown {
-                id: if rng.gen_bool(0.5) { n } else { rng.gen_range(1..4) },
+                id: if rng.gen_bool(0.5) {
+                    n
+                } else {
+                    rng.gen_range(1..4)
+                },
                 incarnation: rng.gen_range(0..4),
             },
             _ => Command::RegisterBroker(BrokerRegistration {
