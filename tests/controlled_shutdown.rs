@@ -240,7 +240,9 @@ fn rolling_restart_under_load(
     let mut stop_times = Vec::new();
     let mut timeline = Vec::new();
     let at = |t: Instant| t.saturating_duration_since(start).as_secs_f64();
+    let mut sigterms = Vec::new();
     for id in 1..=3 {
+        sigterms.push((id, Instant::now()));
         timeline.push(format!("{:7.2} s  SIGTERM node {id}", at(Instant::now())));
         let (code, took) = sigterm_and_wait(&mut c, id, 60);
         assert_eq!(code, Some(0), "node {id} exits cleanly");
@@ -265,6 +267,21 @@ fn rolling_restart_under_load(
     slowest.sort_by_key(|(_, l)| std::cmp::Reverse(*l));
     for (sent, l) in slowest.iter().take(3) {
         timeline.push(format!("{:7.2} s  a record sent now took {l:?}", at(*sent)));
+    }
+    // The slowest record sent around each stop (from 2 s before the SIGTERM to 5 s after).
+    for (id, t) in &sigterms {
+        let worst = slowest
+            .iter()
+            .filter(|(sent, _)| {
+                *sent + Duration::from_secs(2) >= *t && *sent <= *t + Duration::from_secs(5)
+            })
+            .map(|(_, l)| *l)
+            .max()
+            .unwrap_or_default();
+        timeline.push(format!(
+            "{:7.2} s  slowest record around the stop of node {id}: {worst:?}",
+            at(*t)
+        ));
     }
     // Every line starts with its time in a fixed-width field: text order is time order.
     timeline.sort();
