@@ -215,6 +215,11 @@ pub struct ServerArgs {
     /// (Kafka's auto leader rebalance), ms; 0 turns it off. [default: 60000]
     #[arg(long, env = "CHRONIK_LEADER_IMBALANCE_CHECK_INTERVAL_MS")]
     pub leader_imbalance_check_interval_ms: Option<u64>,
+    /// On SIGTERM/SIGINT, how long the broker waits for the controller to move leadership of
+    /// its partitions to other in-sync replicas before it stops anyway, ms; 0 stops at once
+    /// (Kafka's controlled.shutdown.enable=false). [default: 30000]
+    #[arg(long, env = "CHRONIK_CONTROLLED_SHUTDOWN_TIMEOUT_MS")]
+    pub controlled_shutdown_timeout_ms: Option<u64>,
     /// Run the log cleaner for cleanup.policy=compact topics. [default: true]
     #[arg(long, env = "CHRONIK_LOG_CLEANER_ENABLE")]
     pub log_cleaner_enable: Option<bool>,
@@ -299,6 +304,8 @@ struct FileConfig {
     replica_lag_time_max_ms: Option<u64>,
     #[serde(alias = "leader_imbalance_check_interval_ms")]
     leader_imbalance_check_interval_ms: Option<u64>,
+    #[serde(alias = "controlled_shutdown_timeout_ms")]
+    controlled_shutdown_timeout_ms: Option<u64>,
     #[serde(alias = "log_cleaner_enable", alias = "log.cleaner.enable")]
     log_cleaner_enable: Option<bool>,
     #[serde(alias = "log_cleaner_backoff_ms", alias = "log.cleaner.backoff.ms")]
@@ -357,6 +364,8 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     /// 0: no automatic preferred-leader elections.
     pub leader_imbalance_check_interval_ms: u64,
+    /// 0: stop without handing leadership over first.
+    pub controlled_shutdown_timeout_ms: u64,
     pub log_cleaner_enable: bool,
     pub log_cleaner_backoff_ms: u64,
     pub log_cleaner_dedupe_buffer_size: usize,
@@ -609,6 +618,10 @@ impl BrokerConfig {
                 .leader_imbalance_check_interval_ms
                 .or(file.leader_imbalance_check_interval_ms)
                 .unwrap_or(60_000),
+            controlled_shutdown_timeout_ms: args
+                .controlled_shutdown_timeout_ms
+                .or(file.controlled_shutdown_timeout_ms)
+                .unwrap_or(30_000),
             log_cleaner_enable: args
                 .log_cleaner_enable
                 .or(file.log_cleaner_enable)

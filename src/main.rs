@@ -61,6 +61,7 @@ fn main() {
     tracing::info!("{serving}");
     let sig = wait_for_signal(&signals);
     tracing::info!(signal = sig, "shutting down");
+    broker.controlled_shutdown();
     broker.stop();
     tracing::info!("stopped");
 }

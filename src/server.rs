@@ -14,6 +14,8 @@ pub struct Broker {
     controller: Controller,
     shard_threads: Vec<glommio::ExecutorJoinHandle<()>>,
     stop_senders: Vec<async_channel::Sender<()>>,
+    /// Bound of `controlled_shutdown`; zero skips it.
+    controlled_shutdown_timeout: Duration,
 }
 
 pub fn controller_config(
@@ -83,6 +85,7 @@ impl Broker {
                 .then(|| Duration::from_millis(cfg.leader_imbalance_check_interval_ms)),
             ..Default::default()
         };
+        let controlled_shutdown_timeout = Duration::from_millis(cfg.controlled_shutdown_timeout_ms);
         let secret = cluster_secret(&cfg)?;
         let controller = chronik_raft::start_with(controller_config(&cfg, secret), tuning)
             .map_err(|e| format!("controller failed to start: {e}"))?;
@@ -156,11 +159,65 @@ impl Broker {
             controller,
             shard_threads,
             stop_senders,
+            controlled_shutdown_timeout,
         })
     }
 
     pub fn controller(&self) -> &Controller {
         &self.controller
+    }
+
+    /// Kafka's controlled shutdown, before `stop`: the controller moves leadership of this
+    /// broker's partitions to other in-sync replicas and drops it from the ISRs it shares, and
+    /// every live broker serves that before this returns (bounded by
+    /// `--controlled-shutdown-timeout-ms`). Meanwhile the shards keep serving: produce for a
+    /// moved partition gets NOT_LEADER_OR_FOLLOWER, so clients refresh metadata and go to the
+    /// new leader while this broker is still up.
+    pub fn controlled_shutdown(&self) {
+        use chronik_raft::shutdown::ShutdownOutcome;
+        let timeout = self.controlled_shutdown_timeout;
+        if timeout.is_zero() {
+            return;
+        }
+        let start = std::time::Instant::now();
+        if self.controller.raft_leader() == Some(self.controller.node_id()) {
+            // openraft 0.9 has no leader transfer: the other voters elect a new active
+            // controller within an election timeout after this node stops.
+            tracing::info!(
+                "this node is the active controller; the other voters take over when it stops"
+            );
+        }
+        let outcome = futures_lite::future::block_on(self.controller.controlled_shutdown(timeout));
+        let ms = start.elapsed().as_millis() as u64;
+        match outcome {
+            ShutdownOutcome::Moved {
+                leading,
+                sharing,
+                confirmed,
+            } => tracing::info!(
+                leading,
+                isrs = sharing,
+                brokers_confirmed = confirmed,
+                ms,
+                "controlled shutdown: leadership and ISR places handed to other replicas"
+            ),
+            ShutdownOutcome::NothingToMove => {
+                tracing::info!(
+                    "controlled shutdown: no partition shares its ISR with another broker"
+                )
+            }
+            ShutdownOutcome::NotRegistered => {
+                tracing::info!("controlled shutdown: not registered, nothing to hand over")
+            }
+            ShutdownOutcome::Refused(e) => {
+                tracing::warn!(ms, "controlled shutdown refused by the controller: {e}")
+            }
+            ShutdownOutcome::Failed(e) => tracing::warn!(
+                ms,
+                "controlled shutdown did not complete ({e}); stopping anyway, the controller \
+                 fences this broker after its session timeout"
+            ),
+        }
     }
 
     /// Stops accepting, lets in-flight requests finish, flushes and closes every log.

@@ -106,6 +106,16 @@ pub enum Command {
     },
     /// Even out replicas and preferred leaders over the placeable brokers, as reassignments.
     Rebalance,
+    /// A broker stopping on purpose (Kafka's controlled shutdown): in one entry, leadership of
+    /// its partitions moves to other live ISR members and it leaves every ISR it shares, as a
+    /// fence does, so clients and followers switch before it exits rather than a session
+    /// timeout after. `incarnation` is the registration it was sent from: a request that
+    /// commits only after the broker restarted must not fence the new one (Kafka's broker
+    /// epoch check). Last in the enum: older log entries keep their variant numbers.
+    ControlledShutdown {
+        id: BrokerId,
+        incarnation: u64,
+    },
 }
 
 impl Command {
@@ -151,6 +161,7 @@ pub mod codes {
     pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const INVALID_CONFIG: i16 = 40;
     pub const INVALID_REQUEST: i16 = 42;
+    pub const STALE_BROKER_EPOCH: i16 = 77;
     pub const POLICY_VIOLATION: i16 = 44;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;

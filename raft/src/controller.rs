@@ -147,6 +147,9 @@ struct Shared {
     defaults: Defaults,
     /// With which brokers prove themselves to each other on the Kafka port too.
     secret: crate::secret::ClusterSecret,
+    /// Set by `controlled_shutdown`: the broker is leaving, so seeing itself fenced must not
+    /// make it register again.
+    stopping: AtomicBool,
 }
 
 pub fn start(cfg: ControllerConfig) -> Result<Controller, ControllerError> {
@@ -199,6 +202,7 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
         registered_at: AtomicU64::new(0),
         defaults,
         secret: cfg.cluster_secret.clone(),
+        stopping: AtomicBool::new(false),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let shared2 = shared.clone();
@@ -773,22 +777,24 @@ async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duratio
         };
         let image = node.shared.hub.current();
         let once = node.shared.registered_at.load(Ordering::Acquire) > 0;
-        let needs_registration = match image.broker(me) {
-            Some(b) => !once || b.fenced,
-            None if !once => true,
-            // Registered before and now gone: an operator removed this broker (`cluster
-            // remove-node`). Registering again would undo that; a restart rejoins.
-            None => {
-                if !removed_logged {
-                    tracing::warn!(
-                        broker = me,
-                        "this broker was removed from the cluster; stop it"
-                    );
-                    removed_logged = true;
+        let stopping = node.shared.stopping.load(Ordering::Acquire);
+        let needs_registration = !stopping
+            && match image.broker(me) {
+                Some(b) => !once || b.fenced,
+                None if !once => true,
+                // Registered before and now gone: an operator removed this broker (`cluster
+                // remove-node`). Registering again would undo that; a restart rejoins.
+                None => {
+                    if !removed_logged {
+                        tracing::warn!(
+                            broker = me,
+                            "this broker was removed from the cluster; stop it"
+                        );
+                        removed_logged = true;
+                    }
+                    false
                 }
-                false
-            }
-        };
+            };
         if needs_registration && !registering.swap(true, Ordering::AcqRel) {
             let (node, reg, registering) = (node.clone(), reg.clone(), registering.clone());
             tokio::spawn(async move {
@@ -1094,6 +1100,11 @@ impl Controller {
     pub fn raft_leader(&self) -> Option<i32> {
         let l = self.shared.leader.load(Ordering::Acquire);
         (l >= 0).then_some(l as i32)
+    }
+
+    /// The broker is leaving (see `shutdown.rs`): it must not register again from here on.
+    pub(crate) fn begin_stopping(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
     }
 
     /// Stop heartbeats, close Raft and join the controller thread. Idempotent.

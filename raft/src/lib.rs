@@ -15,6 +15,7 @@ pub mod metadata;
 pub mod network;
 pub mod placement;
 pub mod secret;
+pub mod shutdown;
 pub mod snapshot;
 pub mod state_machine;
 pub mod topic_config;

@@ -96,6 +96,12 @@ impl MetaState {
             Command::DecommissionBroker { id } => self.decommission(*id),
             Command::UnregisterBroker { id } => self.unregister(*id),
             Command::Rebalance => self.rebalance(),
+            Command::ControlledShutdown { id, incarnation } => {
+                match validate::controlled_shutdown(&self.image, *id, *incarnation) {
+                    Ok(()) => self.fence_broker(*id),
+                    Err(e) => CommandOutcome::Rejected(e),
+                }
+            }
             Command::AllocateProducerIds { broker, count } => {
                 CommandOutcome::ProducerIds(self.allocate_producer_ids(*broker, *count))
             }

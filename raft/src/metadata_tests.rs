@@ -761,3 +761,68 @@ fn a_restarted_broker_leaves_the_isrs_it_shares_and_gives_up_leadership() {
     let solo = part(&s, "solo", 0);
     assert_eq!((solo.leader, solo.isr.clone()), (1, vec![1]));
 }
+
+#[test]
+fn a_controlled_shutdown_moves_leaders_and_leaves_shared_isrs_in_one_step() {
+    let mut s = cluster(3);
+    let mut t = topic("x", -1, -1);
+    t.assignments = Some(vec![vec![1, 2, 3], vec![2, 1, 3], vec![3, 2, 1]]);
+    create(&mut s, t);
+    let mut solo = topic("solo", -1, -1);
+    solo.assignments = Some(vec![vec![1]]);
+    create(&mut s, solo);
+    let before = s.image.topic("x").cloned().expect("x");
+    let incarnation = s.image.broker(1).map(|b| b.incarnation).expect("1");
+    assert_eq!(
+        apply(&mut s, Command::ControlledShutdown { id: 1, incarnation }),
+        CommandOutcome::Done
+    );
+    let after = s.image.topic("x").cloned().expect("x");
+    for (old, new) in before.partitions.iter().zip(&after.partitions) {
+        assert_ne!(new.leader, 1, "{new:?}");
+        assert!(!new.isr.contains(&1), "{new:?}");
+        assert!(new.isr.contains(&new.leader));
+        if old.leader == 1 {
+            assert_eq!(new.leader_epoch, old.leader_epoch + 1);
+        } else {
+            assert_eq!(new.leader, old.leader, "other leaders stay");
+        }
+    }
+    // Its sole-replica partition has nowhere to go: leaderless until it returns, as on a fence.
+    assert_eq!(part(&s, "solo", 0).leader, NO_LEADER);
+    assert!(s.image.broker(1).is_some_and(|b| b.fenced));
+    // The same request again changes nothing.
+    let snapshot = s.clone();
+    assert_eq!(
+        apply(&mut s, Command::ControlledShutdown { id: 1, incarnation }),
+        CommandOutcome::Done
+    );
+    assert_eq!(s, snapshot);
+    // Back from the restart, it leads its sole-replica partition again.
+    apply(&mut s, reg(1, None));
+    assert_eq!(part(&s, "solo", 0).leader, 1);
+}
+
+#[test]
+fn a_controlled_shutdown_from_an_older_incarnation_or_unknown_broker_changes_nothing() {
+    let mut s = cluster(3);
+    create(&mut s, topic("t", 3, 3));
+    // Broker 2 restarted: a shutdown request of its previous life commits late.
+    apply(&mut s, reg(2, None));
+    let old = s.image.broker(2).map(|b| b.incarnation).expect("2") - 1;
+    let before = s.clone();
+    let cases = [
+        (2, old, codes::STALE_BROKER_EPOCH),
+        (2, u64::MAX, codes::STALE_BROKER_EPOCH),
+        (42, 1, codes::BROKER_ID_NOT_REGISTERED),
+        (-1, 0, codes::BROKER_ID_NOT_REGISTERED),
+        (i32::MIN, u64::MAX, codes::BROKER_ID_NOT_REGISTERED),
+    ];
+    for (id, incarnation, code) in cases {
+        match apply(&mut s, Command::ControlledShutdown { id, incarnation }) {
+            CommandOutcome::Rejected(e) => assert_eq!(e.code, code, "{id}/{incarnation}"),
+            other => panic!("{id}/{incarnation}: {other:?}"),
+        }
+        assert_eq!(s, before, "{id}/{incarnation} changed the state");
+    }
+}

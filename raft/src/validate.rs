@@ -283,6 +283,31 @@ pub fn cluster_room(current: usize, adding: usize) -> Result<(), MetaError> {
     Ok(())
 }
 
+/// A controlled shutdown names a registered broker in its current incarnation
+/// (BROKER_ID_NOT_REGISTERED, STALE_BROKER_EPOCH otherwise, as Kafka answers a heartbeat).
+pub fn controlled_shutdown(
+    image: &MetadataImage,
+    id: BrokerId,
+    incarnation: u64,
+) -> Result<(), MetaError> {
+    let Some(b) = image.broker(id) else {
+        return err(
+            codes::BROKER_ID_NOT_REGISTERED,
+            format!("broker {id} is not registered"),
+        );
+    };
+    if b.incarnation != incarnation {
+        return err(
+            codes::STALE_BROKER_EPOCH,
+            format!(
+                "broker {id} is in incarnation {}, not {incarnation}",
+                b.incarnation
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// The outcome of checking a command before it is proposed.
 #[derive(Debug, PartialEq)]
 pub enum Precheck {
@@ -302,6 +327,15 @@ pub enum Precheck {
 /// at once and left out of the proposal. The committed apply checks again (the image may be a
 /// little behind the leader), so this only keeps what is certainly refused out of the log.
 pub fn precheck(image: &MetadataImage, cmd: Command, defaults: Defaults) -> Precheck {
+    if let Command::ControlledShutdown { id, incarnation } = &cmd {
+        return match controlled_shutdown(image, *id, *incarnation) {
+            Ok(()) => Precheck::Propose {
+                cmd,
+                early: Vec::new(),
+            },
+            Err(e) => Precheck::Answer(CommandOutcome::Rejected(e)),
+        };
+    }
     let per_topic = matches!(
         cmd,
         Command::CreateTopics { .. }

@@ -274,6 +274,30 @@ fn precheck_answers_validate_only_and_all_refused_requests_without_proposing() {
 }
 
 #[test]
+fn precheck_refuses_a_controlled_shutdown_of_an_unknown_or_older_broker_without_proposing() {
+    let s = cluster(2);
+    let current = s.image.broker(2).map(|b| b.incarnation).expect("2");
+    for (id, incarnation, code) in [
+        (3, current, codes::BROKER_ID_NOT_REGISTERED),
+        (-7, current, codes::BROKER_ID_NOT_REGISTERED),
+        (2, current + 1, codes::STALE_BROKER_EPOCH),
+    ] {
+        match precheck(&s.image, Command::ControlledShutdown { id, incarnation }, D) {
+            Precheck::Answer(CommandOutcome::Rejected(e)) => assert_eq!(e.code, code),
+            other => panic!("{id}/{incarnation} must not be proposed: {other:?}"),
+        }
+    }
+    let ok = Command::ControlledShutdown {
+        id: 2,
+        incarnation: current,
+    };
+    assert!(matches!(
+        precheck(&s.image, ok, D),
+        Precheck::Propose { early, .. } if early.is_empty()
+    ));
+}
+
+#[test]
 fn clients_may_not_create_or_grow_internal_topics() {
     for name in INTERNAL_TOPICS {
         assert_eq!(
@@ -321,7 +345,7 @@ fn random_hostile_commands_never_panic_and_leave_the_invariants_intact() {
                     .collect(),
             )
         };
-        let cmd = match rng.gen_range(0..4) {
+        let cmd = match rng.gen_range(0..6) {
             0 => create(
                 vec![NewTopic {
                     name,
@@ -341,7 +365,22 @@ fn random_hostile_commands_never_panic_and_leave_the_invariants_intact() {
                 partition: n,
                 replicas: assignment().unwrap_or_default().concat(),
             },
-            _ => Command::DeleteTopics { names: vec![name] },
+            3 => Command::DeleteTopics { names: vec![name] },
+            // Brokers stop on purpose (any id, any incarnation) and come back.
+            4 => Command::ControlledShutdown {
+                id: if rng.gen_bool(0.5) {
+                    n
+                } else {
+                    rng.gen_range(1..4)
+                },
+                incarnation: rng.gen_range(0..4),
+            },
+            _ => Command::RegisterBroker(BrokerRegistration {
+                id: rng.gen_range(1..4),
+                host: "h".into(),
+                port: 9092,
+                rack: None,
+            }),
         };
         // Apply checks the image's invariants itself in debug builds.
         let _ = apply(&mut s, cmd);

@@ -55,8 +55,11 @@ fn check_all(shard: &Rc<Shard>) {
                     }
             })
             .collect();
+        // A fenced replica (stopped, or in controlled shutdown and still fetching) may look
+        // caught up, but the controller refuses it (Kafka's KIP-841 rule): do not ask.
+        let live = |b: &i32| shard.with_image(|i| i.broker(*b).is_some_and(|x| !x.fenced));
         for r in &ps.replicas {
-            if !new_isr.contains(r) {
+            if !new_isr.contains(r) && live(r) {
                 if let Some(f) = followers.get(r) {
                     if f.log_end_offset >= hw && now.duration_since(f.caught_up_at) <= lag_max {
                         new_isr.push(*r);
