@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cluster_util::{create, leader_of, wait_until, FAST};
+use common::cluster_util::{create, isr_of, leader_of, local_bytes, local_leo, wait_until, FAST};
 use common::{Cluster, Server};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
@@ -34,10 +34,16 @@ fn compacted_topic(name: &str, replicas: i32) -> NewTopic<'_> {
 }
 
 fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    producer_with(bootstrap, "none")
+}
+
+/// A producer compressing its batches with `compression` (librdkafka's compression.type).
+fn producer_with(bootstrap: &str, compression: &str) -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
         .set("linger.ms", "2")
+        .set("compression.type", compression)
         .set("message.timeout.ms", "30000")
         .create()
         .expect("producer")
@@ -63,7 +69,18 @@ fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, va
 /// last version of k0..k9 is a tombstone. Then, once segment.ms has passed, one record that
 /// rolls the log so all of it sits in sealed (cleanable) segments.
 fn write_versions(bootstrap: &str, topic: &str, from: usize, versions: usize, tombstones: bool) {
-    let p = producer(bootstrap);
+    write_versions_with(bootstrap, topic, from, versions, tombstones, "none")
+}
+
+fn write_versions_with(
+    bootstrap: &str,
+    topic: &str,
+    from: usize,
+    versions: usize,
+    tombstones: bool,
+    compression: &str,
+) {
+    let p = producer_with(bootstrap, compression);
     for v in from..from + versions {
         for i in 0..KEYS {
             let last = v == from + versions - 1;
@@ -181,6 +198,11 @@ fn wait_compacted(bootstrap: &str, topic: &str, last: usize, tombstones: bool) {
 }
 
 fn log_bytes(dir: &std::path::Path) -> u64 {
+    topic_log_bytes(dir, "compact-me")
+}
+
+/// Bytes of the segment files of topics whose name contains `topic`.
+fn topic_log_bytes(dir: &std::path::Path, topic: &str) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -188,9 +210,7 @@ fn log_bytes(dir: &std::path::Path) -> u64 {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.to_string_lossy().ends_with(".log")
-                && p.to_string_lossy().contains("compact-me")
-            {
+            } else if p.to_string_lossy().ends_with(".log") && p.to_string_lossy().contains(topic) {
                 total += e.metadata().map_or(0, |m| m.len());
             }
         }
@@ -209,6 +229,30 @@ fn a_compacted_topic_keeps_only_the_latest_value_of_each_key_and_drops_tombstone
     wait_until("segment files shrink", 30, || {
         log_bytes(&s.data_dir) < 64 * 1024
     });
+}
+
+#[test]
+fn compressed_batches_of_every_codec_are_cleaned_and_read_back_with_the_latest_values() {
+    let s = Server::start(CLEANER);
+    let b = s.bootstrap();
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        // The same records in a topic that is not compacted: what the disk would hold.
+        let reference = format!("uncompacted-{codec}");
+        create(
+            &b,
+            NewTopic::new(&reference, 1, TopicReplication::Fixed(1)).set("segment.bytes", "8192"),
+        );
+        write_versions_with(&b, &reference, 0, VERSIONS, true, codec);
+        let topic = format!("compressed-{codec}");
+        create(&b, compacted_topic(&topic, 1));
+        write_versions_with(&b, &topic, 0, VERSIONS, true, codec);
+        wait_compacted(&b, &topic, VERSIONS - 1, true);
+        // Kept records are compressed again with their codec: a small fraction is left.
+        let full = topic_log_bytes(&s.data_dir, &reference);
+        wait_until("segment files shrink", 30, || {
+            topic_log_bytes(&s.data_dir, &topic) * 4 < full
+        });
+    }
 }
 
 #[test]
@@ -248,7 +292,7 @@ fn sigkill_during_cleaning_loses_nothing_and_duplicates_nothing() {
 }
 
 #[test]
-fn after_compaction_a_new_leader_serves_the_same_key_set() {
+fn after_compaction_a_new_leader_serves_the_same_key_set_and_a_wiped_replica_copies_its_gaps() {
     let mut extra: Vec<&str> = FAST.to_vec();
     extra.extend_from_slice(CLEANER);
     let mut c = Cluster::start(3, &extra);
@@ -286,4 +330,60 @@ fn after_compaction_a_new_leader_serves_the_same_key_set() {
             .collect()
     };
     assert_eq!(keys(&on_leader), keys(&on_new));
+
+    // The old leader comes back with an empty disk: it copies the new leader's compacted log,
+    // gaps included, and ends with the same bytes.
+    let dir = c.node(leader).data_dir.clone();
+    std::fs::remove_dir_all(&dir).expect("wipe the old leader");
+    c.node(leader).spawn();
+    c.node(leader).wait_ready(3);
+    let new_leader = leader_of(&other, "compact-me", 0);
+    let laddr = c.node(new_leader).bootstrap();
+    let waddr = c.node(leader).bootstrap();
+    wait_until("the wiped replica back in the ISR", 60, || {
+        isr_of(&other, "compact-me", 0).len() == 3
+    });
+    let end = local_leo(&laddr, "compact-me", 0);
+    wait_until("the wiped replica at the leader's end", 60, || {
+        local_leo(&waddr, "compact-me", 0) == end
+    });
+    let want = local_bytes(&laddr, "compact-me", 0, end);
+    let got = local_bytes(&waddr, "compact-me", 0, end);
+    assert!(
+        (on_new.len() as i64) < end,
+        "the compacted log has gaps: {} records below {end}",
+        on_new.len()
+    );
+    assert!(got == want, "the wiped replica holds the leader's bytes");
+}
+
+#[test]
+fn a_compact_delete_topic_also_drops_old_segments_by_time() {
+    let s = Server::start(CLEANER);
+    let b = s.bootstrap();
+    create(
+        &b,
+        compacted_topic("compact-delete", 1)
+            .set("cleanup.policy", "compact,delete")
+            .set("retention.ms", "1000"),
+    );
+    write_versions(&b, "compact-delete", 0, 5, false);
+    // Compaction keeps the latest value of every key ...
+    wait_compacted(&b, "compact-delete", 4, false);
+    // ... and retention then removes the segments holding them once they are older than
+    // retention.ms (checked every 30 s), though no newer value replaced them.
+    std::thread::sleep(Duration::from_millis(1200));
+    let p = producer(&b);
+    send(&p, "compact-delete", "late", Some("late"));
+    p.flush(Duration::from_secs(30)).expect("flush");
+    wait_until("old segments deleted by time", 60, || {
+        read_all(&b, "compact-delete")
+            .iter()
+            .all(|(_, k, _)| !k.starts_with('k'))
+    });
+    let recs = read_all(&b, "compact-delete");
+    assert!(
+        recs.iter().any(|(_, k, _)| k == "late"),
+        "the new record stays: {recs:?}"
+    );
 }

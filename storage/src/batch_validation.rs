@@ -25,7 +25,7 @@ const SNAPPY_MAX_RATIO: usize = 24;
 /// zstd-jni keeps); its pages are touched only as far as output is produced.
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 /// xerial snappy-java framing, used by the Java client: magic, version and compatible version.
-const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+pub(crate) const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
 const XERIAL_HEADER_LEN: usize = 16;
 
 /// Bounds applied while validating.
@@ -135,6 +135,61 @@ pub fn validate_batch(bytes: &[u8], limits: &Limits) -> Result<BatchSummary, Bat
         max_timestamp,
         records_bytes,
     })
+}
+
+/// The records section of a compressed batch (`bytes` is the whole batch, `h` its header),
+/// decompressed whole and appended to `out` with the same decoders and bounds as validation: past
+/// `limit` bytes it stops with `TooLargeUncompressed`. For the log cleaner, which must see
+/// each record to drop the overwritten ones and then recompress the rest.
+pub(crate) fn decompress_records(
+    bytes: &[u8],
+    h: &BatchHeader,
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), BatchError> {
+    let records = bytes
+        .get(BATCH_HEADER_LEN..h.total_len().min(bytes.len()))
+        .ok_or(BatchError::TooShort)?;
+    let mut block = Vec::new();
+    match h.compression() {
+        1 => read_bounded(flate2::bufread::GzDecoder::new(records), limit, out),
+        2 => read_bounded(SnappyReader::new(records, &mut block, limit), limit, out),
+        3 => {
+            let r = lz4::Decoder::new(records).map_err(|_| BatchError::BadCompression)?;
+            read_bounded(r, limit, out)
+        }
+        4 => {
+            let mut r = zstd::stream::read::Decoder::with_buffer(records)
+                .map_err(|_| BatchError::BadCompression)?;
+            r.window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(|_| BatchError::BadCompression)?;
+            read_bounded(r, limit, out)
+        }
+        codec => Err(BatchError::UnknownCompression(codec)),
+    }
+}
+
+/// Reads `r` to its end onto `out`, growing `out` only as bytes arrive, adding at most `limit`.
+fn read_bounded<R: Read>(r: R, limit: usize, out: &mut Vec<u8>) -> Result<(), BatchError> {
+    let start = out.len();
+    // One byte past the limit tells "exactly at the limit" from "more".
+    let mut r = r.take(limit as u64 + 1);
+    let mut chunk = [0u8; CHUNK];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+                return Err(BatchError::TooLargeUncompressed)
+            }
+            Err(_) => return Err(BatchError::BadCompression),
+        };
+        if out.len() - start + n > limit {
+            return Err(BatchError::TooLargeUncompressed);
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// The rules Kafka applies only to batches appended by clients (`AppendOrigin.CLIENT`): base

@@ -15,6 +15,7 @@ pub(crate) enum FileKind {
     TimeIndex = 2,
     LogState = 3,
     LeaderEpochs = 4,
+    CleanerOffset = 5,
 }
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]

@@ -7,6 +7,7 @@ pub mod batch_validation;
 pub mod cache;
 mod checkpoint;
 mod commit;
+mod compression;
 pub mod config;
 mod disk_format;
 mod epoch;

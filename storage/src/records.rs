@@ -1,11 +1,13 @@
-//! The records inside an uncompressed v2 batch, for the log cleaner: each record's offset,
-//! timestamp, key and whether it is a tombstone; and rebuilding a batch from a run of records
-//! with consecutive offsets (a v2 batch must hold exactly `lastOffsetDelta + 1` records, so a
-//! batch with records removed from its middle becomes several batches).
+//! The records inside a v2 batch (its plain records section), for the log cleaner: each
+//! record's offset, timestamp, key and whether it is a tombstone; and rebuilding a batch from a
+//! run of records with consecutive offsets (a v2 batch must hold exactly `lastOffsetDelta + 1`
+//! records, so a batch with records removed from its middle becomes several batches), its
+//! records compressed again with the original batch's codec.
 
 use bytes::{BufMut, BytesMut};
 
 use crate::batch::{read_varint, BatchError, BatchHeader, BATCH_HEADER_LEN, CRC_START};
+use crate::compression::Codec;
 
 /// One record of a batch, borrowed from the batch's bytes.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +38,8 @@ fn take<'a>(buf: &'a [u8], pos: &mut usize, len: i64) -> Result<Option<&'a [u8]>
     Ok(Some(out))
 }
 
-/// Parses every record of the uncompressed, validated batch `buf`. Offset deltas must increase
+/// Parses every record of the validated batch `buf` (header then plain records: the batch
+/// itself if uncompressed, its header followed by the decompressed records otherwise). Offset deltas must increase
 /// and stay within the batch; anything malformed is an error (the cleaner then keeps the batch).
 pub(crate) fn parse_records<'a>(
     buf: &'a [u8],
@@ -105,13 +108,38 @@ fn varint_len(v: i64) -> usize {
 /// A new batch holding `run` (records of the batch `h`, with consecutive offset deltas): its
 /// base offset is the run's first offset, everything else (epoch, attributes, base timestamp,
 /// producer id and epoch) is kept; the base sequence moves with the first record; the max
-/// timestamp is that of the kept records (the original one under LogAppendTime).
-pub(crate) fn build_run(h: &BatchHeader, run: &[RecordRef<'_>], out: &mut BytesMut) {
-    let Some(first) = run.first() else { return };
+/// timestamp is that of the kept records (the original one under LogAppendTime), as Kafka's
+/// cleaner sets it. The records are compressed with `codec` (the original batch's).
+pub(crate) fn build_run(
+    h: &BatchHeader,
+    codec: Codec,
+    run: &[RecordRef<'_>],
+    out: &mut BytesMut,
+) -> Result<(), BatchError> {
+    let Some(first) = run.first() else {
+        return Ok(());
+    };
     let first_delta = first.offset_delta;
-    let start = out.len();
     let body_len: usize = run.iter().map(|r| r.tail.len() + 16).sum();
-    out.reserve(BATCH_HEADER_LEN + body_len);
+    let mut plain = BytesMut::with_capacity(body_len);
+    for r in run {
+        let delta = r.offset_delta - first_delta;
+        let len = 1 + varint_len(r.timestamp_delta) + varint_len(delta) + r.tail.len();
+        put_varint(&mut plain, len as i64);
+        plain.put_u8(r.attributes);
+        put_varint(&mut plain, r.timestamp_delta);
+        put_varint(&mut plain, delta);
+        plain.put_slice(r.tail);
+    }
+    let compressed;
+    let section: &[u8] = if codec.id == 0 {
+        &plain
+    } else {
+        compressed = codec.compress(&plain)?;
+        &compressed
+    };
+    let start = out.len();
+    out.reserve(BATCH_HEADER_LEN + section.len());
     let max_ts = if h.timestamp_type_log_append() {
         h.max_timestamp
     } else {
@@ -139,19 +167,12 @@ pub(crate) fn build_run(h: &BatchHeader, run: &[RecordRef<'_>], out: &mut BytesM
     out.put_i16(h.producer_epoch);
     out.put_i32(base_sequence);
     out.put_i32(run.len() as i32);
-    for r in run {
-        let delta = r.offset_delta - first_delta;
-        let len = 1 + varint_len(r.timestamp_delta) + varint_len(delta) + r.tail.len();
-        put_varint(out, len as i64);
-        out.put_u8(r.attributes);
-        put_varint(out, r.timestamp_delta);
-        put_varint(out, delta);
-        out.put_slice(r.tail);
-    }
+    out.put_slice(section);
     let len = (out.len() - start - 12) as i32;
     out[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
     let crc = crc32c::crc32c(&out[start + CRC_START..]);
     out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -179,7 +200,7 @@ mod tests {
         assert!(recs[1].tombstone && !recs[0].tombstone);
         assert_eq!(recs[2].key, Some(&b"c"[..]));
         let mut out = BytesMut::new();
-        build_run(&h, &recs[1..3], &mut out);
+        build_run(&h, Codec::of(&b, &h), &recs[1..3], &mut out).expect("built");
         let nh = validate_batch(&out).expect("rebuilt batch is valid");
         assert_eq!(nh.base_offset, 101);
         assert_eq!(nh.last_offset(), 102);

@@ -351,3 +351,67 @@ fn a_crash_at_any_step_of_the_swap_loses_nothing_and_duplicates_nothing() {
         });
     }
 }
+
+#[test]
+fn the_first_dirty_offset_survives_a_restart_and_a_damaged_checkpoint_only_costs_a_rescan() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().to_path_buf();
+    run(move || async move {
+        let ckpt = dir.join("cleaner-offset.checkpoint");
+        let log = open(&dir, compact_cfg(true), 1 << 20).await;
+        write_versions(&log).await;
+        let stats = log
+            .clean(&CleanerLimits::new(1 << 20, TS0 + 100))
+            .await
+            .expect("clean")
+            .expect("a round ran");
+        assert!(stats.clean_end > 0);
+        log.close().await.expect("close");
+        assert!(ckpt.exists(), "the checkpoint is written at close");
+        let good = std::fs::read(&ckpt).expect("read checkpoint");
+
+        // Reopened, the cleaned part is known clean: nothing to do until new data.
+        let log = open(&dir, compact_cfg(true), 1 << 20).await;
+        assert!(log.cleanable_ratio(TS0 + 100).is_none(), "no rescan");
+        log.close().await.expect("close");
+
+        // Damaged, foreign, oversized or out-of-range checkpoints are ignored: one full rescan.
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let short = good[..good.len() - 3].to_vec();
+        let huge = vec![7u8; 1 << 20];
+        for bad in [flipped, short, huge, b"garbage".to_vec(), Vec::new()] {
+            std::fs::write(&ckpt, &bad).expect("write bad checkpoint");
+            let log = open(&dir, compact_cfg(true), 1 << 20).await;
+            assert!(
+                log.cleanable_ratio(TS0 + 100).is_some(),
+                "a bad checkpoint ({} bytes) means a rescan",
+                bad.len()
+            );
+            assert_latest_per_key(&log, true).await;
+            log.close().await.expect("close");
+        }
+
+        // A truncation below the first dirty offset forgets the checkpoint.
+        std::fs::write(&ckpt, &good).expect("restore checkpoint");
+        let log = open(&dir, compact_cfg(true), 1 << 20).await;
+        assert!(log.cleanable_ratio(TS0 + 100).is_none());
+        log.truncate_to(10).await.expect("truncate");
+        assert_ne!(
+            std::fs::read(&ckpt).ok(),
+            Some(good),
+            "the truncation removed or lowered the checkpoint"
+        );
+        // The offsets written again are dirty: a round maps and cleans them.
+        write_versions(&log).await;
+        log.close().await.expect("close");
+        let log = open(&dir, compact_cfg(true), 1 << 20).await;
+        log.clean(&CleanerLimits::new(1 << 20, TS0 + 100))
+            .await
+            .expect("clean")
+            .expect("a round ran");
+        assert_latest_per_key(&log, true).await;
+        log.close().await.expect("close");
+    });
+}

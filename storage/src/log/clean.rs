@@ -7,7 +7,9 @@
 //! key (tombstones too, until `delete.retention.ms` has passed). Offsets never change, so the
 //! log gets gaps; records with consecutive kept offsets stay together in one batch. The last
 //! record of each segment is always kept so segment bounds (and the log end seen by recovery)
-//! never move. Compressed, transactional and control batches are kept whole.
+//! never move. A compressed batch is decompressed (bounded like produce validation) and its
+//! kept records compressed again with its codec; transactional and control batches are kept
+//! whole.
 //!
 //! Swap of one segment, crash-safe at every step: the new contents go to `<base>.log.cleaned`
 //! (fsynced), which is renamed to `<base>.log.swap` (directory fsynced: from here the new
@@ -22,6 +24,8 @@ use std::collections::HashMap;
 use glommio::io::{BufferedFile, OpenOptions};
 
 use super::*;
+use crate::batch_validation::{decompress_records, DEFAULT_MAX_UNCOMPRESSED_BYTES};
+use crate::compression::Codec;
 use crate::error::glommio_io;
 use crate::records::{build_run, parse_records, RecordRef};
 use crate::recovery::{CLEANED_SUFFIX, SWAP_SUFFIX};
@@ -30,6 +34,27 @@ use crate::recovery::{CLEANED_SUFFIX, SWAP_SUFFIX};
 const MAP_ENTRY_BYTES: usize = 40;
 /// Reads and writes of the cleaner go in chunks of this size.
 const CHUNK: usize = 1 << 20;
+/// The cleaned copy is fdatasynced every this many bytes: one sync of a whole segment at the
+/// end would queue up to a segment of writeback in front of the produce path's fsyncs.
+const SYNC_EVERY: u64 = 8 << 20;
+/// The most CPU the cleaner takes before it hands the executor back. glommio preempts a task
+/// queue only after 100 ms, far longer than a produce or fetch should wait behind a scan.
+const SLICE: std::time::Duration = std::time::Duration::from_micros(500);
+
+thread_local! {
+    static SLICE_START: std::cell::Cell<std::time::Instant> =
+        std::cell::Cell::new(std::time::Instant::now());
+}
+
+/// Yields the cleaner's task queue once it has run for `SLICE`, so requests queued on the
+/// shard meanwhile run first (the cleaner's low shares then keep it behind them).
+async fn pace() {
+    let now = std::time::Instant::now();
+    if now.duration_since(SLICE_START.with(|s| s.get())) >= SLICE {
+        glommio::executor().yield_task_queue_now().await;
+        SLICE_START.with(|s| s.set(std::time::Instant::now()));
+    }
+}
 
 /// What a cleaning round may use.
 #[derive(Debug, Clone)]
@@ -140,7 +165,30 @@ impl<'a> BatchReader<'a> {
 
 /// Whether the cleaner looks inside this batch (otherwise it is kept whole).
 fn inspectable(h: &batch::BatchHeader) -> bool {
-    h.compression() == 0 && !h.is_transactional() && !h.is_control()
+    h.compression() <= 4 && !h.is_transactional() && !h.is_control()
+}
+
+/// The batch in plain form for `parse_records`: itself when uncompressed, else its header
+/// followed by its decompressed records, built in `scratch` (reused from batch to batch).
+/// `None` when the cleaner keeps the batch whole (not inspectable, or its records cannot be
+/// decompressed within the bound produce validation applies).
+fn plain<'a>(
+    bytes: &'a [u8],
+    h: &batch::BatchHeader,
+    scratch: &'a mut Vec<u8>,
+) -> Option<(&'a [u8], batch::BatchHeader)> {
+    if !inspectable(h) {
+        return None;
+    }
+    if h.compression() == 0 {
+        return Some((bytes, *h));
+    }
+    scratch.clear();
+    scratch.extend_from_slice(bytes.get(..batch::BATCH_HEADER_LEN)?);
+    decompress_records(bytes, h, DEFAULT_MAX_UNCOMPRESSED_BYTES, scratch).ok()?;
+    let mut ph = *h;
+    ph.batch_length = i32::try_from(scratch.len() - 12).ok()?;
+    Some((&scratch[..], ph))
 }
 
 fn key_hash(key: &[u8]) -> u128 {
@@ -226,6 +274,7 @@ impl Inner {
             return Ok(None);
         };
         let mut stats = CleanStats::default();
+        let gen = self.st.borrow().clean_gen;
         let (map, map_end) = self.build_offset_map(&c, limits, &mut stats).await?;
         if map_end <= c.first_dirty {
             tracing::warn!(dir = %self.dir.display(), "log cleaner: the dedupe buffer cannot hold one batch's keys");
@@ -251,7 +300,10 @@ impl Inner {
             }
         }
         let mut st = self.st.borrow_mut();
-        st.clean_end = st.clean_end.max(map_end);
+        if st.clean_gen == gen && map_end > st.clean_end && map_end <= st.leo {
+            st.clean_end = map_end;
+            st.clean_dirty = true;
+        }
         stats.clean_end = st.clean_end;
         Ok(Some(stats))
     }
@@ -266,17 +318,18 @@ impl Inner {
     ) -> Result<(HashMap<u128, i64>, i64), StorageError> {
         let max_entries = limits.dedupe_buffer_bytes / MAP_ENTRY_BYTES;
         let mut map: HashMap<u128, i64> = HashMap::new();
+        let mut scratch = Vec::new();
         let mut end = c.first_dirty;
         for seg in c.segs.iter().filter(|s| s.next > c.first_dirty) {
             let mut reader = BatchReader::new(seg);
             while let Some((bytes, h)) = reader.next().await? {
-                glommio::yield_if_needed().await;
+                pace().await;
                 stats.bytes_read += bytes.len() as u64;
                 if h.last_offset() < c.first_dirty {
                     continue;
                 }
-                if inspectable(&h) {
-                    if let Ok(recs) = parse_records(&bytes, &h) {
+                if let Some((view, vh)) = plain(&bytes, &h, &mut scratch) {
+                    if let Ok(recs) = parse_records(view, &vh) {
                         let hashes: Vec<(u128, i64)> = recs
                             .iter()
                             .filter_map(|r| {
@@ -330,12 +383,13 @@ impl Inner {
         };
         // First pass decides whether anything goes, without writing.
         let mut removable = 0u64;
+        let mut scratch = Vec::new();
         let mut reader = BatchReader::new(seg);
         while let Some((bytes, h)) = reader.next().await? {
-            glommio::yield_if_needed().await;
+            pace().await;
             stats.bytes_read += bytes.len() as u64;
-            if inspectable(&h) {
-                if let Ok(recs) = parse_records(&bytes, &h) {
+            if let Some((view, vh)) = plain(&bytes, &h, &mut scratch) {
+                if let Ok(recs) = parse_records(view, &vh) {
                     removable += recs.iter().filter(|r| !keep(&h, r)).count() as u64;
                 }
             }
@@ -375,18 +429,20 @@ impl Inner {
         stats: &mut CleanStats,
     ) -> Result<SegmentMeta, StorageError> {
         let interval = self.cfg.borrow().index_interval_bytes;
+        let rebuild_err =
+            |e: batch::BatchError| StorageError::corrupt(path, format!("rebuilding a batch: {e}"));
         let mut meta = SegmentMeta::new(seg.base);
         let mut buf = BytesMut::with_capacity(CHUNK + 64 * 1024);
         let mut written = 0u64;
+        let mut synced = 0u64;
+        let mut scratch = Vec::new();
         let mut reader = BatchReader::new(seg);
         while let Some((bytes, h)) = reader.next().await? {
-            glommio::yield_if_needed().await;
+            pace().await;
             stats.bytes_read += bytes.len() as u64;
-            let recs = if inspectable(&h) {
-                parse_records(&bytes, &h).ok()
-            } else {
-                None
-            };
+            let codec = Codec::of(&bytes, &h);
+            let recs = plain(&bytes, &h, &mut scratch)
+                .and_then(|(view, vh)| parse_records(view, &vh).ok());
             let start = buf.len();
             match recs {
                 Some(recs) if recs.iter().any(|r| !keep(&h, r)) => {
@@ -394,7 +450,7 @@ impl Inner {
                     let mut run: Vec<RecordRef<'_>> = Vec::new();
                     for r in recs {
                         if !keep(&h, &r) {
-                            build_run(&h, &run, &mut buf);
+                            build_run(&h, codec, &run, &mut buf).map_err(rebuild_err)?;
                             run.clear();
                             continue;
                         }
@@ -402,12 +458,12 @@ impl Inner {
                             .last()
                             .is_some_and(|p| p.offset_delta + 1 != r.offset_delta)
                         {
-                            build_run(&h, &run, &mut buf);
+                            build_run(&h, codec, &run, &mut buf).map_err(rebuild_err)?;
                             run.clear();
                         }
                         run.push(r);
                     }
-                    build_run(&h, &run, &mut buf);
+                    build_run(&h, codec, &run, &mut buf).map_err(rebuild_err)?;
                 }
                 _ => buf.extend_from_slice(&bytes),
             }
@@ -430,6 +486,12 @@ impl Inner {
             if buf.len() >= CHUNK {
                 written += write_all(out, path, written, &buf).await?;
                 buf.clear();
+                if written - synced >= SYNC_EVERY {
+                    out.fdatasync().await.map_err(|e| {
+                        StorageError::io(path, "fdatasync cleaned segment", glommio_io(e))
+                    })?;
+                    synced = written;
+                }
             }
         }
         if !buf.is_empty() {

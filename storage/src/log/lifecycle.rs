@@ -32,7 +32,7 @@ impl Inner {
             (
                 !st.pending.is_empty(),
                 st.durable_seq < st.written_seq,
-                (st.state_dirty && hw_due) || st.epochs_dirty,
+                (st.state_dirty && hw_due) || st.epochs_dirty || st.clean_dirty,
             )
         };
         // Batches queued by appenders whose futures were dropped are written here too.
@@ -61,7 +61,7 @@ impl Inner {
 
     /// Writes the log-state and leader-epoch checkpoints if they changed (or `force`).
     pub(super) async fn write_checkpoints_locked(&self, force: bool) -> Result<(), StorageError> {
-        let (state, epochs) = {
+        let (state, epochs, cleaner) = {
             let mut st = self.st.borrow_mut();
             let state = (force || st.state_dirty).then(|| {
                 LogState {
@@ -71,9 +71,13 @@ impl Inner {
                 .encode()
             });
             let epochs = (force || st.epochs_dirty).then(|| st.epochs.encode());
+            let cleaner = st
+                .clean_dirty
+                .then(|| crate::checkpoint::encode_first_dirty(st.clean_end));
             st.state_dirty = false;
             st.epochs_dirty = false;
-            (state, epochs)
+            st.clean_dirty = false;
+            (state, epochs, cleaner)
         };
         let mut res = Ok(());
         if let Some(bytes) = state {
@@ -86,6 +90,12 @@ impl Inner {
         if let Some(bytes) = epochs {
             if let Err(e) = file::write_small_file(&self.dir, EPOCH_FILE, bytes).await {
                 self.st.borrow_mut().epochs_dirty = true;
+                res = res.and(Err(e));
+            }
+        }
+        if let Some(bytes) = cleaner {
+            if let Err(e) = file::write_small_file(&self.dir, CLEANER_FILE, bytes).await {
+                self.st.borrow_mut().clean_dirty = true;
                 res = res.and(Err(e));
             }
         }

@@ -23,6 +23,22 @@ impl Inner {
         if offset >= leo {
             return Ok(());
         }
+        let forget_cleaned = {
+            let mut st = self.st.borrow_mut();
+            st.clean_gen += 1;
+            let above = st.clean_end > offset;
+            if above {
+                st.clean_end = offset.max(0);
+                st.clean_dirty = true;
+            }
+            above
+        };
+        if forget_cleaned {
+            // Records written at the truncated offsets later are dirty: a crash before the
+            // next checkpoint must not find the old first dirty offset.
+            file::remove_if_exists(&self.dir.join(CLEANER_FILE))?;
+            file::sync_dir(&self.dir).await?;
+        }
         let cfg = self.cfg.borrow().clone();
         if offset <= log_start {
             // Nothing below the log start is readable: start afresh at `offset`. The old files

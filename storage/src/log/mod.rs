@@ -19,7 +19,7 @@ use glommio::sync::Semaphore;
 
 use crate::batch::{self, parse_header, ValidBatch};
 use crate::cache::ReadCache;
-use crate::checkpoint::{LogState, EPOCH_FILE, LOG_STATE_FILE};
+use crate::checkpoint::{LogState, CLEANER_FILE, EPOCH_FILE, LOG_STATE_FILE};
 use crate::commit::{self, Progress};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::epoch::EpochCache;
@@ -124,8 +124,13 @@ struct State {
     /// leave a hint or a read-ahead behind.
     read_gen: u64,
     /// The cleaner's first dirty offset: below it each key appears once (as of the last
-    /// cleaning). Kept in memory; after a restart the first cleaning covers the whole log.
+    /// cleaning). Checkpointed to `cleaner-offset.checkpoint` with the other checkpoints.
     clean_end: i64,
+    /// `clean_end` changed since it was last checkpointed.
+    clean_dirty: bool,
+    /// Bumped by every truncation: a cleaning round that saw an older value must not move
+    /// `clean_end` (the offsets it mapped may hold other records now).
+    clean_gen: u64,
 }
 
 /// A disk read of `[pos, pos + len)` of segment `seg_base`, started before anyone asked for it.
@@ -135,6 +140,32 @@ struct ReadAhead {
     seg_base: i64,
     pos: u64,
     task: glommio::task::JoinHandle<Result<Bytes, StorageError>>,
+}
+
+/// The cleaner's checkpointed first dirty offset, if the file is sound and the offset lies
+/// within the log; otherwise the log start (the first round then covers the whole log). A
+/// damaged or foreign file is logged and ignored, never trusted.
+async fn load_first_dirty(dir: &Path, log_start: i64, leo: i64) -> i64 {
+    let path = dir.join(CLEANER_FILE);
+    let len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(_) => return log_start,
+    };
+    let why = if len > crate::checkpoint::CLEANER_FILE_MAX {
+        format!("{len} bytes, too large")
+    } else {
+        match file::read_small_file(&path).await {
+            Ok(Some(bytes)) => match crate::checkpoint::decode_first_dirty(&bytes) {
+                Ok(o) if (log_start..=leo).contains(&o) => return o,
+                Ok(o) => format!("offset {o} outside the log [{log_start}, {leo}]"),
+                Err(why) => why,
+            },
+            Ok(None) => return log_start,
+            Err(e) => e.to_string(),
+        }
+    };
+    tracing::warn!(dir = %dir.display(), %why, "ignoring unreadable {CLEANER_FILE}; the cleaner rescans the log");
+    log_start
 }
 
 impl State {
@@ -343,7 +374,9 @@ impl PartitionLog {
             read_hint: None,
             readahead: None,
             read_gen: 0,
-            clean_end: log_start,
+            clean_end: load_first_dirty(&dir, log_start, leo).await,
+            clean_dirty: false,
+            clean_gen: 0,
         };
         st.recompute_log_max();
         let inner = Rc::new(Inner {
