@@ -3,10 +3,14 @@
 //! executor while the cleaner runs (in a low-share task queue, as on a broker shard), as a
 //! ratio to the same produce run without cleaning.
 //!
-//!   cargo run --release -p chronik-bench --bin cleaner_bench -- [--mib N] [--secs S] [--dir PATH]
+//!   cargo run --release -p chronik-bench --bin cleaner_bench -- [--mib N] [--secs S]
+//!       [--rounds R] [--dir PATH]
 //!
 //! Defaults: a 256 MiB keyed log (scaled down from the issue's 1 GiB for small shared
-//! machines), 100-byte values, 10 versions of each key written in shuffled order.
+//! machines), 100-byte values, 10 versions of each key written in shuffled order. The produce
+//! comparison runs R rounds (default 5), each a run without cleaning and a run while a fresh
+//! copy of the dirty log is cleaned, in alternating order (the shared machine's speed drifts),
+//! and reports each round's ratios and their medians.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -28,6 +32,7 @@ const PER_BATCH: usize = 100;
 struct Args {
     mib: u64,
     secs: f64,
+    rounds: usize,
     dir: PathBuf,
 }
 
@@ -35,6 +40,7 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         mib: 256,
         secs: 5.0,
+        rounds: 5,
         dir: std::env::temp_dir(),
     };
     let mut it = std::env::args().skip(1);
@@ -43,8 +49,13 @@ fn parse_args() -> Result<Args, String> {
         match x.as_str() {
             "--mib" => a.mib = val("--mib")?.parse().map_err(|_| "bad --mib")?,
             "--secs" => a.secs = val("--secs")?.parse().map_err(|_| "bad --secs")?,
+            "--rounds" => a.rounds = val("--rounds")?.parse().map_err(|_| "bad --rounds")?,
             "--dir" => a.dir = PathBuf::from(val("--dir")?),
-            _ => return Err("usage: cleaner_bench [--mib N] [--secs S] [--dir PATH]".into()),
+            _ => {
+                return Err(
+                    "usage: cleaner_bench [--mib N] [--secs S] [--rounds R] [--dir PATH]".into(),
+                )
+            }
         }
     }
     Ok(a)
@@ -105,10 +116,15 @@ async fn write_keyed(dir: &Path, mib: u64) -> u64 {
     size
 }
 
+/// Copies a log directory and syncs the copy, so its writeback does not land in a produce run.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("list").flatten() {
-        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        let dst = to.join(e.file_name());
+        std::fs::copy(e.path(), &dst).expect("copy");
+        std::fs::File::open(&dst)
+            .and_then(|f| f.sync_all())
+            .expect("sync copy");
     }
 }
 
@@ -150,6 +166,51 @@ async fn produce(log: Rc<PartitionLog>, secs: f64) -> ProduceRun {
     }
 }
 
+/// Produce for `secs` on `plog` while a low-share task cleans the dirty log at `dirty`;
+/// whether the cleaner was still busy when the produce run ended.
+async fn produce_while_cleaning(
+    plog: Rc<PartitionLog>,
+    dirty: &Path,
+    limits: &CleanerLimits,
+    secs: f64,
+) -> (ProduceRun, bool) {
+    let log = Rc::new(
+        PartitionLog::open(dirty, compact_cfg(), ReadCache::new(1 << 20))
+            .await
+            .expect("open"),
+    );
+    let tq =
+        glommio::executor().create_task_queue(Shares::Static(50), Latency::NotImportant, "cleaner");
+    let cleaning = Rc::new(Cell::new(true));
+    let (d, c, l) = (log.clone(), cleaning.clone(), limits.clone());
+    let cleaner = glommio::spawn_local_into(
+        async move {
+            let r = d.clean(&l).await;
+            c.set(false);
+            r
+        },
+        tq,
+    )
+    .expect("spawn cleaner");
+    let run = produce(plog, secs).await;
+    let busy = cleaning.get();
+    cleaner.await.expect("clean");
+    // The cleaner's task is done, so this is the last reference.
+    if let Ok(log) = Rc::try_unwrap(log) {
+        log.close().await.expect("close");
+    }
+    (run, busy)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(a) => a,
@@ -172,7 +233,8 @@ fn main() {
                 size as f64 / 1048576.0,
                 t.elapsed().as_secs_f64()
             );
-            copy_dir(&keyed, &root.join("keyed-2"));
+            let dirty_copy = root.join("dirty");
+            copy_dir(&keyed, &dirty_copy);
             let limits = CleanerLimits::new(128 << 20, 1_800_000_000_000);
 
             // 1. Cleaner alone.
@@ -195,56 +257,52 @@ fn main() {
             );
             log.close().await.expect("close");
 
-            // 2. Produce alone, then 3. produce while the cleaner runs at 50 shares.
+            // 2. Produce on another log of the executor, without and with the cleaner running
+            // (at 50 shares, as a broker shard runs it), in alternating order.
             let plog = Rc::new(
                 PartitionLog::open(root.join("produce"), LogConfig::default(), ReadCache::new(64 << 20))
                     .await
                     .expect("open"),
             );
-            let alone = produce(plog.clone(), args.secs).await;
-            let dirty = Rc::new(
-                PartitionLog::open(root.join("keyed-2"), compact_cfg(), ReadCache::new(1 << 20))
-                    .await
-                    .expect("open"),
-            );
-            let tq = glommio::executor().create_task_queue(
-                Shares::Static(50),
-                Latency::NotImportant,
-                "cleaner",
-            );
-            let cleaning = Rc::new(Cell::new(true));
-            let (d, c) = (dirty.clone(), cleaning.clone());
-            let cleaner = glommio::spawn_local_into(
-                async move {
-                    let t = Instant::now();
-                    let r = d.clean(&limits).await;
-                    c.set(false);
-                    (r, t.elapsed())
-                },
-                tq,
-            )
-            .expect("spawn cleaner");
-            let during = produce(plog.clone(), args.secs).await;
-            let still = cleaning.get();
-            let (r, took) = cleaner.await;
-            r.expect("clean");
             let rate = |p: &ProduceRun| p.batches as f64 * 16.0 * 1024.0 / 1e6 / p.elapsed.as_secs_f64();
+            let (mut tput, mut p99) = (Vec::new(), Vec::new());
+            for round in 0..args.rounds {
+                let fresh = root.join(format!("dirty-{round}"));
+                copy_dir(&dirty_copy, &fresh);
+                let mut runs: [Option<ProduceRun>; 2] = [None, None];
+                let mut cleaner_ran = true;
+                for which in [round % 2, 1 - round % 2] {
+                    if which == 0 {
+                        runs[0] = Some(produce(plog.clone(), args.secs).await);
+                        continue;
+                    }
+                    let (run, ran) = produce_while_cleaning(plog.clone(), &fresh, &limits, args.secs).await;
+                    runs[1] = Some(run);
+                    cleaner_ran = ran;
+                }
+                let _ = std::fs::remove_dir_all(&fresh);
+                let [Some(alone), Some(during)] = runs else { unreachable!() };
+                let (t, p) = (
+                    rate(&during) / rate(&alone),
+                    during.p99_us as f64 / alone.p99_us.max(1) as f64,
+                );
+                println!(
+                    "round {round}: alone {:.1} MB/s p99 {} us; while cleaning {:.1} MB/s p99 {} us \
+                     (cleaner {}); ratio throughput {t:.2}, p99 {p:.2}x",
+                    rate(&alone),
+                    alone.p99_us,
+                    rate(&during),
+                    during.p99_us,
+                    if cleaner_ran { "busy the whole run" } else { "finished early" },
+                );
+                tput.push(t);
+                p99.push(p);
+            }
             println!(
-                "produce alone: {:.1} MB/s, p99 {} us",
-                rate(&alone),
-                alone.p99_us
-            );
-            println!(
-                "produce while cleaning: {:.1} MB/s, p99 {} us (cleaner {} the whole run; it took {:.1} s)",
-                rate(&during),
-                during.p99_us,
-                if still { "ran" } else { "did not run" },
-                took.as_secs_f64()
-            );
-            println!(
-                "ratio: throughput {:.2}, p99 {:.2}x",
-                rate(&during) / rate(&alone),
-                during.p99_us as f64 / alone.p99_us.max(1) as f64
+                "median of {} rounds: throughput ratio {:.2}, p99 ratio {:.2}x",
+                args.rounds,
+                median(&mut tput),
+                median(&mut p99)
             );
         })
         .expect("executor")

@@ -32,26 +32,32 @@ use crate::recovery::{CLEANED_SUFFIX, SWAP_SUFFIX};
 
 /// Bytes one map entry costs (hash, offset and the hash table's overhead), for the budget.
 const MAP_ENTRY_BYTES: usize = 40;
-/// Reads and writes of the cleaner go in chunks of this size.
-const CHUNK: usize = 1 << 20;
+/// Reads and writes of the cleaner go in chunks of this size: small, because the cleaner
+/// awaits one read at a time and a produce fdatasync queued behind it waits for all of it.
+const CHUNK: usize = 128 << 10;
 /// The cleaned copy is fdatasynced every this many bytes: one sync of a whole segment at the
 /// end would queue up to a segment of writeback in front of the produce path's fsyncs.
 const SYNC_EVERY: u64 = 8 << 20;
 /// The most CPU the cleaner takes before it hands the executor back. glommio preempts a task
 /// queue only after 100 ms, far longer than a produce or fetch should wait behind a scan.
 const SLICE: std::time::Duration = std::time::Duration::from_micros(500);
+/// How the cleaner hands the executor back: a timer this short. Yielding the task queue is
+/// not enough: while any queue is runnable glommio does not reap io_uring completions, so
+/// produce requests waiting on their fdatasync would stay stuck behind a runnable cleaner;
+/// a sleeping cleaner lets the reactor run and the woken requests go first (more shares).
+const PAUSE: std::time::Duration = std::time::Duration::from_micros(20);
 
 thread_local! {
     static SLICE_START: std::cell::Cell<std::time::Instant> =
         std::cell::Cell::new(std::time::Instant::now());
 }
 
-/// Yields the cleaner's task queue once it has run for `SLICE`, so requests queued on the
-/// shard meanwhile run first (the cleaner's low shares then keep it behind them).
+/// Pauses the cleaner once it has run for `SLICE`, so I/O that completed meanwhile is reaped
+/// and the requests it wakes run first (the cleaner's low shares keep it behind them).
 async fn pace() {
     let now = std::time::Instant::now();
     if now.duration_since(SLICE_START.with(|s| s.get())) >= SLICE {
-        glommio::executor().yield_task_queue_now().await;
+        glommio::timer::sleep(PAUSE).await;
         SLICE_START.with(|s| s.set(std::time::Instant::now()));
     }
 }
