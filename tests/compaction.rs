@@ -249,9 +249,12 @@ fn compressed_batches_of_every_codec_are_cleaned_and_read_back_with_the_latest_v
         wait_compacted(&b, &topic, VERSIONS - 1, true);
         // Kept records are compressed again with their codec: a small fraction is left.
         let full = topic_log_bytes(&s.data_dir, &reference);
-        wait_until("segment files shrink", 30, || {
-            topic_log_bytes(&s.data_dir, &topic) * 4 < full
+        let mut now = 0;
+        wait_until(&format!("{codec}: segment files shrink"), 120, || {
+            now = topic_log_bytes(&s.data_dir, &topic);
+            now * 4 < full
         });
+        println!("{codec}: {full} bytes uncompacted, {now} compacted");
     }
 }
 

@@ -44,7 +44,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             )
         })
         .collect();
-    let cmd = (room && !topics_arg.is_empty()).then(|| Command::CreatePartitions {
+    let cmd = (room && !topics_arg.is_empty()).then_some(Command::CreatePartitions {
         topics: topics_arg,
         validate_only: req.validate_only,
     });
