@@ -247,12 +247,14 @@ fn compressed_batches_of_every_codec_are_cleaned_and_read_back_with_the_latest_v
         create(&b, compacted_topic(&topic, 1));
         write_versions_with(&b, &topic, 0, VERSIONS, true, codec);
         wait_compacted(&b, &topic, VERSIONS - 1, true);
-        // Kept records are compressed again with their codec: a small fraction is left.
+        // Kept records are compressed again with their codec: less than half is left. (What is
+        // left includes the uncleaned active segment, about 4.7 KB whatever the codec, while the
+        // uncompacted size depends on how well the producer's batches compressed: 21-51 KB.)
         let full = topic_log_bytes(&s.data_dir, &reference);
         let mut now = 0;
         wait_until(&format!("{codec}: segment files shrink"), 120, || {
             now = topic_log_bytes(&s.data_dir, &topic);
-            now * 4 < full
+            now * 2 < full
         });
         println!("{codec}: {full} bytes uncompacted, {now} compacted");
     }
