@@ -296,13 +296,7 @@ fn a_full_raft_log_disk_delays_create_topics_with_an_error_and_it_works_again_on
         println!("SKIPPED: cannot mount a tmpfs (needs root)");
         return;
     };
-    let port = common::free_port();
-    let cport = common::free_port();
-    let quorum = format!("1@127.0.0.1:{cport}");
-    let mut s = Server::node(1, port, cport, &quorum, data.clone(), &["--cores", "2"]);
-    s.spawn();
-    s.wait_ready(1);
-    let addr = s.bootstrap();
+    let (mut s, addr) = node_on(&data);
     assert_eq!(
         create_topics(&addr, vec![new_topic("ok", 1, 1)], false, 10_000)[0].0,
         0
@@ -347,6 +341,25 @@ fn a_full_raft_log_disk_delays_create_topics_with_an_error_and_it_works_again_on
     serves(&addr, "ok");
     drop(s);
     drop(disk);
+}
+
+/// A one-node cluster (two shards) with its data in `data`, serving; and its address.
+fn node_on(data: &Path) -> (Server, String) {
+    let port = common::free_port();
+    let cport = common::free_port();
+    let quorum = format!("1@127.0.0.1:{cport}");
+    let mut s = Server::node(
+        1,
+        port,
+        cport,
+        &quorum,
+        data.to_path_buf(),
+        &["--cores", "2"],
+    );
+    s.spawn();
+    s.wait_ready(1);
+    let addr = s.bootstrap();
+    (s, addr)
 }
 
 /// A Metadata request for `topics` that asks the broker to create the missing ones; the error
@@ -396,14 +409,8 @@ fn new_partitions_take_almost_no_disk_and_are_refused_while_the_disk_is_nearly_f
         println!("SKIPPED: cannot mount a tmpfs (needs root)");
         return;
     };
-    let port = common::free_port();
-    let cport = common::free_port();
-    let quorum = format!("1@127.0.0.1:{cport}");
     // The default reserve: 5% of 64 MiB, 3.2 MiB.
-    let mut s = Server::node(1, port, cport, &quorum, data.clone(), &["--cores", "2"]);
-    s.spawn();
-    s.wait_ready(1);
-    let addr = s.bootstrap();
+    let (s, addr) = node_on(&data);
 
     // The request from the report: one Metadata naming 30 unknown topics creates them all, and
     // each new partition takes at most 1 MiB of disk (it was 16 MiB).
