@@ -106,27 +106,8 @@ pub fn validate_batch(bytes: &[u8], limits: &Limits) -> Result<BatchSummary, Bat
         }
         codec @ 1..=4 => with_scratch(|scratch| {
             let budget = limits.max_uncompressed_bytes;
-            match codec {
-                1 => {
-                    let r = flate2::bufread::GzDecoder::new(records);
-                    stream(r, &h, &mut scratch.chunk, budget)
-                }
-                2 => {
-                    let r = SnappyReader::new(records, &mut scratch.block, budget);
-                    stream(r, &h, &mut scratch.chunk, budget)
-                }
-                3 => {
-                    let r = lz4::Decoder::new(records).map_err(|_| BatchError::BadCompression)?;
-                    stream(r, &h, &mut scratch.chunk, budget)
-                }
-                _ => {
-                    let mut r = zstd::stream::read::Decoder::with_buffer(records)
-                        .map_err(|_| BatchError::BadCompression)?;
-                    r.window_log_max(ZSTD_WINDOW_LOG_MAX)
-                        .map_err(|_| BatchError::BadCompression)?;
-                    stream(r, &h, &mut scratch.chunk, budget)
-                }
-            }
+            let r = decoder(codec, records, &mut scratch.block, budget)?;
+            stream(r, &h, &mut scratch.chunk, budget)
         })?,
         codec => return Err(BatchError::UnknownCompression(codec)),
     };
@@ -151,22 +132,32 @@ pub(crate) fn decompress_records(
         .get(BATCH_HEADER_LEN..h.total_len().min(bytes.len()))
         .ok_or(BatchError::TooShort)?;
     let mut block = Vec::new();
-    match h.compression() {
-        1 => read_bounded(flate2::bufread::GzDecoder::new(records), limit, out),
-        2 => read_bounded(SnappyReader::new(records, &mut block, limit), limit, out),
-        3 => {
-            let r = lz4::Decoder::new(records).map_err(|_| BatchError::BadCompression)?;
-            read_bounded(r, limit, out)
-        }
+    let r = decoder(h.compression(), records, &mut block, limit)?;
+    read_bounded(r, limit, out)
+}
+
+/// The decompressing reader of a batch's records section for `codec` (1 gzip, 2 snappy, 3 lz4,
+/// 4 zstd), each bounded as validation needs (snappy's output `budget`, zstd's window). Boxed:
+/// one small allocation per compressed batch, next to the codec's own state.
+fn decoder<'a>(
+    codec: u8,
+    records: &'a [u8],
+    block: &'a mut Vec<u8>,
+    budget: usize,
+) -> Result<Box<dyn Read + 'a>, BatchError> {
+    Ok(match codec {
+        1 => Box::new(flate2::bufread::GzDecoder::new(records)),
+        2 => Box::new(SnappyReader::new(records, block, budget)),
+        3 => Box::new(lz4::Decoder::new(records).map_err(|_| BatchError::BadCompression)?),
         4 => {
             let mut r = zstd::stream::read::Decoder::with_buffer(records)
                 .map_err(|_| BatchError::BadCompression)?;
             r.window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(|_| BatchError::BadCompression)?;
-            read_bounded(r, limit, out)
+            Box::new(r)
         }
-        codec => Err(BatchError::UnknownCompression(codec)),
-    }
+        codec => return Err(BatchError::UnknownCompression(codec)),
+    })
 }
 
 /// Reads `r` to its end onto `out`, growing `out` only as bytes arrive, adding at most `limit`.
