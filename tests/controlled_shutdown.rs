@@ -329,26 +329,42 @@ fn check_exactly_once_in_order(c: &Cluster, topic: &str, acked: &[(i32, i64)]) {
     }
 }
 
+impl RollingReport {
+    /// Prints the figures and the timeline of the slowest records (`what`: which restart).
+    fn print(&self, what: &str) {
+        eprintln!(
+            "rolling restart {what}: {} records sent, {} acknowledged; per-record latency max \
+             {:?}, p50 {:?}, p99 {:?}; each node stopped in {:?}",
+            self.sent,
+            self.acked.len(),
+            self.max_latency,
+            self.p50_latency,
+            self.p99_latency,
+            self.stop_times
+        );
+        eprintln!("{}", self.timeline.join("\n"));
+    }
+
+    /// No fatal producer error, and every record delivered (only retriable errors happened).
+    fn assert_no_failure(&self) {
+        assert!(
+            self.fatal.is_empty(),
+            "fatal producer errors: {:?}",
+            self.fatal
+        );
+        assert!(
+            self.failed.is_empty(),
+            "every record is delivered (only retriable errors happened): {:?}",
+            &self.failed[..self.failed.len().min(10)]
+        );
+    }
+}
+
 #[test]
 fn a_rolling_restart_under_acks_all_idempotent_load_fails_and_loses_nothing() {
     let (c, r) = rolling_restart_under_load("rolling", &[], DOWN);
-    eprintln!(
-        "rolling restart with controlled shutdown: {} records sent, {} acknowledged; \
-         per-record latency max {:?}, p50 {:?}, p99 {:?}; each node stopped in {:?}",
-        r.sent,
-        r.acked.len(),
-        r.max_latency,
-        r.p50_latency,
-        r.p99_latency,
-        r.stop_times
-    );
-    eprintln!("{}", r.timeline.join("\n"));
-    assert!(r.fatal.is_empty(), "fatal producer errors: {:?}", r.fatal);
-    assert!(
-        r.failed.is_empty(),
-        "every record is delivered (only retriable errors happened): {:?}",
-        &r.failed[..r.failed.len().min(10)]
-    );
+    r.print("with controlled shutdown");
+    r.assert_no_failure();
     assert_eq!(r.acked.len() as i64, r.sent);
     check_exactly_once_in_order(&c, "rolling", &r.acked);
 }
@@ -362,22 +378,7 @@ fn a_rolling_restart_without_controlled_shutdown_loses_nothing_but_waits_for_fen
         &["--controlled-shutdown-timeout-ms", "0"],
         DOWN,
     );
-    eprintln!(
-        "rolling restart WITHOUT controlled shutdown: {} records sent, {} acknowledged; \
-         per-record latency max {:?}, p50 {:?}, p99 {:?}; each node stopped in {:?}",
-        r.sent,
-        r.acked.len(),
-        r.max_latency,
-        r.p50_latency,
-        r.p99_latency,
-        r.stop_times
-    );
-    eprintln!("{}", r.timeline.join("\n"));
-    assert!(r.fatal.is_empty(), "fatal producer errors: {:?}", r.fatal);
-    assert!(
-        r.failed.is_empty(),
-        "{:?}",
-        &r.failed[..r.failed.len().min(10)]
-    );
+    r.print("WITHOUT controlled shutdown");
+    r.assert_no_failure();
     check_exactly_once_in_order(&c, "rolling-abrupt", &r.acked);
 }

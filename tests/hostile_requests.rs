@@ -209,6 +209,17 @@ fn idle_connections_give_back_their_read_buffers() {
     still_serves(&addr);
 }
 
+/// One Fetch (v11) of `topic`-0 from offset 10, claiming replica id `claimed`, on `s`.
+fn follower_fetch(s: &mut std::net::TcpStream, topic: &str, claimed: i32) -> FetchResponse {
+    raw::call(
+        s,
+        ApiKey::Fetch,
+        11,
+        &fetch_request(topic, claimed, 10, 1 << 20),
+    )
+    .expect("fetch")
+}
+
 fn fetch_request(topic: &str, replica_id: i32, offset: i64, max_bytes: i32) -> FetchRequest {
     let mut req = FetchRequest::default();
     req.replica_id = BrokerId(replica_id);
@@ -350,13 +361,7 @@ fn only_proven_brokers_in_the_replica_set_may_fetch_as_followers() {
     // answer to a follower fetch without ClusterAction, TOPIC_AUTHORIZATION_FAILED.
     for claimed in [2, 3, 1, 99] {
         let mut s = raw::connect(&b1).unwrap();
-        let r: FetchResponse = raw::call(
-            &mut s,
-            ApiKey::Fetch,
-            11,
-            &fetch_request("guarded", claimed, 10, 1 << 20),
-        )
-        .expect("fetch");
+        let r = follower_fetch(&mut s, "guarded", claimed);
         let p = &r.responses[0].partitions[0];
         assert_eq!(
             p.error_code, 29,
@@ -372,13 +377,7 @@ fn only_proven_brokers_in_the_replica_set_may_fetch_as_followers() {
     let secret = cluster_secret(&c);
     let mut s = proven_as(&b1, &secret, 3, 1);
     for (claimed, code) in [(3, 6), (2, 29)] {
-        let r: FetchResponse = raw::call(
-            &mut s,
-            ApiKey::Fetch,
-            11,
-            &fetch_request("guarded", claimed, 10, 1 << 20),
-        )
-        .expect("fetch");
+        let r = follower_fetch(&mut s, "guarded", claimed);
         assert_eq!(
             r.responses[0].partitions[0].error_code, code,
             "replica id {claimed} on a connection proven as 3"

@@ -13,7 +13,7 @@ use std::rc::Rc;
 pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: CreatePartitionsRequest = decode(body, ctx.api_version)?;
     // Every topic of the request, in order, with a refusal decided here (None: submitted).
-    let mut early: Vec<(String, Option<MetaError>)> = req
+    let early: Vec<(String, Option<MetaError>)> = req
         .topics
         .iter()
         .map(|t| {
@@ -22,7 +22,6 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             (name, e)
         })
         .collect();
-    let room = topics::refuse_if_disk_full(&shard, &mut early);
     let names: Vec<String> = early
         .iter()
         .filter(|(_, e)| e.is_none())
@@ -44,7 +43,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             )
         })
         .collect();
-    let cmd = (room && !topics_arg.is_empty()).then_some(Command::CreatePartitions {
+    let cmd = (!topics_arg.is_empty()).then_some(Command::CreatePartitions {
         topics: topics_arg,
         validate_only: req.validate_only,
     });

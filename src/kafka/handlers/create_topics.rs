@@ -65,8 +65,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             configs,
         });
     }
-    let room = topics::refuse_if_disk_full(&shard, &mut early);
-    let cmd = (room && !new_topics.is_empty()).then_some(Command::CreateTopics {
+    let cmd = (!new_topics.is_empty()).then_some(Command::CreateTopics {
         topics: new_topics,
         validate_only: req.validate_only,
     });

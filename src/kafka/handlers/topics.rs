@@ -21,24 +21,12 @@ pub fn valid_topic_name(name: &str) -> bool {
 
 /// POLICY_VIOLATION for every topic of a creation request when this broker's data disk is
 /// nearly full (see `crate::disk_space`); None when there is room.
-pub fn disk_refusal(shard: &Shard) -> Option<MetaError> {
+fn disk_refusal(shard: &Shard) -> Option<MetaError> {
     crate::disk_space::creation_refusal(&shard.config.data_dir, shard.config.min_free_disk_bytes)
         .map(|message| MetaError {
             code: errors::POLICY_VIOLATION,
             message,
         })
-}
-
-/// Refuses, in `early`, every topic not refused already when the disk is nearly full. Returns
-/// whether anything is left to submit.
-pub fn refuse_if_disk_full(shard: &Shard, early: &mut [(String, Option<MetaError>)]) -> bool {
-    if let Some(e) = disk_refusal(shard) {
-        for (_, r) in early.iter_mut() {
-            r.get_or_insert_with(|| e.clone());
-        }
-        return false;
-    }
-    early.iter().any(|(_, r)| r.is_none())
 }
 
 pub fn controller_error(e: &ControllerError) -> MetaError {
@@ -54,14 +42,13 @@ pub fn controller_error(e: &ControllerError) -> MetaError {
     }
 }
 
-/// Submits a command whose outcome is per topic, waits until this shard's image holds it, and
-/// returns the per-topic results in request order. The whole call is bounded by `timeout`
-/// (the request's own): an unreachable or stalled controller answers REQUEST_TIMED_OUT.
-/// Submits `cmd` for the topics that passed the early checks (`None` when none did) and answers
-/// every topic of the request in request order: the early refusals merged with the outcome.
+/// CreateTopics and CreatePartitions: submits `cmd` for the topics that passed the early checks
+/// (`None` when none did) and answers every topic of the request in request order, the early
+/// refusals merged with the outcome. Both create partitions, so while this broker's disk is
+/// nearly full every topic is refused instead and nothing is submitted.
 pub async fn submit_checked(
     shard: &Rc<Shard>,
-    early: Vec<(String, Option<MetaError>)>,
+    mut early: Vec<(String, Option<MetaError>)>,
     cmd: Option<Command>,
     names: &[String],
     timeout_ms: i32,
@@ -69,7 +56,15 @@ pub async fn submit_checked(
     let timeout = Duration::from_millis(timeout_ms.clamp(1000, 60_000) as u64);
     let submitted = match cmd {
         None => Vec::new(),
-        Some(cmd) => submit_per_topic(shard, cmd, names, timeout).await,
+        Some(cmd) => match disk_refusal(shard) {
+            Some(e) => {
+                for (_, r) in early.iter_mut() {
+                    r.get_or_insert_with(|| e.clone());
+                }
+                Vec::new()
+            }
+            None => submit_per_topic(shard, cmd, names, timeout).await,
+        },
     };
     match validate::merge(early, CommandOutcome::Topics(submitted)) {
         CommandOutcome::Topics(v) => v,
@@ -77,6 +72,9 @@ pub async fn submit_checked(
     }
 }
 
+/// Submits a command whose outcome is per topic, waits until this shard's image holds it, and
+/// returns the per-topic results in request order. The whole call is bounded by `timeout`
+/// (the request's own): an unreachable or stalled controller answers REQUEST_TIMED_OUT.
 pub async fn submit_per_topic(
     shard: &Rc<Shard>,
     cmd: Command,
