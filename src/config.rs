@@ -232,6 +232,9 @@ pub struct ServerArgs {
     /// CPU and I/O shares of a shard's cleaner task queue (the request path has 1000). [default: 50]
     #[arg(long, env = "CHRONIK_LOG_CLEANER_SHARES")]
     pub log_cleaner_shares: Option<usize>,
+    /// Cap on a shard cleaner's reads plus writes, bytes/s; 0 = none. [default: 0]
+    #[arg(long, env = "CHRONIK_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND")]
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
     #[command(flatten)]
     pub groups: crate::group::config::GroupArgs,
 }
@@ -317,6 +320,11 @@ struct FileConfig {
     log_cleaner_dedupe_buffer_size: Option<usize>,
     #[serde(alias = "log_cleaner_shares")]
     log_cleaner_shares: Option<usize>,
+    #[serde(
+        alias = "log_cleaner_io_max_bytes_per_second",
+        alias = "log.cleaner.io.max.bytes.per.second"
+    )]
+    log_cleaner_io_max_bytes_per_second: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,6 +378,8 @@ pub struct BrokerConfig {
     pub log_cleaner_backoff_ms: u64,
     pub log_cleaner_dedupe_buffer_size: usize,
     pub log_cleaner_shares: usize,
+    /// 0: no cap.
+    pub log_cleaner_io_max_bytes_per_second: u64,
     pub groups: crate::group::GroupConfig,
 }
 
@@ -641,6 +651,10 @@ impl BrokerConfig {
                 .or(file.log_cleaner_shares)
                 .unwrap_or(50)
                 .clamp(1, 1000),
+            log_cleaner_io_max_bytes_per_second: args
+                .log_cleaner_io_max_bytes_per_second
+                .or(file.log_cleaner_io_max_bytes_per_second)
+                .unwrap_or(0),
             groups: crate::group::GroupConfig::resolve(&args.groups, &group_file)?,
         })
     }

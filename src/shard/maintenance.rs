@@ -2,7 +2,7 @@
 //! `cleanup.policy=compact` topics.
 
 use super::Shard;
-use chronik_storage::CleanerLimits;
+use chronik_storage::{CleanerLimits, CleanerPace};
 use glommio::{Latency, Shares};
 use std::rc::Rc;
 use std::time::Duration;
@@ -79,7 +79,14 @@ async fn run_cleaner(shard: Rc<Shard>) {
             continue;
         };
         let started = std::time::Instant::now();
-        match p.log.clean(&CleanerLimits::new(dedupe, now)).await {
+        let limits = CleanerLimits {
+            pace: CleanerPace::from_shares(
+                shard.config.log_cleaner_shares,
+                Some(shard.config.log_cleaner_io_max_bytes_per_second),
+            ),
+            ..CleanerLimits::new(dedupe, now)
+        };
+        match p.log.clean(&limits).await {
             Ok(Some(s)) => {
                 tracing::info!(
                     topic = %p.tp.topic,

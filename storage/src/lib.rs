@@ -28,4 +28,5 @@ pub use cache::ReadCache;
 pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
 pub use error::StorageError;
 pub use log::clean::{CleanStats, CleanerLimits};
+pub use log::pacing::CleanerPace;
 pub use log::{AppendResult, PartitionLog};

@@ -4,7 +4,7 @@
 //! ratio to the same produce run without cleaning.
 //!
 //!   cargo run --release -p chronik-bench --bin cleaner_bench -- [--mib N] [--secs S]
-//!       [--rounds R] [--dir PATH]
+//!       [--rounds R] [--shares N] [--io-max BYTES_PER_SEC] [--dir PATH]
 //!
 //! Defaults: a 256 MiB keyed log (scaled down from the issue's 1 GiB for small shared
 //! machines), 100-byte values, 10 versions of each key written in shuffled order. The produce
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use chronik_storage::testing::{build_batch, build_batch_of, Record};
 use chronik_storage::{
-    CleanerLimits, CleanupPolicy, CompactionConfig, LogConfig, PartitionLog, ReadCache,
+    CleanerLimits, CleanerPace, CleanupPolicy, CompactionConfig, LogConfig, PartitionLog, ReadCache,
 };
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 use hdrhistogram::Histogram;
@@ -33,6 +33,10 @@ struct Args {
     mib: u64,
     secs: f64,
     rounds: usize,
+    /// The cleaner's shares against the request path's 1000 (the broker's
+    /// `--log-cleaner-shares`): its task queue and its pace under load.
+    shares: usize,
+    io_max: Option<u64>,
     dir: PathBuf,
 }
 
@@ -41,6 +45,8 @@ fn parse_args() -> Result<Args, String> {
         mib: 256,
         secs: 5.0,
         rounds: 5,
+        shares: 50,
+        io_max: None,
         dir: std::env::temp_dir(),
     };
     let mut it = std::env::args().skip(1);
@@ -50,10 +56,14 @@ fn parse_args() -> Result<Args, String> {
             "--mib" => a.mib = val("--mib")?.parse().map_err(|_| "bad --mib")?,
             "--secs" => a.secs = val("--secs")?.parse().map_err(|_| "bad --secs")?,
             "--rounds" => a.rounds = val("--rounds")?.parse().map_err(|_| "bad --rounds")?,
+            "--shares" => a.shares = val("--shares")?.parse().map_err(|_| "bad --shares")?,
+            "--io-max" => a.io_max = Some(val("--io-max")?.parse().map_err(|_| "bad --io-max")?),
             "--dir" => a.dir = PathBuf::from(val("--dir")?),
             _ => {
                 return Err(
-                    "usage: cleaner_bench [--mib N] [--secs S] [--rounds R] [--dir PATH]".into(),
+                    "usage: cleaner_bench [--mib N] [--secs S] [--rounds R] [--shares N] \
+                     [--io-max BYTES_PER_SEC] [--dir PATH]"
+                        .into(),
                 )
             }
         }
@@ -172,6 +182,7 @@ async fn produce_while_cleaning(
     plog: Rc<PartitionLog>,
     dirty: &Path,
     limits: &CleanerLimits,
+    shares: usize,
     secs: f64,
 ) -> (ProduceRun, bool) {
     let log = Rc::new(
@@ -179,8 +190,11 @@ async fn produce_while_cleaning(
             .await
             .expect("open"),
     );
-    let tq =
-        glommio::executor().create_task_queue(Shares::Static(50), Latency::NotImportant, "cleaner");
+    let tq = glommio::executor().create_task_queue(
+        Shares::Static(shares),
+        Latency::NotImportant,
+        "cleaner",
+    );
     let cleaning = Rc::new(Cell::new(true));
     let (d, c, l) = (log.clone(), cleaning.clone(), limits.clone());
     let cleaner = glommio::spawn_local_into(
@@ -235,7 +249,10 @@ fn main() {
             );
             let dirty_copy = root.join("dirty");
             copy_dir(&keyed, &dirty_copy);
-            let limits = CleanerLimits::new(128 << 20, 1_800_000_000_000);
+            let limits = CleanerLimits {
+                pace: CleanerPace::from_shares(args.shares, args.io_max),
+                ..CleanerLimits::new(128 << 20, 1_800_000_000_000)
+            };
 
             // 1. Cleaner alone.
             let log = PartitionLog::open(&keyed, compact_cfg(), ReadCache::new(1 << 20))
@@ -258,7 +275,7 @@ fn main() {
             log.close().await.expect("close");
 
             // 2. Produce on another log of the executor, without and with the cleaner running
-            // (at 50 shares, as a broker shard runs it), in alternating order.
+            // (at `--shares`, default 50, as a broker shard runs it), in alternating order.
             let plog = Rc::new(
                 PartitionLog::open(root.join("produce"), LogConfig::default(), ReadCache::new(64 << 20))
                     .await
@@ -276,7 +293,7 @@ fn main() {
                         runs[0] = Some(produce(plog.clone(), args.secs).await);
                         continue;
                     }
-                    let (run, ran) = produce_while_cleaning(plog.clone(), &fresh, &limits, args.secs).await;
+                    let (run, ran) = produce_while_cleaning(plog.clone(), &fresh, &limits, args.shares, args.secs).await;
                     runs[1] = Some(run);
                     cleaner_ran = ran;
                 }

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 
 use glommio::io::{BufferedFile, OpenOptions};
 
+use super::pacing::{pace, CleanerPace};
 use super::*;
 use crate::batch_validation::{decompress_records, DEFAULT_MAX_UNCOMPRESSED_BYTES};
 use crate::compression::Codec;
@@ -38,36 +39,14 @@ const CHUNK: usize = 128 << 10;
 /// The cleaned copy is fdatasynced every this many bytes: one sync of a whole segment at the
 /// end would queue up to a segment of writeback in front of the produce path's fsyncs.
 const SYNC_EVERY: u64 = 8 << 20;
-/// The most CPU the cleaner takes before it hands the executor back. glommio preempts a task
-/// queue only after 100 ms, far longer than a produce or fetch should wait behind a scan.
-const SLICE: std::time::Duration = std::time::Duration::from_micros(500);
-/// How the cleaner hands the executor back: a timer this short. Yielding the task queue is
-/// not enough: while any queue is runnable glommio does not reap io_uring completions, so
-/// produce requests waiting on their fdatasync would stay stuck behind a runnable cleaner;
-/// a sleeping cleaner lets the reactor run and the woken requests go first (more shares).
-const PAUSE: std::time::Duration = std::time::Duration::from_micros(20);
-
-thread_local! {
-    static SLICE_START: std::cell::Cell<std::time::Instant> =
-        std::cell::Cell::new(std::time::Instant::now());
-}
-
-/// Pauses the cleaner once it has run for `SLICE`, so I/O that completed meanwhile is reaped
-/// and the requests it wakes run first (the cleaner's low shares keep it behind them).
-async fn pace() {
-    let now = std::time::Instant::now();
-    if now.duration_since(SLICE_START.with(|s| s.get())) >= SLICE {
-        glommio::timer::sleep(PAUSE).await;
-        SLICE_START.with(|s| s.set(std::time::Instant::now()));
-    }
-}
-
 /// What a cleaning round may use.
 #[derive(Debug, Clone)]
 pub struct CleanerLimits {
     /// Memory for the key → offset map (Kafka's `log.cleaner.dedupe.buffer.size`).
     pub dedupe_buffer_bytes: usize,
     pub now_ms: i64,
+    /// How the cleaner shares the shard with requests (`pacing`).
+    pub pace: CleanerPace,
     /// Test hook: stop the swap after this step (1..=4) as a crash would.
     #[doc(hidden)]
     pub crash_after_step: Option<u8>,
@@ -78,6 +57,7 @@ impl CleanerLimits {
         CleanerLimits {
             dedupe_buffer_bytes,
             now_ms,
+            pace: CleanerPace::default(),
             crash_after_step: None,
         }
     }
@@ -291,7 +271,15 @@ impl Inner {
             .saturating_sub(self.cfg.borrow().compaction.delete_retention_ms as i64);
         for seg in c.segs.iter().filter(|s| s.base < map_end) {
             let Some(rw) = self
-                .rewrite_segment(seg, &map, map_end, horizon, c.active_base, &mut stats)
+                .rewrite_segment(
+                    seg,
+                    &map,
+                    map_end,
+                    horizon,
+                    c.active_base,
+                    &limits.pace,
+                    &mut stats,
+                )
                 .await?
             else {
                 continue;
@@ -329,7 +317,7 @@ impl Inner {
         for seg in c.segs.iter().filter(|s| s.next > c.first_dirty) {
             let mut reader = BatchReader::new(seg);
             while let Some((bytes, h)) = reader.next().await? {
-                pace().await;
+                pace(&limits.pace, bytes.len() as u64).await;
                 stats.bytes_read += bytes.len() as u64;
                 if h.last_offset() < c.first_dirty {
                     continue;
@@ -366,6 +354,7 @@ impl Inner {
         map_end: i64,
         horizon: i64,
         active_base: i64,
+        pacing: &CleanerPace,
         stats: &mut CleanStats,
     ) -> Result<Option<Rewritten>, StorageError> {
         // The last record before the active segment stays: if a crash leaves the active
@@ -392,7 +381,7 @@ impl Inner {
         let mut scratch = Vec::new();
         let mut reader = BatchReader::new(seg);
         while let Some((bytes, h)) = reader.next().await? {
-            pace().await;
+            pace(pacing, bytes.len() as u64).await;
             stats.bytes_read += bytes.len() as u64;
             if let Some((view, vh)) = plain(&bytes, &h, &mut scratch) {
                 if let Ok(recs) = parse_records(view, &vh) {
@@ -411,7 +400,9 @@ impl Inner {
             .buffered_open(&path)
             .await
             .map_err(|e| StorageError::io(&path, "create cleaned segment", glommio_io(e)))?;
-        let res = self.write_cleaned(seg, &out, &path, keep, stats).await;
+        let res = self
+            .write_cleaned(seg, &out, &path, keep, pacing, stats)
+            .await;
         let _ = out.close().await;
         match res {
             Ok(meta) => Ok(Some(Rewritten {
@@ -432,6 +423,7 @@ impl Inner {
         out: &BufferedFile,
         path: &Path,
         keep: impl Fn(&batch::BatchHeader, &RecordRef<'_>) -> bool,
+        pacing: &CleanerPace,
         stats: &mut CleanStats,
     ) -> Result<SegmentMeta, StorageError> {
         let interval = self.cfg.borrow().index_interval_bytes;
@@ -444,7 +436,7 @@ impl Inner {
         let mut scratch = Vec::new();
         let mut reader = BatchReader::new(seg);
         while let Some((bytes, h)) = reader.next().await? {
-            pace().await;
+            pace(pacing, bytes.len() as u64).await;
             stats.bytes_read += bytes.len() as u64;
             let codec = Codec::of(&bytes, &h);
             let recs = plain(&bytes, &h, &mut scratch)
@@ -490,8 +482,10 @@ impl Inner {
                 at += len;
             }
             if buf.len() >= CHUNK {
-                written += write_all(out, path, written, &buf).await?;
+                let n = write_all(out, path, written, &buf).await?;
+                written += n;
                 buf.clear();
+                pace(pacing, n).await;
                 if written - synced >= SYNC_EVERY {
                     out.fdatasync().await.map_err(|e| {
                         StorageError::io(path, "fdatasync cleaned segment", glommio_io(e))

@@ -34,6 +34,7 @@ pub mod clean;
 mod lifecycle;
 mod maintenance;
 mod open;
+pub mod pacing;
 mod read;
 mod write;
 
@@ -722,6 +723,7 @@ impl Inner {
         bytes: Bytes,
         h: batch::BatchHeader,
     ) -> Result<(u64, AppendResult), StorageError> {
+        pacing::note_foreground();
         let mut st = self.st.borrow_mut();
         let (base, epoch) = (h.base_offset, h.partition_leader_epoch);
         debug_assert!(

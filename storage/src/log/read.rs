@@ -9,6 +9,7 @@ impl Inner {
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<Vec<Bytes>, StorageError> {
+        super::pacing::note_foreground();
         let limit = {
             let st = self.st.borrow();
             if offset < st.log_start || offset > st.leo {
