@@ -42,53 +42,10 @@ OUT=$ROOT/bench/results
 RUN=$OUT/$DATE
 mkdir -p "$RUN"
 WORK=$(mktemp -d /tmp/chronik-suite.XXXXXX)
-SERVER_PID=""
-CLUSTER_DIR=""
+source "$ROOT/bench/lib.sh"
 ROWS=()        # name=json for the plot
 NOTES=()
-
-cleanup() {
-    set +e
-    [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-    [[ -n "$CLUSTER_DIR" ]] && "$ROOT/tests/cluster/stop.sh" "$CLUSTER_DIR" >/dev/null 2>&1
-    rm -rf "$WORK"
-}
 trap cleanup EXIT INT TERM
-
-port_free() {
-    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-# A base port B with B..B+N-1 and B+1000..B+1000+N-1 all free (cluster ports).
-free_port_range() {
-    local n=$1 b ok
-    for _ in $(seq 1 100); do
-        b=$((20000 + RANDOM % 30000))
-        ok=1
-        for i in $(seq 0 $((n - 1))); do
-            port_free $((b + i)) && port_free $((b + 1000 + i)) || ok=0
-        done
-        if [[ $ok == 1 ]]; then
-            echo "$b"
-            return 0
-        fi
-    done
-    echo "no free port range found" >&2
-    return 1
-}
-
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    echo "no free port found" >&2
-    return 1
-}
 
 # start_node NAME [extra chronik-server flags...]
 start_node() {
