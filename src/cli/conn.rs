@@ -23,9 +23,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn connect(addr: &str) -> Result<Conn, String> {
-        let addrs = addr
-            .to_socket_addrs()
-            .map_err(|e| format!("{addr}: {e}"))?;
+        let addrs = addr.to_socket_addrs().map_err(|e| format!("{addr}: {e}"))?;
         let mut last = format!("{addr}: no address");
         for a in addrs {
             match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {

@@ -216,23 +216,27 @@ fn assignment(mut bytes: bytes::Bytes) -> Vec<TopicPartitions> {
 }
 
 /// The group's committed offsets (all partitions), from its coordinator.
-fn committed(
-    admin: &mut Admin,
-    group: &str,
-) -> Result<BTreeMap<(String, i32), i64>, CliError> {
+fn committed(admin: &mut Admin, group: &str) -> Result<BTreeMap<(String, i32), i64>, CliError> {
     let mut req = OffsetFetchRequest::default();
     req.group_id = GroupId(StrBytes::from_string(group.to_string()));
     req.topics = None;
     let (_, c) = admin.coordinator(group)?;
     let r: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, 7, &req)?;
     if r.error_code != errors::NONE {
-        return Err(CliError::kafka(format!("group {group}"), r.error_code, None));
+        return Err(CliError::kafka(
+            format!("group {group}"),
+            r.error_code,
+            None,
+        ));
     }
     let mut out = BTreeMap::new();
     for t in r.topics {
         for p in t.partitions {
             if p.error_code == errors::NONE && p.committed_offset >= 0 {
-                out.insert((t.name.0.to_string(), p.partition_index), p.committed_offset);
+                out.insert(
+                    (t.name.0.to_string(), p.partition_index),
+                    p.committed_offset,
+                );
             }
         }
     }
@@ -247,7 +251,10 @@ fn leaders(admin: &mut Admin, topics: &[String]) -> Result<Vec<(String, i32, i32
     let meta = admin.metadata(Some(topics))?;
     let mut out = Vec::new();
     for t in &meta.topics {
-        let name = t.name.as_ref().map_or_else(String::new, |n| n.0.to_string());
+        let name = t
+            .name
+            .as_ref()
+            .map_or_else(String::new, |n| n.0.to_string());
         if t.error_code != errors::NONE {
             return Err(CliError::kafka(format!("topic {name}"), t.error_code, None));
         }
@@ -465,16 +472,16 @@ fn reset_offsets(
     parts.dedup();
     let starts = admin.list_offsets(&parts, EARLIEST);
     let ends = admin.list_offsets(&parts, LATEST);
-    let log_offset = |m: &HashMap<(String, i32), Result<i64, i16>>, t: &str, p: i32| {
-        match m.get(&(t.to_string(), p)) {
-            Some(Ok(o)) => Ok(*o),
-            Some(Err(code)) => Err(CliError::kafka(format!("{t}-{p}"), *code, None)),
-            None => Err(CliError::kafka(
-                format!("{t}-{p}"),
-                errors::LEADER_NOT_AVAILABLE,
-                None,
-            )),
-        }
+    let log_offset = |m: &HashMap<(String, i32), Result<i64, i16>>, t: &str, p: i32| match m
+        .get(&(t.to_string(), p))
+    {
+        Some(Ok(o)) => Ok(*o),
+        Some(Err(code)) => Err(CliError::kafka(format!("{t}-{p}"), *code, None)),
+        None => Err(CliError::kafka(
+            format!("{t}-{p}"),
+            errors::LEADER_NOT_AVAILABLE,
+            None,
+        )),
     };
     let previous = committed(&mut admin, group)?;
     let mut resets = Vec::new();
@@ -485,7 +492,11 @@ fn reset_offsets(
             (true, _, _) => start,
             (_, true, _) => end,
             (_, _, Some(n)) => n.clamp(start, end.max(start)),
-            _ => return Err(CliError::Other("give --to-earliest, --to-latest or --to-offset N".into())),
+            _ => {
+                return Err(CliError::Other(
+                    "give --to-earliest, --to-latest or --to-offset N".into(),
+                ))
+            }
         };
         resets.push(Reset {
             topic: t.clone(),
@@ -564,7 +575,13 @@ fn reset_offsets(
             print!(
                 "{}",
                 output::table(
-                    &["TOPIC", "PARTITION", "PREVIOUS-OFFSET", "NEW-OFFSET", "STATUS"],
+                    &[
+                        "TOPIC",
+                        "PARTITION",
+                        "PREVIOUS-OFFSET",
+                        "NEW-OFFSET",
+                        "STATUS"
+                    ],
                     &rows
                 )
             );

@@ -30,16 +30,16 @@ pub enum Command {
 pub fn run(cmd: &Command) -> i32 {
     match cmd {
         Command::Cluster(c) => cluster::run(c),
-        Command::Topic(c) => report("topic", topic::run(c)),
-        Command::Group(c) => report("group", group::run(c)),
+        Command::Topic(c) => report(topic::run(c)),
+        Command::Group(c) => report(group::run(c)),
     }
 }
 
-fn report(what: &str, r: Result<(), CliError>) -> i32 {
+fn report(r: Result<(), CliError>) -> i32 {
     match r {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{what}: {e}");
+            eprintln!("error: {e}");
             1
         }
     }

@@ -45,6 +45,9 @@ pub fn opt(v: Option<i64>) -> String {
 pub fn ids(v: &[i32]) -> String {
     format!(
         "[{}]",
-        v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }

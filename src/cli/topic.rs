@@ -117,11 +117,7 @@ struct Outcome {
 }
 
 /// Prints per-topic outcomes; the first refusal becomes the command's error.
-fn print_outcomes(
-    format: Format,
-    outcomes: &[(Outcome, i16)],
-    done: &str,
-) -> Result<(), CliError> {
+fn print_outcomes(format: Format, outcomes: &[(Outcome, i16)], done: &str) -> Result<(), CliError> {
     match format {
         Format::Json => {
             let v: Vec<&Outcome> = outcomes.iter().map(|(o, _)| o).collect();
@@ -256,10 +252,7 @@ fn list(target: &KafkaTarget, internal: bool) -> Result<(), CliError> {
             Some(Listed {
                 name: t.name.as_ref()?.0.to_string(),
                 partitions: t.partitions.len(),
-                replicas: t
-                    .partitions
-                    .first()
-                    .map_or(0, |p| p.replica_nodes.len()),
+                replicas: t.partitions.first().map_or(0, |p| p.replica_nodes.len()),
                 internal: t.is_internal,
             })
         })
@@ -278,7 +271,10 @@ fn list(target: &KafkaTarget, internal: bool) -> Result<(), CliError> {
                     ]
                 })
                 .collect();
-            print!("{}", output::table(&["NAME", "PARTITIONS", "REPLICAS"], &rows));
+            print!(
+                "{}",
+                output::table(&["NAME", "PARTITIONS", "REPLICAS"], &rows)
+            );
         }
     }
     Ok(())
@@ -334,11 +330,9 @@ fn source_name(s: i8) -> &'static str {
 fn topic_metadata(admin: &mut Admin, name: &str) -> Result<MetadataResponse, CliError> {
     let meta = admin.metadata(Some(&[name.to_string()]))?;
     match meta.topics.first() {
-        Some(t) if t.error_code != errors::NONE => Err(CliError::kafka(
-            format!("topic {name}"),
-            t.error_code,
-            None,
-        )),
+        Some(t) if t.error_code != errors::NONE => {
+            Err(CliError::kafka(format!("topic {name}"), t.error_code, None))
+        }
         Some(_) => Ok(meta),
         None => Err(CliError::kafka(
             format!("topic {name}"),
@@ -372,9 +366,7 @@ fn describe(target: &KafkaTarget, name: &str) -> Result<(), CliError> {
             replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
             isr: p.isr_nodes.iter().map(|b| b.0).collect(),
             offline_replicas: p.offline_replicas.iter().map(|b| b.0).collect(),
-            log_start_offset: starts
-                .get(&key(p.partition_index))
-                .and_then(|r| r.ok()),
+            log_start_offset: starts.get(&key(p.partition_index)).and_then(|r| r.ok()),
             log_end_offset: ends.get(&key(p.partition_index)).and_then(|r| r.ok()),
         })
         .collect();
@@ -385,7 +377,8 @@ fn describe(target: &KafkaTarget, name: &str) -> Result<(), CliError> {
     res.resource_name = StrBytes::from_string(name.to_string());
     res.configuration_keys = None;
     req.resources = vec![res];
-    let resp: DescribeConfigsResponse = admin.controller()?.call(ApiKey::DescribeConfigs, 4, &req)?;
+    let resp: DescribeConfigsResponse =
+        admin.controller()?.call(ApiKey::DescribeConfigs, 4, &req)?;
     let Some(r) = resp.results.first() else {
         return Err(CliError::Other(format!(
             "topic {name}: empty DescribeConfigs answer"
