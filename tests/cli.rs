@@ -147,11 +147,6 @@ fn topic_commands_create_list_describe_alter_and_delete_and_refusals_name_the_ka
         .expect("orders in the JSON list");
     assert_eq!(orders["partitions"], 3);
     assert_eq!(orders["replicas"], 1);
-    // Internal topics only with -i.
-    assert!(!listed.to_string().contains("__consumer_offsets"));
-    assert!(json_of(&b, &["topic", "list", "-i"])
-        .to_string()
-        .contains("__consumer_offsets"));
 
     let (code, _) = produce_once(&b, "orders", 1, -1, 10_000, 7);
     assert_eq!(code, 0);
@@ -307,6 +302,14 @@ fn group_describe_shows_lag_per_partition_and_offsets_are_reset_only_once_the_gr
         .unwrap_or_else(|| panic!("billing listed: {listed}"));
     assert_eq!(g["state"], "Stable");
     assert!(cli(&b, &["group", "list"]).ok().stdout.contains("billing"));
+    // The groups' internal topic exists now; it is listed only with -i.
+    assert!(!cli(&b, &["topic", "list"])
+        .ok()
+        .stdout
+        .contains("__consumer_offsets"));
+    assert!(json_of(&b, &["topic", "list", "-i"])
+        .to_string()
+        .contains("__consumer_offsets"));
 
     let d = json_of(&b, &["group", "describe", "billing"]);
     assert_eq!(d["state"], "Stable");
