@@ -152,11 +152,10 @@ impl Admin {
                 || r.error_code == errors::COORDINATOR_LOAD_IN_PROGRESS;
             if r.error_code == errors::NONE {
                 let id = r.node_id.0;
-                if !self.brokers.contains_key(&id) {
-                    // A broker newer than our metadata: learn its address from the answer.
-                    self.brokers
-                        .insert(id, format!("{}:{}", r.host.as_str(), r.port));
-                }
+                // A broker newer than our metadata: learn its address from the answer.
+                self.brokers
+                    .entry(id)
+                    .or_insert_with(|| format!("{}:{}", r.host.as_str(), r.port));
                 return Ok((id, self.broker(id)?));
             }
             if !retriable || Instant::now() >= deadline {
