@@ -1,7 +1,7 @@
 //! Broker configuration: CLI flags (clap), a TOML file with the same names, and `CHRONIK_*`
 //! environment overrides. Precedence: CLI flag > environment > TOML file > built-in default.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,89 +15,9 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<crate::cli::Command>,
     #[command(flatten)]
     pub server: ServerArgs,
-}
-
-#[derive(Subcommand, Debug, Clone)]
-pub enum Command {
-    /// Cluster administration (talks to a running broker over the Kafka protocol).
-    #[command(subcommand)]
-    Cluster(ClusterCommand),
-}
-
-#[derive(Subcommand, Debug, Clone)]
-pub enum ClusterCommand {
-    /// Print brokers, the controller and per-partition leader/ISR.
-    Status {
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        bootstrap: String,
-    },
-    /// Join a new node: start it first with the cluster's --controller-quorum (which does not
-    /// list it) or, once the voters have changed, the current voters and --cluster-id (see
-    /// `status`), then run this. It receives the metadata log and registers as a broker.
-    AddNode {
-        #[command(flatten)]
-        target: ControllerTarget,
-        /// Id of the new node.
-        #[arg(long)]
-        node_id: u64,
-        /// The new node's --controller-listen address.
-        #[arg(long)]
-        node_controller: String,
-        /// Also make it a voter of the metadata quorum (default: a non-voting learner).
-        #[arg(long)]
-        voter: bool,
-    },
-    /// Move replicas and preferred leaders so every live broker carries an even share. Each
-    /// move copies the data to the new replicas before the old ones are dropped.
-    Rebalance {
-        #[command(flatten)]
-        target: ControllerTarget,
-    },
-    /// Drain a node (move all its replicas elsewhere, data first), then remove it from the
-    /// cluster. Stop its process afterwards.
-    RemoveNode {
-        #[command(flatten)]
-        target: ControllerTarget,
-        #[arg(long)]
-        node_id: i32,
-    },
-}
-
-/// Where the membership commands send their requests.
-#[derive(Args, Debug, Clone)]
-pub struct ControllerTarget {
-    /// A broker of the cluster; its controller is assumed at its port + 1000 (the
-    /// --controller-listen default) unless --controller is given.
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    pub bootstrap: String,
-    /// The controller address (--controller-listen) of any running node.
-    #[arg(long)]
-    pub controller: Option<String>,
-    /// How long to wait for data to move / the node to register, in seconds.
-    #[arg(long, default_value_t = 600)]
-    pub wait_secs: u64,
-    /// The cluster's secret file, to authenticate to the controller.
-    /// [default: <--data-dir>/cluster.secret, i.e. a local node's copy]
-    #[arg(long, env = "CHRONIK_CLUSTER_SECRET_FILE")]
-    pub cluster_secret_file: Option<PathBuf>,
-    /// Data dir of a node on this machine, whose cluster.secret to use. [default: ./data]
-    #[arg(long, env = "CHRONIK_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-}
-
-impl ControllerTarget {
-    /// `--cluster-secret-file`, else the secret file of the local node's data dir.
-    pub fn secret_file(&self) -> PathBuf {
-        self.cluster_secret_file.clone().unwrap_or_else(|| {
-            self.data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("./data"))
-                .join(chronik_raft::secret::SECRET_FILE)
-        })
-    }
 }
 
 /// Every option can also be given in the TOML file (same name, with `-` or `_`) and as

@@ -4,12 +4,11 @@
 //! each shard serves connections (`net`), answers Kafka APIs (`kafka`), and owns partitions
 //! (`partition`, on top of crate `chronik-storage`).
 
-pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod disk_space;
 pub mod group;
 pub mod kafka;
-pub mod membership;
 pub mod net;
 pub mod partition;
 pub mod replication;

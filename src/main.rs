@@ -1,4 +1,4 @@
-use chronik::config::{BrokerConfig, Cli, ClusterCommand, Command};
+use chronik::config::{BrokerConfig, Cli};
 use chronik::server::Broker;
 use clap::Parser;
 
@@ -19,12 +19,8 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Some(Command::Cluster(cmd)) = &cli.command {
-        let code = match cmd {
-            ClusterCommand::Status { bootstrap } => chronik::admin::cluster_status(bootstrap),
-            other => chronik::membership::run(other),
-        };
-        std::process::exit(code);
+    if let Some(cmd) = &cli.command {
+        std::process::exit(chronik::cli::run(cmd));
     }
     let cfg = match BrokerConfig::resolve(&cli.server) {
         Ok(c) => c,

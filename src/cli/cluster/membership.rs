@@ -3,7 +3,7 @@
 //! std sockets: this is a CLI, not shard code). They authenticate with the cluster secret
 //! (`--cluster-secret-file`, else a local node's copy in `<data-dir>/cluster.secret`).
 
-use crate::config::{ClusterCommand, ControllerTarget};
+use super::{ClusterCommand, ControllerTarget};
 use chronik_raft::image::BrokerId;
 use chronik_raft::network::{blocking_call, ImageSummary, RpcRequest, RpcResponse};
 use chronik_raft::secret::ClusterSecret;

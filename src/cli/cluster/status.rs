@@ -1,34 +1,14 @@
-//! `chronik-server cluster …`: admin commands that talk to a running broker over the Kafka
-//! protocol (blocking std sockets: this is a CLI, not shard code).
+//! `chronik-server cluster status`: brokers, the controller and per-partition leader/ISR, each
+//! replica's own log end offset and the replica moves in progress, over the Kafka protocol.
 
-use crate::kafka::client;
+use crate::cli::conn::Conn;
 use kafka_protocol::messages::list_partition_reassignments_response::OngoingPartitionReassignment;
 use kafka_protocol::messages::{
     ApiKey, DescribeClusterRequest, DescribeClusterResponse, ListPartitionReassignmentsRequest,
     ListPartitionReassignmentsResponse, MetadataRequest, MetadataResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
-fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
-    s: &mut TcpStream,
-    key: ApiKey,
-    version: i16,
-    corr: i32,
-    req: &Req,
-) -> Result<Resp, String> {
-    let frame = client::encode_request(key, version, corr, "chronik-admin", req)?;
-    s.write_all(&frame).map_err(|e| e.to_string())?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).map_err(|e| e.to_string())?;
-    let n = client::check_response_size(i32::from_be_bytes(len), 64 << 20)?;
-    let mut buf = vec![0u8; n];
-    s.read_exact(&mut buf).map_err(|e| e.to_string())?;
-    client::decode_response(key, version, corr, bytes::Bytes::from(buf))
-}
 
 pub fn cluster_status(bootstrap: &str) -> i32 {
     match status(bootstrap) {
@@ -44,25 +24,19 @@ pub fn cluster_status(bootstrap: &str) -> i32 {
 }
 
 fn status(bootstrap: &str) -> Result<String, String> {
-    let mut s = TcpStream::connect(bootstrap).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let cluster: DescribeClusterResponse = call(
-        &mut s,
+    let mut s = Conn::connect(bootstrap)?;
+    let cluster: DescribeClusterResponse = s.call(
         ApiKey::DescribeCluster,
         0,
-        1,
         &DescribeClusterRequest::default(),
     )?;
     let mut mreq = MetadataRequest::default();
     mreq.topics = None;
-    let meta: MetadataResponse = call(&mut s, ApiKey::Metadata, 9, 2, &mreq)?;
+    let meta: MetadataResponse = s.call(ApiKey::Metadata, 9, &mreq)?;
     // Replica moves in progress (rebalance, remove-node): (topic, partition) → (adding, removing).
-    let moving: ListPartitionReassignmentsResponse = call(
-        &mut s,
+    let moving: ListPartitionReassignmentsResponse = s.call(
         ApiKey::ListPartitionReassignments,
         0,
-        3,
         &ListPartitionReassignmentsRequest::default(),
     )?;
     let moving: HashMap<(String, i32), &OngoingPartitionReassignment> = moving
@@ -93,15 +67,12 @@ fn status(bootstrap: &str) -> Result<String, String> {
     let mut topics: Vec<_> = meta.topics.iter().collect();
     topics.sort_by_key(|t| t.name.as_ref().map(|n| n.0.to_string()));
     // One connection per live broker, to read each replica's own log end offset.
-    let mut conns: Vec<(i32, Option<TcpStream>)> = cluster
+    let mut conns: Vec<(i32, Option<Conn>)> = cluster
         .brokers
         .iter()
         .filter(|b| !b.is_fenced)
         .map(|b| {
-            let c = TcpStream::connect((b.host.as_str(), b.port as u16)).ok();
-            if let Some(c) = &c {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            }
+            let c = Conn::connect(&format!("{}:{}", b.host.as_str(), b.port)).ok();
             (b.broker_id.0, c)
         })
         .collect();
@@ -155,7 +126,7 @@ fn status(bootstrap: &str) -> Result<String, String> {
 }
 
 /// A replica's own log end offset (ListOffsets latest with the debug replica id -2).
-fn replica_leo(s: &mut TcpStream, topic: &str, partition: i32) -> Option<i64> {
+fn replica_leo(s: &mut Conn, topic: &str, partition: i32) -> Option<i64> {
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
     use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, TopicName};
     let mut req = ListOffsetsRequest::default();
@@ -168,7 +139,7 @@ fn replica_leo(s: &mut TcpStream, topic: &str, partition: i32) -> Option<i64> {
     p.current_leader_epoch = -1;
     t.partitions = vec![p];
     req.topics = vec![t];
-    let r: ListOffsetsResponse = call(s, ApiKey::ListOffsets, 4, 3, &req).ok()?;
+    let r: ListOffsetsResponse = s.call(ApiKey::ListOffsets, 4, &req).ok()?;
     let p = r.topics.first()?.partitions.first()?;
     (p.error_code == 0).then_some(p.offset)
 }

@@ -1,0 +1,89 @@
+//! `chronik-server cluster …`: `status` (over the Kafka protocol) and the membership commands
+//! `add-node`, `rebalance`, `remove-node` (over the controller RPC port, with the cluster secret).
+
+mod membership;
+mod status;
+
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+pub fn run(cmd: &ClusterCommand) -> i32 {
+    match cmd {
+        ClusterCommand::Status { bootstrap } => status::cluster_status(bootstrap),
+        other => membership::run(other),
+    }
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ClusterCommand {
+    /// Print brokers, the controller and per-partition leader/ISR.
+    Status {
+        /// A broker of the cluster (HOST:PORT).
+        #[arg(long, alias = "brokers", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
+    /// Join a new node: start it first with the cluster's --controller-quorum (which does not
+    /// list it) or, once the voters have changed, the current voters and --cluster-id (see
+    /// `status`), then run this. It receives the metadata log and registers as a broker.
+    AddNode {
+        #[command(flatten)]
+        target: ControllerTarget,
+        /// Id of the new node.
+        #[arg(long)]
+        node_id: u64,
+        /// The new node's --controller-listen address.
+        #[arg(long)]
+        node_controller: String,
+        /// Also make it a voter of the metadata quorum (default: a non-voting learner).
+        #[arg(long)]
+        voter: bool,
+    },
+    /// Move replicas and preferred leaders so every live broker carries an even share. Each
+    /// move copies the data to the new replicas before the old ones are dropped.
+    Rebalance {
+        #[command(flatten)]
+        target: ControllerTarget,
+    },
+    /// Drain a node (move all its replicas elsewhere, data first), then remove it from the
+    /// cluster. Stop its process afterwards.
+    RemoveNode {
+        #[command(flatten)]
+        target: ControllerTarget,
+        #[arg(long)]
+        node_id: i32,
+    },
+}
+
+/// Where the membership commands send their requests.
+#[derive(Args, Debug, Clone)]
+pub struct ControllerTarget {
+    /// A broker of the cluster; its controller is assumed at its port + 1000 (the
+    /// --controller-listen default) unless --controller is given.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+    /// The controller address (--controller-listen) of any running node.
+    #[arg(long)]
+    pub controller: Option<String>,
+    /// How long to wait for data to move / the node to register, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub wait_secs: u64,
+    /// The cluster's secret file, to authenticate to the controller.
+    /// [default: <--data-dir>/cluster.secret, i.e. a local node's copy]
+    #[arg(long, env = "CHRONIK_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Data dir of a node on this machine, whose cluster.secret to use. [default: ./data]
+    #[arg(long, env = "CHRONIK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ControllerTarget {
+    /// `--cluster-secret-file`, else the secret file of the local node's data dir.
+    pub fn secret_file(&self) -> PathBuf {
+        self.cluster_secret_file.clone().unwrap_or_else(|| {
+            self.data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./data"))
+                .join(chronik_raft::secret::SECRET_FILE)
+        })
+    }
+}
