@@ -10,6 +10,7 @@ pub mod disk_space;
 pub mod group;
 pub mod kafka;
 pub mod membership;
+pub mod metrics;
 pub mod net;
 pub mod partition;
 pub mod replication;
