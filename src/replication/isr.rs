@@ -85,18 +85,11 @@ fn check_all(shard: &Rc<Shard>) {
             new_isr,
         };
         let s = shard.clone();
-        let old_isr = ps.isr.clone();
         glommio::spawn_local(async move {
             match s.controller.submit(cmd).await {
                 Ok(sub) => {
-                    match &sub.outcome {
-                        CommandOutcome::Partition(Err(e)) => {
-                            tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, code = e.code, "ISR change refused: {}", e.message);
-                        }
-                        CommandOutcome::Partition(Ok(now)) => {
-                            s.metrics.isr_changed(&old_isr, &now.isr)
-                        }
-                        _ => {}
+                    if let CommandOutcome::Partition(Err(e)) = &sub.outcome {
+                        tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, code = e.code, "ISR change refused: {}", e.message);
                     }
                     s.wait_for_image(sub.index, Duration::from_secs(5)).await;
                 }
