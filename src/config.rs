@@ -792,18 +792,29 @@ mod tests {
     fn metrics_listen_defaults_to_9644_and_none_turns_it_off() {
         let c = BrokerConfig::resolve(&ServerArgs::default()).unwrap();
         assert_eq!(c.metrics_listen.unwrap().to_string(), "127.0.0.1:9644");
-        let c = with_file("metrics-listen = \"127.0.0.1:19644\"", ServerArgs::default()).unwrap();
+        let c = with_file(
+            "metrics-listen = \"127.0.0.1:19644\"",
+            ServerArgs::default(),
+        )
+        .unwrap();
         assert_eq!(c.metrics_listen.unwrap().to_string(), "127.0.0.1:19644");
         let off = ServerArgs {
             metrics_listen: Some("none".into()),
             ..Default::default()
         };
-        assert_eq!(with_file("metrics-listen = \"127.0.0.1:19644\"", off).unwrap().metrics_listen, None);
+        assert_eq!(
+            with_file("metrics-listen = \"127.0.0.1:19644\"", off)
+                .unwrap()
+                .metrics_listen,
+            None
+        );
         let bad = ServerArgs {
             metrics_listen: Some("nowhere".into()),
             ..Default::default()
         };
-        assert!(BrokerConfig::resolve(&bad).unwrap_err().contains("metrics-listen"));
+        assert!(BrokerConfig::resolve(&bad)
+            .unwrap_err()
+            .contains("metrics-listen"));
     }
 
     fn with_file(text: &str, args: ServerArgs) -> Result<BrokerConfig, String> {

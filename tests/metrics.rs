@@ -124,9 +124,11 @@ fn counters_move_after_produce_fetch_and_commit_and_each_api_is_counted_by_its_n
     let b = s.bootstrap();
     create_topic(&b, "metered", 1);
     produce(&b, "metered", 300);
-    let text = scrape_until(&s, "chronik_records_produced_total{topic=\"metered\"}", |v| {
-        v == 300.0
-    });
+    let text = scrape_until(
+        &s,
+        "chronik_records_produced_total{topic=\"metered\"}",
+        |v| v == 300.0,
+    );
     let bytes = sample(&text, "chronik_bytes_produced_total{topic=\"metered\"}").unwrap();
     assert!(bytes > 300.0 * 11.0, "produced bytes {bytes}");
     assert!(sample(&text, "chronik_log_size_bytes{topic=\"metered\"}").unwrap() > 0.0);
@@ -138,7 +140,11 @@ fn counters_move_after_produce_fetch_and_commit_and_each_api_is_counted_by_its_n
         .unwrap()
             >= 1.0
     );
-    assert!(sample(&text, "chronik_requests_total{api=\"Metadata\",error=\"NONE\"}").is_some());
+    assert!(sample(
+        &text,
+        "chronik_requests_total{api=\"Metadata\",error=\"NONE\"}"
+    )
+    .is_some());
     assert!(
         sample(
             &text,
@@ -148,18 +154,30 @@ fn counters_move_after_produce_fetch_and_commit_and_each_api_is_counted_by_its_n
             >= 1.0
     );
     assert!(text.contains("chronik_request_latency_seconds_bucket{api=\"Produce\",le=\"+Inf\"}"));
-    assert_eq!(sample(&text, "chronik_partitions{state=\"leader\"}"), Some(1.0));
+    assert_eq!(
+        sample(&text, "chronik_partitions{state=\"leader\"}"),
+        Some(1.0)
+    );
     assert_eq!(sample(&text, "chronik_controller_is_leader"), Some(1.0));
     assert!(sample(&text, "chronik_raft_commit_index").unwrap() > 0.0);
     assert!(sample(&text, "chronik_shard_busy_ratio{shard=\"1\"}").is_some());
-    assert_eq!(sample(&text, "chronik_under_replicated_partitions"), Some(0.0));
+    assert_eq!(
+        sample(&text, "chronik_under_replicated_partitions"),
+        Some(0.0)
+    );
 
     assert_eq!(consume(&b, "metered", 300), 300);
-    let text = scrape_until(&s, "chronik_records_fetched_total{topic=\"metered\"}", |v| {
-        v >= 300.0
-    });
+    let text = scrape_until(
+        &s,
+        "chronik_records_fetched_total{topic=\"metered\"}",
+        |v| v >= 300.0,
+    );
     assert!(sample(&text, "chronik_bytes_fetched_total{topic=\"metered\"}").unwrap() >= bytes);
-    assert!(sample(&text, "chronik_requests_total{api=\"Fetch\",error=\"NONE\"}").is_some());
+    assert!(sample(
+        &text,
+        "chronik_requests_total{api=\"Fetch\",error=\"NONE\"}"
+    )
+    .is_some());
 
     // A group that committed offset 100 of 300 lags by 200 on its coordinator.
     let c: BaseConsumer = ClientConfig::new()
@@ -196,7 +214,10 @@ fn junk_on_the_metrics_port_gets_an_http_error_and_the_endpoint_keeps_serving() 
     let post = b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(http_raw(&m, post).unwrap().0, 405);
     assert_eq!(http_raw(&m, b"\x00\x01garbage\r\n\r\n").unwrap().0, 400);
-    let huge = format!("GET /metrics HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(64 * 1024));
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
     // The endpoint answers 431 once its head buffer is full and closes; the rest of what the
     // client sends may then be refused by the kernel (a reset), which is fine too.
     if let Ok((status, _)) = http_raw(&m, huge.as_bytes()) {
@@ -258,7 +279,9 @@ fn health_is_refused_until_the_broker_registers_and_again_when_the_controller_qu
 
     // Node 2 gone: node 1 alone cannot reach an active controller any more.
     nodes[1].kill();
-    let body = wait_for("refused after losing the quorum", &|status, _| status == 503);
+    let body = wait_for("refused after losing the quorum", &|status, _| {
+        status == 503
+    });
     assert!(body.contains("controller"), "{body}");
     for n in nodes.iter_mut() {
         n.kill();

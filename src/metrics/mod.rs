@@ -155,7 +155,7 @@ impl ShardMetrics {
         }
     }
 
-    /// The ISR change this shard proposed for a partition it leads was committed.
+    /// The ISR of a partition this shard leads changed in the metadata image.
     pub fn isr_changed(&self, old: &[i32], new: &[i32]) {
         if old.iter().any(|b| !new.contains(b)) {
             self.isr_shrinks.set(self.isr_shrinks.get() + 1);

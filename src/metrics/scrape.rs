@@ -220,7 +220,11 @@ fn partitions(e: &mut Exposition, image: &MetadataImage, me: i32, active_control
         "Partition replicas on this broker, by role.",
     );
     e.sample("chronik_partitions", &[("state", "leader")], leader as f64);
-    e.sample("chronik_partitions", &[("state", "follower")], follower as f64);
+    e.sample(
+        "chronik_partitions",
+        &[("state", "follower")],
+        follower as f64,
+    );
     e.family(
         "chronik_under_replicated_partitions",
         Kind::Gauge,
@@ -241,13 +245,13 @@ fn shard_gauges(e: &mut Exposition, t: &Totals) {
     e.family(
         "chronik_isr_shrinks_total",
         Kind::Counter,
-        "Committed ISR changes of partitions led here that removed a replica.",
+        "ISR changes of partitions led here that removed a replica.",
     );
     e.sample("chronik_isr_shrinks_total", &[], t.isr_shrinks as f64);
     e.family(
         "chronik_isr_expands_total",
         Kind::Counter,
-        "Committed ISR changes of partitions led here that added a replica.",
+        "ISR changes of partitions led here that added a replica.",
     );
     e.sample("chronik_isr_expands_total", &[], t.isr_expands as f64);
     e.family(

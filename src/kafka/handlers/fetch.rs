@@ -336,7 +336,9 @@ pub async fn handle(
                     (r + r2, b + b2)
                 });
                 if bytes > 0 {
-                    shard.metrics.fetched(&Arc::from(name.as_str()), records, bytes);
+                    shard
+                        .metrics
+                        .fetched(&Arc::from(name.as_str()), records, bytes);
                 }
             }
         }
