@@ -218,7 +218,7 @@ pub fn snapshot(shard: &crate::shard::Shard) -> ShardSnapshot {
                 sum_ns: a.sum_ns.get(),
                 outcomes: std::array::from_fn(|i| a.outcomes[i].get()),
             };
-            (s.count() > 0).then(|| (k as i16, s))
+            (s.count() > 0).then_some((k as i16, s))
         })
         .collect();
     let mut log_bytes: HashMap<String, u64> = HashMap::new();
