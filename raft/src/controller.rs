@@ -849,7 +849,9 @@ async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duratio
         };
         if accepted {
             let ms = node.shared.born.elapsed().as_millis().max(1) as u64;
-            node.shared.controller_contact_ms.store(ms, Ordering::Release);
+            node.shared
+                .controller_contact_ms
+                .store(ms, Ordering::Release);
         }
     }
 }
