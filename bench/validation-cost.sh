@@ -25,7 +25,7 @@ run_one() { # $1: on|off, $2: run number
     [[ $mode == off ]] && env=(CHRONIK_BENCH_SKIP_RECORD_VALIDATION=1)
     rm -rf "$WORK/data"
     env "${env[@]}" "$BIN/chronik-server" --data-dir "$WORK/data" --cores 2 \
-        --listen "127.0.0.1:$PORT" --controller-listen "127.0.0.1:$((PORT + 1))" \
+        --listen "127.0.0.1:$PORT" --controller-listen "127.0.0.1:$((PORT + 1))" --metrics-listen none \
         >"$WORK/server.log" 2>&1 &
     PID=$!
     for _ in $(seq 100); do

@@ -51,6 +51,10 @@ pub struct ServerArgs {
     /// Controller (Raft) listener. [default: listen port + 1000]
     #[arg(long, env = "CHRONIK_CONTROLLER_LISTEN")]
     pub controller_listen: Option<String>,
+    /// Prometheus endpoint serving /metrics and /health, HOST:PORT, or `none` to turn it off.
+    /// Several nodes on one machine need one port each. [default: 127.0.0.1:9644]
+    #[arg(long, env = "CHRONIK_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Controller voters: `ID@HOST:PORT,…`. [default: this node alone]
     #[arg(long, env = "CHRONIK_CONTROLLER_QUORUM")]
     pub controller_quorum: Option<String>,
@@ -175,6 +179,8 @@ struct FileConfig {
     controller_listen: Option<String>,
     #[serde(alias = "controller_quorum")]
     controller_quorum: Option<String>,
+    #[serde(alias = "metrics_listen")]
+    metrics_listen: Option<String>,
     #[serde(alias = "cluster_id")]
     cluster_id: Option<String>,
     #[serde(alias = "cluster_secret_file")]
@@ -265,6 +271,8 @@ pub struct BrokerConfig {
     pub pin: bool,
     pub controller_listen: SocketAddr,
     pub controller_quorum: Vec<(i32, String)>,
+    /// None: no metrics endpoint (`--metrics-listen none`).
+    pub metrics_listen: Option<SocketAddr>,
     /// None: the id kept in the data dir, else one derived from the quorum.
     pub cluster_id: Option<String>,
     /// None: the copy in the data dir (`chronik_raft::secret::resolve`).
@@ -413,6 +421,11 @@ impl BrokerConfig {
             Some(s) => parse_quorum(&s)?,
             None => vec![(node_id, controller_listen.to_string())],
         };
+        let metrics_listen = match args.metrics_listen.clone().or(file.metrics_listen) {
+            Some(s) if s.trim().eq_ignore_ascii_case("none") => None,
+            Some(s) => Some(resolve_addr(&s, "metrics-listen")?),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
+        };
         let cluster_id = match args.cluster_id.clone().or(file.cluster_id) {
             Some(s) => Some(parse_cluster_id(&s)?),
             None => None,
@@ -471,6 +484,7 @@ impl BrokerConfig {
             pin,
             controller_listen,
             controller_quorum,
+            metrics_listen,
             cluster_id,
             cluster_secret_file: args
                 .cluster_secret_file
@@ -706,6 +720,35 @@ mod tests {
         );
         assert!(c.cores >= 1);
         assert_eq!(c.log_flush, FlushSetting::IntervalMs(1000));
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_9644_and_none_turns_it_off() {
+        let c = BrokerConfig::resolve(&ServerArgs::default()).unwrap();
+        assert_eq!(c.metrics_listen.unwrap().to_string(), "127.0.0.1:9644");
+        let c = with_file(
+            "metrics-listen = \"127.0.0.1:19644\"",
+            ServerArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(c.metrics_listen.unwrap().to_string(), "127.0.0.1:19644");
+        let off = ServerArgs {
+            metrics_listen: Some("none".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            with_file("metrics-listen = \"127.0.0.1:19644\"", off)
+                .unwrap()
+                .metrics_listen,
+            None
+        );
+        let bad = ServerArgs {
+            metrics_listen: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert!(BrokerConfig::resolve(&bad)
+            .unwrap_err()
+            .contains("metrics-listen"));
     }
 
     fn with_file(text: &str, args: ServerArgs) -> Result<BrokerConfig, String> {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod disk_space;
 pub mod group;
 pub mod kafka;
+pub mod metrics;
 pub mod net;
 pub mod partition;
 pub mod replication;

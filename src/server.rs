@@ -16,6 +16,7 @@ pub struct Broker {
     stop_senders: Vec<async_channel::Sender<()>>,
     /// Bound of `controlled_shutdown`; zero skips it.
     controlled_shutdown_timeout: Duration,
+    metrics: Option<crate::metrics::http::MetricsServer>,
 }
 
 pub fn controller_config(
@@ -78,6 +79,15 @@ impl Broker {
                 cfg.controller_listen
             )
         })?;
+        let metrics_listener = match cfg.metrics_listen {
+            Some(addr) => Some(crate::metrics::http::bind(addr).map_err(|e| {
+                format!(
+                    "cannot serve metrics on {addr}: {e} (give each node on a machine its own \
+                     --metrics-listen, or `none`)"
+                )
+            })?),
+            None => None,
+        };
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
         let tuning = chronik_raft::Tuning {
@@ -89,7 +99,6 @@ impl Broker {
         let secret = cluster_secret(&cfg)?;
         let controller = chronik_raft::start_with(controller_config(&cfg, secret), tuning)
             .map_err(|e| format!("controller failed to start: {e}"))?;
-        wait_for_registration(&controller, cfg.node_id);
         let n = cfg.cores;
         let mut inbox_tx = Vec::with_capacity(n);
         let mut inbox_rx = Vec::with_capacity(n);
@@ -100,6 +109,26 @@ impl Broker {
             inbox_tx.push(tx);
             inbox_rx.push(rx);
         }
+        // Up before the wait for registration, so /health can say why the broker is not
+        // serving yet.
+        let metrics = match metrics_listener {
+            Some(l) => {
+                let sources = crate::metrics::scrape::Sources {
+                    shards: inbox_tx.clone(),
+                    controller: controller.clone(),
+                    node_id: cfg.node_id,
+                    controller_contact_max: Duration::from_millis(
+                        cfg.broker_heartbeat_interval_ms.saturating_mul(3).max(1000),
+                    ),
+                };
+                Some(
+                    crate::metrics::http::MetricsServer::start(l, sources)
+                        .map_err(|e| format!("cannot start the metrics endpoint: {e}"))?,
+                )
+            }
+            None => None,
+        };
+        wait_for_registration(&controller, cfg.node_id);
         let avail = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut shard_threads = Vec::new();
         let mut stop_senders = Vec::new();
@@ -160,6 +189,7 @@ impl Broker {
             shard_threads,
             stop_senders,
             controlled_shutdown_timeout,
+            metrics,
         })
     }
 
@@ -221,7 +251,10 @@ impl Broker {
     }
 
     /// Stops accepting, lets in-flight requests finish, flushes and closes every log.
-    pub fn stop(self) {
+    pub fn stop(mut self) {
+        if let Some(m) = self.metrics.take() {
+            m.stop();
+        }
         for s in &self.stop_senders {
             let _ = s.send_blocking(());
         }

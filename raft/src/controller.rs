@@ -150,6 +150,10 @@ struct Shared {
     /// Set by `controlled_shutdown`: the broker is leaving, so seeing itself fenced must not
     /// make it register again.
     stopping: AtomicBool,
+    /// When the active controller last accepted this broker's heartbeat, in ms since `born`
+    /// (0: never), for the broker's health check.
+    controller_contact_ms: AtomicU64,
+    born: Instant,
 }
 
 pub fn start(cfg: ControllerConfig) -> Result<Controller, ControllerError> {
@@ -203,6 +207,8 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
         defaults,
         secret: cfg.cluster_secret.clone(),
         stopping: AtomicBool::new(false),
+        controller_contact_ms: AtomicU64::new(0),
+        born: Instant::now(),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let shared2 = shared.clone();
@@ -818,16 +824,34 @@ async fn broker_loop(node: Arc<Node>, reg: BrokerRegistration, interval: Duratio
                 registering.store(false, Ordering::Release);
             });
         }
-        if leader == node.id {
+        let accepted = if leader == node.id {
             node.liveness.heartbeat(me, Instant::now());
+            // The active controller is reachable only while it still leads a quorum (a leader
+            // cut off from the other voters does not step down by itself).
+            let check = node.raft.ensure_linearizable();
+            matches!(
+                tokio::time::timeout(interval.max(Duration::from_millis(200)), check).await,
+                Ok(Ok(_))
+            )
         } else if let Some(addr) = node.leader_addr(leader) {
             let client = node.peers.client(&addr);
-            let _ = client
-                .call(
-                    &RpcRequest::Heartbeat { broker: me },
-                    interval.max(Duration::from_millis(200)),
-                )
-                .await;
+            matches!(
+                client
+                    .call(
+                        &RpcRequest::Heartbeat { broker: me },
+                        interval.max(Duration::from_millis(200)),
+                    )
+                    .await,
+                Ok(RpcResponse::Heartbeat(HeartbeatReply { accepted: true }))
+            )
+        } else {
+            false
+        };
+        if accepted {
+            let ms = node.shared.born.elapsed().as_millis().max(1) as u64;
+            node.shared
+                .controller_contact_ms
+                .store(ms, Ordering::Release);
         }
     }
 }
@@ -1095,6 +1119,17 @@ impl Controller {
 
     pub fn node_id(&self) -> i32 {
         self.shared.node_id
+    }
+
+    /// How long ago the active controller last accepted this broker's heartbeat (None: never).
+    pub fn since_controller_contact(&self) -> Option<Duration> {
+        let ms = self.shared.controller_contact_ms.load(Ordering::Acquire);
+        (ms > 0).then(|| {
+            self.shared
+                .born
+                .elapsed()
+                .saturating_sub(Duration::from_millis(ms))
+        })
     }
 
     pub fn raft_leader(&self) -> Option<i32> {

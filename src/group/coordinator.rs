@@ -1109,6 +1109,21 @@ pub fn list_local(shard: &Shard) -> Vec<(String, String, &'static str)> {
     out
 }
 
+/// (group, topic, partition, committed offset) of every group this shard coordinates, for
+/// the lag metric.
+pub fn committed_offsets(shard: &Shard) -> Vec<(String, String, i32, i64)> {
+    let mut out = Vec::new();
+    for p in shard.groups.loaded_parts() {
+        for g in p.groups.borrow().values() {
+            let g = g.borrow();
+            for ((topic, partition), v) in &g.offsets {
+                out.push((g.id.clone(), topic.clone(), *partition, v.offset));
+            }
+        }
+    }
+    out
+}
+
 pub struct DescribedMember {
     pub member_id: String,
     pub instance_id: Option<String>,

@@ -25,7 +25,7 @@ pub mod offsets_log;
 pub mod state;
 
 pub use config::GroupConfig;
-pub use coordinator::GroupCoordinator;
+pub use coordinator::{committed_offsets, GroupCoordinator};
 
 use crate::shard::Shard;
 use std::rc::Rc;

@@ -85,8 +85,21 @@ pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {
     APIS.iter().find(|a| a.key == key)
 }
 
-/// Serves one request frame (header already parsed).
+/// Serves one request frame (header already parsed), and counts it for the metrics.
 pub async fn dispatch(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> DispatchResult {
+    let (key, start) = (ctx.api_key as i16, std::time::Instant::now());
+    let r = serve(shard.clone(), ctx, body).await;
+    let outcome = match &r {
+        Ok(_) => 0,
+        Err(ProtocolError::UnsupportedVersion { .. } | ProtocolError::UnknownApiKey(_)) => 1,
+        Err(ProtocolError::Malformed(_)) => 2,
+        Err(ProtocolError::Encode(_)) => 3,
+    };
+    shard.metrics.request(key, start.elapsed(), outcome);
+    r
+}
+
+async fn serve(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> DispatchResult {
     let Some(spec) = find(ctx.api_key) else {
         return Err(ProtocolError::UnknownApiKey(ctx.api_key as i16));
     };

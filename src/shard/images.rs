@@ -180,6 +180,11 @@ fn apply_partition_state(shard: &Rc<Shard>, p: &Partition, topic: &TopicImage, i
     let old_epoch = p.leader_epoch.get();
     p.is_leader.set(ps.leader == me);
     p.leader_epoch.set(ps.leader_epoch);
+    if was_leader && ps.leader == me && *p.isr.borrow() != ps.isr {
+        // Whoever decided it (this leader's AlterPartition, or the controller fencing a
+        // replica), an ISR change of a partition led here is counted here.
+        shard.metrics.isr_changed(&p.isr.borrow(), &ps.isr);
+    }
     *p.isr.borrow_mut() = ps.isr.clone();
     if ps.leader == me {
         if !was_leader || old_epoch != ps.leader_epoch {

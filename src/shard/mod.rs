@@ -77,6 +77,8 @@ pub struct Shard {
     pub fetchers: crate::replication::fetcher::Fetchers,
     /// The cluster secret: followers prove with it who they are (`net::broker_auth`).
     pub secret: chronik_raft::secret::ClusterSecret,
+    /// Counters for the metrics endpoint (`crate::metrics`).
+    pub metrics: crate::metrics::ShardMetrics,
     /// Producer ids this shard may hand out: [next, end) of a block from the controller.
     pid_block: Cell<(i64, i64)>,
 }
@@ -110,6 +112,7 @@ impl Shard {
             pid_block: Cell::new((0, 0)),
             fetchers: Default::default(),
             secret,
+            metrics: Default::default(),
         })
     }
 

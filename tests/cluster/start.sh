@@ -5,6 +5,8 @@
 #   CHRONIK_BIN            chronik-server binary   (default: target/release, else target/debug)
 #   CHRONIK_BASE_PORT      Kafka port of node 1; node i listens on BASE+i-1   (default 9092)
 #   CHRONIK_CONTROLLER_BASE_PORT  Raft port of node 1 (default BASE+1000)
+#   CHRONIK_METRICS_BASE_PORT     metrics port (/metrics, /health) of node 1; node i serves on
+#                          METRICS_BASE+i-1 (default 9644)
 #   CHRONIK_CLUSTER_DIR    data, logs and pid files (default: a new temp dir, printed)
 #   CHRONIK_ARGS           extra flags for every node (e.g. "--broker-session-timeout-ms 1000")
 #   CHRONIK_CLUSTER_SECRET_FILE  the cluster secret every node gets (default: a new one,
@@ -24,6 +26,7 @@ fi
 [ -x "${bin:-}" ] || { echo "build chronik-server first (cargo build --release --bin chronik-server)" >&2; exit 1; }
 base=${CHRONIK_BASE_PORT:-9092}
 cbase=${CHRONIK_CONTROLLER_BASE_PORT:-$((base + 1000))}
+mbase=${CHRONIK_METRICS_BASE_PORT:-9644}
 dir=${CHRONIK_CLUSTER_DIR:-$(mktemp -d /tmp/chronik-cluster.XXXXXX)}
 mkdir -p "$dir"
 # One secret for all nodes of the new cluster (each node copies it into its data dir).
@@ -41,6 +44,7 @@ for i in $(seq 1 "$n"); do
   # shellcheck disable=SC2086
   "$bin" --node-id "$i" --listen "127.0.0.1:$port" \
     --controller-listen "127.0.0.1:$((cbase + i - 1))" --controller-quorum "$quorum" \
+    --metrics-listen "127.0.0.1:$((mbase + i - 1))" \
     --data-dir "$dir/node-$i" --cluster-secret-file "$secret" --no-pin --cores 2 ${CHRONIK_ARGS:-} \
     >>"$dir/node-$i.log" 2>&1 &
   echo $! >"$dir/node-$i.pid"

@@ -35,6 +35,8 @@ pub struct Server {
     pub child: Option<Child>,
     pub port: u16,
     pub controller_port: u16,
+    /// `--metrics-listen` port (/metrics and /health).
+    pub metrics_port: u16,
     pub node_id: i32,
     pub data_dir: PathBuf,
     pub extra: Vec<String>,
@@ -54,6 +56,7 @@ impl Server {
             child: None,
             port: free_port(),
             controller_port: free_port(),
+            metrics_port: free_port(),
             node_id: 1,
             data_dir: dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -80,6 +83,7 @@ impl Server {
             child: None,
             port,
             controller_port,
+            metrics_port: free_port(),
             node_id,
             data_dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -184,12 +188,20 @@ impl Server {
         if !self.extra.iter().any(|a| a == "--cores") {
             cmd.arg("--cores").arg("2");
         }
+        if !self.extra.iter().any(|a| a == "--metrics-listen") {
+            cmd.arg("--metrics-listen").arg(self.metrics());
+        }
         if let Some(q) = &self.quorum {
             cmd.arg("--controller-quorum").arg(q);
         }
         if let Some(f) = &self.secret_file {
             cmd.arg("--cluster-secret-file").arg(f);
         }
+    }
+
+    /// The metrics endpoint's address (`--metrics-listen`).
+    pub fn metrics(&self) -> String {
+        format!("127.0.0.1:{}", self.metrics_port)
     }
 
     /// The controller's address (`--controller-listen`).
@@ -328,7 +340,8 @@ impl Cluster {
                 let text = format!(
                     "node-id = {id}\nlisten = \"127.0.0.1:{p}\"\ncontroller-listen = \"127.0.0.1:{c}\"\n\
                      controller-quorum = \"{quorum}\"\ndata-dir = {dir:?}\npin = false\n\
-                     cluster-secret-file = {secret:?}\n{settings}"
+                     cluster-secret-file = {secret:?}\nmetrics-listen = \"{}\"\n{settings}",
+                    s.metrics()
                 );
                 std::fs::write(&file, text).expect("write node config");
                 s.config_file = Some(file);

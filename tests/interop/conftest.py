@@ -59,7 +59,8 @@ def broker():
     port, cport = free_port(), free_port()
     proc = subprocess.Popen(
         [server_binary(), "--listen", f"127.0.0.1:{port}", "--controller-listen",
-         f"127.0.0.1:{cport}", "--data-dir", os.path.join(tmp, "data"), "--no-pin"],
+         f"127.0.0.1:{cport}", "--data-dir", os.path.join(tmp, "data"), "--no-pin",
+         "--metrics-listen", "none"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

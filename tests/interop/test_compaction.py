@@ -27,7 +27,7 @@ def cleaning_broker():
     proc = subprocess.Popen(
         [server_binary(), "--listen", f"127.0.0.1:{port}", "--controller-listen",
          f"127.0.0.1:{cport}", "--data-dir", os.path.join(tmp, "data"), "--no-pin",
-         "--cores", "2", "--log-cleaner-backoff-ms", "100"],
+         "--cores", "2", "--log-cleaner-backoff-ms", "100", "--metrics-listen", "none"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

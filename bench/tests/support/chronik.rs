@@ -199,6 +199,12 @@ fn spawn_node(
             quorum,
         ])
         .args(extra)
+        // Several servers of one test binary run at once: no shared default metrics port.
+        .args(if extra.contains(&"--metrics-listen") {
+            &[][..]
+        } else {
+            &["--metrics-listen", "none"][..]
+        })
         .stdout(Stdio::null())
         .stderr(log_file)
         .spawn()

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use chronik_raft::image::BrokerId;
 use kafka_protocol::messages::FetchRequest;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// (name if known, topic id, [(partition, fetch offset, partition max bytes, leader epoch)])
@@ -327,6 +328,21 @@ pub async fn handle(
         }
     }
 
+    if replica.is_none() && !debug {
+        for ((name, _, _), reads) in topics.iter().zip(&results) {
+            if let Some(name) = name {
+                let (records, bytes) = reads.iter().fold((0, 0), |(r, b), p| {
+                    let (r2, b2) = crate::metrics::count_records(&p.batches);
+                    (r + r2, b + b2)
+                });
+                if bytes > 0 {
+                    shard
+                        .metrics
+                        .fetched(&Arc::from(name.as_str()), records, bytes);
+                }
+            }
+        }
+    }
     let img = shard.image();
     let mut out = Vec::with_capacity(topics.len());
     for ((name, id, parts), reads) in topics.iter().zip(results) {

@@ -339,7 +339,14 @@ async fn produce_valid_local(
     if acks == -1 && p.isr.borrow().len() < min_isr {
         return ProduceOutcome::error(errors::NOT_ENOUGH_REPLICAS);
     }
+    let h = batch.header();
+    // batchLength counts what follows its own field (and the base offset before it).
+    let (records, bytes) = (h.records_count, i64::from(h.batch_length) + 12);
     let mut out = p.append_valid_as_leader(batch).await;
+    if out.error == errors::NONE {
+        let (records, bytes) = (records.max(0) as u64, bytes.max(0) as u64);
+        shard.metrics.produced(&tp.topic, records, bytes);
+    }
     if acks == -1 && out.error == errors::NONE {
         let replicated = p.wait_hw_above(out.last_offset, timeout).await;
         // As Kafka: the ISR may shrink below min.insync.replicas after the append, and the
