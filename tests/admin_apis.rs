@@ -15,9 +15,9 @@ use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey, BrokerId,
-    DescribeLogDirsRequest, DescribeLogDirsResponse, DescribeQuorumRequest,
-    DescribeQuorumResponse, ElectLeadersRequest, ElectLeadersResponse,
-    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
+    DescribeLogDirsRequest, DescribeLogDirsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    ElectLeadersRequest, ElectLeadersResponse, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -36,9 +36,8 @@ fn name(s: &str) -> TopicName {
 }
 
 fn produce_n(addr: &str, topic: &str, partition: i32, n: usize) {
-    for i in 0..n {
-        produce_once(addr, topic, partition, format!("v{i}").as_bytes());
-    }
+    let (err, _) = produce_once(addr, topic, partition, -1, 10_000, n);
+    assert_eq!(err, NONE, "produce to {topic}-{partition}");
 }
 
 /// (topic, partition) -> (size, offset lag) as one broker's DescribeLogDirs reports them.
@@ -100,7 +99,10 @@ fn describe_log_dirs_lists_the_data_dir_with_each_replica_and_the_disk_size() {
     // Asked for one partition and an unknown topic: only what exists is listed.
     let (r, parts) = log_dirs(&b, 4, Some(vec![("dirs", vec![1]), ("nope", vec![0])]));
     assert_eq!(r.error_code, NONE);
-    assert_eq!(parts.keys().collect::<Vec<_>>(), vec![&("dirs".to_string(), 1)]);
+    assert_eq!(
+        parts.keys().collect::<Vec<_>>(),
+        vec![&("dirs".to_string(), 1)]
+    );
 }
 
 fn elect(
@@ -225,7 +227,10 @@ fn elect_leaders_restores_the_preferred_leader_and_answers_kafkas_errors() {
         assert_eq!(nodes, vec![1, 2, 3]);
         leaders.push(p.leader_id.0);
         // v0 and v1 decode too.
-        assert_eq!(quorum(&c.node(n).bootstrap(), 0).topics[0].partitions[0].error_code, NONE);
+        assert_eq!(
+            quorum(&c.node(n).bootstrap(), 0).topics[0].partitions[0].error_code,
+            NONE
+        );
     }
     assert!(leaders.iter().all(|l| *l == leaders[0]), "{leaders:?}");
     // Only the metadata partition has a quorum.
@@ -237,7 +242,10 @@ fn elect_leaders_restores_the_preferred_leader_and_answers_kafkas_errors() {
     let mut s = raw::connect(&b1).expect("connect");
     let q: DescribeQuorumResponse =
         raw::call(&mut s, ApiKey::DescribeQuorum, 2, &req).expect("DescribeQuorum");
-    assert_eq!(q.topics[0].partitions[0].error_code, UNKNOWN_TOPIC_OR_PARTITION);
+    assert_eq!(
+        q.topics[0].partitions[0].error_code,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
 }
 
 fn replicas_of(addr: &str, topic: &str) -> Vec<i32> {
@@ -354,12 +362,16 @@ fn a_reassignment_moves_a_replica_and_bad_ones_get_kafkas_errors() {
     assert_eq!(replicas_of(&b1, "mv"), vec![from]);
 
     // A real move (v0: any replication factor), answered once started; it then completes.
-    let r = reassign(&b1, 0, false, vec![("mv", 0, Some(vec![to]))]);
+    let r = reassign(&b1, 0, true, vec![("mv", 0, Some(vec![to]))]);
     assert_eq!(r[&key("mv", 0)], NONE);
     wait_until("the move to complete", 60, || moving(&b1, None).is_empty());
-    wait_until("the new replica set", 20, || replicas_of(&b1, "mv") == vec![to]);
-    let got = consume_values(&c.bootstrap(), "mv", 0, 30);
-    assert_eq!(got.len(), 30, "every record is readable from the new replica");
+    wait_until("the new replica set", 20, || {
+        replicas_of(&b1, "mv") == vec![to]
+    });
+    let to_addr = c.node(to).bootstrap();
+    wait_until("the new replica to hold every record", 20, || {
+        local_leo(&to_addr, "mv", 0) == 30
+    });
 
     // A move to a paused node stays open: listed (also when asked by partition), cancelled.
     let controller = raw::metadata(&b1, None).expect("metadata").controller_id.0;

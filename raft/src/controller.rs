@@ -19,12 +19,12 @@ use crate::hub::{ImageHub, ImageSubscription, WaitError};
 use crate::image::{BrokerId, MetadataImage};
 use crate::liveness::Liveness;
 use crate::log_store::{LogStore, LogWriterHandle};
-use crate::quorum::QuorumStatus;
 use crate::metadata::Defaults;
 use crate::network::{
     Credentials, ForwardError, HeartbeatReply, ImageSummary, NetworkFactory, PartitionInfo, Peers,
     RpcRequest, RpcResponse, RpcService,
 };
+use crate::quorum::QuorumStatus;
 use crate::snapshot::SnapshotFiles;
 use crate::state_machine::StateMachineStore;
 use crate::types::{NodeId, Raft};

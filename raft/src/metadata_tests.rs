@@ -856,17 +856,15 @@ fn cancelling_a_move_restores_the_original_replicas_and_needs_one_in_progress() 
     let mut t = topic("c", -1, -1);
     t.assignments = Some(vec![vec![1, 2]]);
     create(&mut s, t);
-    let cancel = |s: &mut MetaState| {
-        match apply(
-            s,
-            Command::CancelReassignment {
-                topic: "c".into(),
-                partition: 0,
-            },
-        ) {
-            CommandOutcome::Partitions(mut r) => r.remove(0).1,
-            other => panic!("{other:?}"),
-        }
+    let cancel = |s: &mut MetaState| match apply(
+        s,
+        Command::CancelReassignment {
+            topic: "c".into(),
+            partition: 0,
+        },
+    ) {
+        CommandOutcome::Partitions(mut r) => r.remove(0).1,
+        other => panic!("{other:?}"),
     };
     assert_eq!(
         cancel(&mut s).err().map(|e| e.code),

@@ -73,7 +73,9 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
                 done.into_iter()
                     .next()
                     .map(|(_, r)| r.map(|_| ()))
-                    .unwrap_or_else(|| Err(MetaError::new(errors::UNKNOWN_SERVER_ERROR, "no outcome")))
+                    .unwrap_or_else(|| {
+                        Err(MetaError::new(errors::UNKNOWN_SERVER_ERROR, "no outcome"))
+                    })
             }
         };
         let mut wp = ReassignablePartitionResponse::default();

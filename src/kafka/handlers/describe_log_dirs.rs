@@ -45,7 +45,10 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     for target in 0..shard.nshards {
         let w = (*wanted).clone();
         let part = shard
-            .run_on(target, move |s| async move { local_replicas(&s, w.as_ref()) })
+            .run_on(
+                target,
+                move |s| async move { local_replicas(&s, w.as_ref()) },
+            )
             .await
             .unwrap_or_default();
         replicas.extend(part);

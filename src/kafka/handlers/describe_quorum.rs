@@ -28,6 +28,7 @@ const QUORUM_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DescribeQuorumRequest = decode(body, ctx.api_version)?;
+    let v = ctx.api_version;
     let mut resp = DescribeQuorumResponse::default();
     resp.error_code = errors::NONE;
     let valid = req.topics.len() == 1
@@ -41,6 +42,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             td.topic_name = t.topic_name.clone();
             for p in &t.partitions {
                 td.partitions.push(partition_error(
+                    v,
                     p.partition_index,
                     errors::UNKNOWN_TOPIC_OR_PARTITION,
                     "only __cluster_metadata partition 0 has a quorum",
@@ -52,15 +54,19 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     }
     let partition = match shard.controller.quorum(QUORUM_TIMEOUT).await {
         Ok(q) => {
-            resp.nodes = nodes(&q);
-            describe(&q)
+            if v >= 2 {
+                resp.nodes = nodes(&q);
+            }
+            describe(v, &q)
         }
         Err(ControllerError::Timeout) => partition_error(
+            v,
             0,
             errors::REQUEST_TIMED_OUT,
             "the metadata leader did not answer in time",
         ),
         Err(e) => partition_error(
+            v,
             0,
             errors::NOT_LEADER_OR_FOLLOWER,
             &format!("no metadata leader to describe the quorum: {e}"),
@@ -73,13 +79,16 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     ctx.encode(&resp).map(Some)
 }
 
-fn describe(q: &QuorumStatus) -> PartitionData {
+/// Fields a version does not carry stay at their defaults (the encoder refuses them).
+fn describe(version: i16, q: &QuorumStatus) -> PartitionData {
     let replica = |r: &ReplicaStatus| {
         let mut s = ReplicaState::default();
         s.replica_id = BrokerId(r.id);
         s.log_end_offset = r.log_end_offset;
-        s.last_fetch_timestamp = r.last_fetch_ms;
-        s.last_caught_up_timestamp = r.last_caught_up_ms;
+        if version >= 1 {
+            s.last_fetch_timestamp = r.last_fetch_ms;
+            s.last_caught_up_timestamp = r.last_caught_up_ms;
+        }
         s
     };
     let mut p = PartitionData::default();
@@ -113,11 +122,13 @@ fn nodes(q: &QuorumStatus) -> Vec<Node> {
         .collect()
 }
 
-fn partition_error(index: i32, code: i16, message: &str) -> PartitionData {
+fn partition_error(version: i16, index: i32, code: i16, message: &str) -> PartitionData {
     let mut p = PartitionData::default();
     p.partition_index = index;
     p.error_code = code;
-    p.error_message = Some(str_bytes(message));
+    if version >= 2 {
+        p.error_message = Some(str_bytes(message));
+    }
     p.leader_id = BrokerId(-1);
     p.leader_epoch = -1;
     p.high_watermark = -1;

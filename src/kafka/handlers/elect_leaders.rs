@@ -11,7 +11,9 @@ use crate::kafka::{decode, errors, RequestContext};
 use crate::shard::Shard;
 use bytes::BytesMut;
 use chronik_raft::{Command, MetaError, PartitionRef};
-use kafka_protocol::messages::elect_leaders_response::{PartitionResult as WirePartition, ReplicaElectionResult};
+use kafka_protocol::messages::elect_leaders_response::{
+    PartitionResult as WirePartition, ReplicaElectionResult,
+};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -102,12 +104,11 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     resp.error_code = top_error;
     let mut by_topic: Vec<ReplicaElectionResult> = Vec::new();
     for p in &wanted {
-        let r = results.get(p).cloned().unwrap_or_else(|| {
-            Err(MetaError::new(errors::UNKNOWN_SERVER_ERROR, "no outcome"))
-        });
-        if all_partitions
-            && matches!(&r, Err(e) if e.code == errors::ELECTION_NOT_NEEDED)
-        {
+        let r = results
+            .get(p)
+            .cloned()
+            .unwrap_or_else(|| Err(MetaError::new(errors::UNKNOWN_SERVER_ERROR, "no outcome")));
+        if all_partitions && matches!(&r, Err(e) if e.code == errors::ELECTION_NOT_NEEDED) {
             continue;
         }
         let mut wp = WirePartition::default();

@@ -40,7 +40,10 @@ pub async fn submit(
     timeout: Duration,
 ) -> Vec<PartitionResult> {
     let all = |e: MetaError| -> Vec<PartitionResult> {
-        on_error.iter().map(|p| (p.clone(), Err(e.clone()))).collect()
+        on_error
+            .iter()
+            .map(|p| (p.clone(), Err(e.clone())))
+            .collect()
     };
     let sub = match shard.controller.submit_within(cmd, timeout).await {
         Ok(s) => s,
