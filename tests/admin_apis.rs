@@ -281,6 +281,10 @@ fn reassign(
         }
     }
     let mut s = raw::connect(addr).expect("connect");
+    // The answer waits until every live broker serves the change: a paused one is waited for
+    // up to the request's timeout.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("read timeout");
     let r: AlterPartitionReassignmentsResponse =
         raw::call(&mut s, ApiKey::AlterPartitionReassignments, version, &req)
             .expect("AlterPartitionReassignments");
