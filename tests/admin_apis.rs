@@ -40,12 +40,15 @@ fn produce_n(addr: &str, topic: &str, partition: i32, n: usize) {
     assert_eq!(err, NONE, "produce to {topic}-{partition}");
 }
 
-/// (topic, partition) -> (size, offset lag) as one broker's DescribeLogDirs reports them.
+/// (topic, partition) -> (size, offset lag).
+type Replicas = BTreeMap<(String, i32), (i64, i64)>;
+
+/// One broker's DescribeLogDirs, and its replicas.
 fn log_dirs(
     addr: &str,
     version: i16,
     topics: Option<Vec<(&str, Vec<i32>)>>,
-) -> (DescribeLogDirsResponse, BTreeMap<(String, i32), (i64, i64)>) {
+) -> (DescribeLogDirsResponse, Replicas) {
     let mut req = DescribeLogDirsRequest::default();
     req.topics = topics.map(|ts| {
         ts.into_iter()
