@@ -116,6 +116,12 @@ pub enum Command {
         id: BrokerId,
         incarnation: u64,
     },
+    /// AlterPartitionReassignments with null replicas (Kafka's cancel): the partition goes back
+    /// to the replicas it had before the move; the replicas being added are dropped.
+    CancelReassignment {
+        topic: String,
+        partition: i32,
+    },
 }
 
 impl Command {
@@ -171,6 +177,7 @@ pub mod codes {
     pub const INELIGIBLE_REPLICA: i16 = 108;
     pub const INVALID_UPDATE_VERSION: i16 = 119;
     pub const REASSIGNMENT_IN_PROGRESS: i16 = 60;
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -24,6 +24,7 @@ use crate::network::{
     Credentials, ForwardError, HeartbeatReply, ImageSummary, NetworkFactory, PartitionInfo, Peers,
     RpcRequest, RpcResponse, RpcService,
 };
+use crate::quorum::QuorumStatus;
 use crate::snapshot::SnapshotFiles;
 use crate::state_machine::StateMachineStore;
 use crate::types::{NodeId, Raft};
@@ -136,6 +137,7 @@ struct Shared {
     hub: Arc<ImageHub>,
     submit_tx: async_channel::Sender<Submission>,
     everywhere_tx: async_channel::Sender<EverywhereWait>,
+    quorum_tx: async_channel::Sender<QuorumQuery>,
     /// Raft leader as known locally, -1 when unknown.
     leader: AtomicI64,
     shutdown_tx: async_channel::Sender<()>,
@@ -193,12 +195,14 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
 
     let (submit_tx, submit_rx) = async_channel::unbounded();
     let (everywhere_tx, everywhere_rx) = async_channel::unbounded();
+    let (quorum_tx, quorum_rx) = async_channel::unbounded();
     let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
     let shared = Arc::new(Shared {
         node_id: cfg.node_id,
         hub: hub.clone(),
         submit_tx,
         everywhere_tx,
+        quorum_tx,
         leader: AtomicI64::new(-1),
         shutdown_tx,
         thread: Mutex::new(None),
@@ -237,6 +241,7 @@ pub fn start_with(cfg: ControllerConfig, tuning: Tuning) -> Result<Controller, C
                 listener,
                 submit_rx,
                 everywhere_rx,
+                quorum_rx,
                 shutdown_rx,
                 shared: shared2,
                 cluster_id,
@@ -271,6 +276,7 @@ struct Parts {
     listener: std::net::TcpListener,
     submit_rx: async_channel::Receiver<Submission>,
     everywhere_rx: async_channel::Receiver<EverywhereWait>,
+    quorum_rx: async_channel::Receiver<QuorumQuery>,
     shutdown_rx: async_channel::Receiver<()>,
     shared: Arc<Shared>,
     cluster_id: String,
@@ -297,6 +303,7 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
         listener,
         submit_rx,
         everywhere_rx,
+        quorum_rx,
         shutdown_rx,
         shared,
         cluster_id,
@@ -374,6 +381,7 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
     tokio::spawn(propose_loop(node.clone(), prop_rx));
     tokio::spawn(dispatch_loop(node.clone(), submit_rx));
     tokio::spawn(everywhere_loop(node.clone(), everywhere_rx));
+    tokio::spawn(quorum_loop(node.clone(), quorum_rx));
     tokio::spawn(broker_loop(
         node.clone(),
         cfg.broker.clone(),
@@ -397,6 +405,7 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
     shared.hub.close();
     shared.submit_tx.close();
     shared.everywhere_tx.close();
+    shared.quorum_tx.close();
     log_writer.stop();
 }
 
@@ -447,6 +456,7 @@ impl RpcService for Node {
                         self.shared.hub.wait_applied(index, deadline).await.is_ok(),
                     )
                 }
+                RpcRequest::Quorum => RpcResponse::Quorum(self.local_quorum()),
                 RpcRequest::Heartbeat { broker } => {
                     let accepted = self.liveness.is_leader();
                     if accepted {
@@ -1023,6 +1033,54 @@ async fn wait_served_by_peers(node: Arc<Node>, index: u64, deadline: Instant) ->
     confirmed
 }
 
+/// A `Controller::quorum` call waiting for the controller thread.
+struct QuorumQuery {
+    deadline: Instant,
+    reply: async_channel::Sender<Result<QuorumStatus, ControllerError>>,
+}
+
+/// Serves `Controller::quorum` on the controller thread: from this node's Raft metrics when it
+/// leads, else from the leader's over controller RPC.
+async fn quorum_loop(node: Arc<Node>, rx: async_channel::Receiver<QuorumQuery>) {
+    while let Ok(q) = rx.recv().await {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let r = tokio::time::timeout_at(q.deadline.into(), node.quorum())
+                .await
+                .unwrap_or(Err(ControllerError::Timeout));
+            let _ = q.reply.try_send(r);
+        });
+    }
+}
+
+impl Node {
+    fn local_quorum(&self) -> Option<QuorumStatus> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        crate::quorum::from_metrics(&self.raft.metrics().borrow(), now_ms)
+    }
+
+    async fn quorum(&self) -> Result<QuorumStatus, ControllerError> {
+        let leader = self.leader().ok_or(ControllerError::NoLeader)?;
+        if leader == self.id {
+            return self.local_quorum().ok_or(ControllerError::NoLeader);
+        }
+        let addr = self.leader_addr(leader).ok_or(ControllerError::NoLeader)?;
+        match self
+            .peers
+            .client(&addr)
+            .call(&RpcRequest::Quorum, self.shared.request_timeout)
+            .await
+        {
+            Ok(RpcResponse::Quorum(Some(q))) => Ok(q),
+            // The leader moved since we looked: the caller may ask again.
+            Ok(_) => Err(ControllerError::NoLeader),
+            Err(e) => Err(ControllerError::Raft(e.to_string())),
+        }
+    }
+}
+
 /// Serves `Controller::wait_served_everywhere` requests on the controller thread.
 async fn everywhere_loop(node: Arc<Node>, rx: async_channel::Receiver<EverywhereWait>) {
     while let Ok(w) = rx.recv().await {
@@ -1091,6 +1149,21 @@ impl Controller {
             WaitError::Timeout => ControllerError::Timeout,
         })?;
         Ok(peers)
+    }
+
+    /// The metadata quorum as the Raft leader reports it (DescribeQuorum), asked of the leader
+    /// when this node does not lead. NoLeader while there is none.
+    pub async fn quorum(&self, timeout: Duration) -> Result<QuorumStatus, ControllerError> {
+        let (tx, rx) = async_channel::bounded(1);
+        self.shared
+            .quorum_tx
+            .send(QuorumQuery {
+                deadline: Instant::now() + timeout,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| ControllerError::Shutdown)?;
+        rx.recv().await.map_err(|_| ControllerError::Shutdown)?
     }
 
     /// A receiver of every new image (the current one first). A lagging receiver skips to newer

@@ -14,6 +14,7 @@ pub mod log_store;
 pub mod metadata;
 pub mod network;
 pub mod placement;
+pub mod quorum;
 pub mod secret;
 pub mod shutdown;
 pub mod snapshot;

@@ -93,6 +93,13 @@ impl MetaState {
                 },
                 self.reassign(topic, *partition, replicas),
             )]),
+            Command::CancelReassignment { topic, partition } => CommandOutcome::Partitions(vec![(
+                PartitionRef {
+                    topic: topic.clone(),
+                    partition: *partition,
+                },
+                self.cancel_reassignment(topic, *partition),
+            )]),
             Command::DecommissionBroker { id } => self.decommission(*id),
             Command::UnregisterBroker { id } => self.unregister(*id),
             Command::Rebalance => self.rebalance(),

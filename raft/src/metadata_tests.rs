@@ -598,22 +598,16 @@ fn reassignment_copies_first_and_switches_when_the_targets_are_in_sync() {
     assert_eq!(p.removing, vec![1, 2]);
     assert_eq!(p.leader, 1);
     assert_eq!(p.isr, vec![1, 2]);
-    // A second, different move is refused while this one runs.
+    // The same target again changes nothing.
     let o = apply(
         &mut s,
         Command::ReassignPartitions {
             topic: "m".into(),
             partition: 0,
-            replicas: vec![2, 3],
+            replicas: vec![3, 4],
         },
     );
-    let CommandOutcome::Partitions(r) = o else {
-        panic!("{o:?}")
-    };
-    assert_eq!(
-        r[0].1.as_ref().err().map(|e| e.code),
-        Some(codes::REASSIGNMENT_IN_PROGRESS)
-    );
+    assert!(matches!(o, CommandOutcome::Partitions(ref r) if r[0].1.as_ref() == Ok(&p)));
     // One new replica caught up: still copying.
     let p = alter_isr(&mut s, "m", 0, vec![1, 2, 3]);
     assert!(p.reassigning());
@@ -825,4 +819,92 @@ fn a_controlled_shutdown_from_an_older_incarnation_or_unknown_broker_changes_not
         }
         assert_eq!(s, before, "{id}/{incarnation} changed the state");
     }
+}
+
+#[test]
+fn a_new_target_replaces_a_move_in_progress_as_in_kafka() {
+    let mut s = cluster(4);
+    let mut t = topic("m", -1, -1);
+    t.assignments = Some(vec![vec![1, 2]]);
+    create(&mut s, t);
+    let mv = |s: &mut MetaState, replicas: Vec<BrokerId>| {
+        apply(
+            s,
+            Command::ReassignPartitions {
+                topic: "m".into(),
+                partition: 0,
+                replicas,
+            },
+        )
+    };
+    assert!(matches!(mv(&mut s, vec![3, 4]), CommandOutcome::Partitions(ref r) if r[0].1.is_ok()));
+    assert!(matches!(mv(&mut s, vec![2, 3]), CommandOutcome::Partitions(ref r) if r[0].1.is_ok()));
+    let p = part(&s, "m", 0);
+    // 3 was being added by the first move and still is; 4 (added) and 1 are now removed.
+    assert_eq!(p.target_replicas(), vec![2, 3]);
+    assert_eq!(p.adding, vec![3]);
+    assert_eq!(p.removing, vec![4, 1]);
+    let p = alter_isr(&mut s, "m", 0, vec![1, 2, 3]);
+    assert!(!p.reassigning());
+    assert_eq!(p.replicas, vec![2, 3]);
+    assert_eq!(p.isr, vec![2, 3]);
+}
+
+#[test]
+fn cancelling_a_move_restores_the_original_replicas_and_needs_one_in_progress() {
+    let mut s = cluster(4);
+    let mut t = topic("c", -1, -1);
+    t.assignments = Some(vec![vec![1, 2]]);
+    create(&mut s, t);
+    let cancel = |s: &mut MetaState| match apply(
+        s,
+        Command::CancelReassignment {
+            topic: "c".into(),
+            partition: 0,
+        },
+    ) {
+        CommandOutcome::Partitions(mut r) => r.remove(0).1,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        cancel(&mut s).err().map(|e| e.code),
+        Some(codes::NO_REASSIGNMENT_IN_PROGRESS)
+    );
+    apply(
+        &mut s,
+        Command::ReassignPartitions {
+            topic: "c".into(),
+            partition: 0,
+            replicas: vec![2, 3, 4],
+        },
+    );
+    let before = part(&s, "c", 0);
+    // 3 caught up, 4 not yet: the cancel drops both.
+    alter_isr(&mut s, "c", 0, vec![1, 2, 3]);
+    let p = cancel(&mut s).expect("cancelled");
+    // As Kafka's revert: the widened list minus the added replicas, in its order.
+    assert_eq!(p.replicas, vec![2, 1]);
+    assert_eq!(p.isr, vec![1, 2]);
+    assert!(!p.reassigning());
+    assert_eq!(p.leader, 1);
+    assert!(p.partition_epoch > before.partition_epoch);
+    assert_eq!(
+        apply(
+            &mut s,
+            Command::CancelReassignment {
+                topic: "nope".into(),
+                partition: 0,
+            },
+        ),
+        CommandOutcome::Partitions(vec![(
+            PartitionRef {
+                topic: "nope".into(),
+                partition: 0
+            },
+            Err(MetaError::new(
+                codes::UNKNOWN_TOPIC_OR_PARTITION,
+                "unknown partition nope-0"
+            ))
+        )])
+    );
 }

@@ -85,6 +85,8 @@ pub enum RpcRequest {
         index: u64,
         timeout_ms: u64,
     },
+    /// The metadata quorum as the receiver sees it (None unless it is the Raft leader).
+    Quorum,
 }
 
 impl RpcRequest {
@@ -304,6 +306,7 @@ pub enum RpcResponse {
     /// (log index, outcome), or why it could not be committed.
     Submit(Result<(u64, CommandOutcome), String>),
     Summary(ImageSummary),
+    Quorum(Option<crate::quorum::QuorumStatus>),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -336,6 +336,24 @@ pub fn precheck(image: &MetadataImage, cmd: Command, defaults: Defaults) -> Prec
             Err(e) => Precheck::Answer(CommandOutcome::Rejected(e)),
         };
     }
+    if matches!(
+        cmd,
+        Command::ElectLeaders { .. }
+            | Command::ReassignPartitions { .. }
+            | Command::CancelReassignment { .. }
+    ) {
+        // Per-partition commands: one that changes no partition stays out of the log.
+        let outcome = dry_run(image, &cmd, defaults);
+        return match &outcome {
+            CommandOutcome::Partitions(v) if v.iter().any(|(_, r)| r.is_ok()) => {
+                Precheck::Propose {
+                    cmd,
+                    early: Vec::new(),
+                }
+            }
+            _ => Precheck::Answer(outcome),
+        };
+    }
     let per_topic = matches!(
         cmd,
         Command::CreateTopics { .. }
@@ -401,6 +419,17 @@ pub fn precheck(image: &MetadataImage, cmd: Command, defaults: Defaults) -> Prec
         other => other,
     };
     Precheck::Propose { cmd, early }
+}
+
+/// What `cmd` would do if applied to `image` now, with nothing changed (a copy of the image is
+/// O(1): its maps are persistent). Handlers use it to answer the parts of a request that are
+/// certainly refused and propose only the rest.
+pub fn dry_run(image: &MetadataImage, cmd: &Command, defaults: Defaults) -> CommandOutcome {
+    let mut dry = MetaState {
+        image: image.clone(),
+        ..MetaState::default()
+    };
+    dry.apply(&ProposedCommand::new(cmd.clone()), defaults)
 }
 
 fn keep_only<T>(v: Vec<T>, keep: &[bool]) -> Vec<T> {

@@ -345,7 +345,7 @@ fn random_hostile_commands_never_panic_and_leave_the_invariants_intact() {
                     .collect(),
             )
         };
-        let cmd = match rng.gen_range(0..6) {
+        let cmd = match rng.gen_range(0..8) {
             0 => create(
                 vec![NewTopic {
                     name,
@@ -375,6 +375,17 @@ fn random_hostile_commands_never_panic_and_leave_the_invariants_intact() {
                 },
                 incarnation: rng.gen_range(0..4),
             },
+            5 => Command::CancelReassignment {
+                topic: name,
+                partition: n,
+            },
+            6 => Command::ElectLeaders {
+                partitions: vec![crate::command::PartitionRef {
+                    topic: name,
+                    partition: n,
+                }],
+                preferred: rng.gen_bool(0.5),
+            },
             _ => Command::RegisterBroker(BrokerRegistration {
                 id: rng.gen_range(1..4),
                 host: "h".into(),
@@ -386,4 +397,55 @@ fn random_hostile_commands_never_panic_and_leave_the_invariants_intact() {
         let _ = apply(&mut s, cmd);
         assert!(total_partitions(&s.image) <= MAX_PARTITIONS_PER_CLUSTER);
     }
+}
+
+#[test]
+fn precheck_keeps_elections_and_moves_that_change_nothing_out_of_the_log() {
+    let mut s = cluster(3);
+    apply(&mut s, create(vec![topic("e", 2, 3)], false));
+    let part = |p| crate::command::PartitionRef {
+        topic: "e".into(),
+        partition: p,
+    };
+    // Both partitions are led by their preferred replica: nothing to elect.
+    let elect = Command::ElectLeaders {
+        partitions: vec![part(0), part(1)],
+        preferred: true,
+    };
+    match precheck(&s.image, elect, D) {
+        Precheck::Answer(CommandOutcome::Partitions(v)) => {
+            assert!(v
+                .iter()
+                .all(|(_, r)| r.as_ref().err().map(|e| e.code) == Some(codes::ELECTION_NOT_NEEDED)))
+        }
+        other => panic!("an election that changes nothing must not be proposed: {other:?}"),
+    }
+    let bad_move = Command::ReassignPartitions {
+        topic: "e".into(),
+        partition: 0,
+        replicas: vec![1, 1, 9],
+    };
+    assert!(matches!(
+        precheck(&s.image, bad_move, D),
+        Precheck::Answer(CommandOutcome::Partitions(ref v))
+            if v[0].1.as_ref().err().map(|e| e.code) == Some(codes::INVALID_REPLICA_ASSIGNMENT)
+    ));
+    let no_move = Command::CancelReassignment {
+        topic: "e".into(),
+        partition: 1,
+    };
+    assert!(matches!(
+        precheck(&s.image, no_move, D),
+        Precheck::Answer(CommandOutcome::Partitions(ref v))
+            if v[0].1.as_ref().err().map(|e| e.code) == Some(codes::NO_REASSIGNMENT_IN_PROGRESS)
+    ));
+    let good_move = Command::ReassignPartitions {
+        topic: "e".into(),
+        partition: 0,
+        replicas: vec![3, 2, 1],
+    };
+    assert!(matches!(
+        precheck(&s.image, good_move, D),
+        Precheck::Propose { .. }
+    ));
 }

@@ -79,6 +79,10 @@ pub static APIS: &[ApiSpec] = &[
     api!(DeleteGroups, 0, 2, delete_groups),
     api!(OffsetDelete, 0, 0, offset_delete),
     api!(ListPartitionReassignments, 0, 0, list_reassignments),
+    api!(DescribeLogDirs, 1, 4, describe_log_dirs),
+    api!(ElectLeaders, 0, 2, elect_leaders),
+    api!(AlterPartitionReassignments, 0, 1, alter_reassignments),
+    api!(DescribeQuorum, 0, 2, describe_quorum),
 ];
 
 pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {

@@ -99,6 +99,9 @@ pub struct Partition {
     pub leader_since: Cell<Instant>,
     /// An AlterPartition proposal is in flight.
     pub isr_change_pending: Cell<bool>,
+    /// On a follower: the leader's high watermark in its last fetch answer (-1: none yet), so
+    /// DescribeLogDirs can report how far this replica trails it.
+    pub leader_high_watermark: Cell<i64>,
 }
 
 pub fn storage_error_code(e: &StorageError) -> i16 {
@@ -148,6 +151,7 @@ impl Partition {
             local_broker,
             leader_since: Cell::new(Instant::now()),
             isr_change_pending: Cell::new(false),
+            leader_high_watermark: Cell::new(-1),
         };
         p.rebuild_producer_state().await;
         Ok(p)

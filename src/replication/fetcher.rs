@@ -503,6 +503,7 @@ async fn fetch_round(
                     }
                 }
             }
+            p.leader_high_watermark.set(pd.high_watermark);
             let hw = pd.high_watermark.min(p.log.log_end_offset());
             if hw > p.log.high_watermark() {
                 p.log.set_high_watermark(hw);

@@ -19,18 +19,12 @@ impl MetaState {
         target: &[BrokerId],
     ) -> Result<PartitionState, MetaError> {
         let p = self.partition(topic, partition)?;
-        if p.reassigning() {
-            if p.target_replicas() == target {
-                return Ok(p.clone());
-            }
-            return Err(MetaError::new(
-                codes::REASSIGNMENT_IN_PROGRESS,
-                format!(
-                    "{topic}-{partition} is already moving to {:?}",
-                    p.target_replicas()
-                ),
-            ));
+        if p.reassigning() && p.target_replicas() == target {
+            return Ok(p.clone());
         }
+        // A different target replaces a move in progress, as in Kafka (KIP-455): the new move
+        // starts from the whole current set, so replicas added by the old one that the new
+        // target leaves out become replicas being removed.
         validate::assignments(
             &self.image,
             std::slice::from_ref(&target.to_vec()),
@@ -55,10 +49,12 @@ impl MetaState {
             .copied()
             .filter(|b| !target.contains(b))
             .collect();
+        // Replicas a replaced move was still adding stay "adding" while the new target keeps
+        // them: they may not hold the log yet.
         let adding: Vec<BrokerId> = target
             .iter()
             .copied()
-            .filter(|b| !p.replicas.contains(b))
+            .filter(|b| !p.replicas.contains(b) || p.adding.contains(b))
             .collect();
         let live = self.live_set();
         let p = self.partition_mut(topic, partition)?;
@@ -67,6 +63,70 @@ impl MetaState {
         p.removing = removing;
         p.partition_epoch += 1;
         maybe_complete(p, &live);
+        Ok(p.clone())
+    }
+
+    /// Kafka's cancel (AlterPartitionReassignments with null replicas): back to the replicas
+    /// the partition had before the move (the current set minus those being added), the ISR
+    /// cut to them. If no original replica is in sync, only an unclean revert is possible,
+    /// which Kafka allows only with `unclean.leader.election.enable`.
+    pub(super) fn cancel_reassignment(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<PartitionState, MetaError> {
+        let unclean = self.image.topic(topic).is_some_and(unclean_allowed);
+        let p = self.partition(topic, partition)?;
+        if !p.reassigning() {
+            return Err(MetaError::new(
+                codes::NO_REASSIGNMENT_IN_PROGRESS,
+                format!(
+                    "no reassignment of {}-{partition} is in progress",
+                    validate::shown(topic)
+                ),
+            ));
+        }
+        let original: Vec<BrokerId> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| !p.adding.contains(b))
+            .collect();
+        let mut isr: Vec<BrokerId> = p
+            .isr
+            .iter()
+            .copied()
+            .filter(|b| original.contains(b))
+            .collect();
+        let live = self.live_set();
+        if isr.is_empty() {
+            let pick = original.iter().copied().find(|b| live.contains(b));
+            match pick {
+                Some(b) if unclean => isr = vec![b],
+                _ => {
+                    return Err(MetaError::new(
+                        codes::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+                        "none of the original replicas is in sync; reverting would be an \
+                         unclean leader election",
+                    ))
+                }
+            }
+        }
+        let p = self.partition_mut(topic, partition)?;
+        p.replicas = original;
+        p.isr = isr;
+        p.adding.clear();
+        p.removing.clear();
+        if !p.isr.contains(&p.leader) {
+            p.leader = p
+                .isr
+                .iter()
+                .copied()
+                .find(|b| live.contains(b))
+                .unwrap_or(NO_LEADER);
+            p.leader_epoch += 1;
+        }
+        p.partition_epoch += 1;
         Ok(p.clone())
     }
 

@@ -1,6 +1,7 @@
 //! One module per Kafka API: decode the request, call the shard or controller, encode the response.
 
 pub mod alter_configs;
+pub mod alter_reassignments;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -10,6 +11,9 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
+pub mod describe_quorum;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod fetch_response;
 pub mod find_coordinator;
@@ -25,6 +29,7 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
+pub mod partition_commands;
 pub mod produce;
 pub mod sasl;
 pub mod sync_group;
