@@ -4,6 +4,7 @@
 #![allow(clippy::result_large_err, clippy::type_complexity)]
 
 pub mod codec;
+pub mod broker_config;
 pub mod command;
 pub mod controller;
 pub mod error;
