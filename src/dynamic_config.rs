@@ -184,7 +184,8 @@ pub fn log_cleaner_backoff_ms(cfg: &BrokerConfig, img: &MetadataImage) -> u64 {
 }
 
 pub fn log_cleaner_dedupe_buffer_size(cfg: &BrokerConfig, img: &MetadataImage) -> usize {
-    dynamic(cfg, img, "log.cleaner.dedupe.buffer.size").unwrap_or(cfg.log_cleaner_dedupe_buffer_size)
+    dynamic(cfg, img, "log.cleaner.dedupe.buffer.size")
+        .unwrap_or(cfg.log_cleaner_dedupe_buffer_size)
 }
 
 /// Topic config defaults (what a topic without an override gets), each with its source and,
@@ -196,7 +197,10 @@ pub fn topic_defaults(
     let statics = static_broker_configs(cfg);
     let mut out = BTreeMap::new();
     for (k, v) in cfg.broker_defaults() {
-        let synonym = TOPIC_SYNONYMS.iter().find(|(t, _)| *t == k).map(|(_, b)| *b);
+        let synonym = TOPIC_SYNONYMS
+            .iter()
+            .find(|(t, _)| *t == k)
+            .map(|(_, b)| *b);
         let chain = synonym.and_then(|b| {
             let static_value = statics.iter().find(|(n, _)| *n == b)?.1.clone();
             Some(broker_chain(img, Some(cfg.node_id), b, &static_value))

@@ -57,7 +57,11 @@ fn alter_broker(addr: &str, name: &str, changes: &[(&str, i8, &str)]) -> i16 {
 }
 
 /// DescribeConfigs (v4, with synonyms) of one resource.
-fn describe(addr: &str, resource_type: i8, name: &str) -> describe_configs_response::DescribeConfigsResult {
+fn describe(
+    addr: &str,
+    resource_type: i8,
+    name: &str,
+) -> describe_configs_response::DescribeConfigsResult {
     let mut c = raw::connect(addr).expect("connect");
     let mut res = DescribeConfigsResource::default();
     res.resource_type = resource_type;
@@ -104,31 +108,67 @@ fn dynamic_broker_configs_are_checked_take_effect_at_once_on_every_shard_and_sur
     }
 
     // Bad input changes nothing: unknown name, read-only, bad value, bad broker name.
-    assert_eq!(alter_broker(&b, "", &[("no.such.config", 0, "1")]), INVALID_CONFIG);
-    assert_eq!(alter_broker(&b, "", &[("num.partitions", 0, "3")]), INVALID_REQUEST);
-    assert_eq!(alter_broker(&b, "1", &[("log.dirs", 0, "/tmp")]), INVALID_REQUEST);
-    assert_eq!(alter_broker(&b, "", &[("message.max.bytes", 0, "big")]), INVALID_CONFIG);
-    assert_eq!(alter_broker(&b, "", &[("message.max.bytes", 0, "-2")]), INVALID_CONFIG);
-    assert_eq!(alter_broker(&b, "", &[("message.max.bytes", 2, "5")]), INVALID_CONFIG);
-    assert_eq!(alter_broker(&b, "one", &[("message.max.bytes", 0, "5")]), INVALID_REQUEST);
+    assert_eq!(
+        alter_broker(&b, "", &[("no.such.config", 0, "1")]),
+        INVALID_CONFIG
+    );
+    assert_eq!(
+        alter_broker(&b, "", &[("num.partitions", 0, "3")]),
+        INVALID_REQUEST
+    );
+    assert_eq!(
+        alter_broker(&b, "1", &[("log.dirs", 0, "/tmp")]),
+        INVALID_REQUEST
+    );
+    assert_eq!(
+        alter_broker(&b, "", &[("message.max.bytes", 0, "big")]),
+        INVALID_CONFIG
+    );
+    assert_eq!(
+        alter_broker(&b, "", &[("message.max.bytes", 0, "-2")]),
+        INVALID_CONFIG
+    );
+    assert_eq!(
+        alter_broker(&b, "", &[("message.max.bytes", 2, "5")]),
+        INVALID_CONFIG
+    );
+    assert_eq!(
+        alter_broker(&b, "one", &[("message.max.bytes", 0, "5")]),
+        INVALID_REQUEST
+    );
     let me = describe(&b, 4, "1");
     assert_eq!(me.error_code, 0);
     let (v, source, ro, _) = entry(&me, "message.max.bytes");
-    assert_eq!((v.as_str(), source, ro), ("1048588", SOURCE_STATIC_BROKER, false));
-    assert!(entry(&me, "num.partitions").2, "num.partitions is read-only");
+    assert_eq!(
+        (v.as_str(), source, ro),
+        ("1048588", SOURCE_STATIC_BROKER, false)
+    );
+    assert!(
+        entry(&me, "num.partitions").2,
+        "num.partitions is read-only"
+    );
 
     // A cluster-wide default: every shard refuses a larger batch at once.
     assert_eq!(alter_broker(&b, "", &[("message.max.bytes", 0, "2000")]), 0);
     let me = describe(&b, 4, "1");
     let (v, source, _, synonyms) = entry(&me, "message.max.bytes");
-    assert_eq!((v.as_str(), source), ("2000", SOURCE_DYNAMIC_DEFAULT_BROKER));
-    assert_eq!(synonyms, vec![SOURCE_DYNAMIC_DEFAULT_BROKER, SOURCE_STATIC_BROKER]);
+    assert_eq!(
+        (v.as_str(), source),
+        ("2000", SOURCE_DYNAMIC_DEFAULT_BROKER)
+    );
+    assert_eq!(
+        synonyms,
+        vec![SOURCE_DYNAMIC_DEFAULT_BROKER, SOURCE_STATIC_BROKER]
+    );
     let default = describe(&b, 4, "");
     assert_eq!(entry(&default, "message.max.bytes").0, "2000");
     // The topic default follows it (Kafka's topic config synonyms).
     let t = describe(&b, 2, "dyn");
     let (v, source, _, _) = entry(&t, "max.message.bytes");
-    assert_eq!((v.as_str(), source), ("2000", SOURCE_DYNAMIC_DEFAULT_BROKER));
+    assert_eq!(
+        (v.as_str(), source),
+        ("2000", SOURCE_DYNAMIC_DEFAULT_BROKER)
+    );
     for p in 0..4 {
         assert_eq!(
             produce_batch(&b, "dyn", p, 1, 5000, record_of(5000)).0,
@@ -143,7 +183,10 @@ fn dynamic_broker_configs_are_checked_take_effect_at_once_on_every_shard_and_sur
         alter_broker(
             &b,
             "1",
-            &[("message.max.bytes", 0, "8000"), ("log.retention.ms", 0, "3600000")]
+            &[
+                ("message.max.bytes", 0, "8000"),
+                ("log.retention.ms", 0, "3600000")
+            ]
         ),
         0
     );
@@ -151,7 +194,11 @@ fn dynamic_broker_configs_are_checked_take_effect_at_once_on_every_shard_and_sur
     assert_eq!((v.as_str(), source), ("8000", SOURCE_DYNAMIC_BROKER));
     assert_eq!(
         synonyms,
-        vec![SOURCE_DYNAMIC_BROKER, SOURCE_DYNAMIC_DEFAULT_BROKER, SOURCE_STATIC_BROKER]
+        vec![
+            SOURCE_DYNAMIC_BROKER,
+            SOURCE_DYNAMIC_DEFAULT_BROKER,
+            SOURCE_STATIC_BROKER
+        ]
     );
     assert_eq!(entry(&describe(&b, 2, "dyn"), "retention.ms").0, "3600000");
 
@@ -160,7 +207,10 @@ fn dynamic_broker_configs_are_checked_take_effect_at_once_on_every_shard_and_sur
     let b = srv.bootstrap();
     let (v, source, _, _) = entry(&describe(&b, 4, "1"), "message.max.bytes");
     assert_eq!((v.as_str(), source), ("8000", SOURCE_DYNAMIC_BROKER));
-    assert_eq!(entry(&describe(&b, 4, "1"), "log.retention.ms").0, "3600000");
+    assert_eq!(
+        entry(&describe(&b, 4, "1"), "log.retention.ms").0,
+        "3600000"
+    );
     wait_until("partitions serve after the restart", 30, || {
         produce_batch(&b, "dyn", 0, 1, 5000, record_of(500)).0 == 0
     });
@@ -190,7 +240,11 @@ fn dynamic_broker_configs_are_checked_take_effect_at_once_on_every_shard_and_sur
 }
 
 /// DescribeProducers of the given partitions of `topic`.
-fn describe_producers(addr: &str, topic: &str, partitions: &[i32]) -> Vec<describe_producers_response::PartitionResponse> {
+fn describe_producers(
+    addr: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Vec<describe_producers_response::PartitionResponse> {
     let mut c = raw::connect(addr).expect("connect");
     let mut t = TopicRequest::default();
     t.name = TopicName(s(topic));
@@ -223,7 +277,10 @@ fn describe_producers_lists_an_idempotent_producer_and_refuses_unknown_partition
         (pid, i32::from(epoch), 5)
     );
     assert!(p[0].last_timestamp >= 1_700_000_000_000, "{p:?}");
-    assert_eq!((p[0].coordinator_epoch, p[0].current_txn_start_offset), (-1, -1));
+    assert_eq!(
+        (p[0].coordinator_epoch, p[0].current_txn_start_offset),
+        (-1, -1)
+    );
     assert_eq!(r[2].error_code, UNKNOWN_TOPIC_OR_PARTITION);
     assert_eq!(
         describe_producers(&b, "no-such-topic", &[0])[0].error_code,
@@ -243,7 +300,13 @@ fn topic_id(addr: &str, topic: &str) -> uuid::Uuid {
     r.topics[0].topic_id
 }
 
-fn produce_v(addr: &str, version: i16, name: &str, id: uuid::Uuid, partition: i32) -> produce_response::PartitionProduceResponse {
+fn produce_v(
+    addr: &str,
+    version: i16,
+    name: &str,
+    id: uuid::Uuid,
+    partition: i32,
+) -> produce_response::PartitionProduceResponse {
     let mut c = raw::connect(addr).expect("connect");
     let mut pd = PartitionProduceData::default();
     pd.index = partition;
@@ -259,7 +322,8 @@ fn produce_v(addr: &str, version: i16, name: &str, id: uuid::Uuid, partition: i3
     req.acks = 1;
     req.timeout_ms = 5000;
     req.topic_data = vec![td];
-    let mut r: ProduceResponse = raw::call(&mut c, ApiKey::Produce, version, &req).expect("produce");
+    let mut r: ProduceResponse =
+        raw::call(&mut c, ApiKey::Produce, version, &req).expect("produce");
     r.responses.remove(0).partition_responses.remove(0)
 }
 
@@ -291,7 +355,12 @@ fn the_kafka_4_versions_of_api_versions_metadata_produce_fetch_and_list_offsets_
     req.client_software_version = s("1");
     let r: ApiVersionsResponse = raw::call(&mut c, ApiKey::ApiVersions, 4, &req).expect("v4");
     assert_eq!(r.error_code, 0);
-    let max = |k: ApiKey| r.api_keys.iter().find(|a| a.api_key == k as i16).map(|a| a.max_version);
+    let max = |k: ApiKey| {
+        r.api_keys
+            .iter()
+            .find(|a| a.api_key == k as i16)
+            .map(|a| a.max_version)
+    };
     assert_eq!(max(ApiKey::Produce), Some(13));
     assert_eq!(max(ApiKey::Fetch), Some(18));
     assert_eq!(max(ApiKey::ListOffsets), Some(10));
@@ -312,7 +381,10 @@ fn the_kafka_4_versions_of_api_versions_metadata_produce_fetch_and_list_offsets_
         let r = fetch_v(&b, v, id, 1);
         let p = &r.responses[0].partitions[0];
         assert_eq!((p.error_code, p.high_watermark), (0, 4), "fetch v{v}");
-        assert!(p.records.as_ref().is_some_and(|r| r.len() > 61), "fetch v{v}");
+        assert!(
+            p.records.as_ref().is_some_and(|r| r.len() > 61),
+            "fetch v{v}"
+        );
     }
     for (v, ts, offset) in [(9i16, -5i64, -1i64), (9, -1, 4), (10, -1, 4), (10, -2, 0)] {
         let mut c = raw::connect(&b).expect("connect");
@@ -329,7 +401,11 @@ fn the_kafka_4_versions_of_api_versions_metadata_produce_fetch_and_list_offsets_
         req.topics = vec![t];
         let r: ListOffsetsResponse = raw::call(&mut c, ApiKey::ListOffsets, v, &req).expect("lo");
         let p = &r.topics[0].partitions[0];
-        assert_eq!((p.error_code, p.offset), (0, offset), "list offsets v{v} at {ts}");
+        assert_eq!(
+            (p.error_code, p.offset),
+            (0, offset),
+            "list offsets v{v} at {ts}"
+        );
     }
 }
 
@@ -339,7 +415,8 @@ fn a_broker_that_does_not_lead_a_partition_points_clients_at_its_leader() {
     let b = cluster.bootstrap();
     create(&b, NewTopic::new("led", 2, TopicReplication::Fixed(1)));
     let addr = |c: &mut Cluster, id: i32| c.node(id).bootstrap();
-    let leader = common::cluster_util::leader_of(&b, "led", 0);
+    let one = addr(&mut cluster, 1);
+    let leader = common::cluster_util::leader_of(&one, "led", 0);
     let other = if leader == 1 { 2 } else { 1 };
     let (leader_addr, other_addr) = (addr(&mut cluster, leader), addr(&mut cluster, other));
     let id = topic_id(&leader_addr, "led");
@@ -351,10 +428,13 @@ fn a_broker_that_does_not_lead_a_partition_points_clients_at_its_leader() {
     assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER);
     assert_eq!(p.current_leader.leader_id.0, leader);
     assert!(p.current_leader.leader_epoch >= 0);
-    let mut c = raw::connect(&other_addr).expect("connect");
+    let c = raw::connect(&other_addr).expect("connect");
     // Produce v9 has no hint.
     let p9 = produce_v(&other_addr, 9, "led", id, 0);
-    assert_eq!((p9.error_code, p9.current_leader.leader_id.0), (NOT_LEADER_OR_FOLLOWER, -1));
+    assert_eq!(
+        (p9.error_code, p9.current_leader.leader_id.0),
+        (NOT_LEADER_OR_FOLLOWER, -1)
+    );
     drop(c.shutdown(std::net::Shutdown::Both));
 
     let r = fetch_v(&other_addr, 16, id, 0);
@@ -362,17 +442,36 @@ fn a_broker_that_does_not_lead_a_partition_points_clients_at_its_leader() {
     assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER);
     assert_eq!(p.current_leader.leader_id.0, leader);
     assert_eq!(r.node_endpoints.len(), 1);
-    let port: i32 = leader_addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
-    assert_eq!((r.node_endpoints[0].node_id.0, r.node_endpoints[0].port), (leader, port));
+    let port: i32 = leader_addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    assert_eq!(
+        (r.node_endpoints[0].node_id.0, r.node_endpoints[0].port),
+        (leader, port)
+    );
 
     let r = describe_producers(&other_addr, "led", &[0]);
     assert_eq!(r[0].error_code, NOT_LEADER_OR_FOLLOWER);
-    assert_eq!(describe_producers(&leader_addr, "led", &[0])[0].error_code, 0);
+    assert_eq!(
+        describe_producers(&leader_addr, "led", &[0])[0].error_code,
+        0
+    );
 
     // A dynamic default set on one broker applies on the other.
-    assert_eq!(alter_broker(&other_addr, "", &[("message.max.bytes", 0, "2000")]), 0);
-    let (v, source, _, _) = entry(&describe(&leader_addr, 4, &leader.to_string()), "message.max.bytes");
-    assert_eq!((v.as_str(), source), ("2000", SOURCE_DYNAMIC_DEFAULT_BROKER));
+    assert_eq!(
+        alter_broker(&other_addr, "", &[("message.max.bytes", 0, "2000")]),
+        0
+    );
+    let (v, source, _, _) = entry(
+        &describe(&leader_addr, 4, &leader.to_string()),
+        "message.max.bytes",
+    );
+    assert_eq!(
+        (v.as_str(), source),
+        ("2000", SOURCE_DYNAMIC_DEFAULT_BROKER)
+    );
     assert_eq!(
         produce_batch(&leader_addr, "led", 0, 1, 5000, record_of(5000)).0,
         MESSAGE_TOO_LARGE

@@ -93,7 +93,9 @@ impl BrokerConfigs {
             {
                 return Err(MetaError::new(
                     codes::INVALID_REQUEST,
-                    format!("at most {MAX_BROKERS_WITH_CONFIGS} brokers may carry their own configs"),
+                    format!(
+                        "at most {MAX_BROKERS_WITH_CONFIGS} brokers may carry their own configs"
+                    ),
                 ));
             }
         }
@@ -182,7 +184,9 @@ mod tests {
     fn unknown_names_and_bad_values_are_invalid_config() {
         let c = BrokerConfigs::default();
         let set = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
-        assert!(c.check(None, &set("message.max.bytes", "1000"), &[]).is_ok());
+        assert!(c
+            .check(None, &set("message.max.bytes", "1000"), &[])
+            .is_ok());
         for (k, v) in [
             ("no.such.config", "1"),
             ("message.max.bytes", "big"),

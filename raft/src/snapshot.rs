@@ -52,7 +52,8 @@ pub fn decode(bytes: &[u8]) -> io::Result<StoredSnapshot> {
         return Err(bad("checksum mismatch"));
     }
     if version == 1 {
-        let v1: StoredSnapshotV1 = crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
+        let v1: StoredSnapshotV1 =
+            crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
         return Ok(v1.into());
     }
     crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))

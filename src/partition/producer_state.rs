@@ -162,7 +162,8 @@ impl ProducerStateTable {
         }
         self.producers.retain(|_, e| !e.batches.is_empty());
         let producers = &self.producers;
-        self.last_timestamps.retain(|id, _| producers.contains_key(id));
+        self.last_timestamps
+            .retain(|id, _| producers.contains_key(id));
     }
 
     pub fn len(&self) -> usize {

@@ -68,7 +68,9 @@ async fn run_cleaner(shard: Rc<Shard>) {
         // Read each round: both are dynamic broker configs.
         let (backoff, dedupe) = shard.with_image(|img| {
             (
-                Duration::from_millis(dynamic_config::log_cleaner_backoff_ms(&shard.config, img).max(1)),
+                Duration::from_millis(
+                    dynamic_config::log_cleaner_backoff_ms(&shard.config, img).max(1),
+                ),
                 dynamic_config::log_cleaner_dedupe_buffer_size(&shard.config, img),
             )
         });

@@ -12,8 +12,8 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::shard::Shard;
 use bytes::BytesMut;
-use chronik_raft::topic_config::is_list_config;
 use chronik_raft::broker_config::is_dynamic;
+use chronik_raft::topic_config::is_list_config;
 use chronik_raft::{Command, CommandOutcome};
 use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
@@ -38,7 +38,9 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         let name = res.resource_name.to_string();
         let (code, message) = if res.resource_type == RESOURCE_BROKER {
             match broker_changes(&res.configs) {
-                Ok((set, delete)) => alter_broker(&shard, &name, set, delete, req.validate_only).await,
+                Ok((set, delete)) => {
+                    alter_broker(&shard, &name, set, delete, req.validate_only).await
+                }
                 Err(msg) => (errors::INVALID_CONFIG, Some(msg)),
             }
         } else if res.resource_type != RESOURCE_TOPIC {
@@ -75,7 +77,10 @@ pub async fn handle_legacy(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut
                 Ok(broker) => {
                     let delete = shard.with_image(|i| {
                         i.broker_configs.of(broker).map_or_else(Vec::new, |m| {
-                            m.keys().filter(|k| !set.contains_key(*k)).cloned().collect()
+                            m.keys()
+                                .filter(|k| !set.contains_key(*k))
+                                .cloned()
+                                .collect()
                         })
                     });
                     alter_broker(&shard, &name, set, delete, req.validate_only).await

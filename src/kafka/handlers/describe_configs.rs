@@ -3,8 +3,7 @@
 
 use super::str_bytes;
 use crate::dynamic_config::{
-    self, broker_chain, static_broker_configs, Sourced, SOURCE_DYNAMIC_DEFAULT_BROKER,
-    SOURCE_TOPIC,
+    self, broker_chain, static_broker_configs, Sourced, SOURCE_DYNAMIC_DEFAULT_BROKER, SOURCE_TOPIC,
 };
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};

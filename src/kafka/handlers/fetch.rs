@@ -365,4 +365,3 @@ pub async fn handle(
     }
     Ok(Some(super::fetch_response::encode(&ctx, &out, &endpoints)))
 }
-
