@@ -100,7 +100,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
                         }
                         // The entry's own value is the topic's or its default's, under its name.
                         let mut e = entry(k, &chain, false, synonyms);
-                        if t.configs.get(*k).is_none() {
+                        if !t.configs.contains_key(*k) {
                             e.value = Some(str_bytes(&default.value));
                             e.config_source = default.source;
                         }
