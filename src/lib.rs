@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod disk_space;
+pub mod dynamic_config;
 pub mod group;
 pub mod kafka;
 pub mod metrics;

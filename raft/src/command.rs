@@ -122,6 +122,14 @@ pub enum Command {
         topic: String,
         partition: i32,
     },
+    /// Dynamic broker configs (`broker_config`): `None` changes the cluster-wide defaults,
+    /// `Some(id)` one broker's own values. Appended: older entries keep their variant numbers.
+    AlterBrokerConfigs {
+        broker: Option<BrokerId>,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+        validate_only: bool,
+    },
 }
 
 impl Command {

@@ -4,6 +4,7 @@
 //! `Arc<MetadataImage>` to every subscriber. Topics are `Arc`-shared between consecutive images so
 //! an image swap after a small change copies only the map of pointers, not every partition.
 
+use crate::broker_config::BrokerConfigs;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -96,6 +97,36 @@ pub struct MetadataImage {
     pub topics: SharedMap<String, Arc<TopicImage>>,
     #[serde(deserialize_with = "deserialize_shared_map")]
     pub topic_names_by_id: SharedMap<TopicId, String>,
+    /// Dynamic broker configs. Last: snapshots of format 1 end before it (`MetadataImageV1`).
+    pub broker_configs: BrokerConfigs,
+}
+
+/// The image as snapshots of format 1 hold it (before dynamic broker configs), so a node
+/// upgraded in place still reads its snapshot.
+#[derive(Deserialize)]
+pub(crate) struct MetadataImageV1 {
+    applied_index: u64,
+    cluster_id: String,
+    controller_id: Option<BrokerId>,
+    brokers: BTreeMap<BrokerId, BrokerInfo>,
+    #[serde(deserialize_with = "deserialize_shared_map")]
+    topics: SharedMap<String, Arc<TopicImage>>,
+    #[serde(deserialize_with = "deserialize_shared_map")]
+    topic_names_by_id: SharedMap<TopicId, String>,
+}
+
+impl From<MetadataImageV1> for MetadataImage {
+    fn from(v: MetadataImageV1) -> Self {
+        MetadataImage {
+            applied_index: v.applied_index,
+            cluster_id: v.cluster_id,
+            controller_id: v.controller_id,
+            brokers: v.brokers,
+            topics: v.topics,
+            topic_names_by_id: v.topic_names_by_id,
+            broker_configs: BrokerConfigs::default(),
+        }
+    }
 }
 
 /// Reads a `SharedMap` entry by entry. imbl's own `Deserialize` first reserves room for as many

@@ -109,6 +109,23 @@ impl MetaState {
                     Err(e) => CommandOutcome::Rejected(e),
                 }
             }
+            Command::AlterBrokerConfigs {
+                broker,
+                set,
+                delete,
+                validate_only,
+            } => {
+                let configs = &mut self.image.broker_configs;
+                match configs.check(*broker, set, delete) {
+                    Ok(()) => {
+                        if !*validate_only {
+                            configs.apply(*broker, set, delete);
+                        }
+                        CommandOutcome::Done
+                    }
+                    Err(e) => CommandOutcome::Rejected(e),
+                }
+            }
             Command::AllocateProducerIds { broker, count } => {
                 CommandOutcome::ProducerIds(self.allocate_producer_ids(*broker, *count))
             }

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MAGIC: &[u8; 8] = b"CHRSNAP1";
-const VERSION: u32 = 1;
+/// 2: the image carries dynamic broker configs. Format 1 is still read (`decode`).
+const VERSION: u32 = 2;
 const FILE: &str = "current.snap";
 /// After a snapshot could not be written, builds are skipped this long (a full disk would
 /// otherwise fail one after every applied batch).
@@ -42,7 +43,7 @@ pub fn decode(bytes: &[u8]) -> io::Result<StoredSnapshot> {
         return Err(bad("bad magic"));
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(bad(&format!("unsupported version {version}")));
     }
     let crc = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
@@ -50,7 +51,39 @@ pub fn decode(bytes: &[u8]) -> io::Result<StoredSnapshot> {
     if crc32fast::hash(payload) != crc {
         return Err(bad("checksum mismatch"));
     }
+    if version == 1 {
+        let v1: StoredSnapshotV1 =
+            crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
+        return Ok(v1.into());
+    }
     crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))
+}
+
+/// A snapshot of format 1: the same fields, with the image of before dynamic broker configs.
+#[derive(Deserialize)]
+struct StoredSnapshotV1 {
+    meta: SnapshotMeta,
+    state: MetaStateV1,
+}
+
+#[derive(Deserialize)]
+struct MetaStateV1 {
+    image: crate::image::MetadataImageV1,
+    next_producer_id: i64,
+    placement_cursor: u64,
+}
+
+impl From<StoredSnapshotV1> for StoredSnapshot {
+    fn from(v: StoredSnapshotV1) -> Self {
+        StoredSnapshot {
+            meta: v.meta,
+            state: MetaState {
+                image: v.state.image.into(),
+                next_producer_id: v.state.next_producer_id,
+                placement_cursor: v.state.placement_cursor,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -112,5 +145,70 @@ impl SnapshotFiles {
         File::open(&self.dir)?.sync_all()?;
         *written = index;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{MetadataImage, TopicImage};
+    use std::sync::Arc;
+
+    /// Format 1 as it was written: the image without `broker_configs`.
+    #[derive(Serialize)]
+    struct ImageV1<'a> {
+        applied_index: u64,
+        cluster_id: &'a str,
+        controller_id: Option<i32>,
+        brokers: std::collections::BTreeMap<i32, crate::image::BrokerInfo>,
+        topics: std::collections::BTreeMap<String, TopicImage>,
+        topic_names_by_id: std::collections::BTreeMap<[u8; 16], String>,
+    }
+
+    #[test]
+    fn a_snapshot_of_format_1_still_decodes_with_no_broker_configs() {
+        let topic = TopicImage {
+            name: "t".into(),
+            id: [7; 16],
+            partitions: Vec::new(),
+            configs: [("retention.ms".to_string(), "5".to_string())].into(),
+        };
+        let image = ImageV1 {
+            applied_index: 9,
+            cluster_id: "c",
+            controller_id: Some(1),
+            brokers: Default::default(),
+            topics: [("t".to_string(), topic.clone())].into(),
+            topic_names_by_id: [([7; 16], "t".to_string())].into(),
+        };
+        let meta = SnapshotMeta::default();
+        let payload = bincode::serialize(&(&meta, (&image, 42i64, 3u64))).expect("encode");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let snap = decode(&bytes).expect("format 1 decodes");
+        assert_eq!(snap.state.next_producer_id, 42);
+        assert_eq!(snap.state.placement_cursor, 3);
+        assert_eq!(snap.state.image.topic("t"), Some(&topic));
+        assert_eq!(snap.state.image.broker_configs, Default::default());
+
+        // And the current format round-trips the broker configs.
+        let mut state = MetaState {
+            image: MetadataImage::default(),
+            ..Default::default()
+        };
+        state.image.topics.insert("t".into(), Arc::new(topic));
+        state
+            .image
+            .broker_configs
+            .cluster
+            .insert("message.max.bytes".into(), "100".into());
+        let enc = encode(&StoredSnapshot {
+            meta: SnapshotMeta::default(),
+            state: state.clone(),
+        })
+        .expect("encode");
+        assert_eq!(decode(&enc).expect("decode").state, state);
     }
 }

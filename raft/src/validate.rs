@@ -327,6 +327,22 @@ pub enum Precheck {
 /// at once and left out of the proposal. The committed apply checks again (the image may be a
 /// little behind the leader), so this only keeps what is certainly refused out of the log.
 pub fn precheck(image: &MetadataImage, cmd: Command, defaults: Defaults) -> Precheck {
+    if let Command::AlterBrokerConfigs {
+        broker,
+        set,
+        delete,
+        validate_only,
+    } = &cmd
+    {
+        return match image.broker_configs.check(*broker, set, delete) {
+            Err(e) => Precheck::Answer(CommandOutcome::Rejected(e)),
+            Ok(()) if *validate_only => Precheck::Answer(CommandOutcome::Done),
+            Ok(()) => Precheck::Propose {
+                cmd,
+                early: Vec::new(),
+            },
+        };
+    }
     if let Command::ControlledShutdown { id, incarnation } = &cmd {
         return match controlled_shutdown(image, *id, *incarnation) {
             Ok(()) => Precheck::Propose {

@@ -39,11 +39,11 @@ macro_rules! api {
 }
 
 pub static APIS: &[ApiSpec] = &[
-    api!(Produce, 3, 9, produce),
-    api!(Fetch, 4, 13, fetch),
-    api!(ListOffsets, 1, 8, list_offsets),
-    api!(Metadata, 0, 12, metadata),
-    api!(ApiVersions, 0, 3, api_versions),
+    api!(Produce, 3, 13, produce),
+    api!(Fetch, 4, 18, fetch),
+    api!(ListOffsets, 1, 10, list_offsets),
+    api!(Metadata, 0, 13, metadata),
+    api!(ApiVersions, 0, 4, api_versions),
     api!(CreateTopics, 2, 7, create_topics),
     api!(DeleteTopics, 1, 6, delete_topics),
     api!(CreatePartitions, 0, 3, create_partitions),
@@ -83,6 +83,7 @@ pub static APIS: &[ApiSpec] = &[
     api!(ElectLeaders, 0, 2, elect_leaders),
     api!(AlterPartitionReassignments, 0, 1, alter_reassignments),
     api!(DescribeQuorum, 0, 2, describe_quorum),
+    api!(DescribeProducers, 0, 0, describe_producers),
 ];
 
 pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {

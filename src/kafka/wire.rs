@@ -34,6 +34,13 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    /// A UUID (topic id): 16 bytes.
+    pub fn uuid(&mut self) -> Result<[u8; 16], ProtocolError> {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(self.take(16, "uuid")?);
+        Ok(id)
+    }
+
     pub fn i8(&mut self) -> Result<i8, ProtocolError> {
         Ok(self.take(1, "int8")?[0] as i8)
     }

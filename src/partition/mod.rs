@@ -251,13 +251,15 @@ impl Partition {
             }
             SeqCheck::Accept => {
                 let base = self.log.log_end_offset();
-                self.producers.borrow_mut().record(
+                let mut producers = self.producers.borrow_mut();
+                producers.record(
                     header.producer_id,
                     header.producer_epoch,
                     header.base_sequence,
                     header.records_count,
                     base,
                 );
+                producers.note_timestamp(header.producer_id, header.max_timestamp);
                 Some(base)
             }
             SeqCheck::NotIdempotent => None,
@@ -364,13 +366,20 @@ impl Partition {
     /// the log at open), so a follower that becomes leader detects duplicates of batches written
     /// before the failover.
     pub fn record_replicated_producer(&self, h: &chronik_storage::BatchHeader) {
-        self.producers.borrow_mut().record(
+        let mut producers = self.producers.borrow_mut();
+        producers.record(
             h.producer_id,
             h.producer_epoch,
             h.base_sequence,
             h.records_count,
             h.base_offset,
         );
+        producers.note_timestamp(h.producer_id, h.max_timestamp);
+    }
+
+    /// The idempotent producers with state in this partition (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<producer_state::ActiveProducer> {
+        self.producers.borrow().active()
     }
 
     pub fn truncate_producers(&self, offset: i64) {

@@ -46,6 +46,20 @@ struct Snapshot {
 #[derive(Debug, Default)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// Newest batch max-timestamp per producer, for DescribeProducers. Not in the snapshot
+    /// (its format stays as it is): after a restart it is known again from the next batch, or
+    /// from the batches replayed past the snapshot.
+    last_timestamps: HashMap<i64, i64>,
+}
+
+/// One active producer as DescribeProducers reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    /// -1 when not known.
+    pub last_timestamp: i64,
 }
 
 fn next_seq(s: i32) -> i32 {
@@ -136,6 +150,7 @@ impl ProducerStateTable {
             e.batches.retain(|b| b.base_offset < base_offset);
             if e.batches.is_empty() {
                 self.producers.remove(&producer_id);
+                self.last_timestamps.remove(&producer_id);
             }
         }
     }
@@ -146,10 +161,38 @@ impl ProducerStateTable {
             e.batches.retain(|b| b.last_offset < offset);
         }
         self.producers.retain(|_, e| !e.batches.is_empty());
+        let producers = &self.producers;
+        self.last_timestamps
+            .retain(|id, _| producers.contains_key(id));
     }
 
     pub fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Remembers the max timestamp of a producer's newest batch.
+    pub fn note_timestamp(&mut self, producer_id: i64, max_timestamp: i64) {
+        if self.producers.contains_key(&producer_id) {
+            self.last_timestamps.insert(producer_id, max_timestamp);
+        }
+    }
+
+    /// The producers with state in this partition, by id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .filter_map(|(id, e)| {
+                Some(ActiveProducer {
+                    producer_id: *id,
+                    epoch: e.epoch,
+                    last_sequence: e.batches.back()?.last_seq,
+                    last_timestamp: self.last_timestamps.get(id).copied().unwrap_or(-1),
+                })
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     pub fn is_empty(&self) -> bool {
@@ -178,6 +221,7 @@ impl ProducerStateTable {
         Some((
             ProducerStateTable {
                 producers: snap.producers.into_iter().collect(),
+                last_timestamps: HashMap::new(),
             },
             snap.end_offset,
         ))
@@ -188,6 +232,34 @@ impl ProducerStateTable {
 mod tests {
     use super::*;
     use crate::kafka::errors::*;
+
+    #[test]
+    fn active_producers_report_their_last_sequence_and_timestamp() {
+        let mut t = ProducerStateTable::default();
+        t.record(9, 2, 0, 3, 0);
+        t.note_timestamp(9, 1234);
+        t.record(9, 2, 3, 4, 3);
+        t.record(4, 0, 0, 1, 7);
+        assert_eq!(
+            t.active(),
+            vec![
+                ActiveProducer {
+                    producer_id: 4,
+                    epoch: 0,
+                    last_sequence: 0,
+                    last_timestamp: -1
+                },
+                ActiveProducer {
+                    producer_id: 9,
+                    epoch: 2,
+                    last_sequence: 6,
+                    last_timestamp: 1234
+                },
+            ]
+        );
+        t.truncate_to(3);
+        assert_eq!(t.active().len(), 1);
+    }
 
     #[test]
     fn retries_are_duplicates_and_gaps_are_out_of_order() {

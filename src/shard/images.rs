@@ -3,6 +3,7 @@
 
 use super::{Shard, TopicPartition};
 use crate::config::{BrokerConfig, FlushSetting};
+use crate::dynamic_config;
 use crate::kafka::errors;
 use crate::partition::Partition;
 use chronik_raft::hub::ImageSubscription;
@@ -26,11 +27,17 @@ pub async fn run_image_loop(shard: Rc<Shard>, sub: ImageSubscription) {
     }
 }
 
-/// Log settings for a topic: its overrides on top of the broker defaults.
-pub fn log_config_for(cfg: &BrokerConfig, topic_configs: &BTreeMap<String, String>) -> LogConfig {
+/// Log settings for a topic: its overrides on top of the broker defaults (static, or dynamic
+/// from the image).
+pub fn log_config_for(
+    cfg: &BrokerConfig,
+    img: &MetadataImage,
+    topic_configs: &BTreeMap<String, String>,
+) -> LogConfig {
     let mut lc = LogConfig {
-        segment_bytes: cfg.log_segment_bytes,
-        retention_ms: cfg.log_retention_ms,
+        segment_bytes: dynamic_config::log_segment_bytes(cfg, img),
+        retention_ms: dynamic_config::log_retention_ms(cfg, img),
+        retention_bytes: dynamic_config::log_retention_bytes(cfg, img),
         flush: match cfg.log_flush {
             FlushSetting::Always => FlushPolicy::Always,
             FlushSetting::IntervalMs(ms) => FlushPolicy::IntervalMs(ms),
@@ -137,6 +144,11 @@ async fn reconcile(shard: &Rc<Shard>, img: &MetadataImage) {
                 },
             };
             apply_partition_state(shard, &p, topic, idx);
+            // A topic or dynamic broker config change applies to the open log at once.
+            let lc = log_config_for(&shard.config, img, &topic.configs);
+            if p.log.config() != lc {
+                p.log.set_config(lc);
+            }
         }
     }
 }
@@ -264,7 +276,7 @@ async fn open_partition(
     let ev = Rc::new(crate::shard::event::LocalEvent::new());
     shard.opening.borrow_mut().insert(tp.clone(), ev.clone());
     let dir = shard.partition_dir(&topic.name, idx);
-    let cfg = log_config_for(&shard.config, &topic.configs);
+    let cfg = shard.with_image(|img| log_config_for(&shard.config, img, &topic.configs));
     let opened = Partition::open(
         tp.clone(),
         topic.id,

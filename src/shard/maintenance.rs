@@ -2,6 +2,7 @@
 //! `cleanup.policy=compact` topics.
 
 use super::Shard;
+use crate::dynamic_config;
 use chronik_storage::{CleanerLimits, CleanerPace};
 use glommio::{Latency, Shares};
 use std::rc::Rc;
@@ -60,12 +61,19 @@ fn spawn_cleaner(shard: &Rc<Shard>) {
 /// Cleans the dirtiest due log of the shard, one round at a time; sleeps for the backoff
 /// when none is due.
 async fn run_cleaner(shard: Rc<Shard>) {
-    let backoff = Duration::from_millis(shard.config.log_cleaner_backoff_ms.max(1));
-    let dedupe = shard.config.log_cleaner_dedupe_buffer_size;
     loop {
         if shard.shutting_down.get() {
             return;
         }
+        // Read each round: both are dynamic broker configs.
+        let (backoff, dedupe) = shard.with_image(|img| {
+            (
+                Duration::from_millis(
+                    dynamic_config::log_cleaner_backoff_ms(&shard.config, img).max(1),
+                ),
+                dynamic_config::log_cleaner_dedupe_buffer_size(&shard.config, img),
+            )
+        });
         let now = now_ms();
         let dirtiest = shard
             .partitions

@@ -133,3 +133,58 @@ def cluster3():
 
 def test_java_client_against_three_nodes_with_replication_factor_three(cluster3):
     run_round_trip(cluster3, 3)
+
+
+ADMIN_SOURCE = os.path.join(HERE, "java", "JavaBrokerConfigs.java")
+
+
+def test_java_admin_alters_broker_configs_describes_producers_and_uses_the_newest_versions():
+    """JavaBrokerConfigs.java: incrementalAlterConfigs/describeConfigs on a broker, describeProducers
+    after an idempotent produce, then a consumer. The broker's request trace shows the versions
+    the Java client negotiated: the newest of each API it knows."""
+    import re
+
+    from conftest import free_port
+
+    javac, java = jdk_tool("javac"), jdk_tool("java")
+    if not javac or not java:
+        pytest.skip("no JDK on this machine (javac/java not on PATH or in JAVA_HOME)")
+    jars = client_jars()
+    classes = os.path.join(CACHE, "classes")
+    os.makedirs(classes, exist_ok=True)
+    cp = os.pathsep.join(jars)
+    subprocess.run([javac, "-d", classes, "-cp", cp, ADMIN_SOURCE], check=True, timeout=300)
+
+    tmp = tempfile.mkdtemp(prefix="chronik-java-admin-")
+    port, cport = free_port(), free_port()
+    log_path = os.path.join(tmp, "broker.log")
+    env = dict(os.environ, RUST_LOG="chronik=info,chronik::kafka::dispatch=trace", NO_COLOR="1")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [server_binary(), "--listen", f"127.0.0.1:{port}", "--controller-listen",
+             f"127.0.0.1:{cport}", "--data-dir", os.path.join(tmp, "data"), "--no-pin",
+             "--cores", "2"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+    try:
+        wait_ready(port, proc)
+        r = subprocess.run(
+            [java, "-cp", cp + os.pathsep + classes, "JavaBrokerConfigs", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=240,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "java admin ok" in r.stdout, r.stdout + r.stderr
+        with open(log_path, errors="replace") as f:
+            trace = re.sub(r"\x1b\[[0-9;]*m", "", f.read())
+        used = {}
+        for key, version in re.findall(r"key=(\w+) version=(\d+)", trace):
+            used[key] = max(used.get(key, -1), int(version))
+        # kafka-clients 4.3.0's newest versions, all served by chronik.
+        for key, version in [("ApiVersions", 4), ("Metadata", 13), ("Produce", 13),
+                             ("Fetch", 17), ("ListOffsets", 10), ("DescribeProducers", 0),
+                             ("IncrementalAlterConfigs", 1), ("DescribeConfigs", 4)]:
+            assert used.get(key, -1) >= version, f"{key}: used {used.get(key)}; all: {used}"
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)

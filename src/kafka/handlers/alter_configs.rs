@@ -1,16 +1,20 @@
-//! IncrementalAlterConfigs and the legacy AlterConfigs for topics, through the controller.
+//! IncrementalAlterConfigs and the legacy AlterConfigs for topics and brokers, through the
+//! controller.
 //!
-//! Both end in one `Command::AlterConfigs` (keys to set, keys to delete) per topic. The legacy
-//! API replaces a topic's whole set of overrides: keys it does not name go back to the default.
+//! Both end in one `Command::AlterConfigs` (keys to set, keys to delete) per topic, or one
+//! `Command::AlterBrokerConfigs` per BROKER resource ("" the cluster-wide default, "<id>" one
+//! broker). The legacy API replaces a resource's whole set of overrides: keys it does not name
+//! go back to the default.
 
-use super::describe_configs::RESOURCE_TOPIC;
+use super::describe_configs::{broker_resource, RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{str_bytes, topics};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::shard::Shard;
 use bytes::BytesMut;
+use chronik_raft::broker_config::is_dynamic;
 use chronik_raft::topic_config::is_list_config;
-use chronik_raft::Command;
+use chronik_raft::{Command, CommandOutcome};
 use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
     AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
@@ -32,7 +36,14 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     let mut resp = IncrementalAlterConfigsResponse::default();
     for res in req.resources {
         let name = res.resource_name.to_string();
-        let (code, message) = if res.resource_type != RESOURCE_TOPIC {
+        let (code, message) = if res.resource_type == RESOURCE_BROKER {
+            match broker_changes(&res.configs) {
+                Ok((set, delete)) => {
+                    alter_broker(&shard, &name, set, delete, req.validate_only).await
+                }
+                Err(msg) => (errors::INVALID_CONFIG, Some(msg)),
+            }
+        } else if res.resource_type != RESOURCE_TOPIC {
             not_a_topic()
         } else {
             match incremental_changes(&shard, &name, &res.configs) {
@@ -56,7 +67,27 @@ pub async fn handle_legacy(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut
     let mut resp = AlterConfigsResponse::default();
     for res in req.resources {
         let name = res.resource_name.to_string();
-        let (code, message) = if res.resource_type != RESOURCE_TOPIC {
+        let (code, message) = if res.resource_type == RESOURCE_BROKER {
+            let set: BTreeMap<String, String> = res
+                .configs
+                .iter()
+                .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                .collect();
+            match broker_resource(&name) {
+                Ok(broker) => {
+                    let delete = shard.with_image(|i| {
+                        i.broker_configs.of(broker).map_or_else(Vec::new, |m| {
+                            m.keys()
+                                .filter(|k| !set.contains_key(*k))
+                                .cloned()
+                                .collect()
+                        })
+                    });
+                    alter_broker(&shard, &name, set, delete, req.validate_only).await
+                }
+                Err(msg) => (errors::INVALID_REQUEST, Some(msg)),
+            }
+        } else if res.resource_type != RESOURCE_TOPIC {
             not_a_topic()
         } else {
             let mut set = BTreeMap::new();
@@ -101,8 +132,99 @@ pub async fn handle_legacy(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut
 fn not_a_topic() -> Outcome {
     (
         errors::INVALID_REQUEST,
-        Some("only topic configs can be altered at runtime".into()),
+        Some("only topic and broker configs can be altered at runtime".into()),
     )
+}
+
+/// IncrementalAlterConfigs' operations on a broker: SET and DELETE (no broker config is a list).
+fn broker_changes(
+    configs: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+) -> Result<(BTreeMap<String, String>, Vec<String>), String> {
+    let mut set = BTreeMap::new();
+    let mut delete = Vec::new();
+    for c in configs {
+        let key = c.name.to_string();
+        match (c.config_operation, &c.value) {
+            (OP_SET, Some(v)) => {
+                set.insert(key, v.to_string());
+            }
+            (OP_SET, None) => return Err(format!("null value not supported for {key}")),
+            (OP_DELETE, _) => delete.push(key),
+            (OP_APPEND | OP_SUBTRACT, _) => {
+                return Err(format!(
+                    "config value append/subtract is not allowed for config key {key}"
+                ))
+            }
+            (op, _) => return Err(format!("unknown config operation {op} on {key}")),
+        }
+    }
+    Ok((set, delete))
+}
+
+/// Alters dynamic broker configs: read-only broker configs are refused with INVALID_REQUEST
+/// as Kafka does, the rest checked (INVALID_CONFIG) and committed by the controller.
+async fn alter_broker(
+    shard: &Rc<Shard>,
+    resource: &str,
+    set: BTreeMap<String, String>,
+    delete: Vec<String>,
+    validate_only: bool,
+) -> Outcome {
+    let broker = match broker_resource(resource) {
+        Ok(b) => b,
+        Err(msg) => return (errors::INVALID_REQUEST, Some(msg)),
+    };
+    let read_only: Vec<&str> = set
+        .keys()
+        .chain(delete.iter())
+        .map(String::as_str)
+        .filter(|k| !is_dynamic(k) && crate::dynamic_config::is_broker_config(&shard.config, k))
+        .collect();
+    if !read_only.is_empty() {
+        return (
+            errors::INVALID_REQUEST,
+            Some(format!(
+                "Cannot update these configs dynamically: Set({})",
+                read_only.join(", ")
+            )),
+        );
+    }
+    let cmd = Command::AlterBrokerConfigs {
+        broker,
+        set,
+        delete,
+        validate_only,
+    };
+    let timeout = Duration::from_secs(10);
+    match shard.controller.submit_within(cmd, timeout).await {
+        Ok(sub) => {
+            // Answer once every broker applies the change (read-your-writes on any node).
+            if shard
+                .controller
+                .wait_served_everywhere(sub.index, timeout)
+                .await
+                .is_err()
+                || !shard.wait_for_image(sub.index, timeout).await
+            {
+                return (
+                    errors::REQUEST_TIMED_OUT,
+                    Some("committed, but not yet applied on this node".into()),
+                );
+            }
+            match sub.outcome {
+                CommandOutcome::Done => (errors::NONE, None),
+                CommandOutcome::Rejected(e) => (e.code, Some(e.message)),
+                other => (
+                    errors::UNKNOWN_SERVER_ERROR,
+                    Some(format!("unexpected controller outcome {other:?}")),
+                ),
+            }
+        }
+        Err(e) => {
+            let e = topics::controller_error(&e);
+            (e.code, Some(e.message))
+        }
+    }
 }
 
 /// The keys to set and to delete for IncrementalAlterConfigs' operations. APPEND and SUBTRACT
@@ -161,15 +283,15 @@ fn split_list(v: &str) -> Vec<String> {
 
 /// A topic's value for `key`: its override, else the broker default.
 fn current_value(shard: &Shard, topic: &str, key: &str) -> Option<String> {
-    shard
-        .with_image(|i| i.topic(topic).and_then(|t| t.configs.get(key).cloned()))
-        .or_else(|| {
-            shard
-                .config
-                .broker_defaults()
-                .get(key)
-                .map(|v| v.to_string())
-        })
+    shard.with_image(|i| {
+        i.topic(topic)
+            .and_then(|t| t.configs.get(key).cloned())
+            .or_else(|| {
+                crate::dynamic_config::topic_defaults(&shard.config, i)
+                    .remove(key)
+                    .map(|(d, _)| d.value)
+            })
+    })
 }
 
 async fn alter(

@@ -1,35 +1,73 @@
-//! DescribeConfigs for topics (overrides over broker defaults) and brokers (static settings).
+//! DescribeConfigs for topics (overrides over broker defaults, which follow dynamic broker
+//! configs) and brokers (static settings with the dynamic overrides on top, as Kafka lists them).
 
 use super::str_bytes;
+use crate::dynamic_config::{
+    self, broker_chain, static_broker_configs, Sourced, SOURCE_DYNAMIC_DEFAULT_BROKER, SOURCE_TOPIC,
+};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::shard::Shard;
 use bytes::BytesMut;
+use chronik_raft::broker_config::is_dynamic;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use std::rc::Rc;
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
 
-fn entry(name: &str, value: &str, source: i8, read_only: bool) -> DescribeConfigsResourceResult {
+/// Which broker a BROKER resource name means: `None` for the cluster-wide default ("", or
+/// "<default>" as Kafka's tools print it), else the id. Kafka: "Invalid broker name".
+pub fn broker_resource(name: &str) -> Result<Option<i32>, String> {
+    if name.is_empty() || name == "<default>" {
+        return Ok(None);
+    }
+    match name.parse::<i32>() {
+        Ok(id) if id >= 0 => Ok(Some(id)),
+        _ => Err(format!(
+            "Invalid broker name {}",
+            chronik_raft::validate::shown(name)
+        )),
+    }
+}
+
+fn entry(
+    name: &str,
+    chain: &[Sourced],
+    read_only: bool,
+    synonyms: bool,
+) -> DescribeConfigsResourceResult {
     let mut c = DescribeConfigsResourceResult::default();
     c.name = str_bytes(name);
-    c.value = Some(str_bytes(value));
-    c.config_source = source;
+    if let Some(top) = chain.first() {
+        c.value = Some(str_bytes(&top.value));
+        c.config_source = top.source;
+    }
     c.read_only = read_only;
+    if synonyms {
+        c.synonyms = chain
+            .iter()
+            .map(|s| {
+                let mut y = DescribeConfigsSynonym::default();
+                y.name = str_bytes(s.name);
+                y.value = Some(str_bytes(&s.value));
+                y.source = s.source;
+                y
+            })
+            .collect();
+    }
     c
 }
 
 pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DescribeConfigsRequest = decode(body, ctx.api_version)?;
-    let defaults = shard.config.broker_defaults();
+    let cfg = &shard.config;
     let img = shard.image();
+    // DescribeConfigs v0 has no synonyms field; v1+ asks.
+    let synonyms = req.include_synonyms;
     let mut resp = DescribeConfigsResponse::default();
     for res in req.resources {
         let mut r = DescribeConfigsResult::default();
@@ -43,18 +81,38 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         match res.resource_type {
             RESOURCE_TOPIC => match img.topic(res.resource_name.as_str()) {
                 Some(t) => {
-                    for (k, v) in &defaults {
+                    let defaults = dynamic_config::topic_defaults(cfg, &img);
+                    for (k, (default, broker)) in &defaults {
                         if !wanted(k) {
                             continue;
                         }
-                        match t.configs.get(*k) {
-                            Some(o) => r.configs.push(entry(k, o, SOURCE_DYNAMIC_TOPIC, false)),
-                            None => r.configs.push(entry(k, v, SOURCE_DEFAULT, false)),
+                        let mut chain = Vec::new();
+                        if let Some(o) = t.configs.get(*k) {
+                            chain.push(Sourced {
+                                name: k,
+                                value: o.clone(),
+                                source: SOURCE_TOPIC,
+                            });
                         }
+                        match broker {
+                            Some(b) => chain.extend(b.iter().cloned()),
+                            None => chain.push(default.clone()),
+                        }
+                        // The entry's own value is the topic's or its default's, under its name.
+                        let mut e = entry(k, &chain, false, synonyms);
+                        if !t.configs.contains_key(*k) {
+                            e.value = Some(str_bytes(&default.value));
+                            e.config_source = default.source;
+                        }
+                        r.configs.push(e);
                     }
                     for (k, v) in &t.configs {
                         if !defaults.contains_key(k.as_str()) && wanted(k) {
-                            r.configs.push(entry(k, v, SOURCE_DYNAMIC_TOPIC, false));
+                            let mut e = DescribeConfigsResourceResult::default();
+                            e.name = str_bytes(k);
+                            e.value = Some(str_bytes(v));
+                            e.config_source = SOURCE_TOPIC;
+                            r.configs.push(e);
                         }
                     }
                 }
@@ -63,19 +121,47 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
                     r.error_message = Some(str_bytes("unknown topic"));
                 }
             },
-            RESOURCE_BROKER => {
-                let me = shard.config.node_id.to_string();
-                if !res.resource_name.is_empty() && res.resource_name.as_str() != me {
-                    r.error_code = errors::INVALID_REQUEST;
-                    r.error_message = Some(str_bytes("describe a broker on that broker"));
-                } else {
-                    for (k, v) in &defaults {
+            RESOURCE_BROKER => match broker_resource(res.resource_name.as_str()) {
+                // The cluster-wide default: only the dynamic defaults that are set (Kafka).
+                Ok(None) => {
+                    for (k, v) in &img.broker_configs.cluster {
                         if wanted(k) {
-                            r.configs.push(entry(k, v, SOURCE_STATIC_BROKER, true));
+                            let mut e = DescribeConfigsResourceResult::default();
+                            e.name = str_bytes(k);
+                            e.value = Some(str_bytes(v));
+                            e.config_source = SOURCE_DYNAMIC_DEFAULT_BROKER;
+                            if synonyms {
+                                let mut y = DescribeConfigsSynonym::default();
+                                y.name = str_bytes(k);
+                                y.value = Some(str_bytes(v));
+                                y.source = SOURCE_DYNAMIC_DEFAULT_BROKER;
+                                e.synonyms.push(y);
+                            }
+                            r.configs.push(e);
                         }
                     }
                 }
-            }
+                Ok(Some(id)) if id == cfg.node_id => {
+                    for (k, v) in static_broker_configs(cfg) {
+                        if wanted(k) {
+                            let chain = broker_chain(&img, Some(id), k, &v);
+                            r.configs.push(entry(k, &chain, !is_dynamic(k), synonyms));
+                        }
+                    }
+                }
+                // Kafka: a broker describes only itself; the admin client sends it there.
+                Ok(Some(id)) => {
+                    r.error_code = errors::INVALID_REQUEST;
+                    r.error_message = Some(str_bytes(&format!(
+                        "Unexpected broker id, expected {} or empty string, but received {id}",
+                        cfg.node_id
+                    )));
+                }
+                Err(msg) => {
+                    r.error_code = errors::INVALID_REQUEST;
+                    r.error_message = Some(str_bytes(&msg));
+                }
+            },
             _ => {
                 r.error_code = errors::INVALID_REQUEST;
                 r.error_message = Some(str_bytes("unsupported resource type"));

@@ -25,6 +25,9 @@ pub struct PartitionRead {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub batches: Vec<Bytes>,
+    /// Fetch v16+ (KIP-951): the current leader and its epoch, on NOT_LEADER_OR_FOLLOWER and
+    /// FENCED_LEADER_EPOCH.
+    pub current_leader: Option<(i32, i32)>,
 }
 
 impl PartitionRead {
@@ -34,6 +37,7 @@ impl PartitionRead {
             high_watermark: -1,
             log_start_offset: -1,
             batches: Vec::new(),
+            current_leader: None,
         }
     }
     pub fn bytes(&self) -> usize {
@@ -66,6 +70,7 @@ pub async fn read_local(shard: &Rc<Shard>, spec: ReadSpec) -> PartitionRead {
             high_watermark: p.high_watermark(),
             log_start_offset: p.log.log_start_offset(),
             batches: Vec::new(),
+            current_leader: None,
         };
         if spec.offset < leo {
             match p.log.read(spec.offset, spec.max_bytes, leo).await {
@@ -120,6 +125,7 @@ pub async fn read_local(shard: &Rc<Shard>, spec: ReadSpec) -> PartitionRead {
         high_watermark: p.high_watermark(),
         log_start_offset: start,
         batches: Vec::new(),
+        current_leader: None,
     };
     if spec.offset >= upper || spec.max_bytes == 0 {
         return r;
@@ -344,6 +350,23 @@ pub async fn handle(
         }
     }
     let img = shard.image();
+    // KIP-951 (v16+): point the client at the current leader of partitions this broker does
+    // not lead, with that leader's endpoint.
+    let mut leaders = Vec::new();
+    if ctx.api_version >= 16 {
+        for ((name, _, parts), reads) in topics.iter().zip(results.iter_mut()) {
+            let Some(name) = name else { continue };
+            for ((partition, ..), r) in parts.iter().zip(reads.iter_mut()) {
+                if r.error == errors::NOT_LEADER_OR_FOLLOWER
+                    || r.error == errors::FENCED_LEADER_EPOCH
+                {
+                    r.current_leader = super::current_leader(&shard, name, *partition);
+                    leaders.extend(r.current_leader.map(|(l, _)| l));
+                }
+            }
+        }
+    }
+    let endpoints = super::node_endpoints(&shard, leaders);
     let mut out = Vec::with_capacity(topics.len());
     for ((name, id, parts), reads) in topics.iter().zip(results) {
         let id = name
@@ -356,5 +379,5 @@ pub async fn handle(
             partitions: parts.iter().map(|p| p.0).zip(reads).collect(),
         });
     }
-    Ok(Some(super::fetch_response::encode(&ctx, &out)))
+    Ok(Some(super::fetch_response::encode(&ctx, &out, &endpoints)))
 }

@@ -1,4 +1,4 @@
-//! Hand-written Fetch response (v4–v13). Hot path: record batches are never re-encoded. A
+//! Hand-written Fetch response (v4–v18). Hot path: record batches are never re-encoded. A
 //! small response is one buffer (the batches copied in once); a large one is sent as pieces —
 //! the response's own fields in one buffer, cut where each partition's batches go, and the
 //! log's `Bytes` between the cuts — written with one vectored write, so the batches are not
@@ -38,8 +38,23 @@ fn put_len(buf: &mut BytesMut, n: usize, flexible: bool) {
     }
 }
 
-/// Encodes the whole response frame (length, header, body).
-pub fn encode(ctx: &RequestContext, topics: &[TopicReads<'_>]) -> Response {
+fn put_compact_str(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        None => put_uvarint(buf, 0),
+        Some(s) => {
+            put_uvarint(buf, s.len() as u64 + 1);
+            buf.put_slice(s.as_bytes());
+        }
+    }
+}
+
+/// Encodes the whole response frame (length, header, body). `endpoints` (id, host, port,
+/// rack) are the NodeEndpoints of v16+: the leaders named in partitions' CurrentLeader.
+pub fn encode(
+    ctx: &RequestContext,
+    topics: &[TopicReads<'_>],
+    endpoints: &[super::Endpoint],
+) -> Response {
     let (mut records, mut batches, mut parts) = (0usize, 0usize, 0usize);
     for (_, r) in topics.iter().flat_map(|t| t.partitions.iter()) {
         records += r.bytes();
@@ -48,7 +63,7 @@ pub fn encode(ctx: &RequestContext, topics: &[TopicReads<'_>]) -> Response {
     }
     let vectored =
         records >= VECTORED_MIN_RECORD_BYTES && records >= batches * VECTORED_MIN_BATCH_BYTES;
-    let fields = 64 + parts * 64 + topics.len() * 64;
+    let fields = 64 + parts * 80 + topics.len() * 64 + endpoints.len() * 300;
     let mut buf = ctx.response_buf(if vectored { fields } else { fields + records });
     // Where in `buf` each partition's batches belong, when they are not copied in.
     let mut cuts: Vec<(usize, &[Bytes])> = Vec::new();
@@ -100,15 +115,40 @@ pub fn encode(ctx: &RequestContext, topics: &[TopicReads<'_>]) -> Response {
                     buf.put_slice(b);
                 }
             }
-            if flexible {
-                buf.put_u8(0); // partition tagged fields
+            match r.current_leader {
+                // Tag 1, CurrentLeader {leader id, leader epoch, no tagged fields}: 9 bytes.
+                Some((leader, epoch)) if v >= 16 => {
+                    buf.put_u8(1);
+                    buf.put_u8(1);
+                    buf.put_u8(9);
+                    buf.put_i32(leader);
+                    buf.put_i32(epoch);
+                    buf.put_u8(0);
+                }
+                _ if flexible => buf.put_u8(0), // partition tagged fields
+                _ => {}
             }
         }
         if flexible {
             buf.put_u8(0); // topic tagged fields
         }
     }
-    if flexible {
+    if v >= 16 && !endpoints.is_empty() {
+        // Tag 0, NodeEndpoints: a compact array, its size first.
+        let mut e = BytesMut::new();
+        put_uvarint(&mut e, endpoints.len() as u64 + 1);
+        for (id, host, port, rack) in endpoints {
+            e.put_i32(*id);
+            put_compact_str(&mut e, Some(host));
+            e.put_i32(*port);
+            put_compact_str(&mut e, rack.as_deref());
+            e.put_u8(0);
+        }
+        buf.put_u8(1);
+        buf.put_u8(0);
+        put_uvarint(&mut buf, e.len() as u64);
+        buf.put_slice(&e);
+    } else if flexible {
         buf.put_u8(0); // response tagged fields
     }
     if !vectored {
@@ -149,6 +189,7 @@ mod tests {
                 Bytes::from_static(b"first-batch"),
                 Bytes::from_static(b"second"),
             ],
+            current_leader: None,
         };
         // Large enough to be sent as pieces rather than copied into one buffer.
         let big = PartitionRead {
@@ -172,12 +213,14 @@ mod tests {
         let expected: Vec<u8> = read.batches.iter().flat_map(|b| b.to_vec()).collect();
         // Two partitions carry `read`, so the whole response holds twice its bytes.
         let empty = PartitionRead {
-            error: 1,
+            error: 6,
             high_watermark: -1,
             log_start_offset: -1,
             batches: vec![],
+            current_leader: Some((3, 12)),
         };
-        for v in 4..=13 {
+        let endpoints = [(3, "node3".to_string(), 9093, Some("r1".to_string()))];
+        for v in 4..=18 {
             let ctx = RequestContext {
                 api_key: ApiKey::Fetch,
                 api_version: v,
@@ -191,7 +234,7 @@ mod tests {
                 id: [7; 16],
                 partitions: vec![(0, read.clone()), (5, empty.clone()), (7, read.clone())],
             }];
-            let frame = encode(&ctx, &topics);
+            let frame = encode(&ctx, &topics, &endpoints);
             let (bytes, batches) = (2 * expected.len(), 2 * read.batches.len());
             assert_eq!(
                 matches!(frame, Response::Pieces(_)),
@@ -222,7 +265,20 @@ mod tests {
             }
             assert_eq!(p.records.as_deref(), Some(&expected[..]));
             let q = &t.partitions[1];
-            assert_eq!((q.partition_index, q.error_code), (5, 1));
+            assert_eq!((q.partition_index, q.error_code), (5, 6));
+            if v >= 16 {
+                assert_eq!(
+                    (q.current_leader.leader_id.0, q.current_leader.leader_epoch),
+                    (3, 12),
+                    "v{v} current leader"
+                );
+                assert_eq!(r.node_endpoints.len(), 1);
+                let e = &r.node_endpoints[0];
+                assert_eq!((e.node_id.0, e.host.as_str(), e.port), (3, "node3", 9093));
+                assert_eq!(e.rack.as_deref(), Some("r1"));
+            } else {
+                assert_eq!(q.current_leader.leader_id.0, -1, "v{v}: no current leader");
+            }
             assert_eq!(q.records.as_deref(), Some(&b""[..]));
             let last = &t.partitions[2];
             assert_eq!(last.partition_index, 7);

@@ -1,4 +1,5 @@
-//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), by time.
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), latest
+//! tiered (-5, v9+), by time. v10's timeout bounds remote-storage lookups, which there are none.
 
 use super::topic_name;
 use crate::kafka::dispatch::HandlerResult;
@@ -17,6 +18,7 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
 
 #[derive(Debug, Clone, Copy)]
 struct Answer {
@@ -75,6 +77,12 @@ async fn lookup(
         LATEST if from_replica.is_some_and(|r| r >= 0) => ok(p.log.log_end_offset(), -1),
         LATEST => ok(p.high_watermark(), -1),
         EARLIEST | EARLIEST_LOCAL => ok(p.log.log_start_offset(), -1),
+        // Nothing is tiered: Kafka answers offset -1, timestamp -1, epoch -1 without remote
+        // storage.
+        LATEST_TIERED => Answer {
+            epoch: -1,
+            ..ok(-1, -1)
+        },
         MAX_TIMESTAMP => {
             let (t, o) = p.log.max_timestamp_and_offset();
             if o < 0 || o >= p.high_watermark() {
@@ -111,7 +119,10 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         for p in t.partitions {
             let tp = TopicPartition::new(&name, p.partition_index);
             let owner = shard.owner_of(&name, p.partition_index);
-            let (ts, epoch) = (p.timestamp, p.current_leader_epoch);
+            let (mut ts, epoch) = (p.timestamp, p.current_leader_epoch);
+            if ts == LATEST_TIERED && ctx.api_version < 9 {
+                ts = i64::MIN; // not a target before v9: INVALID_REQUEST below
+            }
             let a = shard
                 .run_on(owner, move |s| async move {
                     lookup(&s, tp, ts, epoch, from_replica).await

@@ -12,6 +12,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod elect_leaders;
 pub mod fetch;
@@ -48,4 +49,34 @@ pub(crate) fn str_bytes(s: &str) -> StrBytes {
 
 pub(crate) fn uuid(id: &chronik_raft::image::TopicId) -> uuid::Uuid {
     uuid::Uuid::from_bytes(*id)
+}
+
+/// A broker endpoint as NodeEndpoints carry it: id, host, port, rack.
+pub(crate) type Endpoint = (i32, String, i32, Option<String>);
+
+/// KIP-951: a partition's current leader and leader epoch, for a NOT_LEADER_OR_FOLLOWER
+/// answer (Produce v10+, Fetch v16+). None when it has no leader.
+pub(crate) fn current_leader(
+    shard: &crate::shard::Shard,
+    topic: &str,
+    partition: i32,
+) -> Option<(i32, i32)> {
+    shard.with_image(|i| {
+        i.partition(topic, partition)
+            .filter(|p| p.leader != chronik_raft::image::NO_LEADER)
+            .map(|p| (p.leader, p.leader_epoch))
+    })
+}
+
+/// The endpoints (id, host, port, rack) of the given brokers, each once, as the NodeEndpoints
+/// of Produce v10+ and Fetch v16+ responses list them.
+pub(crate) fn node_endpoints(shard: &crate::shard::Shard, mut ids: Vec<i32>) -> Vec<Endpoint> {
+    ids.sort_unstable();
+    ids.dedup();
+    shard.with_image(|i| {
+        ids.iter()
+            .filter_map(|id| i.broker(*id).filter(|b| !b.fenced))
+            .map(|b| (b.id, b.host.clone(), i32::from(b.port), b.rack.clone()))
+            .collect()
+    })
 }

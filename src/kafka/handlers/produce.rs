@@ -14,8 +14,10 @@ use crate::shard::{Shard, TopicPartition};
 use bytes::{Buf, BytesMut};
 use chronik_storage::batch_validation::Limits;
 use chronik_storage::{BatchError, ValidBatch};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::ProduceResponse;
+use kafka_protocol::messages::produce_response::{
+    NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use std::rc::Rc;
 use std::time::Duration;
@@ -66,7 +68,10 @@ pub struct ProducePartition {
 }
 
 pub struct ProduceTopic {
+    /// Empty for v13+, which names topics by id.
     pub name: String,
+    /// v13+.
+    pub id: Option<[u8; 16]>,
     pub partitions: Vec<ProducePartition>,
 }
 
@@ -77,13 +82,15 @@ pub struct ParsedProduce {
     pub topics: Vec<ProduceTopic>,
 }
 
-/// Parses Produce v3–v9 (v9 is flexible: compact strings/arrays and tagged fields).
+/// Parses Produce v3–v13 (v9+ is flexible: compact strings/arrays and tagged fields; v13 names
+/// topics by id).
 pub fn parse(mut body: BytesMut, version: i16) -> Result<ParsedProduce, ProtocolError> {
     let flexible = version >= 9;
+    let by_id = version >= 13;
     // First pass over a borrowed reader records where each records field lies.
     let mut spans: Vec<(usize, usize)> = Vec::new();
     // (topic, [(partition index, slot in `spans` if records were present)])
-    type Shape = Vec<(String, Vec<(i32, Option<usize>)>)>;
+    type Shape = Vec<(String, Option<[u8; 16]>, Vec<(i32, Option<usize>)>)>;
     let mut shape: Shape = Vec::new();
     let (transactional_id, acks, timeout_ms) = {
         let mut r = Reader::new(&body[..]);
@@ -97,12 +104,13 @@ pub fn parse(mut body: BytesMut, version: i16) -> Result<ParsedProduce, Protocol
         let timeout = r.i32()?;
         let ntopics = r.array_len(flexible)?;
         for _ in 0..ntopics {
-            let name = if flexible {
-                r.compact_string()?
+            let (name, id) = if by_id {
+                (String::new(), Some(r.uuid()?))
+            } else if flexible {
+                (r.compact_string()?.to_string(), None)
             } else {
-                r.string()?
-            }
-            .to_string();
+                (r.string()?.to_string(), None)
+            };
             let nparts = r.array_len(flexible)?;
             let mut parts = Vec::with_capacity(nparts);
             for _ in 0..nparts {
@@ -120,7 +128,7 @@ pub fn parse(mut body: BytesMut, version: i16) -> Result<ParsedProduce, Protocol
             if flexible {
                 r.skip_tagged_fields()?;
             }
-            shape.push((name, parts));
+            shape.push((name, id, parts));
         }
         if flexible {
             r.skip_tagged_fields()?;
@@ -137,8 +145,9 @@ pub fn parse(mut body: BytesMut, version: i16) -> Result<ParsedProduce, Protocol
     }
     let topics = shape
         .into_iter()
-        .map(|(name, parts)| ProduceTopic {
+        .map(|(name, id, parts)| ProduceTopic {
             name,
+            id,
             partitions: parts
                 .into_iter()
                 .map(|(index, slot)| ProducePartition {
@@ -162,10 +171,22 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
     let mut tasks = Vec::new();
     let mut auto_created = false;
-    for t in req.topics {
+    for mut t in req.topics {
+        // v13: the topic by its id; an unknown id is UNKNOWN_TOPIC_ID (no auto-creation).
+        let unknown_id = match t.id {
+            Some(id) => match shard.with_image(|i| i.topic_by_id(&id).map(|x| x.name.clone())) {
+                Some(name) => {
+                    t.name = name;
+                    false
+                }
+                None => true,
+            },
+            None => false,
+        };
         let internal = is_internal_topic(&t.name);
         // Produce to an unknown topic auto-creates it (when enabled), like Kafka's Metadata path.
         if !internal
+            && !unknown_id
             && !auto_created
             && shard.config.auto_create_topics_enable
             && shard.with_image(|i| i.topic(&t.name).is_none())
@@ -181,8 +202,9 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
                 topic: name.clone(),
                 partition: p.index,
             };
-            let task: glommio::task::JoinHandle<Answer> = if !(acks == 0 || acks == 1 || acks == -1)
-            {
+            let task: glommio::task::JoinHandle<Answer> = if unknown_id {
+                glommio::spawn_local(async { refused(errors::UNKNOWN_TOPIC_ID) }).detach()
+            } else if !(acks == 0 || acks == 1 || acks == -1) {
                 glommio::spawn_local(async { refused(errors::INVALID_REQUIRED_ACKS) }).detach()
             } else if req.transactional_id.is_some() {
                 glommio::spawn_local(async {
@@ -210,12 +232,16 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             };
             parts.push((p.index, task));
         }
-        tasks.push((name, parts));
+        tasks.push((name, t.id, parts));
     }
     let mut resp = ProduceResponse::default();
-    for (name, parts) in tasks {
+    let mut leaders = Vec::new();
+    for (name, id, parts) in tasks {
         let mut tr = TopicProduceResponse::default();
-        tr.name = topic_name(&name);
+        match id {
+            Some(id) => tr.topic_id = uuid::Uuid::from_bytes(id),
+            None => tr.name = topic_name(&name),
+        }
         for (index, task) in parts {
             let (o, why) = task
                 .await
@@ -231,12 +257,29 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             if ctx.api_version >= 5 {
                 pr.log_start_offset = o.log_start_offset;
             }
+            // KIP-951 (v10+): where the partition's leader is now, so the client need not
+            // refresh its metadata first.
+            if ctx.api_version >= 10 && o.error == errors::NOT_LEADER_OR_FOLLOWER {
+                if let Some((leader, epoch)) = super::current_leader(&shard, &name, index) {
+                    pr.current_leader.leader_id = BrokerId(leader);
+                    pr.current_leader.leader_epoch = epoch;
+                    leaders.push(leader);
+                }
+            }
             tr.partition_responses.push(pr);
         }
         resp.responses.push(tr);
     }
     if acks == 0 {
         return Ok(None);
+    }
+    for (node_id, host, port, rack) in super::node_endpoints(&shard, leaders) {
+        let mut e = NodeEndpoint::default();
+        e.node_id = BrokerId(node_id);
+        e.host = StrBytes::from_string(host);
+        e.port = port;
+        e.rack = rack.map(StrBytes::from_string);
+        resp.node_endpoints.push(e);
     }
     ctx.encode(&resp).map(Some)
 }
@@ -269,8 +312,8 @@ async fn produce_routed(
         i.topic(&tp.topic)
             .and_then(|t| t.config("max.message.bytes"))
             .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or_else(|| crate::dynamic_config::message_max_bytes(&shard.config, i))
     });
-    let max = max.unwrap_or(shard.config.message_max_bytes);
     if batch.len() > max {
         return refused(errors::MESSAGE_TOO_LARGE);
     }
@@ -334,8 +377,8 @@ async fn produce_valid_local(
         i.topic(&tp.topic)
             .and_then(|t| t.config("min.insync.replicas"))
             .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or_else(|| crate::dynamic_config::min_insync_replicas(&shard.config, i))
     });
-    let min_isr = min_isr.unwrap_or(shard.config.min_insync_replicas.max(1) as usize);
     if acks == -1 && p.isr.borrow().len() < min_isr {
         return ProduceOutcome::error(errors::NOT_ENOUGH_REPLICAS);
     }
