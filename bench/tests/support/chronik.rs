@@ -65,13 +65,15 @@ fn server_binary() -> PathBuf {
     }
     dirs.push(root.join("target"));
     dirs.push(root.join("target-bench"));
-    for d in &dirs {
-        for profile in ["release", "debug"] {
-            let p = d.join(profile).join("chronik-server");
-            if p.exists() {
-                return p;
-            }
-        }
+    // The most recently built one: a release binary left from an older build must not stand
+    // in for the debug build the test command just made.
+    let newest = dirs
+        .iter()
+        .flat_map(|d| ["release", "debug"].map(|profile| d.join(profile).join("chronik-server")))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max_by_key(|(modified, _)| *modified);
+    if let Some((_, p)) = newest {
+        return p;
     }
     // A separate target dir: the outer `cargo test` may still hold the lock on the usual one.
     let target = dirs

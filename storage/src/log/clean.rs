@@ -266,20 +266,9 @@ impl Inner {
             tracing::warn!(dir = %self.dir.display(), "log cleaner: the dedupe buffer cannot hold one batch's keys");
             return Ok(None);
         }
-        let horizon = limits
-            .now_ms
-            .saturating_sub(self.cfg.borrow().compaction.delete_retention_ms as i64);
         for seg in c.segs.iter().filter(|s| s.base < map_end) {
             let Some(rw) = self
-                .rewrite_segment(
-                    seg,
-                    &map,
-                    map_end,
-                    horizon,
-                    c.active_base,
-                    &limits.pace,
-                    &mut stats,
-                )
+                .rewrite_segment(seg, &map, map_end, c.active_base, limits, &mut stats)
                 .await?
             else {
                 continue;
@@ -352,11 +341,15 @@ impl Inner {
         seg: &SegSnap,
         map: &HashMap<u128, i64>,
         map_end: i64,
-        horizon: i64,
         active_base: i64,
-        pacing: &CleanerPace,
+        limits: &CleanerLimits,
         stats: &mut CleanStats,
     ) -> Result<Option<Rewritten>, StorageError> {
+        let pacing = &limits.pace;
+        // Tombstones older than this are dropped (Kafka's delete.retention.ms).
+        let horizon = limits
+            .now_ms
+            .saturating_sub(self.cfg.borrow().compaction.delete_retention_ms as i64);
         // The last record before the active segment stays: if a crash leaves the active
         // segment empty, recovery drops it and takes the log end from this one.
         let pinned = if seg.next == active_base {
