@@ -126,26 +126,19 @@ fn list(target: &KafkaTarget) -> Result<(), CliError> {
         }
     }
     let groups: Vec<Listed> = groups.into_values().collect();
-    match target.format {
-        Format::Json => print!("{}", output::json(&groups)),
-        Format::Table => {
-            let rows: Vec<Vec<String>> = groups
-                .iter()
-                .map(|g| {
-                    vec![
-                        g.group.clone(),
-                        g.state.clone(),
-                        g.protocol_type.clone(),
-                        g.coordinator.to_string(),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                output::table(&["GROUP", "STATE", "PROTOCOL-TYPE", "COORDINATOR"], &rows)
-            );
-        }
-    }
+    output::list(
+        target.format,
+        &groups,
+        &["GROUP", "STATE", "PROTOCOL-TYPE", "COORDINATOR"],
+        |g| {
+            vec![
+                g.group.clone(),
+                g.state.clone(),
+                g.protocol_type.clone(),
+                g.coordinator.to_string(),
+            ]
+        },
+    );
     // Groups of the brokers that answered are listed; one that did not makes the list partial.
     failed.map_or(Ok(()), Err)
 }
@@ -556,37 +549,27 @@ fn reset_offsets(
             }
         }
     }
-    match target.format {
-        Format::Json => print!("{}", output::json(&resets)),
-        Format::Table => {
-            let status = if dry_run { "dry run" } else { "OK" };
-            let rows: Vec<Vec<String>> = resets
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.topic.clone(),
-                        r.partition.to_string(),
-                        opt(r.previous_offset),
-                        r.new_offset.to_string(),
-                        r.error.clone().unwrap_or_else(|| status.into()),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                output::table(
-                    &[
-                        "TOPIC",
-                        "PARTITION",
-                        "PREVIOUS-OFFSET",
-                        "NEW-OFFSET",
-                        "STATUS"
-                    ],
-                    &rows
-                )
-            );
-        }
-    }
+    let status = if dry_run { "dry run" } else { "OK" };
+    output::list(
+        target.format,
+        &resets,
+        &[
+            "TOPIC",
+            "PARTITION",
+            "PREVIOUS-OFFSET",
+            "NEW-OFFSET",
+            "STATUS",
+        ],
+        |r| {
+            vec![
+                r.topic.clone(),
+                r.partition.to_string(),
+                opt(r.previous_offset),
+                r.new_offset.to_string(),
+                r.error.clone().unwrap_or_else(|| status.into()),
+            ]
+        },
+    );
     match refused {
         Some(code) => {
             let hint = matches!(
@@ -635,20 +618,11 @@ fn delete(target: &KafkaTarget, groups: &[String]) -> Result<(), CliError> {
             error: (code != errors::NONE).then(|| error_name(code)),
         });
     }
-    match target.format {
-        Format::Json => print!("{}", output::json(&out)),
-        Format::Table => {
-            let rows: Vec<Vec<String>> = out
-                .iter()
-                .map(|d| {
-                    vec![
-                        d.group.clone(),
-                        d.error.clone().unwrap_or_else(|| "OK".into()),
-                    ]
-                })
-                .collect();
-            print!("{}", output::table(&["GROUP", "STATUS"], &rows));
-        }
-    }
+    output::list(target.format, &out, &["GROUP", "STATUS"], |d| {
+        vec![
+            d.group.clone(),
+            d.error.clone().unwrap_or_else(|| "OK".into()),
+        ]
+    });
     refused.map_or(Ok(()), Err)
 }

@@ -33,6 +33,22 @@ pub fn section(title: &str) -> String {
     format!("{title}\n{}\n", "=".repeat(title.len()))
 }
 
+/// Prints `items` as JSON, or as a table with one row each.
+pub fn list<T: Serialize>(
+    format: super::Format,
+    items: &[T],
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) {
+    match format {
+        super::Format::Json => print!("{}", json(&items)),
+        super::Format::Table => {
+            let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+            print!("{}", table(headers, &rows));
+        }
+    }
+}
+
 pub fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
 }

@@ -258,25 +258,18 @@ fn list(target: &KafkaTarget, internal: bool) -> Result<(), CliError> {
         })
         .collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
-    match target.format {
-        Format::Json => print!("{}", output::json(&topics)),
-        Format::Table => {
-            let rows: Vec<Vec<String>> = topics
-                .iter()
-                .map(|t| {
-                    vec![
-                        t.name.clone(),
-                        t.partitions.to_string(),
-                        t.replicas.to_string(),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                output::table(&["NAME", "PARTITIONS", "REPLICAS"], &rows)
-            );
-        }
-    }
+    output::list(
+        target.format,
+        &topics,
+        &["NAME", "PARTITIONS", "REPLICAS"],
+        |t| {
+            vec![
+                t.name.clone(),
+                t.partitions.to_string(),
+                t.replicas.to_string(),
+            ]
+        },
+    );
     Ok(())
 }
 
@@ -556,25 +549,18 @@ fn alter_config(
         ));
     }
     let changes: Vec<ConfigChange> = changes.into_iter().map(|(c, _)| c).collect();
-    match target.format {
-        Format::Json => print!("{}", output::json(&changes)),
-        Format::Table => {
-            let rows: Vec<Vec<String>> = changes
-                .iter()
-                .map(|c| {
-                    vec![
-                        c.name.clone(),
-                        c.operation.to_string(),
-                        c.value.clone().unwrap_or_else(|| "-".into()),
-                        if dry_run { "OK (dry run)" } else { "OK" }.to_string(),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                output::table(&["KEY", "OPERATION", "VALUE", "STATUS"], &rows)
-            );
-        }
-    }
+    output::list(
+        target.format,
+        &changes,
+        &["KEY", "OPERATION", "VALUE", "STATUS"],
+        |c| {
+            vec![
+                c.name.clone(),
+                c.operation.to_string(),
+                c.value.clone().unwrap_or_else(|| "-".into()),
+                if dry_run { "OK (dry run)" } else { "OK" }.to_string(),
+            ]
+        },
+    );
     Ok(())
 }
