@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from conftest import free_port, server_binary, wait_ready
-from test_java_client import CACHE, HERE, client_jars, jdk_tool
+from test_java_client import HERE, java_program
 
 KEYS, VERSIONS, TOMBSTONED = 100, 20, 10
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
@@ -116,16 +116,8 @@ def test_confluent_and_java_read_exactly_the_latest_value_of_each_live_key(clean
     for t, recs in by_confluent.items():
         assert recs[0][0] > 0, f"{t}: the old versions were compacted away, leaving a gap"
 
-    javac, java = jdk_tool("javac"), jdk_tool("java")
-    if not javac or not java:
-        pytest.skip("no JDK on this machine (javac/java not on PATH or in JAVA_HOME)")
-    jars = client_jars()
-    classes = os.path.join(CACHE, "classes")
-    os.makedirs(classes, exist_ok=True)
-    cp = os.pathsep.join(jars)
-    subprocess.run([javac, "-d", classes, "-cp", cp, os.path.join(HERE, "java", "JavaCompactedRead.java")],
-                   check=True, timeout=300)
-    r = subprocess.run([java, "-cp", cp + os.pathsep + classes, "JavaCompactedRead", cleaning_broker] + topics,
+    program = java_program(os.path.join(HERE, "java", "JavaCompactedRead.java"))
+    r = subprocess.run(program + ["JavaCompactedRead", cleaning_broker] + topics,
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0 and "java read ok" in r.stdout, r.stdout + r.stderr
     by_java = {t: [] for t in topics}

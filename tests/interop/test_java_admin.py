@@ -5,22 +5,14 @@ Jars and cluster come from test_java_client.py."""
 import os
 import subprocess
 
-import pytest
-from test_java_client import CACHE, HERE, client_jars, cluster3, jdk_tool  # noqa: F401 (fixture)
+from test_java_client import HERE, cluster3, java_program  # noqa: F401 (fixture)
 
 SOURCE = os.path.join(HERE, "java", "JavaAdminApis.java")
 
 
 def test_java_admin_log_dirs_elections_a_replica_move_and_the_quorum(cluster3):  # noqa: F811
-    javac, java = jdk_tool("javac"), jdk_tool("java")
-    if not javac or not java:
-        pytest.skip("no JDK on this machine (javac/java not on PATH or in JAVA_HOME)")
-    cp = os.pathsep.join(client_jars())
-    classes = os.path.join(CACHE, "classes")
-    os.makedirs(classes, exist_ok=True)
-    subprocess.run([javac, "-d", classes, "-cp", cp, SOURCE], check=True, timeout=300)
     r = subprocess.run(
-        [java, "-cp", cp + os.pathsep + classes, "JavaAdminApis", cluster3, "3"],
+        java_program(SOURCE) + ["JavaAdminApis", cluster3, "3"],
         capture_output=True,
         text=True,
         timeout=240,

@@ -67,17 +67,22 @@ def client_jars():
     return paths
 
 
-def run_round_trip(bootstrap, brokers):
+def java_program(source):
+    """Compiles `source` against the client's jars; returns the `java -cp ...` command prefix.
+    Skips the test when the machine has no JDK."""
     javac, java = jdk_tool("javac"), jdk_tool("java")
     if not javac or not java:
         pytest.skip("no JDK on this machine (javac/java not on PATH or in JAVA_HOME)")
-    jars = client_jars()
+    cp = os.pathsep.join(client_jars())
     classes = os.path.join(CACHE, "classes")
     os.makedirs(classes, exist_ok=True)
-    cp = os.pathsep.join(jars)
-    subprocess.run([javac, "-d", classes, "-cp", cp, SOURCE], check=True, timeout=300)
+    subprocess.run([javac, "-d", classes, "-cp", cp, source], check=True, timeout=300)
+    return [java, "-cp", cp + os.pathsep + classes]
+
+
+def run_round_trip(bootstrap, brokers):
     r = subprocess.run(
-        [java, "-cp", cp + os.pathsep + classes, "JavaClientRoundTrip", bootstrap, str(brokers)],
+        java_program(SOURCE) + ["JavaClientRoundTrip", bootstrap, str(brokers)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -146,14 +151,7 @@ def test_java_admin_alters_broker_configs_describes_producers_and_uses_the_newes
 
     from conftest import free_port
 
-    javac, java = jdk_tool("javac"), jdk_tool("java")
-    if not javac or not java:
-        pytest.skip("no JDK on this machine (javac/java not on PATH or in JAVA_HOME)")
-    jars = client_jars()
-    classes = os.path.join(CACHE, "classes")
-    os.makedirs(classes, exist_ok=True)
-    cp = os.pathsep.join(jars)
-    subprocess.run([javac, "-d", classes, "-cp", cp, ADMIN_SOURCE], check=True, timeout=300)
+    program = java_program(ADMIN_SOURCE)
 
     tmp = tempfile.mkdtemp(prefix="chronik-java-admin-")
     port, cport = free_port(), free_port()
@@ -169,7 +167,7 @@ def test_java_admin_alters_broker_configs_describes_producers_and_uses_the_newes
     try:
         wait_ready(port, proc)
         r = subprocess.run(
-            [java, "-cp", cp + os.pathsep + classes, "JavaBrokerConfigs", f"127.0.0.1:{port}"],
+            program + ["JavaBrokerConfigs", f"127.0.0.1:{port}"],
             capture_output=True, text=True, timeout=240,
         )
         assert r.returncode == 0, r.stdout + r.stderr
