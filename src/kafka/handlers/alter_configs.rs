@@ -37,7 +37,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     for res in req.resources {
         let name = res.resource_name.to_string();
         let (code, message) = if res.resource_type == RESOURCE_BROKER {
-            match broker_changes(&res.configs) {
+            match incremental_changes(&res.configs, None) {
                 Ok((set, delete)) => {
                     alter_broker(&shard, &name, set, delete, req.validate_only).await
                 }
@@ -46,7 +46,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         } else if res.resource_type != RESOURCE_TOPIC {
             not_a_topic()
         } else {
-            match incremental_changes(&shard, &name, &res.configs) {
+            match incremental_changes(&res.configs, Some(&|k| current_value(&shard, &name, k))) {
                 Ok((set, delete)) => alter(&shard, name, set, delete, req.validate_only).await,
                 Err(msg) => (errors::INVALID_CONFIG, Some(msg)),
             }
@@ -136,31 +136,6 @@ fn not_a_topic() -> Outcome {
     )
 }
 
-/// IncrementalAlterConfigs' operations on a broker: SET and DELETE (no broker config is a list).
-fn broker_changes(
-    configs: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
-) -> Result<(BTreeMap<String, String>, Vec<String>), String> {
-    let mut set = BTreeMap::new();
-    let mut delete = Vec::new();
-    for c in configs {
-        let key = c.name.to_string();
-        match (c.config_operation, &c.value) {
-            (OP_SET, Some(v)) => {
-                set.insert(key, v.to_string());
-            }
-            (OP_SET, None) => return Err(format!("null value not supported for {key}")),
-            (OP_DELETE, _) => delete.push(key),
-            (OP_APPEND | OP_SUBTRACT, _) => {
-                return Err(format!(
-                    "config value append/subtract is not allowed for config key {key}"
-                ))
-            }
-            (op, _) => return Err(format!("unknown config operation {op} on {key}")),
-        }
-    }
-    Ok((set, delete))
-}
-
 /// Alters dynamic broker configs: read-only broker configs are refused with INVALID_REQUEST
 /// as Kafka does, the rest checked (INVALID_CONFIG) and committed by the controller.
 async fn alter_broker(
@@ -227,12 +202,15 @@ async fn alter_broker(
     }
 }
 
+/// A resource's current value for a config key.
+type CurrentValue<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// The keys to set and to delete for IncrementalAlterConfigs' operations. APPEND and SUBTRACT
-/// work on list-typed configs only, against the topic's current value (override or default).
+/// work on list-typed configs only, against `current` (a topic's override or default); a
+/// resource without list configs (a broker) passes None and gets SET and DELETE only.
 fn incremental_changes(
-    shard: &Shard,
-    topic: &str,
     configs: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+    current: Option<CurrentValue<'_>>,
 ) -> Result<(BTreeMap<String, String>, Vec<String>), String> {
     let mut set = BTreeMap::new();
     let mut delete = Vec::new();
@@ -245,15 +223,15 @@ fn incremental_changes(
             (OP_SET, None) => return Err(format!("null value not supported for {key}")),
             (OP_DELETE, _) => delete.push(key),
             (op @ (OP_APPEND | OP_SUBTRACT), v) => {
-                if !is_list_config(&key) {
+                let Some(current_of) = current.filter(|_| is_list_config(&key)) else {
                     return Err(format!(
                         "config value append/subtract is not allowed for config key {key}"
                     ));
-                }
+                };
                 let current = set
                     .get(&key)
                     .cloned()
-                    .or_else(|| current_value(shard, topic, &key))
+                    .or_else(|| current_of(&key))
                     .unwrap_or_default();
                 let mut items: Vec<String> = split_list(&current);
                 for item in split_list(v.as_deref().unwrap_or("")) {
