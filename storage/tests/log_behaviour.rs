@@ -835,3 +835,65 @@ fn disk_is_reserved_in_proportion_to_what_a_partition_holds() {
         });
     });
 }
+
+/// Modification times of the partition's files, to see what a close rewrote.
+fn file_times(dir: &std::path::Path) -> Vec<(String, std::time::SystemTime)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .expect("ls")
+        .map(|e| {
+            let e = e.expect("entry");
+            let t = e.metadata().expect("stat").modified().expect("mtime");
+            (e.file_name().to_string_lossy().into_owned(), t)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn closing_a_log_untouched_since_open_rewrites_nothing_and_reopens_the_same() {
+    both_paths(|buffered| {
+        run(move || async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            // An empty log: closed, reopened and closed again without a single write.
+            let log = open(dir.path(), cfg(buffered), 0).await;
+            log.close().await.expect("close");
+            let empty = file_times(dir.path());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let log = open(dir.path(), cfg(buffered), 0).await;
+            assert_eq!(log.log_end_offset(), 0);
+            log.close().await.expect("close");
+            assert_eq!(
+                file_times(dir.path()),
+                empty,
+                "an idle empty log is not rewritten"
+            );
+
+            // With data: the checkpoints of an untouched log stay as they were.
+            let log = open(dir.path(), cfg(buffered), 0).await;
+            for i in 0..20 {
+                log.append(batch(2, i, 0), 0).await.expect("append");
+            }
+            log.set_high_watermark(30);
+            log.close().await.expect("close");
+            let before = file_times(dir.path());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let log = open(dir.path(), cfg(buffered), 0).await;
+            log.close().await.expect("close");
+            let after = file_times(dir.path());
+            for name in ["log-state.checkpoint", "leader-epoch.checkpoint"] {
+                let find = |v: &Vec<(String, std::time::SystemTime)>| {
+                    v.iter().find(|(n, _)| n == name).map(|(_, t)| *t)
+                };
+                assert!(find(&before).is_some(), "{name} written by the first close");
+                assert_eq!(find(&before), find(&after), "{name} not rewritten");
+            }
+            let log = open(dir.path(), cfg(buffered), 0).await;
+            assert_eq!(log.log_end_offset(), 40);
+            assert_eq!(log.high_watermark(), 30);
+            assert_eq!(read_all(&log).await.len(), 20);
+            log.check_consistency().await.expect("consistent");
+            log.close().await.expect("close");
+        });
+    });
+}

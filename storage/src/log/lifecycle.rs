@@ -112,11 +112,23 @@ impl Inner {
             (a.file.clone(), a.meta.clone())
         };
         // Trim the O_DIRECT padding and preallocation so the index summary matches the size.
-        file.truncate(meta.size).await?;
-        file.fdatasync().await?;
-        self.fsyncs.set(self.fsyncs.get() + 1);
-        write_index_files(&self.dir, &meta).await;
-        self.write_checkpoints_locked(true).await?;
+        // A segment already at its size (untouched since open) needs neither: with thousands of
+        // idle partitions, a shutdown would otherwise spend an fsync on each for nothing.
+        if file.size().await? != meta.size {
+            file.truncate(meta.size).await?;
+            file.fdatasync().await?;
+            self.fsyncs.set(self.fsyncs.get() + 1);
+        }
+        // An empty segment is rescanned at open for free; its index files would cost two
+        // fsyncs each.
+        if meta.size > 0 {
+            write_index_files(&self.dir, &meta).await;
+        }
+        // Rewritten only if changed, or missing (a log created before its first checkpoint).
+        let missing = [LOG_STATE_FILE, EPOCH_FILE]
+            .iter()
+            .any(|name| !self.dir.join(name).exists());
+        self.write_checkpoints_locked(missing).await?;
         self.closed.set(true);
         drop(file);
         self.close_files().await;

@@ -371,7 +371,12 @@ impl PartitionLog {
             log_max_ts: (-1, -1),
             epochs,
             epochs_dirty,
-            state_dirty: true,
+            // Unchanged since the last checkpoint: nothing to rewrite until it moves.
+            state_dirty: saved_state
+                != Some(LogState {
+                    log_start_offset: log_start,
+                    high_watermark: hw,
+                }),
             read_hint: None,
             readahead: None,
             read_gen: 0,

@@ -49,7 +49,7 @@ pub(super) async fn load_segment(
                 file.truncate(scan.meta.size).await?;
                 allocated = scan.meta.size;
             }
-            if is_last {
+            if is_last && scan.meta.size > 0 {
                 // Recovered bytes may only be in the page cache (process crash): make them
                 // durable before anything is appended after them.
                 file.fdatasync().await?;

@@ -286,7 +286,10 @@ impl Inner {
             st.pending.clear();
             st.pending_bytes = 0;
             st.leo = new_leo;
-            st.hw = st.hw.min(new_leo);
+            if st.hw > new_leo {
+                st.hw = new_leo;
+                st.state_dirty = true;
+            }
             st.log_max_ts = prev_max;
             if st.epochs.truncate_from_end(new_leo) {
                 st.epochs_dirty = true;
