@@ -292,6 +292,9 @@ fn wait_for_registration(controller: &Controller, node_id: i32) {
     }
 }
 
+/// Partitions a shard closes at once when it stops.
+const CLOSE_CONCURRENCY: usize = 256;
+
 async fn run_shard(
     id: usize,
     cfg: BrokerConfig,
@@ -348,20 +351,35 @@ async fn run_shard(
     drop(listener);
     shard.shutting_down.set(true);
     shard.fetchers.stop_all();
-    // Give in-flight requests a moment to finish before the logs close.
+    // Give in-flight requests a moment to finish before the logs close; connections waiting
+    // for their next request close at once (as Kafka closes its sockets on shutdown).
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while shard.connections.get() > 0 && std::time::Instant::now() < deadline {
+        shard.idle.expire_all();
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
-    let parts: Vec<_> = shard.partitions.borrow_mut().drain().collect();
-    for (_, p) in parts {
-        match Rc::try_unwrap(p) {
-            Ok(p) => p.close().await,
-            Err(p) => {
-                if let Err(e) = p.log.flush().await {
-                    tracing::warn!("flush on shutdown: {e}");
-                }
-            }
+    let mut parts: Vec<_> = shard.partitions.borrow_mut().drain().collect();
+    // Closed many at a time: each may wait on fsyncs, which the disk takes together, and a
+    // node holding thousands of partitions must stop in seconds.
+    while !parts.is_empty() {
+        let batch = parts.split_off(parts.len().saturating_sub(CLOSE_CONCURRENCY));
+        let closing: Vec<_> = batch
+            .into_iter()
+            .map(|(_, p)| {
+                glommio::spawn_local(async move {
+                    match Rc::try_unwrap(p) {
+                        Ok(p) => p.close().await,
+                        Err(p) => {
+                            if let Err(e) = p.log.flush().await {
+                                tracing::warn!("flush on shutdown: {e}");
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in closing {
+            task.await;
         }
     }
     tracing::info!(shard = id, "shard stopped");

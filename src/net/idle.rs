@@ -90,6 +90,23 @@ impl IdleSweeper {
     }
 }
 
+impl IdleSweeper {
+    /// Shutdown: every connection waiting for its next request closes now; one with requests
+    /// in flight finishes them and closes at the next call.
+    pub fn expire_all(&self) {
+        self.conns.borrow_mut().retain(|w| {
+            let Some(c) = w.upgrade() else {
+                return false;
+            };
+            c.kicked.set(Kick::Expire);
+            if let Some(w) = c.waker.borrow_mut().take() {
+                w.wake();
+            }
+            true
+        });
+    }
+}
+
 /// Hands memory freed on this thread back to the OS. mimalloc (the broker's allocator) returns
 /// freed pages only when the thread allocates again after a short delay; an idle shard does not,
 /// so the read buffers its silent connections gave back would stay resident.
@@ -166,6 +183,17 @@ mod tests {
         c.active(&s);
         s.sweep(Some(5));
         assert!(k.as_mut().poll(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn at_shutdown_every_connection_is_kicked_to_expire_at_once() {
+        let s = IdleSweeper::default();
+        let c = s.register();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut k = Box::pin(c.kicked());
+        assert!(k.as_mut().poll(&mut cx).is_pending());
+        s.expire_all();
+        assert_eq!(k.as_mut().poll(&mut cx), Poll::Ready(Kick::Expire));
     }
 
     #[test]
