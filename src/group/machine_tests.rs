@@ -484,7 +484,11 @@ fn a_second_join_of_the_same_member_answers_the_first_with_rebalance_in_progress
 #[test]
 fn rebalance_timeout_expiry_removes_members_that_did_not_rejoin() {
     let mut f = Fixture::stable_pair();
-    f.join(&join_req("client-2"));
+    // A follower rejoining with a new subscription starts the rebalance; the leader never rejoins.
+    f.join(&JoinParams {
+        protocols: vec![("range".into(), Bytes::from_static(b"new-sub"))],
+        ..join_req("client-2")
+    });
     f.advance(REBALANCE - Duration::from_millis(1));
     assert!(matches!(f.fire_join_timer(), JoinTimer::Wait(_)));
     f.advance(Duration::from_millis(1));
@@ -574,9 +578,18 @@ fn a_join_with_a_known_instance_id_and_another_member_id_is_fenced() {
 
 #[test]
 fn a_static_member_taking_over_a_parked_join_fences_the_parked_request() {
-    let mut f = stable_static();
-    f.join(&join_req("")); // a dynamic member: rebalance, i1-1 must rejoin
-    f.join(&static_req("i1-1", "i1"));
+    let mut f = Fixture::new();
+    f.join(&static_req("", "i1"));
+    f.join(&join_req(""));
+    f.advance(DELAY);
+    f.fire_join_timer();
+    // i1-1 rejoins with a new subscription and waits for client-2 to rejoin.
+    let (out, _) = f.join(&JoinParams {
+        protocols: vec![("range".into(), Bytes::from_static(b"new-sub"))],
+        ..static_req("i1-1", "i1")
+    });
+    assert_eq!(out, JoinOutcome::Wait);
+    assert_eq!(f.g.state, GroupState::PreparingRebalance);
     let (out, fx) = f.join(&static_req("", "i1"));
     assert_eq!(out, JoinOutcome::Wait);
     assert_eq!(
@@ -586,7 +599,9 @@ fn a_static_member_taking_over_a_parked_join_fences_the_parked_request() {
             JoinResult::error(errors::FENCED_INSTANCE_ID, "i1-1")
         )
     );
-    assert!(fx.actions.contains(&Effect::ParkJoin("i1-2".into())));
+    assert_eq!(fx.actions[1], Effect::ParkJoin("i1-3".into()));
+    assert_eq!(f.g.member("i1-3").map(|m| m.awaiting_join), Some(true));
+    assert!(f.g.member("i1-1").is_none());
 }
 
 #[test]
@@ -673,12 +688,13 @@ fn a_leave_during_a_rebalance_answers_the_leaver_and_completes_the_phase_for_the
     assert_eq!(f.g.state, GroupState::CompletingRebalance);
     // A parked member leaving gets UNKNOWN_MEMBER_ID on its JoinGroup.
     let mut f = Fixture::stable_pair();
-    f.join(&join_req("client-2"));
-    let (_, fx) = leave(&mut f.g, &[("client-2".into(), None)], &f.cfg, &f.clock);
+    f.join(&join_req("client-1"));
+    let (_, fx) = leave(&mut f.g, &[("client-1".into(), None)], &f.cfg, &f.clock);
     assert_eq!(
-        join_replies(&fx)[0],
-        ("client-2".into(), errors::UNKNOWN_MEMBER_ID, -1)
+        join_replies(&fx),
+        vec![("client-1".into(), errors::UNKNOWN_MEMBER_ID, -1)]
     );
+    assert_eq!(f.g.leader.as_deref(), Some("client-2"));
 }
 
 #[test]
