@@ -116,8 +116,7 @@ async fn session_timer(
         e.session_timer = None;
     }
     let cfg = &host::coordinator(&shard).config;
-    let (expired, fx) =
-        machine::expire_sessions(&mut g.borrow_mut().group, cfg, &Clock::system());
+    let (expired, fx) = machine::expire_sessions(&mut g.borrow_mut().group, cfg, &Clock::system());
     for id in &expired {
         tracing::info!(group = %g.borrow().group.id, member = %id, "member session expired");
     }
@@ -143,7 +142,11 @@ async fn run_offset_expiry(shard: Rc<Shard>) {
 /// The committed offsets of `g` past retention (`retention_ms`, counted from the later of the
 /// commit and the moment the group became empty), and whether that is all of them. Only empty
 /// groups lose offsets.
-pub fn expired_offsets(g: &Group, now_ms: i64, retention_ms: i64) -> Option<(Vec<(String, i32)>, bool)> {
+pub fn expired_offsets(
+    g: &Group,
+    now_ms: i64,
+    retention_ms: i64,
+) -> Option<(Vec<(String, i32)>, bool)> {
     if g.state != GroupState::Empty {
         return None;
     }
@@ -160,7 +163,10 @@ pub fn expired_offsets(g: &Group, now_ms: i64, retention_ms: i64) -> Option<(Vec
 /// Expires offsets of empty groups older than offsets.retention.minutes and removes groups
 /// left with nothing.
 async fn expire_offsets(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>) {
-    let retention = host::coordinator(shard).config.offsets_retention.as_millis() as i64;
+    let retention = host::coordinator(shard)
+        .config
+        .offsets_retention
+        .as_millis() as i64;
     let now = now_ms();
     let groups: Vec<GroupRef> = part.groups.borrow().values().cloned().collect();
     for g in groups {

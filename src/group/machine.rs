@@ -367,7 +367,11 @@ fn static_rejoin(
     let unchanged = g.members[pos].protocols == req.protocols;
     {
         let m = &mut g.members[pos];
-        reply_join(m, JoinResult::error(errors::FENCED_INSTANCE_ID, &old_id), out);
+        reply_join(
+            m,
+            JoinResult::error(errors::FENCED_INSTANCE_ID, &old_id),
+            out,
+        );
         reply_sync(m, SyncResult::error(errors::FENCED_INSTANCE_ID), out);
         m.id = new_id.clone();
         m.client_id = req.client_id.clone();
@@ -435,7 +439,9 @@ pub enum SyncOutcome {
     Done(SyncResult),
     /// Parked until the assignment is stored. `persist` is set for the leader: write this
     /// group metadata (of that generation), then call `sync_persisted`.
-    Wait { persist: Option<(i32, GroupValue)> },
+    Wait {
+        persist: Option<(i32, GroupValue)>,
+    },
 }
 
 pub fn sync(g: &mut Group, req: &SyncParams, clock: &Clock) -> (SyncOutcome, Effects) {
@@ -621,7 +627,11 @@ fn remove_member(g: &mut Group, id: &str, out: &mut Effects) -> bool {
         return false;
     };
     let mut m = g.members.remove(pos);
-    reply_join(&mut m, JoinResult::error(errors::UNKNOWN_MEMBER_ID, id), out);
+    reply_join(
+        &mut m,
+        JoinResult::error(errors::UNKNOWN_MEMBER_ID, id),
+        out,
+    );
     reply_sync(&mut m, SyncResult::error(errors::UNKNOWN_MEMBER_ID), out);
     if g.leader.as_deref() == Some(id) {
         g.leader = g.members.first().map(|m| m.id.clone());

@@ -51,7 +51,12 @@ impl Fixture {
         join(&mut self.g, r, &self.cfg, &self.clock, &self.ids)
     }
 
-    fn sync(&mut self, member: &str, generation: i32, assign: &[(&str, &str)]) -> (SyncOutcome, Effects) {
+    fn sync(
+        &mut self,
+        member: &str,
+        generation: i32,
+        assign: &[(&str, &str)],
+    ) -> (SyncOutcome, Effects) {
         let r = SyncParams {
             group_id: "g".into(),
             generation,
@@ -82,7 +87,12 @@ impl Fixture {
         assert!(matches!(f.fire_join_timer(), JoinTimer::Fired(_)));
         let assign = [("client-1", "a1"), ("client-2", "a2")];
         let (out, _) = f.sync("client-1", 1, &assign);
-        assert!(matches!(out, SyncOutcome::Wait { persist: Some((1, _)) }));
+        assert!(matches!(
+            out,
+            SyncOutcome::Wait {
+                persist: Some((1, _))
+            }
+        ));
         f.sync("client-2", 1, &[]);
         let fx = sync_persisted(&mut f.g, 1, errors::NONE, &f.cfg, &f.clock);
         assert_eq!(sync_replies(&fx).len(), 2);
@@ -159,7 +169,10 @@ fn a_first_join_parks_and_the_initial_delay_completes_generation_one() {
     let JoinTimer::Fired(fx) = f.fire_join_timer() else {
         panic!("the delay passed")
     };
-    assert_eq!(join_replies(&fx), vec![("client-1".into(), errors::NONE, 1)]);
+    assert_eq!(
+        join_replies(&fx),
+        vec![("client-1".into(), errors::NONE, 1)]
+    );
     assert_eq!(f.g.state, GroupState::CompletingRebalance);
     assert_eq!(f.g.leader.as_deref(), Some("client-1"));
     assert_eq!(f.g.protocol.as_deref(), Some("range"));
@@ -230,7 +243,11 @@ fn a_failed_assignment_write_answers_the_error_and_starts_a_new_rebalance() {
     );
     assert_eq!(
         sync_replies(&fx),
-        vec![("client-1".into(), errors::COORDINATOR_NOT_AVAILABLE, Bytes::new())]
+        vec![(
+            "client-1".into(),
+            errors::COORDINATOR_NOT_AVAILABLE,
+            Bytes::new()
+        )]
     );
     assert_eq!(f.g.state, GroupState::PreparingRebalance);
     assert!(fx.join_timer.is_some());
@@ -339,8 +356,14 @@ fn a_session_timeout_outside_the_broker_bounds_is_invalid_session_timeout() {
         session_timeout_ms: cfg.max_session_timeout_ms + 1,
         ..join_req("")
     };
-    assert_eq!(check_session_timeout(&short, &cfg), Err(errors::INVALID_SESSION_TIMEOUT));
-    assert_eq!(check_session_timeout(&long, &cfg), Err(errors::INVALID_SESSION_TIMEOUT));
+    assert_eq!(
+        check_session_timeout(&short, &cfg),
+        Err(errors::INVALID_SESSION_TIMEOUT)
+    );
+    assert_eq!(
+        check_session_timeout(&long, &cfg),
+        Err(errors::INVALID_SESSION_TIMEOUT)
+    );
     assert_eq!(check_session_timeout(&join_req(""), &cfg), Ok(()));
 }
 
@@ -352,7 +375,10 @@ fn a_v4_join_without_member_id_gets_member_id_required_then_joins_with_that_id()
         ..join_req("")
     };
     let r = done(f.join(&first).0);
-    assert_eq!((r.error, r.member_id.as_str()), (errors::MEMBER_ID_REQUIRED, "client-1"));
+    assert_eq!(
+        (r.error, r.member_id.as_str()),
+        (errors::MEMBER_ID_REQUIRED, "client-1")
+    );
     assert!(f.g.members.is_empty());
     let (out, fx) = f.join(&JoinParams {
         require_known_member: true,
@@ -419,7 +445,11 @@ fn a_rejoin_with_new_protocols_while_completing_restarts_the_rebalance_and_fails
     assert_eq!(out, JoinOutcome::Wait);
     assert_eq!(
         sync_replies(&fx),
-        vec![("client-2".into(), errors::REBALANCE_IN_PROGRESS, Bytes::new())]
+        vec![(
+            "client-2".into(),
+            errors::REBALANCE_IN_PROGRESS,
+            Bytes::new()
+        )]
     );
     assert_eq!(f.g.state, GroupState::PreparingRebalance);
     assert!(fx.join_timer.is_some());
@@ -495,7 +525,10 @@ fn rebalance_timeout_expiry_removes_members_that_did_not_rejoin() {
     let JoinTimer::Fired(fx) = f.fire_join_timer() else {
         panic!("the rebalance timeout passed")
     };
-    assert_eq!(join_replies(&fx), vec![("client-2".into(), errors::NONE, 2)]);
+    assert_eq!(
+        join_replies(&fx),
+        vec![("client-2".into(), errors::NONE, 2)]
+    );
     assert_eq!(f.g.members.len(), 1);
     // The leader was dropped: the member that rejoined leads.
     assert_eq!(f.g.leader.as_deref(), Some("client-2"));
@@ -525,7 +558,10 @@ fn a_join_timer_of_an_earlier_rebalance_does_nothing() {
     let old = f.g.rebalance_seq;
     f.join(&join_req("client-1"));
     f.advance(REBALANCE);
-    assert!(matches!(join_timer(&mut f.g, old, &f.clock), JoinTimer::Stale));
+    assert!(matches!(
+        join_timer(&mut f.g, old, &f.clock),
+        JoinTimer::Stale
+    ));
     assert_eq!(f.g.state, GroupState::PreparingRebalance);
 }
 
@@ -616,8 +652,16 @@ fn a_leave_by_instance_id_with_another_member_id_is_fenced() {
         &f.cfg,
         &f.clock,
     );
-    assert_eq!(codes, vec![errors::FENCED_INSTANCE_ID, errors::UNKNOWN_MEMBER_ID]);
-    let (codes, fx) = leave(&mut f.g, &[(String::new(), Some("i1".into()))], &f.cfg, &f.clock);
+    assert_eq!(
+        codes,
+        vec![errors::FENCED_INSTANCE_ID, errors::UNKNOWN_MEMBER_ID]
+    );
+    let (codes, fx) = leave(
+        &mut f.g,
+        &[(String::new(), Some("i1".into()))],
+        &f.cfg,
+        &f.clock,
+    );
     assert_eq!(codes, vec![errors::NONE]);
     assert!(fx.persist_group, "the last member left: the group is empty");
     assert_eq!(f.g.state, GroupState::Empty);
@@ -631,8 +675,14 @@ fn heartbeats_answer_by_state_and_generation() {
     let mut f = Fixture::stable_pair();
     let c = f.clock;
     assert_eq!(heartbeat(&mut f.g, 1, "client-2", None, &c), errors::NONE);
-    assert_eq!(heartbeat(&mut f.g, 0, "client-2", None, &c), errors::ILLEGAL_GENERATION);
-    assert_eq!(heartbeat(&mut f.g, 1, "stranger", None, &c), errors::UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        heartbeat(&mut f.g, 0, "client-2", None, &c),
+        errors::ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        heartbeat(&mut f.g, 1, "stranger", None, &c),
+        errors::UNKNOWN_MEMBER_ID
+    );
     f.join(&join_req("client-1"));
     assert_eq!(
         heartbeat(&mut f.g, 1, "client-2", None, &c),
@@ -684,7 +734,10 @@ fn a_leave_during_a_rebalance_answers_the_leaver_and_completes_the_phase_for_the
     f.join(&join_req("client-1"));
     let (codes, fx) = leave(&mut f.g, &[("client-2".into(), None)], &f.cfg, &f.clock);
     assert_eq!(codes, vec![errors::NONE]);
-    assert_eq!(join_replies(&fx), vec![("client-1".into(), errors::NONE, 2)]);
+    assert_eq!(
+        join_replies(&fx),
+        vec![("client-1".into(), errors::NONE, 2)]
+    );
     assert_eq!(f.g.state, GroupState::CompletingRebalance);
     // A parked member leaving gets UNKNOWN_MEMBER_ID on its JoinGroup.
     let mut f = Fixture::stable_pair();
@@ -708,7 +761,11 @@ fn a_leave_while_completing_fails_the_parked_syncs_and_rebalances() {
     let (_, fx) = leave(&mut f.g, &[("client-1".into(), None)], &f.cfg, &f.clock);
     assert_eq!(
         sync_replies(&fx),
-        vec![("client-2".into(), errors::REBALANCE_IN_PROGRESS, Bytes::new())]
+        vec![(
+            "client-2".into(),
+            errors::REBALANCE_IN_PROGRESS,
+            Bytes::new()
+        )]
     );
     assert_eq!(f.g.leader.as_deref(), Some("client-2"));
     assert_eq!(f.g.state, GroupState::PreparingRebalance);
@@ -779,7 +836,10 @@ fn a_commit_without_group_management_is_accepted_only_by_an_empty_group() {
 #[test]
 fn only_an_empty_group_may_be_deleted_and_a_failed_delete_restores_it() {
     let mut f = Fixture::stable_pair();
-    assert_eq!(begin_delete(&mut f.g, &f.clock), Err(errors::NON_EMPTY_GROUP));
+    assert_eq!(
+        begin_delete(&mut f.g, &f.clock),
+        Err(errors::NON_EMPTY_GROUP)
+    );
     let mut f = Fixture::new();
     f.g.offsets.insert(
         ("t".into(), 0),
@@ -792,7 +852,10 @@ fn only_an_empty_group_may_be_deleted_and_a_failed_delete_restores_it() {
     );
     assert_eq!(begin_delete(&mut f.g, &f.clock), Ok(()));
     assert_eq!(f.g.state, GroupState::Dead);
-    assert_eq!(begin_delete(&mut f.g, &f.clock), Err(errors::GROUP_ID_NOT_FOUND));
+    assert_eq!(
+        begin_delete(&mut f.g, &f.clock),
+        Err(errors::GROUP_ID_NOT_FOUND)
+    );
     delete_failed(&mut f.g, &f.clock);
     assert_eq!(f.g.state, GroupState::Empty);
 }

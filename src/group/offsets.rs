@@ -166,4 +166,3 @@ pub async fn fetch_offsets(
     };
     (errors::NONE, out)
 }
-

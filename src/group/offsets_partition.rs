@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 
 /// How long a write to the offsets log may wait for acks=all.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for a load another task started before it answers
+/// COORDINATOR_LOAD_IN_PROGRESS. The loader starts as soon as leadership arrives, which is
+/// also when clients first find the coordinator, so without a wait their first request would
+/// usually be refused.
+const LOAD_WAIT: Duration = Duration::from_secs(2);
 
 /// A group and the shell's side of it: the reply channels of its parked requests and its
 /// session timer.
@@ -102,6 +107,8 @@ pub struct OffsetsPartition {
     pub groups: RefCell<HashMap<String, GroupRef>>,
     /// Tokens of session timers, so a superseded timer knows to stop.
     pub timer_seq: Cell<u64>,
+    /// Closed when the load ends (its sender is dropped), so requests can wait for it.
+    load_done: async_channel::Receiver<()>,
 }
 
 /// Per-shard coordinator state: the offsets partitions this shard serves.
@@ -232,10 +239,7 @@ pub async fn acquire(shard: &Rc<Shard>, group: &str) -> Result<Rc<OffsetsPartiti
     acquire_partition(shard, index).await
 }
 
-pub async fn acquire_partition(
-    shard: &Rc<Shard>,
-    index: i32,
-) -> Result<Rc<OffsetsPartition>, i16> {
+pub async fn acquire_partition(shard: &Rc<Shard>, index: i32) -> Result<Rc<OffsetsPartition>, i16> {
     let me = host::node_id(shard);
     let Some((leader, epoch)) = host::offsets_partition_leader(shard, index) else {
         return Err(errors::COORDINATOR_NOT_AVAILABLE);
@@ -252,7 +256,13 @@ pub async fn acquire_partition(
     let existing = coord.parts.borrow().get(&index).cloned();
     if let Some(p) = existing {
         if p.leader_epoch == epoch {
-            return if p.loaded.get() {
+            if !p.loaded.get() {
+                let done = async {
+                    let _ = p.load_done.recv().await;
+                };
+                futures_lite::future::or(done, glommio::timer::sleep(LOAD_WAIT)).await;
+            }
+            return if p.loaded.get() && p.active.get() {
                 Ok(p)
             } else {
                 Err(errors::COORDINATOR_LOAD_IN_PROGRESS)
@@ -260,6 +270,7 @@ pub async fn acquire_partition(
         }
         coord.unload(index);
     }
+    let (load_finished, load_done) = async_channel::bounded(1);
     let part = Rc::new(OffsetsPartition {
         index,
         leader_epoch: epoch,
@@ -267,9 +278,12 @@ pub async fn acquire_partition(
         active: Cell::new(true),
         groups: RefCell::new(HashMap::new()),
         timer_seq: Cell::new(0),
+        load_done,
     });
     coord.parts.borrow_mut().insert(index, part.clone());
-    match load(shard, &part).await {
+    let loaded = load(shard, &part).await;
+    drop(load_finished);
+    match loaded {
         Ok(()) => {
             part.loaded.set(true);
             let groups: Vec<GroupRef> = part.groups.borrow().values().cloned().collect();
@@ -303,9 +317,21 @@ async fn load(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>) -> Result<(), i16>
     let groups = part.groups.borrow().len();
     let ms = started.elapsed().as_millis() as u64;
     if records > 0 {
-        tracing::info!(partition = part.index, groups, records, ms, "loaded consumer offsets partition");
+        tracing::info!(
+            partition = part.index,
+            groups,
+            records,
+            ms,
+            "loaded consumer offsets partition"
+        );
     } else {
-        tracing::debug!(partition = part.index, groups, records, ms, "loaded consumer offsets partition");
+        tracing::debug!(
+            partition = part.index,
+            groups,
+            records,
+            ms,
+            "loaded consumer offsets partition"
+        );
     }
     Ok(())
 }
