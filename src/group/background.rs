@@ -205,3 +205,37 @@ async fn expire_offsets(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::offsets_log::OffsetValue;
+
+    fn offset(commit_timestamp: i64) -> OffsetValue {
+        OffsetValue {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp,
+        }
+    }
+
+    #[test]
+    fn only_an_empty_groups_offsets_past_retention_expire_counted_from_when_it_emptied() {
+        let clock = Clock {
+            now: Instant::now(),
+            wall_ms: 1_000,
+        };
+        let mut g = Group::new("g", &clock);
+        g.offsets.insert(("old".into(), 0), offset(0));
+        g.offsets.insert(("new".into(), 0), offset(5_000));
+        // Emptied at 1 000: the old commit counts from then.
+        assert_eq!(expired_offsets(&g, 2_000, 1_500), None);
+        let (keys, drop_group) = expired_offsets(&g, 3_000, 1_500).unwrap();
+        assert_eq!((keys, drop_group), (vec![("old".to_string(), 0)], false));
+        let (keys, drop_group) = expired_offsets(&g, 7_000, 1_500).unwrap();
+        assert_eq!((keys.len(), drop_group), (2, true));
+        g.state = GroupState::Stable;
+        assert_eq!(expired_offsets(&g, 7_000, 1_500), None);
+    }
+}
