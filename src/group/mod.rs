@@ -6,9 +6,21 @@
 //! this broker the group lives on the shard that owns the partition; every group request is
 //! routed there with `Shard::run_on`, so there is no lock anywhere.
 //!
-//! - `state`: a group, its members and the join/sync waiters (in memory, per shard).
-//! - `coordinator`: the protocol (join, sync, heartbeat, leave, commit, fetch, admin), loading a
-//!   partition's groups when this broker becomes its leader, session expiry and offset expiry.
+//! The protocol's decisions are pure functions (`machine`, over the data in `state`) of the
+//! group, the request and an injected clock and member-id source; the shell around them does
+//! the I/O: parking and answering requests, timers, writing the offsets partition.
+//!
+//! - `state`: a group and its members (in memory, per shard).
+//! - `machine`: the classic protocol's transitions (join, sync, heartbeat, leave, session and
+//!   rebalance expiry, commit checks), pure and unit-tested.
+//! - `rebalance`: the shell of JoinGroup, SyncGroup, Heartbeat and LeaveGroup.
+//! - `offsets`: OffsetCommit and OffsetFetch.
+//! - `admin`: ListGroups, DescribeGroups, DeleteGroups, OffsetDelete, the lag metric's view.
+//! - `offsets_partition`: the offsets partitions this shard leads, their groups, loading and
+//!   appending.
+//! - `background`: eager loading on leadership change, session timers, offset expiry.
+//! - `host`: the only module that touches the shard, the image and partitions.
+//! - `coordinator`: the entry points the handlers call.
 //! - `offsets_log`: the Kafka record format of `__consumer_offsets`.
 //! - `config`: the coordinator's settings (flags, TOML keys, environment).
 //!
@@ -19,15 +31,22 @@
 //! `offsets.topic.segment.bytes`), and a new leader replays about one record per live key plus
 //! the active segment.
 
+pub mod admin;
+pub mod background;
 pub mod config;
 pub mod coordinator;
+pub mod host;
+pub mod machine;
+pub mod offsets;
 pub mod offsets_log;
+pub mod offsets_partition;
+pub mod rebalance;
 pub mod state;
 
 pub use config::GroupConfig;
 pub use coordinator::{committed_offsets, GroupCoordinator};
 
-use crate::shard::Shard;
+use host::Shard;
 use std::rc::Rc;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -48,11 +67,10 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
 /// The offsets partition of `group` per this shard's image (or the configured count while
 /// the topic does not exist yet), and the shard that owns it.
 pub fn route(shard: &Shard, group: &str) -> (i32, usize) {
-    let n = shard
-        .with_image(|i| i.topic(OFFSETS_TOPIC).map(|t| t.partitions.len() as i32))
-        .unwrap_or(shard.groups.config.offsets_partitions);
+    let n = host::offsets_partition_count(shard)
+        .unwrap_or(host::coordinator(shard).config.offsets_partitions);
     let p = partition_for(group, n);
-    (p, shard.owner_of(OFFSETS_TOPIC, p))
+    (p, host::offsets_partition_owner(shard, p))
 }
 
 /// Runs `f` on the shard that coordinates `group`.
@@ -63,11 +81,11 @@ where
     Fut: std::future::Future<Output = T> + 'static,
 {
     let (_, owner) = route(shard, group);
-    shard.run_on(owner, f).await
+    host::run_on(shard, owner, f).await
 }
 
-/// The per-shard background work: session expiry, eager loading of the offsets partitions this
-/// broker leads, offset expiry and compaction.
+/// The per-shard background work: eager loading of the offsets partitions this broker leads
+/// and offset expiry (session expiry runs on per-group timers).
 pub async fn run(shard: Rc<Shard>) {
     coordinator::run_background(shard).await
 }

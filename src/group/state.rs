@@ -1,5 +1,6 @@
 //! One consumer group in memory: its state machine position, members and committed offsets.
 
+use super::machine::Clock;
 use super::offsets_log::{GroupValue, MemberValue, OffsetValue};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -29,7 +30,7 @@ impl GroupState {
 }
 
 /// The answer to one JoinGroup.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct JoinResult {
     pub error: i16,
     pub generation: i32,
@@ -54,7 +55,7 @@ impl JoinResult {
 }
 
 /// The answer to one SyncGroup.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SyncResult {
     pub error: i16,
     pub protocol_type: Option<String>,
@@ -81,8 +82,10 @@ pub struct Member {
     /// (protocol name, metadata) in the member's order of preference.
     pub protocols: Vec<(String, Bytes)>,
     pub assignment: Bytes,
-    pub join_waiter: Option<async_channel::Sender<JoinResult>>,
-    pub sync_waiter: Option<async_channel::Sender<SyncResult>>,
+    /// A JoinGroup of this member is parked (the shell holds its reply channel).
+    pub awaiting_join: bool,
+    /// A SyncGroup of this member is parked.
+    pub awaiting_sync: bool,
     pub last_heartbeat: Instant,
 }
 
@@ -100,9 +103,18 @@ impl Member {
     }
 
     pub fn is_alive(&self, now: Instant) -> bool {
-        self.join_waiter.is_some()
-            || self.sync_waiter.is_some()
+        self.awaiting_join
+            || self.awaiting_sync
             || now.saturating_duration_since(self.last_heartbeat) <= self.session_timeout
+    }
+
+    /// When the session runs out unless the member is heard from; None while a request of
+    /// it is parked (a waiting member is alive).
+    pub fn session_deadline(&self) -> Option<Instant> {
+        if self.awaiting_join || self.awaiting_sync {
+            return None;
+        }
+        Some(self.last_heartbeat + self.session_timeout)
     }
 }
 
@@ -126,8 +138,6 @@ pub struct Group {
     /// The first rebalance of an empty group waits group.initial.rebalance.delay.ms for more
     /// members instead of completing as soon as everyone known has joined.
     pub initial_phase: bool,
-    /// Set by a state change that needs a join timer; the caller spawns it.
-    pub timer_needed: Option<u64>,
     /// Wall-clock ms of the last state change (Kafka's currentStateTimestamp).
     pub state_timestamp: i64,
 }
@@ -139,8 +149,8 @@ pub fn now_ms() -> i64 {
 }
 
 impl Group {
-    pub fn new(id: &str) -> Group {
-        let now = Instant::now();
+    pub fn new(id: &str, clock: &Clock) -> Group {
+        let now = clock.now;
         Group {
             id: id.to_string(),
             state: GroupState::Empty,
@@ -155,14 +165,13 @@ impl Group {
             join_deadline: now,
             join_deadline_cap: now,
             initial_phase: false,
-            timer_needed: None,
-            state_timestamp: now_ms(),
+            state_timestamp: clock.wall_ms,
         }
     }
 
-    pub fn set_state(&mut self, s: GroupState) {
+    pub fn set_state(&mut self, s: GroupState, clock: &Clock) {
         self.state = s;
-        self.state_timestamp = now_ms();
+        self.state_timestamp = clock.wall_ms;
     }
 
     pub fn member(&self, id: &str) -> Option<&Member> {
@@ -224,7 +233,7 @@ impl Group {
     }
 
     pub fn all_joined(&self) -> bool {
-        self.pending.is_empty() && self.members.iter().all(|m| m.join_waiter.is_some())
+        self.pending.is_empty() && self.members.iter().all(|m| m.awaiting_join)
     }
 
     pub fn max_rebalance_timeout(&self) -> Duration {
@@ -286,8 +295,7 @@ impl Group {
     }
 
     /// Restores membership from a loaded group metadata record.
-    pub fn apply_value(&mut self, v: GroupValue) {
-        let now = Instant::now();
+    pub fn apply_value(&mut self, v: GroupValue, now: Instant) {
         self.protocol_type = (!v.protocol_type.is_empty()).then_some(v.protocol_type);
         self.generation = v.generation;
         self.leader = v.leader;
@@ -306,8 +314,8 @@ impl Group {
                 session_timeout: Duration::from_millis(m.session_timeout_ms.max(0) as u64),
                 protocols: vec![(protocol.clone(), m.subscription)],
                 assignment: m.assignment,
-                join_waiter: None,
-                sync_waiter: None,
+                awaiting_join: false,
+                awaiting_sync: false,
                 last_heartbeat: now,
             })
             .collect();
@@ -364,15 +372,15 @@ mod tests {
                 .map(|p| (p.to_string(), Bytes::new()))
                 .collect(),
             assignment: Bytes::new(),
-            join_waiter: None,
-            sync_waiter: None,
+            awaiting_join: false,
+            awaiting_sync: false,
             last_heartbeat: Instant::now(),
         }
     }
 
     #[test]
     fn protocol_is_chosen_by_vote_among_common_ones() {
-        let mut g = Group::new("g");
+        let mut g = Group::new("g", &Clock::system());
         g.protocol_type = Some("consumer".into());
         g.members.push(member("a", &["range", "roundrobin"]));
         g.members.push(member("b", &["roundrobin", "range"]));

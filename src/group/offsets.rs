@@ -1,0 +1,168 @@
+//! OffsetCommit and OffsetFetch: committed offsets are written to the offsets partition with
+//! acks=all and applied to the group only once written.
+
+use super::host::{self, Shard};
+use super::machine::{self, Clock};
+use super::offsets_log::{self, OffsetValue};
+use super::offsets_partition::acquire;
+use super::state::now_ms;
+use crate::kafka::errors;
+use std::rc::Rc;
+
+pub struct CommitPartition {
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+pub struct CommitParams {
+    pub group_id: String,
+    pub generation: i32,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub topics: Vec<(String, Vec<CommitPartition>)>,
+}
+
+/// Per topic, per partition error codes in request order.
+pub async fn commit(shard: Rc<Shard>, req: CommitParams) -> Vec<(String, Vec<(i32, i16)>)> {
+    let all = |code: i16, req: &CommitParams| {
+        req.topics
+            .iter()
+            .map(|(t, ps)| (t.clone(), ps.iter().map(|p| (p.partition, code)).collect()))
+            .collect()
+    };
+    let part = match acquire(&shard, &req.group_id).await {
+        Ok(p) => p,
+        Err(c) => return all(c, &req),
+    };
+    let g = match part.group(&req.group_id) {
+        Some(g) => g,
+        // A consumer without group management (generation -1) may commit to a new group.
+        None if req.generation < 0 => part.group_or_create(&req.group_id),
+        None => return all(errors::ILLEGAL_GENERATION, &req),
+    };
+    let checked = machine::check_commit(
+        &mut g.borrow_mut().group,
+        req.generation,
+        &req.member_id,
+        req.instance_id.as_deref(),
+        &Clock::system(),
+    );
+    if let Err(c) = checked {
+        return all(c, &req);
+    }
+    let max_meta = host::coordinator(&shard).config.max_metadata_bytes;
+    let now = now_ms();
+    let mut records = Vec::new();
+    let mut values = Vec::new();
+    let mut result: Vec<(String, Vec<(i32, i16)>)> = Vec::new();
+    for (topic, parts) in &req.topics {
+        let mut codes = Vec::new();
+        for p in parts {
+            let meta = p.metadata.clone().unwrap_or_default();
+            if meta.len() > max_meta {
+                codes.push((p.partition, errors::OFFSET_METADATA_TOO_LARGE));
+                continue;
+            }
+            let v = OffsetValue {
+                offset: p.offset,
+                leader_epoch: p.leader_epoch,
+                metadata: meta,
+                commit_timestamp: now,
+            };
+            records.push((
+                offsets_log::offset_key(&req.group_id, topic, p.partition),
+                Some(offsets_log::offset_value(&v)),
+            ));
+            values.push(((topic.clone(), p.partition), v));
+            codes.push((p.partition, errors::NONE));
+        }
+        result.push((topic.clone(), codes));
+    }
+    let code = part.write(&shard, records).await;
+    if code == errors::NONE {
+        let mut e = g.borrow_mut();
+        for (k, v) in values {
+            e.group.offsets.insert(k, v);
+        }
+    } else {
+        for (_, codes) in result.iter_mut() {
+            for c in codes.iter_mut() {
+                if c.1 == errors::NONE {
+                    c.1 = code;
+                }
+            }
+        }
+    }
+    result
+}
+
+/// One fetched offset: (partition, offset, leader epoch, metadata, error).
+pub type FetchedOffset = (i32, i64, i32, Option<String>, i16);
+
+/// Committed offsets of a group: the requested partitions, or all when `topics` is None.
+pub async fn fetch_offsets(
+    shard: Rc<Shard>,
+    group_id: String,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> (i16, Vec<(String, Vec<FetchedOffset>)>) {
+    let part = match acquire(&shard, &group_id).await {
+        Ok(p) => p,
+        Err(c) => {
+            let t = topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, ps)| (t, ps.into_iter().map(|p| (p, -1, -1, None, c)).collect()))
+                .collect();
+            return (c, t);
+        }
+    };
+    let g = part.group(&group_id);
+    let g = g.as_ref().map(|g| g.borrow());
+    let g = g.as_ref().map(|e| &e.group);
+    let lookup = |t: &str, p: i32| -> FetchedOffset {
+        match g.as_ref().and_then(|g| g.offsets.get(&(t.to_string(), p))) {
+            Some(v) => (
+                p,
+                v.offset,
+                v.leader_epoch,
+                Some(v.metadata.clone()),
+                errors::NONE,
+            ),
+            None => (p, -1, -1, Some(String::new()), errors::NONE),
+        }
+    };
+    let out = match topics {
+        Some(ts) => ts
+            .into_iter()
+            .map(|(t, ps)| {
+                let v = ps.into_iter().map(|p| lookup(&t, p)).collect();
+                (t, v)
+            })
+            .collect(),
+        None => {
+            let mut by_topic: std::collections::BTreeMap<String, Vec<FetchedOffset>> =
+                Default::default();
+            if let Some(g) = g.as_ref() {
+                for ((t, p), v) in g.offsets.iter() {
+                    by_topic.entry(t.clone()).or_default().push((
+                        *p,
+                        v.offset,
+                        v.leader_epoch,
+                        Some(v.metadata.clone()),
+                        errors::NONE,
+                    ));
+                }
+            }
+            by_topic
+                .into_iter()
+                .map(|(t, mut v)| {
+                    v.sort_by_key(|x| x.0);
+                    (t, v)
+                })
+                .collect()
+        }
+    };
+    (errors::NONE, out)
+}
