@@ -8,11 +8,10 @@
 
 use super::offsets_log::{self, LogRecord, OffsetValue, RecordKey};
 use super::state::{now_ms, Group, GroupState, JoinResult, Member, SyncResult};
+use super::GroupShard;
 use super::{route, GroupConfig, OFFSETS_TOPIC};
 use crate::kafka::errors;
-use crate::kafka::handlers::produce::produce_local;
-use crate::shard::images::get_or_open;
-use crate::shard::{Shard, TopicPartition};
+use crate::shard::TopicPartition;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -121,7 +120,7 @@ impl OffsetsPartition {
     }
 
     /// Appends records with acks=all; answers with the error a group client expects.
-    async fn write(&self, shard: &Rc<Shard>, records: Vec<LogRecord>) -> i16 {
+    async fn write(&self, shard: &Rc<GroupShard>, records: Vec<LogRecord>) -> i16 {
         if records.is_empty() {
             return errors::NONE;
         }
@@ -129,7 +128,10 @@ impl OffsetsPartition {
             return errors::NOT_COORDINATOR;
         }
         let batch = offsets_log::build_batch(&records, now_ms());
-        let out = produce_local(shard, self.tp(), batch, -1, WRITE_TIMEOUT).await;
+        let out = shard
+            .replicas
+            .append_internal(self.tp(), batch, -1, WRITE_TIMEOUT)
+            .await;
         map_write_error(out.error)
     }
 }
@@ -152,7 +154,7 @@ fn map_write_error(code: i16) -> i16 {
 
 /// The loaded offsets partition coordinating `group`, loading it first if this broker just
 /// became its leader. Errors are Kafka codes (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, …).
-pub async fn acquire(shard: &Rc<Shard>, group: &str) -> Result<Rc<OffsetsPartition>, i16> {
+pub async fn acquire(shard: &Rc<GroupShard>, group: &str) -> Result<Rc<OffsetsPartition>, i16> {
     if group.is_empty() {
         return Err(errors::INVALID_GROUP_ID);
     }
@@ -160,7 +162,10 @@ pub async fn acquire(shard: &Rc<Shard>, group: &str) -> Result<Rc<OffsetsPartiti
     acquire_partition(shard, index).await
 }
 
-async fn acquire_partition(shard: &Rc<Shard>, index: i32) -> Result<Rc<OffsetsPartition>, i16> {
+async fn acquire_partition(
+    shard: &Rc<GroupShard>,
+    index: i32,
+) -> Result<Rc<OffsetsPartition>, i16> {
     let me = shard.config.node_id;
     let Some((leader, epoch)) = shard.with_image(|i| {
         i.partition(OFFSETS_TOPIC, index)
@@ -213,11 +218,13 @@ async fn acquire_partition(shard: &Rc<Shard>, index: i32) -> Result<Rc<OffsetsPa
 }
 
 /// Replays the partition from its log start: the last record of each key wins.
-async fn load(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>) -> Result<(), i16> {
-    let p = get_or_open(shard, &part.tp())
+async fn load(shard: &Rc<GroupShard>, part: &Rc<OffsetsPartition>) -> Result<(), i16> {
+    let p = shard
+        .replicas
+        .get_or_open(&part.tp())
         .await
         .map_err(|_| errors::COORDINATOR_NOT_AVAILABLE)?;
-    if !p.is_leader.get() {
+    if !p.is_leader() {
         return Err(errors::NOT_COORDINATOR);
     }
     let started = Instant::now();
@@ -375,7 +382,7 @@ fn complete_join(g: &mut Group) -> bool {
 
 /// After any change: spawns a requested join timer and completes the join phase if everyone
 /// is in.
-fn settle(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>, g: &GroupRef) {
+fn settle(shard: &Rc<GroupShard>, part: &Rc<OffsetsPartition>, g: &GroupRef) {
     let (timer, became_empty) = {
         let mut gm = g.borrow_mut();
         let timer = gm.timer_needed.take();
@@ -391,7 +398,7 @@ fn settle(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>, g: &GroupRef) {
     }
 }
 
-async fn join_timer(shard: Rc<Shard>, part: Rc<OffsetsPartition>, g: GroupRef, seq: u64) {
+async fn join_timer(shard: Rc<GroupShard>, part: Rc<OffsetsPartition>, g: GroupRef, seq: u64) {
     loop {
         let deadline = {
             let gm = g.borrow();
@@ -417,7 +424,7 @@ async fn join_timer(shard: Rc<Shard>, part: Rc<OffsetsPartition>, g: GroupRef, s
 }
 
 /// Writes the group's metadata record in the background (state changes nobody waits on).
-fn persist_group_later(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>, g: &GroupRef) {
+fn persist_group_later(shard: &Rc<GroupShard>, part: &Rc<OffsetsPartition>, g: &GroupRef) {
     let (key, value) = {
         let gm = g.borrow();
         (
@@ -461,7 +468,7 @@ enum JoinStep {
     Wait(async_channel::Receiver<JoinResult>),
 }
 
-pub async fn join(shard: Rc<Shard>, req: JoinParams) -> JoinResult {
+pub async fn join(shard: Rc<GroupShard>, req: JoinParams) -> JoinResult {
     let part = match acquire(&shard, &req.group_id).await {
         Ok(p) => p,
         Err(c) => return JoinResult::error(c, &req.member_id),
@@ -532,7 +539,12 @@ fn add_member_and_rebalance(g: &mut Group, mut m: Member, cfg: &GroupConfig) -> 
     JoinStep::Wait(rx)
 }
 
-fn join_step(shard: &Rc<Shard>, g: &GroupRef, req: &JoinParams, cfg: &GroupConfig) -> JoinStep {
+fn join_step(
+    shard: &Rc<GroupShard>,
+    g: &GroupRef,
+    req: &JoinParams,
+    cfg: &GroupConfig,
+) -> JoinStep {
     let mut gm = g.borrow_mut();
     let fail = |c| JoinStep::Done(JoinResult::error(c, &req.member_id));
     if gm.state == GroupState::Dead {
@@ -692,7 +704,7 @@ pub struct SyncParams {
     pub assignments: Vec<(String, Bytes)>,
 }
 
-pub async fn sync(shard: Rc<Shard>, req: SyncParams) -> SyncResult {
+pub async fn sync(shard: Rc<GroupShard>, req: SyncParams) -> SyncResult {
     let part = match acquire(&shard, &req.group_id).await {
         Ok(p) => p,
         Err(c) => return SyncResult::error(c),
@@ -798,7 +810,7 @@ pub async fn sync(shard: Rc<Shard>, req: SyncParams) -> SyncResult {
 // Heartbeat and LeaveGroup
 
 pub async fn heartbeat(
-    shard: Rc<Shard>,
+    shard: Rc<GroupShard>,
     group_id: String,
     generation: i32,
     member_id: String,
@@ -835,7 +847,7 @@ pub async fn heartbeat(
 /// Removes members (by member id, or by group.instance.id for static members). Returns the
 /// group-level error and one error per member.
 pub async fn leave(
-    shard: Rc<Shard>,
+    shard: Rc<GroupShard>,
     group_id: String,
     members: Vec<(String, Option<String>)>,
 ) -> (i16, Vec<i16>) {
@@ -935,7 +947,7 @@ pub struct CommitParams {
 }
 
 /// Per topic, per partition error codes in request order.
-pub async fn commit(shard: Rc<Shard>, req: CommitParams) -> Vec<(String, Vec<(i32, i16)>)> {
+pub async fn commit(shard: Rc<GroupShard>, req: CommitParams) -> Vec<(String, Vec<(i32, i16)>)> {
     let all = |code: i16, req: &CommitParams| {
         req.topics
             .iter()
@@ -1024,7 +1036,7 @@ pub type FetchedOffset = (i32, i64, i32, Option<String>, i16);
 
 /// Committed offsets of a group: the requested partitions, or all when `topics` is None.
 pub async fn fetch_offsets(
-    shard: Rc<Shard>,
+    shard: Rc<GroupShard>,
     group_id: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> (i16, Vec<(String, Vec<FetchedOffset>)>) {
@@ -1091,7 +1103,7 @@ pub async fn fetch_offsets(
 // Admin: list, describe, delete
 
 /// (group id, protocol type, state) of the groups this shard coordinates.
-pub fn list_local(shard: &Shard) -> Vec<(String, String, &'static str)> {
+pub fn list_local(shard: &GroupShard) -> Vec<(String, String, &'static str)> {
     let mut out = Vec::new();
     for p in shard.groups.loaded_parts() {
         for g in p.groups.borrow().values() {
@@ -1111,7 +1123,7 @@ pub fn list_local(shard: &Shard) -> Vec<(String, String, &'static str)> {
 
 /// (group, topic, partition, committed offset) of every group this shard coordinates, for
 /// the lag metric.
-pub fn committed_offsets(shard: &Shard) -> Vec<(String, String, i32, i64)> {
+pub fn committed_offsets(shard: &GroupShard) -> Vec<(String, String, i32, i64)> {
     let mut out = Vec::new();
     for p in shard.groups.loaded_parts() {
         for g in p.groups.borrow().values() {
@@ -1141,7 +1153,7 @@ pub struct Described {
     pub members: Vec<DescribedMember>,
 }
 
-pub async fn describe(shard: Rc<Shard>, group_id: String) -> Described {
+pub async fn describe(shard: Rc<GroupShard>, group_id: String) -> Described {
     let dead = |error| Described {
         error,
         state: GroupState::Dead.name(),
@@ -1192,7 +1204,7 @@ pub async fn describe(shard: Rc<Shard>, group_id: String) -> Described {
 }
 
 /// Deletes an empty group and its offsets (tombstones in the log).
-pub async fn delete_group(shard: Rc<Shard>, group_id: String) -> i16 {
+pub async fn delete_group(shard: Rc<GroupShard>, group_id: String) -> i16 {
     let part = match acquire(&shard, &group_id).await {
         Ok(p) => p,
         Err(c) => return c,
@@ -1230,7 +1242,7 @@ pub async fn delete_group(shard: Rc<Shard>, group_id: String) -> i16 {
 
 /// OffsetDelete: the group-level error and per topic, per partition errors.
 pub async fn delete_offsets(
-    shard: Rc<Shard>,
+    shard: Rc<GroupShard>,
     group_id: String,
     topics: Vec<(String, Vec<i32>)>,
 ) -> (i16, Vec<(String, Vec<(i32, i16)>)>) {
@@ -1295,7 +1307,7 @@ pub async fn delete_offsets(
 // ---------------------------------------------------------------------------------------------
 // Background: loading, session expiry, offset expiry
 
-pub async fn run_background(shard: Rc<Shard>) {
+pub async fn run_background(shard: Rc<GroupShard>) {
     let mut last_retention = Instant::now();
     loop {
         glommio::timer::sleep(TICK).await;
@@ -1315,7 +1327,7 @@ pub async fn run_background(shard: Rc<Shard>) {
 
 /// Loads every offsets partition this shard owns and this broker leads (so ListGroups sees
 /// its groups and members expire), and unloads those it no longer leads.
-async fn load_led_partitions(shard: &Rc<Shard>) {
+async fn load_led_partitions(shard: &Rc<GroupShard>) {
     let me = shard.config.node_id;
     let wanted: Vec<(i32, i32)> = shard.with_image(|i| {
         i.topic(OFFSETS_TOPIC)
@@ -1349,7 +1361,7 @@ async fn load_led_partitions(shard: &Rc<Shard>) {
     }
 }
 
-fn expire_members(shard: &Rc<Shard>) {
+fn expire_members(shard: &Rc<GroupShard>) {
     let now = Instant::now();
     for part in shard.groups.loaded_parts() {
         let groups: Vec<GroupRef> = part.groups.borrow().values().cloned().collect();
@@ -1385,7 +1397,7 @@ fn expire_members(shard: &Rc<Shard>) {
 /// Expires offsets of empty groups older than offsets.retention.minutes (counted from the
 /// later of the commit and the moment the group became empty), and removes groups left with
 /// nothing.
-async fn expire_offsets(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>) {
+async fn expire_offsets(shard: &Rc<GroupShard>, part: &Rc<OffsetsPartition>) {
     let retention = shard.groups.config.offsets_retention.as_millis() as i64;
     let now = now_ms();
     let groups: Vec<GroupRef> = part.groups.borrow().values().cloned().collect();
@@ -1432,7 +1444,7 @@ async fn expire_offsets(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>) {
 }
 
 /// Used by tests and the bench: the number of loaded groups on this shard.
-pub fn loaded_group_count(shard: &Shard) -> usize {
+pub fn loaded_group_count(shard: &GroupShard) -> usize {
     shard
         .groups
         .loaded_parts()

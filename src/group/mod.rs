@@ -4,7 +4,7 @@
 //! default) exactly as Kafka does: group G belongs to partition
 //! `abs(javaStringHash(G)) % partitions`, and its coordinator is that partition's leader. On
 //! this broker the group lives on the shard that owns the partition; every group request is
-//! routed there with `Shard::run_on`, so there is no lock anywhere.
+//! routed there with `Services::on_group_shard`, so there is no lock anywhere.
 //!
 //! - `state`: a group, its members and the join/sync waiters (in memory, per shard).
 //! - `coordinator`: the protocol (join, sync, heartbeat, leave, commit, fetch, admin), loading a
@@ -27,8 +27,25 @@ pub mod state;
 pub use config::GroupConfig;
 pub use coordinator::{committed_offsets, GroupCoordinator};
 
+use crate::partition::manager::ReplicaManager;
 use crate::shard::Shard;
 use std::rc::Rc;
+
+/// What the coordinator runs on, per shard: the shard's runtime, its replica manager (the
+/// offsets partitions are read and appended through it) and the groups it coordinates.
+pub struct GroupShard {
+    pub shard: Rc<Shard>,
+    pub replicas: Rc<ReplicaManager>,
+    pub groups: GroupCoordinator,
+}
+
+/// The coordinator reads the runtime's image, settings and identity as its own.
+impl std::ops::Deref for GroupShard {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.shard
+    }
+}
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -47,7 +64,7 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
 
 /// The offsets partition of `group` per this shard's image (or the configured count while
 /// the topic does not exist yet), and the shard that owns it.
-pub fn route(shard: &Shard, group: &str) -> (i32, usize) {
+pub fn route(shard: &GroupShard, group: &str) -> (i32, usize) {
     let n = shard
         .with_image(|i| i.topic(OFFSETS_TOPIC).map(|t| t.partitions.len() as i32))
         .unwrap_or(shard.groups.config.offsets_partitions);
@@ -55,20 +72,9 @@ pub fn route(shard: &Shard, group: &str) -> (i32, usize) {
     (p, shard.owner_of(OFFSETS_TOPIC, p))
 }
 
-/// Runs `f` on the shard that coordinates `group`.
-pub async fn on_group_shard<T, F, Fut>(shard: &Rc<Shard>, group: &str, f: F) -> Option<T>
-where
-    T: Send + 'static,
-    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-{
-    let (_, owner) = route(shard, group);
-    shard.run_on(owner, f).await
-}
-
 /// The per-shard background work: session expiry, eager loading of the offsets partitions this
 /// broker leads, offset expiry and compaction.
-pub async fn run(shard: Rc<Shard>) {
+pub async fn run(shard: Rc<GroupShard>) {
     coordinator::run_background(shard).await
 }
 
