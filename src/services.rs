@@ -15,10 +15,12 @@ use crate::partition::manager::ReplicaManager;
 use crate::replication::fetcher::Fetchers;
 use crate::shard::{Mesh, Shard, ShardTask};
 use chronik_raft::hub::ImageSubscription;
+use chronik_raft::image::MetadataImage;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub struct Services {
     pub shard: Rc<Shard>,
@@ -113,8 +115,10 @@ impl Services {
     }
 
     /// Receives images from the controller for the life of the shard: each is installed, then
-    /// the replica manager makes the partitions match it.
+    /// the replica manager makes the partitions match it, from its difference with the image
+    /// reconciled before (all of it the first time).
     pub async fn run_image_loop(self: Rc<Self>, sub: ImageSubscription) {
+        let mut reconciled: Option<Arc<MetadataImage>> = None;
         while let Ok(mut img) = sub.images.recv().await {
             // Coalesce a backlog: only the newest image matters.
             while let Ok(next) = sub.images.try_recv() {
@@ -124,7 +128,8 @@ impl Services {
             // From here this shard answers Metadata from the new image; the controller's
             // wait_applied (and so CreateTopics on any node) counts on that.
             sub.served(img.applied_index);
-            self.replicas.reconcile(&img).await;
+            self.replicas.reconcile(reconciled.as_deref(), &img).await;
+            reconciled = Some(img);
         }
     }
 }

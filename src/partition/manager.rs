@@ -15,6 +15,7 @@ use chronik_storage::{ReadCache, ValidBatch};
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Who copies this shard's follower replicas from their leaders (the replica fetchers, a layer
@@ -144,25 +145,72 @@ impl ReplicaManager {
         Ok(p)
     }
 
-    /// Makes the open partitions match `img`: removes those this broker no longer holds (or
-    /// whose topic was recreated), opens the ones it newly holds on this shard, and applies
-    /// role, ISR and log settings.
-    pub async fn reconcile(self: &Rc<Self>, img: &MetadataImage) {
+    /// Makes the open partitions match `img`, given `old`, the image reconciled last (None
+    /// the first time): only topics whose image changed are looked at (an unchanged topic is
+    /// the same `Arc` in both, and an unchanged topic map the same shared map), plus those
+    /// with a failed open to retry. A change of the dynamic broker configs touches every
+    /// topic's log settings, so it walks them all.
+    pub async fn reconcile(self: &Rc<Self>, old: Option<&MetadataImage>, img: &MetadataImage) {
+        let Some(old) = old.filter(|o| o.broker_configs == img.broker_configs) else {
+            return self.reconcile_all(img).await;
+        };
+        let mut changed: Vec<&str> = Vec::new();
+        if !old.topics.ptr_eq(&img.topics) {
+            for (name, t) in img.topics.iter() {
+                if old.topics.get(name).is_none_or(|o| !Arc::ptr_eq(o, t)) {
+                    changed.push(name);
+                }
+            }
+            changed.extend(
+                old.topics
+                    .keys()
+                    .filter(|n| !img.topics.contains_key(*n))
+                    .map(String::as_str),
+            );
+        }
+        // A log that failed to open is tried again at a later image, as a full walk would.
+        let failed: Vec<Arc<str>> = {
+            let mut f = self.failed_opens.borrow_mut();
+            f.retain(|tp, _| img.topic(&tp.topic).is_some());
+            f.keys().map(|tp| tp.topic.clone()).collect()
+        };
+        changed.extend(failed.iter().map(|t| &**t));
+        if changed.is_empty() {
+            return;
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        let me = self.shard.config.node_id;
+        for name in &changed {
+            let count = |i: &MetadataImage| i.topic(name).map_or(0, |t| t.partitions.len());
+            let topic: Arc<str> = Arc::from(*name);
+            let stale: Vec<TopicPartition> = (0..count(old).max(count(img)))
+                .map(|idx| TopicPartition {
+                    topic: topic.clone(),
+                    partition: idx as i32,
+                })
+                .filter(|tp| self.get(tp).is_some_and(|p| is_stale(img, me, tp, &p)))
+                .collect();
+            for tp in stale {
+                self.remove(&tp);
+            }
+        }
+        for name in changed {
+            if let Some(topic) = img.topics.get(name) {
+                self.reconcile_topic(img, topic).await;
+            }
+        }
+    }
+
+    /// The full walk: every open partition checked, every topic's partitions applied.
+    async fn reconcile_all(self: &Rc<Self>, img: &MetadataImage) {
         let me = self.shard.config.node_id;
         // Partitions whose topic is gone (or replaced by a new topic of the same name).
         let stale: Vec<TopicPartition> = self
             .partitions
             .borrow()
             .iter()
-            .filter(|(tp, p)| match img.topic(&tp.topic) {
-                None => true,
-                Some(t) => {
-                    t.id != p.topic_id
-                        || t.partitions
-                            .get(tp.partition as usize)
-                            .is_none_or(|ps| !ps.replicas.contains(&me))
-                }
-            })
+            .filter(|(tp, p)| is_stale(img, me, tp, p))
             .map(|(tp, _)| tp.clone())
             .collect();
         // A topic that is gone (or recreated) gets a fresh open.
@@ -386,6 +434,20 @@ impl ReplicaManager {
             };
         }
         out
+    }
+}
+
+/// The open partition `p` no longer belongs here per `img`: its topic is gone or was
+/// recreated (another id), or broker `me` holds no replica of it any more.
+fn is_stale(img: &MetadataImage, me: BrokerId, tp: &TopicPartition, p: &Partition) -> bool {
+    match img.topic(&tp.topic) {
+        None => true,
+        Some(t) => {
+            t.id != p.topic_id
+                || t.partitions
+                    .get(tp.partition as usize)
+                    .is_none_or(|ps| !ps.replicas.contains(&me))
+        }
     }
 }
 
