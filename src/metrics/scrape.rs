@@ -1,4 +1,4 @@
-//! One scrape: every shard's snapshot (sent to it over its inbox, as `Shard::run_on` does),
+//! One scrape: every shard's snapshot (sent to it over its inbox, as `Mesh::run_on` does),
 //! summed, plus the gauges the metadata image and the controller hold; and the health check.
 
 use super::exposition::{Exposition, Kind};
