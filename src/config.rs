@@ -308,7 +308,7 @@ pub struct BrokerConfig {
     pub log_cleaner_shares: usize,
     /// 0: no cap.
     pub log_cleaner_io_max_bytes_per_second: u64,
-    pub groups: crate::group::GroupConfig,
+    pub groups: crate::group::config::GroupConfig,
 }
 
 pub fn parse_flush(s: &str) -> Result<FlushSetting, String> {
@@ -589,7 +589,7 @@ impl BrokerConfig {
                 .log_cleaner_io_max_bytes_per_second
                 .or(file.log_cleaner_io_max_bytes_per_second)
                 .unwrap_or(0),
-            groups: crate::group::GroupConfig::resolve(&args.groups, &group_file)?,
+            groups: crate::group::config::GroupConfig::resolve(&args.groups, &group_file)?,
         })
     }
 
@@ -806,5 +806,50 @@ mod tests {
         assert_eq!(parse_flush("always").unwrap(), FlushSetting::Always);
         assert_eq!(parse_flush("250").unwrap(), FlushSetting::IntervalMs(250));
         assert!(parse_flush("sometimes").is_err());
+    }
+
+    // Group settings through the broker's flags and file (`group::config` holds their parsing).
+    #[test]
+    fn the_broker_flags_and_config_file_carry_group_settings() {
+        use super::{BrokerConfig, Cli};
+        use clap::Parser;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chronik.toml");
+        std::fs::write(
+            &path,
+            "num-partitions = 2\noffsets.retention.minutes = 3\n\"group.initial.rebalance.delay.ms\" = 0\n",
+        )
+        .expect("write");
+        let path_s = path.display().to_string();
+        let cli = Cli::try_parse_from([
+            "chronik-server",
+            "--config",
+            &path_s,
+            "--offsets-topic-num-partitions",
+            "7",
+        ])
+        .expect("flags parse");
+        let c = BrokerConfig::resolve(&cli.server).expect("resolves");
+        assert_eq!(c.num_partitions, 2);
+        assert_eq!(c.groups.offsets_partitions, 7);
+        assert_eq!(
+            c.groups.offsets_retention,
+            std::time::Duration::from_secs(180)
+        );
+        assert_eq!(c.groups.initial_rebalance_delay, std::time::Duration::ZERO);
+        // A misspelt group key is still an unknown key of the file.
+        std::fs::write(&path, "offsets.retention.minutez = 3\n").expect("write");
+        assert!(BrokerConfig::resolve(&cli.server).is_err());
+    }
+
+    #[test]
+    fn the_example_config_file_resolves() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning/chronik.toml");
+        let args = super::ServerArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = super::BrokerConfig::resolve(&args).expect("tuning/chronik.toml resolves");
+        assert_eq!(c.groups.offsets_replication_factor, Some(3));
     }
 }

@@ -15,4 +15,5 @@ pub mod net;
 pub mod partition;
 pub mod replication;
 pub mod server;
+pub mod services;
 pub mod shard;

@@ -3,7 +3,8 @@
 
 use crate::config::BrokerConfig;
 use crate::net::conn;
-use crate::shard::{images, run_inbox, Shard, ShardTask};
+use crate::services::Services;
+use crate::shard::{run_inbox, Shard, ShardTask};
 use chronik_raft::{BrokerRegistration, Controller, ControllerConfig};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::rc::Rc;
@@ -105,7 +106,7 @@ impl Broker {
         for _ in 0..n {
             // Unbounded: a bounded mesh can deadlock when two shards fill each other's queues
             // (glommio issue 555); the senders are request tasks that are themselves bounded.
-            let (tx, rx) = async_channel::unbounded::<ShardTask>();
+            let (tx, rx) = async_channel::unbounded::<ShardTask<Services>>();
             inbox_tx.push(tx);
             inbox_rx.push(rx);
         }
@@ -299,22 +300,19 @@ async fn run_shard(
     id: usize,
     cfg: BrokerConfig,
     controller: Controller,
-    peers: Vec<async_channel::Sender<ShardTask>>,
-    inbox: async_channel::Receiver<ShardTask>,
+    peers: Vec<async_channel::Sender<ShardTask<Services>>>,
+    inbox: async_channel::Receiver<ShardTask<Services>>,
     stop: async_channel::Receiver<()>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let listen = cfg.listen;
-    let shard = Shard::new(id, Rc::new(cfg), controller.clone(), peers);
+    let runtime = Shard::new(id, peers.len(), Rc::new(cfg), controller.clone());
+    let shard = Services::new(runtime, peers);
     glommio::spawn_local(run_inbox(shard.clone(), inbox)).detach();
-    glommio::spawn_local(images::run_image_loop(
-        shard.clone(),
-        controller.subscribe(),
-    ))
-    .detach();
-    glommio::spawn_local(crate::shard::maintenance::run(shard.clone())).detach();
-    glommio::spawn_local(crate::group::run(shard.clone())).detach();
-    glommio::spawn_local(crate::replication::isr::run(shard.clone())).detach();
+    glommio::spawn_local(shard.clone().run_image_loop(controller.subscribe())).detach();
+    glommio::spawn_local(crate::partition::maintenance::run(shard.replicas.clone())).detach();
+    glommio::spawn_local(crate::group::run(shard.groups.clone())).detach();
+    glommio::spawn_local(crate::replication::isr::run(shard.replicas.clone())).detach();
     glommio::spawn_local(sweep_idle_connections(shard.clone())).detach();
     let listener = match crate::net::listener::bind_shard(listen) {
         Ok(l) => l,
@@ -358,14 +356,14 @@ async fn run_shard(
         shard.idle.expire_all();
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
-    let mut parts: Vec<_> = shard.partitions.borrow_mut().drain().collect();
+    let mut parts = shard.replicas.drain();
     // Closed many at a time: each may wait on fsyncs, which the disk takes together, and a
     // node holding thousands of partitions must stop in seconds.
     while !parts.is_empty() {
         let batch = parts.split_off(parts.len().saturating_sub(CLOSE_CONCURRENCY));
         let closing: Vec<_> = batch
             .into_iter()
-            .map(|(_, p)| {
+            .map(|p| {
                 glommio::spawn_local(async move {
                     match Rc::try_unwrap(p) {
                         Ok(p) => p.close().await,
@@ -386,7 +384,7 @@ async fn run_shard(
 }
 
 /// The shard's idle sweeper: one tick a second (see `net::idle`).
-async fn sweep_idle_connections(shard: Rc<Shard>) {
+async fn sweep_idle_connections(shard: Rc<Services>) {
     let tick = crate::net::idle::TICK.as_millis() as u64;
     let expire = shard
         .config

@@ -1,5 +1,5 @@
 //! Consumer-group settings of the broker: CLI flags, TOML keys and `CHRONIK_*` environment
-//! variables, like every other broker setting (`crate::config`), under Kafka's names where Kafka
+//! variables, like every other broker setting (`src/config.rs`), under Kafka's names where Kafka
 //! has the setting. Kept here, beside the coordinator that reads them, and flattened into the
 //! broker config.
 //!
@@ -305,47 +305,6 @@ mod tests {
         let c = GroupConfig::resolve(&args, &g).unwrap();
         assert_eq!(c.offsets_partitions, 4);
         assert_eq!(c.offsets_retention, Duration::from_millis(1500));
-    }
-
-    #[test]
-    fn the_broker_flags_and_config_file_carry_group_settings() {
-        use crate::config::{BrokerConfig, Cli};
-        use clap::Parser;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("chronik.toml");
-        std::fs::write(
-            &path,
-            "num-partitions = 2\noffsets.retention.minutes = 3\n\"group.initial.rebalance.delay.ms\" = 0\n",
-        )
-        .expect("write");
-        let path_s = path.display().to_string();
-        let cli = Cli::try_parse_from([
-            "chronik-server",
-            "--config",
-            &path_s,
-            "--offsets-topic-num-partitions",
-            "7",
-        ])
-        .expect("flags parse");
-        let c = BrokerConfig::resolve(&cli.server).expect("resolves");
-        assert_eq!(c.num_partitions, 2);
-        assert_eq!(c.groups.offsets_partitions, 7);
-        assert_eq!(c.groups.offsets_retention, Duration::from_secs(180));
-        assert_eq!(c.groups.initial_rebalance_delay, Duration::ZERO);
-        // A misspelt group key is still an unknown key of the file.
-        std::fs::write(&path, "offsets.retention.minutez = 3\n").expect("write");
-        assert!(BrokerConfig::resolve(&cli.server).is_err());
-    }
-
-    #[test]
-    fn the_example_config_file_resolves() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning/chronik.toml");
-        let args = crate::config::ServerArgs {
-            config: Some(path),
-            ..Default::default()
-        };
-        let c = crate::config::BrokerConfig::resolve(&args).expect("tuning/chronik.toml resolves");
-        assert_eq!(c.groups.offsets_replication_factor, Some(3));
     }
 
     #[test]

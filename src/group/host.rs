@@ -7,14 +7,31 @@
 use super::coordinator::GroupCoordinator;
 use super::OFFSETS_TOPIC;
 use crate::kafka::errors;
-use crate::kafka::handlers::produce::produce_local;
-use crate::shard::images::get_or_open;
 use crate::shard::TopicPartition;
 use bytes::{Bytes, BytesMut};
 use std::rc::Rc;
 use std::time::Duration;
 
-pub use crate::shard::Shard;
+use crate::partition::manager::ReplicaManager;
+
+/// The coordinator's name for what it runs on.
+pub type Shard = GroupShard;
+
+/// What the coordinator runs on, per shard: the shard's runtime, its replica manager (the
+/// offsets partitions are read and appended through it) and the groups it coordinates.
+pub struct GroupShard {
+    pub shard: Rc<crate::shard::Shard>,
+    pub replicas: Rc<ReplicaManager>,
+    pub groups: GroupCoordinator,
+}
+
+/// The coordinator reads the runtime's image, settings and identity as its own.
+impl std::ops::Deref for GroupShard {
+    type Target = crate::shard::Shard;
+    fn deref(&self) -> &crate::shard::Shard {
+        &self.shard
+    }
+}
 
 /// This shard's group coordinator state.
 pub fn coordinator(shard: &Shard) -> &GroupCoordinator {
@@ -75,20 +92,14 @@ pub async fn wait_for_newer_image(shard: &Shard, seen: u64, timeout: Duration) {
     shard.wait_for_image(seen + 1, timeout).await;
 }
 
-/// Runs `f` on shard `target`.
-pub async fn run_on<T, F, Fut>(shard: &Rc<Shard>, target: usize, f: F) -> Option<T>
-where
-    T: Send + 'static,
-    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-{
-    shard.run_on(target, f).await
-}
-
 /// Appends `batch` to offsets partition `index` with acks=all; the produce error code.
 pub async fn append(shard: &Rc<Shard>, index: i32, batch: BytesMut, timeout: Duration) -> i16 {
     let tp = TopicPartition::new(OFFSETS_TOPIC, index);
-    produce_local(shard, tp, batch, -1, timeout).await.error
+    shard
+        .replicas
+        .append_internal(tp, batch, -1, timeout)
+        .await
+        .error
 }
 
 /// Reads offsets partition `index` from its log start to its end (this broker must lead it),
@@ -99,10 +110,12 @@ pub async fn replay(
     mut visit: impl FnMut(&Bytes, Option<&Bytes>),
 ) -> Result<u64, i16> {
     let tp = TopicPartition::new(OFFSETS_TOPIC, index);
-    let p = get_or_open(shard, &tp)
+    let p = shard
+        .replicas
+        .get_or_open(&tp)
         .await
         .map_err(|_| errors::COORDINATOR_NOT_AVAILABLE)?;
-    if !p.is_leader.get() {
+    if !p.is_leader() {
         return Err(errors::NOT_COORDINATOR);
     }
     let end = p.log.log_end_offset();

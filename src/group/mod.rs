@@ -4,7 +4,7 @@
 //! default) exactly as Kafka does: group G belongs to partition
 //! `abs(javaStringHash(G)) % partitions`, and its coordinator is that partition's leader. On
 //! this broker the group lives on the shard that owns the partition; every group request is
-//! routed there with `Shard::run_on`, so there is no lock anywhere.
+//! routed there with `Services::on_group_shard`, so there is no lock anywhere.
 //!
 //! The protocol's decisions are pure functions (`machine`, over the data in `state`) of the
 //! group, the request and an injected clock and member-id source; the shell around them does
@@ -46,6 +46,7 @@ pub mod state;
 pub use config::GroupConfig;
 pub use coordinator::{committed_offsets, GroupCoordinator};
 
+pub use host::GroupShard;
 use host::Shard;
 use std::rc::Rc;
 
@@ -71,17 +72,6 @@ pub fn route(shard: &Shard, group: &str) -> (i32, usize) {
         .unwrap_or(host::coordinator(shard).config.offsets_partitions);
     let p = partition_for(group, n);
     (p, host::offsets_partition_owner(shard, p))
-}
-
-/// Runs `f` on the shard that coordinates `group`.
-pub async fn on_group_shard<T, F, Fut>(shard: &Rc<Shard>, group: &str, f: F) -> Option<T>
-where
-    T: Send + 'static,
-    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-{
-    let (_, owner) = route(shard, group);
-    host::run_on(shard, owner, f).await
 }
 
 /// The per-shard background work: eager loading of the offsets partitions this broker leads

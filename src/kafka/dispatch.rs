@@ -2,7 +2,8 @@
 
 use super::handlers::*;
 use super::{ProtocolError, RequestContext, Response};
-use crate::shard::{LocalBoxFuture, Shard};
+use crate::services::Services;
+use crate::shard::LocalBoxFuture;
 use bytes::BytesMut;
 use kafka_protocol::messages::ApiKey;
 use std::rc::Rc;
@@ -12,7 +13,7 @@ pub type HandlerResult = Result<Option<BytesMut>, ProtocolError>;
 /// What the connection writer gets: handlers return a `BytesMut` frame or, where it saves a
 /// copy (Fetch), a `Response` of pieces.
 pub type DispatchResult = Result<Option<Response>, ProtocolError>;
-pub type HandlerFn = fn(Rc<Shard>, RequestContext, BytesMut) -> LocalBoxFuture<DispatchResult>;
+pub type HandlerFn = fn(Rc<Services>, RequestContext, BytesMut) -> LocalBoxFuture<DispatchResult>;
 
 pub struct ApiSpec {
     pub key: ApiKey,
@@ -91,7 +92,7 @@ pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {
 }
 
 /// Serves one request frame (header already parsed), and counts it for the metrics.
-pub async fn dispatch(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> DispatchResult {
+pub async fn dispatch(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> DispatchResult {
     let (key, start) = (ctx.api_key as i16, std::time::Instant::now());
     let r = serve(shard.clone(), ctx, body).await;
     let outcome = match &r {
@@ -104,7 +105,7 @@ pub async fn dispatch(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> 
     r
 }
 
-async fn serve(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> DispatchResult {
+async fn serve(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> DispatchResult {
     let Some(spec) = find(ctx.api_key) else {
         return Err(ProtocolError::UnknownApiKey(ctx.api_key as i16));
     };

@@ -5,7 +5,7 @@
 //! are parsed with `httparse` (a full HTTP server crate would bring its own runtime for two
 //! GET routes).
 
-use super::scrape::Sources;
+use super::scrape::{ShardSource, Sources};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,7 +34,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl MetricsServer {
-    pub fn start(listener: TcpListener, sources: Sources) -> std::io::Result<MetricsServer> {
+    pub fn start<C: ShardSource>(
+        listener: TcpListener,
+        sources: Sources<C>,
+    ) -> std::io::Result<MetricsServer> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -59,7 +62,7 @@ impl MetricsServer {
     }
 }
 
-fn accept_loop(listener: TcpListener, sources: Sources, stop: Arc<AtomicBool>) {
+fn accept_loop<C: ShardSource>(listener: TcpListener, sources: Sources<C>, stop: Arc<AtomicBool>) {
     let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         if stop.load(Ordering::Acquire) {
@@ -88,7 +91,7 @@ fn accept_loop(listener: TcpListener, sources: Sources, stop: Arc<AtomicBool>) {
     }
 }
 
-fn serve(mut stream: TcpStream, sources: &Sources) {
+fn serve<C: ShardSource>(mut stream: TcpStream, sources: &Sources<C>) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let (status, content_type, body) = match read_head(&mut stream) {
         Ok(head) => route(&head, sources),
@@ -154,7 +157,7 @@ fn read_head(stream: &mut TcpStream) -> Result<Head, u16> {
     }
 }
 
-fn route(head: &Head, sources: &Sources) -> (u16, &'static str, String) {
+fn route<C: ShardSource>(head: &Head, sources: &Sources<C>) -> (u16, &'static str, String) {
     // Query strings are ignored (Prometheus sends none; curl users may).
     let path = head.path.split('?').next().unwrap_or_default();
     if head.method != "GET" {

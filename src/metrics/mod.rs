@@ -195,13 +195,15 @@ pub struct ShardSnapshot {
     pub committed: Vec<(String, String, i32, i64)>,
 }
 
-/// Runs on the shard: a copy of its counters and of what it holds. Topics no longer in the
-/// shard's image are forgotten here, so deleted topics leave the scrape.
-pub fn snapshot(shard: &crate::shard::Shard) -> ShardSnapshot {
-    let m = &shard.metrics;
-    m.topics
-        .borrow_mut()
-        .retain(|t, _| shard.with_image(|i| i.topic(t).is_some()));
+/// Runs on the shard: a copy of its counters. Topics for which `topic_exists` says no (gone
+/// from the shard's image) are forgotten here, so deleted topics leave the scrape. What the
+/// shard holds (partitions, connections, groups) is filled in by its services.
+pub fn snapshot(
+    m: &ShardMetrics,
+    shard: usize,
+    topic_exists: impl Fn(&str) -> bool,
+) -> ShardSnapshot {
+    m.topics.borrow_mut().retain(|t, _| topic_exists(t));
     let topics = m
         .topics
         .borrow()
@@ -221,23 +223,14 @@ pub fn snapshot(shard: &crate::shard::Shard) -> ShardSnapshot {
             (s.count() > 0).then_some((k as i16, s))
         })
         .collect();
-    let mut log_bytes: HashMap<String, u64> = HashMap::new();
-    let mut high_watermarks = Vec::new();
-    for (tp, p) in shard.partitions.borrow().iter() {
-        *log_bytes.entry(tp.topic.to_string()).or_default() += p.log.size_bytes();
-        high_watermarks.push((tp.topic.to_string(), tp.partition, p.high_watermark()));
-    }
     ShardSnapshot {
-        shard: shard.id,
+        shard,
         topics,
         apis,
         isr_shrinks: m.isr_shrinks.get(),
         isr_expands: m.isr_expands.get(),
-        connections: shard.connections.get() as u64,
         busy_ratio: m.busy_ratio(),
-        log_bytes: log_bytes.into_iter().collect(),
-        high_watermarks,
-        committed: crate::group::committed_offsets(shard),
+        ..ShardSnapshot::default()
     }
 }
 

@@ -1,4 +1,4 @@
-//! One scrape: every shard's snapshot (sent to it over its inbox, as `Shard::run_on` does),
+//! One scrape: every shard's snapshot (sent to it over its inbox, as `Mesh::run_on` does),
 //! summed, plus the gauges the metadata image and the controller hold; and the health check.
 
 use super::exposition::{Exposition, Kind};
@@ -7,33 +7,48 @@ use crate::shard::ShardTask;
 use chronik_raft::image::MetadataImage;
 use chronik_raft::Controller;
 use kafka_protocol::messages::ApiKey;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// How long a scrape waits for the shards' answers.
 const SHARD_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What a shard's context `C` gives a scrape (implemented by the shard's services, above).
+pub trait ShardSource: 'static {
+    /// A copy of the shard's counters and of what it holds.
+    fn snapshot(&self) -> ShardSnapshot;
+    /// The shard is serving (not shutting down).
+    fn serving(&self) -> bool;
+}
+
 /// What the metrics endpoint reads from: the shards' inboxes and the controller handle.
-#[derive(Clone)]
-pub struct Sources {
-    pub shards: Vec<async_channel::Sender<ShardTask>>,
+pub struct Sources<C: ShardSource> {
+    pub shards: Vec<async_channel::Sender<ShardTask<C>>>,
     pub controller: Controller,
     pub node_id: i32,
     /// The active controller must have accepted a heartbeat this recently for /health.
     pub controller_contact_max: Duration,
 }
 
-impl Sources {
+impl<C: ShardSource> Clone for Sources<C> {
+    fn clone(&self) -> Self {
+        Sources {
+            shards: self.shards.clone(),
+            controller: self.controller.clone(),
+            node_id: self.node_id,
+            controller_contact_max: self.controller_contact_max,
+        }
+    }
+}
+
+impl<C: ShardSource> Sources<C> {
     /// Runs `f` on every shard and collects the answers that arrive within `timeout`.
-    fn on_every_shard<T: Send + 'static>(
-        &self,
-        timeout: Duration,
-        f: fn(&crate::shard::Shard) -> T,
-    ) -> Vec<T> {
+    fn on_every_shard<T: Send + 'static>(&self, timeout: Duration, f: fn(&C) -> T) -> Vec<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(self.shards.len());
         let mut asked = 0;
         for inbox in &self.shards {
             let tx = tx.clone();
-            let task: ShardTask = Box::new(move |shard| {
+            let task: ShardTask<C> = Box::new(move |shard: Rc<C>| {
                 Box::pin(async move {
                     let _ = tx.try_send(f(&shard));
                 })
@@ -58,7 +73,7 @@ impl Sources {
 
     /// The text of `/metrics`.
     pub fn render(&self) -> String {
-        let snaps: Vec<ShardSnapshot> = self.on_every_shard(SHARD_TIMEOUT, super::snapshot);
+        let snaps: Vec<ShardSnapshot> = self.on_every_shard(SHARD_TIMEOUT, C::snapshot);
         let totals = Totals::of(snaps);
         let image = self.controller.current_image();
         let mut e = Exposition::default();
@@ -89,7 +104,7 @@ impl Sources {
             why.push("broker not registered with the controller (or fenced)".to_string());
         }
         let answered = self
-            .on_every_shard(Duration::from_secs(1), |s| !s.shutting_down.get())
+            .on_every_shard(Duration::from_secs(1), C::serving)
             .into_iter()
             .filter(|serving| *serving)
             .count();
@@ -292,7 +307,7 @@ fn shard_gauges(e: &mut Exposition, t: &Totals) {
     }
 }
 
-fn controller_gauges(e: &mut Exposition, s: &Sources, image: &MetadataImage) {
+fn controller_gauges<C: ShardSource>(e: &mut Exposition, s: &Sources<C>, image: &MetadataImage) {
     e.family(
         "chronik_controller_is_leader",
         Kind::Gauge,

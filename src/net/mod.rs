@@ -2,5 +2,6 @@
 
 pub mod broker_auth;
 pub mod conn;
+pub mod frame;
 pub mod idle;
 pub mod listener;

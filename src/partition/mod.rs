@@ -1,6 +1,15 @@
 //! One partition replica on its owning shard: the log, idempotent-producer state, the high
 //! watermark and the wake-ups fetchers and acks=all producers wait on.
+//!
+//! Its replica state (role, leader epoch, ISR, follower progress, high watermark) changes only
+//! through the methods below, which refuse a change that breaks an invariant: the leader epoch
+//! never goes back, the ISR is a subset of the replicas, a leader is in its own ISR, and the
+//! high watermark never passes the log end. The shard's `manager::ReplicaManager` is the one
+//! owner of the open partitions and calls them.
 
+pub mod log_config;
+pub mod maintenance;
+pub mod manager;
 pub mod producer_state;
 
 use crate::kafka::errors;
@@ -8,7 +17,7 @@ use crate::shard::event::LocalEvent;
 use crate::shard::TopicPartition;
 use bytes::{Bytes, BytesMut};
 use chronik_raft::image::{BrokerId, TopicId};
-use chronik_storage::{PartitionLog, StorageError};
+use chronik_storage::{BatchError, PartitionLog, StorageError};
 use producer_state::{ProducerStateTable, SeqCheck};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -89,19 +98,54 @@ pub struct Partition {
     /// `hw_advanced` because every follower fetch moves the HW: one event for both woke each
     /// parked follower fetch at the other followers' fetches, to find nothing new.
     pub appended: LocalEvent,
-    pub leader_epoch: Cell<i32>,
-    pub is_leader: Cell<bool>,
-    /// ISR from the metadata image, used for the high watermark and acks=all.
-    pub isr: RefCell<Vec<BrokerId>>,
-    pub followers: RefCell<HashMap<BrokerId, FollowerState>>,
+    /// -1 until the image first gives it a role.
+    leader_epoch: Cell<i32>,
+    is_leader: Cell<bool>,
+    /// ISR and replicas from the metadata image, used for the high watermark and acks=all.
+    isr: RefCell<Vec<BrokerId>>,
+    replicas: RefCell<Vec<BrokerId>>,
+    followers: RefCell<HashMap<BrokerId, FollowerState>>,
     pub local_broker: BrokerId,
     /// When this replica last became leader (followers not heard from since are judged by it).
-    pub leader_since: Cell<Instant>,
+    leader_since: Cell<Instant>,
     /// An AlterPartition proposal is in flight.
     pub isr_change_pending: Cell<bool>,
     /// On a follower: the leader's high watermark in its last fetch answer (-1: none yet), so
     /// DescribeLogDirs can report how far this replica trails it.
-    pub leader_high_watermark: Cell<i64>,
+    leader_high_watermark: Cell<i64>,
+}
+
+/// A replica state change refused because it would break an invariant (see the module doc).
+/// The metadata image never asks for one (the controller checks the same rules); a refusal
+/// means a stale image or a bug, and the partition keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaStateError {
+    #[error("leader epoch {new} is older than the current {current}")]
+    EpochWentBack { current: i32, new: i32 },
+    #[error("ISR {isr:?} is not a subset of the replicas {replicas:?}")]
+    IsrNotInReplicas {
+        isr: Vec<BrokerId>,
+        replicas: Vec<BrokerId>,
+    },
+    #[error("the leader {0} is not in the ISR {1:?}")]
+    LeaderNotInIsr(BrokerId, Vec<BrokerId>),
+    #[error("broker {0} holds no replica of this partition")]
+    NotAReplica(BrokerId),
+    #[error("this replica is not the leader")]
+    NotLeader,
+    #[error("this replica is the leader")]
+    IsLeader,
+    #[error("high watermark {hw} beyond the log end {leo}")]
+    HwBeyondLeo { hw: i64, leo: i64 },
+}
+
+/// What `become_leader` changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderChange {
+    /// It was not the leader, or led under an older epoch: follower progress starts afresh.
+    pub new_term: bool,
+    /// It was already the leader and the ISR changed: the ISR before.
+    pub isr_before: Option<Vec<BrokerId>>,
 }
 
 pub fn storage_error_code(e: &StorageError) -> i16 {
@@ -109,6 +153,29 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::InvalidBatch(_) => errors::CORRUPT_MESSAGE,
         StorageError::OffsetOutOfRange { .. } => errors::OFFSET_OUT_OF_RANGE,
         _ => errors::KAFKA_STORAGE_ERROR,
+    }
+}
+
+/// The Kafka error for a batch that failed validation, as Kafka's produce path answers it:
+/// a broken batch frame (size, magic, CRC) or undecodable compressed bytes are
+/// CORRUPT_MESSAGE; wrong counts, offsets and record framing are INVALID_RECORD.
+pub fn batch_error_code(e: &BatchError) -> i16 {
+    match e {
+        BatchError::TooShort
+        | BatchError::BadLength
+        | BatchError::CrcMismatch
+        | BatchError::UnknownCompression(_)
+        | BatchError::BadCompression => errors::CORRUPT_MESSAGE,
+        // Produce v3+ carries only magic 2 (Kafka: InvalidRecordException); other values are
+        // no magic at all (CorruptRecordException).
+        BatchError::BadMagic(0 | 1) => errors::INVALID_RECORD,
+        BatchError::BadMagic(_) => errors::CORRUPT_MESSAGE,
+        BatchError::NotOneBatch
+        | BatchError::BadRecordCount
+        | BatchError::BadRecord
+        | BatchError::InvalidRecord(_) => errors::INVALID_RECORD,
+        BatchError::InvalidTimestamp(_) => errors::INVALID_TIMESTAMP,
+        BatchError::TooLargeUncompressed => errors::MESSAGE_TOO_LARGE,
     }
 }
 
@@ -147,6 +214,7 @@ impl Partition {
             leader_epoch: Cell::new(-1),
             is_leader: Cell::new(false),
             isr: RefCell::new(Vec::new()),
+            replicas: RefCell::new(Vec::new()),
             followers: RefCell::new(HashMap::new()),
             local_broker,
             leader_since: Cell::new(Instant::now()),
@@ -299,8 +367,187 @@ impl Partition {
         self.appended.notify();
     }
 
-    /// High watermark = smallest log end offset over the ISR (the leader's own included).
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.get()
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.get()
+    }
+
+    pub fn isr_len(&self) -> usize {
+        self.isr.borrow().len()
+    }
+
+    /// When this replica last became leader.
+    pub fn leader_since(&self) -> Instant {
+        self.leader_since.get()
+    }
+
+    /// A copy of the followers' progress (for the ISR decision).
+    pub fn follower_states(&self) -> HashMap<BrokerId, FollowerState> {
+        self.followers.borrow().clone()
+    }
+
+    /// On a follower: the leader's last reported high watermark (-1: none yet).
+    pub fn leader_high_watermark(&self) -> i64 {
+        self.leader_high_watermark.get()
+    }
+
+    /// The checks both roles share: the epoch does not go back, ISR ⊆ replicas, this broker
+    /// holds a replica.
+    fn check_role(
+        &self,
+        epoch: i32,
+        isr: &[BrokerId],
+        replicas: &[BrokerId],
+    ) -> Result<(), ReplicaStateError> {
+        let current = self.leader_epoch.get();
+        if epoch < current {
+            return Err(ReplicaStateError::EpochWentBack {
+                current,
+                new: epoch,
+            });
+        }
+        if !isr.iter().all(|b| replicas.contains(b)) {
+            return Err(ReplicaStateError::IsrNotInReplicas {
+                isr: isr.to_vec(),
+                replicas: replicas.to_vec(),
+            });
+        }
+        if !replicas.contains(&self.local_broker) {
+            return Err(ReplicaStateError::NotAReplica(self.local_broker));
+        }
+        Ok(())
+    }
+
+    /// Makes this replica the leader at `epoch` with the image's ISR and replicas (also an ISR
+    /// update under the same epoch). Refused if the epoch goes back, the ISR is not within the
+    /// replicas, or this broker is not in the ISR.
+    pub fn become_leader(
+        &self,
+        epoch: i32,
+        isr: &[BrokerId],
+        replicas: &[BrokerId],
+        now: Instant,
+    ) -> Result<LeaderChange, ReplicaStateError> {
+        self.check_role(epoch, isr, replicas)?;
+        if !isr.contains(&self.local_broker) {
+            return Err(ReplicaStateError::LeaderNotInIsr(
+                self.local_broker,
+                isr.to_vec(),
+            ));
+        }
+        let was_leader = self.is_leader.get();
+        let new_term = !was_leader || self.leader_epoch.get() != epoch;
+        let isr_before = (was_leader && *self.isr.borrow() != isr)
+            .then(|| std::mem::replace(&mut *self.isr.borrow_mut(), isr.to_vec()));
+        if isr_before.is_none() {
+            set_if_differs(&self.isr, isr);
+        }
+        set_if_differs(&self.replicas, replicas);
+        self.leader_epoch.set(epoch);
+        self.is_leader.set(true);
+        if new_term {
+            // A new term: follower progress is learnt afresh from their fetches.
+            self.followers.borrow_mut().clear();
+            self.leader_since.set(now);
+        }
+        self.maybe_advance_hw();
+        if !was_leader {
+            // Wake waiters so fetchers re-check leadership.
+            self.notify_all();
+        }
+        Ok(LeaderChange {
+            new_term,
+            isr_before,
+        })
+    }
+
+    /// Makes this replica a follower at `epoch` (of a leader elsewhere, or of none). Refused if
+    /// the epoch goes back or the ISR is not within the replicas. True when it was the leader.
+    pub fn become_follower(
+        &self,
+        epoch: i32,
+        isr: &[BrokerId],
+        replicas: &[BrokerId],
+    ) -> Result<bool, ReplicaStateError> {
+        self.check_role(epoch, isr, replicas)?;
+        let was_leader = self.is_leader.replace(false);
+        self.leader_epoch.set(epoch);
+        set_if_differs(&self.isr, isr);
+        set_if_differs(&self.replicas, replicas);
+        if was_leader {
+            // Wake waiters so acks=all producers and fetchers see they lost leadership.
+            self.notify_all();
+        }
+        Ok(was_leader)
+    }
+
+    /// The partition leaves this broker (topic deleted or replica moved away): it stops
+    /// serving, and whoever waits on it finds out.
+    pub fn retire(&self) {
+        self.is_leader.set(false);
+        self.notify_all();
+    }
+
+    /// On the leader: a follower fetched at `offset` (its log end); records its progress and
+    /// moves the high watermark. Refused on a follower and for a broker outside the replicas.
+    pub fn record_follower_fetch(
+        &self,
+        follower: BrokerId,
+        offset: i64,
+        now: Instant,
+    ) -> Result<(), ReplicaStateError> {
+        if !self.is_leader.get() {
+            return Err(ReplicaStateError::NotLeader);
+        }
+        if follower == self.local_broker || !self.replicas.borrow().contains(&follower) {
+            return Err(ReplicaStateError::NotAReplica(follower));
+        }
+        let leo = self.log.log_end_offset();
+        self.followers
+            .borrow_mut()
+            .entry(follower)
+            .or_insert_with(|| FollowerState::new(offset, now))
+            .record_fetch(offset, leo, now);
+        self.maybe_advance_hw();
+        Ok(())
+    }
+
+    /// On a follower: the leader's high watermark from a fetch answer. Ours moves to it, capped
+    /// at our log end (never past what we hold), and never back. Refused on the leader, whose
+    /// high watermark follows its ISR.
+    pub fn update_high_watermark(&self, leader_hw: i64) -> Result<(), ReplicaStateError> {
+        if self.is_leader.get() {
+            return Err(ReplicaStateError::IsLeader);
+        }
+        self.leader_high_watermark.set(leader_hw);
+        let leo = self.log.log_end_offset();
+        let hw = leader_hw.min(leo);
+        if hw > self.log.high_watermark() {
+            self.set_hw(hw)?;
+        }
+        Ok(())
+    }
+
+    /// The one place the high watermark is written: refused beyond the log end.
+    fn set_hw(&self, hw: i64) -> Result<(), ReplicaStateError> {
+        let leo = self.log.log_end_offset();
+        if hw > leo {
+            return Err(ReplicaStateError::HwBeyondLeo { hw, leo });
+        }
+        self.log.set_high_watermark(hw);
+        self.hw_advanced.notify();
+        Ok(())
+    }
+
+    /// On the leader: high watermark = smallest log end offset over the ISR (its own
+    /// included). Does nothing on a follower.
     pub fn maybe_advance_hw(&self) {
+        if !self.is_leader.get() {
+            return;
+        }
         // Our own share is what is written, not what is queued: the HW is what every ISR
         // member holds in its files (followers report their end after their writes).
         let mut hw = self.log.written_end_offset();
@@ -316,9 +563,9 @@ impl Partition {
             }
         }
         if hw > self.log.high_watermark() {
-            self.log.set_high_watermark(hw);
-            debug_assert!(self.log.high_watermark() <= self.log.log_end_offset());
-            self.hw_advanced.notify();
+            // Capped by our own written end above, so never past the log end.
+            let set = self.set_hw(hw);
+            debug_assert!(set.is_ok(), "{set:?}");
         }
     }
 
@@ -387,12 +634,171 @@ impl Partition {
     }
 }
 
+/// Replaces a small list only when it changed (the image repeats it on most updates).
+fn set_if_differs(cell: &RefCell<Vec<BrokerId>>, new: &[BrokerId]) {
+    if *cell.borrow() != new {
+        *cell.borrow_mut() = new.to_vec();
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{FollowerState, Partition};
+    use super::{FollowerState, LeaderChange, Partition, ReplicaStateError};
     use crate::kafka::errors;
     use crate::shard::TopicPartition;
+    use std::future::Future;
     use std::time::{Duration, Instant};
+
+    /// Runs `f` on a fresh partition "t-0" of broker 1 in a glommio executor.
+    fn with_partition<F, Fut>(f: F)
+    where
+        F: FnOnce(Partition) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async move {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let p = Partition::open(
+                    TopicPartition::new("t", 0),
+                    [7; 16],
+                    dir.path().join("t-0"),
+                    Default::default(),
+                    chronik_storage::ReadCache::new(1 << 20),
+                    1,
+                )
+                .await
+                .expect("open");
+                f(p).await;
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+
+    #[test]
+    fn a_leader_epoch_going_back_is_refused_and_the_state_kept() {
+        with_partition(|p| async move {
+            let now = Instant::now();
+            assert!(p.become_leader(5, &[1, 2], &[1, 2, 3], now).is_ok());
+            assert_eq!(
+                p.become_follower(4, &[1, 2], &[1, 2, 3]),
+                Err(ReplicaStateError::EpochWentBack { current: 5, new: 4 })
+            );
+            assert_eq!(
+                p.become_leader(4, &[1, 2], &[1, 2, 3], now),
+                Err(ReplicaStateError::EpochWentBack { current: 5, new: 4 })
+            );
+            assert!(p.is_leader());
+            assert_eq!(p.leader_epoch(), 5);
+            // The same epoch again is an ISR update, and a newer one a change of leader.
+            assert!(p.become_leader(5, &[1], &[1, 2, 3], now).is_ok());
+            assert_eq!(p.isr_len(), 1);
+            assert_eq!(p.become_follower(6, &[2], &[1, 2, 3]), Ok(true));
+            assert!(!p.is_leader());
+            assert_eq!(p.leader_epoch(), 6);
+            p.close().await;
+        });
+    }
+
+    #[test]
+    fn an_isr_outside_the_replicas_or_a_leader_outside_its_isr_is_refused() {
+        with_partition(|p| async move {
+            let now = Instant::now();
+            assert!(matches!(
+                p.become_leader(1, &[1, 4], &[1, 2, 3], now),
+                Err(ReplicaStateError::IsrNotInReplicas { .. })
+            ));
+            assert!(matches!(
+                p.become_follower(1, &[2, 4], &[1, 2, 3]),
+                Err(ReplicaStateError::IsrNotInReplicas { .. })
+            ));
+            assert_eq!(
+                p.become_leader(1, &[2, 3], &[1, 2, 3], now),
+                Err(ReplicaStateError::LeaderNotInIsr(1, vec![2, 3]))
+            );
+            // A broker that holds no replica cannot take either role.
+            assert_eq!(
+                p.become_follower(1, &[2], &[2, 3]),
+                Err(ReplicaStateError::NotAReplica(1))
+            );
+            // Nothing was applied: still the state of a freshly opened replica.
+            assert!(!p.is_leader());
+            assert_eq!(p.leader_epoch(), -1);
+            assert_eq!(p.isr_len(), 0);
+            p.close().await;
+        });
+    }
+
+    #[test]
+    fn the_high_watermark_never_passes_the_log_end() {
+        with_partition(|p| async move {
+            assert_eq!(p.become_follower(0, &[1, 2], &[1, 2]), Ok(false));
+            // The leader is ahead of this empty replica: ours stays at our log end.
+            assert_eq!(p.update_high_watermark(100), Ok(()));
+            assert_eq!(p.high_watermark(), 0);
+            assert_eq!(p.leader_high_watermark(), 100);
+            assert_eq!(
+                p.set_hw(5),
+                Err(ReplicaStateError::HwBeyondLeo { hw: 5, leo: 0 })
+            );
+            assert_eq!(p.high_watermark(), 0);
+            // A leader's high watermark follows its ISR, not what it is told.
+            assert!(p.become_leader(1, &[1, 2], &[1, 2], Instant::now()).is_ok());
+            assert_eq!(
+                p.update_high_watermark(100),
+                Err(ReplicaStateError::IsLeader)
+            );
+            p.close().await;
+        });
+    }
+
+    #[test]
+    fn the_leader_moves_the_high_watermark_when_its_isr_has_the_data() {
+        with_partition(|p| async move {
+            let change = p.become_leader(0, &[1, 2], &[1, 2, 3], Instant::now());
+            assert_eq!(
+                change,
+                Ok(LeaderChange {
+                    new_term: true,
+                    isr_before: None
+                })
+            );
+            let batch = chronik_storage::testing::build_batch_of(3, 100, 1, 0);
+            let out = p.append_as_leader(batch).await;
+            assert_eq!((out.error, out.last_offset), (errors::NONE, 2));
+            assert_eq!(
+                p.high_watermark(),
+                0,
+                "follower 2 of the ISR has not fetched"
+            );
+            // Only the leader records follower fetches, and only from replicas.
+            assert_eq!(
+                p.record_follower_fetch(9, 3, Instant::now()),
+                Err(ReplicaStateError::NotAReplica(9))
+            );
+            assert_eq!(
+                p.record_follower_fetch(1, 3, Instant::now()),
+                Err(ReplicaStateError::NotAReplica(1))
+            );
+            assert_eq!(p.record_follower_fetch(2, 3, Instant::now()), Ok(()));
+            assert_eq!(p.high_watermark(), 3);
+            // An ISR change under the same epoch reports the ISR before.
+            let change = p.become_leader(0, &[1], &[1, 2, 3], Instant::now());
+            assert_eq!(
+                change,
+                Ok(LeaderChange {
+                    new_term: false,
+                    isr_before: Some(vec![1, 2])
+                })
+            );
+            assert_eq!(p.become_follower(1, &[2], &[1, 2, 3]), Ok(true));
+            assert_eq!(
+                p.record_follower_fetch(2, 3, Instant::now()),
+                Err(ReplicaStateError::NotLeader)
+            );
+            p.close().await;
+        });
+    }
 
     /// An idempotent producer's retry that arrives while the original batch is still being
     /// written is answered only once the write is done, with the original's offsets.

@@ -10,7 +10,9 @@
 use crate::kafka::client;
 use crate::kafka::errors;
 use crate::net::broker_auth::ClientAuth;
-use crate::net::conn::read_frame;
+use crate::net::frame::read_frame;
+use crate::partition::manager::{FollowerSync, ReplicaManager};
+use crate::partition::Partition;
 use crate::shard::event::LocalEvent;
 use crate::shard::{Shard, TopicPartition};
 use bytes::{Bytes, BytesMut};
@@ -23,9 +25,9 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::{
     ApiKey, BrokerId as KBrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse,
+    OffsetForLeaderEpochResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -108,14 +110,44 @@ impl Fetcher {
 }
 
 /// The fetchers of one shard, one per leader broker.
-#[derive(Default)]
 pub struct Fetchers {
+    /// The cluster secret: followers prove with it who they are (`net::broker_auth`).
+    secret: chronik_raft::secret::ClusterSecret,
     by_leader: RefCell<HashMap<BrokerId, Rc<Fetcher>>>,
 }
 
+impl FollowerSync for Fetchers {
+    fn follow(
+        &self,
+        replicas: &Rc<ReplicaManager>,
+        tp: &TopicPartition,
+        leader: BrokerId,
+        epoch: i32,
+    ) {
+        Fetchers::follow(self, replicas, tp, leader, epoch);
+    }
+
+    fn unfollow(&self, tp: &TopicPartition) {
+        Fetchers::unfollow(self, tp);
+    }
+}
+
 impl Fetchers {
+    pub fn new(secret: chronik_raft::secret::ClusterSecret) -> Rc<Fetchers> {
+        Rc::new(Fetchers {
+            secret,
+            by_leader: RefCell::new(HashMap::new()),
+        })
+    }
+
     /// Makes `tp` follow `leader` at `leader_epoch` (no-op when already so).
-    pub fn follow(&self, shard: &Rc<Shard>, tp: &TopicPartition, leader: BrokerId, epoch: i32) {
+    pub fn follow(
+        &self,
+        replicas: &Rc<ReplicaManager>,
+        tp: &TopicPartition,
+        leader: BrokerId,
+        epoch: i32,
+    ) {
         self.unfollow_except(tp, Some(leader));
         let f = self
             .by_leader
@@ -131,7 +163,8 @@ impl Fetchers {
                     storage_failures: Cell::new(0),
                     auth_warned: Cell::new(None),
                 });
-                glommio::spawn_local(run(shard.clone(), f.clone())).detach();
+                let secret = self.secret.clone();
+                glommio::spawn_local(run(replicas.clone(), secret, f.clone())).detach();
                 f
             })
             .clone();
@@ -264,7 +297,12 @@ fn leader_addr(shard: &Shard, leader: BrokerId) -> Option<String> {
     })
 }
 
-async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
+async fn run(
+    replicas: Rc<ReplicaManager>,
+    secret: chronik_raft::secret::ClusterSecret,
+    f: Rc<Fetcher>,
+) {
+    let shard = replicas.shard.clone();
     let mut conn: Option<LeaderConn> = None;
     let backoff = Duration::from_millis(100);
     while !f.stopped.get() && !shard.shutting_down.get() {
@@ -289,7 +327,7 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
             };
             let connected = async {
                 let mut c = LeaderConn::connect(&addr).await?;
-                c.authenticate(&shard.secret, shard.config.node_id, f.leader)
+                c.authenticate(&secret, shard.config.node_id, f.leader)
                     .await?;
                 Ok::<_, std::io::Error>(c)
             };
@@ -325,9 +363,9 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
         }
         let Some(c) = conn.as_mut() else { continue };
         let result = if parts.iter().any(|(_, s)| !s.truncated) {
-            truncate_round(&shard, &f, c, &parts).await
+            truncate_round(&replicas, &f, c, &parts).await
         } else {
-            fetch_round(&shard, &f, c, &parts).await
+            fetch_round(&replicas, &f, c, &parts).await
         };
         match result {
             Ok(Round::Progress) => {}
@@ -344,17 +382,17 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
 
 /// OffsetForLeaderEpoch for every partition not yet checked; truncates divergent tails.
 async fn truncate_round(
-    shard: &Rc<Shard>,
+    replicas: &ReplicaManager,
     f: &Fetcher,
     c: &mut LeaderConn,
     parts: &[(TopicPartition, FollowState)],
 ) -> std::io::Result<Round> {
     let mut req = OffsetForLeaderEpochRequest::default();
-    req.replica_id = KBrokerId(shard.config.node_id);
+    req.replica_id = KBrokerId(replicas.shard.config.node_id);
     let mut by_topic: BTreeMap<&str, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
     let mut asked = Vec::new();
     for (tp, st) in parts.iter().filter(|(_, s)| !s.truncated) {
-        let Some(p) = shard.partition(tp) else {
+        let Some(p) = replicas.get(tp) else {
             continue;
         };
         let Some(latest) = p.log.latest_epoch() else {
@@ -376,7 +414,7 @@ async fn truncate_round(
         .into_iter()
         .map(|(t, ps)| {
             let mut ot = OffsetForLeaderTopic::default();
-            ot.topic = crate::kafka::handlers::topic_name(t);
+            ot.topic = TopicName(StrBytes::from_string(t.to_string()));
             ot.partitions = ps;
             ot
         })
@@ -394,7 +432,7 @@ async fn truncate_round(
             if r.error_code != errors::NONE {
                 continue;
             }
-            let Some(p) = shard.partition(&tp) else {
+            let Some(p) = replicas.get(&tp) else {
                 continue;
             };
             let leo = p.log.log_end_offset();
@@ -427,20 +465,20 @@ fn mark_truncated(f: &Fetcher, tp: &TopicPartition, epoch: i32) {
 
 /// One Fetch for all followed partitions; appends what arrives.
 async fn fetch_round(
-    shard: &Rc<Shard>,
+    replicas: &ReplicaManager,
     f: &Fetcher,
     c: &mut LeaderConn,
     parts: &[(TopicPartition, FollowState)],
 ) -> std::io::Result<Round> {
     let mut req = FetchRequest::default();
-    req.replica_id = KBrokerId(shard.config.node_id);
+    req.replica_id = KBrokerId(replicas.shard.config.node_id);
     req.max_wait_ms = MAX_WAIT_MS;
     req.min_bytes = 1;
     req.max_bytes = 64 << 20;
     req.session_epoch = -1;
     let mut by_topic: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
     for (tp, st) in parts {
-        let Some(p) = shard.partition(tp) else {
+        let Some(p) = replicas.get(tp) else {
             continue;
         };
         let mut fp = FetchPartition::default();
@@ -459,7 +497,7 @@ async fn fetch_round(
         .into_iter()
         .map(|(t, ps)| {
             let mut ft = FetchTopic::default();
-            ft.topic = crate::kafka::handlers::topic_name(t);
+            ft.topic = TopicName(StrBytes::from_string(t.to_string()));
             ft.partitions = ps;
             ft
         })
@@ -471,10 +509,10 @@ async fn fetch_round(
     for t in resp.responses {
         for pd in t.partitions {
             let tp = TopicPartition::new(t.topic.0.as_str(), pd.partition_index);
-            let Some(p) = shard.partition(&tp) else {
+            let Some(p) = replicas.get(&tp) else {
                 continue;
             };
-            if !f.partitions.borrow().contains_key(&tp) || p.is_leader.get() {
+            if !f.partitions.borrow().contains_key(&tp) || p.is_leader() {
                 continue;
             }
             match pd.error_code {
@@ -503,11 +541,8 @@ async fn fetch_round(
                     }
                 }
             }
-            p.leader_high_watermark.set(pd.high_watermark);
-            let hw = pd.high_watermark.min(p.log.log_end_offset());
-            if hw > p.log.high_watermark() {
-                p.log.set_high_watermark(hw);
-                p.hw_advanced.notify();
+            if let Err(e) = p.update_high_watermark(pd.high_watermark) {
+                tracing::debug!(topic = %tp.topic, partition = tp.partition, "replica fetch: {e}");
             }
         }
     }
@@ -525,7 +560,7 @@ async fn fetch_round(
 /// one DMA write instead of one write (and one disk round trip) per batch. Returns how many
 /// batches were written, or the first write's error.
 async fn append_batches(
-    p: &crate::partition::Partition,
+    p: &Partition,
     mut records: Bytes,
 ) -> Result<usize, chronik_storage::StorageError> {
     let mut pending = Vec::new();

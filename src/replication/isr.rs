@@ -1,36 +1,125 @@
 //! ISR maintenance on the leader: a follower that has not caught up for
 //! `replica.lag.time.max.ms` leaves the ISR; one that reached the high watermark rejoins. Both
 //! are AlterPartition proposals to the controller, checked there against the partition epoch.
+//!
+//! The decision (`decide`) is a pure function of the partition's replica state and the time,
+//! so every transition is unit-tested without a cluster or a real clock; `run` applies it to
+//! the partitions this shard leads.
 
-use crate::shard::Shard;
+use crate::partition::manager::ReplicaManager;
+use crate::partition::FollowerState;
+use chronik_raft::image::BrokerId;
 use chronik_raft::{Command, CommandOutcome};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 
-pub async fn run(shard: Rc<Shard>) {
-    loop {
-        glommio::timer::sleep(CHECK_EVERY).await;
-        if shard.shutting_down.get() {
-            return;
-        }
-        check_all(&shard);
+/// Where the ISR check reads the time (a fixed clock in tests).
+pub trait Clock {
+    fn now(&self) -> Instant;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
     }
 }
 
-fn check_all(shard: &Rc<Shard>) {
+/// What the leader knows of one partition when it decides its ISR.
+pub struct IsrState<'a> {
+    pub me: BrokerId,
+    pub replicas: &'a [BrokerId],
+    /// The ISR in the metadata image.
+    pub isr: &'a [BrokerId],
+    pub high_watermark: i64,
+    /// When this broker became leader (followers not heard from since are judged by it).
+    pub leader_since: Instant,
+    pub followers: &'a HashMap<BrokerId, FollowerState>,
+}
+
+/// Why no decision could be made: the state breaks an invariant the controller keeps.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IsrError {
+    #[error("the leader {0} is not in the ISR")]
+    LeaderNotInIsr(BrokerId),
+    #[error("ISR member {0} is not a replica")]
+    NotAReplica(BrokerId),
+}
+
+/// The ISR to propose, or `None` to keep it. Members other than the leader stay while they
+/// caught up within `lag_max` (one never heard from since this leader took over, within
+/// `lag_max` of that); a live replica outside rejoins once it reached the high watermark and
+/// is caught up. The leader always stays. `live(b)`: broker `b` is registered and unfenced (the
+/// controller refuses a fenced one, Kafka's KIP-841 rule, so it is not asked).
+pub fn decide(
+    st: &IsrState<'_>,
+    lag_max: Duration,
+    live: impl Fn(BrokerId) -> bool,
+    now: Instant,
+) -> Result<Option<Vec<BrokerId>>, IsrError> {
+    if !st.isr.contains(&st.me) {
+        return Err(IsrError::LeaderNotInIsr(st.me));
+    }
+    if let Some(b) = st.isr.iter().find(|b| !st.replicas.contains(b)) {
+        return Err(IsrError::NotAReplica(*b));
+    }
+    let caught_up = |f: &FollowerState| now.saturating_duration_since(f.caught_up_at) <= lag_max;
+    let leader_age = now.saturating_duration_since(st.leader_since);
+    let mut new_isr: Vec<BrokerId> = st
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| {
+            *b == st.me
+                || match st.followers.get(b) {
+                    Some(f) => caught_up(f),
+                    None => leader_age <= lag_max,
+                }
+        })
+        .collect();
+    for r in st.replicas {
+        if new_isr.contains(r) || !live(*r) {
+            continue;
+        }
+        if let Some(f) = st.followers.get(r) {
+            if f.log_end_offset >= st.high_watermark && caught_up(f) {
+                new_isr.push(*r);
+            }
+        }
+    }
+    let mut a = new_isr.clone();
+    let mut b = st.isr.to_vec();
+    a.sort_unstable();
+    b.sort_unstable();
+    Ok((a != b).then_some(new_isr))
+}
+
+pub async fn run(replicas: Rc<ReplicaManager>) {
+    loop {
+        glommio::timer::sleep(CHECK_EVERY).await;
+        if replicas.shard.shutting_down.get() {
+            return;
+        }
+        check_all(&replicas, &SystemClock);
+    }
+}
+
+fn check_all(replicas: &Rc<ReplicaManager>, clock: &dyn Clock) {
+    let shard = &replicas.shard;
     let me = shard.config.node_id;
     let lag_max = Duration::from_millis(shard.config.replica_lag_time_max_ms);
-    let now = Instant::now();
-    let parts: Vec<_> = shard.partitions.borrow().values().cloned().collect();
-    for p in parts {
-        if p.is_leader.get() {
+    let now = clock.now();
+    for p in replicas.all() {
+        if p.is_leader() {
             // Batches whose appender went away (closed connection) are written by the log's
             // background flusher with no one to move the HW past them: do it here.
             p.maybe_advance_hw();
         }
-        if !p.is_leader.get() || p.isr_change_pending.get() {
+        if !p.is_leader() || p.isr_change_pending.get() {
             continue;
         }
         let Some(ps) = shard.with_image(|i| i.partition(&p.tp.topic, p.tp.partition).cloned())
@@ -40,40 +129,24 @@ fn check_all(shard: &Rc<Shard>) {
         if ps.leader != me {
             continue;
         }
-        let hw = p.high_watermark();
-        let leader_age = now.duration_since(p.leader_since.get());
-        let followers = p.followers.borrow().clone();
-        let mut new_isr: Vec<i32> = ps
-            .isr
-            .iter()
-            .copied()
-            .filter(|b| {
-                *b == me
-                    || match followers.get(b) {
-                        Some(f) => now.duration_since(f.caught_up_at) <= lag_max,
-                        None => leader_age <= lag_max,
-                    }
-            })
-            .collect();
-        // A fenced replica (stopped, or in controlled shutdown and still fetching) may look
-        // caught up, but the controller refuses it (Kafka's KIP-841 rule): do not ask.
-        let live = |b: &i32| shard.with_image(|i| i.broker(*b).is_some_and(|x| !x.fenced));
-        for r in &ps.replicas {
-            if !new_isr.contains(r) && live(r) {
-                if let Some(f) = followers.get(r) {
-                    if f.log_end_offset >= hw && now.duration_since(f.caught_up_at) <= lag_max {
-                        new_isr.push(*r);
-                    }
-                }
+        let followers = p.follower_states();
+        let st = IsrState {
+            me,
+            replicas: &ps.replicas,
+            isr: &ps.isr,
+            high_watermark: p.high_watermark(),
+            leader_since: p.leader_since(),
+            followers: &followers,
+        };
+        let live = |b: BrokerId| shard.with_image(|i| i.broker(b).is_some_and(|x| !x.fenced));
+        let new_isr = match decide(&st, lag_max, live, now) {
+            Ok(Some(isr)) => isr,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(topic = %p.tp.topic, partition = p.tp.partition, "ISR check: {e}");
+                continue;
             }
-        }
-        let mut a = new_isr.clone();
-        let mut b = ps.isr.clone();
-        a.sort_unstable();
-        b.sort_unstable();
-        if a == b {
-            continue;
-        }
+        };
         tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, from = ?ps.isr, to = ?new_isr, "proposing ISR change");
         p.isr_change_pending.set(true);
         let cmd = Command::AlterPartition {
@@ -98,5 +171,140 @@ fn check_all(shard: &Rc<Shard>) {
             p.isr_change_pending.set(false);
         })
         .detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decide, IsrError, IsrState};
+    use crate::partition::FollowerState;
+    use chronik_raft::image::BrokerId;
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    const LAG: Duration = Duration::from_secs(10);
+
+    fn at(t0: Instant, secs: u64) -> Instant {
+        t0 + Duration::from_secs(secs)
+    }
+
+    /// A follower last caught up at `caught_up`, with log end `leo`.
+    fn follower(leo: i64, caught_up: Instant) -> FollowerState {
+        FollowerState::new(leo, caught_up)
+    }
+
+    fn state<'a>(
+        isr: &'a [BrokerId],
+        replicas: &'a [BrokerId],
+        leader_since: Instant,
+        followers: &'a HashMap<BrokerId, FollowerState>,
+    ) -> IsrState<'a> {
+        IsrState {
+            me: 1,
+            replicas,
+            isr,
+            high_watermark: 100,
+            leader_since,
+            followers,
+        }
+    }
+
+    fn all_live(_: BrokerId) -> bool {
+        true
+    }
+
+    #[test]
+    fn a_follower_caught_up_within_the_lag_limit_keeps_the_isr_as_it_is() {
+        let t0 = Instant::now();
+        let f = HashMap::from([(2, follower(100, at(t0, 5))), (3, follower(100, at(t0, 5)))]);
+        let st = state(&[1, 2, 3], &[1, 2, 3], t0, &f);
+        assert_eq!(decide(&st, LAG, all_live, at(t0, 15)), Ok(None));
+        // The ISR's order does not matter.
+        let st = state(&[3, 1, 2], &[1, 2, 3], t0, &f);
+        assert_eq!(decide(&st, LAG, all_live, at(t0, 15)), Ok(None));
+    }
+
+    #[test]
+    fn a_follower_not_caught_up_for_longer_than_the_limit_leaves_the_isr() {
+        let t0 = Instant::now();
+        let f = HashMap::from([(2, follower(40, at(t0, 1))), (3, follower(100, at(t0, 20)))]);
+        let st = state(&[1, 2, 3], &[1, 2, 3], t0, &f);
+        assert_eq!(
+            decide(&st, LAG, all_live, at(t0, 11)),
+            Ok(None),
+            "exactly the limit is not over it"
+        );
+        assert_eq!(decide(&st, LAG, all_live, at(t0, 12)), Ok(Some(vec![1, 3])));
+    }
+
+    #[test]
+    fn a_follower_never_heard_from_stays_until_the_leader_is_older_than_the_limit() {
+        let t0 = Instant::now();
+        let f = HashMap::new();
+        let st = state(&[1, 2], &[1, 2], t0, &f);
+        assert_eq!(decide(&st, LAG, all_live, at(t0, 10)), Ok(None));
+        assert_eq!(decide(&st, LAG, all_live, at(t0, 11)), Ok(Some(vec![1])));
+    }
+
+    #[test]
+    fn the_leader_stays_in_the_isr_whatever_its_own_state() {
+        let t0 = Instant::now();
+        // No follower state at all, a leader long in office: only the others leave.
+        let f = HashMap::new();
+        let st = state(&[1, 2, 3], &[1, 2, 3], t0, &f);
+        assert_eq!(decide(&st, LAG, all_live, at(t0, 1000)), Ok(Some(vec![1])));
+        // A leader alone in its ISR stays there.
+        let st = state(&[1], &[1, 2, 3], t0, &f);
+        assert_eq!(decide(&st, LAG, all_live, at(t0, 1000)), Ok(None));
+    }
+
+    #[test]
+    fn a_live_replica_that_reached_the_high_watermark_rejoins() {
+        let t0 = Instant::now();
+        let f = HashMap::from([(2, follower(100, at(t0, 50)))]);
+        let st = state(&[1], &[1, 2], t0, &f);
+        assert_eq!(decide(&st, LAG, all_live, at(t0, 55)), Ok(Some(vec![1, 2])));
+    }
+
+    #[test]
+    fn a_replica_below_the_high_watermark_lagging_or_fenced_does_not_rejoin() {
+        let t0 = Instant::now();
+        let below = HashMap::from([(2, follower(99, at(t0, 50)))]);
+        let st = state(&[1], &[1, 2], t0, &below);
+        assert_eq!(decide(&st, LAG, all_live, at(t0, 55)), Ok(None));
+        let stale = HashMap::from([(2, follower(100, at(t0, 30)))]);
+        let st = state(&[1], &[1, 2], t0, &stale);
+        assert_eq!(decide(&st, LAG, all_live, at(t0, 55)), Ok(None));
+        let caught_up = HashMap::from([(2, follower(100, at(t0, 50)))]);
+        let st = state(&[1], &[1, 2], t0, &caught_up);
+        assert_eq!(decide(&st, LAG, |b| b != 2, at(t0, 55)), Ok(None));
+        // Never heard from: nothing shows it caught up.
+        let none = HashMap::new();
+        let st = state(&[1], &[1, 2], t0, &none);
+        assert_eq!(decide(&st, LAG, all_live, at(t0, 1)), Ok(None));
+    }
+
+    #[test]
+    fn shrink_and_expand_happen_in_one_decision() {
+        let t0 = Instant::now();
+        let f = HashMap::from([(2, follower(10, t0)), (3, follower(100, at(t0, 50)))]);
+        let st = state(&[1, 2], &[1, 2, 3], t0, &f);
+        assert_eq!(decide(&st, LAG, all_live, at(t0, 55)), Ok(Some(vec![1, 3])));
+    }
+
+    #[test]
+    fn a_state_that_breaks_the_invariants_gets_no_decision() {
+        let t0 = Instant::now();
+        let f = HashMap::new();
+        let st = state(&[2, 3], &[1, 2, 3], t0, &f);
+        assert_eq!(
+            decide(&st, LAG, all_live, t0),
+            Err(IsrError::LeaderNotInIsr(1))
+        );
+        let st = state(&[1, 4], &[1, 2, 3], t0, &f);
+        assert_eq!(
+            decide(&st, LAG, all_live, t0),
+            Err(IsrError::NotAReplica(4))
+        );
     }
 }

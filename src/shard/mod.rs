@@ -1,20 +1,17 @@
-//! A shard: one glommio executor that owns a set of partitions and serves connections.
+//! A shard's runtime: one glommio executor, who it is, the metadata image it serves from, and
+//! the inboxes of every shard (`Mesh`) to run work where a partition or group lives.
 //!
 //! All state here is executor-local (`Rc`, `RefCell`, `Cell`); other shards reach it only by
-//! sending a task over its inbox (`run_on`).
+//! sending a task over its inbox (`Mesh::run_on`). What the shard serves (partitions, groups,
+//! fetchers) lives above this module (`services`).
 
 pub mod event;
-pub mod images;
-pub mod maintenance;
 
 use crate::config::BrokerConfig;
-use crate::partition::Partition;
 use chronik_raft::image::MetadataImage;
 use chronik_raft::Controller;
-use chronik_storage::ReadCache;
 use event::LocalEvent;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -22,8 +19,9 @@ use std::sync::Arc;
 
 pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 
-/// Work sent to another shard: a closure run on the owner, producing a local future.
-pub type ShardTask = Box<dyn FnOnce(Rc<Shard>) -> LocalBoxFuture<()> + Send>;
+/// Work sent to another shard: a closure run on the owner with its context `C`, producing a
+/// local future.
+pub type ShardTask<C> = Box<dyn FnOnce(Rc<C>) -> LocalBoxFuture<()> + Send>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
@@ -52,67 +50,34 @@ pub fn owner_shard(topic: &str, partition: i32, nshards: usize) -> usize {
     (h.wrapping_add(p) % nshards as u64) as usize
 }
 
+/// The runtime of one shard: identity, settings, controller handle and the current image.
 pub struct Shard {
     pub id: usize,
     pub nshards: usize,
     pub config: Rc<BrokerConfig>,
     pub controller: Controller,
-    pub cache: Rc<ReadCache>,
-    peers: Vec<async_channel::Sender<ShardTask>>,
     image: RefCell<Arc<MetadataImage>>,
     image_changed: LocalEvent,
-    pub(crate) partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
-    /// Partitions being opened, with the event their other users wait on. Waiters resume in
-    /// arrival order, so pipelined produces to a partition still append in request order.
-    pub(crate) opening: RefCell<HashMap<TopicPartition, Rc<LocalEvent>>>,
-    /// Partitions whose log could not be opened: the reason and when it was last tried, so
-    /// requests get KAFKA_STORAGE_ERROR at once and the log says so once (see `images`).
-    pub(crate) failed_opens: RefCell<HashMap<TopicPartition, images::FailedOpen>>,
-    pub(crate) shutting_down: Cell<bool>,
-    pub connections: Cell<usize>,
-    /// Releases idle connections' buffers and closes them after `connections.max.idle.ms`.
-    pub idle: crate::net::idle::IdleSweeper,
-    /// Consumer groups this shard coordinates (see `crate::group`).
-    pub groups: crate::group::GroupCoordinator,
-    pub fetchers: crate::replication::fetcher::Fetchers,
-    /// The cluster secret: followers prove with it who they are (`net::broker_auth`).
-    pub secret: chronik_raft::secret::ClusterSecret,
-    /// Counters for the metrics endpoint (`crate::metrics`).
-    pub metrics: crate::metrics::ShardMetrics,
-    /// Producer ids this shard may hand out: [next, end) of a block from the controller.
-    pid_block: Cell<(i64, i64)>,
+    /// Set when the shard stops: its background loops end.
+    pub shutting_down: Cell<bool>,
 }
 
 impl Shard {
     pub fn new(
         id: usize,
+        nshards: usize,
         config: Rc<BrokerConfig>,
         controller: Controller,
-        peers: Vec<async_channel::Sender<ShardTask>>,
     ) -> Rc<Shard> {
         let image = controller.current_image();
-        let groups = crate::group::GroupCoordinator::new(config.groups.clone());
-        let secret = controller.cluster_secret().clone();
         Rc::new(Shard {
             id,
-            nshards: peers.len(),
-            cache: ReadCache::new(config.read_cache_bytes / peers.len().max(1)),
+            nshards,
             config,
             controller,
-            peers,
             image: RefCell::new(image),
             image_changed: LocalEvent::new(),
-            partitions: RefCell::new(HashMap::new()),
-            opening: RefCell::new(HashMap::new()),
-            failed_opens: RefCell::new(HashMap::new()),
             shutting_down: Cell::new(false),
-            connections: Cell::new(0),
-            idle: Default::default(),
-            groups,
-            pid_block: Cell::new((0, 0)),
-            fetchers: Default::default(),
-            secret,
-            metrics: Default::default(),
         })
     }
 
@@ -126,9 +91,11 @@ impl Shard {
         f(&self.image.borrow())
     }
 
-    pub(crate) fn install_image(&self, img: Arc<MetadataImage>) {
-        *self.image.borrow_mut() = img;
+    /// Swaps in a new image; returns the one it replaces (for reconciling the difference).
+    pub fn install_image(&self, img: Arc<MetadataImage>) -> Arc<MetadataImage> {
+        let old = std::mem::replace(&mut *self.image.borrow_mut(), img);
         self.image_changed.notify();
+        old
     }
 
     /// Waits until this shard's image reflects Raft index `index` (e.g. a CreateTopics entry).
@@ -151,55 +118,50 @@ impl Shard {
         owner_shard(topic, partition, self.nshards)
     }
 
-    /// Runs `f` on shard `target` and returns its result. Local calls run inline.
-    pub async fn run_on<T, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> Option<T>
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> std::path::PathBuf {
+        self.config.data_dir.join(format!("{topic}-{partition}"))
+    }
+}
+
+/// The inboxes of every shard, carrying tasks that run with the target shard's context `C`
+/// (generic so that this runtime does not depend on what the shards serve).
+pub struct Mesh<C: 'static> {
+    id: usize,
+    peers: Vec<async_channel::Sender<ShardTask<C>>>,
+}
+
+impl<C: 'static> Mesh<C> {
+    pub fn new(id: usize, peers: Vec<async_channel::Sender<ShardTask<C>>>) -> Self {
+        Mesh { id, peers }
+    }
+
+    /// Runs `f` on shard `target` with its context and returns its result. `here` is this
+    /// shard's context: local calls run inline with it.
+    pub async fn run_on<T, F, Fut>(&self, here: &Rc<C>, target: usize, f: F) -> Option<T>
     where
         T: Send + 'static,
-        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        F: FnOnce(Rc<C>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
         if target == self.id {
-            return Some(f(self.clone()).await);
+            return Some(f(here.clone()).await);
         }
         let (tx, rx) = async_channel::bounded(1);
-        let task: ShardTask = Box::new(move |shard| {
+        let task: ShardTask<C> = Box::new(move |ctx| {
             Box::pin(async move {
-                let v = f(shard).await;
+                let v = f(ctx).await;
                 let _ = tx.send(v).await;
             })
         });
         self.peers.get(target)?.send(task).await.ok()?;
         rx.recv().await.ok()
     }
-
-    pub fn take_producer_id(&self) -> Option<i64> {
-        let (next, end) = self.pid_block.get();
-        if next < end {
-            self.pid_block.set((next + 1, end));
-            Some(next)
-        } else {
-            None
-        }
-    }
-
-    pub fn add_producer_id_block(&self, first: i64, count: i64) {
-        self.pid_block.set((first, first + count));
-    }
-
-    /// An open partition this shard owns, if any.
-    pub fn partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
-        self.partitions.borrow().get(tp).cloned()
-    }
-
-    pub fn partition_dir(&self, topic: &str, partition: i32) -> std::path::PathBuf {
-        self.config.data_dir.join(format!("{topic}-{partition}"))
-    }
 }
 
 /// The inbox loop of a shard: runs tasks sent by other shards.
-pub async fn run_inbox(shard: Rc<Shard>, inbox: async_channel::Receiver<ShardTask>) {
+pub async fn run_inbox<C: 'static>(ctx: Rc<C>, inbox: async_channel::Receiver<ShardTask<C>>) {
     while let Ok(task) = inbox.recv().await {
-        let fut = task(shard.clone());
+        let fut = task(ctx.clone());
         glommio::spawn_local(fut).detach();
     }
 }

@@ -10,7 +10,7 @@ use super::describe_configs::{broker_resource, RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{str_bytes, topics};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::broker_config::is_dynamic;
 use chronik_raft::topic_config::is_list_config;
@@ -31,7 +31,7 @@ const OP_SUBTRACT: i8 = 3;
 /// The outcome for one resource: an error code and its message.
 type Outcome = (i16, Option<String>);
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: IncrementalAlterConfigsRequest = decode(body, ctx.api_version)?;
     let mut resp = IncrementalAlterConfigsResponse::default();
     for res in req.resources {
@@ -62,7 +62,11 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
 }
 
 /// Legacy AlterConfigs (API 33): the named configs become the topic's whole set of overrides.
-pub async fn handle_legacy(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle_legacy(
+    shard: Rc<Services>,
+    ctx: RequestContext,
+    body: BytesMut,
+) -> HandlerResult {
     let req: AlterConfigsRequest = decode(body, ctx.api_version)?;
     let mut resp = AlterConfigsResponse::default();
     for res in req.resources {
@@ -139,7 +143,7 @@ fn not_a_topic() -> Outcome {
 /// Alters dynamic broker configs: read-only broker configs are refused with INVALID_REQUEST
 /// as Kafka does, the rest checked (INVALID_CONFIG) and committed by the controller.
 async fn alter_broker(
-    shard: &Rc<Shard>,
+    shard: &Rc<Services>,
     resource: &str,
     set: BTreeMap<String, String>,
     delete: Vec<String>,
@@ -260,7 +264,7 @@ fn split_list(v: &str) -> Vec<String> {
 }
 
 /// A topic's value for `key`: its override, else the broker default.
-fn current_value(shard: &Shard, topic: &str, key: &str) -> Option<String> {
+fn current_value(shard: &Services, topic: &str, key: &str) -> Option<String> {
     shard.with_image(|i| {
         i.topic(topic)
             .and_then(|t| t.configs.get(key).cloned())
@@ -273,7 +277,7 @@ fn current_value(shard: &Shard, topic: &str, key: &str) -> Option<String> {
 }
 
 async fn alter(
-    shard: &Rc<Shard>,
+    shard: &Rc<Services>,
     topic: String,
     set: BTreeMap<String, String>,
     delete: Vec<String>,

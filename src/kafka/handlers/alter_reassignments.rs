@@ -10,7 +10,7 @@ use super::partition_commands::{self, PartitionResult};
 use super::{str_bytes, topic_name};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::{Command, MetaError, PartitionRef};
 use kafka_protocol::messages::alter_partition_reassignments_response::{
@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 };
 use std::rc::Rc;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: AlterPartitionReassignmentsRequest = decode(body, ctx.api_version)?;
     // v0 has no flag and always allows a new replication factor.
     let allow_rf_change = ctx.api_version < 1 || req.allow_replication_factor_change;
@@ -110,7 +110,7 @@ enum Pending {
 }
 
 /// KIP-860: with allowReplicationFactorChange false a move must keep the replica count.
-fn rf_change_refused(shard: &Shard, cmd: &Command, allow: bool) -> Option<MetaError> {
+fn rf_change_refused(shard: &Services, cmd: &Command, allow: bool) -> Option<MetaError> {
     let Command::ReassignPartitions {
         topic,
         partition,

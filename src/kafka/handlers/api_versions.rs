@@ -2,7 +2,7 @@
 
 use crate::kafka::dispatch::{HandlerResult, APIS};
 use crate::kafka::{errors, ProtocolError, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::ApiVersionsResponse;
@@ -24,7 +24,7 @@ fn response(error: i16) -> ApiVersionsResponse {
     r
 }
 
-pub async fn handle(_shard: Rc<Shard>, ctx: RequestContext, _body: BytesMut) -> HandlerResult {
+pub async fn handle(_shard: Rc<Services>, ctx: RequestContext, _body: BytesMut) -> HandlerResult {
     // The request body (client software name/version) is informational only.
     ctx.encode(&response(errors::NONE)).map(Some)
 }

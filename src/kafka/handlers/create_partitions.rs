@@ -3,14 +3,14 @@
 use super::{str_bytes, topic_name, topics};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::{validate, Command, MetaError};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use std::rc::Rc;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: CreatePartitionsRequest = decode(body, ctx.api_version)?;
     // Every topic of the request, in order, with a refusal decided here (None: submitted).
     let early: Vec<(String, Option<MetaError>)> = req

@@ -3,7 +3,7 @@
 use super::{str_bytes, topic_name, topics, uuid};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::{validate, Command, MetaError, NewTopic};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -11,7 +11,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: CreateTopicsRequest = decode(body, ctx.api_version)?;
     // Every topic of the request, in order, with a refusal decided here (None: submitted).
     let mut early = Vec::with_capacity(req.topics.len());

@@ -6,8 +6,8 @@ use super::topic_name;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::partition::storage_error_code;
-use crate::shard::images::get_or_open;
-use crate::shard::{Shard, TopicPartition};
+use crate::services::Services;
+use crate::shard::TopicPartition;
 use bytes::BytesMut;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -15,12 +15,12 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use std::rc::Rc;
 
-async fn delete_local(shard: &Rc<Shard>, tp: TopicPartition, offset: i64) -> (i16, i64) {
-    let p = match get_or_open(shard, &tp).await {
+async fn delete_local(shard: &Rc<Services>, tp: TopicPartition, offset: i64) -> (i16, i64) {
+    let p = match shard.replicas.get_or_open(&tp).await {
         Ok(p) => p,
         Err(c) => return (c, -1),
     };
-    if !p.is_leader.get() {
+    if !p.is_leader() {
         return (errors::NOT_LEADER_OR_FOLLOWER, -1);
     }
     let hw = p.high_watermark();
@@ -34,7 +34,7 @@ async fn delete_local(shard: &Rc<Shard>, tp: TopicPartition, offset: i64) -> (i1
     }
 }
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DeleteRecordsRequest = decode(body, ctx.api_version)?;
     let mut resp = DeleteRecordsResponse::default();
     for t in req.topics {

@@ -5,7 +5,7 @@ use super::produce::is_internal_topic;
 use super::{str_bytes, topic_name, topics};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::Command;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DeleteTopicsRequest = decode(body, ctx.api_version)?;
     let mut resp = DeleteTopicsResponse::default();
     // (requested name or None, topic id asked for, resolved name)

@@ -3,13 +3,13 @@
 use super::str_bytes;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use std::rc::Rc;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let _req: DescribeClusterRequest = decode(body, ctx.api_version)?;
     let img = shard.image();
     let mut resp = DescribeClusterResponse::default();

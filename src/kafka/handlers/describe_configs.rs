@@ -7,7 +7,7 @@ use crate::dynamic_config::{
 };
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::broker_config::is_dynamic;
 use kafka_protocol::messages::describe_configs_response::{
@@ -62,7 +62,7 @@ fn entry(
     c
 }
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DescribeConfigsRequest = decode(body, ctx.api_version)?;
     let cfg = &shard.config;
     let img = shard.image();

@@ -4,19 +4,20 @@ use super::str_bytes;
 use crate::group::coordinator::{self, Described};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
 use std::rc::Rc;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DescribeGroupsRequest = decode(body, ctx.api_version)?;
     let mut resp = DescribeGroupsResponse::default();
     for gid in &req.groups {
         let group = gid.0.to_string();
         let g = group.clone();
-        let d = crate::group::on_group_shard(&shard, &group, move |s| coordinator::describe(s, g))
+        let d = shard
+            .on_group_shard(&group, move |s| coordinator::describe(s, g))
             .await
             .unwrap_or(Described {
                 error: errors::COORDINATOR_NOT_AVAILABLE,

@@ -8,7 +8,7 @@
 use super::topic_name;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
@@ -28,7 +28,7 @@ struct Replica {
     offset_lag: i64,
 }
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DescribeLogDirsRequest = decode(body, ctx.api_version)?;
     // topic -> partitions asked for (None: every partition of every topic).
     let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.as_ref().map(|ts| {
@@ -92,13 +92,13 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
 }
 
 /// The replicas this shard holds open that this broker is assigned, filtered by `wanted`.
-fn local_replicas(shard: &Shard, wanted: Option<&BTreeMap<String, Vec<i32>>>) -> Vec<Replica> {
+fn local_replicas(shard: &Services, wanted: Option<&BTreeMap<String, Vec<i32>>>) -> Vec<Replica> {
     let me = shard.config.node_id;
     let img = shard.image();
     shard
-        .partitions
-        .borrow()
-        .values()
+        .replicas
+        .all()
+        .into_iter()
         .filter(|p| {
             wanted.is_none_or(|w| {
                 w.get(p.tp.topic.as_ref())
@@ -111,10 +111,10 @@ fn local_replicas(shard: &Shard, wanted: Option<&BTreeMap<String, Vec<i32>>>) ->
         })
         .map(|p| {
             let leo = p.log.log_end_offset();
-            let offset_lag = if p.is_leader.get() {
+            let offset_lag = if p.is_leader() {
                 0
             } else {
-                (p.leader_high_watermark.get() - leo).max(0)
+                (p.leader_high_watermark() - leo).max(0)
             };
             Replica {
                 topic: p.tp.topic.to_string(),

@@ -5,8 +5,8 @@ use super::str_bytes;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::partition::producer_state::ActiveProducer;
-use crate::shard::images::get_or_open;
-use crate::shard::{Shard, TopicPartition};
+use crate::services::Services;
+use crate::shard::TopicPartition;
 use bytes::BytesMut;
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
@@ -15,15 +15,18 @@ use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersRespon
 use std::rc::Rc;
 
 /// Runs on the partition's owner shard.
-async fn active_local(shard: &Rc<Shard>, tp: TopicPartition) -> Result<Vec<ActiveProducer>, i16> {
-    let p = get_or_open(shard, &tp).await?;
-    if !p.is_leader.get() {
+async fn active_local(
+    shard: &Rc<Services>,
+    tp: TopicPartition,
+) -> Result<Vec<ActiveProducer>, i16> {
+    let p = shard.replicas.get_or_open(&tp).await?;
+    if !p.is_leader() {
         return Err(errors::NOT_LEADER_OR_FOLLOWER);
     }
     Ok(p.active_producers())
 }
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DescribeProducersRequest = decode(body, ctx.api_version)?;
     let mut resp = DescribeProducersResponse::default();
     for t in req.topics {

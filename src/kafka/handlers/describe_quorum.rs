@@ -9,7 +9,7 @@
 use super::{str_bytes, topic_name};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::quorum::{QuorumStatus, ReplicaStatus};
 use chronik_raft::ControllerError;
@@ -26,7 +26,7 @@ const METADATA_TOPIC: &str = "__cluster_metadata";
 const CONTROLLER_LISTENER: &str = "CONTROLLER";
 const QUORUM_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DescribeQuorumRequest = decode(body, ctx.api_version)?;
     let v = ctx.api_version;
     let mut resp = DescribeQuorumResponse::default();

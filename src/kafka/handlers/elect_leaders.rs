@@ -8,7 +8,7 @@ use super::partition_commands::{self, PartitionResult};
 use super::{str_bytes, topic_name};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::{Command, MetaError, PartitionRef};
 use kafka_protocol::messages::elect_leaders_response::{
@@ -21,7 +21,7 @@ use std::rc::Rc;
 const PREFERRED: i8 = 0;
 const UNCLEAN: i8 = 1;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: ElectLeadersRequest = decode(body, ctx.api_version)?;
     let all_partitions = req.topic_partitions.is_none();
     let wanted: Vec<PartitionRef> = match &req.topic_partitions {

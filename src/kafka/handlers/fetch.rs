@@ -2,12 +2,13 @@
 //! sleeps until a partition's high watermark moves (no polling loop).
 
 use crate::kafka::{decode, errors, ProtocolError, RequestContext, Response};
-use crate::partition::{storage_error_code, FollowerState};
-use crate::shard::images::get_or_open;
-use crate::shard::{Shard, TopicPartition};
+use crate::partition::storage_error_code;
+use crate::services::Services;
+use crate::shard::TopicPartition;
 use bytes::{Bytes, BytesMut};
 use chronik_raft::image::BrokerId;
 use kafka_protocol::messages::FetchRequest;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,8 +59,8 @@ pub struct ReadSpec {
 }
 
 /// Runs on the owning shard.
-pub async fn read_local(shard: &Rc<Shard>, spec: ReadSpec) -> PartitionRead {
-    let p = match get_or_open(shard, &spec.tp).await {
+pub async fn read_local(shard: &Rc<Services>, spec: ReadSpec) -> PartitionRead {
+    let p = match shard.replicas.get_or_open(&spec.tp).await {
         Ok(p) => p,
         Err(code) => return PartitionRead::error(code),
     };
@@ -80,10 +81,10 @@ pub async fn read_local(shard: &Rc<Shard>, spec: ReadSpec) -> PartitionRead {
         }
         return r;
     }
-    if !p.is_leader.get() {
+    if !p.is_leader() {
         return PartitionRead::error(errors::NOT_LEADER_OR_FOLLOWER);
     }
-    let epoch = p.leader_epoch.get();
+    let epoch = p.leader_epoch();
     if spec.current_leader_epoch >= 0 {
         if spec.current_leader_epoch < epoch {
             return PartitionRead::error(errors::FENCED_LEADER_EPOCH);
@@ -109,13 +110,12 @@ pub async fn read_local(shard: &Rc<Shard>, spec: ReadSpec) -> PartitionRead {
         }
         Some(follower) => {
             // A follower's fetch offset is its log end offset: record it and move the HW.
-            let now = Instant::now();
-            let mut fs = p.followers.borrow_mut();
-            fs.entry(follower)
-                .or_insert_with(|| FollowerState::new(spec.offset, now))
-                .record_fetch(spec.offset, leo, now);
-            drop(fs);
-            p.maybe_advance_hw();
+            // (Checked above: this replica leads and `follower` holds a replica.)
+            if p.record_follower_fetch(follower, spec.offset, Instant::now())
+                .is_err()
+            {
+                return PartitionRead::error(errors::NOT_LEADER_OR_FOLLOWER);
+            }
             leo
         }
         None => p.high_watermark(),
@@ -138,7 +138,7 @@ pub async fn read_local(shard: &Rc<Shard>, spec: ReadSpec) -> PartitionRead {
 }
 
 /// Whether `broker` is another broker in the replica set of `tp` in this shard's image.
-fn is_follower_of(shard: &Shard, tp: &TopicPartition, broker: BrokerId) -> bool {
+fn is_follower_of(shard: &Services, tp: &TopicPartition, broker: BrokerId) -> bool {
     broker != shard.config.node_id
         && shard.with_image(|img| {
             img.topic(&tp.topic)
@@ -150,12 +150,12 @@ fn is_follower_of(shard: &Shard, tp: &TopicPartition, broker: BrokerId) -> bool 
 /// Waits (on the owner shard) until any of `tps` moves its high watermark (for a follower:
 /// gets new data), or the deadline.
 async fn wait_any_local(
-    shard: &Rc<Shard>,
+    shard: &Rc<Services>,
     tps: Vec<TopicPartition>,
     replica: bool,
     deadline: Instant,
 ) {
-    let parts: Vec<_> = tps.iter().filter_map(|tp| shard.partition(tp)).collect();
+    let parts: Vec<_> = tps.iter().filter_map(|tp| shard.replicas.get(tp)).collect();
     let now = Instant::now();
     if parts.is_empty() || now >= deadline {
         if now < deadline {
@@ -185,8 +185,94 @@ async fn wait_any_local(
     futures_lite::future::or(any, glommio::timer::sleep(deadline - now)).await;
 }
 
+/// Runs the planned reads: each owner shard's reads in order on that shard, the shards at
+/// once. Each shard counts `max_bytes` over its own reads only, so it reads at least what the
+/// request-wide budget allows; the caller trims to that (`trim_to_budget`).
+async fn read_planned(
+    shard: &Rc<Services>,
+    mut plan: BTreeMap<usize, Vec<(usize, ReadSpec)>>,
+    max_bytes: usize,
+) -> Vec<(usize, PartitionRead)> {
+    let read_on_owner = |owner: usize, specs: Vec<(usize, ReadSpec)>| {
+        let slots: Vec<usize> = specs.iter().map(|(slot, _)| *slot).collect();
+        let s = shard.clone();
+        async move {
+            let reads = s
+                .run_on(owner, move |s| async move {
+                    let mut total = 0usize;
+                    let mut out = Vec::with_capacity(specs.len());
+                    for (_, mut spec) in specs {
+                        spec.max_bytes = spec.max_bytes.min(max_bytes.saturating_sub(total));
+                        let r = read_local(&s, spec).await;
+                        total += r.bytes();
+                        out.push(r);
+                    }
+                    out
+                })
+                .await
+                .unwrap_or_default();
+            // A shard that did not answer leaves its slots empty (UNKNOWN_SERVER_ERROR).
+            slots.into_iter().zip(reads).collect::<Vec<_>>()
+        }
+    };
+    if plan.len() <= 1 {
+        // One owner (always so with one shard per node): read in place, no task.
+        return match plan.pop_first() {
+            Some((owner, specs)) => read_on_owner(owner, specs).await,
+            None => Vec::new(),
+        };
+    }
+    let tasks: Vec<_> = plan
+        .into_iter()
+        .map(|(owner, specs)| glommio::spawn_local(read_on_owner(owner, specs)).detach())
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.extend(t.await.unwrap_or_default());
+    }
+    out
+}
+
+/// Cuts a partition's batches to what a read with `budget` bytes returns: whole batches, the
+/// first always (when `budget` > 0), the next ones while the total stays within `budget`.
+/// A log read returns that prefix of a read with a larger budget, so trimming a read made with
+/// more budget gives what the smaller read would have.
+fn trim_to_budget(batches: &mut Vec<Bytes>, budget: usize) {
+    if budget == 0 {
+        batches.clear();
+        return;
+    }
+    let mut total = 0usize;
+    let mut first = true;
+    for i in 0..batches.len() {
+        let chunk = &batches[i];
+        let mut pos = 0usize;
+        while pos < chunk.len() {
+            let Some(len) = chunk
+                .get(pos + 8..pos + 12)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .and_then(|n| usize::try_from(n).ok())
+            else {
+                return; // not a batch: leave the rest as read
+            };
+            let size = (12 + len).min(chunk.len() - pos);
+            if !first && total + size > budget {
+                let keep = chunk.slice(..pos);
+                batches.truncate(i);
+                if !keep.is_empty() {
+                    batches.push(keep);
+                }
+                return;
+            }
+            first = false;
+            total += size;
+            pos += size;
+        }
+    }
+}
+
 pub async fn handle(
-    shard: Rc<Shard>,
+    shard: Rc<Services>,
     ctx: RequestContext,
     body: BytesMut,
 ) -> Result<Option<Response>, ProtocolError> {
@@ -238,45 +324,63 @@ pub async fn handle(
 
     let mut results: Vec<Vec<PartitionRead>>;
     loop {
-        results = Vec::with_capacity(topics.len());
-        let mut total = 0usize;
-        let mut any_error = false;
+        // Planned per shard: the reads grouped by owner shard, each group read in request
+        // order on its owner, all groups at once; then merged in request order.
+        let mut plan: BTreeMap<usize, Vec<(usize, ReadSpec)>> = BTreeMap::new();
+        let mut slots: Vec<Option<PartitionRead>> = Vec::new();
+        let mut limits: Vec<usize> = Vec::new();
         for (name, _, parts) in &topics {
-            let mut out = Vec::with_capacity(parts.len());
             for (partition, offset, pmax, epoch) in parts {
+                let slot = slots.len();
+                limits.push(*pmax);
                 if unauthorized {
-                    out.push(PartitionRead::error(errors::TOPIC_AUTHORIZATION_FAILED));
-                    any_error = true;
+                    slots.push(Some(PartitionRead::error(
+                        errors::TOPIC_AUTHORIZATION_FAILED,
+                    )));
                     continue;
                 }
                 let Some(name) = name else {
-                    out.push(PartitionRead::error(errors::UNKNOWN_TOPIC_ID));
-                    any_error = true;
+                    slots.push(Some(PartitionRead::error(errors::UNKNOWN_TOPIC_ID)));
                     continue;
                 };
-                // Kafka: the first batch is returned even beyond max_bytes so progress is
-                // always possible (the log read returns at least one batch); after that the
-                // request budget applies.
-                let budget = (*pmax).min(max_bytes.saturating_sub(total));
+                slots.push(None);
                 let spec = ReadSpec {
                     tp: TopicPartition::new(name, *partition),
                     offset: *offset,
-                    max_bytes: budget,
+                    max_bytes: *pmax,
                     current_leader_epoch: *epoch,
                     replica,
                     debug,
                 };
-                let owner = shard.owner_of(name, *partition);
-                let r = shard
-                    .run_on(owner, move |s| async move { read_local(&s, spec).await })
-                    .await
-                    .unwrap_or_else(|| PartitionRead::error(errors::UNKNOWN_SERVER_ERROR));
-                any_error |= r.error != errors::NONE;
-                total += r.bytes();
-                out.push(r);
+                plan.entry(shard.owner_of(name, *partition))
+                    .or_default()
+                    .push((slot, spec));
             }
-            results.push(out);
         }
+        for (slot, r) in read_planned(&shard, plan, max_bytes).await {
+            if let Some(s) = slots.get_mut(slot) {
+                *s = Some(r);
+            }
+        }
+        // Kafka: the first batch is returned even beyond max_bytes so progress is always
+        // possible (the log read returns at least one batch); after that the request budget
+        // applies, over the partitions in request order.
+        let mut total = 0usize;
+        let mut any_error = false;
+        let mut reads = slots.into_iter().zip(limits).map(|(r, pmax)| {
+            let mut r = r.unwrap_or_else(|| PartitionRead::error(errors::UNKNOWN_SERVER_ERROR));
+            if r.error == errors::NONE {
+                trim_to_budget(&mut r.batches, pmax.min(max_bytes.saturating_sub(total)));
+            }
+            any_error |= r.error != errors::NONE;
+            total += r.bytes();
+            r
+        });
+        results = topics
+            .iter()
+            .map(|(_, _, parts)| reads.by_ref().take(parts.len()).collect())
+            .collect();
+        drop(reads);
         if total >= min_bytes || any_error || Instant::now() >= deadline {
             break;
         }
@@ -380,4 +484,55 @@ pub async fn handle(
         });
     }
     Ok(Some(super::fetch_response::encode(&ctx, &out, &endpoints)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trim_to_budget;
+    use bytes::{BufMut, Bytes, BytesMut};
+
+    /// A stand-in batch of `size` bytes: what the trim reads is the length at bytes 8..12.
+    fn batch(size: usize) -> BytesMut {
+        let mut b = BytesMut::with_capacity(size);
+        b.put_i64(0);
+        b.put_i32((size - 12) as i32);
+        b.resize(size, 0);
+        b
+    }
+
+    fn chunk(sizes: &[usize]) -> Bytes {
+        let mut c = BytesMut::new();
+        for s in sizes {
+            c.extend_from_slice(&batch(*s));
+        }
+        c.freeze()
+    }
+
+    fn sizes(batches: &[Bytes]) -> Vec<usize> {
+        batches.iter().map(Bytes::len).collect()
+    }
+
+    #[test]
+    fn a_read_is_trimmed_to_whole_batches_within_the_budget_the_first_always_kept() {
+        let read = vec![chunk(&[20, 20]), chunk(&[20])];
+        let mut r = read.clone();
+        trim_to_budget(&mut r, 60);
+        assert_eq!(sizes(&r), vec![40, 20], "everything fits");
+        let mut r = read.clone();
+        trim_to_budget(&mut r, 59);
+        assert_eq!(sizes(&r), vec![40]);
+        let mut r = read.clone();
+        trim_to_budget(&mut r, 39);
+        assert_eq!(sizes(&r), vec![20], "cut inside the first chunk");
+        let mut r = read.clone();
+        trim_to_budget(&mut r, 1);
+        assert_eq!(
+            sizes(&r),
+            vec![20],
+            "the first batch even beyond the budget"
+        );
+        let mut r = read;
+        trim_to_budget(&mut r, 0);
+        assert!(r.is_empty(), "no budget left: nothing");
+    }
 }

@@ -5,7 +5,7 @@ use super::str_bytes;
 use crate::group::{partition_for, OFFSETS_TOPIC};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::{Command, NewTopic};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -17,11 +17,11 @@ use std::time::Duration;
 const KEY_TYPE_GROUP: i8 = 0;
 
 /// Creates `__consumer_offsets` if it does not exist (compacted, no time retention).
-pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> i16 {
+pub async fn ensure_offsets_topic(shard: &Rc<Services>) -> i16 {
     if shard.with_image(|i| i.topic(OFFSETS_TOPIC).is_some()) {
         return errors::NONE;
     }
-    let cfg = &shard.groups.config;
+    let cfg = &shard.config.groups;
     let live = shard.with_image(|i| i.live_brokers().count()).max(1);
     let rf = cfg
         .offsets_replication_factor
@@ -68,7 +68,7 @@ struct Found {
     port: i32,
 }
 
-fn lookup(shard: &Shard, key: &str, key_type: i8, ensure_error: i16) -> Found {
+fn lookup(shard: &Services, key: &str, key_type: i8, ensure_error: i16) -> Found {
     let fail = |error, message| Found {
         error,
         message,
@@ -107,7 +107,7 @@ fn lookup(shard: &Shard, key: &str, key_type: i8, ensure_error: i16) -> Found {
     })
 }
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: FindCoordinatorRequest = decode(body, ctx.api_version)?;
     let keys: Vec<String> = if ctx.api_version >= 4 {
         req.coordinator_keys.iter().map(|k| k.to_string()).collect()

@@ -3,7 +3,7 @@
 
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::{Command, CommandOutcome};
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 const BLOCK: u32 = 1000;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: InitProducerIdRequest = decode(body, ctx.api_version)?;
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
@@ -39,7 +39,7 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
     ctx.encode(&resp).map(Some)
 }
 
-async fn next_producer_id(shard: &Rc<Shard>) -> Result<i64, i16> {
+async fn next_producer_id(shard: &Rc<Services>) -> Result<i64, i16> {
     if let Some(id) = shard.take_producer_id() {
         return Ok(id);
     }

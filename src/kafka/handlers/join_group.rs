@@ -5,13 +5,13 @@ use crate::group::coordinator::{self, JoinParams};
 use crate::group::state::JoinResult;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use std::rc::Rc;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let v = ctx.api_version;
     let req: JoinGroupRequest = decode(body, v)?;
     let group_id = req.group_id.0.to_string();
@@ -37,7 +37,8 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         require_known_member: v >= 4,
     };
     let member_id = params.member_id.clone();
-    let r = crate::group::on_group_shard(&shard, &group_id, move |s| coordinator::join(s, params))
+    let r = shard
+        .on_group_shard(&group_id, move |s| coordinator::join(s, params))
         .await
         .unwrap_or_else(|| JoinResult::error(errors::COORDINATOR_NOT_AVAILABLE, &member_id));
     let mut resp = JoinGroupResponse::default();

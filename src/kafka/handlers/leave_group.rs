@@ -4,13 +4,13 @@ use super::str_bytes;
 use crate::group::coordinator;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use std::rc::Rc;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let v = ctx.api_version;
     let req: LeaveGroupRequest = decode(body, v)?;
     let group_id = req.group_id.0.to_string();
@@ -28,13 +28,13 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         vec![(req.member_id.to_string(), None)]
     };
     let (g, ms) = (group_id.clone(), members.clone());
-    let (top, codes) =
-        crate::group::on_group_shard(&shard, &group_id, move |s| coordinator::leave(s, g, ms))
-            .await
-            .unwrap_or_else(|| {
-                let c = errors::COORDINATOR_NOT_AVAILABLE;
-                (c, vec![c; members.len()])
-            });
+    let (top, codes) = shard
+        .on_group_shard(&group_id, move |s| coordinator::leave(s, g, ms))
+        .await
+        .unwrap_or_else(|| {
+            let c = errors::COORDINATOR_NOT_AVAILABLE;
+            (c, vec![c; members.len()])
+        });
     let mut resp = LeaveGroupResponse::default();
     if v >= 3 {
         resp.error_code = top;

@@ -4,20 +4,20 @@ use super::str_bytes;
 use crate::group::coordinator;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use std::rc::Rc;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: ListGroupsRequest = decode(body, ctx.api_version)?;
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let mut resp = ListGroupsResponse::default();
     for id in 0..shard.nshards {
         let groups = shard
-            .run_on(id, |s| async move { coordinator::list_local(&s) })
+            .run_on(id, |s| async move { coordinator::list_local(&s.groups) })
             .await
             .unwrap_or_default();
         for (g, protocol_type, state) in groups {

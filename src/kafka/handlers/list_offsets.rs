@@ -5,8 +5,8 @@ use super::topic_name;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::partition::storage_error_code;
-use crate::shard::images::get_or_open;
-use crate::shard::{Shard, TopicPartition};
+use crate::services::Services;
+use crate::shard::TopicPartition;
 use bytes::BytesMut;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -38,13 +38,13 @@ fn err(code: i16) -> Answer {
 }
 
 async fn lookup(
-    shard: &Rc<Shard>,
+    shard: &Rc<Services>,
     tp: TopicPartition,
     ts: i64,
     current_epoch: i32,
     from_replica: Option<i32>,
 ) -> Answer {
-    let p = match get_or_open(shard, &tp).await {
+    let p = match shard.replicas.get_or_open(&tp).await {
         Ok(p) => p,
         Err(c) => return err(c),
     };
@@ -54,13 +54,13 @@ async fn lookup(
             error: errors::NONE,
             offset: p.log.log_end_offset(),
             timestamp: -1,
-            epoch: p.leader_epoch.get(),
+            epoch: p.leader_epoch(),
         };
     }
-    if !p.is_leader.get() {
+    if !p.is_leader() {
         return err(errors::NOT_LEADER_OR_FOLLOWER);
     }
-    let epoch = p.leader_epoch.get();
+    let epoch = p.leader_epoch();
     if current_epoch >= 0 && current_epoch < epoch {
         return err(errors::FENCED_LEADER_EPOCH);
     }
@@ -100,7 +100,7 @@ async fn lookup(
     }
 }
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: ListOffsetsRequest = decode(body, ctx.api_version)?;
     // A replica id >= 0 reads up to the log end instead of the high watermark: only from a
     // connection that proved it is that broker (`net::broker_auth`); anyone else is answered

@@ -5,7 +5,7 @@
 use super::topic_name;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::image::{PartitionState, TopicImage};
 use kafka_protocol::messages::list_partition_reassignments_response::{
@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
 };
 use std::rc::Rc;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: ListPartitionReassignmentsRequest = decode(body, ctx.api_version)?;
     let img = shard.image();
     let mut resp = ListPartitionReassignmentsResponse::default();

@@ -3,7 +3,7 @@
 use super::{str_bytes, topic_name, topics, uuid};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::image::{MetadataImage, TopicImage, NO_LEADER};
 use kafka_protocol::messages::metadata_response::{
@@ -12,7 +12,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use std::rc::Rc;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: MetadataRequest = decode(body, ctx.api_version)?;
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested: Option<Vec<(Option<String>, [u8; 16])>> = match req.topics {

@@ -57,7 +57,7 @@ pub(crate) type Endpoint = (i32, String, i32, Option<String>);
 /// KIP-951: a partition's current leader and leader epoch, for a NOT_LEADER_OR_FOLLOWER
 /// answer (Produce v10+, Fetch v16+). None when it has no leader.
 pub(crate) fn current_leader(
-    shard: &crate::shard::Shard,
+    shard: &crate::services::Services,
     topic: &str,
     partition: i32,
 ) -> Option<(i32, i32)> {
@@ -70,7 +70,10 @@ pub(crate) fn current_leader(
 
 /// The endpoints (id, host, port, rack) of the given brokers, each once, as the NodeEndpoints
 /// of Produce v10+ and Fetch v16+ responses list them.
-pub(crate) fn node_endpoints(shard: &crate::shard::Shard, mut ids: Vec<i32>) -> Vec<Endpoint> {
+pub(crate) fn node_endpoints(
+    shard: &crate::services::Services,
+    mut ids: Vec<i32>,
+) -> Vec<Endpoint> {
     ids.sort_unstable();
     ids.dedup();
     shard.with_image(|i| {

@@ -4,7 +4,7 @@ use super::topic_name;
 use crate::group::coordinator::{self, CommitParams, CommitPartition};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -12,7 +12,7 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use std::rc::Rc;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: OffsetCommitRequest = decode(body, ctx.api_version)?;
     let group_id = req.group_id.0.to_string();
     let params = CommitParams {
@@ -50,10 +50,10 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             (t.clone(), codes)
         })
         .collect();
-    let result =
-        crate::group::on_group_shard(&shard, &group_id, move |s| coordinator::commit(s, params))
-            .await
-            .unwrap_or(fallback);
+    let result = shard
+        .on_group_shard(&group_id, move |s| coordinator::commit(s, params))
+        .await
+        .unwrap_or(fallback);
     let mut resp = OffsetCommitResponse::default();
     for (t, codes) in result {
         let mut tr = OffsetCommitResponseTopic::default();

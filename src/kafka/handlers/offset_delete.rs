@@ -4,7 +4,7 @@ use super::topic_name;
 use crate::group::coordinator;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
@@ -12,7 +12,7 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use std::rc::Rc;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: OffsetDeleteRequest = decode(body, ctx.api_version)?;
     let group = req.group_id.0.to_string();
     let topics: Vec<(String, Vec<i32>)> = req
@@ -26,11 +26,10 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
         })
         .collect();
     let g = group.clone();
-    let (code, result) = crate::group::on_group_shard(&shard, &group, move |s| {
-        coordinator::delete_offsets(s, g, topics)
-    })
-    .await
-    .unwrap_or((errors::COORDINATOR_NOT_AVAILABLE, Vec::new()));
+    let (code, result) = shard
+        .on_group_shard(&group, move |s| coordinator::delete_offsets(s, g, topics))
+        .await
+        .unwrap_or((errors::COORDINATOR_NOT_AVAILABLE, Vec::new()));
     let mut resp = OffsetDeleteResponse::default();
     resp.error_code = code;
     for (t, parts) in result {

@@ -5,7 +5,7 @@ use super::{str_bytes, topic_name};
 use crate::group::coordinator::{self, FetchedOffset};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -17,17 +17,18 @@ use std::rc::Rc;
 type Fetched = (i16, Vec<(String, Vec<FetchedOffset>)>);
 
 async fn fetch_one(
-    shard: &Rc<Shard>,
+    shard: &Rc<Services>,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Fetched {
     let (g, t) = (group.clone(), topics.clone());
-    crate::group::on_group_shard(shard, &group, move |s| coordinator::fetch_offsets(s, g, t))
+    shard
+        .on_group_shard(&group, move |s| coordinator::fetch_offsets(s, g, t))
         .await
         .unwrap_or_else(|| (errors::COORDINATOR_NOT_AVAILABLE, Vec::new()))
 }
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let v = ctx.api_version;
     let req: OffsetFetchRequest = decode(body, v)?;
     let mut resp = OffsetFetchResponse::default();

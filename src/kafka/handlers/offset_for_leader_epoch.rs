@@ -4,8 +4,8 @@
 use super::topic_name;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::images::get_or_open;
-use crate::shard::{Shard, TopicPartition};
+use crate::services::Services;
+use crate::shard::TopicPartition;
 use bytes::BytesMut;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
@@ -15,19 +15,19 @@ use std::rc::Rc;
 
 /// (error, epoch, end offset)
 pub async fn end_offset_local(
-    shard: &Rc<Shard>,
+    shard: &Rc<Services>,
     tp: TopicPartition,
     current_epoch: i32,
     epoch: i32,
 ) -> (i16, i32, i64) {
-    let p = match get_or_open(shard, &tp).await {
+    let p = match shard.replicas.get_or_open(&tp).await {
         Ok(p) => p,
         Err(c) => return (c, -1, -1),
     };
-    if !p.is_leader.get() {
+    if !p.is_leader() {
         return (errors::NOT_LEADER_OR_FOLLOWER, -1, -1);
     }
-    let mine = p.leader_epoch.get();
+    let mine = p.leader_epoch();
     if current_epoch >= 0 && current_epoch < mine {
         return (errors::FENCED_LEADER_EPOCH, -1, -1);
     }
@@ -41,7 +41,7 @@ pub async fn end_offset_local(
     }
 }
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: OffsetForLeaderEpochRequest = decode(body, ctx.api_version)?;
     let mut resp = OffsetForLeaderEpochResponse::default();
     for t in req.topics {

@@ -4,7 +4,7 @@
 
 use super::topics::controller_error;
 use crate::kafka::errors;
-use crate::shard::Shard;
+use crate::services::Services;
 use chronik_raft::image::PartitionState;
 use chronik_raft::metadata::Defaults;
 use chronik_raft::{validate, Command, CommandOutcome, MetaError, PartitionRef};
@@ -19,7 +19,7 @@ pub fn timeout_of(timeout_ms: i32) -> Duration {
 }
 
 /// What `cmd` would do to this node's image now (nothing is changed).
-pub fn dry_run(shard: &Shard, cmd: &Command) -> Vec<PartitionResult> {
+pub fn dry_run(shard: &Services, cmd: &Command) -> Vec<PartitionResult> {
     let defaults = Defaults {
         num_partitions: shard.config.num_partitions,
         replication_factor: shard.config.default_replication_factor,
@@ -34,7 +34,7 @@ pub fn dry_run(shard: &Shard, cmd: &Command) -> Vec<PartitionResult> {
 /// brokers serve it. Errors of the controller (unreachable, timed out) are reported for every
 /// partition of `on_error`.
 pub async fn submit(
-    shard: &Rc<Shard>,
+    shard: &Rc<Services>,
     cmd: Command,
     on_error: &[PartitionRef],
     timeout: Duration,

@@ -9,11 +9,11 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::wire::Reader;
 use crate::kafka::{errors, ProtocolError, RequestContext};
 use crate::partition::ProduceOutcome;
-use crate::shard::images::get_or_open;
-use crate::shard::{Shard, TopicPartition};
+use crate::services::Services;
+use crate::shard::TopicPartition;
 use bytes::{Buf, BytesMut};
 use chronik_storage::batch_validation::Limits;
-use chronik_storage::{BatchError, ValidBatch};
+use chronik_storage::ValidBatch;
 use kafka_protocol::messages::produce_response::{
     NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
@@ -37,29 +37,6 @@ thread_local! {
 /// DeleteTopics or DeleteRecords.
 pub(crate) fn is_internal_topic(name: &str) -> bool {
     name == crate::group::OFFSETS_TOPIC || name == "__transaction_state"
-}
-
-/// The Kafka error for a batch that failed validation, as Kafka's produce path answers it:
-/// a broken batch frame (size, magic, CRC) or undecodable compressed bytes are
-/// CORRUPT_MESSAGE; wrong counts, offsets and record framing are INVALID_RECORD.
-pub(crate) fn batch_error_code(e: &BatchError) -> i16 {
-    match e {
-        BatchError::TooShort
-        | BatchError::BadLength
-        | BatchError::CrcMismatch
-        | BatchError::UnknownCompression(_)
-        | BatchError::BadCompression => errors::CORRUPT_MESSAGE,
-        // Produce v3+ carries only magic 2 (Kafka: InvalidRecordException); other values are
-        // no magic at all (CorruptRecordException).
-        BatchError::BadMagic(0 | 1) => errors::INVALID_RECORD,
-        BatchError::BadMagic(_) => errors::CORRUPT_MESSAGE,
-        BatchError::NotOneBatch
-        | BatchError::BadRecordCount
-        | BatchError::BadRecord
-        | BatchError::InvalidRecord(_) => errors::INVALID_RECORD,
-        BatchError::InvalidTimestamp(_) => errors::INVALID_TIMESTAMP,
-        BatchError::TooLargeUncompressed => errors::MESSAGE_TOO_LARGE,
-    }
 }
 
 pub struct ProducePartition {
@@ -165,7 +142,7 @@ pub fn parse(mut body: BytesMut, version: i16) -> Result<ParsedProduce, Protocol
     })
 }
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req = parse(body, ctx.api_version)?;
     let acks = req.acks;
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
@@ -293,7 +270,7 @@ fn refused(code: i16) -> Answer {
 
 /// Validates the batch on this shard, then sends it to the shard that owns the partition.
 async fn produce_routed(
-    shard: &Rc<Shard>,
+    shard: &Rc<Services>,
     tp: TopicPartition,
     records: Option<BytesMut>,
     acks: i16,
@@ -328,7 +305,7 @@ async fn produce_routed(
         Ok(b) => b,
         Err(e) => {
             return (
-                ProduceOutcome::error(batch_error_code(&e)),
+                ProduceOutcome::error(crate::partition::batch_error_code(&e)),
                 Some(e.to_string()),
             )
         }
@@ -336,74 +313,9 @@ async fn produce_routed(
     let owner = shard.owner_of(&tp.topic, tp.partition);
     let out = shard
         .run_on(owner, move |s| async move {
-            produce_valid_local(&s, tp, batch, acks, timeout).await
+            s.replicas.append(tp, batch, acks, timeout).await
         })
         .await
         .unwrap_or_else(|| ProduceOutcome::error(errors::UNKNOWN_SERVER_ERROR));
     (out, None)
-}
-
-/// Runs on the owning shard: an append by the broker itself (the group coordinator), whose
-/// batch is checked for its frame and CRC only.
-pub async fn produce_local(
-    shard: &Rc<Shard>,
-    tp: TopicPartition,
-    batch: BytesMut,
-    acks: i16,
-    timeout: Duration,
-) -> ProduceOutcome {
-    match ValidBatch::new(batch) {
-        Ok(b) => produce_valid_local(shard, tp, b, acks, timeout).await,
-        Err(e) => ProduceOutcome::error(batch_error_code(&e)),
-    }
-}
-
-/// Runs on the owning shard: leader checks, append, and the acks=all wait.
-async fn produce_valid_local(
-    shard: &Rc<Shard>,
-    tp: TopicPartition,
-    batch: ValidBatch,
-    acks: i16,
-    timeout: Duration,
-) -> ProduceOutcome {
-    let p = match get_or_open(shard, &tp).await {
-        Ok(p) => p,
-        Err(code) => return ProduceOutcome::error(code),
-    };
-    if !p.is_leader.get() {
-        return ProduceOutcome::error(errors::NOT_LEADER_OR_FOLLOWER);
-    }
-    let min_isr = shard.with_image(|i| {
-        i.topic(&tp.topic)
-            .and_then(|t| t.config("min.insync.replicas"))
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or_else(|| crate::dynamic_config::min_insync_replicas(&shard.config, i))
-    });
-    if acks == -1 && p.isr.borrow().len() < min_isr {
-        return ProduceOutcome::error(errors::NOT_ENOUGH_REPLICAS);
-    }
-    let h = batch.header();
-    // batchLength counts what follows its own field (and the base offset before it).
-    let (records, bytes) = (h.records_count, i64::from(h.batch_length) + 12);
-    let mut out = p.append_valid_as_leader(batch).await;
-    if out.error == errors::NONE {
-        let (records, bytes) = (records.max(0) as u64, bytes.max(0) as u64);
-        shard.metrics.produced(&tp.topic, records, bytes);
-    }
-    if acks == -1 && out.error == errors::NONE {
-        let replicated = p.wait_hw_above(out.last_offset, timeout).await;
-        // As Kafka: the ISR may shrink below min.insync.replicas after the append, and the
-        // high watermark then passes the batch with fewer copies than the topic demands.
-        let enough = p.isr.borrow().len() >= min_isr;
-        out.error = if replicated && enough {
-            errors::NONE
-        } else if !replicated && !p.is_leader.get() {
-            errors::NOT_LEADER_OR_FOLLOWER
-        } else if !enough {
-            errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND
-        } else {
-            errors::REQUEST_TIMED_OUT
-        };
-    }
-    out
 }

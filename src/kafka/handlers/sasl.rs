@@ -2,12 +2,12 @@
 
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use kafka_protocol::messages::{ApiKey, SaslAuthenticateResponse, SaslHandshakeResponse};
 use std::rc::Rc;
 
-pub async fn handle(_shard: Rc<Shard>, ctx: RequestContext, _body: BytesMut) -> HandlerResult {
+pub async fn handle(_shard: Rc<Services>, ctx: RequestContext, _body: BytesMut) -> HandlerResult {
     if ctx.api_key == ApiKey::SaslHandshake {
         let mut r = SaslHandshakeResponse::default();
         r.error_code = errors::UNSUPPORTED_SASL_MECHANISM;

@@ -5,12 +5,12 @@ use crate::group::coordinator::{self, SyncParams};
 use crate::group::state::SyncResult;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use crate::shard::Shard;
+use crate::services::Services;
 use bytes::BytesMut;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use std::rc::Rc;
 
-pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: SyncGroupRequest = decode(body, ctx.api_version)?;
     let group_id = req.group_id.0.to_string();
     let params = SyncParams {
@@ -26,7 +26,8 @@ pub async fn handle(shard: Rc<Shard>, ctx: RequestContext, body: BytesMut) -> Ha
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect(),
     };
-    let r = crate::group::on_group_shard(&shard, &group_id, move |s| coordinator::sync(s, params))
+    let r = shard
+        .on_group_shard(&group_id, move |s| coordinator::sync(s, params))
         .await
         .unwrap_or_else(|| SyncResult::error(errors::COORDINATOR_NOT_AVAILABLE));
     let mut resp = SyncGroupResponse::default();

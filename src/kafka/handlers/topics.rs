@@ -1,7 +1,7 @@
 //! Topic creation through the controller, shared by CreateTopics and auto-create.
 
 use crate::kafka::errors;
-use crate::shard::Shard;
+use crate::services::Services;
 use chronik_raft::image::TopicId;
 use chronik_raft::validate;
 use chronik_raft::{Command, CommandOutcome, ControllerError, MetaError, NewTopic};
@@ -21,7 +21,7 @@ pub fn valid_topic_name(name: &str) -> bool {
 
 /// POLICY_VIOLATION for every topic of a creation request when this broker's data disk is
 /// nearly full (see `crate::disk_space`); None when there is room.
-fn disk_refusal(shard: &Shard) -> Option<MetaError> {
+fn disk_refusal(shard: &Services) -> Option<MetaError> {
     crate::disk_space::creation_refusal(&shard.config.data_dir, shard.config.min_free_disk_bytes)
         .map(|message| MetaError {
             code: errors::POLICY_VIOLATION,
@@ -47,7 +47,7 @@ pub fn controller_error(e: &ControllerError) -> MetaError {
 /// refusals merged with the outcome. Both create partitions, so while this broker's disk is
 /// nearly full every topic is refused instead and nothing is submitted.
 pub async fn submit_checked(
-    shard: &Rc<Shard>,
+    shard: &Rc<Services>,
     mut early: Vec<(String, Option<MetaError>)>,
     cmd: Option<Command>,
     names: &[String],
@@ -76,7 +76,7 @@ pub async fn submit_checked(
 /// returns the per-topic results in request order. The whole call is bounded by `timeout`
 /// (the request's own): an unreachable or stalled controller answers REQUEST_TIMED_OUT.
 pub async fn submit_per_topic(
-    shard: &Rc<Shard>,
+    shard: &Rc<Services>,
     cmd: Command,
     names: &[String],
     timeout: Duration,
@@ -113,7 +113,7 @@ pub async fn submit_per_topic(
 
 /// Creates missing topics with the broker defaults (auto.create.topics.enable). Returns the
 /// Kafka error code per name (NONE when it exists now).
-pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> Vec<(String, i16)> {
+pub async fn auto_create(shard: &Rc<Services>, names: Vec<String>) -> Vec<(String, i16)> {
     let mut out = Vec::new();
     let mut to_create = Vec::new();
     for n in names {

@@ -1,7 +1,7 @@
 //! Periodic per-shard housekeeping: retention of old segments, and the log cleaner for
 //! `cleanup.policy=compact` topics.
 
-use super::Shard;
+use super::manager::ReplicaManager;
 use crate::dynamic_config;
 use chronik_storage::{CleanerLimits, CleanerPace};
 use glommio::{Latency, Shares};
@@ -16,9 +16,10 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-pub async fn run(shard: Rc<Shard>) {
+pub async fn run(replicas: Rc<ReplicaManager>) {
+    let shard = replicas.shard.clone();
     if shard.config.log_cleaner_enable {
-        spawn_cleaner(&shard);
+        spawn_cleaner(&replicas);
     }
     loop {
         glommio::timer::sleep(RETENTION_CHECK).await;
@@ -26,7 +27,7 @@ pub async fn run(shard: Rc<Shard>) {
             return;
         }
         let now_ms = now_ms();
-        let parts: Vec<_> = shard.partitions.borrow().values().cloned().collect();
+        let parts = replicas.all();
         for p in parts {
             match p.log.apply_retention(now_ms).await {
                 Ok(0) => {}
@@ -44,13 +45,14 @@ pub async fn run(shard: Rc<Shard>) {
 /// The cleaner runs in its own task queue with few shares: whenever requests are runnable
 /// they get the executor first, so cleaning never holds up produce or fetch (it also takes
 /// a log's I/O lock only for the moment of each segment swap).
-fn spawn_cleaner(shard: &Rc<Shard>) {
+fn spawn_cleaner(replicas: &Rc<ReplicaManager>) {
+    let shard = &replicas.shard;
     let tq = glommio::executor().create_task_queue(
         Shares::Static(shard.config.log_cleaner_shares),
         Latency::NotImportant,
         "log-cleaner",
     );
-    match glommio::spawn_local_into(run_cleaner(shard.clone()), tq) {
+    match glommio::spawn_local_into(run_cleaner(replicas.clone()), tq) {
         Ok(task) => {
             task.detach();
         }
@@ -60,7 +62,8 @@ fn spawn_cleaner(shard: &Rc<Shard>) {
 
 /// Cleans the dirtiest due log of the shard, one round at a time; sleeps for the backoff
 /// when none is due.
-async fn run_cleaner(shard: Rc<Shard>) {
+async fn run_cleaner(replicas: Rc<ReplicaManager>) {
+    let shard = replicas.shard.clone();
     loop {
         if shard.shutting_down.get() {
             return;
@@ -75,10 +78,9 @@ async fn run_cleaner(shard: Rc<Shard>) {
             )
         });
         let now = now_ms();
-        let dirtiest = shard
-            .partitions
-            .borrow()
-            .values()
+        let dirtiest = replicas
+            .all()
+            .into_iter()
             .filter_map(|p| p.log.cleanable_ratio(now).map(|r| (r, p.clone())))
             .max_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, p)| p);

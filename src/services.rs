@@ -1,0 +1,158 @@
+//! What one shard serves: its runtime (`shard::Shard`, reached through `Deref`), the replica
+//! manager with the partitions it owns, the group coordinator, the replica fetchers, the
+//! metrics counters and the client connections' bookkeeping. Kafka handlers and connections get
+//! an `Rc<Services>`; `run_on` sends work to another shard's `Services`.
+//!
+//! Layering (each imports only from those before it): `shard` (runtime) < `partition` (a
+//! partition, the replica manager) < `replication`, `group` < `services` < `kafka::handlers` <
+//! `net::conn` < `server`.
+
+use crate::group::{GroupCoordinator, GroupShard};
+use crate::metrics::scrape::ShardSource;
+use crate::metrics::{ShardMetrics, ShardSnapshot};
+use crate::net::idle::IdleSweeper;
+use crate::partition::manager::ReplicaManager;
+use crate::replication::fetcher::Fetchers;
+use crate::shard::{Mesh, Shard, ShardTask};
+use chronik_raft::hub::ImageSubscription;
+use chronik_raft::image::MetadataImage;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub struct Services {
+    pub shard: Rc<Shard>,
+    mesh: Mesh<Services>,
+    /// The one owner of this shard's partitions and their replica state.
+    pub replicas: Rc<ReplicaManager>,
+    /// Consumer groups this shard coordinates (see `crate::group`).
+    pub groups: Rc<GroupShard>,
+    pub fetchers: Rc<Fetchers>,
+    /// Counters for the metrics endpoint (`crate::metrics`).
+    pub metrics: Rc<ShardMetrics>,
+    pub connections: Cell<usize>,
+    /// Releases idle connections' buffers and closes them after `connections.max.idle.ms`.
+    pub idle: IdleSweeper,
+    /// The cluster secret: followers prove with it who they are (`net::broker_auth`).
+    pub secret: chronik_raft::secret::ClusterSecret,
+    /// Producer ids this shard may hand out: [next, end) of a block from the controller.
+    pid_block: Cell<(i64, i64)>,
+}
+
+/// Handlers read the runtime's image, settings and identity as the shard's own.
+impl std::ops::Deref for Services {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.shard
+    }
+}
+
+impl Services {
+    pub fn new(
+        shard: Rc<Shard>,
+        peers: Vec<async_channel::Sender<ShardTask<Services>>>,
+    ) -> Rc<Services> {
+        let metrics = Rc::new(ShardMetrics::default());
+        let replicas = ReplicaManager::new(shard.clone(), metrics.clone());
+        let secret = shard.controller.cluster_secret().clone();
+        let fetchers = Fetchers::new(secret.clone());
+        replicas.set_follower_sync(fetchers.clone());
+        let groups = Rc::new(GroupShard {
+            shard: shard.clone(),
+            replicas: replicas.clone(),
+            groups: GroupCoordinator::new(shard.config.groups.clone()),
+        });
+        Rc::new(Services {
+            mesh: Mesh::new(shard.id, peers),
+            shard,
+            replicas,
+            groups,
+            fetchers,
+            metrics,
+            connections: Cell::new(0),
+            idle: Default::default(),
+            secret,
+            pid_block: Cell::new((0, 0)),
+        })
+    }
+
+    /// Runs `f` on shard `target` with its services and returns its result. Local calls run
+    /// inline.
+    pub async fn run_on<T, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Services>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        self.mesh.run_on(self, target, f).await
+    }
+
+    /// Runs `f` with the group coordinator of the shard that coordinates `group`.
+    pub async fn on_group_shard<T, F, Fut>(self: &Rc<Self>, group: &str, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<GroupShard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        let (_, owner) = crate::group::route(&self.groups, group);
+        self.run_on(owner, move |s| f(s.groups.clone())).await
+    }
+
+    pub fn take_producer_id(&self) -> Option<i64> {
+        let (next, end) = self.pid_block.get();
+        if next < end {
+            self.pid_block.set((next + 1, end));
+            Some(next)
+        } else {
+            None
+        }
+    }
+
+    pub fn add_producer_id_block(&self, first: i64, count: i64) {
+        self.pid_block.set((first, first + count));
+    }
+
+    /// Receives images from the controller for the life of the shard: each is installed, then
+    /// the replica manager makes the partitions match it, from its difference with the image
+    /// reconciled before (all of it the first time).
+    pub async fn run_image_loop(self: Rc<Self>, sub: ImageSubscription) {
+        let mut reconciled: Option<Arc<MetadataImage>> = None;
+        while let Ok(mut img) = sub.images.recv().await {
+            // Coalesce a backlog: only the newest image matters.
+            while let Ok(next) = sub.images.try_recv() {
+                img = next;
+            }
+            self.shard.install_image(img.clone());
+            // From here this shard answers Metadata from the new image; the controller's
+            // wait_applied (and so CreateTopics on any node) counts on that.
+            sub.served(img.applied_index);
+            self.replicas.reconcile(reconciled.as_deref(), &img).await;
+            reconciled = Some(img);
+        }
+    }
+}
+
+impl ShardSource for Services {
+    /// A copy of the shard's counters and of what it holds.
+    fn snapshot(&self) -> ShardSnapshot {
+        let mut snap = crate::metrics::snapshot(&self.metrics, self.shard.id, |t| {
+            self.shard.with_image(|i| i.topic(t).is_some())
+        });
+        let mut log_bytes: HashMap<String, u64> = HashMap::new();
+        self.replicas.for_each(|tp, p| {
+            *log_bytes.entry(tp.topic.to_string()).or_default() += p.log.size_bytes();
+            snap.high_watermarks
+                .push((tp.topic.to_string(), tp.partition, p.high_watermark()));
+        });
+        snap.log_bytes = log_bytes.into_iter().collect();
+        snap.connections = self.connections.get() as u64;
+        snap.committed = crate::group::committed_offsets(&self.groups);
+        snap
+    }
+
+    fn serving(&self) -> bool {
+        !self.shard.shutting_down.get()
+    }
+}
