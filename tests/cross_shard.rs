@@ -67,7 +67,7 @@ fn record_values(partition: i32, n: usize) -> Vec<String> {
 }
 
 fn batch_of(vals: &[String]) -> Bytes {
-    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+    let recs: Vec<chronik_storage::testing::Record> =
         vals.iter().map(|v| (None, Some(v.as_bytes()))).collect();
     chronik_storage::testing::build_batch(&recs, 1_700_000_000_000).freeze()
 }
