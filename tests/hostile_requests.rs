@@ -315,23 +315,6 @@ fn a_partition_that_cannot_be_opened_answers_storage_error_at_once_and_logs_it_o
 }
 
 /// A connection that proved to broker `leader` that it is broker `me`, with `secret`.
-fn proven_as(
-    addr: &str,
-    secret: &chronik_raft::secret::ClusterSecret,
-    me: i32,
-    leader: i32,
-) -> TcpStream {
-    let mut s = raw::connect(addr).expect("connect");
-    let mut auth = ClientAuth::new(me, leader);
-    s.write_all(&auth.hello(1)).unwrap();
-    let answer = raw::read_response(&mut s).expect("challenge");
-    let proof = auth.proof(secret, 1, &answer).expect("a challenge");
-    s.write_all(&proof).unwrap();
-    let answer = raw::read_response(&mut s).expect("answer to the proof");
-    auth.check_accepted(secret, 1, &answer).expect("accepted");
-    s
-}
-
 fn cluster_secret(c: &Cluster) -> chronik_raft::secret::ClusterSecret {
     chronik_raft::secret::ClusterSecret::read_file(&c.secret_file).expect("the cluster's secret")
 }

@@ -4,7 +4,6 @@
 use crate::kafka::client;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
-use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -52,22 +51,15 @@ impl Conn {
         req: &Req,
     ) -> Result<Resp, String> {
         self.correlation = self.correlation.wrapping_add(1);
-        let corr = self.correlation;
-        let addr = self.addr.clone();
-        let at = |e: String| format!("{addr} ({key:?}): {e}");
-        let frame = client::encode_request(key, version, corr, "chronik-cli", req).map_err(at)?;
-        self.stream
-            .write_all(&frame)
-            .map_err(|e| at(e.to_string()))?;
-        let mut len = [0u8; 4];
-        self.stream
-            .read_exact(&mut len)
-            .map_err(|e| at(e.to_string()))?;
-        let n = client::check_response_size(i32::from_be_bytes(len), MAX_RESPONSE).map_err(at)?;
-        let mut buf = vec![0u8; n];
-        self.stream
-            .read_exact(&mut buf)
-            .map_err(|e| at(e.to_string()))?;
-        client::decode_response(key, version, corr, bytes::Bytes::from(buf)).map_err(at)
+        client::call_blocking(
+            &mut self.stream,
+            key,
+            version,
+            self.correlation,
+            "chronik-cli",
+            MAX_RESPONSE,
+            req,
+        )
+        .map_err(|e| format!("{} ({key:?}): {e}", self.addr))
     }
 }

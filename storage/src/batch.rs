@@ -1,5 +1,7 @@
 //! Kafka v2 RecordBatch header parsing and validation. All fields are big-endian on the wire.
 
+use crate::byte_reader::Reader;
+
 /// Bytes from the start of a batch to its first record.
 pub const BATCH_HEADER_LEN: usize = 61;
 /// The CRC-32C covers everything from `attributes` (offset 21) to the end of the batch.
@@ -195,26 +197,6 @@ pub(crate) fn assign_offset_and_epoch(buf: &mut [u8], base_offset: i64, epoch: i
     buf[12..16].copy_from_slice(&epoch.to_be_bytes());
 }
 
-/// One record's position in time: (offset, timestamp).
-pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    let mut shift = 0;
-    loop {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        value |= ((b & 0x7f) as u64) << shift;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-    // zig-zag decoding
-    Some(((value >> 1) as i64) ^ -((value & 1) as i64))
-}
-
 /// Walks the records of an uncompressed batch in order and returns the first
 /// (offset, timestamp) for which `hit` holds, `Some(None)` if none does. `None` for a
 /// compressed batch or a malformed record (callers then fall back to batch-level answers).
@@ -227,26 +209,20 @@ fn find_record(
     if h.compression() != 0 || buf.len() < h.total_len() {
         return None;
     }
-    let end = h.total_len();
-    let mut pos = BATCH_HEADER_LEN;
-    while pos < end {
-        let len = read_varint(buf, &mut pos)?;
-        if len < 0 {
-            return None;
-        }
-        let body_start = pos;
-        let next = body_start.checked_add(len as usize)?;
-        if next > end {
-            return None;
-        }
-        pos += 1; // record attributes
-        let ts_delta = read_varint(buf, &mut pos)?;
-        let off_delta = read_varint(buf, &mut pos)?;
-        let (offset, ts) = (h.base_offset + off_delta, h.base_timestamp + ts_delta);
+    let mut records = Reader::at(&buf[..h.total_len()], BATCH_HEADER_LEN);
+    while records.remaining() > 0 {
+        let len = usize::try_from(records.varint().ok()?).ok()?;
+        let mut record = Reader::new(records.take(len, "record").ok()?);
+        record.i8().ok()?; // attributes
+        let ts_delta = record.varint().ok()?;
+        let off_delta = record.varint().ok()?;
+        let (offset, ts) = (
+            h.base_offset.wrapping_add(off_delta),
+            h.base_timestamp.wrapping_add(ts_delta),
+        );
         if hit(offset, ts) {
             return Some(Some((offset, ts)));
         }
-        pos = next;
     }
     Some(None)
 }

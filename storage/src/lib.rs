@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod batch_validation;
+pub mod byte_reader;
 pub mod cache;
 mod checkpoint;
 mod commit;

@@ -6,7 +6,8 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::batch::{read_varint, BatchError, BatchHeader, BATCH_HEADER_LEN, CRC_START};
+use crate::batch::{BatchError, BatchHeader, BATCH_HEADER_LEN, CRC_START};
+use crate::byte_reader::{ReadError, Reader};
 use crate::compression::Codec;
 
 /// One record of a batch, borrowed from the batch's bytes.
@@ -21,23 +22,6 @@ pub(crate) struct RecordRef<'a> {
     pub tail: &'a [u8],
 }
 
-fn varint(buf: &[u8], pos: &mut usize) -> Result<i64, BatchError> {
-    read_varint(buf, pos).ok_or(BatchError::BadRecord)
-}
-
-fn take<'a>(buf: &'a [u8], pos: &mut usize, len: i64) -> Result<Option<&'a [u8]>, BatchError> {
-    if len < 0 {
-        return Ok(None);
-    }
-    let end = pos
-        .checked_add(len as usize)
-        .filter(|&e| e <= buf.len())
-        .ok_or(BatchError::BadRecord)?;
-    let out = &buf[*pos..end];
-    *pos = end;
-    Ok(Some(out))
-}
-
 /// Parses every record of the validated batch `buf` (header then plain records: the batch
 /// itself if uncompressed, its header followed by the decompressed records otherwise). Offset deltas must increase
 /// and stay within the batch; anything malformed is an error (the cleaner then keeps the batch).
@@ -46,33 +30,32 @@ pub(crate) fn parse_records<'a>(
     h: &BatchHeader,
 ) -> Result<Vec<RecordRef<'a>>, BatchError> {
     let end = h.total_len().min(buf.len());
-    let mut pos = BATCH_HEADER_LEN;
+    let mut records = Reader::at(&buf[..end], BATCH_HEADER_LEN);
     // Every record takes at least 7 bytes: bounds the allocation by the batch size.
     let cap = (h.records_count.max(0) as usize).min(end / 7);
     let mut out = Vec::with_capacity(cap);
     let mut prev_delta = -1i64;
-    while pos < end {
-        let len = varint(buf, &mut pos)?;
-        let body = take(buf, &mut pos, len)?.ok_or(BatchError::BadRecord)?;
-        let mut p = 0usize;
-        let attributes = *body.first().ok_or(BatchError::BadRecord)?;
-        p += 1;
-        let timestamp_delta = varint(body, &mut p)?;
-        let offset_delta = varint(body, &mut p)?;
+    let bad = |_: ReadError| BatchError::BadRecord;
+    while records.remaining() > 0 {
+        let len =
+            usize::try_from(records.varint().map_err(bad)?).map_err(|_| BatchError::BadRecord)?;
+        let body = records.take(len, "record").map_err(bad)?;
+        let mut r = Reader::new(body);
+        let attributes = r.i8().map_err(bad)? as u8;
+        let timestamp_delta = r.varint().map_err(bad)?;
+        let offset_delta = r.varint().map_err(bad)?;
         if offset_delta <= prev_delta || offset_delta > h.last_offset_delta as i64 {
             return Err(BatchError::BadRecord);
         }
         prev_delta = offset_delta;
-        let tail = &body[p..];
-        let key_len = varint(body, &mut p)?;
-        let key = take(body, &mut p, key_len)?;
-        let value_len = varint(body, &mut p)?;
-        take(body, &mut p, value_len)?;
+        let tail = &body[r.position()..];
+        let key = r.varint_bytes("key").map_err(bad)?;
+        let tombstone = r.varint_bytes("value").map_err(bad)?.is_none();
         out.push(RecordRef {
             offset_delta,
             timestamp_delta,
             key,
-            tombstone: value_len < 0,
+            tombstone,
             attributes,
             tail,
         });

@@ -256,3 +256,23 @@ pub fn consume_values(bootstrap: &str, topic: &str, partition: i32, expect: usiz
     }
     out
 }
+
+/// A connection to `addr` that has proven to be broker `me` to broker `leader`
+/// (`net::broker_auth`), as a replica fetcher's: it may fetch as that broker.
+pub fn proven_as(
+    addr: &str,
+    secret: &chronik_raft::secret::ClusterSecret,
+    me: i32,
+    leader: i32,
+) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = raw::connect(addr).expect("connect");
+    let mut auth = chronik::net::broker_auth::ClientAuth::new(me, leader);
+    s.write_all(&auth.hello(1)).unwrap();
+    let answer = raw::read_response(&mut s).expect("challenge");
+    let proof = auth.proof(secret, 1, &answer).expect("a challenge");
+    s.write_all(&proof).unwrap();
+    let answer = raw::read_response(&mut s).expect("answer to the proof");
+    auth.check_accepted(secret, 1, &answer).expect("accepted");
+    s
+}

@@ -337,8 +337,14 @@ impl Cluster {
             s.secret_file = Some(secret.clone());
             if let Some(settings) = toml {
                 let file = tmp.path().join(format!("node-{id}.toml"));
+                // Two shards unless the settings say otherwise, as `add_flags` does.
+                let cores = if settings.contains("cores") {
+                    ""
+                } else {
+                    "cores = 2\n"
+                };
                 let text = format!(
-                    "node-id = {id}\nlisten = \"127.0.0.1:{p}\"\ncontroller-listen = \"127.0.0.1:{c}\"\n\
+                    "{cores}node-id = {id}\nlisten = \"127.0.0.1:{p}\"\ncontroller-listen = \"127.0.0.1:{c}\"\n\
                      controller-quorum = \"{quorum}\"\ndata-dir = {dir:?}\npin = false\n\
                      cluster-secret-file = {secret:?}\nmetrics-listen = \"{}\"\n{settings}",
                     s.metrics()
@@ -465,14 +471,17 @@ impl Drop for Server {
     }
 }
 
-/// A minimal blocking Kafka client for raw protocol tests.
+/// Raw Kafka requests for protocol tests, on the broker's own blocking client framing
+/// (`chronik::kafka::client`, the one the command line uses).
 pub mod raw {
-    use bytes::{Buf, BufMut, BytesMut};
-    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, RequestHeader};
+    use chronik::kafka::client;
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
     use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-    use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::time::Duration;
+
+    /// Larger than any response a test provokes; a broker sending more is a failure.
+    const MAX_RESPONSE: usize = 256 << 20;
 
     pub fn connect(addr: &str) -> std::io::Result<TcpStream> {
         let s = TcpStream::connect(addr)?;
@@ -480,33 +489,9 @@ pub mod raw {
         Ok(s)
     }
 
-    pub fn frame<Req: Encodable + HeaderVersion>(
-        key: ApiKey,
-        version: i16,
-        corr: i32,
-        req: &Req,
-    ) -> Vec<u8> {
-        let mut hdr = RequestHeader::default();
-        hdr.request_api_key = key as i16;
-        hdr.request_api_version = version;
-        hdr.correlation_id = corr;
-        hdr.client_id = Some(StrBytes::from_static_str("test"));
-        let mut body = BytesMut::new();
-        hdr.encode(&mut body, Req::header_version(version)).unwrap();
-        req.encode(&mut body, version).unwrap();
-        let mut f = BytesMut::new();
-        f.put_i32(body.len() as i32);
-        f.extend_from_slice(&body);
-        f.to_vec()
-    }
-
+    /// One response frame's contents (after the length).
     pub fn read_response(s: &mut TcpStream) -> std::io::Result<bytes::Bytes> {
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len)?;
-        let n = i32::from_be_bytes(len) as usize;
-        let mut buf = vec![0u8; n];
-        s.read_exact(&mut buf)?;
-        Ok(bytes::Bytes::from(buf))
+        client::read_frame_blocking(s, MAX_RESPONSE)
     }
 
     pub fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
@@ -515,14 +500,7 @@ pub mod raw {
         version: i16,
         req: &Req,
     ) -> std::io::Result<Resp> {
-        s.write_all(&frame(key, version, 7, req))?;
-        let mut b = read_response(s)?;
-        assert_eq!(b.get_i32(), 7, "correlation id");
-        if key.response_header_version(version) >= 1 {
-            let _ = b.get_u8();
-        }
-        Resp::decode(&mut b, version)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+        client::call_blocking(s, key, version, 7, "test", MAX_RESPONSE, req)
     }
 
     pub fn metadata(addr: &str, topics: Option<Vec<&str>>) -> std::io::Result<MetadataResponse> {

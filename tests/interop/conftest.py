@@ -53,14 +53,19 @@ def wait_ready(port, proc, timeout=60, brokers=1):
     raise RuntimeError("chronik-server did not become ready")
 
 
-@pytest.fixture
-def broker():
+# Every test using `broker` runs against one shard and against four: with four, most
+# partitions and group coordinators live on another shard than the client's connection.
+SHARDS = [1, 4]
+
+
+@pytest.fixture(params=SHARDS, ids=[f"{n}-shard" for n in SHARDS])
+def broker(request):
     tmp = tempfile.mkdtemp(prefix="chronik-interop-")
     port, cport = free_port(), free_port()
     proc = subprocess.Popen(
         [server_binary(), "--listen", f"127.0.0.1:{port}", "--controller-listen",
          f"127.0.0.1:{cport}", "--data-dir", os.path.join(tmp, "data"), "--no-pin",
-         "--metrics-listen", "none"],
+         "--cores", str(request.param), "--metrics-listen", "none"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

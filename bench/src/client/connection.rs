@@ -1,7 +1,9 @@
 //! One TCP connection to one broker, shared by many tasks. Requests are pipelined: a writer task
 //! sends frames as they come (several in flight), a reader task reads responses and hands each to
 //! its caller. Kafka answers in request order on a connection, so the reader matches the next
-//! outstanding correlation id and fails the connection on a mismatch.
+//! outstanding correlation id and fails the connection on a mismatch. Frames are encoded,
+//! size-checked and decoded by the broker's own client framing (`chronik::kafka::client`);
+//! only the socket layer (tokio tasks, pipelining) is here.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -9,11 +11,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use bytes::{Bytes, BytesMut};
+use chronik::kafka::client;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::{Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -56,6 +57,11 @@ impl Shared {
             .and_then(|r| r.clone())
             .unwrap_or_else(|| "connection closed".to_string())
     }
+}
+
+/// The API key of request type `R`.
+fn api_key<R: Request>() -> Result<ApiKey> {
+    ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown API key {}", R::KEY))
 }
 
 /// A pipelined connection to one broker.
@@ -154,18 +160,15 @@ impl Connection {
     }
 
     fn encode<R: Request>(&self, req: &R, version: i16, correlation_id: i32) -> Result<Bytes> {
-        let mut buf = BytesMut::with_capacity(256);
-        buf.put_i32(0);
-        let mut header = RequestHeader::default();
-        header.request_api_key = R::KEY;
-        header.request_api_version = version;
-        header.correlation_id = correlation_id;
-        header.client_id = Some(self.client_id.clone());
-        header.encode(&mut buf, R::header_version(version))?;
-        req.encode(&mut buf, version)?;
-        let len = (buf.len() - 4) as i32;
-        buf[0..4].copy_from_slice(&len.to_be_bytes());
-        Ok(buf.freeze())
+        let frame = client::encode_request(
+            api_key::<R>()?,
+            version,
+            correlation_id,
+            self.client_id.clone(),
+            req,
+        )
+        .map_err(|e| anyhow!("cannot encode request (api {} v{version}): {e}", R::KEY))?;
+        Ok(frame.freeze())
     }
 
     /// Sends a request and waits (at most `timeout`) for its response.
@@ -175,8 +178,8 @@ impl Connection {
         version: i16,
         timeout: Duration,
     ) -> Result<R::Response> {
-        let rx = self.send(req, version).await?;
-        Self::wait::<R>(&self.shared, rx, version, timeout).await
+        let (corr, rx) = self.send(req, version).await?;
+        Self::wait::<R>(&self.shared, corr, rx, version, timeout).await
     }
 
     /// Queues a request and returns a future for its response, so callers can put several
@@ -190,12 +193,17 @@ impl Connection {
     where
         R::Response: Send + 'static,
     {
-        let rx = self.send(req, version).await?;
+        let (corr, rx) = self.send(req, version).await?;
         let shared = self.shared.clone();
-        Ok(async move { Self::wait::<R>(&shared, rx, version, timeout).await })
+        Ok(async move { Self::wait::<R>(&shared, corr, rx, version, timeout).await })
     }
 
-    async fn send<R: Request>(&self, req: &R, version: i16) -> Result<oneshot::Receiver<Bytes>> {
+    /// Queues a request; returns its correlation id and where its response will arrive.
+    async fn send<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+    ) -> Result<(i32, oneshot::Receiver<Bytes>)> {
         if self.is_broken() {
             return Err(
                 ClientError::Network(format!("{}: {}", self.addr, self.shared.reason())).into(),
@@ -213,23 +221,22 @@ impl Connection {
             .map_err(|e| {
                 ClientError::Network(format!("{}: cannot queue request: {e}", self.addr))
             })?;
-        Ok(reply_rx)
+        Ok((corr, reply_rx))
     }
 
     async fn wait<R: Request>(
         shared: &Shared,
+        corr: i32,
         rx: oneshot::Receiver<Bytes>,
         version: i16,
         timeout: Duration,
     ) -> Result<R::Response> {
-        let mut body = match tokio::time::timeout(timeout, rx).await {
+        let body = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(b)) => b,
             Ok(Err(_)) => return Err(ClientError::Network(shared.reason()).into()),
             Err(_) => return Err(ClientError::Timeout.into()),
         };
-        let _header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
-            .map_err(|e| anyhow!("bad response header: {e}"))?;
-        R::Response::decode(&mut body, version)
+        client::decode_response(api_key::<R>()?, version, corr, body)
             .map_err(|e| anyhow!("cannot decode response (api {} v{version}): {e}", R::KEY))
     }
 
@@ -320,7 +327,8 @@ async fn read_loop(
                 return;
             }
         };
-        let corr = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        // The frame holds at least a correlation id (`client::check_response_size`).
+        let corr = client::response_correlation_id(&body).unwrap_or_default();
         let Ok((expected, reply)) = pending.try_recv() else {
             shared.fail(format!(
                 "{addr}: response with correlation id {corr} that no request is waiting for"
@@ -343,12 +351,8 @@ async fn read_frame(rd: &mut BufReader<OwnedReadHalf>) -> std::result::Result<By
         .read_i32()
         .await
         .map_err(|e| format!("read failed: {e}"))?;
-    if len < 4 || len as usize > MAX_RESPONSE_FRAME {
-        return Err(format!(
-            "response frame of {len} bytes (limit {MAX_RESPONSE_FRAME})"
-        ));
-    }
-    let mut body = BytesMut::zeroed(len as usize);
+    let len = client::check_response_size(len, MAX_RESPONSE_FRAME)?;
+    let mut body = BytesMut::zeroed(len);
     rd.read_exact(&mut body)
         .await
         .map_err(|e| format!("read failed: {e}"))?;
