@@ -19,12 +19,12 @@
 //! `offsets.topic.segment.bytes`), and a new leader replays about one record per live key plus
 //! the active segment.
 
-pub mod config;
 pub mod coordinator;
 pub mod offsets_log;
 pub mod state;
 
-pub use config::GroupConfig;
+// The settings are declared with every other one in `crate::config`.
+pub use crate::config::GroupConfig;
 pub use coordinator::{committed_offsets, GroupCoordinator};
 
 use crate::shard::Shard;
