@@ -394,11 +394,15 @@ fn split_row(line: &str) -> Vec<String> {
         match c {
             '\\' if chars.peek() == Some(&'|') => {
                 chars.next();
-                cells.last_mut().map(|s| s.push('|'));
+                if let Some(cell) = cells.last_mut() {
+                    cell.push('|');
+                }
             }
             '|' => cells.push(String::new()),
             c => {
-                cells.last_mut().map(|s| s.push(c));
+                if let Some(cell) = cells.last_mut() {
+                    cell.push(c);
+                }
             }
         }
     }
