@@ -22,7 +22,7 @@
 //! - `host`: the only module that touches the shard, the image and partitions.
 //! - `coordinator`: the entry points the handlers call.
 //! - `offsets_log`: the Kafka record format of `__consumer_offsets`.
-//! - `config`: the coordinator's settings (flags, TOML keys, environment).
+//! - settings: `crate::config::GroupConfig` (flags, TOML keys, environment).
 //!
 //! Durability: commits and group metadata are appended to the offsets partition with acks=all
 //! and answered only once the high watermark passed them. Load time is bounded by log
@@ -33,7 +33,6 @@
 
 pub mod admin;
 pub mod background;
-pub mod config;
 pub mod coordinator;
 pub mod host;
 pub mod machine;
@@ -43,7 +42,8 @@ pub mod offsets_partition;
 pub mod rebalance;
 pub mod state;
 
-pub use config::GroupConfig;
+// The settings are declared with every other one in `crate::config`.
+pub use crate::config::GroupConfig;
 pub use coordinator::{committed_offsets, GroupCoordinator};
 
 pub use host::GroupShard;
