@@ -6,9 +6,9 @@
 //! (`rebalance`) to carry out, in order. That keeps every transition Kafka defines testable
 //! without a broker (see `machine_tests`).
 
-use super::config::GroupConfig;
 use super::offsets_log::GroupValue;
 use super::state::{Group, GroupState, JoinResult, Member, SyncResult};
+use super::GroupConfig;
 use crate::kafka::errors;
 use bytes::Bytes;
 use std::collections::HashMap;
