@@ -158,8 +158,9 @@ fn replay(key: &Bytes, value: Option<&Bytes>) {
         }
         Some(RecordKey::Group { group }) => {
             if let Some(v) = value.and_then(offsets_log::decode_group_value) {
-                let mut g = Group::new(&group);
-                g.apply_value(v);
+                let clock = chronik::group::machine::Clock::system();
+                let mut g = Group::new(&group, &clock);
+                g.apply_value(v, clock.now);
                 let _ = g.subscribed_topics();
                 let _ = g.to_value();
             }
