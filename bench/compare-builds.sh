@@ -31,10 +31,7 @@ start_single() { # $1: binary, $2: cores
         --controller-listen "127.0.0.1:$((port + 1000))" --metrics-listen none \
         >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
-    for _ in $(seq 300); do
-        grep -q "chronik-server serving" "$WORK/server.log" && break
-        sleep 0.1
-    done
+    wait_serving "$WORK/server.log" || true
     BOOT="127.0.0.1:$port"
 }
 

@@ -37,3 +37,12 @@ free_port_range() {
 free_port() {
     free_port_range 1
 }
+
+# Waits (at most 30 s) until the node logging to $1 says it serves.
+wait_serving() {
+    for _ in $(seq 300); do
+        grep -q "chronik-server serving" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}

@@ -7,6 +7,7 @@
 # usage: bench/metrics-scrape-cost.sh [pairs] [seconds]   (default 4 pairs of 10 s; release binaries)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 PAIRS=${1:-4}
 SECS=${2:-10}
@@ -31,10 +32,7 @@ run_one() { # $1: scraped|none, $2: run number
         --listen "127.0.0.1:$PORT" --controller-listen "127.0.0.1:$((PORT + 1))" \
         --metrics-listen "$metrics" >"$WORK/server.log" 2>&1 &
     PID=$!
-    for _ in $(seq 100); do
-        grep -q "chronik-server serving" "$WORK/server.log" && break
-        sleep 0.1
-    done
+    wait_serving "$WORK/server.log" || true
     if [[ $mode == scraped ]]; then
         # Bounded: one scrape a second for the run's length plus a margin.
         (for _ in $(seq $((SECS + 10))); do

@@ -7,6 +7,7 @@
 # usage: bench/validation-cost.sh [pairs] [seconds]   (default 6 pairs of 10 s; release binaries)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 PAIRS=${1:-6}
 SECS=${2:-10}
@@ -28,10 +29,7 @@ run_one() { # $1: on|off, $2: run number
         --listen "127.0.0.1:$PORT" --controller-listen "127.0.0.1:$((PORT + 1))" --metrics-listen none \
         >"$WORK/server.log" 2>&1 &
     PID=$!
-    for _ in $(seq 100); do
-        grep -q "chronik-server serving" "$WORK/server.log" && break
-        sleep 0.1
-    done
+    wait_serving "$WORK/server.log" || true
     "$BIN/chronik-bench" --bootstrap-servers "127.0.0.1:$PORT" --topic t --mode produce \
         --concurrency 64 --message-size 1024 --duration "${SECS}s" --acks 1 --create-topic \
         --json-output "$WORK/$mode-$n.json" >/dev/null
