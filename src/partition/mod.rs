@@ -259,8 +259,11 @@ impl Partition {
             .borrow()
             .encode_snapshot(self.log.log_end_offset());
         let path = self.dir.join(PRODUCER_SNAPSHOT);
+        // Unchanged since it was written (an idle partition): a stop with thousands of them
+        // should not rewrite each one.
+        let unchanged = std::fs::read(&path).is_ok_and(|old| old == snap);
         let tmp = self.dir.join("producer-state.snapshot.tmp");
-        if std::fs::write(&tmp, snap).is_ok() {
+        if !unchanged && std::fs::write(&tmp, snap).is_ok() {
             let _ = std::fs::rename(&tmp, &path);
         }
         if let Err(e) = self.log.close().await {
