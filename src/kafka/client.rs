@@ -3,7 +3,7 @@
 //! matched by correlation id and decoded. The one implementation every client in the project
 //! uses; each brings only its socket layer:
 //! - blocking std sockets, `call_blocking` below: the command line (`cli::conn`) and the
-//!   integration tests' raw requests (`tests/common`);
+//!   integration tests' raw requests (`tests/integration/common`);
 //! - glommio: the replica fetcher (`replication::fetcher`);
 //! - tokio, pipelined (many requests in flight on one connection): chronik-bench.
 

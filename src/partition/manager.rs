@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use chronik_raft::image::{BrokerId, MetadataImage, TopicImage, NO_LEADER};
 use chronik_storage::{ReadCache, ValidBatch};
 use std::cell::{OnceCell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +54,10 @@ pub struct ReplicaManager {
     failed_opens: RefCell<HashMap<TopicPartition, FailedOpen>>,
     /// Set once when the shard starts (the fetchers are built after the manager).
     followers: OnceCell<Rc<dyn FollowerSync>>,
+    /// Led partitions with a follower that may rejoin the ISR, for the ISR check
+    /// (`replication::isr`), which `isr_wake` wakes.
+    isr_candidates: RefCell<HashSet<TopicPartition>>,
+    pub isr_wake: LocalEvent,
 }
 
 impl ReplicaManager {
@@ -67,6 +71,8 @@ impl ReplicaManager {
             opening: RefCell::new(HashMap::new()),
             failed_opens: RefCell::new(HashMap::new()),
             followers: OnceCell::new(),
+            isr_candidates: RefCell::new(HashSet::new()),
+            isr_wake: LocalEvent::new(),
         })
     }
 
@@ -92,6 +98,32 @@ impl ReplicaManager {
     /// An open partition this shard owns, if any.
     pub fn get(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
         self.partitions.borrow().get(tp).cloned()
+    }
+
+    /// A follower's fetch at `offset` (its log end) of partition `p`, led here: recorded (it may
+    /// move the high watermark), and the ISR check woken if the follower may rejoin the ISR.
+    pub fn follower_fetched(
+        &self,
+        p: &Partition,
+        follower: BrokerId,
+        offset: i64,
+        now: Instant,
+    ) -> Result<(), ReplicaStateError> {
+        p.record_follower_fetch(follower, offset, now)?;
+        if p.could_rejoin_isr(follower) && self.isr_candidates.borrow_mut().insert(p.tp.clone()) {
+            self.isr_wake.notify();
+        }
+        Ok(())
+    }
+
+    /// The partitions queued by `follower_fetched` since the last call.
+    pub fn take_isr_candidates(&self) -> Vec<TopicPartition> {
+        self.isr_candidates.borrow_mut().drain().collect()
+    }
+
+    /// Whether `follower_fetched` queued a partition since the last `take_isr_candidates`.
+    pub fn has_isr_candidates(&self) -> bool {
+        !self.isr_candidates.borrow().is_empty()
     }
 
     /// Every open partition (a copy, to iterate across awaits).

@@ -387,6 +387,18 @@ impl Partition {
         self.leader_since.get()
     }
 
+    /// On the leader: `follower` is outside the ISR and has reached the high watermark, so the
+    /// ISR check may take it back in (it is asked at once instead of at its next sweep).
+    pub fn could_rejoin_isr(&self, follower: BrokerId) -> bool {
+        self.is_leader.get()
+            && !self.isr.borrow().contains(&follower)
+            && self
+                .followers
+                .borrow()
+                .get(&follower)
+                .is_some_and(|f| f.log_end_offset >= self.log.high_watermark())
+    }
+
     /// A copy of the followers' progress (for the ISR decision).
     pub fn follower_states(&self) -> HashMap<BrokerId, FollowerState> {
         self.followers.borrow().clone()
@@ -799,6 +811,29 @@ mod tests {
                 p.record_follower_fetch(2, 3, Instant::now()),
                 Err(ReplicaStateError::NotLeader)
             );
+            p.close().await;
+        });
+    }
+
+    #[test]
+    fn a_follower_outside_the_isr_may_rejoin_once_it_reaches_the_high_watermark() {
+        with_partition(|p| async move {
+            assert!(p.become_leader(0, &[1], &[1, 2, 3], Instant::now()).is_ok());
+            let batch = chronik_storage::testing::build_batch_of(3, 100, 1, 0);
+            assert_eq!(p.append_as_leader(batch).await.error, errors::NONE);
+            assert_eq!(p.high_watermark(), 3, "the leader alone is the ISR");
+            assert!(!p.could_rejoin_isr(2), "not heard from yet");
+            assert_eq!(p.record_follower_fetch(2, 1, Instant::now()), Ok(()));
+            assert!(!p.could_rejoin_isr(2), "behind the high watermark");
+            assert_eq!(p.record_follower_fetch(2, 3, Instant::now()), Ok(()));
+            assert!(p.could_rejoin_isr(2));
+            // Once back in the ISR (the image says so) there is nothing to rejoin.
+            assert!(p
+                .become_leader(0, &[1, 2], &[1, 2, 3], Instant::now())
+                .is_ok());
+            assert!(!p.could_rejoin_isr(2));
+            assert_eq!(p.become_follower(1, &[2], &[1, 2, 3]), Ok(true));
+            assert!(!p.could_rejoin_isr(3), "only a leader decides");
             p.close().await;
         });
     }

@@ -4,17 +4,17 @@
 //!
 //! The decision (`decide`) is a pure function of the partition's replica state and the time,
 //! so every transition is unit-tested without a cluster or a real clock; `run` applies it to
-//! the partitions this shard leads.
+//! the partitions this shard leads: at once for a follower whose fetch may take it back in, and
+//! in a sweep every quarter of `replica.lag.time.max.ms` (250 ms to 2 s) for those falling
+//! behind.
 
 use crate::partition::manager::ReplicaManager;
-use crate::partition::FollowerState;
+use crate::partition::{FollowerState, Partition};
 use chronik_raft::image::BrokerId;
 use chronik_raft::{Command, CommandOutcome};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Where the ISR check reads the time (a fixed clock in tests).
 pub trait Clock {
@@ -98,20 +98,45 @@ pub fn decide(
     Ok((a != b).then_some(new_isr))
 }
 
+/// The sweep interval for a given `replica.lag.time.max.ms`: a quarter of it, within
+/// [250 ms, 2 s]. A lagging follower leaves the ISR at most this long after its lag passed the
+/// limit (Kafka checks every half of the limit).
+pub fn sweep_interval(lag_max: Duration) -> Duration {
+    (lag_max / 4).clamp(Duration::from_millis(250), Duration::from_secs(2))
+}
+
+/// The ISR check of one shard. A follower that may rejoin is checked as soon as its fetch says
+/// so (`ReplicaManager::follower_fetched` wakes this loop); leaving the ISR is a matter of
+/// time, so every led partition is swept once per `sweep_interval`.
 pub async fn run(replicas: Rc<ReplicaManager>) {
+    let lag_max = Duration::from_millis(replicas.shard.config.replica_lag_time_max_ms);
+    let every = sweep_interval(lag_max);
+    let mut next_sweep = Instant::now() + every;
     loop {
-        glommio::timer::sleep(CHECK_EVERY).await;
+        let now = Instant::now();
+        if now < next_sweep && !replicas.has_isr_candidates() {
+            let woken = replicas.isr_wake.listen();
+            futures_lite::future::or(woken, glommio::timer::sleep(next_sweep - now)).await;
+        }
         if replicas.shard.shutting_down.get() {
             return;
         }
-        check_all(&replicas, &SystemClock);
+        let queued = replicas.take_isr_candidates();
+        if Instant::now() >= next_sweep {
+            check_all(&replicas, &SystemClock);
+            next_sweep = Instant::now() + every;
+        } else {
+            for tp in queued {
+                if let Some(p) = replicas.get(&tp) {
+                    check_partition(&replicas, &p, lag_max, Instant::now());
+                }
+            }
+        }
     }
 }
 
 fn check_all(replicas: &Rc<ReplicaManager>, clock: &dyn Clock) {
-    let shard = &replicas.shard;
-    let me = shard.config.node_id;
-    let lag_max = Duration::from_millis(shard.config.replica_lag_time_max_ms);
+    let lag_max = Duration::from_millis(replicas.shard.config.replica_lag_time_max_ms);
     let now = clock.now();
     for p in replicas.all() {
         if p.is_leader() {
@@ -119,59 +144,71 @@ fn check_all(replicas: &Rc<ReplicaManager>, clock: &dyn Clock) {
             // background flusher with no one to move the HW past them: do it here.
             p.maybe_advance_hw();
         }
-        if !p.is_leader() || p.isr_change_pending.get() {
-            continue;
-        }
-        let Some(ps) = shard.with_image(|i| i.partition(&p.tp.topic, p.tp.partition).cloned())
-        else {
-            continue;
-        };
-        if ps.leader != me {
-            continue;
-        }
-        let followers = p.follower_states();
-        let st = IsrState {
-            me,
-            replicas: &ps.replicas,
-            isr: &ps.isr,
-            high_watermark: p.high_watermark(),
-            leader_since: p.leader_since(),
-            followers: &followers,
-        };
-        let live = |b: BrokerId| shard.with_image(|i| i.broker(b).is_some_and(|x| !x.fenced));
-        let new_isr = match decide(&st, lag_max, live, now) {
-            Ok(Some(isr)) => isr,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::error!(topic = %p.tp.topic, partition = p.tp.partition, "ISR check: {e}");
-                continue;
-            }
-        };
-        tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, from = ?ps.isr, to = ?new_isr, "proposing ISR change");
-        p.isr_change_pending.set(true);
-        let cmd = Command::AlterPartition {
-            topic: p.tp.topic.to_string(),
-            partition: p.tp.partition,
-            leader: me,
-            leader_epoch: ps.leader_epoch,
-            partition_epoch: ps.partition_epoch,
-            new_isr,
-        };
-        let s = shard.clone();
-        glommio::spawn_local(async move {
-            match s.controller.submit(cmd).await {
-                Ok(sub) => {
-                    if let CommandOutcome::Partition(Err(e)) = &sub.outcome {
-                        tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, code = e.code, "ISR change refused: {}", e.message);
-                    }
-                    s.wait_for_image(sub.index, Duration::from_secs(5)).await;
-                }
-                Err(e) => tracing::warn!("ISR change not submitted: {e:?}"),
-            }
-            p.isr_change_pending.set(false);
-        })
-        .detach();
+        check_partition(replicas, &p, lag_max, now);
     }
+}
+
+/// Decides the ISR of one partition led here and proposes a change to the controller.
+fn check_partition(
+    replicas: &Rc<ReplicaManager>,
+    p: &Rc<Partition>,
+    lag_max: Duration,
+    now: Instant,
+) {
+    let shard = &replicas.shard;
+    let me = shard.config.node_id;
+    if !p.is_leader() || p.isr_change_pending.get() {
+        return;
+    }
+    let Some(ps) = shard.with_image(|i| i.partition(&p.tp.topic, p.tp.partition).cloned()) else {
+        return;
+    };
+    if ps.leader != me {
+        return;
+    }
+    let followers = p.follower_states();
+    let st = IsrState {
+        me,
+        replicas: &ps.replicas,
+        isr: &ps.isr,
+        high_watermark: p.high_watermark(),
+        leader_since: p.leader_since(),
+        followers: &followers,
+    };
+    let live = |b: BrokerId| shard.with_image(|i| i.broker(b).is_some_and(|x| !x.fenced));
+    let new_isr = match decide(&st, lag_max, live, now) {
+        Ok(Some(isr)) => isr,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(topic = %p.tp.topic, partition = p.tp.partition, "ISR check: {e}");
+            return;
+        }
+    };
+    tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, from = ?ps.isr, to = ?new_isr, "proposing ISR change");
+    p.isr_change_pending.set(true);
+    let cmd = Command::AlterPartition {
+        topic: p.tp.topic.to_string(),
+        partition: p.tp.partition,
+        leader: me,
+        leader_epoch: ps.leader_epoch,
+        partition_epoch: ps.partition_epoch,
+        new_isr,
+    };
+    let s = shard.clone();
+    let p = p.clone();
+    glommio::spawn_local(async move {
+        match s.controller.submit(cmd).await {
+            Ok(sub) => {
+                if let CommandOutcome::Partition(Err(e)) = &sub.outcome {
+                    tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, code = e.code, "ISR change refused: {}", e.message);
+                }
+                s.wait_for_image(sub.index, Duration::from_secs(5)).await;
+            }
+            Err(e) => tracing::warn!("ISR change not submitted: {e:?}"),
+        }
+        p.isr_change_pending.set(false);
+    })
+    .detach();
 }
 
 #[cfg(test)]
@@ -305,6 +342,23 @@ mod tests {
         assert_eq!(
             decide(&st, LAG, all_live, t0),
             Err(IsrError::NotAReplica(4))
+        );
+    }
+
+    #[test]
+    fn the_sweep_runs_every_quarter_of_the_lag_limit_within_250_ms_and_2_s() {
+        use super::sweep_interval;
+        assert_eq!(
+            sweep_interval(Duration::from_secs(4)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            sweep_interval(Duration::from_secs(30)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            sweep_interval(Duration::from_millis(100)),
+            Duration::from_millis(250)
         );
     }
 }

@@ -111,7 +111,9 @@ pub async fn read_local(shard: &Rc<Services>, spec: ReadSpec) -> PartitionRead {
         Some(follower) => {
             // A follower's fetch offset is its log end offset: record it and move the HW.
             // (Checked above: this replica leads and `follower` holds a replica.)
-            if p.record_follower_fetch(follower, spec.offset, Instant::now())
+            if shard
+                .replicas
+                .follower_fetched(&p, follower, spec.offset, Instant::now())
                 .is_err()
             {
                 return PartitionRead::error(errors::NOT_LEADER_OR_FOLLOWER);

@@ -4,13 +4,11 @@
 //! cluster runs. The hostile clients here write the wire format by hand:
 //! `len u32 LE | id u64 LE | bincode(body)`.
 
-mod common;
-
+use crate::common::cluster_util::*;
+use crate::common::{new_secret_file, raw, Cluster, Server};
 use chronik_raft::network::{blocking_call, RpcRequest, RpcResponse};
 use chronik_raft::secret::{ClusterSecret, SECRET_FILE};
 use chronik_raft::Command;
-use common::cluster_util::*;
-use common::{new_secret_file, raw, Cluster, Server};
 use kafka_protocol::messages::{ApiKey, DescribeClusterRequest, DescribeClusterResponse};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use serde::{Deserialize, Serialize};

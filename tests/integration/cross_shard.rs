@@ -4,13 +4,11 @@
 //! (`chronik::shard::owner_shard`, `chronik::group::partition_for`): whatever shard serves the
 //! connection, at least three of the four are owned by another shard.
 
-mod common;
-
+use crate::common::cluster_util::{self, local_bytes, local_leo, proven_as, wait_until, FAST};
+use crate::common::{raw, Cluster, Server};
 use bytes::{Bytes, BytesMut};
 use chronik::group::{partition_for, OFFSETS_TOPIC};
 use chronik::shard::owner_shard;
-use common::cluster_util::{self, local_bytes, local_leo, proven_as, wait_until, FAST};
-use common::{raw, Cluster, Server};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;

@@ -2,11 +2,9 @@
 //! IncrementalAlterConfigs and AlterConfigs on BROKER resources), DescribeProducers, and the
 //! Kafka 4 versions of ApiVersions, Metadata, Produce, Fetch and ListOffsets.
 
-mod common;
-
+use crate::common::cluster_util::{create, init_producer_id, produce_batch, wait_until};
+use crate::common::{raw, Cluster, Server};
 use bytes::Bytes;
-use common::cluster_util::{create, init_producer_id, produce_batch, wait_until};
-use common::{raw, Cluster, Server};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -416,12 +414,12 @@ fn a_broker_that_does_not_lead_a_partition_points_clients_at_its_leader() {
     create(&b, NewTopic::new("led", 2, TopicReplication::Fixed(1)));
     let addr = |c: &mut Cluster, id: i32| c.node(id).bootstrap();
     let one = addr(&mut cluster, 1);
-    let leader = common::cluster_util::leader_of(&one, "led", 0);
+    let leader = crate::common::cluster_util::leader_of(&one, "led", 0);
     let other = if leader == 1 { 2 } else { 1 };
     let (leader_addr, other_addr) = (addr(&mut cluster, leader), addr(&mut cluster, other));
     let id = topic_id(&leader_addr, "led");
     wait_until("the other broker knows the topic", 30, || {
-        common::cluster_util::metadata(&other_addr, "led").topics[0].error_code == 0
+        crate::common::cluster_util::metadata(&other_addr, "led").topics[0].error_code == 0
     });
 
     let p = produce_v(&other_addr, 12, "led", id, 0);

@@ -2,10 +2,8 @@
 //! AlterConfigs (librdkafka's `alter_configs`) replaces a topic's overrides, IncrementalAlterConfigs
 //! sets, deletes, appends to and subtracts from list configs, DescribeConfigs shows the result.
 
-mod common;
-
-use common::cluster_util::{admin, block_on, create};
-use common::{raw, Server};
+use crate::common::cluster_util::{admin, block_on, create};
+use crate::common::{raw, Server};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };

@@ -2,9 +2,7 @@
 //! follows registration and the controller, `none` turns it off, and junk on the port gets an
 //! HTTP error without hurting the endpoint.
 
-mod common;
-
-use common::{free_port, new_secret_file, Server};
+use crate::common::{free_port, new_secret_file, Server};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;

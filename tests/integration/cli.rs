@@ -3,10 +3,8 @@
 //! refused while the group has members, the Kafka error names of refusals, and a 3-node cluster
 //! driven through a node that is neither the controller nor a partition's leader.
 
-mod common;
-
-use common::cluster_util::{leader_of, produce_once, wait_until, FAST};
-use common::{free_port, raw, Cluster, Server};
+use crate::common::cluster_util::{leader_of, produce_once, wait_until, FAST};
+use crate::common::{free_port, raw, Cluster, Server};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};

@@ -2,11 +2,9 @@
 //! each is refused with the error Kafka answers, the log is left as it was, and the broker keeps
 //! serving; a poisoned `__consumer_offsets` record already on disk is skipped at load.
 
-mod common;
-
+use crate::common::cluster_util::{create, produce_batch, produce_once};
+use crate::common::{raw, Server};
 use bytes::Bytes;
-use common::cluster_util::{create, produce_batch, produce_once};
-use common::{raw, Server};
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };

@@ -4,11 +4,9 @@
 
 #![allow(clippy::result_large_err)]
 
-mod common;
-
+use crate::common::cluster_util::*;
+use crate::common::{raw, Cluster, Server};
 use chronik::net::broker_auth::ClientAuth;
-use common::cluster_util::*;
-use common::{raw, Cluster, Server};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;

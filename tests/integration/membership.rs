@@ -2,11 +2,9 @@
 //! it with their data (`cluster rebalance`), a node is drained and removed (`cluster
 //! remove-node`), and a node whose disk was wiped rejoins as a fresh replica.
 
-mod common;
-
-use common::cluster_util::*;
-use common::raw;
-use common::Cluster;
+use crate::common::cluster_util::*;
+use crate::common::raw;
+use crate::common::Cluster;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -1,8 +1,6 @@
 //! One real chronik-server, real librdkafka clients (rdkafka crate).
 
-mod common;
-
-use common::Server;
+use crate::common::Server;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -337,7 +335,7 @@ fn auto_create_delete_topics_and_bad_names() {
         .expect("send");
     p.flush(Duration::from_secs(30))
         .expect("flush auto-created");
-    let md = common::raw::metadata(&b, Some(vec!["auto-made"])).unwrap();
+    let md = crate::common::raw::metadata(&b, Some(vec!["auto-made"])).unwrap();
     assert_eq!(md.topics[0].error_code, 0);
     assert_eq!(md.topics[0].partitions.len(), 1);
 
@@ -370,7 +368,7 @@ fn auto_create_delete_topics_and_bad_names() {
 
     let r = block_on(a.delete_topics(&["auto-made"], &opts)).unwrap();
     assert!(r[0].is_ok(), "{r:?}");
-    let md = common::raw::metadata(&b, Some(vec!["auto-made"])).unwrap();
+    let md = crate::common::raw::metadata(&b, Some(vec!["auto-made"])).unwrap();
     assert_eq!(md.topics[0].error_code, 3, "deleted topic is unknown");
     let r = block_on(a.delete_topics(&["never-was"], &opts)).unwrap();
     assert_eq!(
@@ -423,7 +421,7 @@ fn a_fetch_naming_no_partitions_is_answered_at_once() {
     // The Java consumer sends one when it closes its fetch session. The broker used to park it
     // forever (nothing to wake it), so the client's close() waited out its 30 s timeout.
     let s = Server::start(&[]);
-    let mut conn = common::raw::connect(&s.bootstrap()).unwrap();
+    let mut conn = crate::common::raw::connect(&s.bootstrap()).unwrap();
     for version in [4, 12, 13] {
         let mut req = FetchRequest::default();
         req.max_wait_ms = 60_000; // longer than the raw client's 10 s read timeout
@@ -432,7 +430,7 @@ fn a_fetch_naming_no_partitions_is_answered_at_once() {
         req.session_id = 0;
         req.session_epoch = -1;
         req.replica_id = kafka_protocol::messages::BrokerId(-1);
-        let r: FetchResponse = common::raw::call(&mut conn, ApiKey::Fetch, version, &req)
+        let r: FetchResponse = crate::common::raw::call(&mut conn, ApiKey::Fetch, version, &req)
             .unwrap_or_else(|e| panic!("Fetch v{version} with no partitions: {e}"));
         assert_eq!(r.error_code, 0, "v{version}");
         assert!(r.responses.is_empty(), "v{version}: {r:?}");

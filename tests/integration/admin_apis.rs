@@ -2,10 +2,8 @@
 //! ElectLeaders, AlterPartitionReassignments / ListPartitionReassignments and DescribeQuorum,
 //! against real nodes, with the error codes Apache Kafka returns for bad input.
 
-mod common;
-
-use common::cluster_util::*;
-use common::{raw, Cluster, Server};
+use crate::common::cluster_util::*;
+use crate::common::{raw, Cluster, Server};
 use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };

@@ -3,12 +3,10 @@
 
 #![allow(clippy::result_large_err)]
 
-mod common;
-
-use common::cluster_util::*;
-use common::raw;
-use common::tmpfs::Tmpfs;
-use common::Cluster;
+use crate::common::cluster_util::*;
+use crate::common::raw;
+use crate::common::tmpfs::Tmpfs;
+use crate::common::Cluster;
 
 use kafka_protocol::messages::{ApiKey, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;

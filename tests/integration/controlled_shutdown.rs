@@ -7,10 +7,8 @@
 
 #![allow(clippy::result_large_err)]
 
-mod common;
-
-use common::cluster_util::*;
-use common::Cluster;
+use crate::common::cluster_util::*;
+use crate::common::Cluster;
 
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
@@ -37,7 +35,7 @@ fn leaders_and_isrs(addr: &str, topic: &str) -> Vec<(i32, Vec<i32>)> {
 }
 
 fn isr_full(addr: &str, topic: &str) -> bool {
-    common::raw::metadata(addr, Some(vec![topic])).is_ok_and(|md| {
+    crate::common::raw::metadata(addr, Some(vec![topic])).is_ok_and(|md| {
         md.topics[0].error_code == 0
             && md.topics[0].partitions.len() == PARTITIONS as usize
             && md.topics[0]

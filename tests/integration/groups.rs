@@ -1,11 +1,9 @@
 //! Consumer groups against one real chronik-server: librdkafka group consumers (rdkafka
 //! crate) and raw group-protocol requests (kafka-protocol over a TcpStream).
 
-mod common;
-
+use crate::common::raw;
+use crate::common::Server;
 use bytes::{BufMut, Bytes, BytesMut};
-use common::raw;
-use common::Server;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;

@@ -3,11 +3,9 @@
 //! the broker serving and restartable; a full Raft log disk delays metadata changes (answered
 //! with an error in bounded time) but does not stop the controller.
 
-mod common;
-
-use common::cluster_util::{local_leo, produce_once, wait_until};
-use common::tmpfs::Tmpfs;
-use common::{raw, Cluster, Server};
+use crate::common::cluster_util::{local_leo, produce_once, wait_until};
+use crate::common::tmpfs::Tmpfs;
+use crate::common::{raw, Cluster, Server};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::incremental_alter_configs_request::{
@@ -345,8 +343,8 @@ fn a_full_raft_log_disk_delays_create_topics_with_an_error_and_it_works_again_on
 
 /// A one-node cluster (two shards) with its data in `data`, serving; and its address.
 fn node_on(data: &Path) -> (Server, String) {
-    let port = common::free_port();
-    let cport = common::free_port();
+    let port = crate::common::free_port();
+    let cport = crate::common::free_port();
     let quorum = format!("1@127.0.0.1:{cport}");
     let mut s = Server::node(
         1,

@@ -2,10 +2,10 @@
 //! topic keeps the latest value of each key, survives SIGKILL during cleaning, and every
 //! replica of a 3-node cluster serves the same key set after the leader dies.
 
-mod common;
-
-use common::cluster_util::{create, isr_of, leader_of, local_bytes, local_leo, wait_until, FAST};
-use common::{Cluster, Server};
+use crate::common::cluster_util::{
+    create, isr_of, leader_of, local_bytes, local_leo, wait_until, FAST,
+};
+use crate::common::{Cluster, Server};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -12,8 +12,6 @@
 //! arguments, the working directory, the fixed ports 9092–9094 — is as written. The two tests take
 //! turns, as they use the same ports.
 
-mod common;
-
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -95,7 +93,7 @@ fn bin_dir() -> PathBuf {
 /// A `cargo` that runs the already built binaries for `cargo run`, and builds nothing.
 fn cargo_shim(dir: &Path) {
     let script = r#"#!/usr/bin/env bash
-# tests/readme.rs: the README's cargo commands, run with the binaries of this test run.
+# tests/integration/readme.rs: the README's cargo commands, run with the binaries of this test run.
 case "$1" in
   build) exit 0 ;;
   run)
