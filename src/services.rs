@@ -33,6 +33,8 @@ pub struct Services {
     /// Counters for the metrics endpoint (`crate::metrics`).
     pub metrics: Rc<ShardMetrics>,
     pub connections: Cell<usize>,
+    /// Client fetch sessions of this shard's connections, counted against the shard's bounds.
+    pub fetch_session_budget: Rc<crate::kafka::handlers::fetch_session::SessionBudget>,
     /// Releases idle connections' buffers and closes them after `connections.max.idle.ms`.
     pub idle: IdleSweeper,
     /// The cluster secret: followers prove with it who they are (`net::broker_auth`).
@@ -72,6 +74,7 @@ impl Services {
             fetchers,
             metrics,
             connections: Cell::new(0),
+            fetch_session_budget: Rc::default(),
             idle: Default::default(),
             secret,
             pid_block: Cell::new((0, 0)),

@@ -36,6 +36,8 @@ pub struct RequestContext {
     /// The broker this connection has proven to be (`net::broker_auth`); only then may it
     /// fetch as that broker's replica.
     pub broker: Option<i32>,
+    /// The connection's incremental fetch sessions (KIP-227); None outside a connection.
+    pub fetch_sessions: Option<std::rc::Rc<handlers::fetch_session::FetchSessions>>,
 }
 
 impl RequestContext {
@@ -163,6 +165,7 @@ pub fn parse_header(
         client_id,
         peer,
         broker: None,
+        fetch_sessions: None,
     })
 }
 
@@ -178,6 +181,7 @@ mod tests {
             client_id: None,
             peer: peer.map(|p| p.parse().expect("an ip")),
             broker: None,
+            fetch_sessions: None,
         }
     }
 

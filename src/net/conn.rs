@@ -2,7 +2,9 @@
 //! (pipelining), and a writer that sends responses strictly in request order.
 
 use crate::kafka::dispatch::{dispatch, DispatchResult};
+use crate::kafka::handlers::fetch_session::FetchSessions;
 use crate::kafka::{parse_header, ProtocolError, Response};
+use kafka_protocol::messages::ApiKey;
 use crate::net::broker_auth;
 use crate::net::frame::read_frame;
 use crate::services::Services;
@@ -76,6 +78,8 @@ pub async fn serve(shard: Rc<Services>, reader: TcpStream) {
     let idle = shard.idle.register();
     let max_budget = shard.config.max_inflight_bytes as u64;
     let mut auth = broker_auth::ServerState::default();
+    // Dropped with the connection (its sessions with it, their slots given back).
+    let fetch_sessions = Rc::new(FetchSessions::new(shard.fetch_session_budget.clone()));
     loop {
         let link = Some((&shard.idle, &*idle));
         let mut frame = match read_frame(&mut reader, &mut buf, 8, max_frame, link).await {
@@ -131,6 +135,9 @@ pub async fn serve(shard: Rc<Services>, reader: TcpStream) {
             }
         };
         ctx.broker = auth.proven();
+        if ctx.api_key == ApiKey::Fetch {
+            ctx.fetch_sessions = Some(fetch_sessions.clone());
+        }
         let s = shard.clone();
         let handle = glommio::spawn_local(async move { dispatch(s, ctx, frame).await }).detach();
         if tx.send((handle, permit)).await.is_err() {

@@ -1,6 +1,10 @@
 //! Fetch for consumers and follower replicas, with long-poll on min_bytes/max_wait_ms that
 //! sleeps until a partition's high watermark moves (no polling loop).
 
+use super::fetch_session::{
+    Plan, SessionRequest, Sent, TopicKey, Wanted, FETCH_SESSION_ID_NOT_FOUND, FINAL_EPOCH,
+    INITIAL_EPOCH, NO_SESSION,
+};
 use crate::kafka::{decode, errors, ProtocolError, RequestContext, Response};
 use crate::partition::storage_error_code;
 use crate::services::Services;
@@ -301,27 +305,86 @@ pub async fn handle(
         (req.max_bytes as usize).min(broker_max)
     };
 
-    // Resolve names (v13+ sends topic ids).
-    let mut topics: Vec<FetchTopicSpec> = Vec::new();
-    for t in &req.topics {
-        let name = if ctx.api_version >= 13 {
-            shard.with_image(|i| i.topic_by_id(t.topic_id.as_bytes()).map(|x| x.name.clone()))
+    // The request's partitions, keyed as a session keeps them (v13+ names topics by id).
+    let uses_ids = ctx.api_version >= 13;
+    let key_of = |name: &str, id: uuid::Uuid| {
+        if uses_ids {
+            TopicKey::Id(id)
         } else {
-            Some(t.topic.0.to_string())
-        };
-        let parts = t
-            .partitions
-            .iter()
-            .map(|p| {
-                (
-                    p.partition,
-                    p.fetch_offset,
-                    p.partition_max_bytes.max(0) as usize,
-                    p.current_leader_epoch,
-                )
+            TopicKey::Name(Rc::from(name))
+        }
+    };
+    let requested: Vec<(TopicKey, Vec<(i32, Wanted)>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let wanted = Wanted {
+                        fetch_offset: p.fetch_offset,
+                        max_bytes: p.partition_max_bytes.max(0) as usize,
+                        current_leader_epoch: p.current_leader_epoch,
+                    };
+                    (p.partition, wanted)
+                })
+                .collect();
+            (key_of(t.topic.0.as_str(), t.topic_id), parts)
+        })
+        .collect();
+    let plan = match &ctx.fetch_sessions {
+        Some(sessions) => {
+            let forgotten: Vec<(TopicKey, Vec<i32>)> = req
+                .forgotten_topics_data
+                .iter()
+                .map(|t| (key_of(t.topic.0.as_str(), t.topic_id), t.partitions.clone()))
+                .collect();
+            sessions.begin(&SessionRequest {
+                session_id: req.session_id,
+                epoch: req.session_epoch,
+                uses_ids,
+                broker: ctx.broker.is_some(),
+                partitions: &requested,
+                forgotten: &forgotten,
             })
+        }
+        // Outside a connection (no session state): full fetches only.
+        None if req.session_epoch == INITIAL_EPOCH || req.session_epoch == FINAL_EPOCH => {
+            Plan::Sessionless
+        }
+        None => Plan::Error(FETCH_SESSION_ID_NOT_FOUND),
+    };
+    let (session_id, incremental, keyed) = match plan {
+        Plan::Error(code) => {
+            return Ok(Some(super::fetch_response::encode(
+                &ctx,
+                code,
+                NO_SESSION,
+                &[],
+                &[],
+            )));
+        }
+        Plan::Sessionless => (NO_SESSION, false, requested),
+        Plan::Full { id } => (id, false, requested),
+        Plan::Incremental { id, topics } => (id, true, topics),
+    };
+
+    // Resolve names (v13+ sends topic ids).
+    let mut topics: Vec<FetchTopicSpec> = Vec::with_capacity(keyed.len());
+    for (key, parts) in &keyed {
+        let (name, id) = match key {
+            TopicKey::Name(n) => (Some(n.to_string()), uuid::Uuid::nil()),
+            TopicKey::Id(id) => (
+                shard.with_image(|i| i.topic_by_id(id.as_bytes()).map(|x| x.name.clone())),
+                *id,
+            ),
+        };
+        let parts = parts
+            .iter()
+            .map(|(p, w)| (*p, w.fetch_offset, w.max_bytes, w.current_leader_epoch))
             .collect();
-        topics.push((name, t.topic_id, parts));
+        topics.push((name, id, parts));
     }
 
     let mut results: Vec<Vec<PartitionRead>>;
@@ -472,6 +535,26 @@ pub async fn handle(
             }
         }
     }
+    // A session's response: remember what it says of each partition; an incremental one
+    // lists only the partitions with news (KIP-227).
+    let listed: Option<Vec<bool>> = match (&ctx.fetch_sessions, session_id) {
+        (Some(sessions), id) if id != NO_SESSION => {
+            let mut seen = Vec::new();
+            for ((key, parts), reads) in keyed.iter().zip(&results) {
+                for ((p, _), r) in parts.iter().zip(reads) {
+                    let now = Sent {
+                        high_watermark: r.high_watermark,
+                        last_stable_offset: r.high_watermark,
+                        log_start_offset: r.log_start_offset,
+                    };
+                    seen.push((key, *p, now, r.error, !r.batches.is_empty()));
+                }
+            }
+            Some(sessions.finish(id, !incremental, &seen))
+        }
+        _ => None,
+    };
+    let mut listed = listed.into_iter().flatten();
     let endpoints = super::node_endpoints(&shard, leaders);
     let mut out = Vec::with_capacity(topics.len());
     for ((name, id, parts), reads) in topics.iter().zip(results) {
@@ -479,13 +562,28 @@ pub async fn handle(
             .as_ref()
             .and_then(|n| img.topic(n))
             .map_or(*id.as_bytes(), |t| t.id);
+        let partitions: Vec<(i32, PartitionRead)> = parts
+            .iter()
+            .map(|p| p.0)
+            .zip(reads)
+            .filter(|_| listed.next().unwrap_or(true))
+            .collect();
+        if incremental && partitions.is_empty() {
+            continue;
+        }
         out.push(super::fetch_response::TopicReads {
             name: name.as_deref().unwrap_or(""),
             id,
-            partitions: parts.iter().map(|p| p.0).zip(reads).collect(),
+            partitions,
         });
     }
-    Ok(Some(super::fetch_response::encode(&ctx, &out, &endpoints)))
+    Ok(Some(super::fetch_response::encode(
+        &ctx,
+        errors::NONE,
+        session_id,
+        &out,
+        &endpoints,
+    )))
 }
 
 #[cfg(test)]

@@ -50,8 +50,11 @@ fn put_compact_str(buf: &mut BytesMut, s: Option<&str>) {
 
 /// Encodes the whole response frame (length, header, body). `endpoints` (id, host, port,
 /// rack) are the NodeEndpoints of v16+: the leaders named in partitions' CurrentLeader.
+/// `error` and `session_id` are the top-level fields of v7+ (fetch sessions).
 pub fn encode(
     ctx: &RequestContext,
+    error: i16,
+    session_id: i32,
     topics: &[TopicReads<'_>],
     endpoints: &[super::Endpoint],
 ) -> Response {
@@ -71,8 +74,8 @@ pub fn encode(
     let flexible = v >= 12;
     buf.put_i32(0); // throttle_time_ms
     if v >= 7 {
-        buf.put_i16(0); // error_code
-        buf.put_i32(0); // session_id: sessions are not used
+        buf.put_i16(error);
+        buf.put_i32(session_id);
     }
     put_len(&mut buf, topics.len(), flexible);
     for t in topics {
@@ -228,13 +231,14 @@ mod tests {
                 client_id: None,
                 peer: None,
                 broker: None,
+                fetch_sessions: None,
             };
             let topics = [TopicReads {
                 name: "orders",
                 id: [7; 16],
                 partitions: vec![(0, read.clone()), (5, empty.clone()), (7, read.clone())],
             }];
-            let frame = encode(&ctx, &topics, &endpoints);
+            let frame = encode(&ctx, 0, 77, &topics, &endpoints);
             let (bytes, batches) = (2 * expected.len(), 2 * read.batches.len());
             assert_eq!(
                 matches!(frame, Response::Pieces(_)),
@@ -249,6 +253,9 @@ mod tests {
             }
             let r = FetchResponse::decode(&mut b, v).unwrap_or_else(|e| panic!("v{v}: {e}"));
             assert_eq!(b.remaining(), 0, "v{v} trailing bytes");
+            if v >= 7 {
+                assert_eq!((r.error_code, r.session_id), (0, 77), "v{v} session");
+            }
             let t = &r.responses[0];
             if v >= 13 {
                 assert_eq!(t.topic_id.as_bytes(), &[7u8; 16]);

@@ -17,6 +17,7 @@ pub mod describe_quorum;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod fetch_response;
+pub mod fetch_session;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod init_producer_id;
