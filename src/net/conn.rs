@@ -4,7 +4,6 @@
 use crate::kafka::dispatch::{dispatch, DispatchResult};
 use crate::kafka::handlers::fetch_session::FetchSessions;
 use crate::kafka::{parse_header, ProtocolError, Response};
-use kafka_protocol::messages::ApiKey;
 use crate::net::broker_auth;
 use crate::net::frame::read_frame;
 use crate::services::Services;
@@ -12,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
+use kafka_protocol::messages::ApiKey;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;

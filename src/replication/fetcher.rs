@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use chronik_raft::image::BrokerId;
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -53,6 +53,104 @@ struct FollowState {
     leader_epoch: i32,
     /// Checked against the leader's epoch history since the last leader change.
     truncated: bool,
+}
+
+/// What the follower asks of one partition: its fetch offset (log end) and leader epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Want {
+    fetch_offset: i64,
+    leader_epoch: i32,
+    log_start_offset: i64,
+}
+
+/// The follower's half of its fetch session with one leader (KIP-227): the first fetch is full
+/// and opens a session; later ones name only partitions whose fetch offset or leader epoch
+/// changed (or that are new) and forget the ones no longer followed. Any top-level error, a
+/// response for another session, or a reconnect starts over with a full fetch.
+#[derive(Debug, Default)]
+struct FollowerSession {
+    /// (session id, epoch of the next incremental fetch); None: the next fetch is full.
+    open: Option<(i32, i32)>,
+    /// What the leader's session holds of each partition.
+    sent: BTreeMap<TopicPartition, Want>,
+}
+
+/// One fetch to send: the session fields, the partitions to name and those to forget.
+#[derive(Debug, PartialEq, Eq)]
+struct SessionFetch {
+    session_id: i32,
+    epoch: i32,
+    send: Vec<(TopicPartition, Want)>,
+    forget: Vec<TopicPartition>,
+}
+
+impl FollowerSession {
+    fn plan(&self, wanted: &BTreeMap<TopicPartition, Want>) -> SessionFetch {
+        let Some((id, epoch)) = self.open else {
+            // Full fetch, asking for a session (epoch 0).
+            return SessionFetch {
+                session_id: 0,
+                epoch: 0,
+                send: wanted.iter().map(|(tp, w)| (tp.clone(), *w)).collect(),
+                forget: Vec::new(),
+            };
+        };
+        let changed = |tp: &TopicPartition, w: &Want| {
+            self.sent.get(tp).is_none_or(|s| {
+                (s.fetch_offset, s.leader_epoch) != (w.fetch_offset, w.leader_epoch)
+            })
+        };
+        SessionFetch {
+            session_id: id,
+            epoch,
+            send: wanted
+                .iter()
+                .filter(|(tp, w)| changed(tp, w))
+                .map(|(tp, w)| (tp.clone(), *w))
+                .collect(),
+            forget: self
+                .sent
+                .keys()
+                .filter(|tp| !wanted.contains_key(*tp))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The leader answered `plan` (made from `wanted`) with this top-level error and session id.
+    fn answered(
+        &mut self,
+        plan: &SessionFetch,
+        wanted: BTreeMap<TopicPartition, Want>,
+        error: i16,
+        session_id: i32,
+    ) {
+        let next = match self.open {
+            _ if error != errors::NONE || session_id == 0 => None,
+            None => Some((session_id, 1)),
+            Some((id, _)) if id == session_id => Some((id, next_epoch(plan.epoch))),
+            Some(_) => None,
+        };
+        self.open = next;
+        self.sent = if next.is_some() {
+            wanted
+        } else {
+            BTreeMap::new()
+        };
+    }
+
+    fn reset(&mut self) {
+        *self = FollowerSession::default();
+    }
+}
+
+/// Kafka's session epoch sequence: 1, 2, ..., i32::MAX, 1, ...
+fn next_epoch(epoch: i32) -> i32 {
+    if epoch < i32::MAX {
+        epoch + 1
+    } else {
+        1
+    }
 }
 
 struct Fetcher {
@@ -304,6 +402,8 @@ async fn run(
 ) {
     let shard = replicas.shard.clone();
     let mut conn: Option<LeaderConn> = None;
+    // Lives as long as the connection: the leader keeps sessions per connection.
+    let mut session = FollowerSession::default();
     let backoff = Duration::from_millis(100);
     while !f.stopped.get() && !shard.shutting_down.get() {
         let parts: Vec<(TopicPartition, FollowState)> = f
@@ -337,7 +437,10 @@ async fn run(
                 Err(std::io::ErrorKind::TimedOut.into())
             };
             match futures_lite::future::or(connected, timed_out).await {
-                Ok(c) => conn = Some(c),
+                Ok(c) => {
+                    conn = Some(c);
+                    session.reset();
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     // A configuration problem (different cluster secrets): say so, not often.
                     let due = f
@@ -365,7 +468,7 @@ async fn run(
         let result = if parts.iter().any(|(_, s)| !s.truncated) {
             truncate_round(&replicas, &f, c, &parts).await
         } else {
-            fetch_round(&replicas, &f, c, &parts).await
+            fetch_round(&replicas, &f, c, &mut session, &parts).await
         };
         match result {
             Ok(Round::Progress) => {}
@@ -463,35 +566,47 @@ fn mark_truncated(f: &Fetcher, tp: &TopicPartition, epoch: i32) {
     }
 }
 
-/// One Fetch for all followed partitions; appends what arrives.
+/// One Fetch of the session (full the first time, then incremental); appends what arrives.
 async fn fetch_round(
     replicas: &ReplicaManager,
     f: &Fetcher,
     c: &mut LeaderConn,
+    session: &mut FollowerSession,
     parts: &[(TopicPartition, FollowState)],
 ) -> std::io::Result<Round> {
+    let mut wanted = BTreeMap::new();
+    for (tp, st) in parts {
+        let Some(p) = replicas.get(tp) else {
+            continue;
+        };
+        let w = Want {
+            fetch_offset: p.log.log_end_offset(),
+            leader_epoch: st.leader_epoch,
+            log_start_offset: p.log.log_start_offset(),
+        };
+        wanted.insert(tp.clone(), w);
+    }
+    if wanted.is_empty() {
+        return Ok(Round::Idle);
+    }
+    let plan = session.plan(&wanted);
     let mut req = FetchRequest::default();
     req.replica_id = KBrokerId(replicas.shard.config.node_id);
     req.max_wait_ms = MAX_WAIT_MS;
     req.min_bytes = 1;
     req.max_bytes = 64 << 20;
-    req.session_epoch = -1;
+    req.session_id = plan.session_id;
+    req.session_epoch = plan.epoch;
     let mut by_topic: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
-    for (tp, st) in parts {
-        let Some(p) = replicas.get(tp) else {
-            continue;
-        };
+    for (tp, w) in &plan.send {
         let mut fp = FetchPartition::default();
         fp.partition = tp.partition;
-        fp.current_leader_epoch = st.leader_epoch;
-        fp.fetch_offset = p.log.log_end_offset();
+        fp.current_leader_epoch = w.leader_epoch;
+        fp.fetch_offset = w.fetch_offset;
         fp.last_fetched_epoch = -1;
-        fp.log_start_offset = p.log.log_start_offset();
+        fp.log_start_offset = w.log_start_offset;
         fp.partition_max_bytes = PARTITION_MAX_BYTES;
         by_topic.entry(&tp.topic).or_default().push(fp);
-    }
-    if by_topic.is_empty() {
-        return Ok(Round::Idle);
     }
     req.topics = by_topic
         .into_iter()
@@ -502,7 +617,39 @@ async fn fetch_round(
             ft
         })
         .collect();
-    let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_VERSION, &req).await?;
+    let mut forget: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for tp in &plan.forget {
+        forget.entry(&tp.topic).or_default().push(tp.partition);
+    }
+    req.forgotten_topics_data = forget
+        .into_iter()
+        .map(|(t, ps)| {
+            let mut ft = ForgottenTopic::default();
+            ft.topic = TopicName(StrBytes::from_string(t.to_string()));
+            ft.partitions = ps;
+            ft
+        })
+        .collect();
+    let resp: FetchResponse = match c.call(ApiKey::Fetch, FETCH_VERSION, &req).await {
+        Ok(r) => r,
+        Err(e) => {
+            session.reset();
+            return Err(e);
+        }
+    };
+    let incremental = plan.session_id != 0;
+    session.answered(&plan, wanted, resp.error_code, resp.session_id);
+    if resp.error_code != errors::NONE {
+        // FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH: start over with a full fetch.
+        tracing::debug!(
+            leader = f.leader,
+            error = resp.error_code,
+            "fetch session refused; fetching in full"
+        );
+        return Ok(Round::Progress);
+    }
+    // An incremental response that lists nothing: nothing new after the long poll.
+    let listed_none = incremental && resp.responses.iter().all(|t| t.partitions.is_empty());
     let mut any_ok = false;
     let mut wrote = false;
     let mut failed = false;
@@ -552,7 +699,11 @@ async fn fetch_round(
     if wrote {
         f.note_storage_recovered();
     }
-    Ok(if any_ok { Round::Progress } else { Round::Idle })
+    Ok(if any_ok || listed_none {
+        Round::Progress
+    } else {
+        Round::Idle
+    })
 }
 
 /// Splits a records blob into batches and appends each with its leader-assigned offsets.
@@ -599,4 +750,100 @@ async fn append_batches(
         written += 1;
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::handlers::fetch_session::{
+        FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH,
+    };
+
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition::new("t", p)
+    }
+
+    fn want(offset: i64) -> Want {
+        Want {
+            fetch_offset: offset,
+            leader_epoch: 3,
+            log_start_offset: 0,
+        }
+    }
+
+    fn wanted(of: &[(i32, i64)]) -> BTreeMap<TopicPartition, Want> {
+        of.iter().map(|(p, o)| (tp(*p), want(*o))).collect()
+    }
+
+    /// Plans a fetch from `w` and has the leader answer it.
+    fn round(
+        s: &mut FollowerSession,
+        w: &BTreeMap<TopicPartition, Want>,
+        error: i16,
+        id: i32,
+    ) -> SessionFetch {
+        let plan = s.plan(w);
+        s.answered(&plan, w.clone(), error, id);
+        plan
+    }
+
+    #[test]
+    fn the_first_fetch_is_full_and_opens_a_session() {
+        let mut s = FollowerSession::default();
+        let w = wanted(&[(0, 5), (1, 7)]);
+        let plan = round(&mut s, &w, 0, 42);
+        assert_eq!((plan.session_id, plan.epoch, plan.send.len()), (0, 0, 2));
+        assert_eq!(s.open, Some((42, 1)));
+    }
+
+    #[test]
+    fn incremental_fetches_name_only_changed_added_and_forgotten_partitions() {
+        let mut s = FollowerSession::default();
+        round(&mut s, &wanted(&[(0, 5), (1, 7), (2, 9)]), 0, 42);
+        let plan = round(&mut s, &wanted(&[(0, 5), (1, 7), (2, 9)]), 0, 42);
+        assert_eq!(
+            (plan.session_id, plan.epoch, plan.send, plan.forget),
+            (42, 1, vec![], vec![]),
+            "idle partitions are not named"
+        );
+        let plan = round(&mut s, &wanted(&[(0, 6), (1, 7), (3, 0)]), 0, 42);
+        assert_eq!(plan.epoch, 2);
+        assert_eq!(plan.send, vec![(tp(0), want(6)), (tp(3), want(0))]);
+        assert_eq!(plan.forget, vec![tp(2)]);
+        // A new leader epoch is a change too.
+        let mut w = wanted(&[(0, 6), (1, 7), (3, 0)]);
+        w.get_mut(&tp(1)).expect("followed").leader_epoch = 4;
+        let plan = round(&mut s, &w, 0, 42);
+        assert_eq!(
+            plan.send
+                .iter()
+                .map(|(t, _)| t.partition)
+                .collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(s.open, Some((42, 4)));
+    }
+
+    #[test]
+    fn a_session_error_or_a_refused_session_starts_over_with_a_full_fetch() {
+        for (error, id) in [
+            (FETCH_SESSION_ID_NOT_FOUND, 0),
+            (INVALID_FETCH_SESSION_EPOCH, 0),
+            (0, 0),
+            (0, 99),
+        ] {
+            let mut s = FollowerSession::default();
+            let w = wanted(&[(0, 5)]);
+            round(&mut s, &w, 0, 42);
+            round(&mut s, &w, error, id);
+            assert_eq!(s.open, None, "error {error}, session {id}");
+            let plan = s.plan(&w);
+            assert_eq!((plan.session_id, plan.epoch, plan.send.len()), (0, 0, 1));
+        }
+        let mut s = FollowerSession::default();
+        let w = wanted(&[(0, 5)]);
+        round(&mut s, &w, 0, 42);
+        s.reset();
+        assert_eq!(s.plan(&w).epoch, 0, "a reconnect fetches in full");
+    }
 }

@@ -2,7 +2,7 @@
 //! sleeps until a partition's high watermark moves (no polling loop).
 
 use super::fetch_session::{
-    Plan, SessionRequest, Sent, TopicKey, Wanted, FETCH_SESSION_ID_NOT_FOUND, FINAL_EPOCH,
+    Plan, Sent, SessionRequest, TopicKey, Wanted, FETCH_SESSION_ID_NOT_FOUND, FINAL_EPOCH,
     INITIAL_EPOCH, NO_SESSION,
 };
 use crate::kafka::{decode, errors, ProtocolError, RequestContext, Response};

@@ -340,7 +340,12 @@ impl FetchSessions {
     /// whether each goes into the response: all of them for the full fetch that created the
     /// session (`full`), only those with news for an incremental one. A session closed in the
     /// meantime (a later request of the connection) lists everything.
-    pub fn finish(&self, id: i32, full: bool, reads: &[(&TopicKey, i32, Sent, i16, bool)]) -> Vec<bool> {
+    pub fn finish(
+        &self,
+        id: i32,
+        full: bool,
+        reads: &[(&TopicKey, i32, Sent, i16, bool)],
+    ) -> Vec<bool> {
         let mut sessions = self.sessions.borrow_mut();
         let Some(s) = sessions.get_mut(&id) else {
             return vec![true; reads.len()];
@@ -565,8 +570,14 @@ mod tests {
         );
         assert!(s.is_empty());
         assert_eq!((budget.sessions(), budget.partitions()), (0, 0));
+        let too_many = [(
+            name("t"),
+            (0..=MAX_SESSION_PARTITIONS as i32)
+                .map(|p| (p, want(0)))
+                .collect(),
+        )];
         assert_eq!(
-            s.begin(&req(0, 0, &add, &[])),
+            s.begin(&req(0, 0, &too_many, &[])),
             Plan::Sessionless,
             "too large to cache: answered sessionless"
         );
@@ -585,11 +596,29 @@ mod tests {
     fn an_incremental_response_lists_only_partitions_with_news() {
         let s = FetchSessions::new(Rc::default());
         let (t, u) = (name("t"), name("u"));
-        let id = created(&s, &[(t.clone(), vec![(0, want(0)), (1, want(0))]), (u.clone(), vec![(0, want(0))])]);
-        let first = [(&t, 0, sent(3), 0, true), (&t, 1, sent(0), 0, false), (&u, 0, sent(0), 0, false)];
-        assert_eq!(s.finish(id, true, &first), vec![true; 3], "the full fetch lists all");
+        let id = created(
+            &s,
+            &[
+                (t.clone(), vec![(0, want(0)), (1, want(0))]),
+                (u.clone(), vec![(0, want(0))]),
+            ],
+        );
+        let first = [
+            (&t, 0, sent(3), 0, true),
+            (&t, 1, sent(0), 0, false),
+            (&u, 0, sent(0), 0, false),
+        ];
+        assert_eq!(
+            s.finish(id, true, &first),
+            vec![true; 3],
+            "the full fetch lists all"
+        );
         incremental(s.begin(&req(id, 1, &[], &[])));
-        let quiet = [(&t, 0, sent(3), 0, false), (&t, 1, sent(0), 0, false), (&u, 0, sent(0), 0, false)];
+        let quiet = [
+            (&t, 0, sent(3), 0, false),
+            (&t, 1, sent(0), 0, false),
+            (&u, 0, sent(0), 0, false),
+        ];
         assert_eq!(s.finish(id, false, &quiet), vec![false; 3], "nothing new");
         let news = [
             (&t, 0, sent(4), 0, false),
@@ -606,10 +635,17 @@ mod tests {
             ..sent(4)
         };
         let again = [(&t, 0, start_moved, 0, false), (&t, 1, sent(0), 0, false)];
-        assert_eq!(s.finish(id, false, &again), vec![true, false], "a moved log start");
+        assert_eq!(
+            s.finish(id, false, &again),
+            vec![true, false],
+            "a moved log start"
+        );
         // A partition added by an incremental fetch is listed the first time.
         incremental(s.begin(&req(id, 2, &[(t.clone(), vec![(9, want(0))])], &[])));
-        assert_eq!(s.finish(id, false, &[(&t, 9, sent(0), 0, false)]), vec![true]);
+        assert_eq!(
+            s.finish(id, false, &[(&t, 9, sent(0), 0, false)]),
+            vec![true]
+        );
     }
 
     #[test]
