@@ -13,6 +13,7 @@ mod controlled_shutdown;
 mod controller_auth;
 mod cross_shard;
 mod executor_patch;
+mod fetch_sessions;
 mod groups;
 mod hostile_metadata;
 mod hostile_produce;
