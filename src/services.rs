@@ -151,6 +151,8 @@ impl ShardSource for Services {
         });
         snap.log_bytes = log_bytes.into_iter().collect();
         snap.connections = self.connections.get() as u64;
+        let b = &self.fetch_session_budget;
+        snap.fetch_sessions = (b.sessions() as u64, b.replica_sessions() as u64);
         snap.committed = crate::group::committed_offsets(&self.groups);
         snap
     }

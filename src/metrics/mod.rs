@@ -186,6 +186,8 @@ pub struct ShardSnapshot {
     pub isr_shrinks: u64,
     pub isr_expands: u64,
     pub connections: u64,
+    /// Open fetch sessions (KIP-227): (client, replica).
+    pub fetch_sessions: (u64, u64),
     pub busy_ratio: f64,
     /// Bytes on disk per topic, over the partitions this shard holds.
     pub log_bytes: Vec<(String, u64)>,
@@ -271,6 +273,7 @@ pub struct Totals {
     pub isr_shrinks: u64,
     pub isr_expands: u64,
     pub connections: u64,
+    pub fetch_sessions: (u64, u64),
     pub busy: Vec<(usize, f64)>,
     pub log_bytes: std::collections::BTreeMap<String, u64>,
     /// (group, topic) → summed lag over the partitions whose high watermark is known here.
@@ -296,6 +299,8 @@ impl Totals {
             t.isr_shrinks += s.isr_shrinks;
             t.isr_expands += s.isr_expands;
             t.connections += s.connections;
+            t.fetch_sessions.0 += s.fetch_sessions.0;
+            t.fetch_sessions.1 += s.fetch_sessions.1;
             t.busy.push((s.shard, s.busy_ratio));
             for (name, b) in s.log_bytes {
                 *t.log_bytes.entry(name).or_default() += b;

@@ -280,6 +280,21 @@ fn shard_gauges(e: &mut Exposition, t: &Totals) {
         t.connections as f64,
     );
     e.family(
+        "chronik_fetch_sessions",
+        Kind::Gauge,
+        "Open incremental fetch sessions (KIP-227), of clients and of follower replicas.",
+    );
+    e.sample(
+        "chronik_fetch_sessions",
+        &[("kind", "client")],
+        t.fetch_sessions.0 as f64,
+    );
+    e.sample(
+        "chronik_fetch_sessions",
+        &[("kind", "replica")],
+        t.fetch_sessions.1 as f64,
+    );
+    e.family(
         "chronik_shard_busy_ratio",
         Kind::Gauge,
         "Share of wall time a shard's executor spent running tasks and polling I/O since the \

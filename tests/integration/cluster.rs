@@ -82,6 +82,21 @@ fn three_nodes_replicate_acks_all_and_agree() {
             );
         }
     }
+    // Followers replicate in incremental fetch sessions: each leader holds one per follower
+    // shard that fetches from it (three partitions on three nodes: at least two in all).
+    let replica_sessions: f64 = c
+        .nodes
+        .iter()
+        .map(|n| {
+            let (_, text) = crate::metrics::get(&n.metrics(), "/metrics").expect("scrape");
+            crate::metrics::sample(&text, "chronik_fetch_sessions{kind=\"replica\"}")
+                .expect("the fetch sessions gauge")
+        })
+        .sum();
+    assert!(
+        replica_sessions >= 2.0,
+        "replica sessions: {replica_sessions}"
+    );
     // every node answers Metadata identically
     let view = |addr: &str| {
         let md = metadata(addr, "rep");

@@ -32,7 +32,7 @@ fn http_raw(addr: &str, request: &[u8]) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
-fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     http_raw(
         addr,
         format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes(),
@@ -40,7 +40,7 @@ fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 }
 
 /// The value of the sample whose name and labels are exactly `series`, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())

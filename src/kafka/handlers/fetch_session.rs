@@ -109,9 +109,14 @@ pub enum Plan {
 pub struct SessionBudget {
     sessions: Cell<usize>,
     partitions: Cell<usize>,
+    /// Sessions of broker (follower) connections: counted for the metrics, not bounded here.
+    replica_sessions: Cell<usize>,
 }
 
 impl SessionBudget {
+    pub fn replica_sessions(&self) -> usize {
+        self.replica_sessions.get()
+    }
     pub fn sessions(&self) -> usize {
         self.sessions.get()
     }
@@ -183,11 +188,14 @@ impl FetchSessions {
 
     fn remove(&self, id: i32) {
         if let Some(s) = self.sessions.borrow_mut().remove(&id) {
+            let b = &self.budget;
             if s.client {
-                let b = &self.budget;
                 b.sessions.set(b.sessions.get().saturating_sub(1));
                 b.partitions
                     .set(b.partitions.get().saturating_sub(s.partitions));
+            } else {
+                b.replica_sessions
+                    .set(b.replica_sessions.get().saturating_sub(1));
             }
         }
     }
@@ -331,6 +339,8 @@ impl FetchSessions {
         if client {
             b.sessions.set(b.sessions.get() + 1);
             b.partitions.set(b.partitions.get() + count);
+        } else {
+            b.replica_sessions.set(b.replica_sessions.get() + 1);
         }
         Plan::Full { id }
     }
@@ -549,9 +559,13 @@ mod tests {
         let mut r = req(0, 0, &parts, &[]);
         r.broker = true;
         assert!(matches!(last.begin(&r), Plan::Full { .. }));
+        assert_eq!(budget.replica_sessions(), 1);
         // Closed connections give their slots back.
         conns.clear();
         assert_eq!(budget.sessions(), 0);
+        drop(last);
+        assert_eq!(budget.replica_sessions(), 0);
+        let last = FetchSessions::new(budget.clone());
         created(&last, &parts);
     }
 
