@@ -5,7 +5,9 @@
 use crate::common::cluster_util::*;
 use crate::common::{raw, Server};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use std::net::TcpStream;
@@ -13,6 +15,52 @@ use std::net::TcpStream;
 const TOPIC: &str = "sessions";
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
+
+/// The topic's id (Metadata v12).
+fn topic_id(addr: &str, topic: &str) -> uuid::Uuid {
+    let mut s = raw::connect(addr).expect("connect");
+    let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+    t.name = Some(TopicName(StrBytes::from_string(topic.to_string())));
+    let mut req = MetadataRequest::default();
+    req.topics = Some(vec![t]);
+    let md: MetadataResponse = raw::call(&mut s, ApiKey::Metadata, 12, &req).expect("metadata");
+    md.topics[0].topic_id
+}
+
+/// A consumer Fetch v13 (topics by id) of `parts` (partition, offset) in session `id`.
+fn fetch_by_id(
+    s: &mut TcpStream,
+    topic: uuid::Uuid,
+    id: i32,
+    epoch: i32,
+    parts: &[(i32, i64)],
+) -> FetchResponse {
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.max_wait_ms = 0;
+    req.min_bytes = 1;
+    req.max_bytes = 1 << 20;
+    req.session_id = id;
+    req.session_epoch = epoch;
+    if !parts.is_empty() {
+        let mut t = FetchTopic::default();
+        t.topic_id = topic;
+        t.partitions = parts
+            .iter()
+            .map(|(p, offset)| {
+                let mut fp = FetchPartition::default();
+                fp.partition = *p;
+                fp.fetch_offset = *offset;
+                fp.current_leader_epoch = -1;
+                fp.partition_max_bytes = 1 << 20;
+                fp
+            })
+            .collect();
+        req.topics = vec![t];
+    }
+    raw::call(s, ApiKey::Fetch, 13, &req).expect("fetch")
+}
 
 /// A consumer Fetch v12 of `parts` (partition, offset) in session `id` at `epoch`, forgetting
 /// `forget`.
@@ -143,4 +191,54 @@ fn an_incremental_fetch_lists_only_the_partition_with_new_data_and_bad_sessions_
     assert_eq!(listed(&r), vec![(0, 2, true)]);
     let r = fetch(&mut s, id, 5, &[], &[], 0);
     assert_eq!(r.error_code, FETCH_SESSION_ID_NOT_FOUND);
+}
+
+#[test]
+fn a_session_of_fetch_v13_keeps_topics_by_id_and_refuses_a_fetch_by_name() {
+    let server = Server::start(&[]);
+    let addr = server.bootstrap();
+    create(&addr, NewTopic::new(TOPIC, 2, TopicReplication::Fixed(1)));
+    let topic = topic_id(&addr, TOPIC);
+    assert!(!topic.is_nil());
+    assert_eq!(produce_once(&addr, TOPIC, 1, 1, 5000, 2).0, 0);
+
+    let mut s = raw::connect(&addr).expect("connect");
+    let full = fetch_by_id(&mut s, topic, 0, 0, &[(0, 0), (1, 2)]);
+    assert_eq!(full.error_code, 0);
+    let id = full.session_id;
+    assert!(id > 0);
+    assert_eq!(full.responses[0].topic_id, topic);
+    assert_eq!(listed(&full), vec![(0, 0, false), (1, 2, false)]);
+
+    assert_eq!(produce_once(&addr, TOPIC, 0, 1, 5000, 1).0, 0);
+    let news = fetch_by_id(&mut s, topic, id, 1, &[]);
+    assert_eq!((news.error_code, news.session_id), (0, id));
+    assert_eq!(news.responses[0].topic_id, topic);
+    assert_eq!(listed(&news), vec![(0, 1, true)]);
+
+    // The same session named by a fetch that names topics by name: Kafka's
+    // FETCH_SESSION_TOPIC_ID_ERROR.
+    let r = fetch(&mut s, id, 2, &[], &[], 0);
+    assert_eq!(r.error_code, FETCH_SESSION_TOPIC_ID_ERROR);
+    // An id the broker does not know stays in the session with UNKNOWN_TOPIC_ID.
+    let unknown = uuid::Uuid::from_u128(7);
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.session_id = id;
+    req.session_epoch = 2;
+    let mut t = FetchTopic::default();
+    t.topic_id = unknown;
+    let mut fp = FetchPartition::default();
+    fp.partition = 0;
+    fp.current_leader_epoch = -1;
+    t.partitions = vec![fp];
+    req.topics = vec![t];
+    let r: FetchResponse = raw::call(&mut s, ApiKey::Fetch, 13, &req).expect("fetch");
+    assert_eq!(r.error_code, 0);
+    let errs: Vec<(uuid::Uuid, i16)> = r
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, p.error_code)))
+        .collect();
+    assert!(errs.contains(&(unknown, 100)), "{errs:?}");
 }
