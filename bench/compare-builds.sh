@@ -58,18 +58,28 @@ stop_all() {
 }
 
 run_one() { # $1: scenario, $2: old|new, $3: pair number
-    local sc=$1 which=$2 n=$3 bin args
+    local sc=$1 which=$2 n=$3 bin args attempt
     bin=$OLD
     [[ $which == new ]] && bin=$NEW
-    case $sc in
-        single) start_single "$bin" 2; args=(-p 1 -r 1 -c 64 --acks 1) ;;
-        shards) start_single "$bin" 2; args=(-p 4 -r 1 -c 64 --acks 1) ;;
-        cluster) start_cluster "$bin"; args=(-p 3 -r 3 -c 128 --acks all) ;;
-        *) echo "unknown scenario $sc" >&2; exit 1 ;;
-    esac
-    "$BENCH" --bootstrap-servers "$BOOT" --topic "cmp-$sc" --mode produce --create-topic \
-        --message-size 1024 "${args[@]}" --duration "${SECS}s" -w 3s \
-        --json-output "$WORK/$sc-$which-$n.json" >/dev/null
+    # A run whose node did not come up (a port taken by other work on the shared host between
+    # the check and the bind) is tried once more on new ports, its log shown, not fatal.
+    for attempt in 1 2; do
+        case $sc in
+            single) start_single "$bin" 2; args=(-p 1 -r 1 -c 64 --acks 1) ;;
+            shards) start_single "$bin" 2; args=(-p 4 -r 1 -c 64 --acks 1) ;;
+            cluster) start_cluster "$bin"; args=(-p 3 -r 3 -c 128 --acks all) ;;
+            *) echo "unknown scenario $sc" >&2; exit 1 ;;
+        esac
+        if "$BENCH" --bootstrap-servers "$BOOT" --topic "cmp-$sc" --mode produce --create-topic \
+            --message-size 1024 "${args[@]}" --duration "${SECS}s" -w 3s \
+            --json-output "$WORK/$sc-$which-$n.json" >/dev/null; then
+            break
+        fi
+        echo "run $sc $which $n (attempt $attempt) failed; server log:" >&2
+        tail -n 20 "$WORK/server.log" "$WORK"/cluster/node-*.log 2>/dev/null >&2 || true
+        stop_all
+        [[ $attempt == 2 ]] && exit 1
+    done
     stop_all
     python3 - "$WORK/$sc-$which-$n.json" "$sc" "$which" <<'PY'
 import json, sys

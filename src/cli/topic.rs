@@ -32,10 +32,10 @@ pub enum TopicCommand {
         #[arg(required = true)]
         names: Vec<String>,
         /// Number of partitions [default: the broker's num.partitions].
-        #[arg(short = 'p', long, default_value_t = -1, allow_negative_numbers = true)]
+        #[arg(short = 'p', long, default_value_t = -1, allow_negative_numbers = true, hide_default_value = true)]
         partitions: i32,
         /// Replication factor [default: the broker's default.replication.factor].
-        #[arg(short = 'r', long, default_value_t = -1, allow_negative_numbers = true)]
+        #[arg(short = 'r', long, default_value_t = -1, allow_negative_numbers = true, hide_default_value = true)]
         replicas: i16,
         /// A topic config KEY=VALUE (repeatable), e.g. -c cleanup.policy=compact.
         #[arg(short = 'c', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]

@@ -175,34 +175,14 @@ async fn alter_broker(
         validate_only,
     };
     let timeout = Duration::from_secs(10);
-    match shard.controller.submit_within(cmd, timeout).await {
-        Ok(sub) => {
-            // Answer once every broker applies the change (read-your-writes on any node).
-            if shard
-                .controller
-                .wait_served_everywhere(sub.index, timeout)
-                .await
-                .is_err()
-                || !shard.wait_for_image(sub.index, timeout).await
-            {
-                return (
-                    errors::REQUEST_TIMED_OUT,
-                    Some("committed, but not yet applied on this node".into()),
-                );
-            }
-            match sub.outcome {
-                CommandOutcome::Done => (errors::NONE, None),
-                CommandOutcome::Rejected(e) => (e.code, Some(e.message)),
-                other => (
-                    errors::UNKNOWN_SERVER_ERROR,
-                    Some(format!("unexpected controller outcome {other:?}")),
-                ),
-            }
-        }
-        Err(e) => {
-            let e = topics::controller_error(&e);
-            (e.code, Some(e.message))
-        }
+    // Answered once every broker applies the change (read-your-writes on any node).
+    match topics::submit_served(shard, cmd, timeout).await {
+        Ok(CommandOutcome::Done) => (errors::NONE, None),
+        Ok(CommandOutcome::Rejected(e)) | Err(e) => (e.code, Some(e.message)),
+        Ok(other) => (
+            errors::UNKNOWN_SERVER_ERROR,
+            Some(format!("unexpected controller outcome {other:?}")),
+        ),
     }
 }
 

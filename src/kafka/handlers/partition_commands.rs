@@ -2,8 +2,7 @@
 //! run on this node's image certainly refuses is answered at once, only the rest is proposed,
 //! and the answer waits until the committed change is served (read-your-writes on any node).
 
-use super::topics::controller_error;
-use crate::kafka::errors;
+use super::topics::submit_served;
 use crate::services::Services;
 use chronik_raft::image::PartitionState;
 use chronik_raft::metadata::Defaults;
@@ -45,27 +44,10 @@ pub async fn submit(
             .map(|p| (p.clone(), Err(e.clone())))
             .collect()
     };
-    let sub = match shard.controller.submit_within(cmd, timeout).await {
-        Ok(s) => s,
-        Err(e) => return all(controller_error(&e)),
-    };
-    if sub.index > 0
-        && (shard
-            .controller
-            .wait_served_everywhere(sub.index, timeout)
-            .await
-            .is_err()
-            || !shard.wait_for_image(sub.index, timeout).await)
-    {
-        return all(MetaError {
-            code: errors::REQUEST_TIMED_OUT,
-            message: "committed, but not yet applied on this node".into(),
-        });
-    }
-    match sub.outcome {
-        CommandOutcome::Partitions(v) => v,
-        CommandOutcome::Rejected(e) => all(e),
-        other => unexpected(&other),
+    match submit_served(shard, cmd, timeout).await {
+        Ok(CommandOutcome::Partitions(v)) => v,
+        Ok(CommandOutcome::Rejected(e)) | Err(e) => all(e),
+        Ok(other) => unexpected(&other),
     }
 }
 

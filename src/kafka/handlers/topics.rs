@@ -82,33 +82,43 @@ pub async fn submit_per_topic(
     timeout: Duration,
 ) -> Vec<(String, Result<TopicId, MetaError>)> {
     let all = |e: MetaError| names.iter().map(|n| (n.clone(), Err(e.clone()))).collect();
-    match shard.controller.submit_within(cmd, timeout).await {
-        Ok(sub) => {
-            // Answer only once every shard of this node, and every other live broker, serves
-            // what was committed: a client may ask any node next (read-your-writes).
-            if shard
-                .controller
-                .wait_served_everywhere(sub.index, timeout)
-                .await
-                .is_err()
-                || !shard.wait_for_image(sub.index, timeout).await
-            {
-                return all(MetaError {
-                    code: errors::REQUEST_TIMED_OUT,
-                    message: "committed, but not yet applied on this node".into(),
-                });
-            }
-            match sub.outcome {
-                CommandOutcome::Topics(v) => v,
-                CommandOutcome::Rejected(e) => all(e),
-                other => all(MetaError {
-                    code: errors::UNKNOWN_SERVER_ERROR,
-                    message: format!("unexpected controller outcome {other:?}"),
-                }),
-            }
-        }
-        Err(e) => all(controller_error(&e)),
+    match submit_served(shard, cmd, timeout).await {
+        Ok(CommandOutcome::Topics(v)) => v,
+        Ok(CommandOutcome::Rejected(e)) | Err(e) => all(e),
+        Ok(other) => all(MetaError {
+            code: errors::UNKNOWN_SERVER_ERROR,
+            message: format!("unexpected controller outcome {other:?}"),
+        }),
     }
+}
+
+/// Commits `cmd` and returns its outcome once every shard of this node, and every other live
+/// broker, serves it: a client may ask any node next (read-your-writes). An unreachable or
+/// stalled controller, or a commit not served within `timeout`, is the error.
+pub async fn submit_served(
+    shard: &Rc<Services>,
+    cmd: Command,
+    timeout: Duration,
+) -> Result<CommandOutcome, MetaError> {
+    let sub = shard
+        .controller
+        .submit_within(cmd, timeout)
+        .await
+        .map_err(|e| controller_error(&e))?;
+    if sub.index > 0
+        && (shard
+            .controller
+            .wait_served_everywhere(sub.index, timeout)
+            .await
+            .is_err()
+            || !shard.wait_for_image(sub.index, timeout).await)
+    {
+        return Err(MetaError {
+            code: errors::REQUEST_TIMED_OUT,
+            message: "committed, but not yet applied on this node".into(),
+        });
+    }
+    Ok(sub.outcome)
 }
 
 /// Creates missing topics with the broker defaults (auto.create.topics.enable). Returns the
