@@ -5,16 +5,19 @@
 //! Everything else (placement, elections) is computed deterministically while applying, so every
 //! node reaches the same state from the same log.
 
-use crate::image::{BrokerId, PartitionState, TopicId};
+use crate::image::{BrokerId, ListenerEndpoint, PartitionState, TopicId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BrokerRegistration {
     pub id: BrokerId,
+    /// The endpoint of the inter-broker listener (replica fetchers connect to it).
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// Every advertised listener, by name; Metadata answers with the one the client came in on.
+    pub listeners: Vec<ListenerEndpoint>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

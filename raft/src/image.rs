@@ -21,13 +21,24 @@ pub type TopicId = [u8; 16];
 /// No leader (Kafka uses -1 on the wire).
 pub const NO_LEADER: BrokerId = -1;
 
+/// One advertised listener of a broker: its name (`PLAINTEXT`, `SSL`, `INTERNAL`…) and the
+/// address clients that come in on a listener of that name are told to use.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListenerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BrokerInfo {
     pub id: BrokerId,
-    /// Kafka listener advertised to clients.
+    /// The endpoint of its inter-broker listener (replica fetchers connect to it).
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// Its advertised listeners, by name (Kafka's `advertised.listeners`).
+    pub listeners: Vec<ListenerEndpoint>,
     /// Bumped on every registration, so a restarted broker is told apart from its old self.
     pub incarnation: u64,
     /// Fenced brokers are not given leadership or new replicas, and are not listed to clients.
@@ -35,6 +46,17 @@ pub struct BrokerInfo {
     /// Being drained for removal (`cluster remove-node`): gets no new replicas; kept across
     /// re-registration.
     pub decommissioned: bool,
+}
+
+impl BrokerInfo {
+    /// The address advertised on listener `name`; `None` when this broker has no such listener
+    /// (Kafka then leaves it out of the answer to that listener's clients).
+    pub fn endpoint(&self, name: &str) -> Option<(&str, u16)> {
+        self.listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| (l.host.as_str(), l.port))
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

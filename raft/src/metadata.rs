@@ -178,6 +178,7 @@ impl MetaState {
                 host: reg.host.clone(),
                 port: reg.port,
                 rack: reg.rack.clone(),
+                listeners: reg.listeners.clone(),
                 incarnation,
                 fenced: false,
                 decommissioned: previous.as_ref().is_some_and(|b| b.decommissioned),

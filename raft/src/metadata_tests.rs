@@ -22,6 +22,7 @@ fn reg(id: BrokerId, rack: Option<&str>) -> Command {
         host: "h".into(),
         port: 9092,
         rack: rack.map(String::from),
+        listeners: Vec::new(),
     })
 }
 

@@ -36,6 +36,11 @@ pub struct RequestContext {
     /// The broker this connection has proven to be (`net::broker_auth`); only then may it
     /// fetch as that broker's replica.
     pub broker: Option<i32>,
+    /// The listener the connection came in on; Metadata, FindCoordinator and DescribeCluster
+    /// answer with that listener's addresses. None (tests): the inter-broker endpoint.
+    pub listener: Option<std::sync::Arc<str>>,
+    /// Who the client proved to be (`User:CN=…` from its TLS certificate), for ACLs.
+    pub principal: Option<std::sync::Arc<str>>,
 }
 
 impl RequestContext {
@@ -163,6 +168,8 @@ pub fn parse_header(
         client_id,
         peer,
         broker: None,
+        listener: None,
+        principal: None,
     })
 }
 
@@ -178,6 +185,8 @@ mod tests {
             client_id: None,
             peer: peer.map(|p| p.parse().expect("an ip")),
             broker: None,
+            listener: None,
+            principal: None,
         }
     }
 

@@ -228,6 +228,8 @@ mod tests {
                 client_id: None,
                 peer: None,
                 broker: None,
+                listener: None,
+                principal: None,
             };
             let topics = [TopicReads {
                 name: "orders",
