@@ -41,7 +41,7 @@ fn main() {
     );
     let serving = format!(
         "chronik-server serving: Kafka on {}, controller on {}, data in {}, {} shard(s), node {}",
-        cfg.listeners.listeners_text(),
+        cfg.listeners.serving_text(),
         cfg.controller_listen,
         cfg.data_dir.display(),
         cfg.cores,

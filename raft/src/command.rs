@@ -20,6 +20,27 @@ pub struct BrokerRegistration {
     pub listeners: Vec<ListenerEndpoint>,
 }
 
+/// A registration as logs written before listeners hold it (`Command::RegisterBrokerV1`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrokerRegistrationV1 {
+    pub id: BrokerId,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+impl From<BrokerRegistrationV1> for BrokerRegistration {
+    fn from(v: BrokerRegistrationV1) -> Self {
+        BrokerRegistration {
+            id: v.id,
+            host: v.host,
+            port: v.port,
+            rack: v.rack,
+            listeners: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NewTopic {
     pub name: String,
@@ -40,7 +61,9 @@ pub struct PartitionRef {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Command {
-    RegisterBroker(BrokerRegistration),
+    /// A registration of before listeners, still read from older logs (it keeps variant 0);
+    /// brokers now send `RegisterBroker`.
+    RegisterBrokerV1(BrokerRegistrationV1),
     FenceBroker {
         id: BrokerId,
     },
@@ -133,6 +156,9 @@ pub enum Command {
         delete: Vec<String>,
         validate_only: bool,
     },
+    /// A broker (re)starting, with its advertised listeners. Appended: older entries keep their
+    /// variant numbers.
+    RegisterBroker(BrokerRegistration),
 }
 
 impl Command {

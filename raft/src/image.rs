@@ -123,6 +123,66 @@ pub struct MetadataImage {
     pub broker_configs: BrokerConfigs,
 }
 
+/// A broker as snapshots of formats 1 and 2 hold it (before listeners).
+#[derive(Deserialize)]
+pub(crate) struct BrokerInfoV1 {
+    id: BrokerId,
+    host: String,
+    port: u16,
+    rack: Option<String>,
+    incarnation: u64,
+    fenced: bool,
+    decommissioned: bool,
+}
+
+impl From<BrokerInfoV1> for BrokerInfo {
+    fn from(v: BrokerInfoV1) -> Self {
+        BrokerInfo {
+            id: v.id,
+            host: v.host,
+            port: v.port,
+            rack: v.rack,
+            // Filled in when the broker registers again (every start does).
+            listeners: Vec::new(),
+            incarnation: v.incarnation,
+            fenced: v.fenced,
+            decommissioned: v.decommissioned,
+        }
+    }
+}
+
+fn brokers_of_v1(brokers: BTreeMap<BrokerId, BrokerInfoV1>) -> BTreeMap<BrokerId, BrokerInfo> {
+    brokers.into_iter().map(|(id, b)| (id, b.into())).collect()
+}
+
+/// The image as snapshots of format 2 hold it (brokers without listeners).
+#[derive(Deserialize)]
+pub(crate) struct MetadataImageV2 {
+    applied_index: u64,
+    cluster_id: String,
+    controller_id: Option<BrokerId>,
+    brokers: BTreeMap<BrokerId, BrokerInfoV1>,
+    #[serde(deserialize_with = "deserialize_shared_map")]
+    topics: SharedMap<String, Arc<TopicImage>>,
+    #[serde(deserialize_with = "deserialize_shared_map")]
+    topic_names_by_id: SharedMap<TopicId, String>,
+    broker_configs: BrokerConfigs,
+}
+
+impl From<MetadataImageV2> for MetadataImage {
+    fn from(v: MetadataImageV2) -> Self {
+        MetadataImage {
+            applied_index: v.applied_index,
+            cluster_id: v.cluster_id,
+            controller_id: v.controller_id,
+            brokers: brokers_of_v1(v.brokers),
+            topics: v.topics,
+            topic_names_by_id: v.topic_names_by_id,
+            broker_configs: v.broker_configs,
+        }
+    }
+}
+
 /// The image as snapshots of format 1 hold it (before dynamic broker configs), so a node
 /// upgraded in place still reads its snapshot.
 #[derive(Deserialize)]
@@ -130,7 +190,7 @@ pub(crate) struct MetadataImageV1 {
     applied_index: u64,
     cluster_id: String,
     controller_id: Option<BrokerId>,
-    brokers: BTreeMap<BrokerId, BrokerInfo>,
+    brokers: BTreeMap<BrokerId, BrokerInfoV1>,
     #[serde(deserialize_with = "deserialize_shared_map")]
     topics: SharedMap<String, Arc<TopicImage>>,
     #[serde(deserialize_with = "deserialize_shared_map")]
@@ -143,7 +203,7 @@ impl From<MetadataImageV1> for MetadataImage {
             applied_index: v.applied_index,
             cluster_id: v.cluster_id,
             controller_id: v.controller_id,
-            brokers: v.brokers,
+            brokers: brokers_of_v1(v.brokers),
             topics: v.topics,
             topic_names_by_id: v.topic_names_by_id,
             broker_configs: BrokerConfigs::default(),

@@ -46,6 +46,7 @@ impl MetaState {
     pub fn apply(&mut self, pc: &ProposedCommand, defaults: Defaults) -> CommandOutcome {
         let outcome = match &pc.cmd {
             Command::RegisterBroker(reg) => self.register_broker(reg),
+            Command::RegisterBrokerV1(reg) => self.register_broker(&reg.clone().into()),
             Command::FenceBroker { id } => self.fence_broker(*id),
             Command::UnfenceBroker { id } => self.unfence_broker(*id),
             Command::CreateTopics {

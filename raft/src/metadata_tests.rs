@@ -909,3 +909,26 @@ fn cancelling_a_move_restores_the_original_replicas_and_needs_one_in_progress() 
         )])
     );
 }
+
+#[test]
+fn a_registration_from_a_log_of_before_listeners_still_applies() {
+    // Variant 0 as older logs hold it: the registration without listeners.
+    #[derive(serde::Serialize)]
+    enum OldCommand {
+        RegisterBroker(crate::command::BrokerRegistrationV1),
+    }
+    let old = OldCommand::RegisterBroker(crate::command::BrokerRegistrationV1 {
+        id: 3,
+        host: "h3".into(),
+        port: 9094,
+        rack: None,
+    });
+    let bytes = bincode::serialize(&old).expect("encode");
+    let cmd: Command = crate::codec::decode(&bytes).expect("decode");
+    assert!(matches!(&cmd, Command::RegisterBrokerV1(r) if r.id == 3));
+    let mut s = MetaState::default();
+    assert_eq!(apply(&mut s, cmd), CommandOutcome::Done);
+    let b = s.image.broker(3).expect("registered");
+    assert_eq!((b.host.as_str(), b.port), ("h3", 9094));
+    assert!(b.listeners.is_empty());
+}

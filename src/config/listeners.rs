@@ -80,6 +80,23 @@ impl Listeners {
         parts.join(",")
     }
 
+    /// For the start-up line: each listener's address, named unless it is the plain
+    /// `PLAINTEXT` one (`127.0.0.1:9092, SSL://0.0.0.0:9093`).
+    pub fn serving_text(&self) -> String {
+        let parts: Vec<String> = self
+            .all
+            .iter()
+            .map(|l| {
+                if l.name == "PLAINTEXT" {
+                    l.bind.to_string()
+                } else {
+                    format!("{}://{}", l.name, l.bind)
+                }
+            })
+            .collect();
+        parts.join(", ")
+    }
+
     /// `advertised.listeners` as Kafka prints it.
     pub fn advertised_text(&self) -> String {
         let parts: Vec<String> = self
