@@ -359,3 +359,33 @@ fn a_node_with_an_ssl_listener_and_no_certificate_does_not_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ssl-cert-file /nonexistent/cert.pem"), "{err}");
 }
+
+#[test]
+fn sighup_reloads_the_certificate_for_new_connections() {
+    let old = Pki::new();
+    let node = start(&old, &[]);
+    let mut before = connect_tls(tls_client(&old, false), node.ssl_port).expect("connect");
+    metadata_over(&mut before).expect("served with the first certificate");
+    // A certificate from another CA replaces the files, then SIGHUP.
+    let new = Pki::new();
+    for f in ["server.pem", "server.key"] {
+        std::fs::copy(new.path(f), old.path(f)).expect("replace");
+    }
+    node.server.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let served = connect_tls(tls_client(&new, false), node.ssl_port)
+            .and_then(|mut tls| metadata_over(&mut tls));
+        if served.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reloaded: {served:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stale = connect_tls(tls_client(&old, false), node.ssl_port)
+        .and_then(|mut tls| metadata_over(&mut tls));
+    assert!(stale.is_err(), "a new connection still got the old certificate");
+    // The connection opened before the reload keeps working.
+    metadata_over(&mut before).expect("an open connection survives the reload");
+    assert!(node.server.is_running());
+}
