@@ -403,11 +403,11 @@ async fn run_shard(id: usize, cfg: BrokerConfig, controller: Controller, ch: Sha
     glommio::spawn_local(sweep_idle_connections(shard.clone())).detach();
     // One TLS config slot per shard, shared by its SSL listeners and swapped on reload.
     let tls_slot = tls.map(|(config, reloads)| {
-        let slot = Rc::new(std::cell::RefCell::new(config));
+        let slot = Rc::new(std::cell::RefCell::new(crate::net::tls::for_shard(&config)));
         let target = slot.clone();
         glommio::spawn_local(async move {
             while let Ok(config) = reloads.recv().await {
-                *target.borrow_mut() = config;
+                *target.borrow_mut() = crate::net::tls::for_shard(&config);
                 tracing::info!(shard = id, "TLS certificates reloaded");
             }
         })
@@ -435,7 +435,12 @@ async fn run_shard(id: usize, cfg: BrokerConfig, controller: Controller, ch: Sha
             },
         });
         tracing::info!(shard = id, listener = %l.name, bind = %l.bind, "shard listening");
-        accepting.push(glommio::spawn_local(accept_loop(id, shard.clone(), socket, origin)));
+        accepting.push(glommio::spawn_local(accept_loop(
+            id,
+            shard.clone(),
+            socket,
+            origin,
+        )));
     }
     let _ = ready.send(Ok(()));
     let _ = stop.recv().await;

@@ -387,10 +387,7 @@ mod tests {
         .unwrap();
         assert_eq!(ls.all.len(), 1);
         assert_eq!(ls.all[0].bind.to_string(), "0.0.0.0:19092");
-        assert_eq!(
-            ls.all[0].advertised,
-            Some(("broker1.example".into(), 9092))
-        );
+        assert_eq!(ls.all[0].advertised, Some(("broker1.example".into(), 9092)));
     }
 
     #[test]
@@ -428,7 +425,10 @@ mod tests {
         assert_eq!(ls.inter_broker, "INTERNAL");
         s.protocol_map = Some("INTERNAL:PLAINTEXT");
         let e = resolve(&s).unwrap_err();
-        assert!(e.contains("no security protocol for listener CLIENT"), "{e}");
+        assert!(
+            e.contains("no security protocol for listener CLIENT"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -457,7 +457,13 @@ mod tests {
 
     #[test]
     fn malformed_listeners_are_refused() {
-        for bad in ["127.0.0.1:9092", "PLAINTEXT://127.0.0.1", "://h:1", "A B://h:1", ""] {
+        for bad in [
+            "127.0.0.1:9092",
+            "PLAINTEXT://127.0.0.1",
+            "://h:1",
+            "A B://h:1",
+            "",
+        ] {
             assert!(resolve(&listeners(bad)).is_err(), "{bad:?}");
         }
         assert!(resolve(&listeners("PLAINTEXT://127.0.0.1:99999")).is_err());
@@ -469,10 +475,7 @@ mod tests {
         s.advertised_listeners = Some("PLAINTEXT://b1:9092,SSL://b1:19093");
         let ls = resolve(&s).unwrap();
         assert_eq!(ls.all[1].advertised, Some(("b1".into(), 19093)));
-        assert_eq!(
-            ls.advertised_text(),
-            "PLAINTEXT://b1:9092,SSL://b1:19093"
-        );
+        assert_eq!(ls.advertised_text(), "PLAINTEXT://b1:9092,SSL://b1:19093");
         s.advertised_listeners = Some("PLAINTEXT://b1:9092,OTHER://b1:9094");
         assert!(resolve(&s).unwrap_err().contains("OTHER"));
         s.advertised_listeners = Some("PLAINTEXT://0.0.0.0:9092");

@@ -464,8 +464,11 @@ fn listeners_flags_resolve_together_with_the_tls_files() {
     assert_eq!(c.controller_listen.to_string(), "127.0.0.1:20092");
     let tls = c.tls.unwrap();
     assert_eq!(tls.client_auth, super::tls::ClientAuth::None);
-    let e = resolve(&["--listeners", "SSL://127.0.0.1:19093,PLAINTEXT://127.0.0.1:1"])
-        .unwrap_err();
+    let e = resolve(&[
+        "--listeners",
+        "SSL://127.0.0.1:19093,PLAINTEXT://127.0.0.1:1",
+    ])
+    .unwrap_err();
     assert!(e.contains("ssl-cert-file"), "{e}");
     assert!(resolve(&[]).unwrap().tls.is_none());
 }

@@ -53,9 +53,7 @@ pub fn resolve(
         return Ok(None);
     }
     let (Some(cert), Some(key)) = (cert, key) else {
-        return Err(
-            "an SSL listener needs --ssl-cert-file and --ssl-key-file (PEM files)".into(),
-        );
+        return Err("an SSL listener needs --ssl-cert-file and --ssl-key-file (PEM files)".into());
     };
     if client_auth != ClientAuth::None && ca.is_none() {
         return Err(
@@ -92,6 +90,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(t.client_auth, ClientAuth::Required);
-        assert!(resolve(true, p("c"), p("k"), None, "none").unwrap().is_some());
+        assert!(resolve(true, p("c"), p("k"), None, "none")
+            .unwrap()
+            .is_some());
     }
 }

@@ -139,11 +139,8 @@ async fn run<S: ByteSource>(
                 Some(Ok(Some(resp))) => {
                     let res = match (&mut writer, &resp) {
                         (Sink::Plain(w), Response::Frame(frame)) => w.write_all(frame).await,
-                        (Sink::Plain(w), Response::Pieces(pieces)) => {
-                            write_pieces(w, pieces).await
-                        }
-                        (Sink::Tls(w), Response::Frame(frame)) => match w.send_slice(frame).await
-                        {
+                        (Sink::Plain(w), Response::Pieces(pieces)) => write_pieces(w, pieces).await,
+                        (Sink::Tls(w), Response::Frame(frame)) => match w.send_slice(frame).await {
                             Ok(()) => w.flush().await,
                             Err(e) => Err(e),
                         },

@@ -78,6 +78,18 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// A shard's own copy of the config: rustls's session cache (resumption) sits behind a mutex,
+/// so each shard gets its own and no lock is shared between shards. A client resuming on
+/// another shard makes a full handshake.
+pub fn for_shard(shared: &Arc<ServerConfig>) -> Arc<ServerConfig> {
+    let mut own = (**shared).clone();
+    own.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+    Arc::new(own)
+}
+
+/// Sessions each shard remembers for resumption.
+const SESSION_CACHE: usize = 1024;
+
 /// Kafka's principal for a TLS client: `User:` and its certificate's subject as RFC 2253 writes
 /// it (`User:CN=app,O=acme`); None without a client certificate (anonymous).
 pub fn principal(conn: &ServerConnection) -> Option<String> {

@@ -143,7 +143,13 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             resp.coordinators.push(c);
         }
     } else {
-        let f = lookup(&shard, ctx.listener.as_deref(), &keys[0], req.key_type, ensure);
+        let f = lookup(
+            &shard,
+            ctx.listener.as_deref(),
+            &keys[0],
+            req.key_type,
+            ensure,
+        );
         resp.error_code = f.error;
         resp.error_message = f.message.map(str_bytes);
         resp.node_id = BrokerId(f.node);
