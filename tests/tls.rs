@@ -279,7 +279,10 @@ fn metadata_on_each_listener_advertises_that_listeners_address() {
 
     let plain = metadata_over(&mut common::raw::connect(&s.bootstrap()).expect("connect"))
         .expect("metadata on PLAINTEXT");
-    assert_eq!(brokers(&plain), vec![("127.0.0.1".to_string(), port as i32)]);
+    assert_eq!(
+        brokers(&plain),
+        vec![("127.0.0.1".to_string(), port as i32)]
+    );
     let mut tls = connect_tls(tls_client(&pki, false), ssl_port).expect("connect SSL");
     let secure = metadata_over(&mut tls).expect("metadata on SSL");
     assert_eq!(
@@ -295,8 +298,8 @@ fn with_client_auth_required_a_client_needs_a_certificate_from_the_ca() {
     let ssl_port = node.ssl_port;
     // Without a certificate the handshake fails (in TLS 1.3 the client learns it on its first
     // read): no Kafka answer.
-    let refused = connect_tls(tls_client(&pki, false), ssl_port)
-        .and_then(|mut tls| metadata_over(&mut tls));
+    let refused =
+        connect_tls(tls_client(&pki, false), ssl_port).and_then(|mut tls| metadata_over(&mut tls));
     assert!(refused.is_err(), "served without a client certificate");
     let mut tls = connect_tls(tls_client(&pki, true), ssl_port).expect("connect");
     let m = metadata_over(&mut tls).expect("metadata with a client certificate");
@@ -331,7 +334,10 @@ fn a_node_with_an_ssl_listener_and_no_certificate_does_not_start() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chronik-server"))
         .args([
             "--listeners",
-            &format!("PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{}", free_port()),
+            &format!(
+                "PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{}",
+                free_port()
+            ),
         ])
         .output()
         .expect("run");
@@ -343,7 +349,10 @@ fn a_node_with_an_ssl_listener_and_no_certificate_does_not_start() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chronik-server"))
         .args([
             "--listeners",
-            &format!("PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{}", free_port()),
+            &format!(
+                "PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{}",
+                free_port()
+            ),
             "--ssl-cert-file",
             &missing.display().to_string(),
             "--ssl-key-file",
@@ -384,7 +393,10 @@ fn sighup_reloads_the_certificate_for_new_connections() {
     }
     let stale = connect_tls(tls_client(&old, false), node.ssl_port)
         .and_then(|mut tls| metadata_over(&mut tls));
-    assert!(stale.is_err(), "a new connection still got the old certificate");
+    assert!(
+        stale.is_err(),
+        "a new connection still got the old certificate"
+    );
     // The connection opened before the reload keeps working.
     metadata_over(&mut before).expect("an open connection survives the reload");
     assert!(node.server.is_running());
