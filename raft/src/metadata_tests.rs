@@ -932,3 +932,23 @@ fn a_registration_from_a_log_of_before_listeners_still_applies() {
     assert_eq!((b.host.as_str(), b.port), ("h3", 9094));
     assert!(b.listeners.is_empty());
 }
+
+#[test]
+fn a_registration_with_a_nameless_or_portless_listener_is_rejected() {
+    let mut s = MetaState::default();
+    for (name, port) in [("", 9092), ("PLAINTEXT", 0)] {
+        let cmd = Command::RegisterBroker(BrokerRegistration {
+            id: 1,
+            host: "h".into(),
+            port: 9092,
+            rack: None,
+            listeners: vec![crate::image::ListenerEndpoint {
+                name: name.into(),
+                host: "h".into(),
+                port,
+            }],
+        });
+        assert!(matches!(apply(&mut s, cmd), CommandOutcome::Rejected(_)));
+    }
+    assert!(s.image.broker(1).is_none());
+}

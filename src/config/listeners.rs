@@ -132,6 +132,9 @@ pub struct ListenerSettings<'a> {
     pub advertise: Option<&'a str>,
 }
 
+/// Most listeners a broker has (the controller refuses a registration with more).
+const MAX_LISTENERS: usize = 64;
+
 /// `NAME://HOST:PORT`, parsed (host may be empty: every interface, as in Kafka).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -158,6 +161,9 @@ pub fn parse_endpoints(s: &str, what: &str) -> Result<Vec<Endpoint>, String> {
             return Err(format!(
                 "{what}: each listener must have a different port; {port} is given twice"
             ));
+        }
+        if out.len() == MAX_LISTENERS {
+            return Err(format!("{what}: at most {MAX_LISTENERS} listeners"));
         }
         out.push(Endpoint { name, host, port });
     }

@@ -29,6 +29,8 @@ use std::sync::Arc;
 const CIPHER_READ: usize = 64 * 1024;
 /// Encrypted bytes rustls queues before the writer must send them.
 const SEND_QUEUE: usize = 256 * 1024;
+/// Pieces of a response handed to rustls in one vectored write.
+const MAX_SLICES: usize = 64;
 
 /// Reads the certificate chain, key and (to verify clients) CAs into a rustls server config,
 /// TLS 1.2 and 1.3, ring as the crypto provider.
@@ -381,9 +383,44 @@ pub struct TlsSink {
 }
 
 impl TlsSink {
+    /// Sends a response given in pieces. The pieces go to rustls together (vectored), so small
+    /// ones share full records instead of each costing a record of its own.
     pub async fn send(&mut self, pieces: &[Bytes]) -> std::io::Result<()> {
-        for piece in pieces {
-            self.send_slice(piece).await?;
+        let (mut i, mut off) = (0usize, 0usize);
+        while i < pieces.len() {
+            if off == pieces[i].len() {
+                i += 1;
+                off = 0;
+                continue;
+            }
+            let slices: Vec<std::io::IoSlice<'_>> = pieces[i..]
+                .iter()
+                .take(MAX_SLICES)
+                .enumerate()
+                .map(|(k, p)| std::io::IoSlice::new(if k == 0 { &p[off..] } else { &p[..] }))
+                .collect();
+            let mut n = self
+                .tls
+                .conn
+                .borrow_mut()
+                .writer()
+                .write_vectored(&slices)?;
+            if n == 0 {
+                // The queue is full: send it, then encrypt more.
+                flush_queued(&mut self.stream, &self.tls).await?;
+                continue;
+            }
+            while n > 0 && i < pieces.len() {
+                let left = pieces[i].len() - off;
+                if n < left {
+                    off += n;
+                    n = 0;
+                } else {
+                    n -= left;
+                    i += 1;
+                    off = 0;
+                }
+            }
         }
         flush_queued(&mut self.stream, &self.tls).await
     }
