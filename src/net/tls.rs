@@ -19,8 +19,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
 use std::cell::{Cell, RefCell};
-use std::io::{BufRead, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::{BufRead, Write};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -142,10 +142,11 @@ fn rfc2253(name: &x509_parser::x509::X509Name) -> String {
 
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    let last = s.chars().count().saturating_sub(1);
     for (i, c) in s.chars().enumerate() {
         let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
             || (i == 0 && (c == '#' || c == ' '))
-            || (i + 1 == s.chars().count() && c == ' ');
+            || (i == last && c == ' ');
         if special {
             out.push('\\');
         }
@@ -275,44 +276,65 @@ async fn flush_queued(stream: &mut TcpStream, tls: &TlsShared) -> std::io::Resul
     }
 }
 
-/// Ciphertext read from the socket and not yet handed to rustls.
+/// Ciphertext read from the socket and not yet handed to rustls. Allocated when a read needs it
+/// and given back while the connection waits with nothing buffered, so an idle TLS connection
+/// does not hold 64 KiB.
+#[derive(Default)]
 pub struct CipherBuf {
+    /// `len()` is the end of what was read.
     buf: Vec<u8>,
     start: usize,
-    end: usize,
-}
-
-impl Default for CipherBuf {
-    fn default() -> Self {
-        CipherBuf {
-            buf: vec![0; CIPHER_READ],
-            start: 0,
-            end: 0,
-        }
-    }
 }
 
 impl CipherBuf {
     fn is_empty(&self) -> bool {
-        self.start == self.end
+        self.start == self.buf.len()
     }
 
     fn pending(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
+        &self.buf[self.start..]
     }
 
     fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.is_empty() {
             self.start = 0;
-            self.end = 0;
+            self.buf.clear();
         }
     }
 
-    /// One non-blocking `recv` into the free room (called only when empty).
+    /// Gives the memory back (only when empty).
+    fn release(&mut self) {
+        if self.is_empty() {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+
+    /// One non-blocking `recv` into the free room (called only when empty): no zeroing, the
+    /// kernel writes into the spare capacity.
     fn fill(&mut self, fd: RawFd) -> std::io::Result<usize> {
-        let n = Fd(fd).read(&mut self.buf[self.end..])?;
-        self.end += n;
+        if self.buf.capacity() < CIPHER_READ {
+            self.buf = Vec::with_capacity(CIPHER_READ);
+            self.start = 0;
+        }
+        let spare = self.buf.spare_capacity_mut();
+        // SAFETY: recv writes at most spare.len() bytes into the spare capacity through the raw
+        // pointer; no reference to uninitialized memory is made.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                spare.as_mut_ptr().cast::<libc::c_void>(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: recv initialized the first n bytes of the spare capacity.
+        unsafe { self.buf.set_len(self.buf.len() + n) };
         Ok(n)
     }
 }
@@ -364,6 +386,7 @@ impl ByteSource for TlsSource {
                 Ok(0) => return Ok(0),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.cipher.release();
                     if !wait_readable(&mut self.stream, buf, idle).await? {
                         return Ok(0);
                     }
@@ -448,27 +471,8 @@ impl TlsSink {
     }
 }
 
-/// Non-blocking `recv`/`send` on a socket the shard's reactor owns.
+/// Non-blocking `send` on a socket the shard's reactor owns.
 struct Fd(RawFd);
-
-impl Read for Fd {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // SAFETY: recv writes at most buf.len() bytes into buf.
-        let n = unsafe {
-            libc::recv(
-                self.0,
-                buf.as_mut_ptr().cast::<libc::c_void>(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-}
 
 impl Write for Fd {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -494,11 +498,6 @@ impl Write for Fd {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// The raw descriptor of a stream, for `TlsShared::new`.
-pub fn fd_of(s: &TcpStream) -> RawFd {
-    s.as_raw_fd()
 }
 
 #[cfg(test)]
