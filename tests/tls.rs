@@ -406,3 +406,39 @@ fn sighup_reloads_the_certificate_for_new_connections() {
     metadata_over(&mut before).expect("an open connection survives the reload");
     assert!(node.server.is_running());
 }
+
+#[test]
+fn over_tls_a_frame_larger_than_socket_request_max_bytes_closes_the_connection() {
+    let pki = Pki::new();
+    let node = start(&pki, &["--socket-request-max-bytes", "100000"]);
+    let mut tls = connect_tls(tls_client(&pki, false), node.ssl_port).expect("connect");
+    metadata_over(&mut tls).expect("a normal request is served");
+    // A length prefix past the limit: closed before anything is allocated for it.
+    tls.write_all(&200_000i32.to_be_bytes()).expect("write");
+    tls.flush().expect("flush");
+    let mut rest = Vec::new();
+    let closed = tls.read_to_end(&mut rest);
+    assert!(
+        matches!(&closed, Ok(0))
+            || closed
+                .as_ref()
+                .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+        "{closed:?} after {} bytes",
+        rest.len()
+    );
+    assert!(rest.is_empty(), "answered an oversized frame");
+}
+
+#[test]
+fn a_client_that_never_finishes_the_tls_handshake_is_closed_when_idle() {
+    let pki = Pki::new();
+    let node = start(&pki, &["--connections-max-idle-ms", "1500"]);
+    let mut tcp = TcpStream::connect(("127.0.0.1", node.ssl_port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let r = tcp.read(&mut buf);
+    assert!(matches!(r, Ok(0)), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
