@@ -114,6 +114,13 @@ impl Broker {
             Some(files) => Some(crate::net::tls::load(files)?),
             None => None,
         };
+        // Replica fetchers connect with TLS when the inter-broker listener is SSL.
+        let fetcher_tls = match &cfg.tls {
+            Some(files) if cfg.listeners.inter_broker().protocol.uses_tls() => {
+                Some(crate::net::tls::load_client(files)?)
+            }
+            _ => None,
+        };
         crate::net::listener::wait_free(cfg.controller_listen).map_err(|e| {
             format!(
                 "cannot listen for the controller on {}: {e}",
@@ -199,6 +206,7 @@ impl Broker {
                 None => None,
             };
             let ready = ready_tx.clone();
+            let shard_fetcher_tls = fetcher_tls.clone();
             let handle = LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{id}"))
                 .spawn(move || async move {
@@ -207,6 +215,7 @@ impl Broker {
                         inbox: rx,
                         stop: stop_rx,
                         tls: shard_tls,
+                        fetcher_tls: shard_fetcher_tls,
                         ready,
                     };
                     run_shard(id, cfg_send, controller, channels).await
@@ -381,6 +390,8 @@ struct ShardChannels {
         Arc<rustls::ServerConfig>,
         async_channel::Receiver<Arc<rustls::ServerConfig>>,
     )>,
+    /// The client config of replica fetchers (an SSL inter-broker listener).
+    fetcher_tls: Option<Arc<rustls::ClientConfig>>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
@@ -390,11 +401,16 @@ async fn run_shard(id: usize, cfg: BrokerConfig, controller: Controller, ch: Sha
         inbox,
         stop,
         tls,
+        fetcher_tls,
         ready,
     } = ch;
     let listeners = cfg.listeners.all.clone();
     let runtime = Shard::new(id, peers.len(), Rc::new(cfg), controller.clone());
     let shard = Services::new(runtime, peers);
+    // Before the image loop, which starts the fetchers.
+    if let Some(config) = fetcher_tls {
+        shard.fetchers.set_tls(config);
+    }
     glommio::spawn_local(run_inbox(shard.clone(), inbox)).detach();
     glommio::spawn_local(shard.clone().run_image_loop(controller.subscribe())).detach();
     glommio::spawn_local(crate::partition::maintenance::run(shard.replicas.clone())).detach();

@@ -333,14 +333,6 @@ pub fn resolve(s: &ListenerSettings) -> Result<Listeners, String> {
             "inter-broker-listener-name: {inter_broker} must be in --advertised-listeners"
         ));
     }
-    if ib.protocol != SecurityProtocol::Plaintext {
-        // Replica fetchers have no TLS client yet.
-        return Err(format!(
-            "inter-broker-listener-name: {inter_broker} uses {}; brokers talk to each other \
-             only over PLAINTEXT for now (add a PLAINTEXT listener for them)",
-            ib.protocol.name()
-        ));
-    }
     Ok(Listeners { all, inter_broker })
 }
 
@@ -505,14 +497,27 @@ mod tests {
     }
 
     #[test]
-    fn the_inter_broker_listener_must_be_an_advertised_plaintext_listener() {
+    fn the_inter_broker_listener_must_be_an_advertised_listener() {
         let mut s = listeners("PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9093");
         s.inter_broker_listener_name = Some("SSL");
-        assert!(resolve(&s).unwrap_err().contains("only over PLAINTEXT"));
+        assert_eq!(
+            resolve(&s).unwrap().inter_broker().protocol,
+            SecurityProtocol::Ssl
+        );
         s.inter_broker_listener_name = Some("NOPE");
         assert!(resolve(&s).unwrap_err().contains("NOPE"));
-        let e = resolve(&listeners("SSL://127.0.0.1:9093")).unwrap_err();
-        assert!(e.contains("only over PLAINTEXT"), "{e}");
+        s.inter_broker_listener_name = Some("SSL");
+        s.advertised_listeners = Some("PLAINTEXT://h:9092");
+        assert!(resolve(&s)
+            .unwrap_err()
+            .contains("must be in --advertised-listeners"));
+        // Without a PLAINTEXT listener the first one is the inter-broker listener.
+        assert_eq!(
+            resolve(&listeners("SSL://127.0.0.1:9093"))
+                .unwrap()
+                .inter_broker,
+            "SSL"
+        );
     }
 
     #[test]

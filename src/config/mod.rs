@@ -137,6 +137,7 @@ impl BrokerConfig {
         })?;
         let tls = tls::resolve(
             listeners.all.iter().any(|l| l.protocol.uses_tls()),
+            listeners.inter_broker().protocol.uses_tls(),
             v.ssl_cert_file,
             v.ssl_key_file,
             v.ssl_ca_file,

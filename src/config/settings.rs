@@ -24,8 +24,8 @@ settings! {
     /// listener.security.protocol.map: `NAME:PROTOCOL,…` (PLAINTEXT, SSL); a listener named
     /// after a protocol needs no entry.
     listener_security_protocol_map: String = ["none"];
-    /// inter.broker.listener.name: the listener replica fetchers connect to (PLAINTEXT for
-    /// now).
+    /// inter.broker.listener.name: the listener replica fetchers connect to (an SSL one needs
+    /// `--ssl-ca-file` to verify the other brokers).
     inter_broker_listener_name: String = ["PLAINTEXT if listed, else the first listener"];
     /// ssl.keystore (PEM): the certificate chain SSL listeners present.
     ssl_cert_file: PathBuf = ["none"];

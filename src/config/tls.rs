@@ -43,6 +43,7 @@ pub struct TlsFiles {
 /// and verifying clients needs a CA.
 pub fn resolve(
     any_tls_listener: bool,
+    inter_broker_tls: bool,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     ca: Option<PathBuf>,
@@ -55,6 +56,11 @@ pub fn resolve(
     let (Some(cert), Some(key)) = (cert, key) else {
         return Err("an SSL listener needs --ssl-cert-file and --ssl-key-file (PEM files)".into());
     };
+    if inter_broker_tls && ca.is_none() {
+        return Err(
+            "an SSL inter-broker listener needs --ssl-ca-file to verify the other brokers".into(),
+        );
+    }
     if client_auth != ClientAuth::None && ca.is_none() {
         return Err(
             "ssl-client-auth requested or required needs --ssl-ca-file to verify clients".into(),
@@ -83,15 +89,18 @@ mod tests {
     #[test]
     fn an_ssl_listener_needs_a_certificate_and_key_and_client_auth_needs_a_ca() {
         let p = |s: &str| Some(PathBuf::from(s));
-        assert_eq!(resolve(false, None, None, None, "none"), Ok(None));
-        assert!(resolve(true, p("c"), None, None, "none").is_err());
-        assert!(resolve(true, p("c"), p("k"), None, "required").is_err());
-        let t = resolve(true, p("c"), p("k"), p("ca"), "required")
+        assert_eq!(resolve(false, false, None, None, None, "none"), Ok(None));
+        assert!(resolve(true, false, p("c"), None, None, "none").is_err());
+        assert!(resolve(true, false, p("c"), p("k"), None, "required").is_err());
+        let t = resolve(true, false, p("c"), p("k"), p("ca"), "required")
             .unwrap()
             .unwrap();
         assert_eq!(t.client_auth, ClientAuth::Required);
-        assert!(resolve(true, p("c"), p("k"), None, "none")
+        assert!(resolve(true, false, p("c"), p("k"), None, "none")
             .unwrap()
             .is_some());
+        // Brokers verify each other over an SSL inter-broker listener.
+        assert!(resolve(true, true, p("c"), p("k"), None, "none").is_err());
+        assert!(resolve(true, true, p("c"), p("k"), p("ca"), "none").is_ok());
     }
 }

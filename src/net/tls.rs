@@ -17,7 +17,9 @@ use glommio::net::TcpStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{
+    ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,
+};
 use std::cell::{Cell, RefCell};
 use std::io::{BufRead, Write};
 use std::os::fd::RawFd;
@@ -77,6 +79,39 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("ssl-cert-file / ssl-key-file: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// The config replica fetchers connect to an SSL inter-broker listener with: the leader's
+/// certificate must be signed by a CA of `--ssl-ca-file`, and the broker shows its own
+/// certificate (so leaders that require client certificates accept it).
+pub fn load_client(files: &TlsFiles) -> Result<Arc<ClientConfig>, String> {
+    let Some(ca) = &files.ca else {
+        return Err(
+            "an SSL inter-broker listener needs --ssl-ca-file to verify the other brokers".into(),
+        );
+    };
+    let mut roots = RootCertStore::empty();
+    let cas = CertificateDer::pem_file_iter(ca)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("ssl-ca-file {}: {e}", ca.display()))?;
+    for c in cas {
+        roots
+            .add(c)
+            .map_err(|e| format!("ssl-ca-file {}: {e}", ca.display()))?;
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("ssl-cert-file {}: {e}", files.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("ssl-key-file {}: {e}", files.key.display()))?;
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| format!("ssl-cert-file / ssl-key-file: {e}"))?;
     Ok(Arc::new(config))
 }
 
@@ -155,9 +190,10 @@ fn escape(s: &str) -> String {
     out
 }
 
-/// One connection's TLS state, shared by its reader and writer on the same shard.
+/// One connection's TLS state, shared by its reader and writer on the same shard (a client's
+/// connection, or a replica fetcher's to its leader).
 pub struct TlsShared {
-    conn: RefCell<ServerConnection>,
+    conn: RefCell<Connection>,
     /// The writer has taken queued bytes out and is awaiting their send.
     writing: Cell<bool>,
     fd: RawFd,
@@ -165,18 +201,37 @@ pub struct TlsShared {
 
 impl TlsShared {
     pub fn new(config: Arc<ServerConfig>, fd: RawFd) -> std::io::Result<Rc<TlsShared>> {
-        let mut conn = ServerConnection::new(config).map_err(std::io::Error::other)?;
+        let conn = ServerConnection::new(config).map_err(std::io::Error::other)?;
+        Ok(TlsShared::with(conn.into(), fd))
+    }
+
+    /// The client side, for a connection to `server_name` (checked against its certificate).
+    pub fn client(
+        config: Arc<ClientConfig>,
+        server_name: &str,
+        fd: RawFd,
+    ) -> std::io::Result<Rc<TlsShared>> {
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let conn = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+        Ok(TlsShared::with(conn.into(), fd))
+    }
+
+    fn with(mut conn: Connection, fd: RawFd) -> Rc<TlsShared> {
         conn.set_buffer_limit(Some(SEND_QUEUE));
-        Ok(Rc::new(TlsShared {
+        Rc::new(TlsShared {
             conn: RefCell::new(conn),
             writing: Cell::new(false),
             fd,
-        }))
+        })
     }
 
     /// The client's principal, once the handshake is done.
     pub fn principal(&self) -> Option<String> {
-        principal(&self.conn.borrow())
+        match &*self.conn.borrow() {
+            Connection::Server(s) => principal(s),
+            Connection::Client(_) => None,
+        }
     }
 
     /// Sends what fits now of what rustls has queued (alerts, KeyUpdate answers), unless the
