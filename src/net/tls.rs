@@ -1,7 +1,8 @@
-//! TLS on SSL listeners, fitted to the shard model: each connection's `rustls::ServerConnection`
-//! is a sans-I/O state machine that lives on the shard owning the socket, shared by that
-//! connection's reader and writer tasks through an `Rc<RefCell<…>>` that is borrowed only
-//! between awaits. No thread hop, no lock: the shard's own syscalls move the ciphertext.
+//! TLS on SSL listeners (and replica fetchers' connections to an SSL inter-broker listener),
+//! fitted to the shard model: each connection's `rustls::Connection` is a sans-I/O state
+//! machine that lives on the shard owning the socket, shared by that connection's reader and
+//! writer tasks through an `Rc<RefCell<…>>` that is borrowed only between awaits. No thread
+//! hop, no lock: the shard's own syscalls move the ciphertext.
 //!
 //! Ordering of outgoing TLS records: bytes leave rustls's queue straight into the socket with a
 //! non-blocking send, so whoever sends (the writer, or the reader answering a KeyUpdate) takes
