@@ -18,8 +18,10 @@ pub struct Broker {
     shard_threads: Vec<glommio::ExecutorJoinHandle<()>>,
     stop_senders: Vec<async_channel::Sender<()>>,
     /// Each shard's receiver of reloaded TLS configs (empty without SSL listeners).
-    tls_senders: Vec<async_channel::Sender<Arc<rustls::ServerConfig>>>,
+    tls_senders: Vec<async_channel::Sender<TlsReload>>,
     tls_files: Option<crate::config::tls::TlsFiles>,
+    /// Replica fetchers use TLS (their client config is reloaded too).
+    inter_broker_tls: bool,
     /// Bound of `controlled_shutdown`; zero skips it.
     controlled_shutdown_timeout: Duration,
     metrics: Option<crate::metrics::http::MetricsServer>,
@@ -257,6 +259,7 @@ impl Broker {
             stop_senders,
             tls_senders,
             tls_files,
+            inter_broker_tls: fetcher_tls.is_some(),
             controlled_shutdown_timeout,
             metrics,
         })
@@ -269,11 +272,15 @@ impl Broker {
         let Some(files) = &self.tls_files else {
             return Ok(());
         };
-        let config = crate::net::tls::load(files)?;
+        let server = crate::net::tls::load(files)?;
+        let client = if self.inter_broker_tls {
+            Some(crate::net::tls::load_client(files)?)
+        } else {
+            None
+        };
         for s in &self.tls_senders {
-            // A full slot holds a reload the shard has not taken yet; this one replaces it
-            // soon enough (bounded(1): the newest wins on the next send).
-            let _ = s.force_send(config.clone());
+            // bounded(1): a reload the shard has not taken yet is replaced by this one.
+            let _ = s.force_send((server.clone(), client.clone()));
         }
         Ok(())
     }
@@ -380,6 +387,10 @@ fn wait_for_registration(controller: &Controller, node_id: i32) {
 /// Partitions a shard closes at once when it stops.
 const CLOSE_CONCURRENCY: usize = 256;
 
+/// Reloaded TLS configs: the SSL listeners' and, with an SSL inter-broker listener, the replica
+/// fetchers'.
+type TlsReload = (Arc<rustls::ServerConfig>, Option<Arc<rustls::ClientConfig>>);
+
 /// What a shard thread is handed besides its config.
 struct ShardChannels {
     peers: Vec<async_channel::Sender<ShardTask<Services>>>,
@@ -388,7 +399,7 @@ struct ShardChannels {
     /// The TLS config of SSL listeners, and where reloaded ones arrive.
     tls: Option<(
         Arc<rustls::ServerConfig>,
-        async_channel::Receiver<Arc<rustls::ServerConfig>>,
+        async_channel::Receiver<TlsReload>,
     )>,
     /// The client config of replica fetchers (an SSL inter-broker listener).
     fetcher_tls: Option<Arc<rustls::ClientConfig>>,
@@ -421,9 +432,13 @@ async fn run_shard(id: usize, cfg: BrokerConfig, controller: Controller, ch: Sha
     let tls_slot = tls.map(|(config, reloads)| {
         let slot = Rc::new(std::cell::RefCell::new(crate::net::tls::for_shard(&config)));
         let target = slot.clone();
+        let fetchers = shard.fetchers.clone();
         glommio::spawn_local(async move {
-            while let Ok(config) = reloads.recv().await {
-                *target.borrow_mut() = crate::net::tls::for_shard(&config);
+            while let Ok((server, client)) = reloads.recv().await {
+                *target.borrow_mut() = crate::net::tls::for_shard(&server);
+                if let Some(client) = client {
+                    fetchers.set_tls(client);
+                }
                 tracing::info!(shard = id, "TLS certificates reloaded");
             }
         })

@@ -116,8 +116,9 @@ impl Fetcher {
 pub struct Fetchers {
     /// The cluster secret: followers prove with it who they are (`net::broker_auth`).
     secret: chronik_raft::secret::ClusterSecret,
-    /// Set when the inter-broker listener is SSL: fetchers connect with TLS.
-    tls: RefCell<Option<Arc<rustls::ClientConfig>>>,
+    /// Set when the inter-broker listener is SSL: fetchers connect with TLS, with the config
+    /// here when they (re)connect (replaced when certificates are reloaded).
+    tls: Rc<RefCell<Option<Arc<rustls::ClientConfig>>>>,
     by_leader: RefCell<HashMap<BrokerId, Rc<Fetcher>>>,
 }
 
@@ -141,12 +142,13 @@ impl Fetchers {
     pub fn new(secret: chronik_raft::secret::ClusterSecret) -> Rc<Fetchers> {
         Rc::new(Fetchers {
             secret,
-            tls: RefCell::new(None),
+            tls: Rc::new(RefCell::new(None)),
             by_leader: RefCell::new(HashMap::new()),
         })
     }
 
-    /// Makes fetchers started from now on connect with TLS (an SSL inter-broker listener).
+    /// Makes fetchers connect with TLS from their next connection on (an SSL inter-broker
+    /// listener, or its certificates reloaded).
     pub fn set_tls(&self, config: Arc<rustls::ClientConfig>) {
         *self.tls.borrow_mut() = Some(config);
     }
@@ -175,7 +177,7 @@ impl Fetchers {
                     auth_warned: Cell::new(None),
                 });
                 let secret = self.secret.clone();
-                let tls = self.tls.borrow().clone();
+                let tls = self.tls.clone();
                 glommio::spawn_local(run(replicas.clone(), secret, tls, f.clone())).detach();
                 f
             })
@@ -379,7 +381,7 @@ fn leader_addr(shard: &Shard, leader: BrokerId) -> Option<String> {
 async fn run(
     replicas: Rc<ReplicaManager>,
     secret: chronik_raft::secret::ClusterSecret,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Rc<RefCell<Option<Arc<rustls::ClientConfig>>>>,
     f: Rc<Fetcher>,
 ) {
     let shard = replicas.shard.clone();
@@ -406,7 +408,8 @@ async fn run(
                 continue;
             };
             let connected = async {
-                let mut c = LeaderConn::connect(&addr, tls.clone()).await?;
+                let config = tls.borrow().clone();
+                let mut c = LeaderConn::connect(&addr, config).await?;
                 c.authenticate(&secret, shard.config.node_id, f.leader)
                     .await?;
                 Ok::<_, std::io::Error>(c)
