@@ -43,10 +43,11 @@ pub fn static_broker_configs(cfg: &BrokerConfig) -> Vec<(&'static str, String)> 
         ("node.id", cfg.node_id.to_string()),
         ("broker.rack", cfg.rack.clone().unwrap_or_default()),
         ("log.dirs", cfg.data_dir.display().to_string()),
-        ("listeners", format!("PLAINTEXT://{}", cfg.listen)),
+        ("listeners", cfg.listeners.listeners_text()),
+        ("advertised.listeners", cfg.listeners.advertised_text()),
         (
-            "advertised.listeners",
-            format!("PLAINTEXT://{}:{}", cfg.advertise_host, cfg.advertise_port),
+            "inter.broker.listener.name",
+            cfg.listeners.inter_broker.clone(),
         ),
         (
             "auto.create.topics.enable",

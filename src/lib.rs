@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod net;
 pub mod partition;
 pub mod replication;
+pub mod sasl;
 pub mod server;
 pub mod services;
 pub mod shard;

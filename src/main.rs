@@ -29,18 +29,19 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // Block the stop signals in every thread (threads inherit the mask) and wait for them here.
+    // Block the stop signals (and SIGHUP, which reloads TLS files) in every thread (threads
+    // inherit the mask) and wait for them here.
     let signals = block_stop_signals();
     tracing::info!(
         node_id = cfg.node_id,
-        listen = %cfg.listen,
+        listeners = %cfg.listeners.listeners_text(),
         data_dir = %cfg.data_dir.display(),
         shards = cfg.cores,
         "starting chronik-server"
     );
     let serving = format!(
         "chronik-server serving: Kafka on {}, controller on {}, data in {}, {} shard(s), node {}",
-        cfg.listen,
+        cfg.listeners.serving_text(),
         cfg.controller_listen,
         cfg.data_dir.display(),
         cfg.cores,
@@ -55,7 +56,17 @@ fn main() {
     };
     // The one line a newcomer needs: where to connect and where the data is.
     tracing::info!("{serving}");
-    let sig = wait_for_signal(&signals);
+    let sig = loop {
+        let sig = wait_for_signal(&signals);
+        if sig != libc::SIGHUP {
+            break sig;
+        }
+        // Kafka reloads certificates through a config change; a signal is the Unix way.
+        match broker.reload_tls() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate files re-read"),
+            Err(e) => tracing::warn!("SIGHUP: TLS files not reloaded, keeping the old ones: {e}"),
+        }
+    };
     tracing::info!(signal = sig, "shutting down");
     broker.controlled_shutdown();
     broker.stop();
@@ -69,6 +80,7 @@ fn block_stop_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }

@@ -5,9 +5,11 @@ use crate::config::BrokerConfig;
 use crate::net::conn;
 use crate::services::Services;
 use crate::shard::{run_inbox, Shard, ShardTask};
+use chronik_raft::image::ListenerEndpoint;
 use chronik_raft::{BrokerRegistration, Controller, ControllerConfig};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A running broker. `stop` shuts it down cleanly.
@@ -15,6 +17,11 @@ pub struct Broker {
     controller: Controller,
     shard_threads: Vec<glommio::ExecutorJoinHandle<()>>,
     stop_senders: Vec<async_channel::Sender<()>>,
+    /// Each shard's receiver of reloaded TLS configs (empty without SSL listeners).
+    tls_senders: Vec<async_channel::Sender<TlsReload>>,
+    tls_files: Option<crate::config::tls::TlsFiles>,
+    /// Replica fetchers use TLS (their client config is reloaded too).
+    inter_broker_tls: bool,
     /// Bound of `controlled_shutdown`; zero skips it.
     controlled_shutdown_timeout: Duration,
     metrics: Option<crate::metrics::http::MetricsServer>,
@@ -29,12 +36,7 @@ pub fn controller_config(
         raft_listen: cfg.controller_listen,
         quorum: cfg.controller_quorum.clone(),
         data_dir: cfg.data_dir.join("__raft"),
-        broker: BrokerRegistration {
-            id: cfg.node_id,
-            host: cfg.advertise_host.clone(),
-            port: cfg.advertise_port,
-            rack: cfg.rack.clone(),
-        },
+        broker: registration(cfg),
         session_timeout_ms: cfg.broker_session_timeout_ms,
         heartbeat_interval_ms: cfg.broker_heartbeat_interval_ms,
         default_num_partitions: cfg.num_partitions,
@@ -42,6 +44,35 @@ pub fn controller_config(
         cluster_id: cfg.cluster_id.clone().unwrap_or_default(),
         cluster_secret,
         pin_core: cfg.pin.then_some(0),
+    }
+}
+
+/// What this broker registers: its inter-broker endpoint, and every advertised listener.
+fn registration(cfg: &BrokerConfig) -> BrokerRegistration {
+    let ib = cfg.listeners.inter_broker();
+    // resolve() checked that the inter-broker listener is advertised.
+    let (host, port) = ib
+        .advertised
+        .clone()
+        .unwrap_or_else(|| (ib.bind.ip().to_string(), ib.bind.port()));
+    BrokerRegistration {
+        id: cfg.node_id,
+        host,
+        port,
+        rack: cfg.rack.clone(),
+        listeners: cfg
+            .listeners
+            .all
+            .iter()
+            .filter_map(|l| {
+                let (host, port) = l.advertised.clone()?;
+                Some(ListenerEndpoint {
+                    name: l.name.clone(),
+                    host,
+                    port,
+                })
+            })
+            .collect(),
     }
 }
 
@@ -72,8 +103,26 @@ impl Broker {
     pub fn start(cfg: BrokerConfig) -> Result<Broker, String> {
         // Bind both ports once up front so a taken one is reported, with its address, before
         // anything is created or started.
-        crate::net::listener::wait_free(cfg.listen)
-            .map_err(|e| format!("cannot listen for Kafka clients on {}: {e}", cfg.listen))?;
+        for l in &cfg.listeners.all {
+            crate::net::listener::wait_free(l.bind).map_err(|e| {
+                format!(
+                    "cannot listen for Kafka clients on {} (listener {}): {e}",
+                    l.bind, l.name
+                )
+            })?;
+        }
+        // Read the certificate and key before anything starts, so a bad file is reported at once.
+        let tls = match &cfg.tls {
+            Some(files) => Some(crate::net::tls::load(files)?),
+            None => None,
+        };
+        // Replica fetchers connect with TLS when the inter-broker listener is SSL.
+        let fetcher_tls = match &cfg.tls {
+            Some(files) if cfg.listeners.inter_broker().protocol.uses_tls() => {
+                Some(crate::net::tls::load_client(files)?)
+            }
+            _ => None,
+        };
         crate::net::listener::wait_free(cfg.controller_listen).map_err(|e| {
             format!(
                 "cannot listen for the controller on {}: {e}",
@@ -133,6 +182,8 @@ impl Broker {
         let avail = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut shard_threads = Vec::new();
         let mut stop_senders = Vec::new();
+        let mut tls_senders = Vec::new();
+        let tls_files = cfg.tls.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         for (id, rx) in inbox_rx.into_iter().enumerate() {
             let placement = if cfg.pin {
@@ -148,11 +199,28 @@ impl Broker {
             let controller = controller.clone();
             let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
             stop_senders.push(stop_tx);
+            let shard_tls = match &tls {
+                Some(config) => {
+                    let (tx, rx) = async_channel::bounded(1);
+                    tls_senders.push(tx);
+                    Some((config.clone(), rx))
+                }
+                None => None,
+            };
             let ready = ready_tx.clone();
+            let shard_fetcher_tls = fetcher_tls.clone();
             let handle = LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{id}"))
                 .spawn(move || async move {
-                    run_shard(id, cfg_send, controller, peers, rx, stop_rx, ready).await
+                    let channels = ShardChannels {
+                        peers,
+                        inbox: rx,
+                        stop: stop_rx,
+                        tls: shard_tls,
+                        fetcher_tls: shard_fetcher_tls,
+                        ready,
+                    };
+                    run_shard(id, cfg_send, controller, channels).await
                 })
                 .map_err(|e| {
                     format!(
@@ -189,9 +257,32 @@ impl Broker {
             controller,
             shard_threads,
             stop_senders,
+            tls_senders,
+            tls_files,
+            inter_broker_tls: fetcher_tls.is_some(),
             controlled_shutdown_timeout,
             metrics,
         })
+    }
+
+    /// Re-reads the TLS certificate, key and CA files (SIGHUP) and hands the new config to every
+    /// shard; connections accepted from then on use it, open ones keep theirs. A bad file is
+    /// reported and the old config stays.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        let Some(files) = &self.tls_files else {
+            return Ok(());
+        };
+        let server = crate::net::tls::load(files)?;
+        let client = if self.inter_broker_tls {
+            Some(crate::net::tls::load_client(files)?)
+        } else {
+            None
+        };
+        for s in &self.tls_senders {
+            // bounded(1): a reload the shard has not taken yet is replaced by this one.
+            let _ = s.force_send((server.clone(), client.clone()));
+        }
+        Ok(())
     }
 
     pub fn controller(&self) -> &Controller {
@@ -296,57 +387,98 @@ fn wait_for_registration(controller: &Controller, node_id: i32) {
 /// Partitions a shard closes at once when it stops.
 const CLOSE_CONCURRENCY: usize = 256;
 
-async fn run_shard(
-    id: usize,
-    cfg: BrokerConfig,
-    controller: Controller,
+/// Reloaded TLS configs: the SSL listeners' and, with an SSL inter-broker listener, the replica
+/// fetchers'.
+type TlsReload = (Arc<rustls::ServerConfig>, Option<Arc<rustls::ClientConfig>>);
+
+/// What a shard thread is handed besides its config.
+struct ShardChannels {
     peers: Vec<async_channel::Sender<ShardTask<Services>>>,
     inbox: async_channel::Receiver<ShardTask<Services>>,
     stop: async_channel::Receiver<()>,
+    /// The TLS config of SSL listeners, and where reloaded ones arrive.
+    tls: Option<(
+        Arc<rustls::ServerConfig>,
+        async_channel::Receiver<TlsReload>,
+    )>,
+    /// The client config of replica fetchers (an SSL inter-broker listener).
+    fetcher_tls: Option<Arc<rustls::ClientConfig>>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
-) {
-    let listen = cfg.listen;
+}
+
+async fn run_shard(id: usize, cfg: BrokerConfig, controller: Controller, ch: ShardChannels) {
+    let ShardChannels {
+        peers,
+        inbox,
+        stop,
+        tls,
+        fetcher_tls,
+        ready,
+    } = ch;
+    let listeners = cfg.listeners.all.clone();
     let runtime = Shard::new(id, peers.len(), Rc::new(cfg), controller.clone());
     let shard = Services::new(runtime, peers);
+    // Before the image loop, which starts the fetchers.
+    if let Some(config) = fetcher_tls {
+        shard.fetchers.set_tls(config);
+    }
     glommio::spawn_local(run_inbox(shard.clone(), inbox)).detach();
     glommio::spawn_local(shard.clone().run_image_loop(controller.subscribe())).detach();
     glommio::spawn_local(crate::partition::maintenance::run(shard.replicas.clone())).detach();
     glommio::spawn_local(crate::group::run(shard.groups.clone())).detach();
     glommio::spawn_local(crate::replication::isr::run(shard.replicas.clone())).detach();
     glommio::spawn_local(sweep_idle_connections(shard.clone())).detach();
-    let listener = match crate::net::listener::bind_shard(listen) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(format!("shard {id}: cannot listen on {listen}: {e}")));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
-    tracing::info!(shard = id, %listen, "shard listening");
-    let accept = async {
-        loop {
-            match listener.accept().await {
-                Ok(stream) => {
-                    if shard.connections.get() >= shard.config.max_connections {
-                        tracing::warn!(shard = id, "connection limit reached; refusing");
-                        drop(stream);
-                        continue;
-                    }
-                    shard.connections.set(shard.connections.get() + 1);
-                    glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+    // One TLS config slot per shard, shared by its SSL listeners and swapped on reload.
+    let tls_slot = tls.map(|(config, reloads)| {
+        let slot = Rc::new(std::cell::RefCell::new(crate::net::tls::for_shard(&config)));
+        let target = slot.clone();
+        let fetchers = shard.fetchers.clone();
+        glommio::spawn_local(async move {
+            while let Ok((server, client)) = reloads.recv().await {
+                *target.borrow_mut() = crate::net::tls::for_shard(&server);
+                if let Some(client) = client {
+                    fetchers.set_tls(client);
                 }
-                Err(e) => {
-                    tracing::warn!(shard = id, "accept failed: {e}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                }
+                tracing::info!(shard = id, "TLS certificates reloaded");
             }
-        }
-    };
-    futures_lite::future::or(accept, async {
-        let _ = stop.recv().await;
-    })
-    .await;
-    drop(listener);
+        })
+        .detach();
+        slot
+    });
+    let mut accepting = Vec::with_capacity(listeners.len());
+    for l in &listeners {
+        let socket = match crate::net::listener::bind_shard(l.bind) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = ready.send(Err(format!(
+                    "shard {id}: cannot listen on {} (listener {}): {e}",
+                    l.bind, l.name
+                )));
+                return;
+            }
+        };
+        let origin = Rc::new(conn::Origin {
+            name: Arc::from(l.name.as_str()),
+            tls: if l.protocol.uses_tls() {
+                tls_slot.clone()
+            } else {
+                None
+            },
+        });
+        tracing::info!(shard = id, listener = %l.name, bind = %l.bind, "shard listening");
+        accepting.push(glommio::spawn_local(accept_loop(
+            id,
+            shard.clone(),
+            socket,
+            origin,
+        )));
+    }
+    let _ = ready.send(Ok(()));
+    let _ = stop.recv().await;
+    // Dropping an accept task drops its listener socket.
+    for task in accepting {
+        drop(task);
+    }
     shard.shutting_down.set(true);
     shard.fetchers.stop_all();
     // Give in-flight requests a moment to finish before the logs close; connections waiting
@@ -381,6 +513,32 @@ async fn run_shard(
         }
     }
     tracing::info!(shard = id, "shard stopped");
+}
+
+/// Accepts on one listener of a shard until the task is dropped.
+async fn accept_loop(
+    id: usize,
+    shard: Rc<Services>,
+    listener: glommio::net::TcpListener,
+    origin: Rc<conn::Origin>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                if shard.connections.get() >= shard.config.max_connections {
+                    tracing::warn!(shard = id, "connection limit reached; refusing");
+                    drop(stream);
+                    continue;
+                }
+                shard.connections.set(shard.connections.get() + 1);
+                glommio::spawn_local(conn::serve(shard.clone(), stream, origin.clone())).detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = id, "accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }
 
 /// The shard's idle sweeper: one tick a second (see `net::idle`).

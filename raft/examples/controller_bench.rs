@@ -65,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 host: "127.0.0.1".into(),
                 port: 9092 + *id as u16,
                 rack: None,
+                listeners: Vec::new(),
             },
             session_timeout_ms: 9000,
             heartbeat_interval_ms: 1000,

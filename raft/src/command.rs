@@ -5,16 +5,40 @@
 //! Everything else (placement, elections) is computed deterministically while applying, so every
 //! node reaches the same state from the same log.
 
-use crate::image::{BrokerId, PartitionState, TopicId};
+use crate::image::{BrokerId, ListenerEndpoint, PartitionState, TopicId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BrokerRegistration {
     pub id: BrokerId,
+    /// The endpoint of the inter-broker listener (replica fetchers connect to it).
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// Every advertised listener, by name; Metadata answers with the one the client came in on.
+    pub listeners: Vec<ListenerEndpoint>,
+}
+
+/// A registration as logs written before listeners hold it (`Command::RegisterBrokerV1`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrokerRegistrationV1 {
+    pub id: BrokerId,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+impl From<BrokerRegistrationV1> for BrokerRegistration {
+    fn from(v: BrokerRegistrationV1) -> Self {
+        BrokerRegistration {
+            id: v.id,
+            host: v.host,
+            port: v.port,
+            rack: v.rack,
+            listeners: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -37,7 +61,9 @@ pub struct PartitionRef {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Command {
-    RegisterBroker(BrokerRegistration),
+    /// A registration of before listeners, still read from older logs (it keeps variant 0);
+    /// brokers now send `RegisterBroker`.
+    RegisterBrokerV1(BrokerRegistrationV1),
     FenceBroker {
         id: BrokerId,
     },
@@ -130,6 +156,9 @@ pub enum Command {
         delete: Vec<String>,
         validate_only: bool,
     },
+    /// A broker (re)starting, with its advertised listeners. Appended: older entries keep their
+    /// variant numbers.
+    RegisterBroker(BrokerRegistration),
 }
 
 impl Command {

@@ -21,13 +21,24 @@ pub type TopicId = [u8; 16];
 /// No leader (Kafka uses -1 on the wire).
 pub const NO_LEADER: BrokerId = -1;
 
+/// One advertised listener of a broker: its name (`PLAINTEXT`, `SSL`, `INTERNAL`…) and the
+/// address clients that come in on a listener of that name are told to use.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListenerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BrokerInfo {
     pub id: BrokerId,
-    /// Kafka listener advertised to clients.
+    /// The endpoint of its inter-broker listener (replica fetchers connect to it).
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// Its advertised listeners, by name (Kafka's `advertised.listeners`).
+    pub listeners: Vec<ListenerEndpoint>,
     /// Bumped on every registration, so a restarted broker is told apart from its old self.
     pub incarnation: u64,
     /// Fenced brokers are not given leadership or new replicas, and are not listed to clients.
@@ -35,6 +46,17 @@ pub struct BrokerInfo {
     /// Being drained for removal (`cluster remove-node`): gets no new replicas; kept across
     /// re-registration.
     pub decommissioned: bool,
+}
+
+impl BrokerInfo {
+    /// The address advertised on listener `name`; `None` when this broker has no such listener
+    /// (Kafka then leaves it out of the answer to that listener's clients).
+    pub fn endpoint(&self, name: &str) -> Option<(&str, u16)> {
+        self.listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| (l.host.as_str(), l.port))
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -101,6 +123,66 @@ pub struct MetadataImage {
     pub broker_configs: BrokerConfigs,
 }
 
+/// A broker as snapshots of formats 1 and 2 hold it (before listeners).
+#[derive(Deserialize)]
+pub(crate) struct BrokerInfoV1 {
+    id: BrokerId,
+    host: String,
+    port: u16,
+    rack: Option<String>,
+    incarnation: u64,
+    fenced: bool,
+    decommissioned: bool,
+}
+
+impl From<BrokerInfoV1> for BrokerInfo {
+    fn from(v: BrokerInfoV1) -> Self {
+        BrokerInfo {
+            id: v.id,
+            host: v.host,
+            port: v.port,
+            rack: v.rack,
+            // Filled in when the broker registers again (every start does).
+            listeners: Vec::new(),
+            incarnation: v.incarnation,
+            fenced: v.fenced,
+            decommissioned: v.decommissioned,
+        }
+    }
+}
+
+fn brokers_of_v1(brokers: BTreeMap<BrokerId, BrokerInfoV1>) -> BTreeMap<BrokerId, BrokerInfo> {
+    brokers.into_iter().map(|(id, b)| (id, b.into())).collect()
+}
+
+/// The image as snapshots of format 2 hold it (brokers without listeners).
+#[derive(Deserialize)]
+pub(crate) struct MetadataImageV2 {
+    applied_index: u64,
+    cluster_id: String,
+    controller_id: Option<BrokerId>,
+    brokers: BTreeMap<BrokerId, BrokerInfoV1>,
+    #[serde(deserialize_with = "deserialize_shared_map")]
+    topics: SharedMap<String, Arc<TopicImage>>,
+    #[serde(deserialize_with = "deserialize_shared_map")]
+    topic_names_by_id: SharedMap<TopicId, String>,
+    broker_configs: BrokerConfigs,
+}
+
+impl From<MetadataImageV2> for MetadataImage {
+    fn from(v: MetadataImageV2) -> Self {
+        MetadataImage {
+            applied_index: v.applied_index,
+            cluster_id: v.cluster_id,
+            controller_id: v.controller_id,
+            brokers: brokers_of_v1(v.brokers),
+            topics: v.topics,
+            topic_names_by_id: v.topic_names_by_id,
+            broker_configs: v.broker_configs,
+        }
+    }
+}
+
 /// The image as snapshots of format 1 hold it (before dynamic broker configs), so a node
 /// upgraded in place still reads its snapshot.
 #[derive(Deserialize)]
@@ -108,7 +190,7 @@ pub(crate) struct MetadataImageV1 {
     applied_index: u64,
     cluster_id: String,
     controller_id: Option<BrokerId>,
-    brokers: BTreeMap<BrokerId, BrokerInfo>,
+    brokers: BTreeMap<BrokerId, BrokerInfoV1>,
     #[serde(deserialize_with = "deserialize_shared_map")]
     topics: SharedMap<String, Arc<TopicImage>>,
     #[serde(deserialize_with = "deserialize_shared_map")]
@@ -121,7 +203,7 @@ impl From<MetadataImageV1> for MetadataImage {
             applied_index: v.applied_index,
             cluster_id: v.cluster_id,
             controller_id: v.controller_id,
-            brokers: v.brokers,
+            brokers: brokers_of_v1(v.brokers),
             topics: v.topics,
             topic_names_by_id: v.topic_names_by_id,
             broker_configs: BrokerConfigs::default(),

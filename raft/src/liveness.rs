@@ -110,6 +110,7 @@ mod tests {
                     host: "h".into(),
                     port: 1,
                     rack: None,
+                    listeners: Vec::new(),
                     incarnation: 1,
                     fenced: false,
                     decommissioned: false,

@@ -42,10 +42,14 @@ pub struct Defaults {
     pub replication_factor: i16,
 }
 
+/// Most listeners a broker may register (Kafka has no limit; every Metadata answer scans them).
+const MAX_LISTENERS: usize = 64;
+
 impl MetaState {
     pub fn apply(&mut self, pc: &ProposedCommand, defaults: Defaults) -> CommandOutcome {
         let outcome = match &pc.cmd {
             Command::RegisterBroker(reg) => self.register_broker(reg),
+            Command::RegisterBrokerV1(reg) => self.register_broker(&reg.clone().into()),
             Command::FenceBroker { id } => self.fence_broker(*id),
             Command::UnfenceBroker { id } => self.unfence_broker(*id),
             Command::CreateTopics {
@@ -163,7 +167,12 @@ impl MetaState {
     }
 
     fn register_broker(&mut self, reg: &BrokerRegistration) -> CommandOutcome {
-        if reg.id < 0 || reg.host.is_empty() || reg.port == 0 {
+        let bad_listener = reg.listeners.len() > MAX_LISTENERS
+            || reg
+                .listeners
+                .iter()
+                .any(|l| l.name.is_empty() || l.host.is_empty() || l.port == 0);
+        if reg.id < 0 || reg.host.is_empty() || reg.port == 0 || bad_listener {
             return CommandOutcome::Rejected(MetaError::new(
                 codes::INVALID_REQUEST,
                 format!("invalid broker registration {reg:?}"),
@@ -178,6 +187,7 @@ impl MetaState {
                 host: reg.host.clone(),
                 port: reg.port,
                 rack: reg.rack.clone(),
+                listeners: reg.listeners.clone(),
                 incarnation,
                 fenced: false,
                 decommissioned: previous.as_ref().is_some_and(|b| b.decommissioned),

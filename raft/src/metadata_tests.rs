@@ -22,6 +22,7 @@ fn reg(id: BrokerId, rack: Option<&str>) -> Command {
         host: "h".into(),
         port: 9092,
         rack: rack.map(String::from),
+        listeners: Vec::new(),
     })
 }
 
@@ -907,4 +908,47 @@ fn cancelling_a_move_restores_the_original_replicas_and_needs_one_in_progress() 
             ))
         )])
     );
+}
+
+#[test]
+fn a_registration_from_a_log_of_before_listeners_still_applies() {
+    // Variant 0 as older logs hold it: the registration without listeners.
+    #[derive(serde::Serialize)]
+    enum OldCommand {
+        RegisterBroker(crate::command::BrokerRegistrationV1),
+    }
+    let old = OldCommand::RegisterBroker(crate::command::BrokerRegistrationV1 {
+        id: 3,
+        host: "h3".into(),
+        port: 9094,
+        rack: None,
+    });
+    let bytes = bincode::serialize(&old).expect("encode");
+    let cmd: Command = crate::codec::decode(&bytes).expect("decode");
+    assert!(matches!(&cmd, Command::RegisterBrokerV1(r) if r.id == 3));
+    let mut s = MetaState::default();
+    assert_eq!(apply(&mut s, cmd), CommandOutcome::Done);
+    let b = s.image.broker(3).expect("registered");
+    assert_eq!((b.host.as_str(), b.port), ("h3", 9094));
+    assert!(b.listeners.is_empty());
+}
+
+#[test]
+fn a_registration_with_a_nameless_or_portless_listener_is_rejected() {
+    let mut s = MetaState::default();
+    for (name, port) in [("", 9092), ("PLAINTEXT", 0)] {
+        let cmd = Command::RegisterBroker(BrokerRegistration {
+            id: 1,
+            host: "h".into(),
+            port: 9092,
+            rack: None,
+            listeners: vec![crate::image::ListenerEndpoint {
+                name: name.into(),
+                host: "h".into(),
+                port,
+            }],
+        });
+        assert!(matches!(apply(&mut s, cmd), CommandOutcome::Rejected(_)));
+    }
+    assert!(s.image.broker(1).is_none());
 }

@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MAGIC: &[u8; 8] = b"CHRSNAP1";
-/// 2: the image carries dynamic broker configs. Format 1 is still read (`decode`).
-const VERSION: u32 = 2;
+/// 2: the image carries dynamic broker configs. 3: brokers carry their listeners. Formats 1
+/// and 2 are still read (`decode`).
+const VERSION: u32 = 3;
 const FILE: &str = "current.snap";
 /// After a snapshot could not be written, builds are skipped this long (a full disk would
 /// otherwise fail one after every applied batch).
@@ -43,7 +44,7 @@ pub fn decode(bytes: &[u8]) -> io::Result<StoredSnapshot> {
         return Err(bad("bad magic"));
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != VERSION && version != 1 {
+    if !(1..=VERSION).contains(&version) {
         return Err(bad(&format!("unsupported version {version}")));
     }
     let crc = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
@@ -56,7 +57,39 @@ pub fn decode(bytes: &[u8]) -> io::Result<StoredSnapshot> {
             crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
         return Ok(v1.into());
     }
+    if version == 2 {
+        let v2: StoredSnapshotV2 =
+            crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
+        return Ok(v2.into());
+    }
     crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))
+}
+
+/// A snapshot of format 2: the same fields, with brokers of before listeners.
+#[derive(Deserialize)]
+struct StoredSnapshotV2 {
+    meta: SnapshotMeta,
+    state: MetaStateV2,
+}
+
+#[derive(Deserialize)]
+struct MetaStateV2 {
+    image: crate::image::MetadataImageV2,
+    next_producer_id: i64,
+    placement_cursor: u64,
+}
+
+impl From<StoredSnapshotV2> for StoredSnapshot {
+    fn from(v: StoredSnapshotV2) -> Self {
+        StoredSnapshot {
+            meta: v.meta,
+            state: MetaState {
+                image: v.state.image.into(),
+                next_producer_id: v.state.next_producer_id,
+                placement_cursor: v.state.placement_cursor,
+            },
+        }
+    }
 }
 
 /// A snapshot of format 1: the same fields, with the image of before dynamic broker configs.
@@ -160,9 +193,66 @@ mod tests {
         applied_index: u64,
         cluster_id: &'a str,
         controller_id: Option<i32>,
-        brokers: std::collections::BTreeMap<i32, crate::image::BrokerInfo>,
+        brokers: std::collections::BTreeMap<i32, BrokerV1>,
         topics: std::collections::BTreeMap<String, TopicImage>,
         topic_names_by_id: std::collections::BTreeMap<[u8; 16], String>,
+    }
+
+    /// A broker as formats 1 and 2 wrote it: no listeners.
+    #[derive(Serialize)]
+    struct BrokerV1 {
+        id: i32,
+        host: String,
+        port: u16,
+        rack: Option<String>,
+        incarnation: u64,
+        fenced: bool,
+        decommissioned: bool,
+    }
+
+    /// Format 2 as it was written: brokers without listeners.
+    #[derive(Serialize)]
+    struct ImageV2<'a> {
+        applied_index: u64,
+        cluster_id: &'a str,
+        controller_id: Option<i32>,
+        brokers: std::collections::BTreeMap<i32, BrokerV1>,
+        topics: std::collections::BTreeMap<String, TopicImage>,
+        topic_names_by_id: std::collections::BTreeMap<[u8; 16], String>,
+        broker_configs: crate::broker_config::BrokerConfigs,
+    }
+
+    #[test]
+    fn a_snapshot_of_format_2_still_decodes_with_brokers_without_listeners() {
+        let broker = BrokerV1 {
+            id: 2,
+            host: "h2".into(),
+            port: 9093,
+            rack: Some("r".into()),
+            incarnation: 4,
+            fenced: true,
+            decommissioned: false,
+        };
+        let image = ImageV2 {
+            applied_index: 9,
+            cluster_id: "c",
+            controller_id: Some(1),
+            brokers: [(2, broker)].into(),
+            topics: Default::default(),
+            topic_names_by_id: Default::default(),
+            broker_configs: Default::default(),
+        };
+        let meta = SnapshotMeta::default();
+        let payload = bincode::serialize(&(&meta, (&image, 42i64, 3u64))).expect("encode");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let snap = decode(&bytes).expect("format 2 decodes");
+        let b = snap.state.image.broker(2).expect("broker 2");
+        assert_eq!((b.host.as_str(), b.port, b.incarnation), ("h2", 9093, 4));
+        assert!(b.fenced && b.listeners.is_empty());
+        assert_eq!(snap.state.next_producer_id, 42);
     }
 
     #[test]

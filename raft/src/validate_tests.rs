@@ -17,6 +17,7 @@ fn cluster(n: i32) -> MetaState {
             host: "h".into(),
             port: 9092,
             rack: None,
+            listeners: Vec::new(),
         });
         assert_eq!(s.apply(&ProposedCommand::new(reg), D), CommandOutcome::Done);
     }
@@ -391,6 +392,7 @@ fn random_hostile_commands_never_panic_and_leave_the_invariants_intact() {
                 host: "h".into(),
                 port: 9092,
                 rack: None,
+                listeners: Vec::new(),
             }),
         };
         // Apply checks the image's invariants itself in debug builds.

@@ -76,6 +76,7 @@ impl Cluster {
                 host: "127.0.0.1".into(),
                 port: 9000 + id as u16,
                 rack: None,
+                listeners: Vec::new(),
             },
             session_timeout_ms: 1000,
             heartbeat_interval_ms: 100,

@@ -6,10 +6,12 @@
 mod declare;
 mod file;
 mod groups;
+pub mod listeners;
 mod parse;
 mod settings;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 pub use declare::Declared;
 pub use groups::GroupConfig;
@@ -17,7 +19,8 @@ pub use parse::{parse_cluster_id, parse_flush, parse_quorum};
 pub use settings::{BrokerSettings, GroupSettings};
 
 use clap::{Args, Parser};
-use parse::{absolute_dir, resolve_addr, split_host_port};
+use listeners::{ListenerSettings, Listeners};
+use parse::{absolute_dir, resolve_addr};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,9 +63,10 @@ pub enum FlushSetting {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
-    pub listen: SocketAddr,
-    pub advertise_host: String,
-    pub advertise_port: u16,
+    /// Kafka listeners; every shard binds each one.
+    pub listeners: Listeners,
+    /// None: no SSL listener.
+    pub tls: Option<tls::TlsFiles>,
     pub data_dir: PathBuf,
     pub cores: usize,
     pub pin: bool,
@@ -119,18 +123,34 @@ impl BrokerConfig {
             given.pin = Some(false);
         }
         let groups = GroupConfig::resolve(args.groups.clone().or(from_file.groups))?;
+        let listen_given = given.listen.clone();
         let v = given.values();
         let node_id = v.node_id;
-        let listen = resolve_addr(&v.listen, "listen")?;
-        let advertise = v.advertise.unwrap_or_else(|| v.listen.clone());
-        let (advertise_host, advertise_port) = split_host_port(&advertise, "advertise")?;
+        let listeners = listeners::resolve(&ListenerSettings {
+            listeners: v.listeners.as_deref(),
+            advertised_listeners: v.advertised_listeners.as_deref(),
+            protocol_map: v.listener_security_protocol_map.as_deref(),
+            inter_broker_listener_name: v.inter_broker_listener_name.as_deref(),
+            listen: listen_given.as_deref(),
+            listen_default: &v.listen,
+            advertise: v.advertise.as_deref(),
+        })?;
+        let tls = tls::resolve(
+            listeners.all.iter().any(|l| l.protocol.uses_tls()),
+            listeners.inter_broker().protocol.uses_tls(),
+            v.ssl_cert_file,
+            v.ssl_key_file,
+            v.ssl_ca_file,
+            &v.ssl_client_auth,
+        )?;
         let controller_listen = match v.controller_listen {
             Some(s) => resolve_addr(&s, "controller-listen")?,
             None => {
-                let port = listen.port().checked_add(1000).ok_or_else(|| {
+                let first = listeners.all[0].bind;
+                let port = first.port().checked_add(1000).ok_or_else(|| {
                     "listen port + 1000 overflows; set --controller-listen".to_string()
                 })?;
-                SocketAddr::new(listen.ip(), port)
+                SocketAddr::new(first.ip(), port)
             }
         };
         let controller_quorum = match v.controller_quorum {
@@ -175,9 +195,8 @@ impl BrokerConfig {
         }
         Ok(BrokerConfig {
             node_id,
-            listen,
-            advertise_host,
-            advertise_port,
+            listeners,
+            tls,
             data_dir: absolute_dir(v.data_dir)?,
             cores,
             pin: v.pin,

@@ -11,10 +11,31 @@ settings! {
 
     /// This broker's id (also its controller node id).
     node_id: i32 = "1";
-    /// Kafka listener, HOST:PORT.
+    /// Kafka listener, HOST:PORT: one PLAINTEXT listener (the short form of `--listeners`).
     listen: String = "127.0.0.1:9092";
-    /// Address advertised to clients, HOST:PORT.
+    /// Address advertised to clients, HOST:PORT (goes with `--listen`).
     advertise: String = ["the listen address"];
+    /// listeners: `NAME://HOST:PORT,…`, e.g. `PLAINTEXT://127.0.0.1:9092,SSL://0.0.0.0:9093`; an
+    /// empty HOST binds every interface. Instead of `--listen`.
+    listeners: String = ["a PLAINTEXT listener on the listen address"];
+    /// advertised.listeners: `NAME://HOST:PORT,…`, what clients that came in on each listener
+    /// are told; a listener left out is not advertised.
+    advertised_listeners: String = ["the listeners"];
+    /// listener.security.protocol.map: `NAME:PROTOCOL,…` (PLAINTEXT, SSL); a listener named
+    /// after a protocol needs no entry.
+    listener_security_protocol_map: String = ["none"];
+    /// inter.broker.listener.name: the listener replica fetchers connect to (an SSL one needs
+    /// `--ssl-ca-file` to verify the other brokers).
+    inter_broker_listener_name: String = ["PLAINTEXT if listed, else the first listener"];
+    /// ssl.keystore (PEM): the certificate chain SSL listeners present.
+    ssl_cert_file: PathBuf = ["none"];
+    /// ssl.keystore (PEM): the private key of `--ssl-cert-file` (PKCS#8, PKCS#1 or SEC1).
+    ssl_key_file: PathBuf = ["none"];
+    /// ssl.truststore (PEM): CAs that vouch for client certificates; needed only to verify
+    /// clients.
+    ssl_ca_file: PathBuf = ["none"];
+    /// ssl.client.auth: `none`, `requested` (verified if shown) or `required`.
+    ssl_client_auth: String = "none";
     /// Data directory (made absolute against the working directory at start-up).
     data_dir: PathBuf = "data";
     /// Number of shard cores.
@@ -28,7 +49,7 @@ settings! {
         overrides_with = "no_pin"
     );
     /// Controller (Raft) listener, HOST:PORT.
-    controller_listen: String = ["listen port + 1000"];
+    controller_listen: String = ["the first listener's port + 1000"];
     /// Prometheus endpoint serving /metrics and /health, HOST:PORT, or `none` to turn it off.
     /// Several nodes on one machine need one port each.
     metrics_listen: String = "127.0.0.1:9644";

@@ -89,7 +89,7 @@ fn a_cluster_id_comes_from_the_flag_or_the_file_and_garbage_is_refused() {
 #[test]
 fn no_flags_give_a_single_node_on_9092() {
     let c = resolve(&[]).unwrap();
-    assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
+    assert_eq!(c.listeners.all[0].bind.to_string(), "127.0.0.1:9092");
     assert_eq!(c.controller_listen.to_string(), "127.0.0.1:10092");
     assert_eq!(
         c.controller_quorum,
@@ -156,7 +156,7 @@ fn a_toml_file_configures_a_cluster_node_and_flags_override_it() {
     "#;
     let c = with_file(text, &[]).unwrap();
     assert_eq!(c.node_id, 2);
-    assert_eq!(c.listen.to_string(), "127.0.0.1:19093");
+    assert_eq!(c.listeners.all[0].bind.to_string(), "127.0.0.1:19093");
     assert_eq!(c.controller_listen.to_string(), "127.0.0.1:20093");
     assert_eq!(c.controller_quorum.len(), 3);
     assert_eq!(c.min_insync_replicas, 2);
@@ -167,7 +167,7 @@ fn a_toml_file_configures_a_cluster_node_and_flags_override_it() {
         &["--listen", "127.0.0.1:19999", "--min-insync-replicas", "1"],
     )
     .unwrap();
-    assert_eq!(c.listen.to_string(), "127.0.0.1:19999");
+    assert_eq!(c.listeners.all[0].bind.to_string(), "127.0.0.1:19999");
     assert_eq!(c.min_insync_replicas, 1);
     assert_eq!(c.node_id, 2);
 }
@@ -447,4 +447,28 @@ fn the_readme_configuration_tables_list_every_flag_with_its_environment_variable
             row.flag
         );
     }
+}
+
+#[test]
+fn listeners_flags_resolve_together_with_the_tls_files() {
+    let c = resolve(&[
+        "--listeners",
+        "PLAINTEXT://127.0.0.1:19092,SSL://127.0.0.1:19093",
+        "--ssl-cert-file",
+        "cert.pem",
+        "--ssl-key-file",
+        "key.pem",
+    ])
+    .unwrap();
+    assert_eq!(c.listeners.all.len(), 2);
+    assert_eq!(c.controller_listen.to_string(), "127.0.0.1:20092");
+    let tls = c.tls.unwrap();
+    assert_eq!(tls.client_auth, super::tls::ClientAuth::None);
+    let e = resolve(&[
+        "--listeners",
+        "SSL://127.0.0.1:19093,PLAINTEXT://127.0.0.1:1",
+    ])
+    .unwrap_err();
+    assert!(e.contains("ssl-cert-file"), "{e}");
+    assert!(resolve(&[]).unwrap().tls.is_none());
 }

@@ -38,6 +38,11 @@ pub struct RequestContext {
     pub broker: Option<i32>,
     /// The connection's incremental fetch sessions (KIP-227); None outside a connection.
     pub fetch_sessions: Option<std::rc::Rc<handlers::fetch_session::FetchSessions>>,
+    /// The listener the connection came in on; Metadata, FindCoordinator and DescribeCluster
+    /// answer with that listener's addresses. None (tests): the inter-broker endpoint.
+    pub listener: Option<std::sync::Arc<str>>,
+    /// Who the client proved to be (`User:CN=…` from its TLS certificate), for ACLs.
+    pub principal: Option<std::sync::Arc<str>>,
 }
 
 impl RequestContext {
@@ -166,6 +171,8 @@ pub fn parse_header(
         peer,
         broker: None,
         fetch_sessions: None,
+        listener: None,
+        principal: None,
     })
 }
 
@@ -182,6 +189,8 @@ mod tests {
             peer: peer.map(|p| p.parse().expect("an ip")),
             broker: None,
             fetch_sessions: None,
+            listener: None,
+            principal: None,
         }
     }
 

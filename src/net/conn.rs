@@ -1,20 +1,25 @@
 //! One client connection: a reader that cuts frames and starts each request at once
-//! (pipelining), and a writer that sends responses strictly in request order.
+//! (pipelining), and a writer that sends responses strictly in request order. On an SSL
+//! listener both go through the connection's TLS state (`net::tls`); a plaintext connection
+//! reads and writes the socket directly (zero-copy pieces).
 
 use crate::kafka::dispatch::{dispatch, DispatchResult};
 use crate::kafka::handlers::fetch_session::FetchSessions;
 use crate::kafka::{parse_header, ProtocolError, Response};
 use crate::net::broker_auth;
-use crate::net::frame::read_frame;
+use crate::net::frame::{read_frame, ByteSource};
+use crate::net::tls::{self, CipherBuf, TlsShared, TlsSink, TlsSource};
 use crate::services::Services;
 use bytes::{Bytes, BytesMut};
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use kafka_protocol::messages::ApiKey;
+use std::cell::RefCell;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// Requests of one connection being served at once; more waits (back-pressure on the client).
 const MAX_PIPELINED: usize = 256;
@@ -23,7 +28,28 @@ const MAX_IOVECS: usize = 128;
 
 type Pending = (glommio::task::JoinHandle<DispatchResult>, StaticPermit);
 
-pub async fn serve(shard: Rc<Services>, reader: TcpStream) {
+/// The listener a shard accepted a connection on.
+pub struct Origin {
+    /// Its name, which requests carry so Metadata answers with this listener's addresses.
+    pub name: Arc<str>,
+    /// Its TLS config (SSL listeners), swapped in place when certificates are reloaded.
+    pub tls: Option<Rc<RefCell<Arc<rustls::ServerConfig>>>>,
+}
+
+/// Where a connection's responses go.
+enum Sink {
+    Plain(TcpStream),
+    Tls(TlsSink),
+}
+
+pub async fn serve(shard: Rc<Services>, reader: TcpStream, origin: Rc<Origin>) {
+    serve_connection(&shard, reader, &origin).await;
+    shard
+        .connections
+        .set(shard.connections.get().saturating_sub(1));
+}
+
+async fn serve_connection(shard: &Rc<Services>, mut reader: TcpStream, origin: &Origin) {
     let peer = reader
         .peer_addr()
         .map(|a| a.to_string())
@@ -38,6 +64,70 @@ pub async fn serve(shard: Rc<Services>, reader: TcpStream) {
     }
     // SAFETY: wfd is a fresh descriptor we own, referring to a connected TCP socket.
     let writer = unsafe { TcpStream::from_raw_fd(wfd) };
+    let idle = shard.idle.register();
+    let conn = Conn {
+        peer,
+        peer_ip,
+        listener: origin.name.clone(),
+        principal: None,
+    };
+    let Some(config) = &origin.tls else {
+        return run(shard, reader, Sink::Plain(writer), conn, idle).await;
+    };
+    let config = config.borrow().clone();
+    let state = match TlsShared::new(config, reader.as_raw_fd()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(peer = %conn.peer, "TLS setup failed: {e}");
+            return;
+        }
+    };
+    let mut cipher = CipherBuf::default();
+    let link = Some((&shard.idle, &*idle));
+    if let Err(e) = tls::handshake(&mut reader, &state, &mut cipher, link).await {
+        // A plaintext client on an SSL port ends here.
+        tracing::debug!(peer = %conn.peer, "closing connection: TLS handshake failed: {e}");
+        let _ = reader.shutdown(Shutdown::Both).await;
+        return;
+    }
+    let conn = Conn {
+        principal: state.principal().map(Arc::from),
+        ..conn
+    };
+    tracing::debug!(peer = %conn.peer, principal = ?conn.principal, "TLS connection");
+    let source = TlsSource {
+        stream: reader,
+        tls: state.clone(),
+        cipher,
+    };
+    let sink = Sink::Tls(TlsSink {
+        stream: writer,
+        tls: state,
+    });
+    run(shard, source, sink, conn, idle).await
+}
+
+/// What requests learn about the connection they came on.
+struct Conn {
+    peer: String,
+    peer_ip: Option<std::net::IpAddr>,
+    listener: Arc<str>,
+    principal: Option<Arc<str>>,
+}
+
+async fn run<S: ByteSource>(
+    shard: &Rc<Services>,
+    mut reader: S,
+    writer: Sink,
+    conn: Conn,
+    idle: Rc<crate::net::idle::ConnIdle>,
+) {
+    let Conn {
+        peer,
+        peer_ip,
+        listener,
+        principal,
+    } = conn;
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Pending>(MAX_PIPELINED);
     let budget = Rc::new(Semaphore::new(shard.config.max_inflight_bytes as u64));
 
@@ -49,9 +139,14 @@ pub async fn serve(shard: Rc<Services>, reader: TcpStream) {
             drop(permit);
             match result {
                 Some(Ok(Some(resp))) => {
-                    let res = match &resp {
-                        Response::Frame(frame) => writer.write_all(frame).await,
-                        Response::Pieces(pieces) => write_pieces(&mut writer, pieces).await,
+                    let res = match (&mut writer, &resp) {
+                        (Sink::Plain(w), Response::Frame(frame)) => w.write_all(frame).await,
+                        (Sink::Plain(w), Response::Pieces(pieces)) => write_pieces(w, pieces).await,
+                        (Sink::Tls(w), Response::Frame(frame)) => match w.send_slice(frame).await {
+                            Ok(()) => w.flush().await,
+                            Err(e) => Err(e),
+                        },
+                        (Sink::Tls(w), Response::Pieces(pieces)) => w.send(pieces).await,
                     };
                     if let Err(e) = res {
                         tracing::debug!(peer = %peer_w, "write failed: {e}");
@@ -67,15 +162,20 @@ pub async fn serve(shard: Rc<Services>, reader: TcpStream) {
             }
         }
         // Wakes the reader if it is blocked in read.
+        let mut writer = match writer {
+            Sink::Plain(w) => w,
+            Sink::Tls(mut w) => {
+                w.close_notify();
+                w.stream
+            }
+        };
         let _ = writer.shutdown(Shutdown::Both).await;
         let _ = writer.close().await;
     })
     .detach();
 
-    let mut reader = reader;
     let mut buf = BytesMut::new();
     let max_frame = shard.config.socket_request_max_bytes;
-    let idle = shard.idle.register();
     let max_budget = shard.config.max_inflight_bytes as u64;
     let mut auth = broker_auth::ServerState::default();
     // Dropped with the connection (its sessions with it, their slots given back).
@@ -138,6 +238,8 @@ pub async fn serve(shard: Rc<Services>, reader: TcpStream) {
         if ctx.api_key == ApiKey::Fetch {
             ctx.fetch_sessions = Some(fetch_sessions.clone());
         }
+        ctx.listener = Some(listener.clone());
+        ctx.principal = principal.clone();
         let s = shard.clone();
         let handle = glommio::spawn_local(async move { dispatch(s, ctx, frame).await }).detach();
         if tx.send((handle, permit)).await.is_err() {
@@ -146,9 +248,6 @@ pub async fn serve(shard: Rc<Services>, reader: TcpStream) {
     }
     drop(tx);
     let _ = write_task.await;
-    shard
-        .connections
-        .set(shard.connections.get().saturating_sub(1));
 }
 
 fn log_protocol_error(peer: &str, e: &ProtocolError) {

@@ -21,15 +21,15 @@ pub(crate) type IdleLink<'a> = Option<(&'a IdleSweeper, &'a ConnIdle)>;
 /// `Ok(None)`: the peer closed the stream. A length outside `min..=max` is an `InvalidData`
 /// error, found before anything is read or allocated for the frame. With an idle link, a
 /// connection silent for `connections.max.idle.ms` gets a `TimedOut` error.
-pub(crate) async fn read_frame(
-    s: &mut TcpStream,
+pub(crate) async fn read_frame<S: ByteSource>(
+    s: &mut S,
     buf: &mut BytesMut,
     min: usize,
     max: usize,
     idle: IdleLink<'_>,
 ) -> std::io::Result<Option<BytesMut>> {
     while buf.len() < 4 {
-        if read_more(s, buf, 4, idle).await? == 0 {
+        if s.read_more(buf, 4, idle).await? == 0 {
             return Ok(None);
         }
     }
@@ -44,7 +44,7 @@ pub(crate) async fn read_frame(
         }
     };
     while buf.len() < 4 + size {
-        if read_more(s, buf, 4 + size, idle).await? == 0 {
+        if s.read_more(buf, 4 + size, idle).await? == 0 {
             return Ok(None);
         }
     }
@@ -57,11 +57,47 @@ pub(crate) async fn read_frame(
 /// make the broker allocate up to `socket.request.max.bytes`.
 const TRUSTED_ROOM: usize = 1 << 20;
 
-/// Reads at least one byte into `buf`, making room first for (part of) a `frame_len`-byte frame.
-/// Hot path: no per-read allocation and no zeroing. `recv` writes straight into the buffer's
-/// spare capacity; the buffer is reused in place when every frame split off it has been dropped,
-/// otherwise a new one is allocated and only the unfinished frame's bytes move over.
-async fn read_more(
+/// Where frames' bytes come from: a plain socket, or a TLS connection decrypting one
+/// (`net::tls`).
+pub(crate) trait ByteSource {
+    /// Reads at least one byte into `buf` (room made with `make_room`); 0: the peer closed.
+    async fn read_more(
+        &mut self,
+        buf: &mut BytesMut,
+        frame_len: usize,
+        idle: IdleLink<'_>,
+    ) -> std::io::Result<usize>;
+}
+
+/// Makes room in `buf` for (part of) a `frame_len`-byte frame. The buffer is reused in place
+/// when every frame split off it has been dropped, otherwise a new one is allocated and only the
+/// unfinished frame's bytes move over.
+pub(crate) fn make_room(buf: &mut BytesMut, frame_len: usize) {
+    let missing = frame_len.saturating_sub(buf.len());
+    let need = missing.min(TRUSTED_ROOM.max(buf.len())).max(MIN_READ_ROOM);
+    // `try_reclaim` never allocates; when it fails, a fresh buffer is cheaper than
+    // `reserve`, which would size it from the old one.
+    if !buf.try_reclaim(need) {
+        let mut fresh = BytesMut::with_capacity(READ_BUF.max(buf.len() + need));
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
+    }
+}
+
+impl ByteSource for TcpStream {
+    /// Hot path: no per-read allocation and no zeroing. `recv` writes straight into the
+    /// buffer's spare capacity.
+    async fn read_more(
+        &mut self,
+        buf: &mut BytesMut,
+        frame_len: usize,
+        idle: IdleLink<'_>,
+    ) -> std::io::Result<usize> {
+        read_plain(self, buf, frame_len, idle).await
+    }
+}
+
+async fn read_plain(
     s: &mut TcpStream,
     buf: &mut BytesMut,
     frame_len: usize,
@@ -69,15 +105,7 @@ async fn read_more(
 ) -> std::io::Result<usize> {
     let fd = s.as_raw_fd();
     loop {
-        let missing = frame_len.saturating_sub(buf.len());
-        let need = missing.min(TRUSTED_ROOM.max(buf.len())).max(MIN_READ_ROOM);
-        // `try_reclaim` never allocates; when it fails, a fresh buffer is cheaper than
-        // `reserve`, which would size it from the old one.
-        if !buf.try_reclaim(need) {
-            let mut fresh = BytesMut::with_capacity(READ_BUF.max(buf.len() + need));
-            fresh.extend_from_slice(buf);
-            *buf = fresh;
-        }
+        make_room(buf, frame_len);
         let spare = buf.spare_capacity_mut();
         // SAFETY: the kernel writes at most `spare.len()` bytes into the spare capacity through
         // the raw pointer; no reference to uninitialized memory is created.
@@ -116,7 +144,7 @@ async fn read_more(
 /// sweeper tick gives back its read buffer unless it holds part of a frame (an idle connection
 /// then costs a few hundred bytes, not a 256 KiB buffer), and one silent for the idle limit ends
 /// with `TimedOut`.
-async fn wait_readable(
+pub(crate) async fn wait_readable(
     s: &mut TcpStream,
     buf: &mut BytesMut,
     idle: IdleLink<'_>,

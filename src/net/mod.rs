@@ -5,3 +5,4 @@ pub mod conn;
 pub mod frame;
 pub mod idle;
 pub mod listener;
+pub mod tls;

@@ -10,7 +10,8 @@
 use crate::kafka::client;
 use crate::kafka::errors;
 use crate::net::broker_auth::ClientAuth;
-use crate::net::frame::read_frame;
+use crate::net::frame::{read_frame, ByteSource, IdleLink};
+use crate::net::tls::{self, CipherBuf, TlsShared, TlsSink, TlsSource};
 use crate::partition::manager::{FollowerSync, ReplicaManager};
 use crate::partition::Partition;
 use crate::shard::event::LocalEvent;
@@ -30,7 +31,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const FETCH_VERSION: i16 = 12;
@@ -211,6 +214,9 @@ impl Fetcher {
 pub struct Fetchers {
     /// The cluster secret: followers prove with it who they are (`net::broker_auth`).
     secret: chronik_raft::secret::ClusterSecret,
+    /// Set when the inter-broker listener is SSL: fetchers connect with TLS, with the config
+    /// here when they (re)connect (replaced when certificates are reloaded).
+    tls: Rc<RefCell<Option<Arc<rustls::ClientConfig>>>>,
     by_leader: RefCell<HashMap<BrokerId, Rc<Fetcher>>>,
 }
 
@@ -234,8 +240,15 @@ impl Fetchers {
     pub fn new(secret: chronik_raft::secret::ClusterSecret) -> Rc<Fetchers> {
         Rc::new(Fetchers {
             secret,
+            tls: Rc::new(RefCell::new(None)),
             by_leader: RefCell::new(HashMap::new()),
         })
+    }
+
+    /// Makes fetchers connect with TLS from their next connection on (an SSL inter-broker
+    /// listener, or its certificates reloaded).
+    pub fn set_tls(&self, config: Arc<rustls::ClientConfig>) {
+        *self.tls.borrow_mut() = Some(config);
     }
 
     /// Makes `tp` follow `leader` at `leader_epoch` (no-op when already so).
@@ -262,7 +275,8 @@ impl Fetchers {
                     auth_warned: Cell::new(None),
                 });
                 let secret = self.secret.clone();
-                glommio::spawn_local(run(replicas.clone(), secret, f.clone())).detach();
+                let tls = self.tls.clone();
+                glommio::spawn_local(run(replicas.clone(), secret, tls, f.clone())).detach();
                 f
             })
             .clone();
@@ -311,9 +325,42 @@ impl Fetchers {
     }
 }
 
+/// A leader connection's bytes: the socket itself, or TLS over it (an SSL inter-broker
+/// listener), driven on this shard like a client connection's (`net::tls`).
+enum LeaderIo {
+    Plain(TcpStream),
+    Tls { source: TlsSource, sink: TlsSink },
+}
+
+impl LeaderIo {
+    async fn write_all(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        match self {
+            LeaderIo::Plain(s) => s.write_all(frame).await,
+            LeaderIo::Tls { sink, .. } => {
+                sink.send_slice(frame).await?;
+                sink.flush().await
+            }
+        }
+    }
+}
+
+impl ByteSource for LeaderIo {
+    async fn read_more(
+        &mut self,
+        buf: &mut BytesMut,
+        frame_len: usize,
+        idle: IdleLink<'_>,
+    ) -> std::io::Result<usize> {
+        match self {
+            LeaderIo::Plain(s) => s.read_more(buf, frame_len, idle).await,
+            LeaderIo::Tls { source, .. } => source.read_more(buf, frame_len, idle).await,
+        }
+    }
+}
+
 /// A blocking-style request/response client over one glommio connection.
 struct LeaderConn {
-    stream: TcpStream,
+    stream: LeaderIo,
     next_corr: i32,
     /// Responses are cut from this buffer like request frames on the server side
     /// (`net::conn::read_frame`): one `recv` usually brings a whole response, nothing is zeroed,
@@ -322,11 +369,45 @@ struct LeaderConn {
 }
 
 impl LeaderConn {
-    async fn connect(addr: &str) -> std::io::Result<LeaderConn> {
-        let stream = TcpStream::connect(addr)
+    async fn connect(
+        addr: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> std::io::Result<LeaderConn> {
+        let mut stream = TcpStream::connect(addr)
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let _ = stream.set_nodelay(true);
+        let stream = match tls {
+            None => LeaderIo::Plain(stream),
+            Some(config) => {
+                // The leader's certificate must name the host it advertises.
+                let host = addr
+                    .rsplit_once(':')
+                    .map_or(addr, |(h, _)| h)
+                    .trim_matches(|c| c == '[' || c == ']');
+                let state = TlsShared::client(config, host, stream.as_raw_fd())?;
+                let mut cipher = CipherBuf::default();
+                tls::handshake(&mut stream, &state, &mut cipher, None).await?;
+                // glommio streams cannot be split; the writer gets a dup'd descriptor.
+                let wfd = unsafe { libc::dup(stream.as_raw_fd()) };
+                if wfd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SAFETY: wfd is a fresh descriptor we own, referring to a connected socket.
+                let writer = unsafe { TcpStream::from_raw_fd(wfd) };
+                LeaderIo::Tls {
+                    source: TlsSource {
+                        stream,
+                        tls: state.clone(),
+                        cipher,
+                    },
+                    sink: TlsSink {
+                        stream: writer,
+                        tls: state,
+                    },
+                }
+            }
+        };
         Ok(LeaderConn {
             stream,
             next_corr: 1,
@@ -398,6 +479,7 @@ fn leader_addr(shard: &Shard, leader: BrokerId) -> Option<String> {
 async fn run(
     replicas: Rc<ReplicaManager>,
     secret: chronik_raft::secret::ClusterSecret,
+    tls: Rc<RefCell<Option<Arc<rustls::ClientConfig>>>>,
     f: Rc<Fetcher>,
 ) {
     let shard = replicas.shard.clone();
@@ -426,7 +508,8 @@ async fn run(
                 continue;
             };
             let connected = async {
-                let mut c = LeaderConn::connect(&addr).await?;
+                let config = tls.borrow().clone();
+                let mut c = LeaderConn::connect(&addr, config).await?;
                 c.authenticate(&secret, shard.config.node_id, f.leader)
                     .await?;
                 Ok::<_, std::io::Error>(c)

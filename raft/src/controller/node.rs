@@ -5,7 +5,7 @@ use super::handle::Shared;
 use super::propose::Proposal;
 use super::submit::submit_local;
 use super::Tuning;
-use crate::command::{Command, CommandOutcome};
+use crate::command::{BrokerRegistration, BrokerRegistrationV1, Command, CommandOutcome};
 use crate::image::BrokerId;
 use crate::liveness::Liveness;
 use crate::network::{
@@ -110,11 +110,13 @@ impl Node {
     ) -> Vec<Result<(u64, CommandOutcome), ForwardError>> {
         let mut rxs = Vec::with_capacity(cmds.len());
         for cmd in cmds {
-            if let Command::RegisterBroker(reg) = &cmd {
+            if let Command::RegisterBroker(BrokerRegistration { id, .. })
+            | Command::RegisterBrokerV1(BrokerRegistrationV1 { id, .. }) = &cmd
+            {
                 // A registration starts a fresh session, as in Kafka: the broker's last
                 // heartbeat may date from before it died, and the liveness check must not fence
                 // it again before its first heartbeat of this life arrives.
-                self.liveness.heartbeat(reg.id, Instant::now());
+                self.liveness.heartbeat(*id, Instant::now());
             }
             let (tx, rx) = oneshot::channel();
             if self.proposals.send(Proposal { cmd, reply: tx }).is_err() {

@@ -20,14 +20,15 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     resp.brokers = img
         .brokers
         .values()
-        .map(|b| {
+        .filter_map(|b| {
+            let (host, port) = super::address_on(ctx.listener.as_deref(), b)?;
             let mut d = DescribeClusterBroker::default();
             d.broker_id = BrokerId(b.id);
-            d.host = str_bytes(&b.host);
-            d.port = i32::from(b.port);
+            d.host = str_bytes(host);
+            d.port = i32::from(port);
             d.rack = b.rack.as_deref().map(str_bytes);
             d.is_fenced = b.fenced;
-            d
+            Some(d)
         })
         .collect();
     ctx.encode(&resp).map(Some)

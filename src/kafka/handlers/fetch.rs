@@ -555,7 +555,7 @@ pub async fn handle(
         _ => None,
     };
     let mut listed = listed.into_iter().flatten();
-    let endpoints = super::node_endpoints(&shard, leaders);
+    let endpoints = super::node_endpoints(&shard, ctx.listener.as_deref(), leaders);
     let mut out = Vec::with_capacity(topics.len());
     for ((name, id, parts), reads) in topics.iter().zip(results) {
         let id = name

@@ -232,6 +232,8 @@ mod tests {
                 peer: None,
                 broker: None,
                 fetch_sessions: None,
+                listener: None,
+                principal: None,
             };
             let topics = [TopicReads {
                 name: "orders",

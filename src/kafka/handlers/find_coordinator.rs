@@ -68,7 +68,13 @@ struct Found {
     port: i32,
 }
 
-fn lookup(shard: &Services, key: &str, key_type: i8, ensure_error: i16) -> Found {
+fn lookup(
+    shard: &Services,
+    listener: Option<&str>,
+    key: &str,
+    key_type: i8,
+    ensure_error: i16,
+) -> Found {
     let fail = |error, message| Found {
         error,
         message,
@@ -94,13 +100,17 @@ fn lookup(shard: &Services, key: &str, key_type: i8, ensure_error: i16) -> Found
         };
         let p = partition_for(key, t.partitions.len() as i32);
         let leader = t.partitions.get(p as usize).map_or(-1, |ps| ps.leader);
-        match img.broker(leader).filter(|b| !b.fenced) {
-            Some(b) => Found {
+        let found = img
+            .broker(leader)
+            .filter(|b| !b.fenced)
+            .and_then(|b| Some((b.id, super::address_on(listener, b)?)));
+        match found {
+            Some((node, (host, port))) => Found {
                 error: errors::NONE,
                 message: None,
-                node: b.id,
-                host: b.host.clone(),
-                port: i32::from(b.port),
+                node,
+                host: host.to_string(),
+                port: i32::from(port),
             },
             None => fail(errors::COORDINATOR_NOT_AVAILABLE, None),
         }
@@ -122,7 +132,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let mut resp = FindCoordinatorResponse::default();
     if ctx.api_version >= 4 {
         for k in keys {
-            let f = lookup(&shard, &k, req.key_type, ensure);
+            let f = lookup(&shard, ctx.listener.as_deref(), &k, req.key_type, ensure);
             let mut c = Coordinator::default();
             c.key = str_bytes(&k);
             c.node_id = BrokerId(f.node);
@@ -133,7 +143,13 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             resp.coordinators.push(c);
         }
     } else {
-        let f = lookup(&shard, &keys[0], req.key_type, ensure);
+        let f = lookup(
+            &shard,
+            ctx.listener.as_deref(),
+            &keys[0],
+            req.key_type,
+            ensure,
+        );
         resp.error_code = f.error;
         resp.error_message = f.message.map(str_bytes);
         resp.node_id = BrokerId(f.node);

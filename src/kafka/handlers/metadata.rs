@@ -42,15 +42,16 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let mut resp = MetadataResponse::default();
     resp.brokers = img
         .live_brokers()
-        .map(|b| {
+        .filter_map(|b| {
+            let (host, port) = super::address_on(ctx.listener.as_deref(), b)?;
             let mut mb = MetadataResponseBroker::default();
             mb.node_id = BrokerId(b.id);
-            mb.host = str_bytes(&b.host);
-            mb.port = i32::from(b.port);
+            mb.host = str_bytes(host);
+            mb.port = i32::from(port);
             if ctx.api_version >= 1 {
                 mb.rack = b.rack.as_deref().map(str_bytes);
             }
-            mb
+            Some(mb)
         })
         .collect();
     if ctx.api_version >= 2 {

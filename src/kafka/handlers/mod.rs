@@ -69,10 +69,24 @@ pub(crate) fn current_leader(
     })
 }
 
-/// The endpoints (id, host, port, rack) of the given brokers, each once, as the NodeEndpoints
-/// of Produce v10+ and Fetch v16+ responses list them.
+/// Where a client that came in on `listener` reaches broker `b`: its endpoint of the same name,
+/// as Kafka answers (None: `b` has no such listener and is left out). A broker registered
+/// without listeners, or a request with no listener (tests), gets the inter-broker endpoint.
+pub(crate) fn address_on<'a>(
+    listener: Option<&str>,
+    b: &'a chronik_raft::image::BrokerInfo,
+) -> Option<(&'a str, u16)> {
+    match listener {
+        Some(name) if !b.listeners.is_empty() => b.endpoint(name),
+        _ => Some((b.host.as_str(), b.port)),
+    }
+}
+
+/// The endpoints (id, host, port, rack) of the given brokers on the client's listener, each
+/// once, as the NodeEndpoints of Produce v10+ and Fetch v16+ responses list them.
 pub(crate) fn node_endpoints(
     shard: &crate::services::Services,
+    listener: Option<&str>,
     mut ids: Vec<i32>,
 ) -> Vec<Endpoint> {
     ids.sort_unstable();
@@ -80,7 +94,10 @@ pub(crate) fn node_endpoints(
     shard.with_image(|i| {
         ids.iter()
             .filter_map(|id| i.broker(*id).filter(|b| !b.fenced))
-            .map(|b| (b.id, b.host.clone(), i32::from(b.port), b.rack.clone()))
+            .filter_map(|b| {
+                let (host, port) = address_on(listener, b)?;
+                Some((b.id, host.to_string(), i32::from(port), b.rack.clone()))
+            })
             .collect()
     })
 }

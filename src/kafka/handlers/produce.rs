@@ -250,7 +250,9 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     if acks == 0 {
         return Ok(None);
     }
-    for (node_id, host, port, rack) in super::node_endpoints(&shard, leaders) {
+    for (node_id, host, port, rack) in
+        super::node_endpoints(&shard, ctx.listener.as_deref(), leaders)
+    {
         let mut e = NodeEndpoint::default();
         e.node_id = BrokerId(node_id);
         e.host = StrBytes::from_string(host);

@@ -157,6 +157,7 @@ fn seeded() -> &'static MetaState {
                     host: format!("broker{id}"),
                     port: 9092,
                     rack: Some(rack.into()),
+                    listeners: Vec::new(),
                 }),
                 vec![],
             );

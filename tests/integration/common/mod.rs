@@ -174,11 +174,12 @@ impl Server {
     }
 
     fn add_flags(&self, cmd: &mut Command) {
-        cmd.arg("--node-id")
-            .arg(self.node_id.to_string())
-            .arg("--listen")
-            .arg(self.bootstrap())
-            .arg("--controller-listen")
+        cmd.arg("--node-id").arg(self.node_id.to_string());
+        // A test that gives its own `--listeners` lists `port` among them.
+        if !self.extra.iter().any(|a| a == "--listeners") {
+            cmd.arg("--listen").arg(self.bootstrap());
+        }
+        cmd.arg("--controller-listen")
             .arg(format!("127.0.0.1:{}", self.controller_port))
             .arg("--data-dir")
             .arg(&self.data_dir)
