@@ -602,19 +602,7 @@ impl MetaState {
 
     fn elect_leaders(&mut self, partitions: &[PartitionRef], preferred: bool) -> CommandOutcome {
         let targets: Vec<PartitionRef> = if partitions.is_empty() {
-            let mut all: Vec<PartitionRef> = self
-                .image
-                .topics
-                .values()
-                .flat_map(|t| {
-                    (0..t.partitions.len()).map(|i| PartitionRef {
-                        topic: t.name.clone(),
-                        partition: i as i32,
-                    })
-                })
-                .collect();
-            all.sort();
-            all
+            all_partitions(&self.image)
         } else {
             partitions.to_vec()
         };
@@ -859,6 +847,22 @@ fn unknown_partition(topic: &str, partition: i32) -> MetaError {
         codes::UNKNOWN_TOPIC_OR_PARTITION,
         format!("unknown partition {}-{partition}", validate::shown(topic)),
     )
+}
+
+/// Every partition of `img`, sorted (ElectLeaders for "all partitions").
+pub fn all_partitions(img: &MetadataImage) -> Vec<PartitionRef> {
+    let mut all: Vec<PartitionRef> = img
+        .topics
+        .values()
+        .flat_map(|t| {
+            (0..t.partitions.len()).map(|i| PartitionRef {
+                topic: t.name.clone(),
+                partition: i as i32,
+            })
+        })
+        .collect();
+    all.sort();
+    all
 }
 
 #[cfg(test)]

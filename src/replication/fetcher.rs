@@ -736,6 +736,7 @@ async fn fetch_round(
     let mut any_ok = false;
     let mut wrote = false;
     let mut failed = false;
+    let mut writes = Vec::new();
     for t in resp.responses {
         for pd in t.partitions {
             let tp = TopicPartition::new(t.topic.0.as_str(), pd.partition_index);
@@ -762,18 +763,24 @@ async fn fetch_round(
                 _ => continue,
             }
             any_ok = true;
-            if let Some(records) = pd.records {
-                match append_batches(&p, records).await {
-                    Ok(n) => wrote |= n > 0,
-                    Err(e) => {
-                        f.note_storage_failure(&tp, &e);
-                        failed = true;
-                    }
-                }
+            // Each partition's batches are written by a task of its own, all started before
+            // any is awaited: a response naming many partitions (each its own log file) costs
+            // one round of concurrent disk writes, not one write after another.
+            writes.push((
+                tp,
+                glommio::spawn_local(append_then_follow_hw(p, pd.records, pd.high_watermark))
+                    .detach(),
+            ));
+        }
+    }
+    for (tp, write) in writes {
+        match write.await {
+            Some(Ok(n)) => wrote |= n > 0,
+            Some(Err(e)) => {
+                f.note_storage_failure(&tp, &e);
+                failed = true;
             }
-            if let Err(e) = p.update_high_watermark(pd.high_watermark) {
-                tracing::debug!(topic = %tp.topic, partition = tp.partition, "replica fetch: {e}");
-            }
+            None => failed = true,
         }
     }
     if failed {
@@ -787,6 +794,23 @@ async fn fetch_round(
     } else {
         Round::Idle
     })
+}
+
+/// One partition's part of a fetch response: its batches appended, then its high watermark
+/// moved to the leader's (capped at what was written).
+async fn append_then_follow_hw(
+    p: Rc<Partition>,
+    records: Option<Bytes>,
+    leader_hw: i64,
+) -> Result<usize, chronik_storage::StorageError> {
+    let written = match records {
+        Some(records) => append_batches(&p, records).await?,
+        None => 0,
+    };
+    if let Err(e) = p.update_high_watermark(leader_hw) {
+        tracing::debug!(topic = %p.tp.topic, partition = p.tp.partition, "replica fetch: {e}");
+    }
+    Ok(written)
 }
 
 /// Splits a records blob into batches and appends each with its leader-assigned offsets.

@@ -25,20 +25,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let req: ElectLeadersRequest = decode(body, ctx.api_version)?;
     let all_partitions = req.topic_partitions.is_none();
     let wanted: Vec<PartitionRef> = match &req.topic_partitions {
-        None => shard.with_image(|img| {
-            let mut v: Vec<PartitionRef> = img
-                .topics
-                .values()
-                .flat_map(|t| {
-                    (0..t.partitions.len()).map(|i| PartitionRef {
-                        topic: t.name.clone(),
-                        partition: i as i32,
-                    })
-                })
-                .collect();
-            v.sort();
-            v
-        }),
+        None => shard.with_image(chronik_raft::metadata::all_partitions),
         // Duplicates are answered once, as Kafka turns the list into a set.
         Some(topics) => {
             let mut seen = BTreeSet::new();
