@@ -8,6 +8,7 @@ use crate::kafka::handlers::fetch_session::FetchSessions;
 use crate::kafka::{parse_header, ProtocolError, Response};
 use crate::net::broker_auth;
 use crate::net::frame::{read_frame, ByteSource};
+use crate::net::pieces::PieceCursor;
 use crate::net::tls::{self, CipherBuf, TlsShared, TlsSink, TlsSource};
 use crate::services::Services;
 use bytes::{Bytes, BytesMut};
@@ -259,13 +260,8 @@ fn log_protocol_error(peer: &str, e: &ProtocolError) {
 /// waits for room; then vectored sends resume.
 async fn write_pieces(w: &mut TcpStream, pieces: &[Bytes]) -> std::io::Result<()> {
     let fd = w.as_raw_fd();
-    let (mut i, mut off) = (0usize, 0usize);
-    while i < pieces.len() {
-        if off == pieces[i].len() {
-            i += 1;
-            off = 0;
-            continue;
-        }
+    let mut at = PieceCursor::default();
+    while let Some((i, off)) = at.next_unwritten(pieces) {
         let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
@@ -287,7 +283,7 @@ async fn write_pieces(w: &mut TcpStream, pieces: &[Bytes]) -> std::io::Result<()
             msg.msg_iovlen = n_iov as _;
             libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
         };
-        let mut sent = if sent < 0 {
+        let sent = if sent < 0 {
             let e = std::io::Error::last_os_error();
             match e.kind() {
                 std::io::ErrorKind::Interrupted => continue,
@@ -303,17 +299,7 @@ async fn write_pieces(w: &mut TcpStream, pieces: &[Bytes]) -> std::io::Result<()
         } else {
             sent as usize
         };
-        while sent > 0 && i < pieces.len() {
-            let left = pieces[i].len() - off;
-            if sent < left {
-                off += sent;
-                sent = 0;
-            } else {
-                sent -= left;
-                i += 1;
-                off = 0;
-            }
-        }
+        at.advance(pieces, sent);
     }
     Ok(())
 }

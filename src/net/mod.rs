@@ -5,4 +5,5 @@ pub mod conn;
 pub mod frame;
 pub mod idle;
 pub mod listener;
+pub mod pieces;
 pub mod tls;

@@ -12,6 +12,7 @@
 
 use crate::config::tls::{ClientAuth, TlsFiles};
 use crate::net::frame::{make_room, wait_readable, ByteSource, IdleLink};
+use crate::net::pieces::PieceCursor;
 use bytes::{Bytes, BytesMut};
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
@@ -465,20 +466,15 @@ impl TlsSink {
     /// Sends a response given in pieces. The pieces go to rustls together (vectored), so small
     /// ones share full records instead of each costing a record of its own.
     pub async fn send(&mut self, pieces: &[Bytes]) -> std::io::Result<()> {
-        let (mut i, mut off) = (0usize, 0usize);
-        while i < pieces.len() {
-            if off == pieces[i].len() {
-                i += 1;
-                off = 0;
-                continue;
-            }
+        let mut at = PieceCursor::default();
+        while let Some((i, off)) = at.next_unwritten(pieces) {
             let slices: Vec<std::io::IoSlice<'_>> = pieces[i..]
                 .iter()
                 .take(MAX_SLICES)
                 .enumerate()
                 .map(|(k, p)| std::io::IoSlice::new(if k == 0 { &p[off..] } else { &p[..] }))
                 .collect();
-            let mut n = self
+            let n = self
                 .tls
                 .conn
                 .borrow_mut()
@@ -489,17 +485,7 @@ impl TlsSink {
                 flush_queued(&mut self.stream, &self.tls).await?;
                 continue;
             }
-            while n > 0 && i < pieces.len() {
-                let left = pieces[i].len() - off;
-                if n < left {
-                    off += n;
-                    n = 0;
-                } else {
-                    n -= left;
-                    i += 1;
-                    off = 0;
-                }
-            }
+            at.advance(pieces, n);
         }
         flush_queued(&mut self.stream, &self.tls).await
     }
