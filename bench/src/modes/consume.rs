@@ -19,7 +19,7 @@ use crate::stats::Stats;
 use crate::validate::Validator;
 
 use super::produce::{measured_elapsed, start_warmup_timer, stop_on_ctrl_c};
-use super::{base_report, connect, copy_errors, maybe_delete, prepare_topic};
+use super::{base_report, connect, maybe_delete, prepare_topic, record_run};
 
 pub async fn run(args: &Args) -> Result<RunReport> {
     if let Some(group) = &args.consumer_group {
@@ -83,10 +83,7 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     let wall = t0.elapsed();
     let cpu = CpuTimes::now().since(&cpu0);
     let snap = stats.snapshot();
-    report.set_throughput(snap.messages, snap.bytes, elapsed);
-    report.set_latency("fetch-request", &snap.latency);
-    copy_errors(&mut report, &snap);
-    report.set_cpu(cpu, wall);
+    record_run(&mut report, &snap, "fetch-request", elapsed, cpu, wall);
 
     if let Some(v) = validator {
         let summary = v.summary(None);

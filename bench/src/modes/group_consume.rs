@@ -26,7 +26,7 @@ use crate::stats::Stats;
 use crate::validate::Validator;
 
 use super::produce::{start_warmup_timer, stop_on_ctrl_c};
-use super::{base_report, connect, copy_errors, maybe_delete, prepare_topic};
+use super::{base_report, connect, maybe_delete, prepare_topic, record_run};
 
 /// How long a member may take to rejoin before the coordinator drops it from a rebalance
 /// (Kafka takes max.poll.interval.ms; ours never blocks between polls that long).
@@ -227,10 +227,7 @@ pub async fn run_group_consume(args: &Args, group: &str) -> Result<GroupConsumeO
     let wall = t0.elapsed();
     let cpu = CpuTimes::now().since(&cpu0);
     let snap = stats.snapshot();
-    report.set_throughput(snap.messages, snap.bytes, elapsed);
-    report.set_latency("fetch-request", &snap.latency);
-    copy_errors(&mut report, &snap);
-    report.set_cpu(cpu, wall);
+    record_run(&mut report, &snap, "fetch-request", elapsed, cpu, wall);
     if let Some(from) = read_from {
         report.notes.push(format!(
             "joining took {} ms (start → first assignment, the broker's initial rebalance delay included); throughput counts from the first assignment until every partition was read",

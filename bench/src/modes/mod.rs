@@ -7,6 +7,7 @@ pub mod produce;
 pub mod rebalance;
 pub mod round_trip;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +99,40 @@ pub async fn maybe_delete(cluster: &Cluster, args: &Args, report: &mut RunReport
                 .push(format!("could not delete topic '{}': {e:#}", args.topic)),
         }
     }
+}
+
+/// The start of a run that produces: its report, the cluster, the topic's partitions (the
+/// topic created first if asked) and their end offsets now, to count what the run stored.
+pub async fn start_producing(
+    args: &Args,
+    mode: &str,
+) -> Result<(RunReport, Arc<Cluster>, Vec<i32>, HashMap<i32, i64>)> {
+    let mut report = base_report(args, mode);
+    let cluster = connect(args).await?;
+    let info = prepare_topic(&cluster, args).await?;
+    let partitions = info.partitions.len() as i32;
+    report.partitions = partitions;
+    let part_ids: Vec<i32> = (0..partitions).collect();
+    let start_offsets = cluster
+        .list_offsets(&args.topic, &part_ids, crate::metadata::LATEST)
+        .await?;
+    Ok((report, cluster, part_ids, start_offsets))
+}
+
+/// A measured run's figures into its report: throughput over `elapsed`, the latency histogram
+/// (of kind `latency`), the errors, and the client's CPU time over `wall`.
+pub fn record_run(
+    report: &mut RunReport,
+    snap: &crate::stats::StatsSnapshot,
+    latency: &str,
+    elapsed: Duration,
+    cpu: crate::cpu::CpuTimes,
+    wall: Duration,
+) {
+    report.set_throughput(snap.messages, snap.bytes, elapsed);
+    report.set_latency(latency, &snap.latency);
+    copy_errors(report, snap);
+    report.set_cpu(cpu, wall);
 }
 
 pub fn copy_errors(report: &mut RunReport, snap: &crate::stats::StatsSnapshot) {

@@ -17,7 +17,7 @@ use crate::report::{spawn_progress, RunReport};
 use crate::stats::Stats;
 use crate::validate::{AckTracker, Validator};
 
-use super::{base_report, connect, copy_errors, maybe_delete, prepare_topic};
+use super::{maybe_delete, record_run, start_producing};
 
 pub fn produce_config(args: &Args, partitions: i32, stamp_header: bool) -> ProduceConfig {
     ProduceConfig {
@@ -107,13 +107,8 @@ pub fn verify_stored(report: &mut RunReport, acks: i16, acknowledged: u64, store
 }
 
 pub async fn run(args: &Args) -> Result<RunReport> {
-    let mut report = base_report(args, "produce");
-    let cluster = connect(args).await?;
-    let info = prepare_topic(&cluster, args).await?;
-    let partitions = info.partitions.len() as i32;
-    report.partitions = partitions;
-    let part_ids: Vec<i32> = (0..partitions).collect();
-    let start_offsets = cluster.list_offsets(&args.topic, &part_ids, LATEST).await?;
+    let (mut report, cluster, part_ids, start_offsets) = start_producing(args, "produce").await?;
+    let partitions = report.partitions;
 
     let stats = Arc::new(Stats::new(args.warmup_duration.is_zero()));
     let tracker = args.validate.then(|| Arc::new(AckTracker::default()));
@@ -147,10 +142,14 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     let cpu = CpuTimes::now().since(&cpu0);
 
     let snap = stats.snapshot();
-    report.set_throughput(snap.messages, snap.bytes, elapsed);
-    report.set_latency(produce_latency_label(args), &snap.latency);
-    copy_errors(&mut report, &snap);
-    report.set_cpu(cpu, wall);
+    record_run(
+        &mut report,
+        &snap,
+        produce_latency_label(args),
+        elapsed,
+        cpu,
+        wall,
+    );
     if args.verbose {
         eprintln!(
             "generated {} messages, {} given up",

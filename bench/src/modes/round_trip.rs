@@ -20,16 +20,12 @@ use super::produce::{
     measured_elapsed, produce_config, produce_latency_label, start_warmup_timer, stop_on_ctrl_c,
     stored_between, verify_stored,
 };
-use super::{base_report, connect, copy_errors, maybe_delete, prepare_topic};
+use super::{copy_errors, maybe_delete, start_producing};
 
 pub async fn run(args: &Args) -> Result<RunReport> {
-    let mut report = base_report(args, "round-trip");
-    let cluster = connect(args).await?;
-    let info = prepare_topic(&cluster, args).await?;
-    let partitions = info.partitions.len() as i32;
-    report.partitions = partitions;
-    let part_ids: Vec<i32> = (0..partitions).collect();
-    let start_offsets = cluster.list_offsets(&args.topic, &part_ids, LATEST).await?;
+    let (mut report, cluster, part_ids, start_offsets) =
+        start_producing(args, "round-trip").await?;
+    let partitions = report.partitions;
 
     let measuring = args.warmup_duration.is_zero();
     let produce_stats = Arc::new(Stats::new(measuring));
