@@ -94,6 +94,15 @@ impl RunReport {
         self.cpu_cores_used = cpu.cores(wall);
     }
 
+    /// The validation's outcome (`--validate`); a failed one fails the run.
+    pub fn set_validation(&mut self, summary: &crate::validate::ValidationSummary) {
+        self.validation_passed = Some(summary.passed());
+        self.validation = Some(summary.describe());
+        if !summary.passed() {
+            self.fail(format!("validation failed: {}", summary.describe()));
+        }
+    }
+
     /// Marks the run failed (the first reason is kept first).
     pub fn fail(&mut self, why: String) {
         self.passed = false;

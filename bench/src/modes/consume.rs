@@ -87,11 +87,7 @@ pub async fn run(args: &Args) -> Result<RunReport> {
 
     if let Some(v) = validator {
         let summary = v.summary(None);
-        report.validation_passed = Some(summary.passed());
-        report.validation = Some(summary.describe());
-        if !summary.passed() {
-            report.fail(format!("validation failed: {}", summary.describe()));
-        }
+        report.set_validation(&summary);
     }
     if let Some(ends) = ends {
         let behind: Vec<String> = final_positions

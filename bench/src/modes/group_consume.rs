@@ -262,11 +262,7 @@ pub async fn run_group_consume(args: &Args, group: &str) -> Result<GroupConsumeO
     }
     if let Some(v) = validator {
         let summary = v.summary(None);
-        report.validation_passed = Some(summary.passed());
-        report.validation = Some(summary.describe());
-        if !summary.passed() {
-            report.fail(format!("validation failed: {}", summary.describe()));
-        }
+        report.set_validation(&summary);
     }
     maybe_delete(&cluster, args, &mut report).await;
     Ok(GroupConsumeOutcome {

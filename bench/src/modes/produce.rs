@@ -173,11 +173,7 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     if let Some(tracker) = tracker {
         let summary =
             read_back_and_validate(&cluster, args, &start_offsets, &end_offsets, &tracker).await?;
-        report.validation_passed = Some(summary.passed());
-        report.validation = Some(summary.describe());
-        if !summary.passed() {
-            report.fail(format!("validation failed: {}", summary.describe()));
-        }
+        report.set_validation(&summary);
     }
     maybe_delete(&cluster, args, &mut report).await;
     Ok(report)

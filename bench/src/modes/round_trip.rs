@@ -143,11 +143,7 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     }
     if let (Some(v), Some(t)) = (validator, tracker) {
         let summary = v.summary(Some(&t));
-        report.validation_passed = Some(summary.passed());
-        report.validation = Some(summary.describe());
-        if !summary.passed() {
-            report.fail(format!("validation failed: {}", summary.describe()));
-        }
+        report.set_validation(&summary);
     }
     maybe_delete(&cluster, args, &mut report).await;
     Ok(report)
