@@ -66,7 +66,8 @@ pub(crate) fn parse_records<'a>(
     Ok(out)
 }
 
-fn put_varint(buf: &mut BytesMut, v: i64) {
+/// A zig-zag varint, as Kafka's record fields are written.
+pub(crate) fn put_varint(buf: &mut BytesMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     loop {
         if z < 0x80 {

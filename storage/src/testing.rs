@@ -4,21 +4,10 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::batch::{BATCH_HEADER_LEN, CRC_START};
+use crate::records::put_varint;
 
 /// One record: (key, value), either may be null.
 pub type Record<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
-
-fn put_varint(buf: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        if z < 0x80 {
-            buf.put_u8(z as u8);
-            return;
-        }
-        buf.put_u8((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-}
 
 fn put_bytes(buf: &mut BytesMut, b: Option<&[u8]>) {
     match b {
