@@ -445,70 +445,30 @@ fn a_client_that_never_finishes_the_tls_handshake_is_closed_when_idle() {
 /// replicate only if their fetchers speak TLS and show the broker's certificate.
 #[test]
 fn replicas_fetch_over_an_ssl_inter_broker_listener_with_client_auth_required() {
-    use crate::common::cluster_util::{
-        create, leader_of, local_leo, produce_once, wait_until, FAST,
-    };
-    use rdkafka::admin::{NewTopic, TopicReplication};
+    use crate::common::cluster_util::{replicate_five_records, start_two_nodes_with_two_listeners};
     let pki = Pki::new();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let secret = tmp.path().join("cluster.secret");
-    crate::common::new_secret_file(&secret);
-    let ports: Vec<(u16, u16, u16)> = (0..2)
-        .map(|_| (free_port(), free_port(), free_port()))
-        .collect();
-    let quorum = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (_, _, c))| format!("{}@127.0.0.1:{c}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
     let (cert, key, ca) = (
         pki.path_str("server.pem"),
         pki.path_str("server.key"),
         pki.path_str("ca.pem"),
     );
-    let mut nodes: Vec<Server> = Vec::new();
-    for (i, (port, ssl_port, controller)) in ports.iter().enumerate() {
-        let id = i as i32 + 1;
-        let listeners = format!("PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{ssl_port}");
-        let mut args = vec![
-            "--listeners",
-            &listeners,
-            "--inter-broker-listener-name",
-            "SSL",
-            "--ssl-cert-file",
-            &cert,
-            "--ssl-key-file",
-            &key,
-            "--ssl-ca-file",
-            &ca,
-            "--ssl-client-auth",
-            "required",
-        ];
-        args.extend_from_slice(FAST);
-        let dir = tmp.path().join(format!("node-{id}"));
-        let mut s = Server::node(id, *port, *controller, &quorum, dir, &args);
-        s.secret_file = Some(secret.clone());
-        s.spawn();
-        nodes.push(s);
-    }
-    for s in nodes.iter_mut() {
-        s.wait_ready(2);
-    }
-    let bootstrap = nodes[0].bootstrap();
-    create(
-        &bootstrap,
-        NewTopic::new("over-tls-replicated", 1, TopicReplication::Fixed(2)),
-    );
-    wait_until("a leader", 20, || {
-        leader_of(&bootstrap, "over-tls-replicated", 0) > 0
+    let (nodes, _) = start_two_nodes_with_two_listeners(tmp.path(), |_, port, ssl_port| {
+        vec![
+            "--listeners".into(),
+            format!("PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{ssl_port}"),
+            "--inter-broker-listener-name".into(),
+            "SSL".into(),
+            "--ssl-cert-file".into(),
+            cert.clone(),
+            "--ssl-key-file".into(),
+            key.clone(),
+            "--ssl-ca-file".into(),
+            ca.clone(),
+            "--ssl-client-auth".into(),
+            "required".into(),
+        ]
     });
-    let leader = leader_of(&bootstrap, "over-tls-replicated", 0);
-    let leader_addr = nodes[(leader - 1) as usize].bootstrap();
-    let (err, _) = produce_once(&leader_addr, "over-tls-replicated", 0, -1, 10_000, 5);
-    assert_eq!(err, 0, "acks=all produce");
-    let follower = nodes[(2 - leader) as usize].bootstrap();
-    wait_until("the follower caught up over TLS", 20, || {
-        local_leo(&follower, "over-tls-replicated", 0) == 5
-    });
+    // Over TLS: the followers' fetchers must speak it and show the broker's certificate.
+    replicate_five_records(&nodes, "over-tls-replicated");
 }

@@ -276,3 +276,58 @@ pub fn proven_as(
     auth.check_accepted(secret, 1, &answer).expect("accepted");
     s
 }
+
+/// Two nodes of one new cluster, each with a Kafka port and a second listener port:
+/// `flags(id, port, second_port)` gives a node's listener flags (`FAST` is added). Returns the
+/// nodes, serving, and their second ports.
+pub fn start_two_nodes_with_two_listeners(
+    dir: &std::path::Path,
+    flags: impl Fn(i32, u16, u16) -> Vec<String>,
+) -> (Vec<super::Server>, Vec<u16>) {
+    let secret = dir.join("cluster.secret");
+    super::new_secret_file(&secret);
+    let ports: Vec<(u16, u16, u16)> = (0..2)
+        .map(|_| (super::free_port(), super::free_port(), super::free_port()))
+        .collect();
+    let quorum = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, c))| format!("{}@127.0.0.1:{c}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes = Vec::new();
+    for (i, (port, second, controller)) in ports.iter().enumerate() {
+        let id = i as i32 + 1;
+        let own = flags(id, *port, *second);
+        let mut args: Vec<&str> = own.iter().map(String::as_str).collect();
+        args.extend_from_slice(FAST);
+        let node_dir = dir.join(format!("node-{id}"));
+        let mut s = super::Server::node(id, *port, *controller, &quorum, node_dir, &args);
+        s.secret_file = Some(secret.clone());
+        s.spawn();
+        nodes.push(s);
+    }
+    for s in nodes.iter_mut() {
+        s.wait_ready(2);
+    }
+    (nodes, ports.iter().map(|p| p.1).collect())
+}
+
+/// On two nodes: a 1-partition topic of replication factor 2 is created, 5 records are produced
+/// to its leader with acks=all, and the follower's log reaches them.
+pub fn replicate_five_records(nodes: &[super::Server], topic: &str) {
+    let bootstrap = nodes[0].bootstrap();
+    create(
+        &bootstrap,
+        NewTopic::new(topic, 1, rdkafka::admin::TopicReplication::Fixed(2)),
+    );
+    wait_until("a leader", 20, || leader_of(&bootstrap, topic, 0) > 0);
+    let leader = leader_of(&bootstrap, topic, 0);
+    let leader_addr = nodes[(leader - 1) as usize].bootstrap();
+    let (err, _) = produce_once(&leader_addr, topic, 0, -1, 10_000, 5);
+    assert_eq!(err, 0, "acks=all produce");
+    let follower = nodes[(2 - leader) as usize].bootstrap();
+    wait_until("the follower caught up", 20, || {
+        local_leo(&follower, topic, 0) == 5
+    });
+}
