@@ -46,3 +46,12 @@ wait_serving() {
     done
     return 1
 }
+
+# print_run JSON LABEL: one line for a chronik-bench run: label, msg/s and p99 from its JSON report.
+print_run() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{sys.argv[2]:>7}  {r['msgs_per_sec']:>10.0f} msg/s  p99 {r['latency_p99_ms']:.2f} ms")
+PY
+}

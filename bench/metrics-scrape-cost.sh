@@ -54,11 +54,7 @@ run_one() { # $1: scraped|none, $2: run number
     kill "$PID"
     wait "$PID" 2>/dev/null || true
     PID=""
-    python3 - "$WORK/$mode-$n.json" "$mode" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-print(f"{sys.argv[2]:>7}  {r['msgs_per_sec']:>10.0f} msg/s  p99 {r['latency_p99_ms']:.2f} ms")
-PY
+    print_run "$WORK/$mode-$n.json" "$mode"
 }
 
 for n in $(seq "$PAIRS"); do
