@@ -39,17 +39,7 @@ const MAX_SLICES: usize = 64;
 /// Reads the certificate chain, key and (to verify clients) CAs into a rustls server config,
 /// TLS 1.2 and 1.3, ring as the crypto provider.
 pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("ssl-cert-file {}: {e}", files.cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "ssl-cert-file {}: no certificate in it",
-            files.cert.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("ssl-key-file {}: {e}", files.key.display()))?;
+    let (certs, key) = load_cert_and_key(files)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -57,15 +47,7 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     let builder = match (files.client_auth, &files.ca) {
         (ClientAuth::None, _) | (_, None) => builder.with_no_client_auth(),
         (auth, Some(ca)) => {
-            let mut roots = RootCertStore::empty();
-            let cas = CertificateDer::pem_file_iter(ca)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("ssl-ca-file {}: {e}", ca.display()))?;
-            for c in cas {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("ssl-ca-file {}: {e}", ca.display()))?;
-            }
+            let roots = load_roots(ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if auth == ClientAuth::Requested {
                 verifier.allow_unauthenticated()
@@ -93,6 +75,39 @@ pub fn load_client(files: &TlsFiles) -> Result<Arc<ClientConfig>, String> {
             "an SSL inter-broker listener needs --ssl-ca-file to verify the other brokers".into(),
         );
     };
+    let roots = load_roots(ca)?;
+    let (certs, key) = load_cert_and_key(files)?;
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| format!("ssl-cert-file / ssl-key-file: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// The broker's certificate chain and private key (PEM), shown to clients and, by replica
+/// fetchers, to leaders.
+fn load_cert_and_key(
+    files: &TlsFiles,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("ssl-cert-file {}: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "ssl-cert-file {}: no certificate in it",
+            files.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("ssl-key-file {}: {e}", files.key.display()))?;
+    Ok((certs, key))
+}
+
+/// The CAs of `--ssl-ca-file` (PEM), which verify clients and other brokers.
+fn load_roots(ca: &std::path::Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     let cas = CertificateDer::pem_file_iter(ca)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -102,19 +117,7 @@ pub fn load_client(files: &TlsFiles) -> Result<Arc<ClientConfig>, String> {
             .add(c)
             .map_err(|e| format!("ssl-ca-file {}: {e}", ca.display()))?;
     }
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("ssl-cert-file {}: {e}", files.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("ssl-key-file {}: {e}", files.key.display()))?;
-    let config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| format!("TLS: {e}"))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(certs, key)
-            .map_err(|e| format!("ssl-cert-file / ssl-key-file: {e}"))?;
-    Ok(Arc::new(config))
+    Ok(roots)
 }
 
 /// A shard's own copy of the config: rustls's session cache (resumption) sits behind a mutex,
