@@ -28,25 +28,24 @@ fn topic_id(addr: &str, topic: &str) -> uuid::Uuid {
     md.topics[0].topic_id
 }
 
-/// A consumer Fetch v13 (topics by id) of `parts` (partition, offset) in session `id`.
-fn fetch_by_id(
-    s: &mut TcpStream,
-    topic: uuid::Uuid,
+/// A consumer Fetch in session `id` at `epoch`, of `parts` (partition, offset) of the topic
+/// `topic` names (by name or by id; the caller sets it), waiting at most `max_wait_ms`.
+fn session_request(
     id: i32,
     epoch: i32,
+    mut topic: FetchTopic,
     parts: &[(i32, i64)],
-) -> FetchResponse {
+    max_wait_ms: i32,
+) -> FetchRequest {
     let mut req = FetchRequest::default();
     req.replica_id = BrokerId(-1);
-    req.max_wait_ms = 0;
+    req.max_wait_ms = max_wait_ms;
     req.min_bytes = 1;
     req.max_bytes = 1 << 20;
     req.session_id = id;
     req.session_epoch = epoch;
     if !parts.is_empty() {
-        let mut t = FetchTopic::default();
-        t.topic_id = topic;
-        t.partitions = parts
+        topic.partitions = parts
             .iter()
             .map(|(p, offset)| {
                 let mut fp = FetchPartition::default();
@@ -57,8 +56,22 @@ fn fetch_by_id(
                 fp
             })
             .collect();
-        req.topics = vec![t];
+        req.topics = vec![topic];
     }
+    req
+}
+
+/// A consumer Fetch v13 (topics by id) of `parts` (partition, offset) in session `id`.
+fn fetch_by_id(
+    s: &mut TcpStream,
+    topic: uuid::Uuid,
+    id: i32,
+    epoch: i32,
+    parts: &[(i32, i64)],
+) -> FetchResponse {
+    let mut t = FetchTopic::default();
+    t.topic_id = topic;
+    let req = session_request(id, epoch, t, parts, 0);
     raw::call(s, ApiKey::Fetch, 13, &req).expect("fetch")
 }
 
@@ -72,29 +85,9 @@ fn fetch(
     forget: &[i32],
     max_wait_ms: i32,
 ) -> FetchResponse {
-    let mut req = FetchRequest::default();
-    req.replica_id = BrokerId(-1);
-    req.max_wait_ms = max_wait_ms;
-    req.min_bytes = 1;
-    req.max_bytes = 1 << 20;
-    req.session_id = id;
-    req.session_epoch = epoch;
-    if !parts.is_empty() {
-        let mut t = FetchTopic::default();
-        t.topic = TopicName(StrBytes::from_static_str(TOPIC));
-        t.partitions = parts
-            .iter()
-            .map(|(p, offset)| {
-                let mut fp = FetchPartition::default();
-                fp.partition = *p;
-                fp.fetch_offset = *offset;
-                fp.current_leader_epoch = -1;
-                fp.partition_max_bytes = 1 << 20;
-                fp
-            })
-            .collect();
-        req.topics = vec![t];
-    }
+    let mut t = FetchTopic::default();
+    t.topic = TopicName(StrBytes::from_static_str(TOPIC));
+    let mut req = session_request(id, epoch, t, parts, max_wait_ms);
     if !forget.is_empty() {
         let mut f = ForgottenTopic::default();
         f.topic = TopicName(StrBytes::from_static_str(TOPIC));
