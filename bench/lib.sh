@@ -12,6 +12,22 @@ cleanup() {
     rm -rf "$WORK"
 }
 
+# Stops the node started as $SERVER_PID (between the runs of a comparison).
+stop_server() {
+    kill "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+# alternate_pairs A B: `run_one A n; run_one B n` for n in 1..$PAIRS, B first in every other pair
+# so the shared host's speed changes hit both alike.
+alternate_pairs() {
+    local n
+    for n in $(seq "$PAIRS"); do
+        if ((n % 2)); then run_one "$1" "$n"; run_one "$2" "$n"; else run_one "$2" "$n"; run_one "$1" "$n"; fi
+    done
+}
+
 port_free() {
     ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }

@@ -14,15 +14,12 @@ SECS=${2:-10}
 WORK=$(mktemp -d /tmp/chronik-mcost.XXXXXX)
 PORT=$((20000 + RANDOM % 10000))
 MPORT=$((PORT + 2))
-PID=""
 SCRAPER=""
-cleanup() {
-    set +e
+stop_all() {
     [[ -n "$SCRAPER" ]] && kill "$SCRAPER" 2>/dev/null && wait "$SCRAPER" 2>/dev/null
-    [[ -n "$PID" ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-    rm -rf "$WORK"
+    cleanup
 }
-trap cleanup EXIT INT TERM
+trap stop_all EXIT INT TERM
 
 run_one() { # $1: scraped|none, $2: run number
     local mode=$1 n=$2 metrics=none
@@ -31,7 +28,7 @@ run_one() { # $1: scraped|none, $2: run number
     "$BIN/chronik-server" --data-dir "$WORK/data" --cores 2 --no-pin \
         --listen "127.0.0.1:$PORT" --controller-listen "127.0.0.1:$((PORT + 1))" \
         --metrics-listen "$metrics" >"$WORK/server.log" 2>&1 &
-    PID=$!
+    SERVER_PID=$!
     wait_serving "$WORK/server.log" || true
     if [[ $mode == scraped ]]; then
         # Bounded: one scrape a second for the run's length plus a margin.
@@ -51,15 +48,11 @@ run_one() { # $1: scraped|none, $2: run number
         grep -q '^chronik_records_produced_total{topic="t"}' "$WORK/last-scrape.txt" \
             || { echo "the scrapes did not see the produced records" >&2; exit 1; }
     fi
-    kill "$PID"
-    wait "$PID" 2>/dev/null || true
-    PID=""
+    stop_server
     print_run "$WORK/$mode-$n.json" "$mode"
 }
 
-for n in $(seq "$PAIRS"); do
-    if ((n % 2)); then run_one scraped "$n"; run_one none "$n"; else run_one none "$n"; run_one scraped "$n"; fi
-done
+alternate_pairs scraped none
 python3 - "$WORK" "$PAIRS" <<'PY'
 import json, statistics, sys
 w, pairs = sys.argv[1], int(sys.argv[2])

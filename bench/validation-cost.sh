@@ -13,12 +13,6 @@ PAIRS=${1:-6}
 SECS=${2:-10}
 WORK=$(mktemp -d /tmp/chronik-vcost.XXXXXX)
 PORT=$((20000 + RANDOM % 10000))
-PID=""
-cleanup() {
-    set +e
-    [[ -n "$PID" ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-    rm -rf "$WORK"
-}
 trap cleanup EXIT INT TERM
 
 run_one() { # $1: on|off, $2: run number
@@ -28,20 +22,16 @@ run_one() { # $1: on|off, $2: run number
     env "${env[@]}" "$BIN/chronik-server" --data-dir "$WORK/data" --cores 2 \
         --listen "127.0.0.1:$PORT" --controller-listen "127.0.0.1:$((PORT + 1))" --metrics-listen none \
         >"$WORK/server.log" 2>&1 &
-    PID=$!
+    SERVER_PID=$!
     wait_serving "$WORK/server.log" || true
     "$BIN/chronik-bench" --bootstrap-servers "127.0.0.1:$PORT" --topic t --mode produce \
         --concurrency 64 --message-size 1024 --duration "${SECS}s" --acks 1 --create-topic \
         --json-output "$WORK/$mode-$n.json" >/dev/null
-    kill "$PID"
-    wait "$PID" 2>/dev/null || true
-    PID=""
+    stop_server
     print_run "$WORK/$mode-$n.json" "$mode"
 }
 
-for n in $(seq "$PAIRS"); do
-    if ((n % 2)); then run_one on "$n"; run_one off "$n"; else run_one off "$n"; run_one on "$n"; fi
-done
+alternate_pairs on off
 python3 - "$WORK" "$PAIRS" <<'PY'
 import json, statistics, sys
 w, pairs = sys.argv[1], int(sys.argv[2])

@@ -21,6 +21,7 @@ use chronik_storage::testing::{build_batch, build_batch_of, Record};
 use chronik_storage::{
     CleanerLimits, CleanerPace, CleanupPolicy, CompactionConfig, LogConfig, PartitionLog, ReadCache,
 };
+use clap::Parser;
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 use hdrhistogram::Histogram;
 use rand::seq::SliceRandom;
@@ -29,46 +30,28 @@ const VERSIONS: usize = 10;
 const VALUE: usize = 100;
 const PER_BATCH: usize = 100;
 
+/// Log cleaner benchmark (see the file's header).
+#[derive(Parser)]
 struct Args {
+    /// Size of the keyed log to clean, MiB.
+    #[arg(long, default_value_t = 256)]
     mib: u64,
+    /// Length of each produce run, seconds.
+    #[arg(long, default_value_t = 5.0)]
     secs: f64,
+    /// Rounds of (produce alone, produce while cleaning).
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// The cleaner's shares against the request path's 1000 (the broker's
     /// `--log-cleaner-shares`): its task queue and its pace under load.
+    #[arg(long, default_value_t = 50)]
     shares: usize,
+    /// Cap on the cleaner's I/O, bytes per second.
+    #[arg(long, value_name = "BYTES_PER_SEC")]
     io_max: Option<u64>,
+    /// Where the logs go (must be on the disk to measure, not tmpfs).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
     dir: PathBuf,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        mib: 256,
-        secs: 5.0,
-        rounds: 5,
-        shares: 50,
-        io_max: None,
-        dir: std::env::temp_dir(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(x) = it.next() {
-        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match x.as_str() {
-            "--mib" => a.mib = val("--mib")?.parse().map_err(|_| "bad --mib")?,
-            "--secs" => a.secs = val("--secs")?.parse().map_err(|_| "bad --secs")?,
-            "--rounds" => a.rounds = val("--rounds")?.parse().map_err(|_| "bad --rounds")?,
-            "--shares" => a.shares = val("--shares")?.parse().map_err(|_| "bad --shares")?,
-            "--io-max" => a.io_max = Some(val("--io-max")?.parse().map_err(|_| "bad --io-max")?),
-            "--dir" => a.dir = PathBuf::from(val("--dir")?),
-            _ => {
-                return Err(
-                    "usage: cleaner_bench [--mib N] [--secs S] [--rounds R] [--shares N] \
-                     [--io-max BYTES_PER_SEC] [--dir PATH]"
-                        .into(),
-                )
-            }
-        }
-    }
-    Ok(a)
 }
 
 fn compact_cfg() -> LogConfig {
@@ -226,13 +209,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     let root = args
         .dir
         .join(format!("cleaner-bench-{}", std::process::id()));

@@ -15,37 +15,22 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use chronik_storage::testing::build_batch_of;
 use chronik_storage::{FlushPolicy, LogConfig, PartitionLog, ReadCache};
+use clap::Parser;
 use glommio::io::{DmaFile, OpenOptions};
 use glommio::{LocalExecutorBuilder, Placement};
 
 const RECORDS: usize = 16;
 const RECORD_BYTES: usize = 1024;
 
+/// Storage benchmark (see the file's header).
+#[derive(Parser)]
 struct Args {
+    /// Length of each scenario, seconds.
+    #[arg(long, default_value_t = 3.0)]
     secs: f64,
+    /// Where the logs go (must be on the disk to measure, not tmpfs).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
     dir: PathBuf,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        secs: 3.0,
-        dir: std::env::temp_dir(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--secs" => {
-                let v = it.next().ok_or("--secs needs a value")?;
-                args.secs = v.parse().map_err(|_| format!("bad --secs {v}"))?;
-            }
-            "--dir" => args.dir = PathBuf::from(it.next().ok_or("--dir needs a value")?),
-            "-h" | "--help" => {
-                return Err("usage: log_bench [--secs N] [--dir PATH]".into());
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(args)
 }
 
 struct Figures {
@@ -240,13 +225,7 @@ async fn reads(root: &Path, total: u64, secs: f64) -> (Figures, Figures) {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     let secs = args.secs;
     let root = args.dir.clone();
     LocalExecutorBuilder::new(Placement::Unbound)

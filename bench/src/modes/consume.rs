@@ -4,12 +4,12 @@
 //! run began.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 
 use crate::cli::Args;
-use crate::consumer::{run_consumers, ConsumeConfig, FetchLoop, Position};
+use crate::consumer::{run_consumers, FetchLoop, Position};
 use crate::cpu::CpuTimes;
 use crate::metadata::{EARLIEST, LATEST};
 use crate::producer::RunControl;
@@ -51,7 +51,6 @@ pub async fn run(args: &Args) -> Result<RunReport> {
 
     let stats = Arc::new(Stats::new(args.warmup_duration.is_zero()));
     let validator = args.validate.then(|| Arc::new(Validator::default()));
-    let (pmb, mb) = ConsumeConfig::sizes_for(args.message_size, positions.len());
     let t0 = Instant::now();
     let cpu0 = CpuTimes::now();
     let control = Arc::new(RunControl::new(
@@ -60,15 +59,7 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     ));
     let fetch = Arc::new(FetchLoop {
         cluster: cluster.clone(),
-        cfg: Arc::new(ConsumeConfig {
-            topic: args.topic.clone(),
-            request_timeout: args.request_timeout(),
-            max_wait: Duration::from_millis(250),
-            partition_max_bytes: pmb,
-            max_bytes: mb,
-            end_to_end: false,
-            verbose: args.verbose,
-        }),
+        cfg: super::group_consume::consume_config(args, positions.len()),
         stats: stats.clone(),
         control: control.clone(),
         validator: validator.clone(),

@@ -53,17 +53,9 @@ pub fn member_settings(args: &Args, group: &str, partitions: i32) -> Arc<MemberS
     })
 }
 
+/// Group members fetch as the consume mode does.
 pub fn consume_config(args: &Args, partitions: usize) -> Arc<ConsumeConfig> {
-    let (pmb, mb) = ConsumeConfig::sizes_for(args.message_size, partitions);
-    Arc::new(ConsumeConfig {
-        topic: args.topic.clone(),
-        request_timeout: args.request_timeout(),
-        max_wait: Duration::from_millis(250),
-        partition_max_bytes: pmb,
-        max_bytes: mb,
-        end_to_end: false,
-        verbose: args.verbose,
-    })
+    super::consume_config(args, partitions, Duration::from_millis(250), false)
 }
 
 /// Starts `n` members named member-0… ; a member that fails stops the whole run.

@@ -135,6 +135,27 @@ pub fn record_run(
     report.set_cpu(cpu, wall);
 }
 
+/// How a run's fetch tasks read `partitions` partitions: fetch sizes from the message size, the
+/// broker may hold each fetch up to `max_wait`.
+pub fn consume_config(
+    args: &Args,
+    partitions: usize,
+    max_wait: Duration,
+    end_to_end: bool,
+) -> Arc<crate::consumer::ConsumeConfig> {
+    let (partition_max_bytes, max_bytes) =
+        crate::consumer::ConsumeConfig::sizes_for(args.message_size, partitions);
+    Arc::new(crate::consumer::ConsumeConfig {
+        topic: args.topic.clone(),
+        request_timeout: args.request_timeout(),
+        max_wait,
+        partition_max_bytes,
+        max_bytes,
+        end_to_end,
+        verbose: args.verbose,
+    })
+}
+
 pub fn copy_errors(report: &mut RunReport, snap: &crate::stats::StatsSnapshot) {
     report.errors_total += snap.error_count;
     report.failed_messages += snap.failed;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::cli::{Args, ProducerModel};
-use crate::consumer::{run_consumers, ConsumeConfig, FetchLoop, Position};
+use crate::consumer::{run_consumers, FetchLoop, Position};
 use crate::cpu::CpuTimes;
 use crate::metadata::{Cluster, LATEST};
 use crate::payload::PayloadPool;
@@ -197,18 +197,9 @@ pub async fn read_back_and_validate(
             end: Some(e),
         })
         .collect();
-    let (pmb, mb) = ConsumeConfig::sizes_for(args.message_size, positions.len());
     let fetch = Arc::new(FetchLoop {
         cluster: cluster.clone(),
-        cfg: Arc::new(ConsumeConfig {
-            topic: args.topic.clone(),
-            request_timeout: args.request_timeout(),
-            max_wait: Duration::from_millis(100),
-            partition_max_bytes: pmb,
-            max_bytes: mb,
-            end_to_end: false,
-            verbose: args.verbose,
-        }),
+        cfg: super::consume_config(args, positions.len(), Duration::from_millis(100), false),
         stats: Arc::new(Stats::new(true)),
         // Bounded: reading back gets as long as the run itself, and at least a minute.
         control: Arc::new(RunControl::new(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::cli::Args;
-use crate::consumer::{run_consumers, ConsumeConfig, FetchLoop, Position};
+use crate::consumer::{run_consumers, FetchLoop, Position};
 use crate::cpu::CpuTimes;
 use crate::metadata::LATEST;
 use crate::payload::PayloadPool;
@@ -51,18 +51,9 @@ pub async fn run(args: &Args) -> Result<RunReport> {
             end: None,
         })
         .collect();
-    let (pmb, mb) = ConsumeConfig::sizes_for(args.message_size, positions.len());
     let fetch = Arc::new(FetchLoop {
         cluster: cluster.clone(),
-        cfg: Arc::new(ConsumeConfig {
-            topic: args.topic.clone(),
-            request_timeout: args.request_timeout(),
-            max_wait: Duration::from_millis(50),
-            partition_max_bytes: pmb,
-            max_bytes: mb,
-            end_to_end: true,
-            verbose: args.verbose,
-        }),
+        cfg: super::consume_config(args, positions.len(), Duration::from_millis(50), true),
         stats: consume_stats.clone(),
         control: consume_control.clone(),
         validator: validator.clone(),

@@ -87,7 +87,9 @@ struct Inner {
     last_state_ckpt_ms: Cell<i64>,
 }
 
-/// A batch with assigned offsets that is not yet written to its segment.
+/// A batch with assigned offsets that is not yet written to its segment. The writer works on
+/// clones of these (cheap: `bytes` is shared) so no borrow of the log state is held across I/O.
+#[derive(Clone)]
 struct Pending {
     seq: u64,
     base: i64,
@@ -216,16 +218,6 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// A batch waiting in the writer's hands (cloned out of `pending` so no borrow is held).
-struct RunItem {
-    seq: u64,
-    base: i64,
-    last: i64,
-    max_ts: i64,
-    offset_of_max_ts: i64,
-    bytes: Bytes,
 }
 
 impl PartitionLog {

@@ -110,14 +110,7 @@ impl Inner {
                     {
                         break;
                     }
-                    items.push(RunItem {
-                        seq: p.seq,
-                        base: p.base,
-                        last: p.last,
-                        max_ts: p.max_ts,
-                        offset_of_max_ts: p.offset_of_max_ts,
-                        bytes: p.bytes.clone(),
-                    });
+                    items.push(p.clone());
                     size += len;
                     run_bytes += len;
                 }
@@ -178,7 +171,7 @@ impl Inner {
 
     /// Writes one run of queued batches into the active segment in one DMA write, rewriting
     /// the partly filled last page in front of them.
-    pub(super) async fn write_run_locked(&self, items: Vec<RunItem>) -> Result<(), StorageError> {
+    pub(super) async fn write_run_locked(&self, items: Vec<Pending>) -> Result<(), StorageError> {
         let (file, size, tail, allocated, seg_bytes) = {
             let st = self.st.borrow();
             let Some(a) = st.active() else {
