@@ -274,6 +274,8 @@ pub struct Totals {
     pub isr_expands: u64,
     pub connections: u64,
     pub fetch_sessions: (u64, u64),
+    /// Partition logs open on this node (each shard's held partitions).
+    pub open_logs: u64,
     pub busy: Vec<(usize, f64)>,
     pub log_bytes: std::collections::BTreeMap<String, u64>,
     /// (group, topic) → summed lag over the partitions whose high watermark is known here.
@@ -305,6 +307,7 @@ impl Totals {
             for (name, b) in s.log_bytes {
                 *t.log_bytes.entry(name).or_default() += b;
             }
+            t.open_logs += s.high_watermarks.len() as u64;
             for (topic, p, h) in s.high_watermarks {
                 hw.insert((topic, p), h);
             }

@@ -258,6 +258,13 @@ fn partitions(e: &mut Exposition, image: &MetadataImage, me: i32, active_control
 
 fn shard_gauges(e: &mut Exposition, t: &Totals) {
     e.family(
+        "chronik_open_logs",
+        Kind::Gauge,
+        "Partition logs open on this node: the replicas it serves (below chronik_partitions while \
+         logs open after a start, or when one could not be opened).",
+    );
+    e.sample("chronik_open_logs", &[], t.open_logs as f64);
+    e.family(
         "chronik_isr_shrinks_total",
         Kind::Counter,
         "ISR changes of partitions led here that removed a replica.",

@@ -156,6 +156,10 @@ fn counters_move_after_produce_fetch_and_commit_and_each_api_is_counted_by_its_n
         sample(&text, "chronik_partitions{state=\"leader\"}"),
         Some(1.0)
     );
+    // Every replica here was written to (or loaded, for offsets), so each has its log open.
+    let replicas = sample(&text, "chronik_partitions{state=\"leader\"}").unwrap()
+        + sample(&text, "chronik_partitions{state=\"follower\"}").unwrap();
+    assert_eq!(sample(&text, "chronik_open_logs"), Some(replicas));
     assert_eq!(sample(&text, "chronik_controller_is_leader"), Some(1.0));
     assert!(sample(&text, "chronik_raft_commit_index").unwrap() > 0.0);
     assert!(sample(&text, "chronik_shard_busy_ratio{shard=\"1\"}").is_some());
