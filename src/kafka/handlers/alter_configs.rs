@@ -6,6 +6,7 @@
 //! broker). The legacy API replaces a resource's whole set of overrides: keys it does not name
 //! go back to the default.
 
+use chronik_raft::acl::Operation::AlterConfigs;
 use super::describe_configs::{broker_resource, RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{str_bytes, topics};
 use crate::kafka::dispatch::HandlerResult;
@@ -34,9 +35,15 @@ type Outcome = (i16, Option<String>);
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: IncrementalAlterConfigsRequest = decode(body, ctx.api_version)?;
     let mut resp = IncrementalAlterConfigsResponse::default();
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     for res in req.resources {
         let name = res.resource_name.to_string();
-        let (code, message) = if res.resource_type == RESOURCE_BROKER {
+        let refusal = shard.with_image(|i| {
+            crate::acl::config_refusal(&subject, i, res.resource_type, &name, AlterConfigs)
+        });
+        let (code, message) = if let Some(code) = refusal {
+            (code, None)
+        } else if res.resource_type == RESOURCE_BROKER {
             match incremental_changes(&res.configs, None) {
                 Ok((set, delete)) => {
                     alter_broker(&shard, &name, set, delete, req.validate_only).await
@@ -69,9 +76,15 @@ pub async fn handle_legacy(
 ) -> HandlerResult {
     let req: AlterConfigsRequest = decode(body, ctx.api_version)?;
     let mut resp = AlterConfigsResponse::default();
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     for res in req.resources {
         let name = res.resource_name.to_string();
-        let (code, message) = if res.resource_type == RESOURCE_BROKER {
+        let refusal = shard.with_image(|i| {
+            crate::acl::config_refusal(&subject, i, res.resource_type, &name, AlterConfigs)
+        });
+        let (code, message) = if let Some(code) = refusal {
+            (code, None)
+        } else if res.resource_type == RESOURCE_BROKER {
             let set: BTreeMap<String, String> = res
                 .configs
                 .iter()

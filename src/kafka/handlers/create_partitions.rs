@@ -1,5 +1,6 @@
 //! CreatePartitions: grow a topic's partition count through the controller.
 
+use chronik_raft::acl::{Operation, ResourceType};
 use super::{str_bytes, topic_name, topics};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
@@ -12,13 +13,22 @@ use std::rc::Rc;
 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: CreatePartitionsRequest = decode(body, ctx.api_version)?;
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     // Every topic of the request, in order, with a refusal decided here (None: submitted).
     let early: Vec<(String, Option<MetaError>)> = req
         .topics
         .iter()
         .map(|t| {
             let name = t.name.0.to_string();
-            let e = validate::client_may_grow(&name).err();
+            // ALTER on the topic, as Kafka.
+            let e = if !shard.with_image(|i| subject.may(i, Operation::Alter, ResourceType::Topic, &name)) {
+                Some(MetaError::new(
+                    errors::TOPIC_AUTHORIZATION_FAILED,
+                    "Authorization failed.",
+                ))
+            } else {
+                validate::client_may_grow(&name).err()
+            };
             (name, e)
         })
         .collect();
@@ -30,8 +40,9 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let topics_arg: Vec<_> = req
         .topics
         .iter()
-        .filter(|t| !validate::is_internal_topic(&t.name.0))
-        .map(|t| {
+        .zip(&early)
+        .filter(|(_, (_, e))| e.is_none())
+        .map(|(t, _)| {
             (
                 t.name.0.to_string(),
                 t.count,

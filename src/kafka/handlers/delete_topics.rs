@@ -1,6 +1,7 @@
 //! DeleteTopics by name (v1–5) or by id (v6). Internal topics are refused as to a client
 //! without the right to delete them (TOPIC_AUTHORIZATION_FAILED): only the broker manages them.
 
+use chronik_raft::acl::{Operation, ResourceType};
 use super::produce::is_internal_topic;
 use super::{str_bytes, topic_name, topics};
 use crate::kafka::dispatch::HandlerResult;
@@ -37,10 +38,15 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         };
         entries.push((name, t.topic_id, resolved));
     }
+    // DELETE on each topic, as Kafka.
+    let subject = crate::acl::Subject::of(&shard, &ctx);
+    let may_delete = |n: &str| {
+        shard.with_image(|i| subject.may(i, Operation::Delete, ResourceType::Topic, n))
+    };
     let names: Vec<String> = entries
         .iter()
         .filter_map(|e| e.2.clone())
-        .filter(|n| !is_internal_topic(n))
+        .filter(|n| !is_internal_topic(n) && may_delete(n))
         .collect();
     let results = if names.is_empty() {
         Vec::new()
@@ -60,6 +66,12 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         let mut r = DeletableTopicResult::default();
         r.name = resolved.as_deref().or(asked.as_deref()).map(topic_name);
         r.topic_id = id;
+        if resolved.as_deref().is_some_and(|n| !may_delete(n)) {
+            r.error_code = TOPIC_AUTHORIZATION_FAILED;
+            r.error_message = Some(str_bytes("Authorization failed."));
+            resp.responses.push(r);
+            continue;
+        }
         if resolved.as_deref().is_some_and(is_internal_topic) {
             r.error_code = TOPIC_AUTHORIZATION_FAILED;
             r.error_message = Some(str_bytes("internal topics cannot be deleted by clients"));

@@ -1,6 +1,7 @@
 //! DescribeProducers (API 61): the idempotent producers with state in each partition, answered
 //! by the partition's leader (Kafka's ReplicaManager.activeProducerState).
 
+use chronik_raft::acl::{Operation, ResourceType};
 use super::str_bytes;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
@@ -29,13 +30,18 @@ async fn active_local(
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DescribeProducersRequest = decode(body, ctx.api_version)?;
     let mut resp = DescribeProducersResponse::default();
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     for t in req.topics {
+        // READ on the topic, as Kafka.
+        let may = shard.with_image(|i| subject.may(i, Operation::Read, ResourceType::Topic, &t.name));
         let mut tr = TopicResponse::default();
         for index in t.partition_indexes {
             let mut pr = PartitionResponse::default();
             pr.partition_index = index;
             let known = shard.with_image(|i| i.partition(&t.name, index).is_some());
-            let r = if known {
+            let r = if !may {
+                Err(errors::TOPIC_AUTHORIZATION_FAILED)
+            } else if known {
                 let tp = TopicPartition::new(&t.name, index);
                 let owner = shard.owner_of(&t.name, index);
                 shard

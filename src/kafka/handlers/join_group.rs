@@ -1,5 +1,6 @@
 //! JoinGroup: parks until the join phase of the group's rebalance ends.
 
+use chronik_raft::acl::{Operation, ResourceType};
 use super::str_bytes;
 use crate::group::coordinator::{self, JoinParams};
 use crate::group::state::JoinResult;
@@ -14,6 +15,11 @@ use std::rc::Rc;
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let v = ctx.api_version;
     let req: JoinGroupRequest = decode(body, v)?;
+    if !crate::acl::allowed(&shard, &ctx, Operation::Read, ResourceType::Group, &req.group_id.0) {
+        let mut resp = JoinGroupResponse::default();
+        resp.error_code = errors::GROUP_AUTHORIZATION_FAILED;
+        return ctx.encode(&resp).map(Some);
+    }
     let group_id = req.group_id.0.to_string();
     let params = JoinParams {
         group_id: group_id.clone(),

@@ -1,5 +1,6 @@
 //! LeaveGroup: one member (v0–2) or a batch of members by id or group.instance.id (v3+).
 
+use chronik_raft::acl::{Operation, ResourceType};
 use super::str_bytes;
 use crate::group::coordinator;
 use crate::kafka::dispatch::HandlerResult;
@@ -13,6 +14,11 @@ use std::rc::Rc;
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let v = ctx.api_version;
     let req: LeaveGroupRequest = decode(body, v)?;
+    if !crate::acl::allowed(&shard, &ctx, Operation::Read, ResourceType::Group, &req.group_id.0) {
+        let mut resp = LeaveGroupResponse::default();
+        resp.error_code = errors::GROUP_AUTHORIZATION_FAILED;
+        return ctx.encode(&resp).map(Some);
+    }
     let group_id = req.group_id.0.to_string();
     let members: Vec<(String, Option<String>)> = if v >= 3 {
         req.members

@@ -1,5 +1,6 @@
 //! SyncGroup: the leader hands in the assignment; every member gets its own.
 
+use chronik_raft::acl::{Operation, ResourceType};
 use super::str_bytes;
 use crate::group::coordinator::{self, SyncParams};
 use crate::group::state::SyncResult;
@@ -12,6 +13,11 @@ use std::rc::Rc;
 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: SyncGroupRequest = decode(body, ctx.api_version)?;
+    if !crate::acl::allowed(&shard, &ctx, Operation::Read, ResourceType::Group, &req.group_id.0) {
+        let mut resp = SyncGroupResponse::default();
+        resp.error_code = errors::GROUP_AUTHORIZATION_FAILED;
+        return ctx.encode(&resp).map(Some);
+    }
     let group_id = req.group_id.0.to_string();
     let params = SyncParams {
         group_id: group_id.clone(),
