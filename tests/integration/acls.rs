@@ -126,7 +126,7 @@ fn call<S: Read + Write, Req: Encodable + HeaderVersion, Resp: Decodable>(
 /// A node with PLAINTEXT and SSL (client certificates required) listeners and the authorizer
 /// on, `User:CN=admin` a super user.
 struct Node {
-    server: Server,
+    _server: Server,
     ssl_port: u16,
     _tmp: tempfile::TempDir,
 }
@@ -158,7 +158,7 @@ fn start(pki: &Pki) -> Node {
     server.spawn();
     server.wait_ready(1);
     Node {
-        server,
+        _server: server,
         ssl_port,
         _tmp: tmp,
     }
@@ -381,8 +381,10 @@ fn a_principal_without_acls_is_refused_until_an_acl_allows_it_and_a_deny_wins() 
     // DeleteAcls returns what it removed; the DENY gone, alice writes again.
     let mut f = DeleteAclsFilter::default();
     f.resource_type_filter = ANY;
+    f.resource_name_filter = None;
     f.pattern_type_filter = ANY;
     f.principal_filter = Some(s(ALICE));
+    f.host_filter = None;
     f.operation = ANY;
     f.permission_type = DENY;
     let mut req = DeleteAclsRequest::default();
@@ -481,7 +483,7 @@ fn a_three_node_cluster_with_the_authorizer_on_replicates_as_brokers() {
         assert_eq!(fetch_error(&mut c, topic), TOPIC_AUTHORIZATION_FAILED);
     }
     // acks=all with min.insync.replicas=3: answered only once both followers fetched it.
-    let leader = cluster_util::leader_of(&bootstrap, topic, 0);
+    let leader = cluster_util::leader_of(&cluster.node(1).bootstrap(), topic, 0);
     let leader_addr = cluster.node(leader).bootstrap();
     wait_until("a three-member ISR", 30, || {
         cluster_util::isr_of(&leader_addr, topic, 0).len() == 3
