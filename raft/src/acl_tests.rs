@@ -217,3 +217,39 @@ fn wire_codes_are_kafkas() {
     assert_eq!(PatternType::Prefixed.code(), 4);
     assert_eq!(Allow.code(), 3);
 }
+
+#[test]
+fn acl_commands_that_change_nothing_are_answered_before_the_log() {
+    use crate::validate::{precheck, Precheck};
+    let mut s = MetaState::default();
+    let good = lit("t", ALICE, Write, Allow);
+    let bad = lit("t", "nobody", Write, Allow);
+    let create = |acls| Command::CreateAcls { acls };
+    assert!(matches!(
+        precheck(&s.image, create(vec![bad.clone()]), D),
+        Precheck::Answer(CommandOutcome::AclsCreated(_))
+    ));
+    assert!(matches!(
+        precheck(&s.image, create(vec![good.clone(), bad]), D),
+        Precheck::Propose { .. }
+    ));
+    s.apply(&ProposedCommand::new(create(vec![good.clone()])), D);
+    assert!(matches!(
+        precheck(&s.image, create(vec![good]), D),
+        Precheck::Answer(CommandOutcome::AclsCreated(_))
+    ));
+    let none = Command::DeleteAcls {
+        filters: vec![AclFilter {
+            principal: Some("User:bob".into()),
+            ..AclFilter::any()
+        }],
+    };
+    assert!(matches!(
+        precheck(&s.image, none, D),
+        Precheck::Answer(CommandOutcome::AclsDeleted(_))
+    ));
+    let all = Command::DeleteAcls {
+        filters: vec![AclFilter::any()],
+    };
+    assert!(matches!(precheck(&s.image, all, D), Precheck::Propose { .. }));
+}
