@@ -37,17 +37,26 @@ const ALICE: &str = "User:CN=alice";
 #[test]
 fn no_binding_for_the_resource_is_no_acls_not_a_denial() {
     let s = set(&[lit("other", ALICE, Write, Allow)]);
-    assert_eq!(s.verdict(ALICE, "1.2.3.4", Write, Topic, "t"), Verdict::NoAcls);
+    assert_eq!(
+        s.verdict(ALICE, "1.2.3.4", Write, Topic, "t"),
+        Verdict::NoAcls
+    );
     // A binding for someone else on the resource makes it "found": Kafka then denies.
     let s = set(&[lit("t", "User:bob", Write, Allow)]);
-    assert_eq!(s.verdict(ALICE, "1.2.3.4", Write, Topic, "t"), Verdict::Denied);
+    assert_eq!(
+        s.verdict(ALICE, "1.2.3.4", Write, Topic, "t"),
+        Verdict::Denied
+    );
 }
 
 #[test]
 fn an_allow_lets_the_principal_do_that_operation_and_what_it_implies() {
     let s = set(&[lit("t", ALICE, Write, Allow)]);
     assert_eq!(s.verdict(ALICE, "h", Write, Topic, "t"), Verdict::Allowed);
-    assert_eq!(s.verdict(ALICE, "h", Describe, Topic, "t"), Verdict::Allowed);
+    assert_eq!(
+        s.verdict(ALICE, "h", Describe, Topic, "t"),
+        Verdict::Allowed
+    );
     assert_eq!(s.verdict(ALICE, "h", Read, Topic, "t"), Verdict::Denied);
     let s = set(&[lit("t", ALICE, AlterConfigs, Allow)]);
     assert_eq!(
@@ -60,12 +69,12 @@ fn an_allow_lets_the_principal_do_that_operation_and_what_it_implies() {
 
 #[test]
 fn deny_wins_over_allow_but_does_not_imply_other_operations() {
-    let s = set(&[
-        lit("t", ALICE, All, Allow),
-        lit("t", ALICE, Read, Deny),
-    ]);
+    let s = set(&[lit("t", ALICE, All, Allow), lit("t", ALICE, Read, Deny)]);
     assert_eq!(s.verdict(ALICE, "h", Read, Topic, "t"), Verdict::Denied);
-    assert_eq!(s.verdict(ALICE, "h", Describe, Topic, "t"), Verdict::Allowed);
+    assert_eq!(
+        s.verdict(ALICE, "h", Describe, Topic, "t"),
+        Verdict::Allowed
+    );
     let s = set(&[
         lit("t", ALICE, Write, Allow),
         lit("*", WILDCARD_PRINCIPAL, All, Deny),
@@ -80,35 +89,61 @@ fn wildcards_match_every_principal_host_and_literal_name() {
     let mut b = lit("t", ALICE, Read, Allow);
     b.host = "10.0.0.1".into();
     let s = set(&[b]);
-    assert_eq!(s.verdict(ALICE, "10.0.0.1", Read, Topic, "t"), Verdict::Allowed);
-    assert_eq!(s.verdict(ALICE, "10.0.0.2", Read, Topic, "t"), Verdict::Denied);
+    assert_eq!(
+        s.verdict(ALICE, "10.0.0.1", Read, Topic, "t"),
+        Verdict::Allowed
+    );
+    assert_eq!(
+        s.verdict(ALICE, "10.0.0.2", Read, Topic, "t"),
+        Verdict::Denied
+    );
 }
 
 #[test]
 fn a_prefixed_binding_covers_every_name_that_starts_with_it() {
     let s = set(&[
         binding(Topic, "orders-", PatternType::Prefixed, ALICE, Write, Allow),
-        binding(Topic, "orders-secret", PatternType::Prefixed, ALICE, Write, Deny),
+        binding(
+            Topic,
+            "orders-secret",
+            PatternType::Prefixed,
+            ALICE,
+            Write,
+            Deny,
+        ),
     ]);
-    assert_eq!(s.verdict(ALICE, "h", Write, Topic, "orders-eu"), Verdict::Allowed);
+    assert_eq!(
+        s.verdict(ALICE, "h", Write, Topic, "orders-eu"),
+        Verdict::Allowed
+    );
     assert_eq!(
         s.verdict(ALICE, "h", Write, Topic, "orders-secret-1"),
         Verdict::Denied
     );
-    assert_eq!(s.verdict(ALICE, "h", Write, Topic, "orders"), Verdict::NoAcls);
+    assert_eq!(
+        s.verdict(ALICE, "h", Write, Topic, "orders"),
+        Verdict::NoAcls
+    );
     // Resource types are apart: a topic binding says nothing of a group of the same name.
-    assert_eq!(s.verdict(ALICE, "h", Read, Group, "orders-eu"), Verdict::NoAcls);
+    assert_eq!(
+        s.verdict(ALICE, "h", Read, Group, "orders-eu"),
+        Verdict::NoAcls
+    );
 }
 
 #[test]
 fn a_write_on_some_topic_counts_for_authorization_by_resource_type() {
-    let s = set(&[binding(Topic, "p-", PatternType::Prefixed, ALICE, Write, Allow)]);
+    let s = set(&[binding(
+        Topic,
+        "p-",
+        PatternType::Prefixed,
+        ALICE,
+        Write,
+        Allow,
+    )]);
     assert!(s.any_allow(ALICE, "h", Write, Topic));
     assert!(!s.any_allow("User:bob", "h", Write, Topic));
-    let s = set(&[
-        lit("t", ALICE, Write, Allow),
-        lit("*", ALICE, Write, Deny),
-    ]);
+    let s = set(&[lit("t", ALICE, Write, Allow), lit("*", ALICE, Write, Deny)]);
     assert!(!s.any_allow(ALICE, "h", Write, Topic));
 }
 
@@ -140,11 +175,21 @@ fn filters_match_as_kafka_resource_pattern_filters_do() {
 fn bindings_are_refused_with_a_bad_principal_cluster_name_or_size() {
     assert!(validate_binding(&lit("t", ALICE, Read, Allow)).is_ok());
     for bad in ["alice", ":alice", "User:", ""] {
-        assert!(validate_binding(&lit("t", bad, Read, Allow)).is_err(), "{bad}");
+        assert!(
+            validate_binding(&lit("t", bad, Read, Allow)).is_err(),
+            "{bad}"
+        );
     }
     let c = binding(Cluster, "c", PatternType::Literal, ALICE, Alter, Allow);
     assert!(validate_binding(&c).is_err());
-    let c = binding(Cluster, CLUSTER_NAME, PatternType::Literal, ALICE, Alter, Allow);
+    let c = binding(
+        Cluster,
+        CLUSTER_NAME,
+        PatternType::Literal,
+        ALICE,
+        Alter,
+        Allow,
+    );
     assert!(validate_binding(&c).is_ok());
     assert!(validate_binding(&lit("", ALICE, Read, Allow)).is_err());
     assert!(validate_binding(&lit(&"x".repeat(MAX_NAME_LEN + 1), ALICE, Read, Allow)).is_err());
@@ -251,5 +296,8 @@ fn acl_commands_that_change_nothing_are_answered_before_the_log() {
     let all = Command::DeleteAcls {
         filters: vec![AclFilter::any()],
     };
-    assert!(matches!(precheck(&s.image, all, D), Precheck::Propose { .. }));
+    assert!(matches!(
+        precheck(&s.image, all, D),
+        Precheck::Propose { .. }
+    ));
 }

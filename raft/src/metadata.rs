@@ -5,11 +5,11 @@
 //! validated against the current state and only then applied, so an invalid command (or topic of
 //! a request) changes nothing.
 
+use crate::acl::{self, AclBinding, AclFilter};
 use crate::command::{
     codes, BrokerRegistration, Command, CommandOutcome, MetaError, NewTopic, PartitionRef,
     ProposedCommand,
 };
-use crate::acl::{self, AclBinding, AclFilter};
 use crate::image::{
     BrokerId, BrokerInfo, MetadataImage, PartitionState, TopicId, TopicImage, NO_LEADER,
 };
@@ -151,8 +151,7 @@ impl MetaState {
         if acls.len() > acl::MAX_PER_REQUEST {
             return CommandOutcome::Rejected(too_many_acls(acls.len()));
         }
-        let results: Vec<Result<(), MetaError>> =
-            acls.iter().map(acl::validate_binding).collect();
+        let results: Vec<Result<(), MetaError>> = acls.iter().map(acl::validate_binding).collect();
         let valid: Vec<AclBinding> = acls
             .iter()
             .zip(&results)

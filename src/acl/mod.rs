@@ -8,7 +8,6 @@
 //! the `--super-users` may do everything; a resource no binding names follows
 //! `--allow-everyone-if-no-acl-found`.
 
-
 use crate::kafka::RequestContext;
 use crate::services::Services;
 use chronik_raft::acl::{valid_principal, Operation, ResourceType, Verdict};
@@ -195,8 +194,8 @@ mod tests {
 
     #[test]
     fn super_users_are_semicolon_separated_principals() {
-        let c = AuthorizerConfig::resolve(true, Some("User:admin; User:CN=ops"), false)
-            .expect("valid");
+        let c =
+            AuthorizerConfig::resolve(true, Some("User:admin; User:CN=ops"), false).expect("valid");
         assert_eq!(c.super_users, vec!["User:admin", "User:CN=ops"]);
         assert!(AuthorizerConfig::resolve(true, Some("admin"), false).is_err());
         assert!(AuthorizerConfig::resolve(false, None, false)

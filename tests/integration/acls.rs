@@ -6,7 +6,6 @@
 
 use crate::common::cluster_util::{self, wait_until};
 use crate::common::{free_port, raw, Cluster, Server};
-use bytes::Bytes;
 use chronik::kafka::client::call_blocking;
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -135,7 +134,11 @@ fn start(pki: &Pki) -> Node {
     let (port, ssl_port, controller_port) = (free_port(), free_port(), free_port());
     let tmp = tempfile::tempdir().expect("tempdir");
     let listeners = format!("PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{ssl_port}");
-    let (cert, key, ca) = (pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"));
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+    );
     let args = [
         "--listeners",
         &listeners,
@@ -154,7 +157,14 @@ fn start(pki: &Pki) -> Node {
         "2",
     ];
     let quorum = format!("1@127.0.0.1:{controller_port}");
-    let mut server = Server::node(1, port, controller_port, &quorum, tmp.path().join("d"), &args);
+    let mut server = Server::node(
+        1,
+        port,
+        controller_port,
+        &quorum,
+        tmp.path().join("d"),
+        &args,
+    );
     server.spawn();
     server.wait_ready(1);
     Node {
@@ -164,14 +174,7 @@ fn start(pki: &Pki) -> Node {
     }
 }
 
-fn creation(
-    rt: i8,
-    name: &str,
-    pattern: i8,
-    principal: &str,
-    op: i8,
-    perm: i8,
-) -> AclCreation {
+fn creation(rt: i8, name: &str, pattern: i8, principal: &str, op: i8, perm: i8) -> AclCreation {
     let mut c = AclCreation::default();
     c.resource_type = rt;
     c.resource_name = s(name);
@@ -191,7 +194,13 @@ fn create_acls<S: Read + Write>(c: &mut S, creations: Vec<AclCreation>) -> Vec<i
     r.results.iter().map(|x| x.error_code).collect()
 }
 
-fn filter(rt: i8, name: Option<&str>, pattern: i8, principal: Option<&str>, perm: i8) -> DescribeAclsRequest {
+fn filter(
+    rt: i8,
+    name: Option<&str>,
+    pattern: i8,
+    principal: Option<&str>,
+    perm: i8,
+) -> DescribeAclsRequest {
     let mut f = DescribeAclsRequest::default();
     f.resource_type_filter = rt;
     f.resource_name_filter = name.map(s);
@@ -203,11 +212,11 @@ fn filter(rt: i8, name: Option<&str>, pattern: i8, principal: Option<&str>, perm
     f
 }
 
-/// DescribeAcls v2: (error, [(type, name, pattern, principal, op, permission)]).
-fn describe_acls<S: Read + Write>(
-    c: &mut S,
-    f: &DescribeAclsRequest,
-) -> (i16, Vec<(i8, String, i8, String, i8, i8)>) {
+/// A described binding: (type, name, pattern, principal, operation, permission).
+type Described = (i8, String, i8, String, i8, i8);
+
+/// DescribeAcls v2: the error code and the bindings.
+fn describe_acls<S: Read + Write>(c: &mut S, f: &DescribeAclsRequest) -> (i16, Vec<Described>) {
     let r: DescribeAclsResponse = call(c, ApiKey::DescribeAcls, 2, f);
     let mut out = Vec::new();
     for res in &r.resources {
@@ -242,7 +251,7 @@ fn produce<S: Read + Write>(c: &mut S, topic: &str) -> i16 {
     let batch = chronik_storage::testing::build_batch_of(1, 10, b'x', 1_700_000_000_000);
     let mut pd = PartitionProduceData::default();
     pd.index = 0;
-    pd.records = Some(Bytes::from(batch.freeze()));
+    pd.records = Some(batch.freeze());
     let mut td = TopicProduceData::default();
     td.name = TopicName(s(topic));
     td.partition_data = vec![pd];
@@ -296,6 +305,27 @@ fn fetch_error<S: Read + Write>(c: &mut S, topic: &str) -> i16 {
     r.responses[0].partitions[0].error_code
 }
 
+/// OffsetCommit v2 of offset 0 of `orders`/0 for `group`, outside any generation (as a
+/// consumer with manual assignment commits); the partition's error code.
+fn commit<S: Read + Write>(c: &mut S, group: &str) -> i16 {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let mut p = OffsetCommitRequestPartition::default();
+    p.partition_index = 0;
+    p.committed_offset = 0;
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = TopicName(s("orders"));
+    t.partitions = vec![p];
+    let mut req = OffsetCommitRequest::default();
+    req.group_id = GroupId(s(group));
+    req.generation_id_or_member_epoch = -1;
+    req.member_id = s("");
+    req.topics = vec![t];
+    let r: OffsetCommitResponse = call(c, ApiKey::OffsetCommit, 2, &req);
+    r.topics[0].partitions[0].error_code
+}
+
 fn bit(op: i8) -> i32 {
     1 << op
 }
@@ -320,9 +350,15 @@ fn a_principal_without_acls_is_refused_until_an_acl_allows_it_and_a_deny_wins() 
     assert_eq!(create_topic(&mut alice, "mine"), TOPIC_AUTHORIZATION_FAILED);
     // Nor use the ACL APIs (ALTER / DESCRIBE on the cluster).
     let all = filter(ANY, None, ANY, None, ANY);
-    assert_eq!(describe_acls(&mut alice, &all).0, CLUSTER_AUTHORIZATION_FAILED);
     assert_eq!(
-        create_acls(&mut alice, vec![creation(TOPIC, "orders", LITERAL, ALICE, ALL, ALLOW)]),
+        describe_acls(&mut alice, &all).0,
+        CLUSTER_AUTHORIZATION_FAILED
+    );
+    assert_eq!(
+        create_acls(
+            &mut alice,
+            vec![creation(TOPIC, "orders", LITERAL, ALICE, ALL, ALLOW)]
+        ),
         vec![CLUSTER_AUTHORIZATION_FAILED]
     );
 
@@ -340,7 +376,11 @@ fn a_principal_without_acls_is_refused_until_an_acl_allows_it_and_a_deny_wins() 
         vec![0, 0, 42]
     );
     assert_eq!(produce(&mut alice, "orders"), 0);
-    assert_eq!(produce(&mut alice, "logs-a"), 0, "a PREFIXED binding covers logs-a");
+    assert_eq!(
+        produce(&mut alice, "logs-a"),
+        0,
+        "a PREFIXED binding covers logs-a"
+    );
     assert_eq!(produce(&mut alice, "metrics"), TOPIC_AUTHORIZATION_FAILED);
     let seen = metadata(&mut alice, None);
     assert_eq!(
@@ -351,12 +391,18 @@ fn a_principal_without_acls_is_refused_until_an_acl_allows_it_and_a_deny_wins() 
         ]
     );
     // WRITE is not READ.
-    assert_eq!(fetch_error(&mut alice, "orders"), TOPIC_AUTHORIZATION_FAILED);
+    assert_eq!(
+        fetch_error(&mut alice, "orders"),
+        TOPIC_AUTHORIZATION_FAILED
+    );
     assert_eq!(fetch_error(&mut admin, "orders"), 0);
 
     // A DENY beats the ALLOW.
     assert_eq!(
-        create_acls(&mut admin, vec![creation(TOPIC, "orders", LITERAL, ALICE, WRITE, DENY)]),
+        create_acls(
+            &mut admin,
+            vec![creation(TOPIC, "orders", LITERAL, ALICE, WRITE, DENY)]
+        ),
         vec![0]
     );
     assert_eq!(produce(&mut alice, "orders"), TOPIC_AUTHORIZATION_FAILED);
@@ -375,7 +421,10 @@ fn a_principal_without_acls_is_refused_until_an_acl_allows_it_and_a_deny_wins() 
         denies,
         vec![(TOPIC, "orders".into(), LITERAL, ALICE.into(), WRITE, DENY)]
     );
-    let (_, literal) = describe_acls(&mut admin, &filter(TOPIC, Some("orders"), LITERAL, None, ANY));
+    let (_, literal) = describe_acls(
+        &mut admin,
+        &filter(TOPIC, Some("orders"), LITERAL, None, ANY),
+    );
     assert_eq!(literal.len(), 2);
 
     // DeleteAcls returns what it removed; the DENY gone, alice writes again.
@@ -407,21 +456,48 @@ fn a_principal_without_acls_is_refused_until_an_acl_allows_it_and_a_deny_wins() 
     let r: FindCoordinatorResponse = call(&mut alice, ApiKey::FindCoordinator, 3, &req);
     assert_eq!(r.error_code, GROUP_AUTHORIZATION_FAILED);
     assert_eq!(
-        create_acls(&mut admin, vec![creation(GROUP, "alice-", PREFIXED, ALICE, READ, ALLOW)]),
+        create_acls(
+            &mut admin,
+            vec![creation(GROUP, "alice-", PREFIXED, ALICE, READ, ALLOW)]
+        ),
         vec![0]
     );
     let r: FindCoordinatorResponse = call(&mut alice, ApiKey::FindCoordinator, 3, &req);
     assert_eq!(r.error_code, 0, "READ on the group implies DESCRIBE");
 
+    // OffsetCommit needs READ on the group and on the topic.
+    assert_eq!(commit(&mut alice, "bob-group"), GROUP_AUTHORIZATION_FAILED);
+    assert_eq!(
+        commit(&mut alice, "alice-group"),
+        TOPIC_AUTHORIZATION_FAILED
+    );
+    assert_eq!(
+        create_acls(
+            &mut admin,
+            vec![creation(TOPIC, "orders", LITERAL, ALICE, READ, ALLOW)]
+        ),
+        vec![0]
+    );
+    assert_eq!(commit(&mut alice, "alice-group"), 0);
+    assert_eq!(fetch_error(&mut alice, "orders"), 0);
+
     // Cluster-level APIs.
-    let r: DescribeClusterResponse =
-        call(&mut alice, ApiKey::DescribeCluster, 0, &DescribeClusterRequest::default());
+    let r: DescribeClusterResponse = call(
+        &mut alice,
+        ApiKey::DescribeCluster,
+        0,
+        &DescribeClusterRequest::default(),
+    );
     assert_eq!(r.error_code, CLUSTER_AUTHORIZATION_FAILED);
     let mut req = DescribeClusterRequest::default();
     req.include_cluster_authorized_operations = true;
     let r: DescribeClusterResponse = call(&mut admin, ApiKey::DescribeCluster, 0, &req);
     assert_eq!(r.error_code, 0);
-    assert_ne!(r.cluster_authorized_operations & bit(7), 0, "a super user may ALTER");
+    assert_ne!(
+        r.cluster_authorized_operations & bit(7),
+        0,
+        "a super user may ALTER"
+    );
 }
 
 #[test]
@@ -431,18 +507,32 @@ fn with_the_authorizer_off_the_acl_apis_answer_security_disabled() {
     let (e, _) = describe_acls(&mut c, &filter(ANY, None, ANY, None, ANY));
     assert_eq!(e, SECURITY_DISABLED);
     assert_eq!(
-        create_acls(&mut c, vec![creation(TOPIC, "t", LITERAL, ALICE, READ, ALLOW)]),
+        create_acls(
+            &mut c,
+            vec![creation(TOPIC, "t", LITERAL, ALICE, READ, ALLOW)]
+        ),
         vec![SECURITY_DISABLED]
     );
     // Everyone may do everything: the topic operations are all of TOPIC's.
     assert_eq!(create_topic(&mut c, "open"), 0);
     let m = metadata(&mut c, Some(&["open"]));
-    let all_topic_ops = [3, 4, 5, 6, 7, 8, 10, 11].iter().fold(0, |b, op| b | (1 << op));
+    let all_topic_ops = [3, 4, 5, 6, 7, 8, 10, 11]
+        .iter()
+        .fold(0, |b, op| b | (1 << op));
     assert_eq!(m, vec![("open".into(), 0, all_topic_ops)]);
     // ApiVersions lists the three APIs.
-    let r: ApiVersionsResponse = call(&mut c, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let r: ApiVersionsResponse = call(
+        &mut c,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default(),
+    );
     for key in [ApiKey::CreateAcls, ApiKey::DescribeAcls, ApiKey::DeleteAcls] {
-        let v = r.api_keys.iter().find(|k| k.api_key == key as i16).expect("listed");
+        let v = r
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == key as i16)
+            .expect("listed");
         assert_eq!((v.min_version, v.max_version), (1, 3));
     }
 }
@@ -454,11 +544,17 @@ fn a_three_node_cluster_with_the_authorizer_on_replicates_as_brokers() {
     // needs (CLUSTER_ACTION, READ): followers still fetch, as brokers.
     let mut cluster = Cluster::start(
         3,
-        &["--authorizer-enable", "--allow-everyone-if-no-acl-found", "--cores", "2"],
+        &[
+            "--authorizer-enable",
+            "--allow-everyone-if-no-acl-found",
+            "--cores",
+            "2",
+        ],
     );
     let bootstrap = cluster.bootstrap();
     let topic = "replicated";
-    let mut new = rdkafka::admin::NewTopic::new(topic, 1, rdkafka::admin::TopicReplication::Fixed(3));
+    let mut new =
+        rdkafka::admin::NewTopic::new(topic, 1, rdkafka::admin::TopicReplication::Fixed(3));
     new = new.set("min.insync.replicas", "3");
     cluster_util::create(&bootstrap, new);
     let anon = "User:ANONYMOUS";

@@ -147,10 +147,7 @@ pub async fn create(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     if let Some(e) = gate(&shard, &ctx, Operation::Alter) {
         results.resize(req.creations.len(), Err(e));
     } else if req.creations.len() > acl::MAX_PER_REQUEST {
-        let e = invalid(format!(
-            "at most {} ACLs per request",
-            acl::MAX_PER_REQUEST
-        ));
+        let e = invalid(format!("at most {} ACLs per request", acl::MAX_PER_REQUEST));
         results.resize(req.creations.len(), Err(e));
     } else {
         // Parsed here; the valid ones go to the controller in one command, which answers each.
@@ -178,14 +175,14 @@ pub async fn create(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             {
                 Ok(CommandOutcome::AclsCreated(v)) if v.len() == n => Box::new(v.into_iter()),
                 Ok(CommandOutcome::Rejected(e)) | Err(e) => {
-                    Box::new(std::iter::repeat(Err(e)).take(n))
+                    Box::new(std::iter::repeat_n(Err(e), n))
                 }
                 Ok(other) => {
                     let e = MetaError::new(
                         errors::UNKNOWN_SERVER_ERROR,
                         format!("unexpected controller outcome {other:?}"),
                     );
-                    Box::new(std::iter::repeat(Err(e)).take(n))
+                    Box::new(std::iter::repeat_n(Err(e), n))
                 }
             }
         };
@@ -297,26 +294,26 @@ pub async fn delete(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             .iter()
             .filter_map(|r| r.clone().ok().flatten())
             .collect();
-        let mut committed: Box<dyn Iterator<Item = Result<Vec<AclBinding>, MetaError>>> =
-            if filters.is_empty() {
-                Box::new(std::iter::empty())
-            } else {
-                let k = filters.len();
-                match topics::submit_served(&shard, Command::DeleteAcls { filters }, TIMEOUT).await
-                {
-                    Ok(CommandOutcome::AclsDeleted(v)) if v.len() == k => Box::new(v.into_iter()),
-                    Ok(CommandOutcome::Rejected(e)) | Err(e) => {
-                        Box::new(std::iter::repeat(Err(e)).take(k))
-                    }
-                    Ok(other) => {
-                        let e = MetaError::new(
-                            errors::UNKNOWN_SERVER_ERROR,
-                            format!("unexpected controller outcome {other:?}"),
-                        );
-                        Box::new(std::iter::repeat(Err(e)).take(k))
-                    }
+        let mut committed: Box<dyn Iterator<Item = Result<Vec<AclBinding>, MetaError>>> = if filters
+            .is_empty()
+        {
+            Box::new(std::iter::empty())
+        } else {
+            let k = filters.len();
+            match topics::submit_served(&shard, Command::DeleteAcls { filters }, TIMEOUT).await {
+                Ok(CommandOutcome::AclsDeleted(v)) if v.len() == k => Box::new(v.into_iter()),
+                Ok(CommandOutcome::Rejected(e)) | Err(e) => {
+                    Box::new(std::iter::repeat_n(Err(e), k))
                 }
-            };
+                Ok(other) => {
+                    let e = MetaError::new(
+                        errors::UNKNOWN_SERVER_ERROR,
+                        format!("unexpected controller outcome {other:?}"),
+                    );
+                    Box::new(std::iter::repeat_n(Err(e), k))
+                }
+            }
+        };
         for p in parsed {
             results.push(match p {
                 Ok(Some(_)) => committed.next().unwrap_or_else(|| {
@@ -367,8 +364,13 @@ mod tests {
     fn a_binding_cannot_hold_any_match_or_unknown_values() {
         let ok = binding_of(2, "t", 3, "User:a", "*", 4, 3).expect("valid");
         assert_eq!(ok.operation, Operation::Write);
-        for (rt, pt, op, perm) in [(1, 3, 4, 3), (2, 2, 4, 3), (2, 3, 1, 3), (2, 3, 4, 1), (0, 3, 4, 3)]
-        {
+        for (rt, pt, op, perm) in [
+            (1, 3, 4, 3),
+            (2, 2, 4, 3),
+            (2, 3, 1, 3),
+            (2, 3, 4, 1),
+            (0, 3, 4, 3),
+        ] {
             let e = binding_of(rt, "t", pt, "User:a", "*", op, perm).expect_err("refused");
             assert_eq!(e.code, errors::INVALID_REQUEST);
         }

@@ -6,13 +6,13 @@
 //! broker). The legacy API replaces a resource's whole set of overrides: keys it does not name
 //! go back to the default.
 
-use chronik_raft::acl::Operation::AlterConfigs;
 use super::describe_configs::{broker_resource, RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{str_bytes, topics};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::Operation::AlterConfigs;
 use chronik_raft::broker_config::is_dynamic;
 use chronik_raft::topic_config::is_list_config;
 use chronik_raft::{Command, CommandOutcome};

@@ -1,11 +1,11 @@
 //! CreatePartitions: grow a topic's partition count through the controller.
 
-use chronik_raft::acl::{Operation, ResourceType};
 use super::{str_bytes, topic_name, topics};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use chronik_raft::{validate, Command, MetaError};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
@@ -21,7 +21,9 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         .map(|t| {
             let name = t.name.0.to_string();
             // ALTER on the topic, as Kafka.
-            let e = if !shard.with_image(|i| subject.may(i, Operation::Alter, ResourceType::Topic, &name)) {
+            let e = if !shard
+                .with_image(|i| subject.may(i, Operation::Alter, ResourceType::Topic, &name))
+            {
                 Some(MetaError::new(
                     errors::TOPIC_AUTHORIZATION_FAILED,
                     "Authorization failed.",

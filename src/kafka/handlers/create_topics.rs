@@ -22,10 +22,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         let name = t.name.0.to_string();
         // CREATE on the cluster or on the topic, as Kafka.
         if !shard.with_image(|i| crate::acl::may_create_topic(&subject, i, &name)) {
-            let e = MetaError::new(
-                errors::TOPIC_AUTHORIZATION_FAILED,
-                "Authorization failed.",
-            );
+            let e = MetaError::new(errors::TOPIC_AUTHORIZATION_FAILED, "Authorization failed.");
             early.push((name, Some(e)));
             continue;
         }

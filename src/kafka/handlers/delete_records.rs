@@ -1,7 +1,6 @@
 //! DeleteRecords: advance a partition's log start offset (-1 means up to the high watermark).
 //! Internal topics are refused (INVALID_TOPIC_EXCEPTION), as Kafka's ReplicaManager does.
 
-use chronik_raft::acl::{Operation, ResourceType};
 use super::produce::is_internal_topic;
 use super::topic_name;
 use crate::kafka::dispatch::HandlerResult;
@@ -10,6 +9,7 @@ use crate::partition::storage_error_code;
 use crate::services::Services;
 use crate::shard::TopicPartition;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -42,7 +42,8 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     for t in req.topics {
         let name = t.name.0.to_string();
         // DELETE on the topic, as Kafka.
-        let may = shard.with_image(|i| subject.may(i, Operation::Delete, ResourceType::Topic, &name));
+        let may =
+            shard.with_image(|i| subject.may(i, Operation::Delete, ResourceType::Topic, &name));
         let mut tr = DeleteRecordsTopicResult::default();
         tr.name = topic_name(&name);
         for p in t.partitions {

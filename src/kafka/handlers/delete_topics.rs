@@ -1,13 +1,13 @@
 //! DeleteTopics by name (v1–5) or by id (v6). Internal topics are refused as to a client
 //! without the right to delete them (TOPIC_AUTHORIZATION_FAILED): only the broker manages them.
 
-use chronik_raft::acl::{Operation, ResourceType};
 use super::produce::is_internal_topic;
 use super::{str_bytes, topic_name, topics};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use chronik_raft::Command;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
@@ -40,9 +40,8 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     }
     // DELETE on each topic, as Kafka.
     let subject = crate::acl::Subject::of(&shard, &ctx);
-    let may_delete = |n: &str| {
-        shard.with_image(|i| subject.may(i, Operation::Delete, ResourceType::Topic, n))
-    };
+    let may_delete =
+        |n: &str| shard.with_image(|i| subject.may(i, Operation::Delete, ResourceType::Topic, n));
     let names: Vec<String> = entries
         .iter()
         .filter_map(|e| e.2.clone())

@@ -3,9 +3,9 @@
 use super::str_bytes;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
-use chronik_raft::acl::ResourceType;
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::ResourceType;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use std::rc::Rc;

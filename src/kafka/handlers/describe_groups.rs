@@ -1,12 +1,12 @@
 //! DescribeGroups: state, protocol and members (with metadata and assignment when stable).
 
-use chronik_raft::acl::{Operation, ResourceType};
 use super::str_bytes;
 use crate::group::coordinator::{self, Described};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
 use std::rc::Rc;

@@ -1,7 +1,6 @@
 //! DescribeProducers (API 61): the idempotent producers with state in each partition, answered
 //! by the partition's leader (Kafka's ReplicaManager.activeProducerState).
 
-use chronik_raft::acl::{Operation, ResourceType};
 use super::str_bytes;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
@@ -9,6 +8,7 @@ use crate::partition::producer_state::ActiveProducer;
 use crate::services::Services;
 use crate::shard::TopicPartition;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
@@ -33,7 +33,8 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let subject = crate::acl::Subject::of(&shard, &ctx);
     for t in req.topics {
         // READ on the topic, as Kafka.
-        let may = shard.with_image(|i| subject.may(i, Operation::Read, ResourceType::Topic, &t.name));
+        let may =
+            shard.with_image(|i| subject.may(i, Operation::Read, ResourceType::Topic, &t.name));
         let mut tr = TopicResponse::default();
         for index in t.partition_indexes {
             let mut pr = PartitionResponse::default();

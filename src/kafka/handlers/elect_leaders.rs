@@ -49,14 +49,16 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let mut results: BTreeMap<PartitionRef, Result<(), MetaError>> = BTreeMap::new();
     let mut top_error = errors::NONE;
     // ALTER on the cluster, as Kafka; refused, every partition carries the error too.
-    let authorized =
-        crate::acl::cluster_allowed(&shard, &ctx, chronik_raft::acl::Operation::Alter);
+    let authorized = crate::acl::cluster_allowed(&shard, &ctx, chronik_raft::acl::Operation::Alter);
     match preferred {
         _ if !authorized => {
             if ctx.api_version >= 1 {
                 top_error = errors::CLUSTER_AUTHORIZATION_FAILED;
             }
-            let e = MetaError::new(errors::CLUSTER_AUTHORIZATION_FAILED, "Authorization failed.");
+            let e = MetaError::new(
+                errors::CLUSTER_AUTHORIZATION_FAILED,
+                "Authorization failed.",
+            );
             for p in &wanted {
                 results.insert(p.clone(), Err(e.clone()));
             }

@@ -9,8 +9,8 @@ use crate::kafka::{decode, errors, ProtocolError, RequestContext, Response};
 use crate::partition::storage_error_code;
 use crate::services::Services;
 use crate::shard::TopicPartition;
-use chronik_raft::acl::ResourceType::Topic;
 use bytes::{Bytes, BytesMut};
+use chronik_raft::acl::ResourceType::Topic;
 use chronik_raft::image::BrokerId;
 use kafka_protocol::messages::FetchRequest;
 use std::collections::BTreeMap;
@@ -394,9 +394,8 @@ pub async fn handle(
         topics
             .iter()
             .map(|(name, _, _)| {
-                name.as_deref().is_none_or(|n| {
-                    subject.may(i, chronik_raft::acl::Operation::Read, Topic, n)
-                })
+                name.as_deref()
+                    .is_none_or(|n| subject.may(i, chronik_raft::acl::Operation::Read, Topic, n))
             })
             .collect()
     });

@@ -1,13 +1,13 @@
 //! FindCoordinator: the broker leading the group's `__consumer_offsets` partition. Creates the
 //! offsets topic on first use. Transaction coordinators are not offered (no transactions yet).
 
-use chronik_raft::acl::{Operation, ResourceType};
 use super::str_bytes;
 use crate::group::{partition_for, OFFSETS_TOPIC};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use chronik_raft::{Command, NewTopic};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};

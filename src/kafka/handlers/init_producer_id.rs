@@ -1,11 +1,11 @@
 //! InitProducerId for idempotent producers: ids come from blocks the controller allocates, so
 //! they are unique across the cluster; the shard hands them out from its current block.
 
-use chronik_raft::acl::{Operation, ResourceType};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use chronik_raft::{Command, CommandOutcome};
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use std::rc::Rc;

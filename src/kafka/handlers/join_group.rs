@@ -1,6 +1,5 @@
 //! JoinGroup: parks until the join phase of the group's rebalance ends.
 
-use chronik_raft::acl::{Operation, ResourceType};
 use super::str_bytes;
 use crate::group::coordinator::{self, JoinParams};
 use crate::group::state::JoinResult;
@@ -8,6 +7,7 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use std::rc::Rc;
@@ -15,7 +15,13 @@ use std::rc::Rc;
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let v = ctx.api_version;
     let req: JoinGroupRequest = decode(body, v)?;
-    if !crate::acl::allowed(&shard, &ctx, Operation::Read, ResourceType::Group, &req.group_id.0) {
+    if !crate::acl::allowed(
+        &shard,
+        &ctx,
+        Operation::Read,
+        ResourceType::Group,
+        &req.group_id.0,
+    ) {
         let mut resp = JoinGroupResponse::default();
         resp.error_code = errors::GROUP_AUTHORIZATION_FAILED;
         return ctx.encode(&resp).map(Some);

@@ -1,12 +1,12 @@
 //! ListGroups: the groups this broker coordinates, gathered from every shard.
 
-use chronik_raft::acl::{Operation, ResourceType};
 use super::str_bytes;
 use crate::group::coordinator;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use std::rc::Rc;
@@ -26,9 +26,8 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             .unwrap_or_default();
         for (g, protocol_type, state) in groups {
             if !all
-                && !shard.with_image(|i| {
-                    subject.may(i, Operation::Describe, ResourceType::Group, &g)
-                })
+                && !shard
+                    .with_image(|i| subject.may(i, Operation::Describe, ResourceType::Group, &g))
             {
                 continue;
             }

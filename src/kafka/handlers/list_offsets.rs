@@ -1,7 +1,6 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), latest
 //! tiered (-5, v9+), by time. v10's timeout bounds remote-storage lookups, which there are none.
 
-use chronik_raft::acl::{Operation, ResourceType};
 use super::topic_name;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
@@ -9,6 +8,7 @@ use crate::partition::storage_error_code;
 use crate::services::Services;
 use crate::shard::TopicPartition;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -117,7 +117,8 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     for t in req.topics {
         let name = t.name.0.to_string();
         // DESCRIBE on the topic, as Kafka.
-        let may = shard.with_image(|i| subject.may(i, Operation::Describe, ResourceType::Topic, &name));
+        let may =
+            shard.with_image(|i| subject.may(i, Operation::Describe, ResourceType::Topic, &name));
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = topic_name(&name);
         for p in t.partitions {

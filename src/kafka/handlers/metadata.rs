@@ -1,11 +1,11 @@
 //! Metadata: brokers, controller and per-partition leader/replicas/ISR, from the local image.
 
 use super::{str_bytes, topic_name, topics, uuid};
+use crate::acl::Subject;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
-use crate::acl::Subject;
 use chronik_raft::acl::{Operation, ResourceType, ResourceType::Topic};
 use chronik_raft::image::{MetadataImage, TopicImage, NO_LEADER};
 use kafka_protocol::messages::metadata_response::{

@@ -1,12 +1,15 @@
 //! OffsetCommit: written to `__consumer_offsets` with acks=all before it is answered.
 
-use chronik_raft::acl::{Operation, ResourceType::{Group, Topic}};
 use super::topic_name;
 use crate::group::coordinator::{self, CommitParams, CommitPartition};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{
+    Operation,
+    ResourceType::{Group, Topic},
+};
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };

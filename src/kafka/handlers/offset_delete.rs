@@ -1,12 +1,12 @@
 //! OffsetDelete: removes committed offsets of topics the group no longer subscribes to.
 
-use chronik_raft::acl::{Operation, ResourceType};
 use super::topic_name;
 use crate::group::coordinator;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
@@ -32,7 +32,9 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                 t.partitions.iter().map(|p| p.partition_index).collect(),
             )
         })
-        .partition(|(t, _)| shard.with_image(|i| subject.may(i, Operation::Read, ResourceType::Topic, t)));
+        .partition(|(t, _)| {
+            shard.with_image(|i| subject.may(i, Operation::Read, ResourceType::Topic, t))
+        });
     let g = group.clone();
     let (code, mut result) = shard
         .on_group_shard(&group, move |s| coordinator::delete_offsets(s, g, topics))

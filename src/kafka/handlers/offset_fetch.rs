@@ -1,14 +1,17 @@
 //! OffsetFetch: committed offsets of one group (v1–7) or several (v8+); all partitions when
 //! the topic list is null (v2+).
 
-use crate::acl::Subject;
-use chronik_raft::acl::{Operation, ResourceType::{Group, Topic}};
 use super::{str_bytes, topic_name};
+use crate::acl::Subject;
 use crate::group::coordinator::{self, FetchedOffset};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{
+    Operation,
+    ResourceType::{Group, Topic},
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -75,7 +78,8 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                     .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let (code, result) = fetch_one(&shard, &subject, g.group_id.0.to_string(), topics).await;
+            let (code, result) =
+                fetch_one(&shard, &subject, g.group_id.0.to_string(), topics).await;
             let mut gr = OffsetFetchResponseGroup::default();
             gr.group_id = GroupId(g.group_id.0.clone());
             gr.error_code = code;

@@ -1,13 +1,13 @@
 //! OffsetForLeaderEpoch: end offset of a leader epoch, for follower truncation and for
 //! consumers checking for log divergence after a leader change.
 
-use chronik_raft::acl::{Operation, ResourceType};
 use super::topic_name;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use crate::shard::TopicPartition;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
