@@ -326,6 +326,17 @@ fn commit<S: Read + Write>(c: &mut S, group: &str) -> i16 {
     r.topics[0].partitions[0].error_code
 }
 
+/// InitProducerId v4 without a transactional id; its error code.
+fn init_producer_id<S: Read + Write>(c: &mut S) -> i16 {
+    let mut req = InitProducerIdRequest::default();
+    req.transactional_id = None;
+    req.transaction_timeout_ms = 60_000;
+    req.producer_id = ProducerId(-1);
+    req.producer_epoch = -1;
+    let r: InitProducerIdResponse = call(c, ApiKey::InitProducerId, 4, &req);
+    r.error_code
+}
+
 fn bit(op: i8) -> i32 {
     1 << op
 }
@@ -481,7 +492,22 @@ fn a_principal_without_acls_is_refused_until_an_acl_allows_it_and_a_deny_wins() 
     assert_eq!(commit(&mut alice, "alice-group"), 0);
     assert_eq!(fetch_error(&mut alice, "orders"), 0);
 
+    // An idempotent producer id: WRITE on some topic is enough (Kafka 2.8+); bob has none.
+    let mut bob = connect(&pki.client("bob"), node.ssl_port);
+    assert_eq!(init_producer_id(&mut alice), 0);
+    assert_eq!(init_producer_id(&mut bob), CLUSTER_AUTHORIZATION_FAILED);
+
     // Cluster-level APIs.
+    let mut req = ElectLeadersRequest::default();
+    req.topic_partitions = None;
+    req.election_type = 0;
+    req.timeout_ms = 10_000;
+    let r: ElectLeadersResponse = call(&mut alice, ApiKey::ElectLeaders, 2, &req);
+    assert_eq!(r.error_code, CLUSTER_AUTHORIZATION_FAILED);
+    assert!(
+        r.replica_election_results.is_empty(),
+        "no topic names revealed"
+    );
     let r: DescribeClusterResponse = call(
         &mut alice,
         ApiKey::DescribeCluster,
