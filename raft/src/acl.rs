@@ -244,6 +244,18 @@ pub fn validate_binding(b: &AclBinding) -> Result<(), MetaError> {
     Ok(())
 }
 
+/// A filter's strings within the sizes a binding may have (a filter is written to the log).
+pub fn validate_filter(f: &AclFilter) -> Result<(), MetaError> {
+    let long = |v: &Option<String>, max: usize| v.as_ref().is_some_and(|v| v.len() > max);
+    if long(&f.resource_name, MAX_NAME_LEN)
+        || long(&f.principal, MAX_PRINCIPAL_LEN)
+        || long(&f.host, MAX_HOST_LEN)
+    {
+        return invalid("a filter's name, principal or host is longer than any binding's");
+    }
+    Ok(())
+}
+
 /// What the bindings say about one request, before the broker's own settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {

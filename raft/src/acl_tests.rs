@@ -293,6 +293,16 @@ fn acl_commands_that_change_nothing_are_answered_before_the_log() {
         precheck(&s.image, none, D),
         Precheck::Answer(CommandOutcome::AclsDeleted(_))
     ));
+    let too_long = Command::DeleteAcls {
+        filters: vec![AclFilter {
+            host: Some("h".repeat(MAX_HOST_LEN + 1)),
+            ..AclFilter::any()
+        }],
+    };
+    assert!(matches!(
+        precheck(&s.image, too_long, D),
+        Precheck::Answer(CommandOutcome::AclsDeleted(v)) if v[0].is_err()
+    ));
     let all = Command::DeleteAcls {
         filters: vec![AclFilter::any()],
     };

@@ -189,6 +189,7 @@ impl MetaState {
         let results: Vec<Result<Vec<AclBinding>, MetaError>> = filters
             .iter()
             .map(|f| {
+                acl::validate_filter(f)?;
                 let mine: Vec<AclBinding> = self
                     .image
                     .acls

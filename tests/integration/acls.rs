@@ -616,3 +616,24 @@ fn a_three_node_cluster_with_the_authorizer_on_replicates_as_brokers() {
     }
     assert_eq!(cluster_util::isr_of(&leader_addr, topic, 0).len(), 3);
 }
+
+#[test]
+fn acls_survive_a_restart() {
+    let mut node = Server::start(&["--authorizer-enable", "--super-users", "User:ANONYMOUS"]);
+    let mut c = raw::connect(&node.bootstrap()).expect("connect");
+    assert_eq!(
+        create_acls(
+            &mut c,
+            vec![creation(GROUP, "g", PREFIXED, ALICE, READ, ALLOW)]
+        ),
+        vec![0]
+    );
+    node.restart();
+    let mut c = raw::connect(&node.bootstrap()).expect("connect");
+    let (e, acls) = describe_acls(&mut c, &filter(ANY, None, ANY, None, ANY));
+    assert_eq!(e, 0);
+    assert_eq!(
+        acls,
+        vec![(GROUP, "g".into(), PREFIXED, ALICE.into(), READ, ALLOW)]
+    );
+}

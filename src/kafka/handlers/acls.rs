@@ -130,7 +130,7 @@ pub fn filter_of(
                 .ok_or_else(|| invalid(format!("invalid permission filter {c}")))?,
         ),
     };
-    Ok(Some(AclFilter {
+    let filter = AclFilter {
         resource_type,
         resource_name: name.map(str::to_string),
         pattern,
@@ -138,7 +138,9 @@ pub fn filter_of(
         host: host.map(str::to_string),
         operation,
         permission,
-    }))
+    };
+    acl::validate_filter(&filter)?;
+    Ok(Some(filter))
 }
 
 pub async fn create(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
@@ -392,5 +394,7 @@ mod tests {
             .is_none());
         assert!(filter_of(0, None, 1, None, None, 1, 1).is_err());
         assert!(filter_of(2, None, 0, None, None, 1, 1).is_err());
+        let long = "x".repeat(acl::MAX_PRINCIPAL_LEN + 1);
+        assert!(filter_of(1, None, 1, Some(&long), None, 1, 1).is_err());
     }
 }
