@@ -4,6 +4,7 @@
 //! each shard serves connections (`net`), answers Kafka APIs (`kafka`), and owns partitions
 //! (`partition`, on top of crate `chronik-storage`).
 
+pub mod acl;
 pub mod cli;
 pub mod config;
 pub mod disk_space;

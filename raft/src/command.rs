@@ -5,6 +5,7 @@
 //! Everything else (placement, elections) is computed deterministically while applying, so every
 //! node reaches the same state from the same log.
 
+use crate::acl::{AclBinding, AclFilter};
 use crate::image::{BrokerId, ListenerEndpoint, PartitionState, TopicId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -159,6 +160,17 @@ pub enum Command {
     /// A broker (re)starting, with its advertised listeners. Appended: older entries keep their
     /// variant numbers.
     RegisterBroker(BrokerRegistration),
+    /// CreateAcls: each binding is checked (`acl::validate_binding`) and added on its own;
+    /// adding one that exists succeeds, as in Kafka. Appended with `DeleteAcls`: older entries
+    /// keep their variant numbers.
+    CreateAcls {
+        acls: Vec<AclBinding>,
+    },
+    /// DeleteAcls: each filter removes the bindings it matches (a binding matched by several
+    /// filters is reported by the first).
+    DeleteAcls {
+        filters: Vec<AclFilter>,
+    },
 }
 
 impl Command {
@@ -230,6 +242,10 @@ pub enum CommandOutcome {
     ProducerIds(Result<i64, MetaError>),
     /// The whole command was invalid; nothing changed.
     Rejected(MetaError),
+    /// CreateAcls: per binding, in request order.
+    AclsCreated(Vec<Result<(), MetaError>>),
+    /// DeleteAcls: per filter, in request order, the bindings it removed.
+    AclsDeleted(Vec<Result<Vec<AclBinding>, MetaError>>),
 }
 
 /// A command as it is written to the log: with the data only the proposer may choose.

@@ -3,6 +3,7 @@
 // is part of the public API the broker codes against.
 #![allow(clippy::result_large_err, clippy::type_complexity)]
 
+pub mod acl;
 pub mod broker_config;
 pub mod codec;
 pub mod command;

@@ -5,6 +5,7 @@
 //! validated against the current state and only then applied, so an invalid command (or topic of
 //! a request) changes nothing.
 
+use crate::acl::{self, AclBinding, AclFilter};
 use crate::command::{
     codes, BrokerRegistration, Command, CommandOutcome, MetaError, NewTopic, PartitionRef,
     ProposedCommand,
@@ -133,6 +134,8 @@ impl MetaState {
             Command::AllocateProducerIds { broker, count } => {
                 CommandOutcome::ProducerIds(self.allocate_producer_ids(*broker, *count))
             }
+            Command::CreateAcls { acls } => self.create_acls(acls),
+            Command::DeleteAcls { filters } => self.delete_acls(filters),
             Command::AddNode { .. } | Command::RemoveNode { .. } => {
                 CommandOutcome::Rejected(MetaError::new(
                     codes::INVALID_REQUEST,
@@ -142,6 +145,66 @@ impl MetaState {
         };
         self.debug_check_invariants();
         outcome
+    }
+
+    fn create_acls(&mut self, acls: &[AclBinding]) -> CommandOutcome {
+        if acls.len() > acl::MAX_PER_REQUEST {
+            return CommandOutcome::Rejected(too_many_acls(acls.len()));
+        }
+        let results: Vec<Result<(), MetaError>> = acls.iter().map(acl::validate_binding).collect();
+        let valid: Vec<AclBinding> = acls
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(b, _)| b.clone())
+            .collect();
+        if valid.is_empty() {
+            return CommandOutcome::AclsCreated(results);
+        }
+        match self.image.acls.with_added(&valid) {
+            Some(set) => {
+                self.image.acls = set;
+                CommandOutcome::AclsCreated(results)
+            }
+            None => {
+                let e = MetaError::new(
+                    codes::INVALID_REQUEST,
+                    format!("the cluster may hold at most {} ACLs", acl::MAX_ACLS),
+                );
+                CommandOutcome::AclsCreated(
+                    results
+                        .into_iter()
+                        .map(|r| r.and_then(|_| Err(e.clone())))
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    fn delete_acls(&mut self, filters: &[AclFilter]) -> CommandOutcome {
+        if filters.len() > acl::MAX_PER_REQUEST {
+            return CommandOutcome::Rejected(too_many_acls(filters.len()));
+        }
+        let mut removed = BTreeSet::new();
+        let results: Vec<Result<Vec<AclBinding>, MetaError>> = filters
+            .iter()
+            .map(|f| {
+                acl::validate_filter(f)?;
+                let mine: Vec<AclBinding> = self
+                    .image
+                    .acls
+                    .matching(f)
+                    .filter(|b| !removed.contains(*b))
+                    .cloned()
+                    .collect();
+                removed.extend(mine.iter().cloned());
+                Ok(mine)
+            })
+            .collect();
+        if !removed.is_empty() {
+            self.image.acls = self.image.acls.without(&removed);
+        }
+        CommandOutcome::AclsDeleted(results)
     }
 
     fn is_live(&self, id: BrokerId) -> bool {
@@ -826,6 +889,13 @@ fn remove_from_partition(
     if changed {
         p.partition_epoch += 1;
     }
+}
+
+fn too_many_acls(n: usize) -> MetaError {
+    MetaError::new(
+        codes::INVALID_REQUEST,
+        format!("{n} ACLs in one request; at most {}", acl::MAX_PER_REQUEST),
+    )
 }
 
 fn not_registered(id: BrokerId) -> MetaError {

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MAGIC: &[u8; 8] = b"CHRSNAP1";
-/// 2: the image carries dynamic broker configs. 3: brokers carry their listeners. Formats 1
-/// and 2 are still read (`decode`).
-const VERSION: u32 = 3;
+/// 2: the image carries dynamic broker configs. 3: brokers carry their listeners. 4: the image
+/// carries ACL bindings. Formats 1 to 3 are still read (`decode`).
+const VERSION: u32 = 4;
 const FILE: &str = "current.snap";
 /// After a snapshot could not be written, builds are skipped this long (a full disk would
 /// otherwise fail one after every applied batch).
@@ -57,12 +57,44 @@ pub fn decode(bytes: &[u8]) -> io::Result<StoredSnapshot> {
             crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
         return Ok(v1.into());
     }
+    if version == 3 {
+        let v3: StoredSnapshotV3 =
+            crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
+        return Ok(v3.into());
+    }
     if version == 2 {
         let v2: StoredSnapshotV2 =
             crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
         return Ok(v2.into());
     }
     crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))
+}
+
+/// A snapshot of format 3: the same fields, with the image of before ACLs.
+#[derive(Deserialize)]
+struct StoredSnapshotV3 {
+    meta: SnapshotMeta,
+    state: MetaStateV3,
+}
+
+#[derive(Deserialize)]
+struct MetaStateV3 {
+    image: crate::image::MetadataImageV3,
+    next_producer_id: i64,
+    placement_cursor: u64,
+}
+
+impl From<StoredSnapshotV3> for StoredSnapshot {
+    fn from(v: StoredSnapshotV3) -> Self {
+        StoredSnapshot {
+            meta: v.meta,
+            state: MetaState {
+                image: v.state.image.into(),
+                next_producer_id: v.state.next_producer_id,
+                placement_cursor: v.state.placement_cursor,
+            },
+        }
+    }
 }
 
 /// A snapshot of format 2: the same fields, with brokers of before listeners.
@@ -220,6 +252,48 @@ mod tests {
         topics: std::collections::BTreeMap<String, TopicImage>,
         topic_names_by_id: std::collections::BTreeMap<[u8; 16], String>,
         broker_configs: crate::broker_config::BrokerConfigs,
+    }
+
+    #[test]
+    fn a_snapshot_of_format_3_still_decodes_with_no_acls_and_format_4_keeps_them() {
+        use crate::acl::{AclBinding, AclSet, Operation, PatternType, Permission, ResourceType};
+        // Format 3 is today's image without the trailing ACL list.
+        let mut state = MetaState::default();
+        state.image.applied_index = 7;
+        state
+            .image
+            .broker_configs
+            .cluster
+            .insert("message.max.bytes".into(), "100".into());
+        let full = bincode::serialize(&(&SnapshotMeta::default(), &state)).expect("encode");
+        // An empty AclSet is one u64 length (0) at the very end of the image, just before
+        // next_producer_id and placement_cursor.
+        let tail = 8 + 8 + 8;
+        let mut payload = full[..full.len() - tail].to_vec();
+        payload.extend_from_slice(&full[full.len() - 16..]);
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let snap = decode(&bytes).expect("format 3 decodes");
+        assert_eq!(snap.state, state);
+
+        let b = AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: "t".into(),
+            pattern: PatternType::Prefixed,
+            principal: "User:CN=alice".into(),
+            host: "*".into(),
+            operation: Operation::Write,
+            permission: Permission::Allow,
+        };
+        state.image.acls = AclSet::from_bindings([b].into());
+        let enc = encode(&StoredSnapshot {
+            meta: SnapshotMeta::default(),
+            state: state.clone(),
+        })
+        .expect("encode");
+        assert_eq!(decode(&enc).expect("decode").state, state);
     }
 
     #[test]

@@ -352,6 +352,29 @@ pub fn precheck(image: &MetadataImage, cmd: Command, defaults: Defaults) -> Prec
             Err(e) => Precheck::Answer(CommandOutcome::Rejected(e)),
         };
     }
+    if matches!(cmd, Command::CreateAcls { .. } | Command::DeleteAcls { .. }) {
+        // ACL commands that would change nothing (every binding refused, already present, or
+        // no binding matched) are answered here and stay out of the log.
+        let outcome = dry_run(image, &cmd, defaults);
+        let changes = match (&cmd, &outcome) {
+            (Command::CreateAcls { acls }, CommandOutcome::AclsCreated(v)) => acls
+                .iter()
+                .zip(v)
+                .any(|(b, r)| r.is_ok() && !image.acls.contains(b)),
+            (_, CommandOutcome::AclsDeleted(v)) => {
+                v.iter().any(|r| r.as_ref().is_ok_and(|d| !d.is_empty()))
+            }
+            _ => false,
+        };
+        return if changes {
+            Precheck::Propose {
+                cmd,
+                early: Vec::new(),
+            }
+        } else {
+            Precheck::Answer(outcome)
+        };
+    }
     if matches!(
         cmd,
         Command::ElectLeaders { .. }

@@ -110,6 +110,8 @@ pub struct BrokerConfig {
     /// 0: no cap.
     pub log_cleaner_io_max_bytes_per_second: u64,
     pub groups: GroupConfig,
+    /// Who may do what (`crate::acl`).
+    pub authorizer: crate::acl::AuthorizerConfig,
 }
 
 impl BrokerConfig {
@@ -233,6 +235,11 @@ impl BrokerConfig {
             log_cleaner_shares: v.log_cleaner_shares.clamp(1, 1000),
             log_cleaner_io_max_bytes_per_second: v.log_cleaner_io_max_bytes_per_second,
             groups,
+            authorizer: crate::acl::AuthorizerConfig::resolve(
+                v.authorizer_enable,
+                v.super_users.as_deref(),
+                v.allow_everyone_if_no_acl_found,
+            )?,
         })
     }
 

@@ -36,6 +36,22 @@ settings! {
     ssl_ca_file: PathBuf = ["none"];
     /// ssl.client.auth: `none`, `requested` (verified if shown) or `required`.
     ssl_client_auth: String = "none";
+    /// Check every request against the ACLs (Kafka's `authorizer.class.name` set to the
+    /// StandardAuthorizer); off, everyone may do everything and the ACL APIs answer
+    /// SECURITY_DISABLED.
+    authorizer_enable: bool = "false", arg(
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    );
+    /// super.users: principals allowed everything, `;`-separated (`User:admin;User:CN=ops`).
+    super_users: String = ["none"];
+    /// allow.everyone.if.no.acl.found: a resource no ACL names is open to everyone.
+    allow_everyone_if_no_acl_found: bool = "false", arg(
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    );
     /// Data directory (made absolute against the working directory at start-up).
     data_dir: PathBuf = "data";
     /// Number of shard cores.

@@ -23,6 +23,16 @@ pub struct ApiSpec {
 }
 
 macro_rules! api {
+    ($key:ident, $min:expr, $max:expr, $module:ident :: $f:ident) => {
+        ApiSpec {
+            key: ApiKey::$key,
+            min: $min,
+            max: $max,
+            handler: |s, c, b| {
+                Box::pin(async move { $module::$f(s, c, b).await.map(|r| r.map(Response::from)) })
+            },
+        }
+    };
     ($key:ident, $min:expr, $max:expr, $module:ident) => {
         ApiSpec {
             key: ApiKey::$key,
@@ -85,6 +95,9 @@ pub static APIS: &[ApiSpec] = &[
     api!(AlterPartitionReassignments, 0, 1, alter_reassignments),
     api!(DescribeQuorum, 0, 2, describe_quorum),
     api!(DescribeProducers, 0, 0, describe_producers),
+    api!(CreateAcls, 1, 3, acls::create),
+    api!(DescribeAcls, 1, 3, acls::describe),
+    api!(DeleteAcls, 1, 3, acls::delete),
 ];
 
 pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod acls;
 mod admin_apis;
 mod broker_admin;
 mod cli;

@@ -12,6 +12,7 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::Operation::AlterConfigs;
 use chronik_raft::broker_config::is_dynamic;
 use chronik_raft::topic_config::is_list_config;
 use chronik_raft::{Command, CommandOutcome};
@@ -34,9 +35,15 @@ type Outcome = (i16, Option<String>);
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: IncrementalAlterConfigsRequest = decode(body, ctx.api_version)?;
     let mut resp = IncrementalAlterConfigsResponse::default();
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     for res in req.resources {
         let name = res.resource_name.to_string();
-        let (code, message) = if res.resource_type == RESOURCE_BROKER {
+        let refusal = shard.with_image(|i| {
+            crate::acl::config_refusal(&subject, i, res.resource_type, &name, AlterConfigs)
+        });
+        let (code, message) = if let Some(code) = refusal {
+            (code, None)
+        } else if res.resource_type == RESOURCE_BROKER {
             match incremental_changes(&res.configs, None) {
                 Ok((set, delete)) => {
                     alter_broker(&shard, &name, set, delete, req.validate_only).await
@@ -69,9 +76,15 @@ pub async fn handle_legacy(
 ) -> HandlerResult {
     let req: AlterConfigsRequest = decode(body, ctx.api_version)?;
     let mut resp = AlterConfigsResponse::default();
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     for res in req.resources {
         let name = res.resource_name.to_string();
-        let (code, message) = if res.resource_type == RESOURCE_BROKER {
+        let refusal = shard.with_image(|i| {
+            crate::acl::config_refusal(&subject, i, res.resource_type, &name, AlterConfigs)
+        });
+        let (code, message) = if let Some(code) = refusal {
+            (code, None)
+        } else if res.resource_type == RESOURCE_BROKER {
             let set: BTreeMap<String, String> = res
                 .configs
                 .iter()

@@ -23,6 +23,11 @@ use std::rc::Rc;
 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: AlterPartitionReassignmentsRequest = decode(body, ctx.api_version)?;
+    if !crate::acl::cluster_allowed(&shard, &ctx, chronik_raft::acl::Operation::Alter) {
+        let mut resp = AlterPartitionReassignmentsResponse::default();
+        resp.error_code = errors::CLUSTER_AUTHORIZATION_FAILED;
+        return ctx.encode(&resp).map(Some);
+    }
     // v0 has no flag and always allows a new replication factor.
     let allow_rf_change = ctx.api_version < 1 || req.allow_replication_factor_change;
     let timeout = partition_commands::timeout_of(req.timeout_ms);

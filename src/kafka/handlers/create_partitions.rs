@@ -5,6 +5,7 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use chronik_raft::{validate, Command, MetaError};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
@@ -12,13 +13,24 @@ use std::rc::Rc;
 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: CreatePartitionsRequest = decode(body, ctx.api_version)?;
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     // Every topic of the request, in order, with a refusal decided here (None: submitted).
     let early: Vec<(String, Option<MetaError>)> = req
         .topics
         .iter()
         .map(|t| {
             let name = t.name.0.to_string();
-            let e = validate::client_may_grow(&name).err();
+            // ALTER on the topic, as Kafka.
+            let e = if !shard
+                .with_image(|i| subject.may(i, Operation::Alter, ResourceType::Topic, &name))
+            {
+                Some(MetaError::new(
+                    errors::TOPIC_AUTHORIZATION_FAILED,
+                    "Authorization failed.",
+                ))
+            } else {
+                validate::client_may_grow(&name).err()
+            };
             (name, e)
         })
         .collect();
@@ -30,8 +42,9 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let topics_arg: Vec<_> = req
         .topics
         .iter()
-        .filter(|t| !validate::is_internal_topic(&t.name.0))
-        .map(|t| {
+        .zip(&early)
+        .filter(|(_, (_, e))| e.is_none())
+        .map(|(t, _)| {
             (
                 t.name.0.to_string(),
                 t.count,

@@ -17,8 +17,15 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let mut early = Vec::with_capacity(req.topics.len());
     let mut names = Vec::new();
     let mut new_topics = Vec::new();
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     for t in &req.topics {
         let name = t.name.0.to_string();
+        // CREATE on the cluster or on the topic, as Kafka.
+        if !shard.with_image(|i| crate::acl::may_create_topic(&subject, i, &name)) {
+            let e = MetaError::new(errors::TOPIC_AUTHORIZATION_FAILED, "Authorization failed.");
+            early.push((name, Some(e)));
+            continue;
+        }
         if let Err(e) = validate::client_may_create(&name) {
             early.push((name, Some(e)));
             continue;

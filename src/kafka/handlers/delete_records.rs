@@ -9,6 +9,7 @@ use crate::partition::storage_error_code;
 use crate::services::Services;
 use crate::shard::TopicPartition;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -37,15 +38,21 @@ async fn delete_local(shard: &Rc<Services>, tp: TopicPartition, offset: i64) -> 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DeleteRecordsRequest = decode(body, ctx.api_version)?;
     let mut resp = DeleteRecordsResponse::default();
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     for t in req.topics {
         let name = t.name.0.to_string();
+        // DELETE on the topic, as Kafka.
+        let may =
+            shard.with_image(|i| subject.may(i, Operation::Delete, ResourceType::Topic, &name));
         let mut tr = DeleteRecordsTopicResult::default();
         tr.name = topic_name(&name);
         for p in t.partitions {
             let tp = TopicPartition::new(&name, p.partition_index);
             let owner = shard.owner_of(&name, p.partition_index);
             let off = p.offset;
-            let (error, low) = if is_internal_topic(&name) {
+            let (error, low) = if !may {
+                (errors::TOPIC_AUTHORIZATION_FAILED, -1)
+            } else if is_internal_topic(&name) {
                 (errors::INVALID_TOPIC_EXCEPTION, -1)
             } else {
                 shard

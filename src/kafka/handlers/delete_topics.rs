@@ -7,6 +7,7 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use chronik_raft::Command;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
@@ -37,10 +38,14 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         };
         entries.push((name, t.topic_id, resolved));
     }
+    // DELETE on each topic, as Kafka.
+    let subject = crate::acl::Subject::of(&shard, &ctx);
+    let may_delete =
+        |n: &str| shard.with_image(|i| subject.may(i, Operation::Delete, ResourceType::Topic, n));
     let names: Vec<String> = entries
         .iter()
         .filter_map(|e| e.2.clone())
-        .filter(|n| !is_internal_topic(n))
+        .filter(|n| !is_internal_topic(n) && may_delete(n))
         .collect();
     let results = if names.is_empty() {
         Vec::new()
@@ -60,6 +65,12 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         let mut r = DeletableTopicResult::default();
         r.name = resolved.as_deref().or(asked.as_deref()).map(topic_name);
         r.topic_id = id;
+        if resolved.as_deref().is_some_and(|n| !may_delete(n)) {
+            r.error_code = TOPIC_AUTHORIZATION_FAILED;
+            r.error_message = Some(str_bytes("Authorization failed."));
+            resp.responses.push(r);
+            continue;
+        }
         if resolved.as_deref().is_some_and(is_internal_topic) {
             r.error_code = TOPIC_AUTHORIZATION_FAILED;
             r.error_message = Some(str_bytes("internal topics cannot be deleted by clients"));

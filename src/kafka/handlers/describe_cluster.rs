@@ -2,21 +2,32 @@
 
 use super::str_bytes;
 use crate::kafka::dispatch::HandlerResult;
-use crate::kafka::{decode, RequestContext};
+use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::ResourceType;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use std::rc::Rc;
 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
-    let _req: DescribeClusterRequest = decode(body, ctx.api_version)?;
+    let req: DescribeClusterRequest = decode(body, ctx.api_version)?;
+    if !crate::acl::cluster_allowed(&shard, &ctx, chronik_raft::acl::Operation::Describe) {
+        let mut resp = DescribeClusterResponse::default();
+        resp.error_code = errors::CLUSTER_AUTHORIZATION_FAILED;
+        return ctx.encode(&resp).map(Some);
+    }
     let img = shard.image();
     let mut resp = DescribeClusterResponse::default();
     resp.cluster_id = str_bytes(&img.cluster_id);
     resp.controller_id = BrokerId(img.controller_id.unwrap_or(-1));
     resp.endpoint_type = 1;
-    resp.cluster_authorized_operations = i32::MIN;
+    resp.cluster_authorized_operations = if req.include_cluster_authorized_operations {
+        let subject = crate::acl::Subject::of(&shard, &ctx);
+        subject.operations(&img, ResourceType::Cluster, crate::acl::CLUSTER_NAME)
+    } else {
+        crate::acl::OPERATIONS_NOT_REQUESTED
+    };
     resp.brokers = img
         .brokers
         .values()

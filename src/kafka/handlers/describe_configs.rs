@@ -69,10 +69,22 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     // DescribeConfigs v0 has no synonyms field; v1+ asks.
     let synonyms = req.include_synonyms;
     let mut resp = DescribeConfigsResponse::default();
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     for res in req.resources {
         let mut r = DescribeConfigsResult::default();
         r.resource_type = res.resource_type;
         r.resource_name = res.resource_name.clone();
+        if let Some(code) = crate::acl::config_refusal(
+            &subject,
+            &img,
+            res.resource_type,
+            res.resource_name.as_str(),
+            chronik_raft::acl::Operation::DescribeConfigs,
+        ) {
+            r.error_code = code;
+            resp.results.push(r);
+            continue;
+        }
         let wanted = |k: &str| {
             res.configuration_keys
                 .as_ref()

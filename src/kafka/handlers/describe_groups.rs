@@ -6,6 +6,7 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
 use std::rc::Rc;
@@ -13,8 +14,23 @@ use std::rc::Rc;
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DescribeGroupsRequest = decode(body, ctx.api_version)?;
     let mut resp = DescribeGroupsResponse::default();
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     for gid in &req.groups {
         let group = gid.0.to_string();
+        let (may, ops) = shard.with_image(|i| {
+            (
+                subject.may(i, Operation::Describe, ResourceType::Group, &group),
+                subject.operations(i, ResourceType::Group, &group),
+            )
+        });
+        if !may {
+            let mut dg = DescribedGroup::default();
+            dg.group_id = GroupId(gid.0.clone());
+            dg.error_code = errors::GROUP_AUTHORIZATION_FAILED;
+            dg.authorized_operations = crate::acl::OPERATIONS_NOT_REQUESTED;
+            resp.groups.push(dg);
+            continue;
+        }
         let g = group.clone();
         let d = shard
             .on_group_shard(&group, move |s| coordinator::describe(s, g))
@@ -32,8 +48,11 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         dg.group_state = str_bytes(d.state);
         dg.protocol_type = str_bytes(&d.protocol_type);
         dg.protocol_data = str_bytes(&d.protocol);
-        // No ACLs: report "not requested / unknown".
-        dg.authorized_operations = i32::MIN;
+        dg.authorized_operations = if req.include_authorized_operations {
+            ops
+        } else {
+            crate::acl::OPERATIONS_NOT_REQUESTED
+        };
         for m in d.members {
             let mut dm = DescribedGroupMember::default();
             dm.member_id = str_bytes(&m.member_id);

@@ -30,6 +30,13 @@ struct Replica {
 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DescribeLogDirsRequest = decode(body, ctx.api_version)?;
+    if !crate::acl::cluster_allowed(&shard, &ctx, chronik_raft::acl::Operation::Describe) {
+        let mut resp = DescribeLogDirsResponse::default();
+        if ctx.api_version >= 3 {
+            resp.error_code = errors::CLUSTER_AUTHORIZATION_FAILED;
+        }
+        return ctx.encode(&resp).map(Some);
+    }
     // topic -> partitions asked for (None: every partition of every topic).
     let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.as_ref().map(|ts| {
         let mut m: BTreeMap<String, Vec<i32>> = BTreeMap::new();

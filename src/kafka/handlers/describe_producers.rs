@@ -8,6 +8,7 @@ use crate::partition::producer_state::ActiveProducer;
 use crate::services::Services;
 use crate::shard::TopicPartition;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
@@ -29,13 +30,19 @@ async fn active_local(
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DescribeProducersRequest = decode(body, ctx.api_version)?;
     let mut resp = DescribeProducersResponse::default();
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     for t in req.topics {
+        // READ on the topic, as Kafka.
+        let may =
+            shard.with_image(|i| subject.may(i, Operation::Read, ResourceType::Topic, &t.name));
         let mut tr = TopicResponse::default();
         for index in t.partition_indexes {
             let mut pr = PartitionResponse::default();
             pr.partition_index = index;
             let known = shard.with_image(|i| i.partition(&t.name, index).is_some());
-            let r = if known {
+            let r = if !may {
+                Err(errors::TOPIC_AUTHORIZATION_FAILED)
+            } else if known {
                 let tp = TopicPartition::new(&t.name, index);
                 let owner = shard.owner_of(&t.name, index);
                 shard

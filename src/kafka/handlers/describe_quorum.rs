@@ -28,6 +28,11 @@ const QUORUM_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DescribeQuorumRequest = decode(body, ctx.api_version)?;
+    if !crate::acl::cluster_allowed(&shard, &ctx, chronik_raft::acl::Operation::Describe) {
+        let mut resp = DescribeQuorumResponse::default();
+        resp.error_code = errors::CLUSTER_AUTHORIZATION_FAILED;
+        return ctx.encode(&resp).map(Some);
+    }
     let v = ctx.api_version;
     let mut resp = DescribeQuorumResponse::default();
     resp.error_code = errors::NONE;

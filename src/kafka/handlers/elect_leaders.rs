@@ -24,7 +24,11 @@ const UNCLEAN: i8 = 1;
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: ElectLeadersRequest = decode(body, ctx.api_version)?;
     let all_partitions = req.topic_partitions.is_none();
+    // ALTER on the cluster, as Kafka; refused, every partition asked for carries the error
+    // too (none for "every partition": the names are not revealed).
+    let authorized = crate::acl::cluster_allowed(&shard, &ctx, chronik_raft::acl::Operation::Alter);
     let wanted: Vec<PartitionRef> = match &req.topic_partitions {
+        None if !authorized => Vec::new(),
         None => shard.with_image(chronik_raft::metadata::all_partitions),
         // Duplicates are answered once, as Kafka turns the list into a set.
         Some(topics) => {
@@ -49,6 +53,18 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let mut results: BTreeMap<PartitionRef, Result<(), MetaError>> = BTreeMap::new();
     let mut top_error = errors::NONE;
     match preferred {
+        _ if !authorized => {
+            if ctx.api_version >= 1 {
+                top_error = errors::CLUSTER_AUTHORIZATION_FAILED;
+            }
+            let e = MetaError::new(
+                errors::CLUSTER_AUTHORIZATION_FAILED,
+                "Authorization failed.",
+            );
+            for p in &wanted {
+                results.insert(p.clone(), Err(e.clone()));
+            }
+        }
         None => {
             top_error = errors::INVALID_REQUEST;
             let e = MetaError::new(

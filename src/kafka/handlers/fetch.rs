@@ -10,6 +10,7 @@ use crate::partition::storage_error_code;
 use crate::services::Services;
 use crate::shard::TopicPartition;
 use bytes::{Bytes, BytesMut};
+use chronik_raft::acl::ResourceType::Topic;
 use chronik_raft::image::BrokerId;
 use kafka_protocol::messages::FetchRequest;
 use std::collections::BTreeMap;
@@ -387,6 +388,18 @@ pub async fn handle(
         topics.push((name, id, parts));
     }
 
+    // READ on each topic (a proven broker, a super user, or the authorizer off: all).
+    let subject = crate::acl::Subject::of(&shard, &ctx);
+    let readable: Vec<bool> = shard.with_image(|i| {
+        topics
+            .iter()
+            .map(|(name, _, _)| {
+                name.as_deref()
+                    .is_none_or(|n| subject.may(i, chronik_raft::acl::Operation::Read, Topic, n))
+            })
+            .collect()
+    });
+
     let mut results: Vec<Vec<PartitionRead>>;
     loop {
         // Planned per shard: the reads grouped by owner shard, each group read in request
@@ -394,11 +407,11 @@ pub async fn handle(
         let mut plan: BTreeMap<usize, Vec<(usize, ReadSpec)>> = BTreeMap::new();
         let mut slots: Vec<Option<PartitionRead>> = Vec::new();
         let mut limits: Vec<usize> = Vec::new();
-        for (name, _, parts) in &topics {
+        for ((name, _, parts), readable) in topics.iter().zip(&readable) {
             for (partition, offset, pmax, epoch) in parts {
                 let slot = slots.len();
                 limits.push(*pmax);
-                if unauthorized {
+                if unauthorized || !readable {
                     slots.push(Some(PartitionRead::error(
                         errors::TOPIC_AUTHORIZATION_FAILED,
                     )));

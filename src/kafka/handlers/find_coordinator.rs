@@ -7,6 +7,7 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use chronik_raft::{Command, NewTopic};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -74,6 +75,7 @@ fn lookup(
     key: &str,
     key_type: i8,
     ensure_error: i16,
+    authorized: bool,
 ) -> Found {
     let fail = |error, message| Found {
         error,
@@ -90,6 +92,9 @@ fn lookup(
     }
     if key.is_empty() {
         return fail(errors::INVALID_REQUEST, Some("empty group id"));
+    }
+    if !authorized {
+        return fail(errors::GROUP_AUTHORIZATION_FAILED, None);
     }
     if ensure_error != errors::NONE {
         return fail(ensure_error, None);
@@ -124,15 +129,30 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     } else {
         vec![req.key.to_string()]
     };
-    let ensure = if req.key_type == KEY_TYPE_GROUP && !keys.is_empty() {
+    // DESCRIBE on each group (Kafka's check); the offsets topic is created only for a client
+    // that may find some coordinator.
+    let subject = crate::acl::Subject::of(&shard, &ctx);
+    let authorized: Vec<bool> = shard.with_image(|i| {
+        keys.iter()
+            .map(|k| subject.may(i, Operation::Describe, ResourceType::Group, k))
+            .collect()
+    });
+    let ensure = if req.key_type == KEY_TYPE_GROUP && authorized.contains(&true) {
         ensure_offsets_topic(&shard).await
     } else {
         errors::NONE
     };
     let mut resp = FindCoordinatorResponse::default();
     if ctx.api_version >= 4 {
-        for k in keys {
-            let f = lookup(&shard, ctx.listener.as_deref(), &k, req.key_type, ensure);
+        for (k, authorized) in keys.into_iter().zip(authorized) {
+            let f = lookup(
+                &shard,
+                ctx.listener.as_deref(),
+                &k,
+                req.key_type,
+                ensure,
+                authorized,
+            );
             let mut c = Coordinator::default();
             c.key = str_bytes(&k);
             c.node_id = BrokerId(f.node);
@@ -149,6 +169,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             &keys[0],
             req.key_type,
             ensure,
+            authorized.first().copied().unwrap_or(false),
         );
         resp.error_code = f.error;
         resp.error_message = f.message.map(str_bytes);

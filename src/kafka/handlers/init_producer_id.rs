@@ -5,6 +5,7 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use chronik_raft::{Command, CommandOutcome};
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use std::rc::Rc;
@@ -19,6 +20,17 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     if req.transactional_id.is_some() {
         // Transactions are not implemented: say so instead of pretending.
         resp.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        return ctx.encode(&resp).map(Some);
+    }
+    // An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic
+    // (Kafka 2.8+).
+    let subject = crate::acl::Subject::of(&shard, &ctx);
+    let may = shard.with_image(|i| {
+        subject.may_on_cluster(i, Operation::IdempotentWrite)
+            || subject.may_on_some(i, Operation::Write, ResourceType::Topic)
+    });
+    if !may {
+        resp.error_code = errors::CLUSTER_AUTHORIZATION_FAILED;
         return ctx.encode(&resp).map(Some);
     }
     if req.producer_id.0 >= 0 {

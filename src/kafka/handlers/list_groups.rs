@@ -6,6 +6,7 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use std::rc::Rc;
@@ -15,12 +16,21 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let mut resp = ListGroupsResponse::default();
+    // As Kafka: DESCRIBE on the cluster lists every group, else those the client may describe.
+    let subject = crate::acl::Subject::of(&shard, &ctx);
+    let all = shard.with_image(|i| subject.may_on_cluster(i, Operation::Describe));
     for id in 0..shard.nshards {
         let groups = shard
             .run_on(id, |s| async move { coordinator::list_local(&s.groups) })
             .await
             .unwrap_or_default();
         for (g, protocol_type, state) in groups {
+            if !all
+                && !shard
+                    .with_image(|i| subject.may(i, Operation::Describe, ResourceType::Group, &g))
+            {
+                continue;
+            }
             if !states.is_empty() && !states.contains(&state.to_lowercase()) {
                 continue;
             }

@@ -8,6 +8,7 @@ use crate::partition::storage_error_code;
 use crate::services::Services;
 use crate::shard::TopicPartition;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -112,8 +113,12 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         r => Some(r),
     };
     let mut resp = ListOffsetsResponse::default();
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     for t in req.topics {
         let name = t.name.0.to_string();
+        // DESCRIBE on the topic, as Kafka.
+        let may =
+            shard.with_image(|i| subject.may(i, Operation::Describe, ResourceType::Topic, &name));
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = topic_name(&name);
         for p in t.partitions {
@@ -123,12 +128,16 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             if ts == LATEST_TIERED && ctx.api_version < 9 {
                 ts = i64::MIN; // not a target before v9: INVALID_REQUEST below
             }
-            let a = shard
-                .run_on(owner, move |s| async move {
-                    lookup(&s, tp, ts, epoch, from_replica).await
-                })
-                .await
-                .unwrap_or_else(|| err(errors::UNKNOWN_SERVER_ERROR));
+            let a = if !may {
+                err(errors::TOPIC_AUTHORIZATION_FAILED)
+            } else {
+                shard
+                    .run_on(owner, move |s| async move {
+                        lookup(&s, tp, ts, epoch, from_replica).await
+                    })
+                    .await
+                    .unwrap_or_else(|| err(errors::UNKNOWN_SERVER_ERROR))
+            };
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
             pr.error_code = a.error;

@@ -4,7 +4,7 @@
 
 use super::topic_name;
 use crate::kafka::dispatch::HandlerResult;
-use crate::kafka::{decode, RequestContext};
+use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::image::{PartitionState, TopicImage};
@@ -18,6 +18,11 @@ use std::rc::Rc;
 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: ListPartitionReassignmentsRequest = decode(body, ctx.api_version)?;
+    if !crate::acl::cluster_allowed(&shard, &ctx, chronik_raft::acl::Operation::Describe) {
+        let mut resp = ListPartitionReassignmentsResponse::default();
+        resp.error_code = errors::CLUSTER_AUTHORIZATION_FAILED;
+        return ctx.encode(&resp).map(Some);
+    }
     let img = shard.image();
     let mut resp = ListPartitionReassignmentsResponse::default();
     let mut add = |name: &str, topic: &TopicImage, only: Option<&[i32]>| {

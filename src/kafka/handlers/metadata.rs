@@ -1,10 +1,12 @@
 //! Metadata: brokers, controller and per-partition leader/replicas/ISR, from the local image.
 
 use super::{str_bytes, topic_name, topics, uuid};
+use crate::acl::Subject;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType, ResourceType::Topic};
 use chronik_raft::image::{MetadataImage, TopicImage, NO_LEADER};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -25,13 +27,21 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         ),
     };
     let auto = ctx.api_version < 4 || req.allow_auto_topic_creation;
+    let subject = Subject::of(&shard, &ctx);
     let mut create_errors = Vec::new();
     if let Some(list) = &requested {
         if auto && shard.config.auto_create_topics_enable {
+            // As Kafka: only topics the client may see and create are auto-created.
             let missing: Vec<String> = list
                 .iter()
                 .filter_map(|(n, _)| n.clone())
-                .filter(|n| shard.with_image(|i| i.topic(n).is_none()))
+                .filter(|n| {
+                    shard.with_image(|i| {
+                        i.topic(n).is_none()
+                            && subject.may(i, Operation::Describe, Topic, n)
+                            && crate::acl::may_create_topic(&subject, i, n)
+                    })
+                })
                 .collect();
             if !missing.is_empty() {
                 create_errors = topics::auto_create(&shard, missing).await;
@@ -60,13 +70,27 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     if ctx.api_version >= 1 {
         resp.controller_id = BrokerId(img.controller_id.unwrap_or(-1));
     }
+    let topic_ops = ctx.api_version >= 8 && req.include_topic_authorized_operations;
+    if (8..=10).contains(&ctx.api_version) && req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations =
+            subject.operations(&img, ResourceType::Cluster, crate::acl::CLUSTER_NAME);
+    }
+    let entry = |t: &TopicImage| {
+        let mut e = topic_entry(&img, t, ctx.api_version);
+        if topic_ops {
+            e.topic_authorized_operations = subject.operations(&img, Topic, &t.name);
+        }
+        e
+    };
+    let may_describe = |n: &str| subject.may(&img, Operation::Describe, Topic, n);
     match requested {
         None => {
-            let mut names: Vec<&String> = img.topics.keys().collect();
+            // Topics the client may not describe are left out, as Kafka does.
+            let mut names: Vec<&String> = img.topics.keys().filter(|n| may_describe(n)).collect();
             names.sort();
             for n in names {
                 if let Some(t) = img.topic(n) {
-                    resp.topics.push(topic_entry(&img, t, ctx.api_version));
+                    resp.topics.push(entry(t));
                 }
             }
         }
@@ -76,8 +100,41 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                     Some(n) => img.topic(n),
                     None => img.topic_by_id(&id),
                 };
+                let hidden = match (&name, found) {
+                    (Some(n), _) => !may_describe(n),
+                    (None, Some(t)) => !may_describe(&t.name),
+                    (None, None) => false,
+                };
+                if hidden {
+                    // By name: TOPIC_AUTHORIZATION_FAILED; by id: as if unknown, so ids do
+                    // not reveal names (Kafka's answers).
+                    let mut t = MetadataResponseTopic::default();
+                    t.error_code = match &name {
+                        Some(_) => errors::TOPIC_AUTHORIZATION_FAILED,
+                        None => errors::UNKNOWN_TOPIC_ID,
+                    };
+                    t.name = name.as_deref().map(topic_name);
+                    if ctx.api_version >= 10 && name.is_none() {
+                        t.topic_id = uuid::Uuid::from_bytes(id);
+                    }
+                    t.topic_authorized_operations = crate::acl::OPERATIONS_NOT_REQUESTED;
+                    resp.topics.push(t);
+                    continue;
+                }
                 match found {
-                    Some(t) => resp.topics.push(topic_entry(&img, t, ctx.api_version)),
+                    Some(t) => resp.topics.push(entry(t)),
+                    None if name.as_deref().is_some_and(|n| {
+                        auto && shard.config.auto_create_topics_enable
+                            && topics::valid_topic_name(n)
+                            && !crate::acl::may_create_topic(&subject, &img, n)
+                    }) =>
+                    {
+                        let mut t = MetadataResponseTopic::default();
+                        t.error_code = errors::TOPIC_AUTHORIZATION_FAILED;
+                        t.name = name.as_deref().map(topic_name);
+                        t.topic_authorized_operations = crate::acl::OPERATIONS_NOT_REQUESTED;
+                        resp.topics.push(t);
+                    }
                     None => {
                         let mut t = MetadataResponseTopic::default();
                         let n = name.clone().unwrap_or_default();

@@ -1,5 +1,6 @@
 //! One module per Kafka API: decode the request, call the shard or controller, encode the response.
 
+pub mod acls;
 pub mod alter_configs;
 pub mod alter_reassignments;
 pub mod api_versions;

@@ -6,6 +6,10 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{
+    Operation,
+    ResourceType::{Group, Topic},
+};
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -15,7 +19,9 @@ use std::rc::Rc;
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: OffsetCommitRequest = decode(body, ctx.api_version)?;
     let group_id = req.group_id.0.to_string();
-    let params = CommitParams {
+    let subject = crate::acl::Subject::of(&shard, &ctx);
+    let group_ok = shard.with_image(|i| subject.may(i, Operation::Read, Group, &group_id));
+    let mut params = CommitParams {
         group_id: group_id.clone(),
         generation: req.generation_id_or_member_epoch,
         member_id: req.member_id.to_string(),
@@ -50,10 +56,40 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             (t.clone(), codes)
         })
         .collect();
-    let result = shard
-        .on_group_shard(&group_id, move |s| coordinator::commit(s, params))
-        .await
-        .unwrap_or(fallback);
+    // As Kafka: without READ on the group every partition is refused; without READ on a
+    // topic, that topic's partitions.
+    let (mut refused, mut result) = (Vec::new(), Vec::new());
+    if group_ok {
+        let (ok, not): (Vec<_>, Vec<_>) = std::mem::take(&mut params.topics)
+            .into_iter()
+            .partition(|(t, _)| shard.with_image(|i| subject.may(i, Operation::Read, Topic, t)));
+        params.topics = ok;
+        refused.extend(not.into_iter().map(|(t, ps)| {
+            let codes = ps
+                .iter()
+                .map(|p| (p.partition, errors::TOPIC_AUTHORIZATION_FAILED))
+                .collect();
+            (t, codes)
+        }));
+        if !params.topics.is_empty() {
+            result = shard
+                .on_group_shard(&group_id, move |s| coordinator::commit(s, params))
+                .await
+                .unwrap_or(fallback);
+        }
+    } else {
+        result = fallback
+            .into_iter()
+            .map(|(t, ps)| {
+                let codes = ps
+                    .into_iter()
+                    .map(|(p, _)| (p, errors::GROUP_AUTHORIZATION_FAILED))
+                    .collect();
+                (t, codes)
+            })
+            .collect();
+    }
+    result.extend(refused);
     let mut resp = OffsetCommitResponse::default();
     for (t, codes) in result {
         let mut tr = OffsetCommitResponseTopic::default();

@@ -2,11 +2,16 @@
 //! the topic list is null (v2+).
 
 use super::{str_bytes, topic_name};
+use crate::acl::Subject;
 use crate::group::coordinator::{self, FetchedOffset};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::{
+    Operation,
+    ResourceType::{Group, Topic},
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -16,21 +21,55 @@ use std::rc::Rc;
 
 type Fetched = (i16, Vec<(String, Vec<FetchedOffset>)>);
 
+/// One group's offsets, as Kafka authorizes them: DESCRIBE on the group (else
+/// GROUP_AUTHORIZATION_FAILED), and on each topic (named ones answer TOPIC_AUTHORIZATION_FAILED,
+/// and a fetch of every topic leaves the others out).
 async fn fetch_one(
     shard: &Rc<Services>,
+    subject: &Subject<'_>,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Fetched {
+    let may = |op, rt, name: &str| shard.with_image(|i| subject.may(i, op, rt, name));
+    if !may(Operation::Describe, Group, &group) {
+        return (errors::GROUP_AUTHORIZATION_FAILED, Vec::new());
+    }
+    let (topics, refused): (Option<Vec<_>>, Vec<_>) = match topics {
+        None => (None, Vec::new()),
+        Some(ts) => {
+            let (ok, not): (Vec<_>, Vec<_>) = ts
+                .into_iter()
+                .partition(|(t, _)| may(Operation::Describe, Topic, t));
+            (Some(ok), not)
+        }
+    };
     let (g, t) = (group.clone(), topics.clone());
-    shard
-        .on_group_shard(&group, move |s| coordinator::fetch_offsets(s, g, t))
-        .await
-        .unwrap_or_else(|| (errors::COORDINATOR_NOT_AVAILABLE, Vec::new()))
+    let (code, mut result) = if topics.as_ref().is_some_and(|t| t.is_empty()) && !refused.is_empty()
+    {
+        (errors::NONE, Vec::new())
+    } else {
+        shard
+            .on_group_shard(&group, move |s| coordinator::fetch_offsets(s, g, t))
+            .await
+            .unwrap_or_else(|| (errors::COORDINATOR_NOT_AVAILABLE, Vec::new()))
+    };
+    if topics.is_none() {
+        result.retain(|(t, _)| may(Operation::Describe, Topic, t));
+    }
+    result.extend(refused.into_iter().map(|(t, parts)| {
+        let parts = parts
+            .into_iter()
+            .map(|p| (p, -1, -1, None, errors::TOPIC_AUTHORIZATION_FAILED))
+            .collect();
+        (t, parts)
+    }));
+    (code, result)
 }
 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let v = ctx.api_version;
     let req: OffsetFetchRequest = decode(body, v)?;
+    let subject = Subject::of(&shard, &ctx);
     let mut resp = OffsetFetchResponse::default();
     if v >= 8 {
         for g in &req.groups {
@@ -39,7 +78,8 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                     .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let (code, result) = fetch_one(&shard, g.group_id.0.to_string(), topics).await;
+            let (code, result) =
+                fetch_one(&shard, &subject, g.group_id.0.to_string(), topics).await;
             let mut gr = OffsetFetchResponseGroup::default();
             gr.group_id = GroupId(g.group_id.0.clone());
             gr.error_code = code;
@@ -65,7 +105,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                 .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                 .collect()
         });
-        let (code, result) = fetch_one(&shard, req.group_id.0.to_string(), topics).await;
+        let (code, result) = fetch_one(&shard, &subject, req.group_id.0.to_string(), topics).await;
         if v >= 2 {
             resp.error_code = code;
         }

@@ -12,6 +12,7 @@ use crate::partition::ProduceOutcome;
 use crate::services::Services;
 use crate::shard::TopicPartition;
 use bytes::{Buf, BytesMut};
+use chronik_raft::acl::{Operation, ResourceType::Topic};
 use chronik_storage::batch_validation::Limits;
 use chronik_storage::ValidBatch;
 use kafka_protocol::messages::produce_response::{
@@ -148,6 +149,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
     let mut tasks = Vec::new();
     let mut auto_created = false;
+    let subject = crate::acl::Subject::of(&shard, &ctx);
     for mut t in req.topics {
         // v13: the topic by its id; an unknown id is UNKNOWN_TOPIC_ID (no auto-creation).
         let unknown_id = match t.id {
@@ -161,10 +163,14 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             None => false,
         };
         let internal = is_internal_topic(&t.name);
-        // Produce to an unknown topic auto-creates it (when enabled), like Kafka's Metadata path.
+        let may_write = shard.with_image(|i| subject.may(i, Operation::Write, Topic, &t.name));
+        // Produce to an unknown topic auto-creates it (when enabled), like Kafka's Metadata path,
+        // for a client that may write it and create it.
         if !internal
             && !unknown_id
+            && may_write
             && !auto_created
+            && shard.with_image(|i| crate::acl::may_create_topic(&subject, i, &t.name))
             && shard.config.auto_create_topics_enable
             && shard.with_image(|i| i.topic(&t.name).is_none())
             && super::topics::valid_topic_name(&t.name)
@@ -188,6 +194,8 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                     refused(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
                 })
                 .detach()
+            } else if !may_write {
+                glommio::spawn_local(async { refused(errors::TOPIC_AUTHORIZATION_FAILED) }).detach()
             } else if internal {
                 // As Kafka's ReplicaManager: clients never append to internal topics.
                 let why = format!("Cannot append to internal topic {}", t.name);
