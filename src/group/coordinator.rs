@@ -10,3 +10,4 @@ pub use super::machine::{JoinParams, SyncParams};
 pub use super::offsets::{commit, fetch_offsets, CommitParams, CommitPartition, FetchedOffset};
 pub use super::offsets_partition::{acquire, GroupCoordinator, GroupRef, OffsetsPartition};
 pub use super::rebalance::{heartbeat, join, leave, sync};
+pub use super::txn_offsets::{complete_txn_offsets, txn_commit, TxnCommitParams};

@@ -85,6 +85,11 @@ pub static APIS: &[ApiSpec] = &[
     api!(AlterPartitionReassignments, 0, 1, alter_reassignments),
     api!(DescribeQuorum, 0, 2, describe_quorum),
     api!(DescribeProducers, 0, 0, describe_producers),
+    api!(AddPartitionsToTxn, 0, 3, add_partitions_to_txn),
+    api!(AddOffsetsToTxn, 0, 3, add_offsets_to_txn),
+    api!(EndTxn, 0, 3, end_txn),
+    api!(TxnOffsetCommit, 0, 3, txn_offset_commit),
+    api!(WriteTxnMarkers, 0, 1, write_txn_markers),
 ];
 
 pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {

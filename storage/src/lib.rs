@@ -10,6 +10,7 @@ mod checkpoint;
 mod commit;
 mod compression;
 pub mod config;
+pub mod control;
 mod disk_format;
 mod epoch;
 pub mod error;
@@ -26,6 +27,7 @@ pub use batch::{
     parse_header, validate_batch, BatchError, BatchHeader, ValidBatch, BATCH_HEADER_LEN,
 };
 pub use cache::ReadCache;
+pub use control::{build_marker_batch, parse_marker, TxnMarker};
 pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
 pub use error::StorageError;
 pub use log::clean::{CleanStats, CleanerLimits};

@@ -1,5 +1,7 @@
 //! One module per Kafka API: decode the request, call the shard or controller, encode the response.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_reassignments;
 pub mod api_versions;
@@ -15,6 +17,7 @@ pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
 pub mod elect_leaders;
+pub mod end_txn;
 pub mod fetch;
 pub mod fetch_response;
 pub mod fetch_session;
@@ -36,6 +39,8 @@ pub mod produce;
 pub mod sasl;
 pub mod sync_group;
 pub mod topics;
+pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;

@@ -183,11 +183,6 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                 glommio::spawn_local(async { refused(errors::UNKNOWN_TOPIC_ID) }).detach()
             } else if !(acks == 0 || acks == 1 || acks == -1) {
                 glommio::spawn_local(async { refused(errors::INVALID_REQUIRED_ACKS) }).detach()
-            } else if req.transactional_id.is_some() {
-                glommio::spawn_local(async {
-                    refused(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-                })
-                .detach()
             } else if internal {
                 // As Kafka's ReplicaManager: clients never append to internal topics.
                 let why = format!("Cannot append to internal topic {}", t.name);
