@@ -207,6 +207,7 @@ fn offsets_sent_to_a_transaction_are_committed_only_with_it() {
         if commit {
             p.commit_transaction(T).expect("commit");
         } else {
+            p.flush(T).expect("flush");
             p.abort_transaction(T).expect("abort");
             // The aborted round's offsets are not committed: still nothing for the group.
             let c = consumer
