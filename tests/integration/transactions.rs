@@ -272,12 +272,16 @@ mod hostile {
     }
 
     fn init(addr: &str, id: &str) -> (i64, i16) {
+        init_with_timeout(addr, id, 60_000)
+    }
+
+    fn init_with_timeout(addr: &str, id: &str, timeout_ms: i32) -> (i64, i16) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let mut s = raw::connect(addr).expect("connect");
             let mut req = InitProducerIdRequest::default();
             req.transactional_id = Some(TransactionalId(StrBytes::from_string(id.to_string())));
-            req.transaction_timeout_ms = 60_000;
+            req.transaction_timeout_ms = timeout_ms;
             req.producer_id = ProducerId(-1);
             req.producer_epoch = -1;
             let r: InitProducerIdResponse =
@@ -339,5 +343,65 @@ mod hostile {
         assert_eq!(end(&c, "hostile-txn", pid, e1, 3), INVALID_TXN_STATE, "nothing open");
         // The broker still serves.
         assert!(raw::metadata(&s.bootstrap(), None).is_ok());
+    }
+
+    /// ListOffsets latest of partition 0 with `isolation` (0 uncommitted, 1 committed).
+    fn latest(addr: &str, topic: &str, isolation: i8) -> i64 {
+        use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+        let mut s = raw::connect(addr).expect("connect");
+        let mut p = ListOffsetsPartition::default();
+        p.partition_index = 0;
+        p.timestamp = -1;
+        let mut t = ListOffsetsTopic::default();
+        t.name = TopicName(StrBytes::from_string(topic.to_string()));
+        t.partitions = vec![p];
+        let mut req = ListOffsetsRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.isolation_level = isolation;
+        req.topics = vec![t];
+        let r: ListOffsetsResponse =
+            raw::call(&mut s, ApiKey::ListOffsets, 5, &req).expect("list offsets");
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        p.offset
+    }
+
+    /// A producer that opens a transaction and disappears holds the LSO back only until the
+    /// coordinator aborts the transaction at its timeout.
+    #[test]
+    fn an_abandoned_transaction_is_aborted_at_its_timeout_and_releases_the_lso() {
+        let s = Server::start(&[]);
+        let b = s.bootstrap();
+        super::create_topic(&b, "txn-expire", 1, 1);
+        let c = coordinator_of(&b, "abandoned");
+        let (pid, epoch) = init_with_timeout(&c, "abandoned", 1_000);
+        let mut conn = raw::connect(&c).expect("connect");
+        let mut t = kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
+        t.name = TopicName(StrBytes::from_string("txn-expire".to_string()));
+        t.partitions = vec![0];
+        let mut req = AddPartitionsToTxnRequest::default();
+        req.v3_and_below_transactional_id = TransactionalId(StrBytes::from_string("abandoned".to_string()));
+        req.v3_and_below_producer_id = ProducerId(pid);
+        req.v3_and_below_producer_epoch = epoch;
+        req.v3_and_below_topics = vec![t];
+        let r: AddPartitionsToTxnResponse =
+            raw::call(&mut conn, ApiKey::AddPartitionsToTxn, 3, &req).expect("add partitions");
+        assert_eq!(r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0);
+        let mut batch = chronik_storage::testing::build_batch_of(5, 10, b'x', 1_700_000_000_000);
+        batch[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
+        chronik_storage::testing::set_producer(&mut batch, pid, epoch, 0);
+        let (code, _) = crate::common::cluster_util::produce_batch(&b, "txn-expire", 0, -1, 10_000, batch.freeze());
+        assert_eq!(code, 0);
+        assert_eq!(latest(&b, "txn-expire", 0), 5);
+        // The first read may already come after the abort (1 s timeout, 1 s sweep): 0 or 6.
+        let first = latest(&b, "txn-expire", 1);
+        assert!(first == 0 || first == 6, "LSO {first}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while latest(&b, "txn-expire", 1) != 6 {
+            assert!(std::time::Instant::now() < deadline, "the LSO stays held back");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        // The abort fenced the producer's epoch.
+        assert_eq!(end(&c, "abandoned", pid, epoch, 3), PRODUCER_FENCED);
     }
 }
