@@ -311,8 +311,10 @@ pub async fn acquire_partition(shard: &Rc<Shard>, index: i32) -> Result<Rc<Offse
 async fn load(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>) -> Result<(), i16> {
     let started = Instant::now();
     let mut pending = host::PendingTxnRecords::new();
-    let records =
-        host::replay(shard, part.index, &mut pending, |k, v| apply_record(part, k, v)).await?;
+    let records = host::replay(shard, part.index, &mut pending, |k, v| {
+        apply_record(part, k, v)
+    })
+    .await?;
     *part.txn_pending.borrow_mut() = pending;
     // Sessions of loaded members count from now, not from when they were written.
     let now = Instant::now();

@@ -414,9 +414,7 @@ impl Partition {
                 tracing::error!(topic = %self.tp.topic, partition = self.tp.partition, "append failed: {e}");
                 // The log dropped this batch: a retry must append it, not find a duplicate.
                 if let Some(base) = recorded_at {
-                    self.txns
-                        .borrow_mut()
-                        .forget_data(header.producer_id, base);
+                    self.txns.borrow_mut().forget_data(header.producer_id, base);
                     self.producers
                         .borrow_mut()
                         .forget_from(header.producer_id, base);
@@ -834,9 +832,7 @@ impl Partition {
             Err(e) => {
                 tracing::error!(topic = %self.tp.topic, partition = self.tp.partition, "marker append failed: {e}");
                 if let Some(first) = ended {
-                    self.txns
-                        .borrow_mut()
-                        .forget_marker(producer_id, first, at);
+                    self.txns.borrow_mut().forget_marker(producer_id, first, at);
                 }
                 ProduceOutcome::error(storage_error_code(&e))
             }

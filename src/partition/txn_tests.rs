@@ -40,7 +40,7 @@ fn marker(commit: bool) -> TxnMarker {
 
 fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .spawn(move || f())
+        .spawn(f)
         .expect("executor")
         .join()
         .expect("join");
@@ -54,22 +54,39 @@ fn an_open_transaction_holds_the_lso_until_its_marker_is_written_and_replicated(
         assert!(p.become_leader(0, &[1], &[1, 2], Instant::now()).is_ok());
         let plain = chronik_storage::testing::build_batch_of(2, 10, 1, 0);
         assert_eq!(p.append_as_leader(plain).await.error, errors::NONE);
-        assert_eq!(p.append_as_leader(txn_batch(5, 0, 3)).await.error, errors::NONE);
+        assert_eq!(
+            p.append_as_leader(txn_batch(5, 0, 3)).await.error,
+            errors::NONE
+        );
         assert_eq!(p.high_watermark(), 5);
-        assert_eq!(p.last_stable_offset(), 2, "producer 5's transaction opened at 2");
+        assert_eq!(
+            p.last_stable_offset(),
+            2,
+            "producer 5's transaction opened at 2"
+        );
         let out = p.append_marker(5, 0, marker(false)).await;
         assert_eq!((out.error, out.base_offset), (errors::NONE, 5));
         assert_eq!(p.last_stable_offset(), 6);
         let aborted = p.aborted_between(0, 6);
         assert_eq!(aborted.len(), 1);
         assert_eq!(
-            (aborted[0].producer_id, aborted[0].first_offset, aborted[0].last_offset),
+            (
+                aborted[0].producer_id,
+                aborted[0].first_offset,
+                aborted[0].last_offset
+            ),
             (5, 2, 5)
         );
         // A committed one is not listed.
-        assert_eq!(p.append_as_leader(txn_batch(5, 3, 1)).await.error, errors::NONE);
+        assert_eq!(
+            p.append_as_leader(txn_batch(5, 3, 1)).await.error,
+            errors::NONE
+        );
         assert_eq!(p.last_stable_offset(), 6);
-        assert_eq!(p.append_marker(5, 0, marker(true)).await.error, errors::NONE);
+        assert_eq!(
+            p.append_marker(5, 0, marker(true)).await.error,
+            errors::NONE
+        );
         assert_eq!(p.last_stable_offset(), 8);
         assert_eq!(p.aborted_between(6, 8), vec![]);
         p.close().await;
@@ -89,7 +106,10 @@ fn a_marker_of_an_older_epoch_is_refused_and_a_newer_one_fences_the_producer() {
             p.append_marker(9, 2, marker(true)).await.error,
             errors::INVALID_PRODUCER_EPOCH
         );
-        assert_eq!(p.append_marker(9, 4, marker(false)).await.error, errors::NONE);
+        assert_eq!(
+            p.append_marker(9, 4, marker(false)).await.error,
+            errors::NONE
+        );
         let mut zombie = txn_batch(9, 1, 1);
         chronik_storage::testing::set_producer(&mut zombie, 9, 3, 1);
         assert_eq!(
@@ -125,9 +145,18 @@ fn the_transaction_state_is_rebuilt_from_the_log_on_reopen_and_on_a_follower() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = open(dir.path(), 1).await;
         assert!(p.become_leader(0, &[1], &[1], Instant::now()).is_ok());
-        assert_eq!(p.append_as_leader(txn_batch(1, 0, 2)).await.error, errors::NONE);
-        assert_eq!(p.append_as_leader(txn_batch(2, 0, 2)).await.error, errors::NONE);
-        assert_eq!(p.append_marker(1, 0, marker(false)).await.error, errors::NONE);
+        assert_eq!(
+            p.append_as_leader(txn_batch(1, 0, 2)).await.error,
+            errors::NONE
+        );
+        assert_eq!(
+            p.append_as_leader(txn_batch(2, 0, 2)).await.error,
+            errors::NONE
+        );
+        assert_eq!(
+            p.append_marker(1, 0, marker(false)).await.error,
+            errors::NONE
+        );
         let (lso, aborted) = (p.last_stable_offset(), p.aborted_between(0, 100));
         assert_eq!(lso, 2, "producer 2 still open");
         // A follower appending the same batches ends up in the same state.
@@ -157,7 +186,11 @@ fn the_transaction_state_is_rebuilt_from_the_log_on_reopen_and_on_a_follower() {
             }
             let q = open(dir.path(), 1).await;
             assert!(q.become_leader(1, &[1], &[1], Instant::now()).is_ok());
-            assert_eq!(q.last_stable_offset(), lso, "snapshot removed: {without_snapshot}");
+            assert_eq!(
+                q.last_stable_offset(),
+                lso,
+                "snapshot removed: {without_snapshot}"
+            );
             assert_eq!(q.aborted_between(0, 100), aborted);
             assert_eq!(q.open_transaction(2), Some(2));
             q.close().await;
@@ -171,8 +204,14 @@ fn a_truncated_marker_reopens_its_transaction() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = open(dir.path(), 1).await;
         assert!(p.become_leader(0, &[1], &[1], Instant::now()).is_ok());
-        assert_eq!(p.append_as_leader(txn_batch(1, 0, 2)).await.error, errors::NONE);
-        assert_eq!(p.append_marker(1, 0, marker(true)).await.error, errors::NONE);
+        assert_eq!(
+            p.append_as_leader(txn_batch(1, 0, 2)).await.error,
+            errors::NONE
+        );
+        assert_eq!(
+            p.append_marker(1, 0, marker(true)).await.error,
+            errors::NONE
+        );
         assert_eq!(p.open_transaction(1), None);
         assert_eq!(p.become_follower(1, &[2], &[1, 2]), Ok(true));
         p.log.truncate_to(2).await.expect("truncate");

@@ -403,7 +403,11 @@ pub async fn abort_expired(shard: &Rc<Services>) {
             else {
                 continue;
             };
-            tracing::info!(id, producer_id = m.producer_id, "aborting a transaction past its timeout");
+            tracing::info!(
+                id,
+                producer_id = m.producer_id,
+                "aborting a transaction past its timeout"
+            );
             let written = exclusive(&part, &id, errors::CONCURRENT_TRANSACTIONS, async {
                 persist(shard, &part, &id, &abort).await
             })

@@ -14,8 +14,8 @@ use chronik_storage::TxnMarker;
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
-use kafka_protocol::messages::{ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest};
 use kafka_protocol::messages::WriteTxnMarkersResponse;
+use kafka_protocol::messages::{ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest};
 use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -49,7 +49,10 @@ impl MarkerSpec {
 pub async fn write_local(shard: &Rc<Services>, tp: TopicPartition, spec: MarkerSpec) -> i16 {
     let owner = shard.owner_of(&tp.topic, tp.partition);
     shard
-        .run_on(owner, move |s| async move { write_on_owner(&s, tp, spec).await })
+        .run_on(
+            owner,
+            move |s| async move { write_on_owner(&s, tp, spec).await },
+        )
         .await
         .unwrap_or(errors::UNKNOWN_SERVER_ERROR)
 }
@@ -121,7 +124,8 @@ pub async fn write_all(
         let mut by_leader: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
         let mut next = Vec::new();
         for tp in left {
-            let leader = shard.with_image(|i| i.partition(&tp.topic, tp.partition).map(|p| p.leader));
+            let leader =
+                shard.with_image(|i| i.partition(&tp.topic, tp.partition).map(|p| p.leader));
             match leader {
                 None => {
                     tracing::info!(topic = %tp.topic, partition = tp.partition, "transaction marker dropped: the partition no longer exists");

@@ -128,10 +128,7 @@ pub fn init_producer(
                 ..m.clone()
             }))
         }
-        TxnState::Empty
-        | TxnState::CompleteCommit
-        | TxnState::CompleteAbort
-        | TxnState::Dead => {
+        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort | TxnState::Dead => {
             let (pid, epoch) = match next_epoch(m.producer_epoch) {
                 Some(e) => (m.producer_id, e),
                 None => (fresh_pid, 0),
@@ -278,7 +275,10 @@ mod tests {
     #[test]
     fn a_new_id_starts_empty_at_epoch_zero_and_each_init_bumps_the_epoch() {
         let m = ready(init_producer(None, 60_000, MAX, 100, 1));
-        assert_eq!((m.producer_id, m.producer_epoch, m.state), (100, 0, TxnState::Empty));
+        assert_eq!(
+            (m.producer_id, m.producer_epoch, m.state),
+            (100, 0, TxnState::Empty)
+        );
         let m2 = ready(init_producer(Some(&m), 60_000, MAX, 200, 2));
         assert_eq!((m2.producer_id, m2.producer_epoch), (100, 1));
         // At the last epoch a new producer id is taken.
@@ -318,7 +318,10 @@ mod tests {
             .expect("add")
             .expect("changed");
         assert_eq!(m.partitions.len(), 2);
-        assert_eq!(m.start_ms, 10, "the transaction started at its first partition");
+        assert_eq!(
+            m.start_ms, 10,
+            "the transaction started at its first partition"
+        );
         let EndPlan::Prepare(p) = end_txn(Some(&m), 7, 0, true, 20).expect("end") else {
             panic!("expected Prepare");
         };
@@ -355,7 +358,10 @@ mod tests {
             Err(errors::INVALID_TXN_STATE),
             "nothing to end"
         );
-        assert_eq!(end_txn(None, 7, 0, true, 1), Err(errors::INVALID_PRODUCER_ID_MAPPING));
+        assert_eq!(
+            end_txn(None, 7, 0, true, 1),
+            Err(errors::INVALID_PRODUCER_ID_MAPPING)
+        );
         assert_eq!(complete(&m, 1), None);
         let open = add_partitions(Some(&m), 7, 0, &[tp("a", 0)], 1)
             .expect("add")
@@ -380,7 +386,10 @@ mod tests {
             add_partitions(Some(&m), 99, 1, &[tp("a", 0)], 1),
             Err(errors::INVALID_PRODUCER_ID_MAPPING)
         );
-        assert_eq!(end_txn(Some(&m), 7, 0, false, 1), Err(errors::PRODUCER_FENCED));
+        assert_eq!(
+            end_txn(Some(&m), 7, 0, false, 1),
+            Err(errors::PRODUCER_FENCED)
+        );
     }
 
     #[test]
@@ -393,7 +402,10 @@ mod tests {
             panic!("expected AbortFirst");
         };
         assert_eq!((a.state, a.producer_epoch), (TxnState::PrepareAbort, 1));
-        assert_eq!(a.partitions, open.partitions, "markers go where the data went");
+        assert_eq!(
+            a.partitions, open.partitions,
+            "markers go where the data went"
+        );
         assert_eq!(
             init_producer(Some(&a), 60_000, MAX, 8, 3),
             Err(errors::CONCURRENT_TRANSACTIONS)

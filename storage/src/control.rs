@@ -113,7 +113,10 @@ mod tests {
             let b = build_marker_batch(42, 3, m, 1_000);
             let h = validate_batch(&b).expect("valid batch");
             assert!(h.is_control() && h.is_transactional());
-            assert_eq!((h.producer_id, h.producer_epoch, h.records_count), (42, 3, 1));
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.records_count),
+                (42, 3, 1)
+            );
             assert_eq!(parse_marker(&b, &h), Some(m));
         }
     }
@@ -123,7 +126,15 @@ mod tests {
         let data = crate::testing::build_batch(&[(Some(b"k"), Some(b"v"))], 0);
         let h = validate_batch(&data).expect("valid");
         assert_eq!(parse_marker(&data, &h), None);
-        let b = build_marker_batch(1, 0, TxnMarker { commit: true, coordinator_epoch: 0 }, 0);
+        let b = build_marker_batch(
+            1,
+            0,
+            TxnMarker {
+                commit: true,
+                coordinator_epoch: 0,
+            },
+            0,
+        );
         let h = validate_batch(&b).expect("valid");
         for cut in BATCH_HEADER_LEN..b.len() {
             assert_eq!(parse_marker(&b[..cut], &h), None, "cut at {cut}");

@@ -27,8 +27,8 @@ pub use batch::{
     parse_header, validate_batch, BatchError, BatchHeader, ValidBatch, BATCH_HEADER_LEN,
 };
 pub use cache::ReadCache;
-pub use control::{build_marker_batch, parse_marker, TxnMarker};
 pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
+pub use control::{build_marker_batch, parse_marker, TxnMarker};
 pub use error::StorageError;
 pub use log::clean::{CleanStats, CleanerLimits};
 pub use log::pacing::CleanerPace;

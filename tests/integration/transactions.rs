@@ -51,10 +51,7 @@ fn send(p: &BaseProducer, topic: &str, partition: i32, value: &str) {
         ) {
             Ok(()) => return,
             Err((e, _)) => {
-                assert!(
-                    matches!(e, KafkaError::MessageProduction(_)),
-                    "send: {e}"
-                );
+                assert!(matches!(e, KafkaError::MessageProduction(_)), "send: {e}");
                 p.poll(Duration::from_millis(10));
             }
         }
@@ -121,9 +118,16 @@ fn commit_100_abort_50(bootstrap: &str, topic: &str, partitions: i32) {
     committed.sort();
     let mut want: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
     want.sort();
-    assert_eq!(committed, want, "read_committed sees exactly the committed 100");
+    assert_eq!(
+        committed, want,
+        "read_committed sees exactly the committed 100"
+    );
     let all = read_all(bootstrap, topic, partitions, "read_uncommitted", 150);
-    assert_eq!(all.len(), 150, "read_uncommitted sees the aborted 50 as well");
+    assert_eq!(
+        all.len(),
+        150,
+        "read_uncommitted sees the aborted 50 as well"
+    );
 }
 
 #[test]
@@ -266,7 +270,11 @@ mod hostile {
             if r.error_code == 0 {
                 return format!("{}:{}", r.host.as_str(), r.port);
             }
-            assert!(std::time::Instant::now() < deadline, "no coordinator: {}", r.error_code);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no coordinator: {}",
+                r.error_code
+            );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
@@ -289,7 +297,11 @@ mod hostile {
             if r.error_code == 0 {
                 return (r.producer_id.0, r.producer_epoch);
             }
-            assert!(std::time::Instant::now() < deadline, "init: {}", r.error_code);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "init: {}",
+                r.error_code
+            );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
@@ -339,15 +351,24 @@ mod hostile {
         assert_eq!((pid2, e1), (pid, e0 + 1), "a re-init bumps the epoch");
         assert_eq!(end(&c, "hostile-txn", pid, e0, 3), PRODUCER_FENCED);
         assert_eq!(end(&c, "hostile-txn", pid, e0, 1), INVALID_PRODUCER_EPOCH);
-        assert_eq!(end(&c, "hostile-txn", pid + 1, e1, 3), INVALID_PRODUCER_ID_MAPPING);
-        assert_eq!(end(&c, "hostile-txn", pid, e1, 3), INVALID_TXN_STATE, "nothing open");
+        assert_eq!(
+            end(&c, "hostile-txn", pid + 1, e1, 3),
+            INVALID_PRODUCER_ID_MAPPING
+        );
+        assert_eq!(
+            end(&c, "hostile-txn", pid, e1, 3),
+            INVALID_TXN_STATE,
+            "nothing open"
+        );
         // The broker still serves.
         assert!(raw::metadata(&s.bootstrap(), None).is_ok());
     }
 
     /// ListOffsets latest of partition 0 with `isolation` (0 uncommitted, 1 committed).
     fn latest(addr: &str, topic: &str, isolation: i8) -> i64 {
-        use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
         let mut s = raw::connect(addr).expect("connect");
         let mut p = ListOffsetsPartition::default();
         p.partition_index = 0;
@@ -380,17 +401,28 @@ mod hostile {
         t.name = TopicName(StrBytes::from_string("txn-expire".to_string()));
         t.partitions = vec![0];
         let mut req = AddPartitionsToTxnRequest::default();
-        req.v3_and_below_transactional_id = TransactionalId(StrBytes::from_string("abandoned".to_string()));
+        req.v3_and_below_transactional_id =
+            TransactionalId(StrBytes::from_string("abandoned".to_string()));
         req.v3_and_below_producer_id = ProducerId(pid);
         req.v3_and_below_producer_epoch = epoch;
         req.v3_and_below_topics = vec![t];
         let r: AddPartitionsToTxnResponse =
             raw::call(&mut conn, ApiKey::AddPartitionsToTxn, 3, &req).expect("add partitions");
-        assert_eq!(r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0);
+        assert_eq!(
+            r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+            0
+        );
         let mut batch = chronik_storage::testing::build_batch_of(5, 10, b'x', 1_700_000_000_000);
         batch[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
         chronik_storage::testing::set_producer(&mut batch, pid, epoch, 0);
-        let (code, _) = crate::common::cluster_util::produce_batch(&b, "txn-expire", 0, -1, 10_000, batch.freeze());
+        let (code, _) = crate::common::cluster_util::produce_batch(
+            &b,
+            "txn-expire",
+            0,
+            -1,
+            10_000,
+            batch.freeze(),
+        );
         assert_eq!(code, 0);
         assert_eq!(latest(&b, "txn-expire", 0), 5);
         // The first read may already come after the abort (1 s timeout, 1 s sweep): 0 or 6.
@@ -398,7 +430,10 @@ mod hostile {
         assert!(first == 0 || first == 6, "LSO {first}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while latest(&b, "txn-expire", 1) != 6 {
-            assert!(std::time::Instant::now() < deadline, "the LSO stays held back");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the LSO stays held back"
+            );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
         // The abort fenced the producer's epoch.

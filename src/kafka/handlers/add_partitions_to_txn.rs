@@ -17,7 +17,10 @@ const OPERATION_NOT_ATTEMPTED: i16 = 55;
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: AddPartitionsToTxnRequest = decode(body, ctx.api_version)?;
     let id = req.v3_and_below_transactional_id.0.to_string();
-    let (pid, epoch) = (req.v3_and_below_producer_id.0, req.v3_and_below_producer_epoch);
+    let (pid, epoch) = (
+        req.v3_and_below_producer_id.0,
+        req.v3_and_below_producer_epoch,
+    );
     let wanted: Vec<(String, Vec<i32>)> = req
         .v3_and_below_topics
         .iter()
@@ -32,14 +35,9 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let any_unknown = wanted
         .iter()
         .any(|(t, ps)| ps.iter().any(|p| unknown(t, *p)));
-    let code_for: Box<dyn Fn(&str, i32) -> i16> = if any_unknown {
-        Box::new(|t: &str, p: i32| {
-            if unknown(t, p) {
-                errors::UNKNOWN_TOPIC_OR_PARTITION
-            } else {
-                OPERATION_NOT_ATTEMPTED
-            }
-        })
+    // None: not asked (a partition was refused, the rest are not attempted).
+    let coordinator_code = if any_unknown {
+        None
     } else {
         let parts: Vec<(String, i32)> = wanted
             .iter()
@@ -55,7 +53,12 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         if code == errors::PRODUCER_FENCED && ctx.api_version < 2 {
             code = errors::INVALID_PRODUCER_EPOCH; // older clients do not know PRODUCER_FENCED
         }
-        Box::new(move |_: &str, _: i32| code)
+        Some(code)
+    };
+    let code_for = |t: &str, p: i32| match coordinator_code {
+        Some(code) => code,
+        None if unknown(t, p) => errors::UNKNOWN_TOPIC_OR_PARTITION,
+        None => OPERATION_NOT_ATTEMPTED,
     };
     let mut resp = AddPartitionsToTxnResponse::default();
     resp.results_by_topic_v3_and_below = req

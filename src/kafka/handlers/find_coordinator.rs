@@ -4,10 +4,10 @@
 
 use super::str_bytes;
 use crate::group::{partition_for, OFFSETS_TOPIC};
-use crate::txn::TXN_TOPIC;
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
+use crate::txn::TXN_TOPIC;
 use bytes::BytesMut;
 use chronik_raft::{Command, NewTopic};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -63,11 +63,7 @@ async fn ensure_internal_topic(shard: &Rc<Services>, name: &str, partitions: i32
         Some((_, Ok(_))) => errors::NONE,
         Some((_, Err(e))) if e.code == errors::TOPIC_ALREADY_EXISTS => errors::NONE,
         Some((_, Err(e))) => {
-            tracing::warn!(
-                code = e.code,
-                "cannot create {name}: {}",
-                e.message
-            );
+            tracing::warn!(code = e.code, "cannot create {name}: {}", e.message);
             errors::COORDINATOR_NOT_AVAILABLE
         }
         None => errors::COORDINATOR_NOT_AVAILABLE,
@@ -99,7 +95,12 @@ fn lookup(
     let topic = match key_type {
         KEY_TYPE_GROUP => OFFSETS_TOPIC,
         KEY_TYPE_TRANSACTION => TXN_TOPIC,
-        _ => return fail(errors::INVALID_REQUEST, Some("unknown coordinator key type")),
+        _ => {
+            return fail(
+                errors::INVALID_REQUEST,
+                Some("unknown coordinator key type"),
+            )
+        }
     };
     if key.is_empty() {
         return fail(errors::INVALID_REQUEST, Some("empty coordinator key"));
