@@ -90,6 +90,8 @@ pub static APIS: &[ApiSpec] = &[
     api!(EndTxn, 0, 3, end_txn),
     api!(TxnOffsetCommit, 0, 3, txn_offset_commit),
     api!(WriteTxnMarkers, 0, 1, write_txn_markers),
+    api!(DescribeTransactions, 0, 0, describe_transactions),
+    api!(ListTransactions, 0, 1, list_transactions),
 ];
 
 pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {

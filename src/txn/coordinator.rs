@@ -426,3 +426,40 @@ pub async fn run_expiry(shard: Rc<Services>, interval: Duration) {
         abort_expired(&shard).await;
     }
 }
+
+/// DescribeTransactions of one id (this broker must coordinate it).
+pub async fn describe(shard: &Rc<Services>, id: String) -> Result<TxnMeta, i16> {
+    if id.is_empty() || id.len() > MAX_ID {
+        return Err(errors::TRANSACTIONAL_ID_NOT_FOUND);
+    }
+    let (index, _) = super::route(shard, &id);
+    let part = acquire(shard, index).await?;
+    part.get(&id).ok_or(errors::TRANSACTIONAL_ID_NOT_FOUND)
+}
+
+/// ListTransactions on this shard: (id, producer id, state name) of the ids it coordinates
+/// that pass the filters (empty filters pass everything; `min_duration_ms` < 0: no filter,
+/// else only transactions open at least that long).
+pub fn list_local(
+    shard: &Services,
+    states: &[String],
+    producer_ids: &[i64],
+    min_duration_ms: i64,
+) -> Vec<(String, i64, &'static str)> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    for part in shard.txns.loaded() {
+        for (id, m) in part.snapshot() {
+            let name = m.state.name();
+            let passes = (states.is_empty() || states.iter().any(|s| s == name))
+                && (producer_ids.is_empty() || producer_ids.contains(&m.producer_id))
+                && (min_duration_ms < 0
+                    || (m.state == state::TxnState::Ongoing
+                        && now.saturating_sub(m.start_ms) >= min_duration_ms));
+            if passes {
+                out.push((id, m.producer_id, name));
+            }
+        }
+    }
+    out
+}

@@ -439,4 +439,60 @@ mod hostile {
         // The abort fenced the producer's epoch.
         assert_eq!(end(&c, "abandoned", pid, epoch, 3), PRODUCER_FENCED);
     }
+
+    #[test]
+    fn describe_and_list_transactions_show_an_open_transaction() {
+        let s = Server::start(&[]);
+        let b = s.bootstrap();
+        super::create_topic(&b, "txn-described", 2, 1);
+        let c = coordinator_of(&b, "described");
+        let (pid, epoch) = init(&c, "described");
+        let mut conn = raw::connect(&c).expect("connect");
+        let mut t = kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
+        t.name = TopicName(StrBytes::from_string("txn-described".to_string()));
+        t.partitions = vec![1];
+        let mut req = AddPartitionsToTxnRequest::default();
+        req.v3_and_below_transactional_id =
+            TransactionalId(StrBytes::from_string("described".to_string()));
+        req.v3_and_below_producer_id = ProducerId(pid);
+        req.v3_and_below_producer_epoch = epoch;
+        req.v3_and_below_topics = vec![t];
+        let _: AddPartitionsToTxnResponse =
+            raw::call(&mut conn, ApiKey::AddPartitionsToTxn, 3, &req).expect("add partitions");
+        let mut d = DescribeTransactionsRequest::default();
+        d.transactional_ids = vec![
+            TransactionalId(StrBytes::from_string("described".to_string())),
+            TransactionalId(StrBytes::from_string("never-seen".to_string())),
+        ];
+        let r: DescribeTransactionsResponse =
+            raw::call(&mut conn, ApiKey::DescribeTransactions, 0, &d).expect("describe");
+        let st = &r.transaction_states[0];
+        assert_eq!(
+            (st.error_code, st.transaction_state.as_str()),
+            (0, "Ongoing")
+        );
+        assert_eq!((st.producer_id.0, st.producer_epoch), (pid, epoch));
+        assert_eq!(st.topics[0].topic.0.as_str(), "txn-described");
+        assert_eq!(st.topics[0].partitions, vec![1]);
+        const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+        assert_eq!(
+            r.transaction_states[1].error_code,
+            TRANSACTIONAL_ID_NOT_FOUND
+        );
+        let mut l = ListTransactionsRequest::default();
+        l.state_filters = vec![
+            StrBytes::from_string("Ongoing".to_string()),
+            StrBytes::from_string("Bogus".to_string()),
+        ];
+        l.duration_filter = -1;
+        let r: ListTransactionsResponse =
+            raw::call(&mut conn, ApiKey::ListTransactions, 1, &l).expect("list");
+        assert_eq!(r.unknown_state_filters.len(), 1);
+        let ids: Vec<&str> = r
+            .transaction_states
+            .iter()
+            .map(|t| t.transactional_id.0.as_str())
+            .collect();
+        assert_eq!(ids, vec!["described"]);
+    }
 }

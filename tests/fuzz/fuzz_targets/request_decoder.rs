@@ -79,6 +79,8 @@ fn body(ctx: &RequestContext, body: BytesMut) {
         ApiKey::EndTxn => check::<EndTxnRequest>(body, v),
         ApiKey::TxnOffsetCommit => check::<TxnOffsetCommitRequest>(body, v),
         ApiKey::WriteTxnMarkers => check::<WriteTxnMarkersRequest>(body, v),
+        ApiKey::DescribeTransactions => check::<DescribeTransactionsRequest>(body, v),
+        ApiKey::ListTransactions => check::<ListTransactionsRequest>(body, v),
         // ApiVersions and the SASL APIs answer without reading the body.
         _ => {}
     }
