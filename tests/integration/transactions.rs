@@ -244,6 +244,36 @@ fn markers_reach_partitions_led_by_other_brokers() {
     commit_100_abort_50(&b, "txn-spread", 6);
 }
 
+/// The coordinator's broker is SIGKILLed in the middle of a transaction: the new leader of its
+/// `__transaction_state` partition loads the open transaction from the log and commits it.
+#[test]
+fn a_transaction_survives_the_loss_of_its_coordinator() {
+    let mut c = Cluster::start(3, &[]);
+    let b = c.nodes[0].bootstrap();
+    create_topic(&b, "txn-failover", 3, 3);
+    let p = txn_producer(&b, "failover-id");
+    p.begin_transaction().expect("begin");
+    for i in 0..30 {
+        send(&p, "txn-failover", i % 3, &format!("f{i}"));
+    }
+    p.flush(T).expect("flush");
+    let coordinator = hostile::coordinator_node(&b, "failover-id");
+    let victim = c
+        .nodes
+        .iter()
+        .position(|n| n.node_id == coordinator)
+        .expect("coordinator is a node");
+    c.nodes[victim].kill();
+    let alive = c.nodes[(victim + 1) % 3].bootstrap();
+    p.commit_transaction(Duration::from_secs(60))
+        .expect("commit through the new coordinator");
+    let mut seen = read_all(&alive, "txn-failover", 3, "read_committed", 30);
+    seen.sort();
+    let mut want: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
+    want.sort();
+    assert_eq!(seen, want);
+}
+
 mod hostile {
     use crate::common::{raw, Server};
     use kafka_protocol::messages::write_txn_markers_request::{
@@ -257,6 +287,19 @@ mod hostile {
     const INVALID_TXN_STATE: i16 = 48;
     const PRODUCER_FENCED: i16 = 90;
     const INVALID_PRODUCER_EPOCH: i16 = 47;
+
+    /// The node id of `id`'s transaction coordinator.
+    pub fn coordinator_node(addr: &str, id: &str) -> i32 {
+        let a = coordinator_of(addr, id);
+        let mut s = raw::connect(addr).expect("connect");
+        let mut req = FindCoordinatorRequest::default();
+        req.key = StrBytes::from_string(id.to_string());
+        req.key_type = 1;
+        let r: FindCoordinatorResponse =
+            raw::call(&mut s, ApiKey::FindCoordinator, 3, &req).expect("find");
+        assert_eq!(format!("{}:{}", r.host.as_str(), r.port), a);
+        r.node_id.0
+    }
 
     fn coordinator_of(addr: &str, id: &str) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
