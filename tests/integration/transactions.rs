@@ -160,7 +160,7 @@ fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
 
 #[test]
 fn offsets_sent_to_a_transaction_are_committed_only_with_it() {
-    let s = Server::start(&[]);
+    let mut s = Server::start(&[]);
     let b = s.bootstrap();
     create_topic(&b, "ctp-in", 1, 1);
     create_topic(&b, "ctp-out", 1, 1);
@@ -234,6 +234,28 @@ fn offsets_sent_to_a_transaction_are_committed_only_with_it() {
     );
     let out = read_all(&b, "ctp-out", 1, "read_committed", 10);
     assert_eq!(out.len(), 10, "only the committed round's output: {out:?}");
+    // Reloaded from the offsets log after a restart: the committed round's offsets only.
+    drop((consumer, p));
+    s.restart();
+    let again: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let deadline = Instant::now() + T;
+    loop {
+        match again.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
+            Ok(c) => {
+                assert_eq!(
+                    c.find_partition("ctp-in", 0).map(|e| e.offset()),
+                    Some(Offset::Offset(20)),
+                    "after a restart"
+                );
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "committed offsets: {e}"),
+        }
+    }
 }
 
 #[test]

@@ -20,10 +20,13 @@ async fn fetch_one(
     shard: &Rc<Services>,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Fetched {
     let (g, t) = (group.clone(), topics.clone());
     shard
-        .on_group_shard(&group, move |s| coordinator::fetch_offsets(s, g, t))
+        .on_group_shard(&group, move |s| {
+            coordinator::fetch_offsets_stable(s, g, t, require_stable)
+        })
         .await
         .unwrap_or_else(|| (errors::COORDINATOR_NOT_AVAILABLE, Vec::new()))
 }
@@ -39,7 +42,8 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                     .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let (code, result) = fetch_one(&shard, g.group_id.0.to_string(), topics).await;
+            let (code, result) =
+                fetch_one(&shard, g.group_id.0.to_string(), topics, req.require_stable).await;
             let mut gr = OffsetFetchResponseGroup::default();
             gr.group_id = GroupId(g.group_id.0.clone());
             gr.error_code = code;
@@ -65,7 +69,13 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                 .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                 .collect()
         });
-        let (code, result) = fetch_one(&shard, req.group_id.0.to_string(), topics).await;
+        let (code, result) = fetch_one(
+            &shard,
+            req.group_id.0.to_string(),
+            topics,
+            v >= 7 && req.require_stable,
+        )
+        .await;
         if v >= 2 {
             resp.error_code = code;
         }
