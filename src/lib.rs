@@ -19,3 +19,4 @@ pub mod sasl;
 pub mod server;
 pub mod services;
 pub mod shard;
+pub mod txn;

@@ -426,6 +426,12 @@ async fn run_shard(id: usize, cfg: BrokerConfig, controller: Controller, ch: Sha
     glommio::spawn_local(shard.clone().run_image_loop(controller.subscribe())).detach();
     glommio::spawn_local(crate::partition::maintenance::run(shard.replicas.clone())).detach();
     glommio::spawn_local(crate::group::run(shard.groups.clone())).detach();
+    // Transactions past their timeout are aborted by their coordinator.
+    glommio::spawn_local(crate::txn::coordinator::run_expiry(
+        shard.clone(),
+        std::time::Duration::from_secs(1),
+    ))
+    .detach();
     glommio::spawn_local(crate::replication::isr::run(shard.replicas.clone())).detach();
     glommio::spawn_local(sweep_idle_connections(shard.clone())).detach();
     // One TLS config slot per shard, shared by its SSL listeners and swapped on reload.

@@ -39,6 +39,8 @@ pub struct Services {
     pub idle: IdleSweeper,
     /// The cluster secret: followers prove with it who they are (`net::broker_auth`).
     pub secret: chronik_raft::secret::ClusterSecret,
+    /// Transactional ids this shard coordinates (see `crate::txn`).
+    pub txns: crate::txn::coordinator::TxnCoordinator,
     /// Producer ids this shard may hand out: [next, end) of a block from the controller.
     pid_block: Cell<(i64, i64)>,
 }
@@ -77,6 +79,7 @@ impl Services {
             fetch_session_budget: Rc::default(),
             idle: Default::default(),
             secret,
+            txns: Default::default(),
             pid_block: Cell::new((0, 0)),
         })
     }

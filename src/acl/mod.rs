@@ -104,6 +104,17 @@ impl<'a> Subject<'a> {
         }
     }
 
+    /// `may` on the shard's current image.
+    pub fn may_now(
+        &self,
+        shard: &Services,
+        op: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        shard.with_image(|i| self.may(i, op, resource_type, name))
+    }
+
     /// `may` on the one CLUSTER resource.
     pub fn may_on_cluster(&self, image: &MetadataImage, op: Operation) -> bool {
         self.may(image, op, ResourceType::Cluster, CLUSTER_NAME)

@@ -25,6 +25,10 @@ pub struct GroupConfig {
     /// offsets.topic.segment.bytes: segment size of `__consumer_offsets`, which the log cleaner
     /// compacts (only sealed segments are cleaned, so this bounds what is left uncompacted).
     pub offsets_segment_bytes: u64,
+    /// transaction.state.log.num.partitions
+    pub txn_partitions: i32,
+    /// transaction.max.timeout.ms
+    pub txn_max_timeout_ms: i32,
 }
 
 /// The declared defaults.
@@ -56,12 +60,20 @@ impl GroupConfig {
             max_metadata_bytes: v.offset_metadata_max_bytes,
             retention_check_interval: Duration::from_millis(v.offsets_retention_check_interval_ms),
             offsets_segment_bytes: v.offsets_topic_segment_bytes,
+            txn_partitions: v.transaction_state_log_num_partitions,
+            txn_max_timeout_ms: v.transaction_max_timeout_ms,
         }
     }
 
     fn check(&self) -> Result<(), String> {
         if self.offsets_partitions < 1 {
             return Err("offsets-topic-num-partitions must be at least 1".into());
+        }
+        if self.txn_partitions < 1 {
+            return Err("transaction-state-log-num-partitions must be at least 1".into());
+        }
+        if self.txn_max_timeout_ms < 1 {
+            return Err("transaction-max-timeout-ms must be at least 1".into());
         }
         if self.offsets_replication_factor.is_some_and(|rf| rf < 1) {
             return Err("offsets-topic-replication-factor must be at least 1".into());

@@ -170,4 +170,9 @@ settings! {
     group_min_session_timeout_ms: i32 = "6000";
     /// group.max.session.timeout.ms: largest session timeout a member may ask for.
     group_max_session_timeout_ms: i32 = "1800000";
+    /// transaction.state.log.num.partitions: partitions of __transaction_state, fixed once it
+    /// exists (its replication factor is the offsets topic's).
+    transaction_state_log_num_partitions: i32 = "50";
+    /// transaction.max.timeout.ms: largest transaction timeout a producer may ask for.
+    transaction_max_timeout_ms: i32 = "900000";
 }

@@ -7,6 +7,9 @@ pub use super::admin::{
 };
 pub use super::background::run_background;
 pub use super::machine::{JoinParams, SyncParams};
-pub use super::offsets::{commit, fetch_offsets, CommitParams, CommitPartition, FetchedOffset};
+pub use super::offsets::{
+    commit, fetch_offsets, fetch_offsets_stable, CommitParams, CommitPartition, FetchedOffset,
+};
 pub use super::offsets_partition::{acquire, GroupCoordinator, GroupRef, OffsetsPartition};
 pub use super::rebalance::{heartbeat, join, leave, sync};
+pub use super::txn_offsets::{complete_txn_offsets, txn_commit, TxnCommitParams};

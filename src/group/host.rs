@@ -102,11 +102,17 @@ pub async fn append(shard: &Rc<Shard>, index: i32, batch: BytesMut, timeout: Dur
         .error
 }
 
+/// Records of transactions still open at the end of a replay, by producer id.
+pub type PendingTxnRecords = std::collections::HashMap<i64, Vec<(Bytes, Option<Bytes>)>>;
+
 /// Reads offsets partition `index` from its log start to its end (this broker must lead it),
-/// handing every keyed record to `visit`. Returns the number of records.
+/// handing every keyed record to `visit`. Returns the number of records. Records of a
+/// transaction (TxnOffsetCommit) are handed over only once its commit marker is met, dropped at
+/// its abort marker, and left in `pending` when the log ends before either.
 pub async fn replay(
     shard: &Rc<Shard>,
     index: i32,
+    pending: &mut PendingTxnRecords,
     mut visit: impl FnMut(&Bytes, Option<&Bytes>),
 ) -> Result<u64, i16> {
     let tp = TopicPartition::new(OFFSETS_TOPIC, index);
@@ -122,6 +128,7 @@ pub async fn replay(
     let mut offset = p.log.log_start_offset();
     let mut records = 0u64;
     while offset < end {
+        let before = offset;
         let batches = match p.log.read(offset, 1 << 20, end).await {
             Ok(b) if !b.is_empty() => b,
             Ok(_) => break,
@@ -131,17 +138,35 @@ pub async fn replay(
             }
         };
         for b in &batches {
-            let Ok(h) = chronik_storage::parse_header(b) else {
-                offset = end;
-                break;
-            };
-            offset = h.last_offset() + 1;
-            for (k, v) in super::offsets_log::batch_records(b) {
-                if let Some(k) = k {
-                    visit(&k, v.as_ref());
-                    records += 1;
+            let mut rest = b.clone();
+            while let Ok(h) = chronik_storage::parse_header(&rest) {
+                let batch = rest.split_to(h.total_len().min(rest.len()));
+                offset = offset.max(h.last_offset() + 1);
+                if h.is_control() {
+                    let commit = chronik_storage::parse_marker(&batch, &h).map(|m| m.commit);
+                    if let (Some(commit), Some(held)) = (commit, pending.remove(&h.producer_id)) {
+                        if commit {
+                            for (k, v) in &held {
+                                visit(k, v.as_ref());
+                                records += 1;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                for (k, v) in super::offsets_log::batch_records(&batch) {
+                    let Some(k) = k else { continue };
+                    if h.is_transactional() {
+                        pending.entry(h.producer_id).or_default().push((k, v));
+                    } else {
+                        visit(&k, v.as_ref());
+                        records += 1;
+                    }
                 }
             }
+        }
+        if offset == before {
+            break;
         }
     }
     Ok(records)

@@ -41,6 +41,7 @@ pub mod offsets_log;
 pub mod offsets_partition;
 pub mod rebalance;
 pub mod state;
+pub mod txn_offsets;
 
 // The settings are declared with every other one in `crate::config`.
 pub use crate::config::GroupConfig;

@@ -7,6 +7,9 @@ use super::offsets_log::{self, OffsetValue};
 use super::offsets_partition::acquire;
 use super::state::now_ms;
 use crate::kafka::errors;
+
+/// KIP-447: offsets of an open transaction are pending for this partition.
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 use std::rc::Rc;
 
 pub struct CommitPartition {
@@ -107,6 +110,17 @@ pub async fn fetch_offsets(
     group_id: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> (i16, Vec<(String, Vec<FetchedOffset>)>) {
+    fetch_offsets_stable(shard, group_id, topics, false).await
+}
+
+/// `fetch_offsets`; with `require_stable` (OffsetFetch v7+, KIP-447) a partition with offsets
+/// pending in an open transaction answers UNSTABLE_OFFSET_COMMIT (the client retries).
+pub async fn fetch_offsets_stable(
+    shard: Rc<Shard>,
+    group_id: String,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+) -> (i16, Vec<(String, Vec<FetchedOffset>)>) {
     let part = match acquire(&shard, &group_id).await {
         Ok(p) => p,
         Err(c) => {
@@ -121,7 +135,19 @@ pub async fn fetch_offsets(
     let g = part.group(&group_id);
     let g = g.as_ref().map(|g| g.borrow());
     let g = g.as_ref().map(|e| &e.group);
+    let pending = |t: &str, p: i32| {
+        require_stable && {
+            let key = offsets_log::offset_key(&group_id, t, p);
+            part.txn_pending
+                .borrow()
+                .values()
+                .any(|records| records.iter().any(|(k, _)| *k == key))
+        }
+    };
     let lookup = |t: &str, p: i32| -> FetchedOffset {
+        if pending(t, p) {
+            return (p, -1, -1, None, UNSTABLE_OFFSET_COMMIT);
+        }
         match g.as_ref().and_then(|g| g.offsets.get(&(t.to_string(), p))) {
             Some(v) => (
                 p,

@@ -109,6 +109,9 @@ pub struct OffsetsPartition {
     pub timer_seq: Cell<u64>,
     /// Closed when the load ends (its sender is dropped), so requests can wait for it.
     load_done: async_channel::Receiver<()>,
+    /// Offset records of open transactions (TxnOffsetCommit), by producer id: applied when
+    /// the commit marker reaches this partition, dropped at the abort marker.
+    pub txn_pending: RefCell<host::PendingTxnRecords>,
 }
 
 /// Per-shard coordinator state: the offsets partitions this shard serves.
@@ -214,7 +217,7 @@ impl OffsetsPartition {
 }
 
 /// Kafka's mapping of offsets-log append errors to group errors.
-fn map_write_error(code: i16) -> i16 {
+pub(super) fn map_write_error(code: i16) -> i16 {
     match code {
         errors::NONE => errors::NONE,
         errors::UNKNOWN_TOPIC_OR_PARTITION
@@ -279,6 +282,7 @@ pub async fn acquire_partition(shard: &Rc<Shard>, index: i32) -> Result<Rc<Offse
         groups: RefCell::new(HashMap::new()),
         timer_seq: Cell::new(0),
         load_done,
+        txn_pending: RefCell::new(Default::default()),
     });
     coord.parts.borrow_mut().insert(index, part.clone());
     let loaded = load(shard, &part).await;
@@ -306,7 +310,12 @@ pub async fn acquire_partition(shard: &Rc<Shard>, index: i32) -> Result<Rc<Offse
 /// Replays the partition from its log start: the last record of each key wins.
 async fn load(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>) -> Result<(), i16> {
     let started = Instant::now();
-    let records = host::replay(shard, part.index, |k, v| apply_record(part, k, v)).await?;
+    let mut pending = host::PendingTxnRecords::new();
+    let records = host::replay(shard, part.index, &mut pending, |k, v| {
+        apply_record(part, k, v)
+    })
+    .await?;
+    *part.txn_pending.borrow_mut() = pending;
     // Sessions of loaded members count from now, not from when they were written.
     let now = Instant::now();
     for g in part.groups.borrow().values() {
@@ -336,7 +345,7 @@ async fn load(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>) -> Result<(), i16>
     Ok(())
 }
 
-fn apply_record(part: &OffsetsPartition, key: &Bytes, value: Option<&Bytes>) {
+pub fn apply_record(part: &OffsetsPartition, key: &Bytes, value: Option<&Bytes>) {
     let Some(k) = offsets_log::decode_key(key) else {
         return;
     };

@@ -11,6 +11,9 @@ pub mod log_config;
 pub mod maintenance;
 pub mod manager;
 pub mod producer_state;
+pub mod txn_index;
+#[cfg(test)]
+mod txn_tests;
 
 use crate::kafka::errors;
 use crate::shard::event::LocalEvent;
@@ -23,9 +26,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use txn_index::{AbortedTxn, TxnIndex};
 
 const PRODUCER_SNAPSHOT: &str = "producer-state.snapshot";
 const PARTITION_METADATA: &str = "partition.metadata";
+const TXN_SNAPSHOT: &str = "txn-state.snapshot";
 
 /// What a produce to one partition ended with.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +97,8 @@ pub struct Partition {
     pub log: PartitionLog,
     pub dir: PathBuf,
     producers: RefCell<ProducerStateTable>,
+    /// Open, completing and aborted transactions (from the log, as `producers`).
+    txns: RefCell<TxnIndex>,
     /// Signalled when the high watermark moves (consumer fetch long-polls, acks=all waiters).
     pub hw_advanced: LocalEvent,
     /// Signalled when a leader append is written (follower fetch long-polls). Separate from
@@ -209,6 +216,7 @@ impl Partition {
             log,
             dir,
             producers: RefCell::new(ProducerStateTable::default()),
+            txns: RefCell::new(TxnIndex::new()),
             hw_advanced: LocalEvent::new(),
             appended: LocalEvent::new(),
             leader_epoch: Cell::new(-1),
@@ -225,30 +233,60 @@ impl Partition {
         Ok(p)
     }
 
-    /// Loads the producer snapshot and replays batch headers written after it.
+    /// Loads the producer and transaction snapshots and replays the batches written after
+    /// each (a missing or unusable snapshot: from the log start).
     async fn rebuild_producer_state(&self) {
+        let leo = self.log.log_end_offset();
+        let start = self.log.log_start_offset();
         let snap = std::fs::read(self.dir.join(PRODUCER_SNAPSHOT))
             .ok()
             .and_then(|b| ProducerStateTable::decode_snapshot(&b));
-        let (table, from) = match snap {
-            Some((t, end)) if end <= self.log.log_end_offset() => (t, end),
-            _ => (ProducerStateTable::default(), self.log.log_start_offset()),
+        let (table, producers_from) = match snap {
+            Some((t, end)) if end <= leo => (t, end),
+            _ => (ProducerStateTable::default(), start),
         };
         *self.producers.borrow_mut() = table;
-        let mut offset = from.max(self.log.log_start_offset());
+        let snap = std::fs::read(self.dir.join(TXN_SNAPSHOT))
+            .ok()
+            .and_then(|b| TxnIndex::decode_snapshot(&b));
+        let (txns, txns_from) = match snap {
+            Some((t, end)) if end <= leo => (t, end),
+            _ => (TxnIndex::new(), start),
+        };
+        *self.txns.borrow_mut() = txns;
+        self.replay(producers_from.max(start), txns_from.max(start))
+            .await;
+    }
+
+    /// Replays batch headers from the log up to its end: producer state from
+    /// `producers_from`, transaction state from `txns_from`.
+    async fn replay(&self, producers_from: i64, txns_from: i64) {
+        let mut offset = producers_from.min(txns_from);
         let end = self.log.log_end_offset();
         while offset < end {
+            let before = offset;
             let batches = match self.log.read(offset, 1 << 20, end).await {
                 Ok(b) if !b.is_empty() => b,
                 _ => break,
             };
             for b in &batches {
-                if let Ok(h) = chronik_storage::parse_header(b) {
-                    self.record_replicated_producer(&h);
-                    offset = h.last_offset() + 1;
-                } else {
-                    offset = end;
+                // A read returns whole batches, possibly several in one buffer.
+                let mut rest: &[u8] = b;
+                while let Ok(h) = chronik_storage::parse_header(rest) {
+                    let len = h.total_len().min(rest.len());
+                    let batch = &rest[..len];
+                    if h.base_offset >= producers_from {
+                        self.note_producer(&h);
+                    }
+                    if h.base_offset >= txns_from {
+                        self.note_txn(&h, chronik_storage::parse_marker(batch, &h));
+                    }
+                    offset = offset.max(h.last_offset() + 1);
+                    rest = &rest[len..];
                 }
+            }
+            if offset == before {
+                break; // nothing parsed: a corrupt tail the log recovery did not cut
             }
         }
     }
@@ -265,6 +303,17 @@ impl Partition {
         let tmp = self.dir.join("producer-state.snapshot.tmp");
         if !unchanged && std::fs::write(&tmp, snap).is_ok() {
             let _ = std::fs::rename(&tmp, &path);
+        }
+        let txn_path = self.dir.join(TXN_SNAPSHOT);
+        // Written even when empty: without it the next open replays the whole log.
+        let snap = self
+            .txns
+            .borrow()
+            .encode_snapshot(self.log.log_end_offset());
+        let unchanged = std::fs::read(&txn_path).is_ok_and(|old| old == snap);
+        let tmp = self.dir.join("txn-state.snapshot.tmp");
+        if !unchanged && std::fs::write(&tmp, snap).is_ok() {
+            let _ = std::fs::rename(&tmp, &txn_path);
         }
         if let Err(e) = self.log.close().await {
             tracing::warn!(topic = %self.tp.topic, partition = self.tp.partition, "close: {e}");
@@ -291,9 +340,16 @@ impl Partition {
         batch: chronik_storage::ValidBatch,
     ) -> ProduceOutcome {
         let header = *batch.header();
-        if header.is_transactional() {
-            // Transactions are not supported yet; InitProducerId refuses transactional ids.
-            return ProduceOutcome::error(errors::INVALID_TXN_STATE);
+        if header.is_transactional() && header.producer_id < 0 {
+            // Kafka: a transactional batch must carry a producer id.
+            return ProduceOutcome::error(errors::INVALID_RECORD);
+        }
+        // A coordinator's own transactional batch (TxnOffsetCommit records written by the group
+        // coordinator) carries the producer's id and epoch but no sequence, and is not checked
+        // against the producer's sequences (Kafka's AppendOrigin.COORDINATOR). Clients cannot
+        // send such a batch: `check_client_batch` demands a sequence with a producer id.
+        if header.is_transactional() && header.base_sequence < 0 {
+            return self.append_coordinator_txn_batch(batch).await;
         }
         // Sequence check and bookkeeping happen before the append is issued and without an
         // await in between, so pipelined batches of one producer are checked in arrival order.
@@ -331,6 +387,9 @@ impl Partition {
                     base,
                 );
                 producers.note_timestamp(header.producer_id, header.max_timestamp);
+                if header.is_transactional() {
+                    self.txns.borrow_mut().on_data(header.producer_id, base);
+                }
                 Some(base)
             }
             SeqCheck::NotIdempotent => None,
@@ -355,10 +414,49 @@ impl Partition {
                 tracing::error!(topic = %self.tp.topic, partition = self.tp.partition, "append failed: {e}");
                 // The log dropped this batch: a retry must append it, not find a duplicate.
                 if let Some(base) = recorded_at {
+                    self.txns.borrow_mut().forget_data(header.producer_id, base);
                     self.producers
                         .borrow_mut()
                         .forget_from(header.producer_id, base);
                 }
+                ProduceOutcome::error(storage_error_code(&e))
+            }
+        }
+    }
+
+    async fn append_coordinator_txn_batch(
+        &self,
+        batch: chronik_storage::ValidBatch,
+    ) -> ProduceOutcome {
+        let header = *batch.header();
+        if self
+            .producers
+            .borrow()
+            .epoch_of(header.producer_id)
+            .is_some_and(|known| header.producer_epoch < known)
+        {
+            return ProduceOutcome::error(errors::INVALID_PRODUCER_EPOCH);
+        }
+        let base = self.log.log_end_offset();
+        self.txns.borrow_mut().on_data(header.producer_id, base);
+        match self
+            .log
+            .append_valid(batch, self.leader_epoch.get().max(0))
+            .await
+        {
+            Ok(r) => {
+                self.maybe_advance_hw();
+                self.appended.notify();
+                ProduceOutcome {
+                    error: errors::NONE,
+                    base_offset: r.base_offset,
+                    last_offset: r.last_offset,
+                    log_append_time: -1,
+                    log_start_offset: self.log.log_start_offset(),
+                }
+            }
+            Err(e) => {
+                self.txns.borrow_mut().forget_data(header.producer_id, base);
                 ProduceOutcome::error(storage_error_code(&e))
             }
         }
@@ -624,11 +722,27 @@ impl Partition {
             .await
     }
 
-    /// Producer bookkeeping for a batch a follower copied from its leader (or one replayed from
-    /// the log at open), so a follower that becomes leader detects duplicates of batches written
-    /// before the failover.
-    pub fn record_replicated_producer(&self, h: &chronik_storage::BatchHeader) {
+    /// Bookkeeping for a batch a follower copied from its leader (`marker`: what it says if it
+    /// is a transaction marker), so a follower that becomes leader detects duplicates of
+    /// batches written before the failover and knows the same transactions.
+    pub fn record_replicated(
+        &self,
+        h: &chronik_storage::BatchHeader,
+        marker: Option<chronik_storage::TxnMarker>,
+    ) {
+        self.note_producer(h);
+        self.note_txn(h, marker);
+    }
+
+    fn note_producer(&self, h: &chronik_storage::BatchHeader) {
+        if h.is_transactional() && !h.is_control() && h.base_sequence < 0 {
+            return; // a coordinator's batch: no sequences (see `append_valid_as_leader`)
+        }
         let mut producers = self.producers.borrow_mut();
+        if h.is_control() {
+            producers.record_marker(h.producer_id, h.producer_epoch);
+            return;
+        }
         producers.record(
             h.producer_id,
             h.producer_epoch,
@@ -639,13 +753,132 @@ impl Partition {
         producers.note_timestamp(h.producer_id, h.max_timestamp);
     }
 
-    /// The idempotent producers with state in this partition (DescribeProducers).
-    pub fn active_producers(&self) -> Vec<producer_state::ActiveProducer> {
-        self.producers.borrow().active()
+    fn note_txn(
+        &self,
+        h: &chronik_storage::BatchHeader,
+        marker: Option<chronik_storage::TxnMarker>,
+    ) {
+        if !h.is_transactional() || h.producer_id < 0 {
+            return;
+        }
+        let mut txns = self.txns.borrow_mut();
+        match (h.is_control(), marker) {
+            (false, _) => txns.on_data(h.producer_id, h.base_offset),
+            (true, Some(m)) => {
+                txns.on_marker(h.producer_id, m.commit, h.base_offset);
+            }
+            // A control batch that is no transaction marker ends nothing.
+            (true, None) => {}
+        }
     }
 
-    pub fn truncate_producers(&self, offset: i64) {
+    /// On the leader: writes the marker ending `producer_id`'s transaction here (the
+    /// transaction coordinator's WriteTxnMarkers). A marker of an epoch older than the one this
+    /// partition knows the producer by is refused with INVALID_PRODUCER_EPOCH (a zombie
+    /// coordinator's or producer's); a newer epoch fences the producer's older batches.
+    pub async fn append_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        marker: chronik_storage::TxnMarker,
+    ) -> ProduceOutcome {
+        if producer_id < 0 || epoch < 0 {
+            return ProduceOutcome::error(errors::INVALID_PRODUCER_ID_MAPPING);
+        }
+        if !self.is_leader.get() {
+            return ProduceOutcome::error(errors::NOT_LEADER_OR_FOLLOWER);
+        }
+        if self
+            .producers
+            .borrow()
+            .epoch_of(producer_id)
+            .is_some_and(|known| epoch < known)
+        {
+            return ProduceOutcome::error(errors::INVALID_PRODUCER_EPOCH);
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let bytes = chronik_storage::build_marker_batch(producer_id, epoch, marker, now_ms);
+        let Ok(batch) = chronik_storage::ValidBatch::new(bytes) else {
+            return ProduceOutcome::error(errors::UNKNOWN_SERVER_ERROR);
+        };
+        // Bookkeeping before the append is issued, as for data batches: the state follows
+        // the order batches take in the log.
+        let at = self.log.log_end_offset();
+        let ended = self
+            .txns
+            .borrow_mut()
+            .on_marker(producer_id, marker.commit, at);
+        self.producers
+            .borrow_mut()
+            .record_marker(producer_id, epoch);
+        match self
+            .log
+            .append_valid(batch, self.leader_epoch.get().max(0))
+            .await
+        {
+            Ok(r) => {
+                self.maybe_advance_hw();
+                self.appended.notify();
+                ProduceOutcome {
+                    error: errors::NONE,
+                    base_offset: r.base_offset,
+                    last_offset: r.last_offset,
+                    log_append_time: -1,
+                    log_start_offset: self.log.log_start_offset(),
+                }
+            }
+            Err(e) => {
+                tracing::error!(topic = %self.tp.topic, partition = self.tp.partition, "marker append failed: {e}");
+                if let Some(first) = ended {
+                    self.txns.borrow_mut().forget_marker(producer_id, first, at);
+                }
+                ProduceOutcome::error(storage_error_code(&e))
+            }
+        }
+    }
+
+    /// The last stable offset: what read_committed consumers may read up to.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.txns
+            .borrow_mut()
+            .last_stable_offset(self.log.high_watermark())
+    }
+
+    /// The aborted transactions overlapping `[from, to)` (Fetch with read_committed).
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        let mut txns = self.txns.borrow_mut();
+        txns.trim_before(self.log.log_start_offset());
+        txns.aborted_between(from, to)
+    }
+
+    /// The first offset of `producer_id`'s open transaction here (DescribeProducers).
+    pub fn open_transaction(&self, producer_id: i64) -> Option<i64> {
+        self.txns.borrow().open_transaction(producer_id)
+    }
+
+    /// The idempotent producers with state in this partition (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<producer_state::ActiveProducer> {
+        let mut out = self.producers.borrow().active();
+        let txns = self.txns.borrow();
+        for a in &mut out {
+            a.txn_start_offset = txns.open_transaction(a.producer_id).unwrap_or(-1);
+        }
+        out
+    }
+
+    /// The log was truncated to `offset` (a follower's divergent tail): producer and
+    /// transaction state follow. A cut marker reopens its transaction: the transaction state
+    /// is then replayed from the log.
+    pub async fn truncate_state(&self, offset: i64) {
         self.producers.borrow_mut().truncate_to(offset);
+        let kept = self.txns.borrow_mut().truncate_to(offset);
+        if !kept {
+            *self.txns.borrow_mut() = TxnIndex::new();
+            let start = self.log.log_start_offset();
+            self.replay(i64::MAX, start).await;
+        }
     }
 }
 

@@ -60,6 +60,8 @@ pub struct ActiveProducer {
     pub last_sequence: i32,
     /// -1 when not known.
     pub last_timestamp: i64,
+    /// First offset of its open transaction here (-1: none).
+    pub txn_start_offset: i64,
 }
 
 fn next_seq(s: i32) -> i32 {
@@ -108,7 +110,8 @@ impl ProducerStateTable {
                     Some(last) if first_seq != next_seq(last.last_seq) => {
                         SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
                     }
-                    None if first_seq != 0 => SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER),
+                    // No batch cached (only a transaction marker set the epoch): as with no
+                    // state at all, any sequence may continue.
                     _ => SeqCheck::Accept,
                 }
             }
@@ -141,6 +144,36 @@ impl ProducerStateTable {
         while e.batches.len() > CACHED_BATCHES {
             e.batches.pop_front();
         }
+    }
+
+    /// A transaction marker of `producer_id` at `epoch` was appended. A newer epoch (the
+    /// coordinator fenced the producer) replaces the old one, so batches of the fenced epoch
+    /// are refused from now on; its cached batches go, as Kafka resets them on a new epoch.
+    pub fn record_marker(&mut self, producer_id: i64, epoch: i16) {
+        if producer_id < 0 {
+            return;
+        }
+        match self.producers.get_mut(&producer_id) {
+            Some(e) if epoch > e.epoch => {
+                e.epoch = epoch;
+                e.batches.clear();
+            }
+            Some(_) => {}
+            None => {
+                self.producers.insert(
+                    producer_id,
+                    ProducerEntry {
+                        epoch,
+                        batches: VecDeque::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The epoch this partition knows `producer_id` by (None: no state here).
+    pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|e| e.epoch)
     }
 
     /// Forgets `producer_id`'s batches from `base_offset` on: their append failed, so a retry
@@ -188,6 +221,7 @@ impl ProducerStateTable {
                     epoch: e.epoch,
                     last_sequence: e.batches.back()?.last_seq,
                     last_timestamp: self.last_timestamps.get(id).copied().unwrap_or(-1),
+                    txn_start_offset: -1,
                 })
             })
             .collect();
@@ -247,13 +281,15 @@ mod tests {
                     producer_id: 4,
                     epoch: 0,
                     last_sequence: 0,
-                    last_timestamp: -1
+                    last_timestamp: -1,
+                    txn_start_offset: -1
                 },
                 ActiveProducer {
                     producer_id: 9,
                     epoch: 2,
                     last_sequence: 6,
-                    last_timestamp: 1234
+                    last_timestamp: 1234,
+                    txn_start_offset: -1
                 },
             ]
         );

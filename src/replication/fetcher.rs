@@ -251,6 +251,33 @@ impl Fetchers {
         *self.tls.borrow_mut() = Some(config);
     }
 
+    /// One request to broker `to` on a fresh connection that proves it is this broker
+    /// (`net::broker_auth`), over TLS when the inter-broker listener is SSL: the transaction
+    /// coordinator's WriteTxnMarkers. Bounded by `timeout` as a whole.
+    pub async fn call_broker<Req: Encodable + HeaderVersion, Resp: Decodable>(
+        &self,
+        shard: &Shard,
+        to: BrokerId,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+        timeout: Duration,
+    ) -> std::io::Result<Resp> {
+        let addr = leader_addr(shard, to).ok_or(std::io::ErrorKind::NotConnected)?;
+        let config = self.tls.borrow().clone();
+        let call = async {
+            let mut c = LeaderConn::connect(&addr, config).await?;
+            c.authenticate(&self.secret, shard.config.node_id, to)
+                .await?;
+            c.call(key, version, req).await
+        };
+        let timed_out = async {
+            glommio::timer::sleep(timeout).await;
+            Err(std::io::ErrorKind::TimedOut.into())
+        };
+        futures_lite::future::or(call, timed_out).await
+    }
+
     /// Makes `tp` follow `leader` at `leader_epoch` (no-op when already so).
     pub fn follow(
         &self,
@@ -628,7 +655,7 @@ async fn truncate_round(
                     tracing::error!(topic = %tp.topic, partition = tp.partition, "truncate: {e}");
                     continue;
                 }
-                p.truncate_producers(r.end_offset);
+                p.truncate_state(r.end_offset).await;
             }
             mark_truncated(f, &tp, st.leader_epoch);
             progress = true;
@@ -841,19 +868,20 @@ async fn append_batches(
             tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, "replica fetch: malformed batch header");
             break;
         };
+        let marker = chronik_storage::parse_marker(&batch, &header);
         let fut = p.log.append_replicated(batch);
         // A batch that was not queued (its future yields the error) stops the run: the ones
         // after it would leave a gap.
         let queued = p.log.log_end_offset() > leo;
-        pending.push((header, fut));
+        pending.push((header, marker, fut));
         if !queued {
             break;
         }
     }
     let mut written = 0;
-    for (header, fut) in pending {
+    for (header, marker, fut) in pending {
         fut.await?;
-        p.record_replicated_producer(&header);
+        p.record_replicated(&header, marker);
         written += 1;
     }
     Ok(written)

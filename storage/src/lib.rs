@@ -10,6 +10,7 @@ mod checkpoint;
 mod commit;
 mod compression;
 pub mod config;
+pub mod control;
 mod disk_format;
 mod epoch;
 pub mod error;
@@ -27,6 +28,7 @@ pub use batch::{
 };
 pub use cache::ReadCache;
 pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
+pub use control::{build_marker_batch, parse_marker, TxnMarker};
 pub use error::StorageError;
 pub use log::clean::{CleanStats, CleanerLimits};
 pub use log::pacing::CleanerPace;

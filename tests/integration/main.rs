@@ -26,3 +26,4 @@ mod readme;
 mod single_node;
 mod tls;
 mod topic_configs;
+mod transactions;

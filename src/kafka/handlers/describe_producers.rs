@@ -62,9 +62,8 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                             s.producer_epoch = i32::from(a.epoch);
                             s.last_sequence = a.last_sequence;
                             s.last_timestamp = a.last_timestamp;
-                            // No transactions: no coordinator epoch, no open transaction.
                             s.coordinator_epoch = -1;
-                            s.current_txn_start_offset = -1;
+                            s.current_txn_start_offset = a.txn_start_offset;
                             s
                         })
                         .collect();

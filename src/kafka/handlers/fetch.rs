@@ -7,6 +7,7 @@ use super::fetch_session::{
 };
 use crate::kafka::{decode, errors, ProtocolError, RequestContext, Response};
 use crate::partition::storage_error_code;
+use crate::partition::txn_index::AbortedTxn;
 use crate::services::Services;
 use crate::shard::TopicPartition;
 use bytes::{Bytes, BytesMut};
@@ -29,8 +30,13 @@ pub const DEBUG_REPLICA_ID: i32 = -2;
 pub struct PartitionRead {
     pub error: i16,
     pub high_watermark: i64,
+    /// The last stable offset (the high watermark where no transaction holds it back).
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub batches: Vec<Bytes>,
+    /// read_committed reads: the aborted transactions overlapping what was read (Kafka
+    /// answers null to read_uncommitted ones).
+    pub aborted: Option<Vec<AbortedTxn>>,
     /// Fetch v16+ (KIP-951): the current leader and its epoch, on NOT_LEADER_OR_FOLLOWER and
     /// FENCED_LEADER_EPOCH.
     pub current_leader: Option<(i32, i32)>,
@@ -41,8 +47,10 @@ impl PartitionRead {
         PartitionRead {
             error: code,
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
             batches: Vec::new(),
+            aborted: None,
             current_leader: None,
         }
     }
@@ -61,6 +69,8 @@ pub struct ReadSpec {
     pub replica: Option<BrokerId>,
     /// Kafka's debug replica id (-2): read this node's copy, leader or not, up to its LEO.
     pub debug: bool,
+    /// isolation_level 1: read only below the last stable offset.
+    pub read_committed: bool,
 }
 
 /// Runs on the owning shard.
@@ -74,8 +84,10 @@ pub async fn read_local(shard: &Rc<Services>, spec: ReadSpec) -> PartitionRead {
         let mut r = PartitionRead {
             error: errors::NONE,
             high_watermark: p.high_watermark(),
+            last_stable_offset: p.last_stable_offset(),
             log_start_offset: p.log.log_start_offset(),
             batches: Vec::new(),
+            aborted: None,
             current_leader: None,
         };
         if spec.offset < leo {
@@ -103,6 +115,7 @@ pub async fn read_local(shard: &Rc<Services>, spec: ReadSpec) -> PartitionRead {
     if spec.offset < start || spec.offset > leo {
         let mut r = PartitionRead::error(errors::OFFSET_OUT_OF_RANGE);
         r.high_watermark = p.high_watermark();
+        r.last_stable_offset = p.last_stable_offset();
         r.log_start_offset = start;
         return r;
     }
@@ -125,15 +138,23 @@ pub async fn read_local(shard: &Rc<Services>, spec: ReadSpec) -> PartitionRead {
             }
             leo
         }
+        None if spec.read_committed => p.last_stable_offset(),
         None => p.high_watermark(),
     };
     let mut r = PartitionRead {
         error: errors::NONE,
         high_watermark: p.high_watermark(),
+        last_stable_offset: p.last_stable_offset(),
         log_start_offset: start,
         batches: Vec::new(),
+        aborted: None,
         current_leader: None,
     };
+    if spec.read_committed && spec.replica.is_none() {
+        // Kafka lists the aborted transactions overlapping the range read; the whole range
+        // up to the LSO is a superset the consumer filters the same way.
+        r.aborted = Some(p.aborted_between(spec.offset, upper));
+    }
     if spec.offset >= upper || spec.max_bytes == 0 {
         return r;
     }
@@ -295,6 +316,7 @@ pub async fn handle(
     // on every partition, and reads nothing.
     let unauthorized = replica.is_some() && ctx.broker != replica;
     let debug = replica_id == DEBUG_REPLICA_ID;
+    let read_committed = ctx.api_version >= 4 && req.isolation_level == 1;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, 60_000) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     // fetch.max.bytes caps what a client may ask for (a request for 2^31-1 bytes would
@@ -429,6 +451,7 @@ pub async fn handle(
                     current_leader_epoch: *epoch,
                     replica,
                     debug,
+                    read_committed,
                 };
                 plan.entry(shard.owner_of(name, *partition))
                     .or_default()
@@ -557,7 +580,7 @@ pub async fn handle(
                 for ((p, _), r) in parts.iter().zip(reads) {
                     let now = Sent {
                         high_watermark: r.high_watermark,
-                        last_stable_offset: r.high_watermark,
+                        last_stable_offset: r.last_stable_offset,
                         log_start_offset: r.log_start_offset,
                     };
                     seen.push((key, *p, now, r.error, !r.batches.is_empty()));

@@ -95,15 +95,27 @@ pub fn encode(
             buf.put_i32(*index);
             buf.put_i16(r.error);
             buf.put_i64(r.high_watermark);
-            buf.put_i64(r.high_watermark); // last_stable_offset: no transactions
+            if v >= 4 {
+                buf.put_i64(r.last_stable_offset);
+            }
             if v >= 5 {
                 buf.put_i64(r.log_start_offset);
             }
-            // aborted_transactions: null
-            if flexible {
-                put_uvarint(&mut buf, 0);
-            } else {
-                buf.put_i32(-1);
+            if v >= 4 {
+                match &r.aborted {
+                    None if flexible => put_uvarint(&mut buf, 0),
+                    None => buf.put_i32(-1),
+                    Some(list) => {
+                        put_len(&mut buf, list.len(), flexible);
+                        for a in list {
+                            buf.put_i64(a.producer_id);
+                            buf.put_i64(a.first_offset);
+                            if flexible {
+                                buf.put_u8(0); // tagged fields
+                            }
+                        }
+                    }
+                }
             }
             if v >= 11 {
                 buf.put_i32(-1); // preferred_read_replica
@@ -187,7 +199,13 @@ mod tests {
         let small = PartitionRead {
             error: 0,
             high_watermark: 42,
+            last_stable_offset: 40,
             log_start_offset: 3,
+            aborted: Some(vec![crate::partition::txn_index::AbortedTxn {
+                producer_id: 9,
+                first_offset: 5,
+                last_offset: 7,
+            }]),
             batches: vec![
                 Bytes::from_static(b"first-batch"),
                 Bytes::from_static(b"second"),
@@ -218,8 +236,10 @@ mod tests {
         let empty = PartitionRead {
             error: 6,
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
             batches: vec![],
+            aborted: None,
             current_leader: Some((3, 12)),
         };
         let endpoints = [(3, "node3".to_string(), 9093, Some("r1".to_string()))];
@@ -272,6 +292,18 @@ mod tests {
             if v >= 5 {
                 assert_eq!(p.log_start_offset, 3);
             }
+            assert_eq!(p.last_stable_offset, read.last_stable_offset, "v{v} LSO");
+            let aborted = p.aborted_transactions.as_ref().map(|l| {
+                l.iter()
+                    .map(|a| (a.producer_id.0, a.first_offset))
+                    .collect::<Vec<_>>()
+            });
+            let want = read.aborted.as_ref().map(|l| {
+                l.iter()
+                    .map(|a| (a.producer_id, a.first_offset))
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(aborted, want, "v{v} aborted transactions");
             assert_eq!(p.records.as_deref(), Some(&expected[..]));
             let q = &t.partitions[1];
             assert_eq!((q.partition_index, q.error_code), (5, 6));

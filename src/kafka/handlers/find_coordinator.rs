@@ -1,11 +1,13 @@
-//! FindCoordinator: the broker leading the group's `__consumer_offsets` partition. Creates the
-//! offsets topic on first use. Transaction coordinators are not offered (no transactions yet).
+//! FindCoordinator: the broker leading the group's `__consumer_offsets` partition (key type 0)
+//! or the transactional id's `__transaction_state` partition (key type 1). Creates the topic
+//! on first use.
 
 use super::str_bytes;
 use crate::group::{partition_for, OFFSETS_TOPIC};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
+use crate::txn::TXN_TOPIC;
 use bytes::BytesMut;
 use chronik_raft::acl::{Operation, ResourceType};
 use chronik_raft::{Command, NewTopic};
@@ -16,10 +18,22 @@ use std::rc::Rc;
 use std::time::Duration;
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// Creates `__consumer_offsets` if it does not exist (compacted, no time retention).
 pub async fn ensure_offsets_topic(shard: &Rc<Services>) -> i16 {
-    if shard.with_image(|i| i.topic(OFFSETS_TOPIC).is_some()) {
+    let n = shard.config.groups.offsets_partitions;
+    ensure_internal_topic(shard, OFFSETS_TOPIC, n).await
+}
+
+/// Creates `__transaction_state` if it does not exist, as the offsets topic.
+pub async fn ensure_txn_topic(shard: &Rc<Services>) -> i16 {
+    let n = shard.config.groups.txn_partitions;
+    ensure_internal_topic(shard, TXN_TOPIC, n).await
+}
+
+async fn ensure_internal_topic(shard: &Rc<Services>, name: &str, partitions: i32) -> i16 {
+    if shard.with_image(|i| i.topic(name).is_some()) {
         return errors::NONE;
     }
     let cfg = &shard.config.groups;
@@ -36,25 +50,21 @@ pub async fn ensure_offsets_topic(shard: &Rc<Services>) -> i16 {
     );
     let cmd = Command::CreateTopics {
         topics: vec![NewTopic {
-            name: OFFSETS_TOPIC.to_string(),
-            num_partitions: cfg.offsets_partitions,
+            name: name.to_string(),
+            num_partitions: partitions,
             replication_factor: rf,
             assignments: None,
             configs,
         }],
         validate_only: false,
     };
-    let names = [OFFSETS_TOPIC.to_string()];
+    let names = [name.to_string()];
     let r = super::topics::submit_per_topic(shard, cmd, &names, Duration::from_secs(10)).await;
     match r.into_iter().next() {
         Some((_, Ok(_))) => errors::NONE,
         Some((_, Err(e))) if e.code == errors::TOPIC_ALREADY_EXISTS => errors::NONE,
         Some((_, Err(e))) => {
-            tracing::warn!(
-                code = e.code,
-                "cannot create {OFFSETS_TOPIC}: {}",
-                e.message
-            );
+            tracing::warn!(code = e.code, "cannot create {name}: {}", e.message);
             errors::COORDINATOR_NOT_AVAILABLE
         }
         None => errors::COORDINATOR_NOT_AVAILABLE,
@@ -84,23 +94,32 @@ fn lookup(
         host: String::new(),
         port: -1,
     };
-    if key_type != KEY_TYPE_GROUP {
-        return fail(
-            errors::COORDINATOR_NOT_AVAILABLE,
-            Some("chronik does not support transactions yet"),
-        );
-    }
+    let topic = match key_type {
+        KEY_TYPE_GROUP => OFFSETS_TOPIC,
+        KEY_TYPE_TRANSACTION => TXN_TOPIC,
+        _ => {
+            return fail(
+                errors::INVALID_REQUEST,
+                Some("unknown coordinator key type"),
+            )
+        }
+    };
     if key.is_empty() {
-        return fail(errors::INVALID_REQUEST, Some("empty group id"));
+        return fail(errors::INVALID_REQUEST, Some("empty coordinator key"));
     }
     if !authorized {
-        return fail(errors::GROUP_AUTHORIZATION_FAILED, None);
+        let code = if key_type == KEY_TYPE_TRANSACTION {
+            errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        } else {
+            errors::GROUP_AUTHORIZATION_FAILED
+        };
+        return fail(code, None);
     }
     if ensure_error != errors::NONE {
         return fail(ensure_error, None);
     }
     shard.with_image(|img| {
-        let Some(t) = img.topic(OFFSETS_TOPIC) else {
+        let Some(t) = img.topic(topic) else {
             return fail(errors::COORDINATOR_NOT_AVAILABLE, None);
         };
         let p = partition_for(key, t.partitions.len() as i32);
@@ -129,18 +148,24 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     } else {
         vec![req.key.to_string()]
     };
-    // DESCRIBE on each group (Kafka's check); the offsets topic is created only for a client
-    // that may find some coordinator.
+    // DESCRIBE on each group or transactional id (Kafka's check); the internal topic is
+    // created only for a client that may find some coordinator.
     let subject = crate::acl::Subject::of(&shard, &ctx);
+    let resource = if req.key_type == KEY_TYPE_TRANSACTION {
+        ResourceType::TransactionalId
+    } else {
+        ResourceType::Group
+    };
     let authorized: Vec<bool> = shard.with_image(|i| {
         keys.iter()
-            .map(|k| subject.may(i, Operation::Describe, ResourceType::Group, k))
+            .map(|k| subject.may(i, Operation::Describe, resource, k))
             .collect()
     });
-    let ensure = if req.key_type == KEY_TYPE_GROUP && authorized.contains(&true) {
-        ensure_offsets_topic(&shard).await
-    } else {
-        errors::NONE
+    let ensure = match req.key_type {
+        _ if !authorized.contains(&true) => errors::NONE,
+        KEY_TYPE_GROUP => ensure_offsets_topic(&shard).await,
+        KEY_TYPE_TRANSACTION => ensure_txn_topic(&shard).await,
+        _ => errors::NONE,
     };
     let mut resp = FindCoordinatorResponse::default();
     if ctx.api_version >= 4 {

@@ -17,9 +17,34 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
-    if req.transactional_id.is_some() {
-        // Transactions are not implemented: say so instead of pretending.
-        resp.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+    if let Some(id) = req.transactional_id.as_ref().map(|t| t.0.to_string()) {
+        // WRITE on the transactional id, as Kafka.
+        let subject = crate::acl::Subject::of(&shard, &ctx);
+        if !shard
+            .with_image(|i| subject.may(i, Operation::Write, ResourceType::TransactionalId, &id))
+        {
+            resp.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+            return ctx.encode(&resp).map(Some);
+        }
+        // A transactional producer: its coordinator gives it the id and a bumped epoch.
+        let timeout = req.transaction_timeout_ms;
+        let (_, owner) = crate::txn::route(&shard, &id);
+        let r = shard
+            .run_on(owner, move |s| async move {
+                crate::txn::coordinator::init_producer_id(&s, id, timeout).await
+            })
+            .await
+            .unwrap_or(Err(errors::UNKNOWN_SERVER_ERROR));
+        match r {
+            Ok((pid, epoch)) => {
+                resp.producer_id = ProducerId(pid);
+                resp.producer_epoch = epoch;
+            }
+            Err(code) if code == errors::PRODUCER_FENCED && ctx.api_version < 4 => {
+                resp.error_code = errors::INVALID_PRODUCER_EPOCH;
+            }
+            Err(code) => resp.error_code = code,
+        }
         return ctx.encode(&resp).map(Some);
     }
     // An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic
@@ -51,7 +76,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     ctx.encode(&resp).map(Some)
 }
 
-async fn next_producer_id(shard: &Rc<Services>) -> Result<i64, i16> {
+pub async fn next_producer_id(shard: &Rc<Services>) -> Result<i64, i16> {
     if let Some(id) = shard.take_producer_id() {
         return Ok(id);
     }

@@ -44,6 +44,7 @@ async fn lookup(
     ts: i64,
     current_epoch: i32,
     from_replica: Option<i32>,
+    read_committed: bool,
 ) -> Answer {
     let p = match shard.replicas.get_or_open(&tp).await {
         Ok(p) => p,
@@ -68,6 +69,12 @@ async fn lookup(
     if current_epoch > epoch {
         return err(errors::UNKNOWN_LEADER_EPOCH);
     }
+    // READ_COMMITTED (isolation level 1) sees the log up to the last stable offset.
+    let visible = if read_committed {
+        p.last_stable_offset()
+    } else {
+        p.high_watermark()
+    };
     let ok = |offset, timestamp| Answer {
         error: errors::NONE,
         offset,
@@ -76,7 +83,7 @@ async fn lookup(
     };
     match ts {
         LATEST if from_replica.is_some_and(|r| r >= 0) => ok(p.log.log_end_offset(), -1),
-        LATEST => ok(p.high_watermark(), -1),
+        LATEST => ok(visible, -1),
         EARLIEST | EARLIEST_LOCAL => ok(p.log.log_start_offset(), -1),
         // Nothing is tiered: Kafka answers offset -1, timestamp -1, epoch -1 without remote
         // storage.
@@ -86,14 +93,14 @@ async fn lookup(
         },
         MAX_TIMESTAMP => {
             let (t, o) = p.log.max_timestamp_and_offset();
-            if o < 0 || o >= p.high_watermark() {
+            if o < 0 || o >= visible {
                 ok(-1, -1)
             } else {
                 ok(o, t)
             }
         }
         t if t >= 0 => match p.log.offset_for_time(t).await {
-            Ok(Some((o, ts))) if o < p.high_watermark() => ok(o, ts),
+            Ok(Some((o, ts))) if o < visible => ok(o, ts),
             Ok(_) => ok(-1, -1),
             Err(e) => err(storage_error_code(&e)),
         },
@@ -112,6 +119,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         r if r >= 0 && ctx.broker != Some(r) => None,
         r => Some(r),
     };
+    let read_committed = ctx.api_version >= 2 && req.isolation_level == 1;
     let mut resp = ListOffsetsResponse::default();
     let subject = crate::acl::Subject::of(&shard, &ctx);
     for t in req.topics {
@@ -133,7 +141,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             } else {
                 shard
                     .run_on(owner, move |s| async move {
-                        lookup(&s, tp, ts, epoch, from_replica).await
+                        lookup(&s, tp, ts, epoch, from_replica, read_committed).await
                     })
                     .await
                     .unwrap_or_else(|| err(errors::UNKNOWN_SERVER_ERROR))

@@ -29,6 +29,7 @@ async fn fetch_one(
     subject: &Subject<'_>,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Fetched {
     let may = |op, rt, name: &str| shard.with_image(|i| subject.may(i, op, rt, name));
     if !may(Operation::Describe, Group, &group) {
@@ -49,7 +50,9 @@ async fn fetch_one(
         (errors::NONE, Vec::new())
     } else {
         shard
-            .on_group_shard(&group, move |s| coordinator::fetch_offsets(s, g, t))
+            .on_group_shard(&group, move |s| {
+                coordinator::fetch_offsets_stable(s, g, t, require_stable)
+            })
             .await
             .unwrap_or_else(|| (errors::COORDINATOR_NOT_AVAILABLE, Vec::new()))
     };
@@ -78,8 +81,14 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                     .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let (code, result) =
-                fetch_one(&shard, &subject, g.group_id.0.to_string(), topics).await;
+            let (code, result) = fetch_one(
+                &shard,
+                &subject,
+                g.group_id.0.to_string(),
+                topics,
+                req.require_stable,
+            )
+            .await;
             let mut gr = OffsetFetchResponseGroup::default();
             gr.group_id = GroupId(g.group_id.0.clone());
             gr.error_code = code;
@@ -105,7 +114,14 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                 .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                 .collect()
         });
-        let (code, result) = fetch_one(&shard, &subject, req.group_id.0.to_string(), topics).await;
+        let (code, result) = fetch_one(
+            &shard,
+            &subject,
+            req.group_id.0.to_string(),
+            topics,
+            v >= 7 && req.require_stable,
+        )
+        .await;
         if v >= 2 {
             resp.error_code = code;
         }

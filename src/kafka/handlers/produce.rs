@@ -12,7 +12,7 @@ use crate::partition::ProduceOutcome;
 use crate::services::Services;
 use crate::shard::TopicPartition;
 use bytes::{Buf, BytesMut};
-use chronik_raft::acl::{Operation, ResourceType::Topic};
+use chronik_raft::acl::{Operation, ResourceType, ResourceType::Topic};
 use chronik_storage::batch_validation::Limits;
 use chronik_storage::ValidBatch;
 use kafka_protocol::messages::produce_response::{
@@ -150,6 +150,10 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let mut tasks = Vec::new();
     let mut auto_created = false;
     let subject = crate::acl::Subject::of(&shard, &ctx);
+    // A transactional produce needs WRITE on its transactional id (Kafka's check).
+    let may_transact = req.transactional_id.as_ref().is_none_or(|id| {
+        shard.with_image(|i| subject.may(i, Operation::Write, ResourceType::TransactionalId, id))
+    });
     for mut t in req.topics {
         // v13: the topic by its id; an unknown id is UNKNOWN_TOPIC_ID (no auto-creation).
         let unknown_id = match t.id {
@@ -189,7 +193,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                 glommio::spawn_local(async { refused(errors::UNKNOWN_TOPIC_ID) }).detach()
             } else if !(acks == 0 || acks == 1 || acks == -1) {
                 glommio::spawn_local(async { refused(errors::INVALID_REQUIRED_ACKS) }).detach()
-            } else if req.transactional_id.is_some() {
+            } else if !may_transact {
                 glommio::spawn_local(async {
                     refused(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
                 })

@@ -74,6 +74,13 @@ fn body(ctx: &RequestContext, body: BytesMut) {
         ApiKey::DeleteGroups => check::<DeleteGroupsRequest>(body, v),
         ApiKey::OffsetDelete => check::<OffsetDeleteRequest>(body, v),
         ApiKey::ListPartitionReassignments => check::<ListPartitionReassignmentsRequest>(body, v),
+        ApiKey::AddPartitionsToTxn => check::<AddPartitionsToTxnRequest>(body, v),
+        ApiKey::AddOffsetsToTxn => check::<AddOffsetsToTxnRequest>(body, v),
+        ApiKey::EndTxn => check::<EndTxnRequest>(body, v),
+        ApiKey::TxnOffsetCommit => check::<TxnOffsetCommitRequest>(body, v),
+        ApiKey::WriteTxnMarkers => check::<WriteTxnMarkersRequest>(body, v),
+        ApiKey::DescribeTransactions => check::<DescribeTransactionsRequest>(body, v),
+        ApiKey::ListTransactions => check::<ListTransactionsRequest>(body, v),
         // ApiVersions and the SASL APIs answer without reading the body.
         _ => {}
     }

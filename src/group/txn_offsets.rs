@@ -1,0 +1,123 @@
+//! TxnOffsetCommit (KIP-98, KIP-447): offsets committed inside a transaction are written to
+//! the offsets partition as a transactional batch of the producer, held pending, and applied
+//! to the group only when the transaction's commit marker reaches the partition (dropped at
+//! an abort marker). A coordinator reloading the partition does the same from the log
+//! (`host::replay`).
+
+use super::host::{self, Shard};
+use super::machine::{self, Clock};
+use super::offsets::CommitPartition;
+use super::offsets_log::{self, OffsetValue};
+use super::offsets_partition::{acquire, apply_record, map_write_error};
+use super::state::now_ms;
+use crate::kafka::errors;
+use std::rc::Rc;
+use std::time::Duration;
+
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct TxnCommitParams {
+    pub group_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// v3+ (KIP-447): the member's generation and id, checked when the group is managed.
+    pub generation: i32,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub topics: Vec<(String, Vec<CommitPartition>)>,
+}
+
+/// Per topic, per partition error codes in request order.
+pub async fn txn_commit(shard: Rc<Shard>, req: TxnCommitParams) -> Vec<(String, Vec<(i32, i16)>)> {
+    let all = |code: i16, req: &TxnCommitParams| {
+        req.topics
+            .iter()
+            .map(|(t, ps)| (t.clone(), ps.iter().map(|p| (p.partition, code)).collect()))
+            .collect()
+    };
+    if req.producer_id < 0 || req.producer_epoch < 0 {
+        return all(errors::INVALID_PRODUCER_ID_MAPPING, &req);
+    }
+    let part = match acquire(&shard, &req.group_id).await {
+        Ok(p) => p,
+        Err(c) => return all(c, &req),
+    };
+    if let Some(g) = part.group(&req.group_id) {
+        if req.generation >= 0 {
+            let checked = machine::check_commit(
+                &mut g.borrow_mut().group,
+                req.generation,
+                &req.member_id,
+                req.instance_id.as_deref(),
+                &Clock::system(),
+            );
+            if let Err(c) = checked {
+                return all(c, &req);
+            }
+        }
+    }
+    let max_meta = host::coordinator(&shard).config.max_metadata_bytes;
+    let now = now_ms();
+    let mut records = Vec::new();
+    let mut result: Vec<(String, Vec<(i32, i16)>)> = Vec::new();
+    for (topic, parts) in &req.topics {
+        let mut codes = Vec::new();
+        for p in parts {
+            let meta = p.metadata.clone().unwrap_or_default();
+            if meta.len() > max_meta {
+                codes.push((p.partition, errors::OFFSET_METADATA_TOO_LARGE));
+                continue;
+            }
+            let v = OffsetValue {
+                offset: p.offset,
+                leader_epoch: p.leader_epoch,
+                metadata: meta,
+                commit_timestamp: now,
+            };
+            records.push((
+                offsets_log::offset_key(&req.group_id, topic, p.partition),
+                Some(offsets_log::offset_value(&v)),
+            ));
+            codes.push((p.partition, errors::NONE));
+        }
+        result.push((topic.clone(), codes));
+    }
+    if records.is_empty() {
+        return result;
+    }
+    // The producer's transactional batch, without a sequence (a coordinator's write).
+    let mut batch = offsets_log::build_batch(&records, now);
+    batch[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+    chronik_storage::testing::set_producer(&mut batch, req.producer_id, req.producer_epoch, -1);
+    let code = map_write_error(host::append(&shard, part.index, batch, WRITE_TIMEOUT).await);
+    if code == errors::NONE {
+        part.txn_pending
+            .borrow_mut()
+            .entry(req.producer_id)
+            .or_default()
+            .extend(records);
+    } else {
+        for (_, codes) in result.iter_mut() {
+            for c in codes.iter_mut() {
+                if c.1 == errors::NONE {
+                    c.1 = code;
+                }
+            }
+        }
+    }
+    result
+}
+
+/// A transaction marker of `producer_id` was written to offsets partition `index`: its pending
+/// offsets are applied (commit) or dropped (abort). A partition this shard has not loaded
+/// finds the same from the log when it loads.
+pub fn complete_txn_offsets(shard: &Shard, index: i32, producer_id: i64, commit: bool) {
+    let part = host::coordinator(shard).parts.borrow().get(&index).cloned();
+    let Some(part) = part else { return };
+    let held = part.txn_pending.borrow_mut().remove(&producer_id);
+    if let (true, Some(held)) = (commit, held) {
+        for (k, v) in &held {
+            apply_record(&part, k, v.as_ref());
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! EndTxn: commits or aborts the producer's open transaction at its coordinator (answered once
+//! the Prepare state is persisted; the markers follow, see `crate::txn::markers`).
+
+use crate::kafka::dispatch::HandlerResult;
+use crate::kafka::{decode, errors, RequestContext};
+use crate::services::Services;
+use bytes::BytesMut;
+use chronik_raft::acl::{Operation, ResourceType};
+use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
+use std::rc::Rc;
+
+pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
+    let req: EndTxnRequest = decode(body, ctx.api_version)?;
+    let id = req.transactional_id.0.to_string();
+    let mut resp = EndTxnResponse::default();
+    resp.producer_id = req.producer_id;
+    resp.producer_epoch = req.producer_epoch;
+    // WRITE on the transactional id, as Kafka.
+    let subject = crate::acl::Subject::of(&shard, &ctx);
+    if !subject.may_now(&shard, Operation::Write, ResourceType::TransactionalId, &id) {
+        resp.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        return ctx.encode(&resp).map(Some);
+    }
+    let (pid, epoch, commit) = (req.producer_id.0, req.producer_epoch, req.committed);
+    let (_, owner) = crate::txn::route(&shard, &id);
+    let mut code = shard
+        .run_on(owner, move |s| async move {
+            crate::txn::coordinator::end_txn(&s, id, pid, epoch, commit).await
+        })
+        .await
+        .unwrap_or(errors::UNKNOWN_SERVER_ERROR);
+    if code == errors::PRODUCER_FENCED && ctx.api_version < 2 {
+        code = errors::INVALID_PRODUCER_EPOCH;
+    }
+    resp.error_code = code;
+    ctx.encode(&resp).map(Some)
+}

@@ -1,0 +1,465 @@
+//! The shell of the transaction coordinator on one shard: the `__transaction_state`
+//! partitions this shard leads and the transactional ids in them. Every decision is made by
+//! `state`; here each new state is written to the partition with acks=all before anything is
+//! done on it (answered, markers written), and the markers of a Prepare state are written in
+//! the background, then its Complete state persisted.
+
+use super::markers::{self, MarkerSpec};
+use super::state::{self, EndPlan, InitPlan, TopicPartitionName, TxnMeta};
+use super::{log, now_ms, TXN_TOPIC};
+use crate::kafka::errors;
+use crate::services::Services;
+use crate::shard::TopicPartition;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// How long a write to `__transaction_state` may wait for acks=all.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The transactional ids of one `__transaction_state` partition this broker leads.
+pub struct TxnPartition {
+    pub index: i32,
+    /// The partition's leader epoch: the coordinator epoch markers carry.
+    pub leader_epoch: i32,
+    loaded: Cell<bool>,
+    /// False once leadership moved: background work for it stops.
+    active: Cell<bool>,
+    txns: RefCell<HashMap<String, TxnMeta>>,
+    /// Ids with a state write in flight: other requests for them wait (retriable error).
+    busy: RefCell<HashSet<String>>,
+}
+
+impl TxnPartition {
+    pub fn get(&self, id: &str) -> Option<TxnMeta> {
+        self.txns.borrow().get(id).cloned()
+    }
+
+    /// Every id and its state (DescribeTransactions / ListTransactions / expiry).
+    pub fn snapshot(&self) -> Vec<(String, TxnMeta)> {
+        self.txns
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Per-shard coordinator state.
+#[derive(Default)]
+pub struct TxnCoordinator {
+    parts: RefCell<HashMap<i32, Rc<TxnPartition>>>,
+}
+
+impl TxnCoordinator {
+    fn unload(&self, index: i32) {
+        if let Some(p) = self.parts.borrow_mut().remove(&index) {
+            p.active.set(false);
+        }
+    }
+
+    pub fn loaded(&self) -> Vec<Rc<TxnPartition>> {
+        self.parts
+            .borrow()
+            .values()
+            .filter(|p| p.loaded.get() && p.active.get())
+            .cloned()
+            .collect()
+    }
+}
+
+/// The loaded partition coordinating `index`, loading it first if this broker just became
+/// its leader. Kafka's codes: NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE,
+/// COORDINATOR_LOAD_IN_PROGRESS.
+pub async fn acquire(shard: &Rc<Services>, index: i32) -> Result<Rc<TxnPartition>, i16> {
+    let me = shard.config.node_id;
+    let Some((leader, epoch)) = shard.with_image(|i| {
+        i.partition(TXN_TOPIC, index)
+            .map(|p| (p.leader, p.leader_epoch))
+    }) else {
+        return Err(errors::COORDINATOR_NOT_AVAILABLE);
+    };
+    let coord = &shard.txns;
+    if leader != me {
+        coord.unload(index);
+        return Err(if leader < 0 {
+            errors::COORDINATOR_NOT_AVAILABLE
+        } else {
+            errors::NOT_COORDINATOR
+        });
+    }
+    let existing = coord.parts.borrow().get(&index).cloned();
+    if let Some(p) = existing {
+        if p.leader_epoch == epoch {
+            return if p.loaded.get() {
+                Ok(p)
+            } else {
+                Err(errors::COORDINATOR_LOAD_IN_PROGRESS)
+            };
+        }
+        coord.unload(index);
+    }
+    let part = Rc::new(TxnPartition {
+        index,
+        leader_epoch: epoch,
+        loaded: Cell::new(false),
+        active: Cell::new(true),
+        txns: RefCell::new(HashMap::new()),
+        busy: RefCell::new(HashSet::new()),
+    });
+    coord.parts.borrow_mut().insert(index, part.clone());
+    match load(shard, &part).await {
+        Ok(()) => {
+            part.loaded.set(true);
+            // A previous coordinator may have persisted a Prepare state and died before its
+            // markers were all written: finish them.
+            for (id, m) in part.snapshot() {
+                if m.state.is_preparing() {
+                    spawn_completion(shard, &part, id, m);
+                }
+            }
+            Ok(part)
+        }
+        Err(code) => {
+            let mut parts = coord.parts.borrow_mut();
+            if parts.get(&index).is_some_and(|p| Rc::ptr_eq(p, &part)) {
+                parts.remove(&index);
+            }
+            part.active.set(false);
+            Err(code)
+        }
+    }
+}
+
+/// Replays the partition from its log start: the last record of each id wins.
+async fn load(shard: &Rc<Services>, part: &TxnPartition) -> Result<(), i16> {
+    let tp = TopicPartition::new(TXN_TOPIC, part.index);
+    let p = shard
+        .replicas
+        .get_or_open(&tp)
+        .await
+        .map_err(|_| errors::COORDINATOR_NOT_AVAILABLE)?;
+    if !p.is_leader() {
+        return Err(errors::NOT_COORDINATOR);
+    }
+    let end = p.log.log_end_offset();
+    let mut offset = p.log.log_start_offset();
+    let mut records = 0u64;
+    while offset < end {
+        let before = offset;
+        let batches = match p.log.read(offset, 1 << 20, end).await {
+            Ok(b) if !b.is_empty() => b,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(partition = part.index, "loading transactions: {e}");
+                return Err(errors::COORDINATOR_LOAD_IN_PROGRESS);
+            }
+        };
+        for b in &batches {
+            let mut rest = b.clone();
+            while let Ok(h) = chronik_storage::parse_header(&rest) {
+                let len = h.total_len().min(rest.len());
+                let batch = rest.split_to(len);
+                offset = offset.max(h.last_offset() + 1);
+                for (k, v) in crate::group::offsets_log::batch_records(&batch) {
+                    let Some(id) = k.as_deref().and_then(log::decode_key) else {
+                        continue;
+                    };
+                    records += 1;
+                    match v.as_deref().and_then(log::decode_value) {
+                        Some(m) => {
+                            part.txns.borrow_mut().insert(id, m);
+                        }
+                        None => {
+                            part.txns.borrow_mut().remove(&id);
+                        }
+                    }
+                }
+            }
+        }
+        if offset == before {
+            break;
+        }
+    }
+    if records > 0 {
+        tracing::info!(
+            partition = part.index,
+            ids = part.txns.borrow().len(),
+            records,
+            "loaded transaction state partition"
+        );
+    }
+    Ok(())
+}
+
+/// Persists `meta` for `id` with acks=all and, once written, makes it the id's state.
+async fn persist(shard: &Rc<Services>, part: &TxnPartition, id: &str, meta: &TxnMeta) -> i16 {
+    if !part.active.get() {
+        return errors::NOT_COORDINATOR;
+    }
+    let records = vec![(log::key(id), Some(log::value(meta)))];
+    let batch = crate::group::offsets_log::build_batch(&records, now_ms());
+    let tp = TopicPartition::new(TXN_TOPIC, part.index);
+    let code = shard
+        .replicas
+        .append_internal(tp, batch, -1, WRITE_TIMEOUT)
+        .await
+        .error;
+    match code {
+        errors::NONE if part.active.get() => {
+            part.txns.borrow_mut().insert(id.to_string(), meta.clone());
+            errors::NONE
+        }
+        errors::NONE | errors::NOT_LEADER_OR_FOLLOWER | errors::KAFKA_STORAGE_ERROR => {
+            errors::NOT_COORDINATOR
+        }
+        _ => errors::COORDINATOR_NOT_AVAILABLE,
+    }
+}
+
+/// Runs `f` with `id` marked busy (one state change at a time per id).
+async fn exclusive<T>(
+    part: &TxnPartition,
+    id: &str,
+    busy: T,
+    f: impl std::future::Future<Output = T>,
+) -> T {
+    if !part.busy.borrow_mut().insert(id.to_string()) {
+        return busy;
+    }
+    let out = f.await;
+    part.busy.borrow_mut().remove(id);
+    out
+}
+
+/// Writes the markers of a Prepare state in the background, then persists its Complete state.
+fn spawn_completion(shard: &Rc<Services>, part: &Rc<TxnPartition>, id: String, m: TxnMeta) {
+    let (shard, part) = (shard.clone(), part.clone());
+    glommio::spawn_local(async move {
+        complete(&shard, &part, id, m).await;
+    })
+    .detach();
+}
+
+async fn complete(shard: &Rc<Services>, part: &Rc<TxnPartition>, id: String, m: TxnMeta) {
+    let spec = MarkerSpec {
+        producer_id: m.producer_id,
+        producer_epoch: m.producer_epoch,
+        commit: m.state == state::TxnState::PrepareCommit,
+        coordinator_epoch: part.leader_epoch,
+    };
+    let tps: Vec<TopicPartition> = m
+        .partitions
+        .iter()
+        .map(|(t, p)| TopicPartition::new(t, *p))
+        .collect();
+    let watch = part.clone();
+    if !markers::write_all(shard, spec, tps, move || watch.active.get()).await {
+        return; // no longer the coordinator: the next one resumes
+    }
+    let Some(done) = state::complete(&m, now_ms()) else {
+        return;
+    };
+    // The Complete state is written once; a failure leaves the Prepare state, which the next
+    // load (or an InitProducerId that finds it) completes again: markers are idempotent.
+    loop {
+        let code = exclusive(part, &id, errors::CONCURRENT_TRANSACTIONS, async {
+            persist(shard, part, &id, &done).await
+        })
+        .await;
+        match code {
+            errors::NONE => return,
+            errors::CONCURRENT_TRANSACTIONS => {}
+            _ if !part.active.get() => return,
+            code => tracing::debug!(id, code, "persisting a completed transaction"),
+        }
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// InitProducerId with a transactional id: (producer id, epoch).
+pub async fn init_producer_id(
+    shard: &Rc<Services>,
+    id: String,
+    timeout_ms: i32,
+) -> Result<(i64, i16), i16> {
+    if id.is_empty() || id.len() > MAX_ID {
+        return Err(errors::INVALID_REQUEST);
+    }
+    let (index, _) = super::route(shard, &id);
+    let part = acquire(shard, index).await?;
+    let current = part.get(&id);
+    // A fresh producer id is allocated only when one is needed (a new id, or the last epoch).
+    let needs_pid = current
+        .as_ref()
+        .is_none_or(|m| m.producer_epoch >= i16::MAX - 1);
+    let fresh = if needs_pid {
+        crate::kafka::handlers::init_producer_id::next_producer_id(shard).await?
+    } else {
+        -1
+    };
+    let max = shard.config.groups.txn_max_timeout_ms;
+    let plan = state::init_producer(current.as_ref(), timeout_ms, max, fresh, now_ms())?;
+    let part2 = part.clone();
+    exclusive(&part, &id, Err(errors::CONCURRENT_TRANSACTIONS), async {
+        match plan {
+            InitPlan::Ready(m) => match persist(shard, &part2, &id, &m).await {
+                errors::NONE => Ok((m.producer_id, m.producer_epoch)),
+                code => Err(code),
+            },
+            InitPlan::AbortFirst(m) => {
+                // The open transaction is aborted under a bumped epoch (fencing its
+                // producer); the client retries and finds it complete.
+                match persist(shard, &part2, &id, &m).await {
+                    errors::NONE => {
+                        spawn_completion(shard, &part2, id.clone(), m);
+                        Err(errors::CONCURRENT_TRANSACTIONS)
+                    }
+                    code => Err(code),
+                }
+            }
+        }
+    })
+    .await
+}
+
+const MAX_ID: usize = super::MAX_TRANSACTIONAL_ID_LEN;
+
+/// AddPartitionsToTxn / AddOffsetsToTxn: one error for all the partitions.
+pub async fn add_partitions(
+    shard: &Rc<Services>,
+    id: String,
+    producer_id: i64,
+    epoch: i16,
+    parts: Vec<TopicPartitionName>,
+) -> i16 {
+    if id.is_empty() || id.len() > MAX_ID {
+        return errors::INVALID_REQUEST;
+    }
+    let (index, _) = super::route(shard, &id);
+    let part = match acquire(shard, index).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let part2 = part.clone();
+    exclusive(&part, &id, errors::CONCURRENT_TRANSACTIONS, async {
+        let current = part2.get(&id);
+        match state::add_partitions(current.as_ref(), producer_id, epoch, &parts, now_ms()) {
+            Ok(None) => errors::NONE,
+            Ok(Some(m)) => persist(shard, &part2, &id, &m).await,
+            Err(code) => code,
+        }
+    })
+    .await
+}
+
+/// EndTxn: answered once the Prepare state is persisted; the markers follow.
+pub async fn end_txn(
+    shard: &Rc<Services>,
+    id: String,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+) -> i16 {
+    if id.is_empty() || id.len() > MAX_ID {
+        return errors::INVALID_REQUEST;
+    }
+    let (index, _) = super::route(shard, &id);
+    let part = match acquire(shard, index).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let part2 = part.clone();
+    exclusive(&part, &id, errors::CONCURRENT_TRANSACTIONS, async {
+        let current = part2.get(&id);
+        match state::end_txn(current.as_ref(), producer_id, epoch, commit, now_ms()) {
+            Ok(EndPlan::AlreadyDone) => errors::NONE,
+            Ok(EndPlan::Prepare(m)) => match persist(shard, &part2, &id, &m).await {
+                errors::NONE => {
+                    spawn_completion(shard, &part2, id.clone(), m);
+                    errors::NONE
+                }
+                code => code,
+            },
+            Err(code) => code,
+        }
+    })
+    .await
+}
+
+/// Aborts the open transactions past their timeout in the partitions this shard leads
+/// (`transaction.timeout.ms`): each is fenced (its epoch bumped, so the producer's next
+/// request fails) and its markers written as for an abort.
+pub async fn abort_expired(shard: &Rc<Services>) {
+    for part in shard.txns.loaded() {
+        let now = now_ms();
+        for (id, m) in part.snapshot() {
+            if !state::is_expired(&m, now) {
+                continue;
+            }
+            let Ok(InitPlan::AbortFirst(abort)) =
+                state::init_producer(Some(&m), m.timeout_ms, i32::MAX, -1, now)
+            else {
+                continue;
+            };
+            tracing::info!(
+                id,
+                producer_id = m.producer_id,
+                "aborting a transaction past its timeout"
+            );
+            let written = exclusive(&part, &id, errors::CONCURRENT_TRANSACTIONS, async {
+                persist(shard, &part, &id, &abort).await
+            })
+            .await;
+            if written == errors::NONE {
+                spawn_completion(shard, &part, id, abort);
+            }
+        }
+    }
+}
+
+/// The background loop of one shard: aborts expired transactions every `interval`.
+pub async fn run_expiry(shard: Rc<Services>, interval: Duration) {
+    while !shard.shutting_down.get() {
+        glommio::timer::sleep(interval).await;
+        abort_expired(&shard).await;
+    }
+}
+
+/// DescribeTransactions of one id (this broker must coordinate it).
+pub async fn describe(shard: &Rc<Services>, id: String) -> Result<TxnMeta, i16> {
+    if id.is_empty() || id.len() > MAX_ID {
+        return Err(errors::TRANSACTIONAL_ID_NOT_FOUND);
+    }
+    let (index, _) = super::route(shard, &id);
+    let part = acquire(shard, index).await?;
+    part.get(&id).ok_or(errors::TRANSACTIONAL_ID_NOT_FOUND)
+}
+
+/// ListTransactions on this shard: (id, producer id, state name) of the ids it coordinates
+/// that pass the filters (empty filters pass everything; `min_duration_ms` < 0: no filter,
+/// else only transactions open at least that long).
+pub fn list_local(
+    shard: &Services,
+    states: &[String],
+    producer_ids: &[i64],
+    min_duration_ms: i64,
+) -> Vec<(String, i64, &'static str)> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    for part in shard.txns.loaded() {
+        for (id, m) in part.snapshot() {
+            let name = m.state.name();
+            let passes = (states.is_empty() || states.iter().any(|s| s == name))
+                && (producer_ids.is_empty() || producer_ids.contains(&m.producer_id))
+                && (min_duration_ms < 0
+                    || (m.state == state::TxnState::Ongoing
+                        && now.saturating_sub(m.start_ms) >= min_duration_ms));
+            if passes {
+                out.push((id, m.producer_id, name));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,44 @@
+//! The transaction coordinator (KIP-98): transactional ids are spread over the partitions of
+//! the internal topic `__transaction_state` as groups are over `__consumer_offsets` (id T
+//! belongs to partition `abs(javaStringHash(T)) % partitions`), and T's coordinator is that
+//! partition's leader; its requests run on the shard owning the partition, so there is no
+//! lock.
+//!
+//! - `state`: a transactional id's state and the transitions of the transaction APIs, pure.
+//! - `log`: the record format of `__transaction_state`.
+//! - `coordinator`: the shell: loading a partition when this broker leads it, persisting each
+//!   new state with acks=all before acting on it, resuming transactions left in a Prepare
+//!   state by a previous coordinator, and aborting transactions past their timeout.
+//! - `markers`: writing the commit/abort markers to every partition of a transaction, on this
+//!   broker through the partition's shard, on others with WriteTxnMarkers.
+//!
+//! The partitions' side (transactional batches, markers, the last stable offset, aborted
+//! transactions, read_committed fetches) is in `crate::partition`.
+
+pub mod coordinator;
+pub mod log;
+pub mod markers;
+pub mod state;
+
+use crate::services::Services;
+
+pub const TXN_TOPIC: &str = "__transaction_state";
+
+/// Longest transactional id accepted (ids are keys of `__transaction_state` records).
+pub const MAX_TRANSACTIONAL_ID_LEN: usize = 4096;
+
+/// The `__transaction_state` partition of `transactional_id` per this shard's image (or the
+/// configured count while the topic does not exist yet), and the shard that owns it.
+pub fn route(shard: &Services, transactional_id: &str) -> (i32, usize) {
+    let n = shard
+        .with_image(|i| i.topic(TXN_TOPIC).map(|t| t.partitions.len() as i32))
+        .unwrap_or(shard.config.groups.txn_partitions);
+    let p = crate::group::partition_for(transactional_id, n);
+    (p, shard.owner_of(TXN_TOPIC, p))
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
