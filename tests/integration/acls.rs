@@ -637,3 +637,72 @@ fn acls_survive_a_restart() {
         vec![(GROUP, "g".into(), PREFIXED, ALICE.into(), READ, ALLOW)]
     );
 }
+
+const TRANSACTIONAL_ID: i8 = 5;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+
+/// FindCoordinator v3 for a transactional id: (error, node).
+fn find_txn_coordinator<S: Read + Write>(c: &mut S, id: &str) -> (i16, i32) {
+    let mut req = FindCoordinatorRequest::default();
+    req.key = s(id);
+    req.key_type = 1;
+    let r: FindCoordinatorResponse = call(c, ApiKey::FindCoordinator, 3, &req);
+    (r.error_code, r.node_id.0)
+}
+
+/// InitProducerId v4 with a transactional id; its error code.
+fn init_transactional<S: Read + Write>(c: &mut S, id: &str) -> i16 {
+    let mut req = InitProducerIdRequest::default();
+    req.transactional_id = Some(TransactionalId(s(id)));
+    req.transaction_timeout_ms = 60_000;
+    req.producer_id = ProducerId(-1);
+    req.producer_epoch = -1;
+    let r: InitProducerIdResponse = call(c, ApiKey::InitProducerId, 4, &req);
+    r.error_code
+}
+
+#[test]
+fn a_transactional_id_needs_an_acl_before_its_coordinator_is_found_or_a_producer_initialised() {
+    let pki = Pki::new();
+    let node = start(&pki);
+    let mut admin = connect(&pki.client("admin"), node.ssl_port);
+    let mut alice = connect(&pki.client("alice"), node.ssl_port);
+    assert_eq!(
+        find_txn_coordinator(&mut alice, "tx-a").0,
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    );
+    assert_eq!(
+        init_transactional(&mut alice, "tx-a"),
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    );
+    assert_eq!(
+        create_acls(
+            &mut admin,
+            vec![creation(
+                TRANSACTIONAL_ID,
+                "tx-",
+                PREFIXED,
+                ALICE,
+                WRITE,
+                ALLOW
+            )]
+        ),
+        vec![0]
+    );
+    // WRITE implies DESCRIBE: the coordinator is found (once its topic exists) and the
+    // producer gets an id; an id outside the prefix stays refused.
+    wait_until("the transaction coordinator", 30, || {
+        find_txn_coordinator(&mut alice, "tx-a").0 == 0
+    });
+    wait_until("a transactional producer id", 30, || {
+        init_transactional(&mut alice, "tx-a") == 0
+    });
+    assert_eq!(
+        find_txn_coordinator(&mut alice, "other").0,
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    );
+    assert_eq!(
+        init_transactional(&mut alice, "other"),
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    );
+}
