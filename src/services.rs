@@ -39,6 +39,10 @@ pub struct Services {
     pub idle: IdleSweeper,
     /// The cluster secret: followers prove with it who they are (`net::broker_auth`).
     pub secret: chronik_raft::secret::ClusterSecret,
+    /// `--sasl-enabled-mechanisms`, shared by this shard's SASL connections.
+    pub sasl_mechanisms: Arc<[crate::sasl::SaslMechanism]>,
+    /// Keys the made-up salts SCRAM answers unknown users with (`sasl::session`).
+    pub sasl_decoy_key: Arc<[u8; 32]>,
     /// Producer ids this shard may hand out: [next, end) of a block from the controller.
     pid_block: Cell<(i64, i64)>,
 }
@@ -68,6 +72,8 @@ impl Services {
         });
         Rc::new(Services {
             mesh: Mesh::new(shard.id, peers),
+            sasl_mechanisms: Arc::from(shard.config.sasl.mechanisms.clone()),
+            sasl_decoy_key: crate::sasl::session::decoy_key(),
             shard,
             replicas,
             groups,

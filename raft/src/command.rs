@@ -6,6 +6,7 @@
 //! node reaches the same state from the same log.
 
 use crate::image::{BrokerId, ListenerEndpoint, PartitionState, TopicId};
+use crate::scram::{ScramDelete, ScramUpsert};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -159,6 +160,16 @@ pub enum Command {
     /// A broker (re)starting, with its advertised listeners. Appended: older entries keep their
     /// variant numbers.
     RegisterBroker(BrokerRegistration),
+    /// AlterUserScramCredentials: keys already derived by the broker that took the request
+    /// (the salted password never reaches the log). Per user, all or nothing.
+    AlterScramCredentials {
+        upserts: Vec<ScramUpsert>,
+        deletes: Vec<ScramDelete>,
+    },
+    /// `--sasl-bootstrap-users`: applied by the first such entry of the cluster only.
+    BootstrapScramUsers {
+        upserts: Vec<ScramUpsert>,
+    },
 }
 
 impl Command {
@@ -215,6 +226,9 @@ pub mod codes {
     pub const INVALID_UPDATE_VERSION: i16 = 119;
     pub const REASSIGNMENT_IN_PROGRESS: i16 = 60;
     pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    pub const RESOURCE_NOT_FOUND: i16 = 91;
+    pub const DUPLICATE_RESOURCE: i16 = 92;
+    pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -230,6 +244,8 @@ pub enum CommandOutcome {
     ProducerIds(Result<i64, MetaError>),
     /// The whole command was invalid; nothing changed.
     Rejected(MetaError),
+    /// AlterScramCredentials / BootstrapScramUsers: per user, in request order.
+    Users(Vec<(String, Result<(), MetaError>)>),
 }
 
 /// A command as it is written to the log: with the data only the proposer may choose.

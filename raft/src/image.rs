@@ -5,6 +5,7 @@
 //! an image swap after a small change copies only the map of pointers, not every partition.
 
 use crate::broker_config::BrokerConfigs;
+use crate::scram::ScramUsers;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -119,8 +120,39 @@ pub struct MetadataImage {
     pub topics: SharedMap<String, Arc<TopicImage>>,
     #[serde(deserialize_with = "deserialize_shared_map")]
     pub topic_names_by_id: SharedMap<TopicId, String>,
-    /// Dynamic broker configs. Last: snapshots of format 1 end before it (`MetadataImageV1`).
+    /// Dynamic broker configs. Snapshots of format 1 end before it (`MetadataImageV1`).
     pub broker_configs: BrokerConfigs,
+    /// SASL/SCRAM users. Last: snapshots of formats 1 to 3 end before it (`MetadataImageV3`).
+    pub scram: ScramUsers,
+}
+
+/// The image as snapshots of format 3 hold it (before SCRAM credentials).
+#[derive(Deserialize)]
+pub(crate) struct MetadataImageV3 {
+    applied_index: u64,
+    cluster_id: String,
+    controller_id: Option<BrokerId>,
+    brokers: BTreeMap<BrokerId, BrokerInfo>,
+    #[serde(deserialize_with = "deserialize_shared_map")]
+    topics: SharedMap<String, Arc<TopicImage>>,
+    #[serde(deserialize_with = "deserialize_shared_map")]
+    topic_names_by_id: SharedMap<TopicId, String>,
+    broker_configs: BrokerConfigs,
+}
+
+impl From<MetadataImageV3> for MetadataImage {
+    fn from(v: MetadataImageV3) -> Self {
+        MetadataImage {
+            applied_index: v.applied_index,
+            cluster_id: v.cluster_id,
+            controller_id: v.controller_id,
+            brokers: v.brokers,
+            topics: v.topics,
+            topic_names_by_id: v.topic_names_by_id,
+            broker_configs: v.broker_configs,
+            scram: ScramUsers::default(),
+        }
+    }
 }
 
 /// A broker as snapshots of formats 1 and 2 hold it (before listeners).
@@ -179,6 +211,7 @@ impl From<MetadataImageV2> for MetadataImage {
             topics: v.topics,
             topic_names_by_id: v.topic_names_by_id,
             broker_configs: v.broker_configs,
+            scram: ScramUsers::default(),
         }
     }
 }
@@ -207,6 +240,7 @@ impl From<MetadataImageV1> for MetadataImage {
             topics: v.topics,
             topic_names_by_id: v.topic_names_by_id,
             broker_configs: BrokerConfigs::default(),
+            scram: ScramUsers::default(),
         }
     }
 }

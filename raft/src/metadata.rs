@@ -133,6 +133,12 @@ impl MetaState {
             Command::AllocateProducerIds { broker, count } => {
                 CommandOutcome::ProducerIds(self.allocate_producer_ids(*broker, *count))
             }
+            Command::AlterScramCredentials { upserts, deletes } => {
+                CommandOutcome::Users(self.image.scram.alter(upserts, deletes, false))
+            }
+            Command::BootstrapScramUsers { upserts } => {
+                CommandOutcome::Users(self.image.scram.bootstrap(upserts))
+            }
             Command::AddNode { .. } | Command::RemoveNode { .. } => {
                 CommandOutcome::Rejected(MetaError::new(
                     codes::INVALID_REQUEST,

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MAGIC: &[u8; 8] = b"CHRSNAP1";
-/// 2: the image carries dynamic broker configs. 3: brokers carry their listeners. Formats 1
-/// and 2 are still read (`decode`).
-const VERSION: u32 = 3;
+/// 2: the image carries dynamic broker configs. 3: brokers carry their listeners. 4: the image
+/// carries SCRAM credentials. Formats 1 to 3 are still read (`decode`).
+const VERSION: u32 = 4;
 const FILE: &str = "current.snap";
 /// After a snapshot could not be written, builds are skipped this long (a full disk would
 /// otherwise fail one after every applied batch).
@@ -62,7 +62,39 @@ pub fn decode(bytes: &[u8]) -> io::Result<StoredSnapshot> {
             crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
         return Ok(v2.into());
     }
+    if version == 3 {
+        let v3: StoredSnapshotV3 =
+            crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
+        return Ok(v3.into());
+    }
     crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))
+}
+
+/// A snapshot of format 3: the same fields, with the image of before SCRAM credentials.
+#[derive(Deserialize)]
+struct StoredSnapshotV3 {
+    meta: SnapshotMeta,
+    state: MetaStateV3,
+}
+
+#[derive(Deserialize)]
+struct MetaStateV3 {
+    image: crate::image::MetadataImageV3,
+    next_producer_id: i64,
+    placement_cursor: u64,
+}
+
+impl From<StoredSnapshotV3> for StoredSnapshot {
+    fn from(v: StoredSnapshotV3) -> Self {
+        StoredSnapshot {
+            meta: v.meta,
+            state: MetaState {
+                image: v.state.image.into(),
+                next_producer_id: v.state.next_producer_id,
+                placement_cursor: v.state.placement_cursor,
+            },
+        }
+    }
 }
 
 /// A snapshot of format 2: the same fields, with brokers of before listeners.
@@ -220,6 +252,62 @@ mod tests {
         topics: std::collections::BTreeMap<String, TopicImage>,
         topic_names_by_id: std::collections::BTreeMap<[u8; 16], String>,
         broker_configs: crate::broker_config::BrokerConfigs,
+    }
+
+    /// Format 3 as it was written: the image without SCRAM credentials.
+    #[derive(Serialize)]
+    struct ImageV3<'a> {
+        applied_index: u64,
+        cluster_id: &'a str,
+        controller_id: Option<i32>,
+        brokers: std::collections::BTreeMap<i32, crate::image::BrokerInfo>,
+        topics: std::collections::BTreeMap<String, TopicImage>,
+        topic_names_by_id: std::collections::BTreeMap<[u8; 16], String>,
+        broker_configs: crate::broker_config::BrokerConfigs,
+    }
+
+    #[test]
+    fn a_snapshot_of_format_3_still_decodes_with_no_scram_users_and_format_4_keeps_them() {
+        let image = ImageV3 {
+            applied_index: 9,
+            cluster_id: "c",
+            controller_id: Some(1),
+            brokers: Default::default(),
+            topics: Default::default(),
+            topic_names_by_id: Default::default(),
+            broker_configs: Default::default(),
+        };
+        let meta = SnapshotMeta::default();
+        let payload = bincode::serialize(&(&meta, (&image, 42i64, 3u64))).expect("encode");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let snap = decode(&bytes).expect("format 3 decodes");
+        assert_eq!(snap.state.next_producer_id, 42);
+        assert_eq!(snap.state.image.applied_index, 9);
+        assert_eq!(snap.state.image.scram, Default::default());
+
+        use crate::scram::{ScramCredential, ScramMechanism, ScramUpsert};
+        let mut state = MetaState::default();
+        state.image.scram.bootstrap(&[ScramUpsert {
+            user: "alice".into(),
+            mechanism: ScramMechanism::Sha256,
+            credential: ScramCredential {
+                salt: b"salt".to_vec(),
+                iterations: 4096,
+                stored_key: vec![1; 32],
+                server_key: vec![2; 32],
+            },
+        }]);
+        let enc = encode(&StoredSnapshot {
+            meta: SnapshotMeta::default(),
+            state: state.clone(),
+        })
+        .expect("encode");
+        let back = decode(&enc).expect("decode").state;
+        assert!(back.image.scram.bootstrapped);
+        assert_eq!(back, state);
     }
 
     #[test]

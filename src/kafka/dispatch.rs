@@ -85,6 +85,30 @@ pub static APIS: &[ApiSpec] = &[
     api!(AlterPartitionReassignments, 0, 1, alter_reassignments),
     api!(DescribeQuorum, 0, 2, describe_quorum),
     api!(DescribeProducers, 0, 0, describe_producers),
+    ApiSpec {
+        key: ApiKey::DescribeUserScramCredentials,
+        min: 0,
+        max: 0,
+        handler: |s, c, b| {
+            Box::pin(async move {
+                scram_credentials::handle_describe(s, c, b)
+                    .await
+                    .map(|r| r.map(Response::from))
+            })
+        },
+    },
+    ApiSpec {
+        key: ApiKey::AlterUserScramCredentials,
+        min: 0,
+        max: 0,
+        handler: |s, c, b| {
+            Box::pin(async move {
+                scram_credentials::handle_alter(s, c, b)
+                    .await
+                    .map(|r| r.map(Response::from))
+            })
+        },
+    },
 ];
 
 pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {
