@@ -389,20 +389,23 @@ fn wait_for_registration(controller: &Controller, node_id: i32) {
 /// committed once per cluster (`Command::BootstrapScramUsers`; a cluster already bootstrapped
 /// ignores it) and applied here before the listeners open, so the users can log in as soon as
 /// the broker serves.
-fn bootstrap_scram_users(controller: &Controller, users: &[(String, String)]) -> Result<(), String> {
+fn bootstrap_scram_users(
+    controller: &Controller,
+    users: &[(String, String)],
+) -> Result<(), String> {
     use chronik_raft::{Command, CommandOutcome};
     if users.is_empty() || controller.current_image().scram.bootstrapped {
         return Ok(());
     }
     let mut upserts = Vec::with_capacity(users.len() * 2);
     for (user, password) in users {
-        let creds = crate::sasl::credentials_of(user, password, chronik_raft::scram::MIN_ITERATIONS)
-            .map_err(|e| format!("sasl-bootstrap-users: {user}: {e}"))?;
+        let creds =
+            crate::sasl::credentials_of(user, password, chronik_raft::scram::MIN_ITERATIONS)
+                .map_err(|e| format!("sasl-bootstrap-users: {user}: {e}"))?;
         upserts.extend(creds);
     }
-    let submitted = futures_lite::future::block_on(
-        controller.submit(Command::BootstrapScramUsers { upserts }),
-    );
+    let submitted =
+        futures_lite::future::block_on(controller.submit(Command::BootstrapScramUsers { upserts }));
     match submitted {
         Ok(s) => {
             if s.index > 0 {

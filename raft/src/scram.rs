@@ -23,9 +23,7 @@ pub const MAX_USERS: usize = 100_000;
 pub const MAX_CHANGES: usize = 10_000;
 
 /// Kafka's `ScramMechanism` type ids, as AlterUserScramCredentials carries them.
-#[derive(
-    Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash,
-)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ScramMechanism {
     Sha256,
     Sha512,
@@ -323,7 +321,11 @@ mod tests {
     #[test]
     fn an_upsertion_within_kafkas_bounds_is_stored_and_a_deletion_removes_it() {
         let mut s = ScramUsers::default();
-        let r = s.alter(&[up("alice", Sha256, 4096), up("alice", Sha512, 16384)], &[], false);
+        let r = s.alter(
+            &[up("alice", Sha256, 4096), up("alice", Sha512, 16384)],
+            &[],
+            false,
+        );
         assert_eq!(r.len(), 1);
         assert_eq!(code(&r[0]), 0);
         assert_eq!(s.get("alice", Sha512).map(|c| c.iterations), Some(16384));
@@ -351,7 +353,10 @@ mod tests {
             &[],
             false,
         );
-        assert!(r.iter().all(|x| code(x) == codes::UNACCEPTABLE_CREDENTIAL), "{r:?}");
+        assert!(
+            r.iter().all(|x| code(x) == codes::UNACCEPTABLE_CREDENTIAL),
+            "{r:?}"
+        );
         assert!(s.users.is_empty());
     }
 
@@ -395,7 +400,10 @@ mod tests {
         assert!(s.bootstrapped && s.get("admin", Sha512).is_some());
         s.alter(&[], &[del("admin", Sha512)], false);
         assert!(s.bootstrap(&[up("admin", Sha512, 4096)]).is_empty());
-        assert!(s.get("admin", Sha512).is_none(), "a second bootstrap changes nothing");
+        assert!(
+            s.get("admin", Sha512).is_none(),
+            "a second bootstrap changes nothing"
+        );
     }
 
     #[test]

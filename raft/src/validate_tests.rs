@@ -453,7 +453,8 @@ fn precheck_keeps_elections_and_moves_that_change_nothing_out_of_the_log() {
 }
 
 #[test]
-fn precheck_answers_scram_changes_refused_for_every_user_and_a_second_bootstrap_without_proposing() {
+fn precheck_answers_scram_changes_refused_for_every_user_and_a_second_bootstrap_without_proposing()
+{
     use crate::scram::{ScramCredential, ScramDelete, ScramMechanism, ScramUpsert};
     let mut s = cluster(1);
     let up = |user: &str, iterations| ScramUpsert {

@@ -37,7 +37,10 @@ impl SecurityProtocol {
 
     /// Whether clients on a listener of this protocol log in with SASL first.
     pub fn uses_sasl(self) -> bool {
-        matches!(self, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
     }
 
     /// Whether connections on a listener of this protocol are TLS.

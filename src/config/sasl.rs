@@ -39,7 +39,11 @@ pub struct SaslConfig {
 
 impl std::fmt::Debug for SaslConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let users: Vec<&str> = self.bootstrap_users.iter().map(|(u, _)| u.as_str()).collect();
+        let users: Vec<&str> = self
+            .bootstrap_users
+            .iter()
+            .map(|(u, _)| u.as_str())
+            .collect();
         f.debug_struct("SaslConfig")
             .field("mechanisms", &self.mechanisms)
             .field("bootstrap_users", &users)
@@ -129,9 +133,11 @@ pub fn resolve(s: SaslSettings) -> Result<SaslConfig, String> {
     };
     let inter_broker = if s.inter_broker_sasl {
         let (Some(user), Some(file)) = (s.inter_broker_user, s.inter_broker_password_file) else {
-            return Err("a SASL inter-broker listener needs --sasl-inter-broker-user and \
+            return Err(
+                "a SASL inter-broker listener needs --sasl-inter-broker-user and \
                         --sasl-inter-broker-password-file"
-                .into());
+                    .into(),
+            );
         };
         let text = read_small(&file, "sasl-inter-broker-password-file")?;
         let password = text.lines().next().unwrap_or("").to_string();
@@ -163,7 +169,9 @@ pub fn resolve(s: SaslSettings) -> Result<SaslConfig, String> {
         None
     };
     if !s.any_sasl_listener && !bootstrap_users.is_empty() {
-        tracing::info!("--sasl-bootstrap-users given without a SASL listener; users are still created");
+        tracing::info!(
+            "--sasl-bootstrap-users given without a SASL listener; users are still created"
+        );
     }
     Ok(SaslConfig {
         mechanisms,

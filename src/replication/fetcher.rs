@@ -7,16 +7,16 @@
 //! Each connection first proves to the leader that it is this broker (`net::broker_auth`): a
 //! leader serves follower fetches only on such connections.
 
+use crate::config::sasl::InterBrokerLogin;
 use crate::kafka::client;
 use crate::kafka::errors;
-use crate::config::sasl::InterBrokerLogin;
 use crate::net::broker_auth::ClientAuth;
-use crate::sasl::client::ScramClient;
-use crate::sasl::SaslMechanism;
 use crate::net::frame::{read_frame, ByteSource, IdleLink};
 use crate::net::tls::{self, CipherBuf, TlsShared, TlsSink, TlsSource};
 use crate::partition::manager::{FollowerSync, ReplicaManager};
 use crate::partition::Partition;
+use crate::sasl::client::ScramClient;
+use crate::sasl::SaslMechanism;
 use crate::shard::event::LocalEvent;
 use crate::shard::{Shard, TopicPartition};
 use bytes::{Bytes, BytesMut};
@@ -472,7 +472,10 @@ impl LeaderConn {
         };
         match login.mechanism {
             SaslMechanism::Plain => {
-                let req = step(crate::sasl::client::plain_message(&login.user, &login.password));
+                let req = step(crate::sasl::client::plain_message(
+                    &login.user,
+                    &login.password,
+                ));
                 check(self.call(ApiKey::SaslAuthenticate, 2, &req).await?)?;
             }
             SaslMechanism::Scram(m) => {

@@ -1,7 +1,9 @@
 //! The client side of PLAIN and SCRAM, for the broker's own login (replica fetchers on a SASL
 //! inter-broker listener). Pure: the caller carries the messages over SaslAuthenticate.
 
-use super::scram::{is_nonce_char, mac, salted_password, Mechanism, MAX_ITERATIONS, MIN_ITERATIONS};
+use super::scram::{
+    is_nonce_char, mac, salted_password, Mechanism, MAX_ITERATIONS, MIN_ITERATIONS,
+};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use ring::digest;
@@ -128,7 +130,8 @@ mod tests {
             .expect("server first");
             let last = c.final_message(first.as_bytes()).expect("final");
             let verifier = server_final(&state, &last).expect("accepted");
-            c.check_server_final(verifier.as_bytes()).expect("server verified");
+            c.check_server_final(verifier.as_bytes())
+                .expect("server verified");
             assert!(c.check_server_final(b"v=AAAA").is_err());
         }
     }

@@ -106,7 +106,12 @@ impl Credential {
     }
 }
 
-pub(crate) fn salted_password(mech: Mechanism, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+pub(crate) fn salted_password(
+    mech: Mechanism,
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+) -> Vec<u8> {
     let mut out = vec![0u8; mech.len()];
     let rounds = NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN);
     pbkdf2::derive(mech.pbkdf2(), rounds, salt, password, &mut out);

@@ -22,13 +22,13 @@ use super::scram::{self, AwaitingProof, ScramError};
 use super::SaslMechanism;
 use crate::kafka::errors;
 use crate::kafka::{decode, parse_header, RequestContext};
+use bytes::Bytes;
 use bytes::{BufMut, BytesMut};
 use chronik_raft::scram::{ScramCredential, ScramMechanism};
 use kafka_protocol::messages::{
     ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
     SaslHandshakeResponse,
 };
-use bytes::Bytes;
 use kafka_protocol::protocol::StrBytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -181,8 +181,8 @@ impl Authenticator {
             Ok(r) => r,
             Err(e) => return close(e.to_string()),
         };
-        let wanted = SaslMechanism::from_name(req.mechanism.as_str())
-            .filter(|m| self.enabled.contains(m));
+        let wanted =
+            SaslMechanism::from_name(req.mechanism.as_str()).filter(|m| self.enabled.contains(m));
         // Re-authentication keeps the mechanism (Kafka refuses a change).
         let wanted = match (&self.session, wanted) {
             (Some(s), Some(m)) if s.mech != m => None,
@@ -242,8 +242,7 @@ impl Authenticator {
             Ok((token, done)) => {
                 resp.auth_bytes = Bytes::from(token);
                 if done {
-                    resp.session_lifetime_ms =
-                        self.reauth.map_or(0, |d| d.as_millis() as i64);
+                    resp.session_lifetime_ms = self.reauth.map_or(0, |d| d.as_millis() as i64);
                 }
                 match ctx.encode(&resp) {
                     Ok(f) => Verdict::Answer(f),
@@ -385,7 +384,10 @@ fn close(why: impl Into<String>) -> Verdict {
     Verdict::Close(None, why.into())
 }
 
-fn encoded<R: kafka_protocol::protocol::Encodable>(ctx: &RequestContext, r: &R) -> Option<BytesMut> {
+fn encoded<R: kafka_protocol::protocol::Encodable>(
+    ctx: &RequestContext,
+    r: &R,
+) -> Option<BytesMut> {
     ctx.encode(r).ok()
 }
 

@@ -74,7 +74,10 @@ fn plain_with_the_right_password_logs_the_user_in_and_then_requests_are_served()
     let r: SaslAuthenticateResponse = response(ApiKey::SaslAuthenticate, 2, &f);
     assert_eq!((r.error_code, r.session_lifetime_ms), (0, 0));
     assert_eq!(a.principal().as_deref(), Some("User:alice"));
-    assert!(matches!(a.on_frame(&metadata(), now, &store), Verdict::Serve));
+    assert!(matches!(
+        a.on_frame(&metadata(), now, &store),
+        Verdict::Serve
+    ));
 }
 
 #[test]
@@ -140,7 +143,8 @@ fn scram_over_sasl_authenticate_logs_in_and_the_client_verifies_the_server() {
         let r: SaslAuthenticateResponse = response(ApiKey::SaslAuthenticate, 1, &f);
         assert_eq!(r.error_code, 0);
         assert_eq!(r.session_lifetime_ms, 60_000);
-        c.check_server_final(&r.auth_bytes).expect("server signature");
+        c.check_server_final(&r.auth_bytes)
+            .expect("server signature");
         assert_eq!(a.principal().as_deref(), Some("User:bob"));
     }
 }
@@ -175,7 +179,10 @@ fn an_expired_session_closes_on_the_next_request_unless_the_client_logs_in_again
     let later = t0 + Duration::from_millis(1500);
     // Re-authentication as the same user renews the session.
     answer(plain_login(&mut a, "alice", "s3cret", later));
-    assert!(matches!(a.on_frame(&metadata(), later, &store), Verdict::Serve));
+    assert!(matches!(
+        a.on_frame(&metadata(), later, &store),
+        Verdict::Serve
+    ));
     let expired = later + Duration::from_millis(1001);
     assert!(matches!(
         a.on_frame(&metadata(), expired, &store),

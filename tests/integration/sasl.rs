@@ -92,7 +92,13 @@ fn start(extra: &[&str]) -> Node {
     }
 }
 
-fn sasl_client(bootstrap: &str, protocol: &str, mechanism: &str, user: &str, pw: &str) -> ClientConfig {
+fn sasl_client(
+    bootstrap: &str,
+    protocol: &str,
+    mechanism: &str,
+    user: &str,
+    pw: &str,
+) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("security.protocol", protocol)
@@ -159,7 +165,13 @@ fn librdkafka_produces_and_consumes_over_sasl_ssl_with_scram_sha_512() {
 fn librdkafka_produces_and_consumes_over_sasl_plaintext_with_plain_and_scram_sha_256() {
     let node = start(&[]);
     let bootstrap = node.sasl_plaintext();
-    let plain = sasl_client(&bootstrap, "sasl_plaintext", "PLAIN", "admin", "admin-secret");
+    let plain = sasl_client(
+        &bootstrap,
+        "sasl_plaintext",
+        "PLAIN",
+        "admin",
+        "admin-secret",
+    );
     produce_and_consume(&plain, &node, "over-plain", 20);
     let scram = sasl_client(
         &bootstrap,
@@ -177,7 +189,11 @@ fn handshake(s: &mut TcpStream, mechanism: &str) -> SaslHandshakeResponse {
     raw::call(s, ApiKey::SaslHandshake, 1, &r).expect("handshake answered")
 }
 
-fn plain_login(s: &mut TcpStream, user: &str, pw: &str) -> std::io::Result<SaslAuthenticateResponse> {
+fn plain_login(
+    s: &mut TcpStream,
+    user: &str,
+    pw: &str,
+) -> std::io::Result<SaslAuthenticateResponse> {
     assert_eq!(handshake(s, "PLAIN").error_code, 0);
     let mut r = SaslAuthenticateRequest::default();
     r.auth_bytes = bytes::Bytes::from(format!("\0{user}\0{pw}").into_bytes());
@@ -259,7 +275,10 @@ fn a_session_that_expires_without_reauthentication_is_closed_and_librdkafka_reau
     std::thread::sleep(Duration::from_millis(1200));
     metadata(&mut s).expect("served in the renewed session");
     std::thread::sleep(Duration::from_millis(1100));
-    assert!(metadata(&mut s).is_err(), "served after the session expired");
+    assert!(
+        metadata(&mut s).is_err(),
+        "served after the session expired"
+    );
 
     // librdkafka logs in again before its session ends (KIP-368) and keeps producing.
     let producer: FutureProducer = sasl_client(
@@ -303,7 +322,12 @@ fn salted_password(password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
     out
 }
 
-fn upsertion(user: &str, mechanism: i8, iterations: i32, password: &str) -> ScramCredentialUpsertion {
+fn upsertion(
+    user: &str,
+    mechanism: i8,
+    iterations: i32,
+    password: &str,
+) -> ScramCredentialUpsertion {
     let mut u = ScramCredentialUpsertion::default();
     u.name = StrBytes::from_string(user.to_string());
     u.mechanism = mechanism;
@@ -382,7 +406,11 @@ fn user_scram_credentials_alter_and_describe_round_trip_and_a_new_user_can_then_
 
     // A new user, SCRAM-SHA-256 with 8192 iterations.
     assert_eq!(
-        alter(&admin, vec![upsertion("carol", 1, 8192, "carol-pw")], vec![]),
+        alter(
+            &admin,
+            vec![upsertion("carol", 1, 8192, "carol-pw")],
+            vec![]
+        ),
         vec![("carol".to_string(), 0)]
     );
     let d = describe(&admin, Some(&["carol", "nobody", "admin"]));
@@ -422,7 +450,12 @@ fn user_scram_credentials_alter_and_describe_round_trip_and_a_new_user_can_then_
     );
     produce_and_consume(&c, &node, "carols", 5);
     let mut s = raw::connect(&node.sasl_plaintext()).expect("connect");
-    assert_eq!(plain_login(&mut s, "carol", "carol-pw").expect("login").error_code, 0);
+    assert_eq!(
+        plain_login(&mut s, "carol", "carol-pw")
+            .expect("login")
+            .error_code,
+        0
+    );
 
     // Deleted, she cannot.
     assert_eq!(
@@ -430,7 +463,12 @@ fn user_scram_credentials_alter_and_describe_round_trip_and_a_new_user_can_then_
         vec![("carol".to_string(), 0)]
     );
     let mut s = raw::connect(&node.sasl_plaintext()).expect("connect");
-    assert_eq!(plain_login(&mut s, "carol", "carol-pw").expect("answer").error_code, 58);
+    assert_eq!(
+        plain_login(&mut s, "carol", "carol-pw")
+            .expect("answer")
+            .error_code,
+        58
+    );
 }
 
 #[test]

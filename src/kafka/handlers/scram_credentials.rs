@@ -88,9 +88,8 @@ pub async fn handle_alter(
     for d in &req.deletions {
         let user = d.name.to_string();
         note(&user, &mut order);
-        let checked = chronik_raft::scram::user_name(&user).and_then(|()| {
-            ScramMechanism::from_type(d.mechanism).ok_or_else(unknown_mechanism)
-        });
+        let checked = chronik_raft::scram::user_name(&user)
+            .and_then(|()| ScramMechanism::from_type(d.mechanism).ok_or_else(unknown_mechanism));
         match checked {
             Ok(mechanism) => deletes.push(ScramDelete { user, mechanism }),
             Err(e) => {
