@@ -143,7 +143,7 @@ mod tests {
         for bad in [
             "".to_string(),
             format!("r={n}"),
-            format!("r=other,s=c2FsdA==,i=4096"),
+            "r=other,s=c2FsdA==,i=4096".to_string(),
             format!("r={n}x,s=,i=4096"),
             format!("r={n}x,s=c2FsdA==,i=100000000"),
             format!("r={n}x,s=c2FsdA==,i=1"),

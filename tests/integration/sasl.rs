@@ -415,7 +415,9 @@ fn user_scram_credentials_alter_and_describe_round_trip_and_a_new_user_can_then_
     );
     let d = describe(&admin, Some(&["carol", "nobody", "admin"]));
     assert_eq!(d.error_code, 0);
-    let got: Vec<(String, i16, Vec<(i8, i32)>)> = d
+    /// (user, error code, (mechanism, iterations) of each credential).
+    type Described = (String, i16, Vec<(i8, i32)>);
+    let got: Vec<Described> = d
         .results
         .iter()
         .map(|r| {
