@@ -9,6 +9,7 @@
 use crate::command::{codes, MetaError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Kafka's bounds on SCRAM iterations (`ScramMechanism.minIterations` / `maxIterations`).
 pub const MIN_ITERATIONS: u32 = 4096;
@@ -88,10 +89,15 @@ pub struct ScramDelete {
     pub mechanism: ScramMechanism,
 }
 
+/// A user's credentials, by mechanism.
+pub type UserCredentials = BTreeMap<ScramMechanism, ScramCredential>;
+
 /// Every user's credentials, by user then mechanism. Carried in the image (and snapshots).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ScramUsers {
-    pub users: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+    /// Shared between consecutive images (publishing one clones the image): copied only when a
+    /// command changes a credential. Serialized as the map itself.
+    pub users: Arc<BTreeMap<String, UserCredentials>>,
     /// Set by the first `BootstrapScramUsers` applied: later ones (every node's restart with
     /// `--sasl-bootstrap-users`) change nothing.
     pub bootstrapped: bool,
@@ -176,10 +182,16 @@ impl ScramUsers {
                 count += 1;
             }
         }
-        if !dry {
+        let changes = upserts
+            .iter()
+            .map(|u| &u.user)
+            .chain(deletes.iter().map(|d| &d.user))
+            .any(|u| !errors.contains_key(u.as_str()));
+        if !dry && changes {
+            let users = Arc::make_mut(&mut self.users);
             for u in upserts {
                 if !errors.contains_key(u.user.as_str()) {
-                    self.users
+                    users
                         .entry(u.user.clone())
                         .or_default()
                         .insert(u.mechanism, u.credential.clone());
@@ -189,10 +201,10 @@ impl ScramUsers {
                 if errors.contains_key(d.user.as_str()) {
                     continue;
                 }
-                if let Some(m) = self.users.get_mut(&d.user) {
+                if let Some(m) = users.get_mut(&d.user) {
                     m.remove(&d.mechanism);
                     if m.is_empty() {
-                        self.users.remove(&d.user);
+                        users.remove(&d.user);
                     }
                 }
             }
@@ -223,7 +235,7 @@ impl ScramUsers {
                 Ok(())
             });
             if r.is_ok() {
-                self.users
+                Arc::make_mut(&mut self.users)
                     .entry(u.user.clone())
                     .or_default()
                     .insert(u.mechanism, u.credential.clone());
