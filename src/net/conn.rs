@@ -1,7 +1,8 @@
 //! One client connection: a reader that cuts frames and starts each request at once
 //! (pipelining), and a writer that sends responses strictly in request order. On an SSL
 //! listener both go through the connection's TLS state (`net::tls`); a plaintext connection
-//! reads and writes the socket directly (zero-copy pieces).
+//! reads and writes the socket directly (zero-copy pieces). On a SASL listener every frame
+//! passes the connection's login state (`sasl::session`) first, on the reader, in order.
 
 use crate::kafka::dispatch::{dispatch, DispatchResult};
 use crate::kafka::handlers::fetch_session::FetchSessions;
