@@ -90,8 +90,8 @@ enum Step {
 pub struct Authenticator {
     enabled: Arc<[SaslMechanism]>,
     reauth: Option<Duration>,
-    /// Keys the decoy salt of unknown users, so it stays the same across attempts (a changing
-    /// salt would tell an attacker the user does not exist).
+    /// Keys the decoy salt of unknown users, so it stays the same across attempts, shards and
+    /// nodes (a changing salt would tell an attacker the user does not exist).
     decoy_key: Arc<[u8; 32]>,
     step: Step,
     session: Option<Session>,
@@ -372,7 +372,17 @@ fn decoy_salt(key: &[u8; 32], client_first: &[u8]) -> Vec<u8> {
     ring::hmac::sign(&k, user.as_bytes()).as_ref().to_vec()
 }
 
-/// A fresh key for decoy salts (one per shard).
+/// The key of decoy salts, derived from the cluster secret: every shard and node, and every
+/// restart, answers an unknown user with the same salt, as it would a real user's.
+pub fn decoy_key_from(secret: &[u8]) -> Arc<[u8; 32]> {
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&k, b"chronik SCRAM decoy salt v1");
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&tag.as_ref()[..32]);
+    Arc::new(out)
+}
+
+/// A random key for decoy salts (tests; the broker derives its own with `decoy_key_from`).
 pub fn decoy_key() -> Arc<[u8; 32]> {
     use ring::rand::SecureRandom;
     let mut k = [0u8; 32];

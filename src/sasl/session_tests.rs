@@ -230,3 +230,19 @@ fn hostile_frames_never_panic() {
         }
     }
 }
+
+#[test]
+fn an_unknown_user_gets_the_same_salt_from_every_authenticator_of_the_cluster() {
+    let key = decoy_key_from(&[7u8; 32]);
+    let salt_of = |user: &str| {
+        let mut a = Authenticator::new(all(), 0, key.clone());
+        answer(a.on_frame(&handshake(1, "SCRAM-SHA-256"), Instant::now(), &store));
+        let first = format!("n,,n={user},r=abc");
+        let f = answer(a.on_frame(&authenticate(2, first.as_bytes()), Instant::now(), &store));
+        let r: SaslAuthenticateResponse = response(ApiKey::SaslAuthenticate, 2, &f);
+        let text = String::from_utf8(r.auth_bytes.to_vec()).expect("utf8");
+        text.split(',').nth(1).expect("salt").to_string()
+    };
+    assert_eq!(salt_of("nobody"), salt_of("nobody"));
+    assert_ne!(salt_of("nobody"), salt_of("someone"));
+}
