@@ -12,8 +12,8 @@ use std::rc::Rc;
 pub async fn handle(_shard: Rc<Services>, ctx: RequestContext, _body: BytesMut) -> HandlerResult {
     if ctx.api_key == ApiKey::SaslHandshake {
         let mut r = SaslHandshakeResponse::default();
-        r.error_code = errors::UNSUPPORTED_SASL_MECHANISM;
-        r.mechanisms = Vec::new(); // none enabled
+        // Kafka's KafkaApis answers a handshake that reaches it ILLEGAL_SASL_STATE.
+        r.error_code = errors::ILLEGAL_SASL_STATE;
         ctx.encode(&r).map(Some)
     } else {
         let mut r = SaslAuthenticateResponse::default();
