@@ -256,7 +256,11 @@ fn a_request_before_authenticating_closes_the_connection_and_unknown_mechanisms_
 
     // On the PLAINTEXT listener a handshake is answered ILLEGAL_SASL_STATE, as Kafka does.
     let mut s = raw::connect(&node.server.bootstrap()).expect("connect");
-    assert_eq!(handshake(&mut s, "PLAIN").error_code, 34, "ILLEGAL_SASL_STATE");
+    assert_eq!(
+        handshake(&mut s, "PLAIN").error_code,
+        34,
+        "ILLEGAL_SASL_STATE"
+    );
 
     // Logged in, the same request is served.
     let mut s = raw::connect(&node.sasl_plaintext()).expect("connect");
