@@ -179,6 +179,7 @@ impl Broker {
             None => None,
         };
         wait_for_registration(&controller, cfg.node_id);
+        bootstrap_scram_users(&controller, &cfg.sasl.bootstrap_users)?;
         let avail = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut shard_threads = Vec::new();
         let mut stop_senders = Vec::new();
@@ -384,6 +385,49 @@ fn wait_for_registration(controller: &Controller, node_id: i32) {
     }
 }
 
+/// `--sasl-bootstrap-users`: each user's SCRAM-SHA-256 and -512 credentials (4096 iterations),
+/// committed once per cluster (`Command::BootstrapScramUsers`; a cluster already bootstrapped
+/// ignores it) and applied here before the listeners open, so the users can log in as soon as
+/// the broker serves.
+fn bootstrap_scram_users(
+    controller: &Controller,
+    users: &[(String, String)],
+) -> Result<(), String> {
+    use chronik_raft::{Command, CommandOutcome};
+    if users.is_empty() || controller.current_image().scram.bootstrapped {
+        return Ok(());
+    }
+    let mut upserts = Vec::with_capacity(users.len() * 2);
+    for (user, password) in users {
+        let creds =
+            crate::sasl::credentials_of(user, password, chronik_raft::scram::MIN_ITERATIONS)
+                .map_err(|e| format!("sasl-bootstrap-users: {user}: {e}"))?;
+        upserts.extend(creds);
+    }
+    let submitted =
+        futures_lite::future::block_on(controller.submit(Command::BootstrapScramUsers { upserts }));
+    match submitted {
+        Ok(s) => {
+            if s.index > 0 {
+                let _ = futures_lite::future::block_on(controller.wait_applied(s.index));
+            }
+            match s.outcome {
+                CommandOutcome::Users(v) if !v.is_empty() => {
+                    for (user, r) in v {
+                        if let Err(e) = r {
+                            tracing::warn!(%user, "bootstrap user refused: {}", e.message);
+                        }
+                    }
+                    tracing::info!(users = users.len(), "SASL bootstrap users created");
+                }
+                _ => tracing::info!("SASL users were already bootstrapped; file not applied"),
+            }
+        }
+        Err(e) => tracing::warn!("SASL bootstrap users not committed: {e:?}"),
+    }
+    Ok(())
+}
+
 /// Partitions a shard closes at once when it stops.
 const CLOSE_CONCURRENCY: usize = 256;
 
@@ -470,6 +514,7 @@ async fn run_shard(id: usize, cfg: BrokerConfig, controller: Controller, ch: Sha
             } else {
                 None
             },
+            sasl: l.protocol.uses_sasl(),
         });
         tracing::info!(shard = id, listener = %l.name, bind = %l.bind, "shard listening");
         accepting.push(glommio::spawn_local(accept_loop(

@@ -41,6 +41,11 @@ pub struct Services {
     pub secret: chronik_raft::secret::ClusterSecret,
     /// Transactional ids this shard coordinates (see `crate::txn`).
     pub txns: crate::txn::coordinator::TxnCoordinator,
+    /// `--sasl-enabled-mechanisms`, shared by this shard's SASL connections.
+    pub sasl_mechanisms: Arc<[crate::sasl::SaslMechanism]>,
+    /// Keys the made-up salts SCRAM answers unknown users with (`sasl::session`), from the
+    /// cluster secret, so they are the same on every shard and node.
+    pub sasl_decoy_key: Arc<[u8; 32]>,
     /// Producer ids this shard may hand out: [next, end) of a block from the controller.
     pid_block: Cell<(i64, i64)>,
 }
@@ -70,6 +75,8 @@ impl Services {
         });
         Rc::new(Services {
             mesh: Mesh::new(shard.id, peers),
+            sasl_mechanisms: Arc::from(shard.config.sasl.mechanisms.clone()),
+            sasl_decoy_key: crate::sasl::session::decoy_key_from(secret.proving_key()),
             shard,
             replicas,
             groups,

@@ -7,6 +7,7 @@
 
 use crate::acl::{AclBinding, AclFilter};
 use crate::image::{BrokerId, ListenerEndpoint, PartitionState, TopicId};
+use crate::scram::{ScramDelete, ScramUpsert};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -171,6 +172,16 @@ pub enum Command {
     DeleteAcls {
         filters: Vec<AclFilter>,
     },
+    /// AlterUserScramCredentials: keys already derived by the broker that took the request
+    /// (the salted password never reaches the log). Per user, all or nothing.
+    AlterScramCredentials {
+        upserts: Vec<ScramUpsert>,
+        deletes: Vec<ScramDelete>,
+    },
+    /// `--sasl-bootstrap-users`: applied by the first such entry of the cluster only.
+    BootstrapScramUsers {
+        upserts: Vec<ScramUpsert>,
+    },
 }
 
 impl Command {
@@ -227,6 +238,9 @@ pub mod codes {
     pub const INVALID_UPDATE_VERSION: i16 = 119;
     pub const REASSIGNMENT_IN_PROGRESS: i16 = 60;
     pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    pub const RESOURCE_NOT_FOUND: i16 = 91;
+    pub const DUPLICATE_RESOURCE: i16 = 92;
+    pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -246,6 +260,8 @@ pub enum CommandOutcome {
     AclsCreated(Vec<Result<(), MetaError>>),
     /// DeleteAcls: per filter, in request order, the bindings it removed.
     AclsDeleted(Vec<Result<Vec<AclBinding>, MetaError>>),
+    /// AlterScramCredentials / BootstrapScramUsers: per user, in request order.
+    Users(Vec<(String, Result<(), MetaError>)>),
 }
 
 /// A command as it is written to the log: with the data only the proposer may choose.

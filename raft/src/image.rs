@@ -6,6 +6,7 @@
 
 use crate::acl::AclSet;
 use crate::broker_config::BrokerConfigs;
+use crate::scram::ScramUsers;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -122,12 +123,14 @@ pub struct MetadataImage {
     pub topic_names_by_id: SharedMap<TopicId, String>,
     /// Dynamic broker configs. Snapshots of format 1 end before it (`MetadataImageV1`).
     pub broker_configs: BrokerConfigs,
-    /// ACL bindings, indexed for the authorizer. Last: snapshots of formats 1 to 3 end before
-    /// it (`MetadataImageV3`).
+    /// ACL bindings, indexed for the authorizer. Snapshots of formats 1 to 3 end before it
+    /// (`MetadataImageV3`).
     pub acls: AclSet,
+    /// SASL/SCRAM users. Last: snapshots of formats 1 to 3 end before it.
+    pub scram: ScramUsers,
 }
 
-/// The image as snapshots of format 3 hold it (before ACLs).
+/// The image as snapshots of format 3 hold it (before ACLs and SCRAM credentials).
 #[derive(Deserialize)]
 pub(crate) struct MetadataImageV3 {
     applied_index: u64,
@@ -152,6 +155,7 @@ impl From<MetadataImageV3> for MetadataImage {
             topic_names_by_id: v.topic_names_by_id,
             broker_configs: v.broker_configs,
             acls: AclSet::default(),
+            scram: ScramUsers::default(),
         }
     }
 }
@@ -213,6 +217,7 @@ impl From<MetadataImageV2> for MetadataImage {
             topic_names_by_id: v.topic_names_by_id,
             broker_configs: v.broker_configs,
             acls: AclSet::default(),
+            scram: ScramUsers::default(),
         }
     }
 }
@@ -242,6 +247,7 @@ impl From<MetadataImageV1> for MetadataImage {
             topic_names_by_id: v.topic_names_by_id,
             broker_configs: BrokerConfigs::default(),
             acls: AclSet::default(),
+            scram: ScramUsers::default(),
         }
     }
 }

@@ -136,6 +136,12 @@ impl MetaState {
             }
             Command::CreateAcls { acls } => self.create_acls(acls),
             Command::DeleteAcls { filters } => self.delete_acls(filters),
+            Command::AlterScramCredentials { upserts, deletes } => {
+                CommandOutcome::Users(self.image.scram.alter(upserts, deletes, false))
+            }
+            Command::BootstrapScramUsers { upserts } => {
+                CommandOutcome::Users(self.image.scram.bootstrap(upserts))
+            }
             Command::AddNode { .. } | Command::RemoveNode { .. } => {
                 CommandOutcome::Rejected(MetaError::new(
                     codes::INVALID_REQUEST,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 const MAGIC: &[u8; 8] = b"CHRSNAP1";
 /// 2: the image carries dynamic broker configs. 3: brokers carry their listeners. 4: the image
-/// carries ACL bindings. Formats 1 to 3 are still read (`decode`).
+/// carries ACL bindings and SCRAM credentials. Formats 1 to 3 are still read (`decode`).
 const VERSION: u32 = 4;
 const FILE: &str = "current.snap";
 /// After a snapshot could not be written, builds are skipped this long (a full disk would
@@ -67,10 +67,15 @@ pub fn decode(bytes: &[u8]) -> io::Result<StoredSnapshot> {
             crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
         return Ok(v2.into());
     }
+    if version == 3 {
+        let v3: StoredSnapshotV3 =
+            crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
+        return Ok(v3.into());
+    }
     crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))
 }
 
-/// A snapshot of format 3: the same fields, with the image of before ACLs.
+/// A snapshot of format 3: the same fields, with the image of before ACLs and SCRAM credentials.
 #[derive(Deserialize)]
 struct StoredSnapshotV3 {
     meta: SnapshotMeta,
@@ -254,10 +259,66 @@ mod tests {
         broker_configs: crate::broker_config::BrokerConfigs,
     }
 
+    /// Format 3 as it was written: the image without SCRAM credentials.
+    #[derive(Serialize)]
+    struct ImageV3<'a> {
+        applied_index: u64,
+        cluster_id: &'a str,
+        controller_id: Option<i32>,
+        brokers: std::collections::BTreeMap<i32, crate::image::BrokerInfo>,
+        topics: std::collections::BTreeMap<String, TopicImage>,
+        topic_names_by_id: std::collections::BTreeMap<[u8; 16], String>,
+        broker_configs: crate::broker_config::BrokerConfigs,
+    }
+
     #[test]
-    fn a_snapshot_of_format_3_still_decodes_with_no_acls_and_format_4_keeps_them() {
+    fn a_snapshot_of_format_3_still_decodes_with_no_scram_users_and_format_4_keeps_them() {
+        let image = ImageV3 {
+            applied_index: 9,
+            cluster_id: "c",
+            controller_id: Some(1),
+            brokers: Default::default(),
+            topics: Default::default(),
+            topic_names_by_id: Default::default(),
+            broker_configs: Default::default(),
+        };
+        let meta = SnapshotMeta::default();
+        let payload = bincode::serialize(&(&meta, (&image, 42i64, 3u64))).expect("encode");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let snap = decode(&bytes).expect("format 3 decodes");
+        assert_eq!(snap.state.next_producer_id, 42);
+        assert_eq!(snap.state.image.applied_index, 9);
+        assert_eq!(snap.state.image.scram, Default::default());
+
+        use crate::scram::{ScramCredential, ScramMechanism, ScramUpsert};
+        let mut state = MetaState::default();
+        state.image.scram.bootstrap(&[ScramUpsert {
+            user: "alice".into(),
+            mechanism: ScramMechanism::Sha256,
+            credential: ScramCredential {
+                salt: b"salt".to_vec(),
+                iterations: 4096,
+                stored_key: vec![1; 32],
+                server_key: vec![2; 32],
+            },
+        }]);
+        let enc = encode(&StoredSnapshot {
+            meta: SnapshotMeta::default(),
+            state: state.clone(),
+        })
+        .expect("encode");
+        let back = decode(&enc).expect("decode").state;
+        assert!(back.image.scram.bootstrapped);
+        assert_eq!(back, state);
+    }
+
+    #[test]
+    fn a_snapshot_of_format_3_still_decodes_with_no_acls_or_scram_users_and_format_4_keeps_acls() {
         use crate::acl::{AclBinding, AclSet, Operation, PatternType, Permission, ResourceType};
-        // Format 3 is today's image without the trailing ACL list.
+        // Format 3 is today's image without the trailing ACLs and SCRAM users.
         let mut state = MetaState::default();
         state.image.applied_index = 7;
         state
@@ -266,9 +327,12 @@ mod tests {
             .cluster
             .insert("message.max.bytes".into(), "100".into());
         let full = bincode::serialize(&(&SnapshotMeta::default(), &state)).expect("encode");
-        // An empty AclSet is one u64 length (0) at the very end of the image, just before
-        // next_producer_id and placement_cursor.
-        let tail = 8 + 8 + 8;
+        // The (empty) ACLs and SCRAM users end the image, just before next_producer_id and
+        // placement_cursor.
+        let size = |v: &[u8]| v.len();
+        let tail = size(&bincode::serialize(&state.image.acls).expect("acls"))
+            + size(&bincode::serialize(&state.image.scram).expect("scram"))
+            + 16;
         let mut payload = full[..full.len() - tail].to_vec();
         payload.extend_from_slice(&full[full.len() - 16..]);
         let mut bytes = MAGIC.to_vec();

@@ -343,6 +343,21 @@ pub fn precheck(image: &MetadataImage, cmd: Command, defaults: Defaults) -> Prec
             },
         };
     }
+    if let Command::AlterScramCredentials { upserts, deletes } = &cmd {
+        // Checked on a copy; a request whose every user is refused stays out of the log.
+        let results = image.scram.clone().alter(upserts, deletes, true);
+        if results.iter().all(|(_, r)| r.is_err()) {
+            return Precheck::Answer(CommandOutcome::Users(results));
+        }
+        return Precheck::Propose {
+            cmd,
+            early: Vec::new(),
+        };
+    }
+    if matches!(cmd, Command::BootstrapScramUsers { .. }) && image.scram.bootstrapped {
+        // Every node restarted with --sasl-bootstrap-users asks; only the first one counts.
+        return Precheck::Answer(CommandOutcome::Users(Vec::new()));
+    }
     if let Command::ControlledShutdown { id, incarnation } = &cmd {
         return match controlled_shutdown(image, *id, *incarnation) {
             Ok(()) => Precheck::Propose {

@@ -451,3 +451,52 @@ fn precheck_keeps_elections_and_moves_that_change_nothing_out_of_the_log() {
         Precheck::Propose { .. }
     ));
 }
+
+#[test]
+fn precheck_answers_scram_changes_refused_for_every_user_and_a_second_bootstrap_without_proposing()
+{
+    use crate::scram::{ScramCredential, ScramDelete, ScramMechanism, ScramUpsert};
+    let mut s = cluster(1);
+    let up = |user: &str, iterations| ScramUpsert {
+        user: user.into(),
+        mechanism: ScramMechanism::Sha256,
+        credential: ScramCredential {
+            salt: b"salt".to_vec(),
+            iterations,
+            stored_key: vec![1; 32],
+            server_key: vec![2; 32],
+        },
+    };
+    let refused = Command::AlterScramCredentials {
+        upserts: vec![up("a", 10)],
+        deletes: vec![ScramDelete {
+            user: "nobody".into(),
+            mechanism: ScramMechanism::Sha512,
+        }],
+    };
+    assert!(matches!(
+        precheck(&s.image, refused, D),
+        Precheck::Answer(CommandOutcome::Users(_))
+    ));
+    let good = Command::AlterScramCredentials {
+        upserts: vec![up("a", 4096)],
+        deletes: Vec::new(),
+    };
+    assert!(matches!(
+        precheck(&s.image, good, D),
+        Precheck::Propose { .. }
+    ));
+    let boot = Command::BootstrapScramUsers {
+        upserts: vec![up("admin", 4096)],
+    };
+    assert!(matches!(
+        precheck(&s.image, boot.clone(), D),
+        Precheck::Propose { .. }
+    ));
+    apply(&mut s, boot.clone());
+    assert!(s.image.scram.get("admin", ScramMechanism::Sha256).is_some());
+    assert_eq!(
+        precheck(&s.image, boot, D),
+        Precheck::Answer(CommandOutcome::Users(Vec::new()))
+    );
+}

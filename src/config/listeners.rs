@@ -6,8 +6,7 @@ use super::parse::{resolve_addr, split_host_port};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-/// Kafka's security protocols. The SASL ones are understood (so a listener named after one is
-/// recognised) but refused at start-up until SASL is built.
+/// Kafka's security protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecurityProtocol {
     Plaintext,
@@ -34,6 +33,14 @@ impl SecurityProtocol {
             SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
             SecurityProtocol::SaslSsl => "SASL_SSL",
         }
+    }
+
+    /// Whether clients on a listener of this protocol log in with SASL first.
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
     }
 
     /// Whether connections on a listener of this protocol are TLS.
@@ -283,16 +290,6 @@ pub fn resolve(s: &ListenerSettings) -> Result<Listeners, String> {
                 )
             })?,
         };
-        if matches!(
-            protocol,
-            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
-        ) {
-            return Err(format!(
-                "listener {} uses {}: SASL is not supported yet",
-                e.name,
-                protocol.name()
-            ));
-        }
         let host = if e.host.is_empty() {
             "0.0.0.0"
         } else {
@@ -531,11 +528,13 @@ mod tests {
     }
 
     #[test]
-    fn sasl_listeners_are_refused_until_sasl_is_built() {
-        let e = resolve(&listeners(
-            "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9093",
-        ))
-        .unwrap_err();
-        assert!(e.contains("SASL is not supported yet"), "{e}");
+    fn sasl_listeners_take_their_protocol_from_their_name_or_the_map() {
+        let mut s = listeners("SASL_SSL://127.0.0.1:9093,INTERNAL://127.0.0.1:9094");
+        s.protocol_map = Some("INTERNAL:SASL_PLAINTEXT");
+        let l = resolve(&s).expect("SASL listeners resolve");
+        assert_eq!(l.all[0].protocol, SecurityProtocol::SaslSsl);
+        assert!(l.all[0].protocol.uses_sasl() && l.all[0].protocol.uses_tls());
+        assert_eq!(l.all[1].protocol, SecurityProtocol::SaslPlaintext);
+        assert!(!l.all[1].protocol.uses_tls());
     }
 }

@@ -8,6 +8,7 @@ mod file;
 mod groups;
 pub mod listeners;
 mod parse;
+pub mod sasl;
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -67,6 +68,8 @@ pub struct BrokerConfig {
     pub listeners: Listeners,
     /// None: no SSL listener.
     pub tls: Option<tls::TlsFiles>,
+    /// SASL mechanisms, bootstrap users, session lifetime, the fetchers' login.
+    pub sasl: sasl::SaslConfig,
     pub data_dir: PathBuf,
     pub cores: usize,
     pub pin: bool,
@@ -145,6 +148,16 @@ impl BrokerConfig {
             v.ssl_ca_file,
             &v.ssl_client_auth,
         )?;
+        let sasl = sasl::resolve(sasl::SaslSettings {
+            any_sasl_listener: listeners.all.iter().any(|l| l.protocol.uses_sasl()),
+            inter_broker_sasl: listeners.inter_broker().protocol.uses_sasl(),
+            mechanisms: &v.sasl_enabled_mechanisms,
+            bootstrap_users: v.sasl_bootstrap_users,
+            reauth_ms: v.connections_max_reauth_ms,
+            inter_broker_mechanism: &v.sasl_mechanism_inter_broker_protocol,
+            inter_broker_user: v.sasl_inter_broker_user,
+            inter_broker_password_file: v.sasl_inter_broker_password_file,
+        })?;
         let controller_listen = match v.controller_listen {
             Some(s) => resolve_addr(&s, "controller-listen")?,
             None => {
@@ -199,6 +212,7 @@ impl BrokerConfig {
             node_id,
             listeners,
             tls,
+            sasl,
             data_dir: absolute_dir(v.data_dir)?,
             cores,
             pin: v.pin,

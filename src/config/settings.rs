@@ -36,6 +36,23 @@ settings! {
     ssl_ca_file: PathBuf = ["none"];
     /// ssl.client.auth: `none`, `requested` (verified if shown) or `required`.
     ssl_client_auth: String = "none";
+    /// sasl.enabled.mechanisms: what SASL_PLAINTEXT and SASL_SSL listeners offer, of `PLAIN`,
+    /// `SCRAM-SHA-256` and `SCRAM-SHA-512`.
+    sasl_enabled_mechanisms: String = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512";
+    /// The first SASL users of a new cluster: a file of `name:password` lines, each given
+    /// SCRAM-SHA-256 and SCRAM-SHA-512 credentials (4096 iterations) once per cluster.
+    sasl_bootstrap_users: PathBuf = ["none"];
+    /// connections.max.reauth.ms: a SASL session's lifetime (KIP-368): the client must
+    /// re-authenticate within it or the broker closes the connection; 0 = sessions never end.
+    connections_max_reauth_ms: u64 = "0";
+    /// sasl.mechanism.inter.broker.protocol: how replica fetchers log in on a SASL inter-broker
+    /// listener.
+    sasl_mechanism_inter_broker_protocol: String = "SCRAM-SHA-512";
+    /// The SASL user replica fetchers log in as on a SASL inter-broker listener (give it
+    /// credentials, e.g. in `--sasl-bootstrap-users`).
+    sasl_inter_broker_user: String = ["none"];
+    /// A file whose first line is the password of `--sasl-inter-broker-user`.
+    sasl_inter_broker_password_file: PathBuf = ["none"];
     /// Check every request against the ACLs (Kafka's `authorizer.class.name` set to the
     /// StandardAuthorizer); off, everyone may do everything and the ACL APIs answer
     /// SECURITY_DISABLED.

@@ -105,6 +105,30 @@ pub static APIS: &[ApiSpec] = &[
     api!(WriteTxnMarkers, 0, 1, write_txn_markers),
     api!(DescribeTransactions, 0, 0, describe_transactions),
     api!(ListTransactions, 0, 1, list_transactions),
+    ApiSpec {
+        key: ApiKey::DescribeUserScramCredentials,
+        min: 0,
+        max: 0,
+        handler: |s, c, b| {
+            Box::pin(async move {
+                scram_credentials::handle_describe(s, c, b)
+                    .await
+                    .map(|r| r.map(Response::from))
+            })
+        },
+    },
+    ApiSpec {
+        key: ApiKey::AlterUserScramCredentials,
+        min: 0,
+        max: 0,
+        handler: |s, c, b| {
+            Box::pin(async move {
+                scram_credentials::handle_alter(s, c, b)
+                    .await
+                    .map(|r| r.map(Response::from))
+            })
+        },
+    },
 ];
 
 pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {

@@ -47,6 +47,9 @@ pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
 pub const INVALID_RECORD: i16 = 87;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
 pub const INCONSISTENT_TOPIC_ID: i16 = 103;
+pub const RESOURCE_NOT_FOUND: i16 = 91;
+pub const DUPLICATE_RESOURCE: i16 = 92;
+pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;
 pub const ELECTION_NOT_NEEDED: i16 = 84;
 // Consumer groups.
 pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;

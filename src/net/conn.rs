@@ -1,7 +1,8 @@
 //! One client connection: a reader that cuts frames and starts each request at once
 //! (pipelining), and a writer that sends responses strictly in request order. On an SSL
 //! listener both go through the connection's TLS state (`net::tls`); a plaintext connection
-//! reads and writes the socket directly (zero-copy pieces).
+//! reads and writes the socket directly (zero-copy pieces). On a SASL listener every frame
+//! passes the connection's login state (`sasl::session`) first, on the reader, in order.
 
 use crate::kafka::dispatch::{dispatch, DispatchResult};
 use crate::kafka::handlers::fetch_session::FetchSessions;
@@ -10,6 +11,7 @@ use crate::net::broker_auth;
 use crate::net::frame::{read_frame, ByteSource};
 use crate::net::pieces::PieceCursor;
 use crate::net::tls::{self, CipherBuf, TlsShared, TlsSink, TlsSource};
+use crate::sasl::session::{Authenticator, Verdict};
 use crate::services::Services;
 use bytes::{Bytes, BytesMut};
 use futures_lite::AsyncWriteExt;
@@ -35,6 +37,8 @@ pub struct Origin {
     pub name: Arc<str>,
     /// Its TLS config (SSL listeners), swapped in place when certificates are reloaded.
     pub tls: Option<Rc<RefCell<Arc<rustls::ServerConfig>>>>,
+    /// SASL_PLAINTEXT / SASL_SSL: clients log in before anything else (`sasl::session`).
+    pub sasl: bool,
 }
 
 /// Where a connection's responses go.
@@ -71,6 +75,13 @@ async fn serve_connection(shard: &Rc<Services>, mut reader: TcpStream, origin: &
         peer_ip,
         listener: origin.name.clone(),
         principal: None,
+        sasl: origin.sasl.then(|| {
+            Authenticator::new(
+                shard.sasl_mechanisms.clone(),
+                shard.config.sasl.reauth_ms,
+                shard.sasl_decoy_key.clone(),
+            )
+        }),
     };
     let Some(config) = &origin.tls else {
         return run(shard, reader, Sink::Plain(writer), conn, idle).await;
@@ -114,6 +125,26 @@ struct Conn {
     peer_ip: Option<std::net::IpAddr>,
     listener: Arc<str>,
     principal: Option<Arc<str>>,
+    /// On a SASL listener: the client's login, which every frame passes first.
+    sasl: Option<Authenticator>,
+}
+
+/// Largest frame read before a SASL client has logged in (Kafka's
+/// `sasl.server.max.receive.size`): an unauthenticated client cannot make the broker buffer a
+/// 100 MB request.
+const MAX_UNAUTHENTICATED_FRAME: usize = 524_288;
+
+/// Queues an answer the reader made itself (SASL, broker authentication) behind the responses
+/// already queued, so answers keep request order. False: the writer is gone.
+async fn queue_answer(
+    tx: &glommio::channels::local_channel::LocalSender<Pending>,
+    frame: BytesMut,
+    permit: StaticPermit,
+) -> bool {
+    let answer =
+        glommio::spawn_local(async move { Ok(Some(Response::Frame(frame))) as DispatchResult })
+            .detach();
+    tx.send((answer, permit)).await.is_ok()
 }
 
 async fn run<S: ByteSource>(
@@ -128,6 +159,7 @@ async fn run<S: ByteSource>(
         peer_ip,
         listener,
         principal,
+        mut sasl,
     } = conn;
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Pending>(MAX_PIPELINED);
     let budget = Rc::new(Semaphore::new(shard.config.max_inflight_bytes as u64));
@@ -183,7 +215,13 @@ async fn run<S: ByteSource>(
     let fetch_sessions = Rc::new(FetchSessions::new(shard.fetch_session_budget.clone()));
     loop {
         let link = Some((&shard.idle, &*idle));
-        let mut frame = match read_frame(&mut reader, &mut buf, 8, max_frame, link).await {
+        // SASL tokens after a v0 handshake have no header and may be a few bytes long.
+        let (min, max) = match &sasl {
+            Some(a) if a.expects_raw_token() => (1, MAX_UNAUTHENTICATED_FRAME),
+            Some(a) if a.principal().is_none() => (8, MAX_UNAUTHENTICATED_FRAME),
+            _ => (8, max_frame),
+        };
+        let mut frame = match read_frame(&mut reader, &mut buf, min, max, link).await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -209,15 +247,32 @@ async fn run<S: ByteSource>(
             Ok(p) => p,
             Err(_) => break,
         };
+        if let Some(a) = sasl.as_mut() {
+            // Served in order on the reader, so requests read after a login carry its result.
+            let lookup = |user: &str, mech| shard.with_image(|i| i.scram.get(user, mech).cloned());
+            match a.on_frame(&frame, std::time::Instant::now(), &lookup) {
+                Verdict::Serve => {}
+                Verdict::Answer(resp) => {
+                    if !queue_answer(&tx, resp, permit).await {
+                        break;
+                    }
+                    continue;
+                }
+                Verdict::Close(resp, why) => {
+                    tracing::debug!(%peer, "closing connection: {why}");
+                    // The writer sends what is already queued and this answer, then closes.
+                    if let Some(resp) = resp {
+                        let _ = queue_answer(&tx, resp, permit).await;
+                    }
+                    break;
+                }
+            }
+        }
         if broker_auth::is_auth_frame(&frame) {
             // Served in order on the reader, so requests read after a proof carry its result.
             let step = broker_auth::serve(&mut auth, &shard.secret, shard.config.node_id, &frame);
             if let Some(resp) = step.response {
-                let answer = glommio::spawn_local(async move {
-                    Ok(Some(Response::Frame(resp))) as DispatchResult
-                })
-                .detach();
-                if tx.send((answer, permit)).await.is_err() {
+                if !queue_answer(&tx, resp, permit).await {
                     break;
                 }
             }
@@ -240,7 +295,11 @@ async fn run<S: ByteSource>(
             ctx.fetch_sessions = Some(fetch_sessions.clone());
         }
         ctx.listener = Some(listener.clone());
-        ctx.principal = principal.clone();
+        // On SASL_SSL the SASL login is the principal, as in Kafka, not the certificate.
+        ctx.principal = match &sasl {
+            Some(a) => a.principal(),
+            None => principal.clone(),
+        };
         let s = shard.clone();
         let handle = glommio::spawn_local(async move { dispatch(s, ctx, frame).await }).detach();
         if tx.send((handle, permit)).await.is_err() {

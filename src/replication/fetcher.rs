@@ -7,6 +7,7 @@
 //! Each connection first proves to the leader that it is this broker (`net::broker_auth`): a
 //! leader serves follower fetches only on such connections.
 
+use crate::config::sasl::InterBrokerLogin;
 use crate::kafka::client;
 use crate::kafka::errors;
 use crate::net::broker_auth::ClientAuth;
@@ -14,6 +15,8 @@ use crate::net::frame::{read_frame, ByteSource, IdleLink};
 use crate::net::tls::{self, CipherBuf, TlsShared, TlsSink, TlsSource};
 use crate::partition::manager::{FollowerSync, ReplicaManager};
 use crate::partition::Partition;
+use crate::sasl::client::ScramClient;
+use crate::sasl::SaslMechanism;
 use crate::shard::event::LocalEvent;
 use crate::shard::{Shard, TopicPartition};
 use bytes::{Bytes, BytesMut};
@@ -459,6 +462,61 @@ impl LeaderConn {
         auth.check_accepted(secret, corr, &answer).map_err(denied)
     }
 
+    /// Logs in on a SASL inter-broker listener as `--sasl-inter-broker-user` (SaslHandshake v1,
+    /// then SaslAuthenticate v2). A refusal is a `PermissionDenied` error.
+    async fn sasl_login(&mut self, login: &InterBrokerLogin) -> std::io::Result<()> {
+        use kafka_protocol::messages::{
+            SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+            SaslHandshakeResponse,
+        };
+        let denied = |e: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e);
+        let mut hs = SaslHandshakeRequest::default();
+        hs.mechanism = kafka_protocol::protocol::StrBytes::from_static_str(login.mechanism.name());
+        let r: SaslHandshakeResponse = self.call(ApiKey::SaslHandshake, 1, &hs).await?;
+        if r.error_code != 0 {
+            return Err(denied(format!(
+                "SaslHandshake {}: error {}",
+                login.mechanism.name(),
+                r.error_code
+            )));
+        }
+        let step = |token: Vec<u8>| {
+            let mut req = SaslAuthenticateRequest::default();
+            req.auth_bytes = bytes::Bytes::from(token);
+            req
+        };
+        let check = |r: SaslAuthenticateResponse| {
+            if r.error_code == 0 {
+                Ok(r.auth_bytes)
+            } else {
+                Err(denied(format!(
+                    "SASL login as {}: error {} ({})",
+                    login.user,
+                    r.error_code,
+                    r.error_message.as_deref().unwrap_or("")
+                )))
+            }
+        };
+        match login.mechanism {
+            SaslMechanism::Plain => {
+                let req = step(crate::sasl::client::plain_message(
+                    &login.user,
+                    &login.password,
+                ));
+                check(self.call(ApiKey::SaslAuthenticate, 2, &req).await?)?;
+            }
+            SaslMechanism::Scram(m) => {
+                let mut c = ScramClient::new(m.into(), &login.user, &login.password);
+                let first = step(c.first_message());
+                let server_first = check(self.call(ApiKey::SaslAuthenticate, 2, &first).await?)?;
+                let last = step(c.final_message(&server_first).map_err(denied)?);
+                let server_final = check(self.call(ApiKey::SaslAuthenticate, 2, &last).await?)?;
+                c.check_server_final(&server_final).map_err(denied)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes a whole request frame and reads one small response (after its length).
     async fn raw_call(&mut self, frame: &[u8]) -> std::io::Result<BytesMut> {
         self.stream.write_all(frame).await?;
@@ -537,6 +595,9 @@ async fn run(
             let connected = async {
                 let config = tls.borrow().clone();
                 let mut c = LeaderConn::connect(&addr, config).await?;
+                if let Some(login) = &shard.config.sasl.inter_broker {
+                    c.sasl_login(login).await?;
+                }
                 c.authenticate(&secret, shard.config.node_id, f.leader)
                     .await?;
                 Ok::<_, std::io::Error>(c)

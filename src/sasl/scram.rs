@@ -52,14 +52,14 @@ impl Mechanism {
         }
     }
 
-    fn digest(self) -> &'static digest::Algorithm {
+    pub(crate) fn digest(self) -> &'static digest::Algorithm {
         match self {
             Mechanism::Sha256 => &digest::SHA256,
             Mechanism::Sha512 => &digest::SHA512,
         }
     }
 
-    fn len(self) -> usize {
+    pub(crate) fn len(self) -> usize {
         match self {
             Mechanism::Sha256 => 32,
             Mechanism::Sha512 => 64,
@@ -89,26 +89,36 @@ impl Credential {
             return Err(ScramError::BadIterations(iterations));
         }
         let salted = salted_password(mech, password, salt, iterations);
-        let client_key = mac(mech, &salted, b"Client Key");
+        Ok(Credential::from_salted(mech, &salted, salt, iterations))
+    }
+
+    /// The credential of an already salted password (what AlterUserScramCredentials carries).
+    pub fn from_salted(mech: Mechanism, salted: &[u8], salt: &[u8], iterations: u32) -> Credential {
+        let client_key = mac(mech, salted, b"Client Key");
         let stored_key = digest::digest(mech.digest(), &client_key).as_ref().to_vec();
-        let server_key = mac(mech, &salted, b"Server Key");
-        Ok(Credential {
+        let server_key = mac(mech, salted, b"Server Key");
+        Credential {
             salt: salt.to_vec(),
             iterations,
             stored_key,
             server_key,
-        })
+        }
     }
 }
 
-fn salted_password(mech: Mechanism, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+pub(crate) fn salted_password(
+    mech: Mechanism,
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+) -> Vec<u8> {
     let mut out = vec![0u8; mech.len()];
     let rounds = NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN);
     pbkdf2::derive(mech.pbkdf2(), rounds, salt, password, &mut out);
     out
 }
 
-fn mac(mech: Mechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
+pub(crate) fn mac(mech: Mechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
     hmac::sign(&hmac::Key::new(mech.hmac(), key), data)
         .as_ref()
         .to_vec()
@@ -297,7 +307,7 @@ pub fn server_nonce() -> String {
 }
 
 /// printable = %x21-2B / %x2D-7E (no comma).
-fn is_nonce_char(b: u8) -> bool {
+pub(crate) fn is_nonce_char(b: u8) -> bool {
     (0x21..=0x7e).contains(&b) && b != b','
 }
 

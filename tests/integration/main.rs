@@ -23,6 +23,7 @@ mod listeners;
 mod membership;
 mod metrics;
 mod readme;
+mod sasl;
 mod single_node;
 mod tls;
 mod topic_configs;

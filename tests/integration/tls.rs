@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A CA, a server certificate for 127.0.0.1/localhost and a client certificate
-/// (CN=test-client), as PEM files and as DER for the rustls client.
-struct Pki {
+/// (CN=test-client), as PEM files and as DER for the rustls client. Also the SASL_SSL tests'.
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca_der: CertificateDer<'static>,
     client_der: CertificateDer<'static>,
@@ -27,7 +27,7 @@ struct Pki {
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -74,7 +74,7 @@ impl Pki {
         self.dir.path().join(name)
     }
 
-    fn path_str(&self, name: &str) -> String {
+    pub(crate) fn path_str(&self, name: &str) -> String {
         self.path(name).display().to_string()
     }
 }

@@ -75,3 +75,30 @@ def broker(request):
         proc.kill()
         proc.wait()
         subprocess.run(["rm", "-rf", tmp])
+
+
+@pytest.fixture
+def sasl_broker():
+    """A 2-shard node with a PLAINTEXT listener (for readiness) and a SASL_PLAINTEXT one, its
+    users `alice:alice-secret` and `admin:admin-secret` from --sasl-bootstrap-users. Yields the
+    SASL_PLAINTEXT address."""
+    tmp = tempfile.mkdtemp(prefix="chronik-interop-sasl-")
+    port, sasl_port, cport = free_port(), free_port(), free_port()
+    users = os.path.join(tmp, "users.txt")
+    with open(users, "w") as f:
+        f.write("alice:alice-secret\nadmin:admin-secret\n")
+    proc = subprocess.Popen(
+        [server_binary(), "--listeners",
+         f"PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+         "--inter-broker-listener-name", "PLAINTEXT", "--sasl-bootstrap-users", users,
+         "--controller-listen", f"127.0.0.1:{cport}", "--data-dir", os.path.join(tmp, "data"),
+         "--no-pin", "--cores", "2", "--metrics-listen", "none"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(port, proc)
+        yield f"127.0.0.1:{sasl_port}"
+    finally:
+        proc.kill()
+        proc.wait()
+        subprocess.run(["rm", "-rf", tmp])

@@ -40,6 +40,7 @@ pub mod offset_for_leader_epoch;
 pub mod partition_commands;
 pub mod produce;
 pub mod sasl;
+pub mod scram_credentials;
 pub mod sync_group;
 pub mod topics;
 pub mod txn_offset_commit;

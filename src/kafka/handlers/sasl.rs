@@ -1,4 +1,6 @@
-//! SaslHandshake / SaslAuthenticate: SASL is not enabled; answer so clients report it clearly.
+//! SaslHandshake / SaslAuthenticate reaching the handlers: on a PLAINTEXT or SSL listener, where
+//! SASL is not enabled. On SASL listeners the connection's authenticator takes these requests
+//! before dispatch (`sasl::session`).
 
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{errors, RequestContext};
@@ -10,14 +12,14 @@ use std::rc::Rc;
 pub async fn handle(_shard: Rc<Services>, ctx: RequestContext, _body: BytesMut) -> HandlerResult {
     if ctx.api_key == ApiKey::SaslHandshake {
         let mut r = SaslHandshakeResponse::default();
-        r.error_code = errors::UNSUPPORTED_SASL_MECHANISM;
-        r.mechanisms = Vec::new(); // none enabled
+        // Kafka's KafkaApis answers a handshake that reaches it ILLEGAL_SASL_STATE.
+        r.error_code = errors::ILLEGAL_SASL_STATE;
         ctx.encode(&r).map(Some)
     } else {
         let mut r = SaslAuthenticateResponse::default();
         r.error_code = errors::ILLEGAL_SASL_STATE;
         r.error_message = Some(super::str_bytes(
-            "SASL authentication is not enabled on this broker",
+            "SASL authentication is not enabled on this listener",
         ));
         ctx.encode(&r).map(Some)
     }

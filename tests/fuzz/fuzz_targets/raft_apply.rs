@@ -88,6 +88,11 @@ fn leaves_state_unchanged(cmd: &Command, outcome: &CommandOutcome) -> bool {
         CommandOutcome::Rejected(_) => true,
         CommandOutcome::Topics(results) => validate_only || results.iter().all(|(_, r)| r.is_err()),
         CommandOutcome::Partition(Err(_)) | CommandOutcome::ProducerIds(Err(_)) => true,
+        // A bootstrap marks the cluster bootstrapped even when every user is refused.
+        CommandOutcome::Users(results) => {
+            matches!(cmd, Command::AlterScramCredentials { .. })
+                && results.iter().all(|(_, r)| r.is_err())
+        }
         _ => false,
     }
 }
