@@ -104,17 +104,6 @@ impl<'a> Subject<'a> {
         }
     }
 
-    /// `may` on the shard's current image.
-    pub fn may_now(
-        &self,
-        shard: &Services,
-        op: Operation,
-        resource_type: ResourceType,
-        name: &str,
-    ) -> bool {
-        shard.with_image(|i| self.may(i, op, resource_type, name))
-    }
-
     /// `may` on the one CLUSTER resource.
     pub fn may_on_cluster(&self, image: &MetadataImage, op: Operation) -> bool {
         self.may(image, op, ResourceType::Cluster, CLUSTER_NAME)
@@ -189,6 +178,11 @@ pub fn allowed(
 ) -> bool {
     let subject = Subject::of(shard, ctx);
     shard.with_image(|i| subject.may(i, op, resource_type, name))
+}
+
+/// READ on the group: what every group membership API needs (Kafka's check).
+pub fn group_read_allowed(shard: &Services, ctx: &RequestContext, group: &str) -> bool {
+    allowed(shard, ctx, Operation::Read, ResourceType::Group, group)
 }
 
 /// `allowed` on the CLUSTER resource.

@@ -6,7 +6,6 @@
 
 use super::coordinator::GroupCoordinator;
 use super::OFFSETS_TOPIC;
-use crate::kafka::errors;
 use crate::shard::TopicPartition;
 use bytes::{Bytes, BytesMut};
 use std::rc::Rc;
@@ -116,58 +115,30 @@ pub async fn replay(
     mut visit: impl FnMut(&Bytes, Option<&Bytes>),
 ) -> Result<u64, i16> {
     let tp = TopicPartition::new(OFFSETS_TOPIC, index);
-    let p = shard
-        .replicas
-        .get_or_open(&tp)
-        .await
-        .map_err(|_| errors::COORDINATOR_NOT_AVAILABLE)?;
-    if !p.is_leader() {
-        return Err(errors::NOT_COORDINATOR);
-    }
-    let end = p.log.log_end_offset();
-    let mut offset = p.log.log_start_offset();
     let mut records = 0u64;
-    while offset < end {
-        let before = offset;
-        let batches = match p.log.read(offset, 1 << 20, end).await {
-            Ok(b) if !b.is_empty() => b,
-            Ok(_) => break,
-            Err(e) => {
-                tracing::warn!(partition = index, "loading offsets: {e}");
-                return Err(errors::COORDINATOR_LOAD_IN_PROGRESS);
-            }
-        };
-        for b in &batches {
-            let mut rest = b.clone();
-            while let Ok(h) = chronik_storage::parse_header(&rest) {
-                let batch = rest.split_to(h.total_len().min(rest.len()));
-                offset = offset.max(h.last_offset() + 1);
-                if h.is_control() {
-                    let commit = chronik_storage::parse_marker(&batch, &h).map(|m| m.commit);
-                    if let (Some(commit), Some(held)) = (commit, pending.remove(&h.producer_id)) {
-                        if commit {
-                            for (k, v) in &held {
-                                visit(k, v.as_ref());
-                                records += 1;
-                            }
-                        }
-                    }
-                    continue;
-                }
-                for (k, v) in super::offsets_log::batch_records(&batch) {
-                    let Some(k) = k else { continue };
-                    if h.is_transactional() {
-                        pending.entry(h.producer_id).or_default().push((k, v));
-                    } else {
-                        visit(&k, v.as_ref());
+    crate::partition::replay::replay_led_partition(&shard.replicas, &tp, |h, batch| {
+        if h.is_control() {
+            let commit = chronik_storage::parse_marker(&batch, h).map(|m| m.commit);
+            if let (Some(commit), Some(held)) = (commit, pending.remove(&h.producer_id)) {
+                if commit {
+                    for (k, v) in &held {
+                        visit(k, v.as_ref());
                         records += 1;
                     }
                 }
             }
+            return;
         }
-        if offset == before {
-            break;
+        for (k, v) in super::offsets_log::batch_records(&batch) {
+            let Some(k) = k else { continue };
+            if h.is_transactional() {
+                pending.entry(h.producer_id).or_default().push((k, v));
+            } else {
+                visit(&k, v.as_ref());
+                records += 1;
+            }
         }
-    }
+    })
+    .await?;
     Ok(records)
 }

@@ -56,11 +56,43 @@ pub async fn commit(shard: Rc<Shard>, req: CommitParams) -> Vec<(String, Vec<(i3
         return all(c, &req);
     }
     let max_meta = host::coordinator(&shard).config.max_metadata_bytes;
-    let now = now_ms();
-    let mut records = Vec::new();
-    let mut values = Vec::new();
-    let mut result: Vec<(String, Vec<(i32, i16)>)> = Vec::new();
-    for (topic, parts) in &req.topics {
+    let CommitRecords {
+        records,
+        values,
+        mut result,
+    } = commit_records(&req.group_id, &req.topics, max_meta, now_ms());
+    let code = part.write(&shard, records).await;
+    if code == errors::NONE {
+        let mut e = g.borrow_mut();
+        for (k, v) in values {
+            e.group.offsets.insert(k, v);
+        }
+    } else {
+        fail_accepted(&mut result, code);
+    }
+    result
+}
+
+/// What a commit writes: the offsets records, the values it applies once written, and per
+/// partition codes in request order (NONE, or OFFSET_METADATA_TOO_LARGE for one left out).
+pub(super) struct CommitRecords {
+    pub records: Vec<offsets_log::LogRecord>,
+    pub values: Vec<((String, i32), OffsetValue)>,
+    pub result: Vec<(String, Vec<(i32, i16)>)>,
+}
+
+pub(super) fn commit_records(
+    group_id: &str,
+    topics: &[(String, Vec<CommitPartition>)],
+    max_meta: usize,
+    now: i64,
+) -> CommitRecords {
+    let mut out = CommitRecords {
+        records: Vec::new(),
+        values: Vec::new(),
+        result: Vec::new(),
+    };
+    for (topic, parts) in topics {
         let mut codes = Vec::new();
         for p in parts {
             let meta = p.metadata.clone().unwrap_or_default();
@@ -74,31 +106,27 @@ pub async fn commit(shard: Rc<Shard>, req: CommitParams) -> Vec<(String, Vec<(i3
                 metadata: meta,
                 commit_timestamp: now,
             };
-            records.push((
-                offsets_log::offset_key(&req.group_id, topic, p.partition),
+            out.records.push((
+                offsets_log::offset_key(group_id, topic, p.partition),
                 Some(offsets_log::offset_value(&v)),
             ));
-            values.push(((topic.clone(), p.partition), v));
+            out.values.push(((topic.clone(), p.partition), v));
             codes.push((p.partition, errors::NONE));
         }
-        result.push((topic.clone(), codes));
+        out.result.push((topic.clone(), codes));
     }
-    let code = part.write(&shard, records).await;
-    if code == errors::NONE {
-        let mut e = g.borrow_mut();
-        for (k, v) in values {
-            e.group.offsets.insert(k, v);
-        }
-    } else {
-        for (_, codes) in result.iter_mut() {
-            for c in codes.iter_mut() {
-                if c.1 == errors::NONE {
-                    c.1 = code;
-                }
+    out
+}
+
+/// A write that failed: every partition that was accepted answers its error.
+pub(super) fn fail_accepted(result: &mut [(String, Vec<(i32, i16)>)], code: i16) {
+    for (_, codes) in result.iter_mut() {
+        for c in codes.iter_mut() {
+            if c.1 == errors::NONE {
+                c.1 = code;
             }
         }
     }
-    result
 }
 
 /// One fetched offset: (partition, offset, leader epoch, metadata, error).

@@ -6,8 +6,8 @@
 
 use super::host::{self, Shard};
 use super::machine::{self, Clock};
-use super::offsets::CommitPartition;
-use super::offsets_log::{self, OffsetValue};
+use super::offsets::{commit_records, fail_accepted, CommitPartition, CommitRecords};
+use super::offsets_log;
 use super::offsets_partition::{acquire, apply_record, map_write_error};
 use super::state::now_ms;
 use crate::kafka::errors;
@@ -58,30 +58,11 @@ pub async fn txn_commit(shard: Rc<Shard>, req: TxnCommitParams) -> Vec<(String, 
     }
     let max_meta = host::coordinator(&shard).config.max_metadata_bytes;
     let now = now_ms();
-    let mut records = Vec::new();
-    let mut result: Vec<(String, Vec<(i32, i16)>)> = Vec::new();
-    for (topic, parts) in &req.topics {
-        let mut codes = Vec::new();
-        for p in parts {
-            let meta = p.metadata.clone().unwrap_or_default();
-            if meta.len() > max_meta {
-                codes.push((p.partition, errors::OFFSET_METADATA_TOO_LARGE));
-                continue;
-            }
-            let v = OffsetValue {
-                offset: p.offset,
-                leader_epoch: p.leader_epoch,
-                metadata: meta,
-                commit_timestamp: now,
-            };
-            records.push((
-                offsets_log::offset_key(&req.group_id, topic, p.partition),
-                Some(offsets_log::offset_value(&v)),
-            ));
-            codes.push((p.partition, errors::NONE));
-        }
-        result.push((topic.clone(), codes));
-    }
+    let CommitRecords {
+        records,
+        mut result,
+        ..
+    } = commit_records(&req.group_id, &req.topics, max_meta, now);
     if records.is_empty() {
         return result;
     }
@@ -97,13 +78,7 @@ pub async fn txn_commit(shard: Rc<Shard>, req: TxnCommitParams) -> Vec<(String, 
             .or_default()
             .extend(records);
     } else {
-        for (_, codes) in result.iter_mut() {
-            for c in codes.iter_mut() {
-                if c.1 == errors::NONE {
-                    c.1 = code;
-                }
-            }
-        }
+        fail_accepted(&mut result, code);
     }
     result
 }

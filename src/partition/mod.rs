@@ -11,6 +11,7 @@ pub mod log_config;
 pub mod maintenance;
 pub mod manager;
 pub mod producer_state;
+pub mod replay;
 pub mod txn_index;
 #[cfg(test)]
 mod txn_tests;
@@ -394,22 +395,8 @@ impl Partition {
             }
             SeqCheck::NotIdempotent => None,
         };
-        match self
-            .log
-            .append_valid(batch, self.leader_epoch.get().max(0))
-            .await
-        {
-            Ok(r) => {
-                self.maybe_advance_hw();
-                self.appended.notify();
-                ProduceOutcome {
-                    error: errors::NONE,
-                    base_offset: r.base_offset,
-                    last_offset: r.last_offset,
-                    log_append_time: -1,
-                    log_start_offset: self.log.log_start_offset(),
-                }
-            }
+        match self.append_leader_batch(batch).await {
+            Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(topic = %self.tp.topic, partition = self.tp.partition, "append failed: {e}");
                 // The log dropped this batch: a retry must append it, not find a duplicate.
@@ -422,6 +409,27 @@ impl Partition {
                 ProduceOutcome::error(storage_error_code(&e))
             }
         }
+    }
+
+    /// Appends a checked batch at the leader's epoch; on success the high watermark may move
+    /// and fetchers waiting for data wake. The caller undoes its own bookkeeping on error.
+    async fn append_leader_batch(
+        &self,
+        batch: chronik_storage::ValidBatch,
+    ) -> Result<ProduceOutcome, chronik_storage::StorageError> {
+        let r = self
+            .log
+            .append_valid(batch, self.leader_epoch.get().max(0))
+            .await?;
+        self.maybe_advance_hw();
+        self.appended.notify();
+        Ok(ProduceOutcome {
+            error: errors::NONE,
+            base_offset: r.base_offset,
+            last_offset: r.last_offset,
+            log_append_time: -1,
+            log_start_offset: self.log.log_start_offset(),
+        })
     }
 
     async fn append_coordinator_txn_batch(
@@ -439,22 +447,8 @@ impl Partition {
         }
         let base = self.log.log_end_offset();
         self.txns.borrow_mut().on_data(header.producer_id, base);
-        match self
-            .log
-            .append_valid(batch, self.leader_epoch.get().max(0))
-            .await
-        {
-            Ok(r) => {
-                self.maybe_advance_hw();
-                self.appended.notify();
-                ProduceOutcome {
-                    error: errors::NONE,
-                    base_offset: r.base_offset,
-                    last_offset: r.last_offset,
-                    log_append_time: -1,
-                    log_start_offset: self.log.log_start_offset(),
-                }
-            }
+        match self.append_leader_batch(batch).await {
+            Ok(outcome) => outcome,
             Err(e) => {
                 self.txns.borrow_mut().forget_data(header.producer_id, base);
                 ProduceOutcome::error(storage_error_code(&e))
@@ -813,22 +807,8 @@ impl Partition {
         self.producers
             .borrow_mut()
             .record_marker(producer_id, epoch);
-        match self
-            .log
-            .append_valid(batch, self.leader_epoch.get().max(0))
-            .await
-        {
-            Ok(r) => {
-                self.maybe_advance_hw();
-                self.appended.notify();
-                ProduceOutcome {
-                    error: errors::NONE,
-                    base_offset: r.base_offset,
-                    last_offset: r.last_offset,
-                    log_append_time: -1,
-                    log_start_offset: self.log.log_start_offset(),
-                }
-            }
+        match self.append_leader_batch(batch).await {
+            Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(topic = %self.tp.topic, partition = self.tp.partition, "marker append failed: {e}");
                 if let Some(first) = ended {

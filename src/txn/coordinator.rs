@@ -135,53 +135,24 @@ pub async fn acquire(shard: &Rc<Services>, index: i32) -> Result<Rc<TxnPartition
 /// Replays the partition from its log start: the last record of each id wins.
 async fn load(shard: &Rc<Services>, part: &TxnPartition) -> Result<(), i16> {
     let tp = TopicPartition::new(TXN_TOPIC, part.index);
-    let p = shard
-        .replicas
-        .get_or_open(&tp)
-        .await
-        .map_err(|_| errors::COORDINATOR_NOT_AVAILABLE)?;
-    if !p.is_leader() {
-        return Err(errors::NOT_COORDINATOR);
-    }
-    let end = p.log.log_end_offset();
-    let mut offset = p.log.log_start_offset();
     let mut records = 0u64;
-    while offset < end {
-        let before = offset;
-        let batches = match p.log.read(offset, 1 << 20, end).await {
-            Ok(b) if !b.is_empty() => b,
-            Ok(_) => break,
-            Err(e) => {
-                tracing::warn!(partition = part.index, "loading transactions: {e}");
-                return Err(errors::COORDINATOR_LOAD_IN_PROGRESS);
-            }
-        };
-        for b in &batches {
-            let mut rest = b.clone();
-            while let Ok(h) = chronik_storage::parse_header(&rest) {
-                let len = h.total_len().min(rest.len());
-                let batch = rest.split_to(len);
-                offset = offset.max(h.last_offset() + 1);
-                for (k, v) in crate::group::offsets_log::batch_records(&batch) {
-                    let Some(id) = k.as_deref().and_then(log::decode_key) else {
-                        continue;
-                    };
-                    records += 1;
-                    match v.as_deref().and_then(log::decode_value) {
-                        Some(m) => {
-                            part.txns.borrow_mut().insert(id, m);
-                        }
-                        None => {
-                            part.txns.borrow_mut().remove(&id);
-                        }
-                    }
+    crate::partition::replay::replay_led_partition(&shard.replicas, &tp, |_, batch| {
+        for (k, v) in crate::group::offsets_log::batch_records(&batch) {
+            let Some(id) = k.as_deref().and_then(log::decode_key) else {
+                continue;
+            };
+            records += 1;
+            match v.as_deref().and_then(log::decode_value) {
+                Some(m) => {
+                    part.txns.borrow_mut().insert(id, m);
+                }
+                None => {
+                    part.txns.borrow_mut().remove(&id);
                 }
             }
         }
-        if offset == before {
-            break;
-        }
-    }
+    })
+    .await?;
     if records > 0 {
         tracing::info!(
             partition = part.index,
@@ -191,6 +162,16 @@ async fn load(shard: &Rc<Services>, part: &TxnPartition) -> Result<(), i16> {
         );
     }
     Ok(())
+}
+
+/// The loaded `__transaction_state` partition that coordinates `id` (INVALID_REQUEST for an
+/// empty or oversized id; the coordinator errors of `acquire`).
+async fn partition_of(shard: &Rc<Services>, id: &str) -> Result<Rc<TxnPartition>, i16> {
+    if id.is_empty() || id.len() > MAX_ID {
+        return Err(errors::INVALID_REQUEST);
+    }
+    let (index, _) = super::route(shard, id);
+    acquire(shard, index).await
 }
 
 /// Persists `meta` for `id` with acks=all and, once written, makes it the id's state.
@@ -284,11 +265,7 @@ pub async fn init_producer_id(
     id: String,
     timeout_ms: i32,
 ) -> Result<(i64, i16), i16> {
-    if id.is_empty() || id.len() > MAX_ID {
-        return Err(errors::INVALID_REQUEST);
-    }
-    let (index, _) = super::route(shard, &id);
-    let part = acquire(shard, index).await?;
+    let part = partition_of(shard, &id).await?;
     let current = part.get(&id);
     // A fresh producer id is allocated only when one is needed (a new id, or the last epoch).
     let needs_pid = current
@@ -334,11 +311,7 @@ pub async fn add_partitions(
     epoch: i16,
     parts: Vec<TopicPartitionName>,
 ) -> i16 {
-    if id.is_empty() || id.len() > MAX_ID {
-        return errors::INVALID_REQUEST;
-    }
-    let (index, _) = super::route(shard, &id);
-    let part = match acquire(shard, index).await {
+    let part = match partition_of(shard, &id).await {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -362,11 +335,7 @@ pub async fn end_txn(
     epoch: i16,
     commit: bool,
 ) -> i16 {
-    if id.is_empty() || id.len() > MAX_ID {
-        return errors::INVALID_REQUEST;
-    }
-    let (index, _) = super::route(shard, &id);
-    let part = match acquire(shard, index).await {
+    let part = match partition_of(shard, &id).await {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -432,8 +401,7 @@ pub async fn describe(shard: &Rc<Services>, id: String) -> Result<TxnMeta, i16> 
     if id.is_empty() || id.len() > MAX_ID {
         return Err(errors::TRANSACTIONAL_ID_NOT_FOUND);
     }
-    let (index, _) = super::route(shard, &id);
-    let part = acquire(shard, index).await?;
+    let part = partition_of(shard, &id).await?;
     part.get(&id).ok_or(errors::TRANSACTIONAL_ID_NOT_FOUND)
 }
 

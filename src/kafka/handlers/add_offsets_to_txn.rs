@@ -18,13 +18,18 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         return ctx.encode(&resp).map(Some);
     }
     // WRITE on the transactional id and READ on the group, as Kafka.
-    let subject = crate::acl::Subject::of(&shard, &ctx);
     let id = req.transactional_id.0.to_string();
-    if !subject.may_now(&shard, Operation::Write, ResourceType::TransactionalId, &id) {
+    if !crate::acl::allowed(
+        &shard,
+        &ctx,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &id,
+    ) {
         resp.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
         return ctx.encode(&resp).map(Some);
     }
-    if !subject.may_now(&shard, Operation::Read, ResourceType::Group, &group) {
+    if !crate::acl::allowed(&shard, &ctx, Operation::Read, ResourceType::Group, &group) {
         resp.error_code = errors::GROUP_AUTHORIZATION_FAILED;
         return ctx.encode(&resp).map(Some);
     }

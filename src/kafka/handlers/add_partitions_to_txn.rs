@@ -37,10 +37,15 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         .iter()
         .any(|(t, ps)| ps.iter().any(|p| unknown(t, *p)));
     // WRITE on the transactional id, and on each topic, as Kafka.
-    let subject = crate::acl::Subject::of(&shard, &ctx);
-    let may_transact =
-        subject.may_now(&shard, Operation::Write, ResourceType::TransactionalId, &id);
-    let may_write = |t: &str| subject.may_now(&shard, Operation::Write, ResourceType::Topic, t);
+    let may_transact = crate::acl::allowed(
+        &shard,
+        &ctx,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &id,
+    );
+    let may_write =
+        |t: &str| crate::acl::allowed(&shard, &ctx, Operation::Write, ResourceType::Topic, t);
     let any_refused = wanted.iter().any(|(t, _)| !may_write(t));
     // None: not asked (a partition was refused, the rest are not attempted).
     let coordinator_code = if !may_transact {

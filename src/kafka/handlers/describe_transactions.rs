@@ -17,12 +17,12 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let req: DescribeTransactionsRequest = decode(body, ctx.api_version)?;
     let mut resp = DescribeTransactionsResponse::default();
     // DESCRIBE on each transactional id, as Kafka.
-    let subject = crate::acl::Subject::of(&shard, &ctx);
     for tid in req.transactional_ids {
         let id = tid.0.to_string();
         let (_, owner) = crate::txn::route(&shard, &id);
-        let r = if subject.may_now(
+        let r = if crate::acl::allowed(
             &shard,
+            &ctx,
             Operation::Describe,
             ResourceType::TransactionalId,
             &id,

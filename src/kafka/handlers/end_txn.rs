@@ -16,8 +16,13 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     resp.producer_id = req.producer_id;
     resp.producer_epoch = req.producer_epoch;
     // WRITE on the transactional id, as Kafka.
-    let subject = crate::acl::Subject::of(&shard, &ctx);
-    if !subject.may_now(&shard, Operation::Write, ResourceType::TransactionalId, &id) {
+    if !crate::acl::allowed(
+        &shard,
+        &ctx,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &id,
+    ) {
         resp.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
         return ctx.encode(&resp).map(Some);
     }

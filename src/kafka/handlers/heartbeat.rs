@@ -5,19 +5,12 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
-use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 use std::rc::Rc;
 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: HeartbeatRequest = decode(body, ctx.api_version)?;
-    if !crate::acl::allowed(
-        &shard,
-        &ctx,
-        Operation::Read,
-        ResourceType::Group,
-        &req.group_id.0,
-    ) {
+    if !crate::acl::group_read_allowed(&shard, &ctx, &req.group_id.0) {
         let mut resp = HeartbeatResponse::default();
         resp.error_code = errors::GROUP_AUTHORIZATION_FAILED;
         return ctx.encode(&resp).map(Some);

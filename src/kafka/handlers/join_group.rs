@@ -7,7 +7,6 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
-use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use std::rc::Rc;
@@ -15,13 +14,7 @@ use std::rc::Rc;
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let v = ctx.api_version;
     let req: JoinGroupRequest = decode(body, v)?;
-    if !crate::acl::allowed(
-        &shard,
-        &ctx,
-        Operation::Read,
-        ResourceType::Group,
-        &req.group_id.0,
-    ) {
+    if !crate::acl::group_read_allowed(&shard, &ctx, &req.group_id.0) {
         let mut resp = JoinGroupResponse::default();
         resp.error_code = errors::GROUP_AUTHORIZATION_FAILED;
         return ctx.encode(&resp).map(Some);

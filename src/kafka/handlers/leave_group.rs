@@ -6,7 +6,6 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
-use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use std::rc::Rc;
@@ -14,13 +13,7 @@ use std::rc::Rc;
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let v = ctx.api_version;
     let req: LeaveGroupRequest = decode(body, v)?;
-    if !crate::acl::allowed(
-        &shard,
-        &ctx,
-        Operation::Read,
-        ResourceType::Group,
-        &req.group_id.0,
-    ) {
+    if !crate::acl::group_read_allowed(&shard, &ctx, &req.group_id.0) {
         let mut resp = LeaveGroupResponse::default();
         resp.error_code = errors::GROUP_AUTHORIZATION_FAILED;
         return ctx.encode(&resp).map(Some);

@@ -40,7 +40,6 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         -1
     };
     // Only the transactional ids this client may DESCRIBE are listed, as Kafka.
-    let subject = crate::acl::Subject::of(&shard, &ctx);
     for id in 0..shard.nshards {
         let (states, pids) = (states.clone(), pids.clone());
         let found = shard
@@ -50,8 +49,9 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             .await
             .unwrap_or_default();
         for (tid, pid, state) in found {
-            if !subject.may_now(
+            if !crate::acl::allowed(
                 &shard,
+                &ctx,
                 Operation::Describe,
                 ResourceType::TransactionalId,
                 &tid,

@@ -49,6 +49,31 @@ pub mod write_txn_markers;
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 
+/// The offsets an OffsetCommit or TxnOffsetCommit request carries, per topic, as the group
+/// coordinator takes them. A macro because the two requests' topic types differ (same fields).
+macro_rules! commit_partitions {
+    ($topics:expr) => {
+        $topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.0.to_string(),
+                    t.partitions
+                        .iter()
+                        .map(|p| crate::group::coordinator::CommitPartition {
+                            partition: p.partition_index,
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+}
+pub(crate) use commit_partitions;
+
 pub(crate) fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }

@@ -1,7 +1,7 @@
 //! OffsetCommit: written to `__consumer_offsets` with acks=all before it is answered.
 
 use super::topic_name;
-use crate::group::coordinator::{self, CommitParams, CommitPartition};
+use crate::group::coordinator::{self, CommitParams};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
@@ -26,24 +26,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         generation: req.generation_id_or_member_epoch,
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
-        topics: req
-            .topics
-            .iter()
-            .map(|t| {
-                (
-                    t.name.0.to_string(),
-                    t.partitions
-                        .iter()
-                        .map(|p| CommitPartition {
-                            partition: p.partition_index,
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                        })
-                        .collect(),
-                )
-            })
-            .collect(),
+        topics: super::commit_partitions!(req.topics),
     };
     let fallback: Vec<(String, Vec<(i32, i16)>)> = params
         .topics

@@ -2,7 +2,7 @@
 //! the transaction's marker reaches the offsets partition (`group::txn_offsets`).
 
 use super::topic_name;
-use crate::group::coordinator::{self, CommitPartition, TxnCommitParams};
+use crate::group::coordinator::{self, TxnCommitParams};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
@@ -28,47 +28,35 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         },
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
-        topics: req
-            .topics
-            .iter()
-            .map(|t| {
-                (
-                    t.name.0.to_string(),
-                    t.partitions
-                        .iter()
-                        .map(|p| CommitPartition {
-                            partition: p.partition_index,
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                        })
-                        .collect(),
-                )
-            })
-            .collect(),
+        topics: super::commit_partitions!(req.topics),
     };
     // WRITE on the transactional id, READ on the group and on each topic, as Kafka.
-    let subject = crate::acl::Subject::of(&shard, &ctx);
-    let refusal = if group_id.is_empty() {
-        Some(errors::INVALID_GROUP_ID)
-    } else if !subject.may_now(
-        &shard,
-        Operation::Write,
-        ResourceType::TransactionalId,
-        &req.transactional_id.0,
-    ) {
-        Some(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-    } else if !subject.may_now(&shard, Operation::Read, ResourceType::Group, &group_id) {
-        Some(errors::GROUP_AUTHORIZATION_FAILED)
-    } else if params
-        .topics
-        .iter()
-        .any(|(t, _)| !subject.may_now(&shard, Operation::Read, ResourceType::Topic, t))
-    {
-        Some(errors::TOPIC_AUTHORIZATION_FAILED)
-    } else {
-        None
-    };
+    let refusal =
+        if group_id.is_empty() {
+            Some(errors::INVALID_GROUP_ID)
+        } else if !crate::acl::allowed(
+            &shard,
+            &ctx,
+            Operation::Write,
+            ResourceType::TransactionalId,
+            &req.transactional_id.0,
+        ) {
+            Some(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        } else if !crate::acl::allowed(
+            &shard,
+            &ctx,
+            Operation::Read,
+            ResourceType::Group,
+            &group_id,
+        ) {
+            Some(errors::GROUP_AUTHORIZATION_FAILED)
+        } else if params.topics.iter().any(|(t, _)| {
+            !crate::acl::allowed(&shard, &ctx, Operation::Read, ResourceType::Topic, t)
+        }) {
+            Some(errors::TOPIC_AUTHORIZATION_FAILED)
+        } else {
+            None
+        };
     let results = if let Some(code) = refusal {
         params
             .topics
