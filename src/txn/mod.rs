@@ -21,6 +21,7 @@ pub mod markers;
 pub mod state;
 
 use crate::services::Services;
+use std::rc::Rc;
 
 pub const TXN_TOPIC: &str = "__transaction_state";
 
@@ -35,6 +36,26 @@ pub fn route(shard: &Services, transactional_id: &str) -> (i32, usize) {
         .unwrap_or(shard.config.groups.txn_partitions);
     let p = crate::group::partition_for(transactional_id, n);
     (p, shard.owner_of(TXN_TOPIC, p))
+}
+
+/// Runs `f` on the shard that coordinates `id` and returns its error code as a request of
+/// `api_version` answers it: before v2 of AddPartitionsToTxn, AddOffsetsToTxn and EndTxn,
+/// clients do not know PRODUCER_FENCED and get INVALID_PRODUCER_EPOCH.
+pub async fn on_coordinator<F, Fut>(shard: &Rc<Services>, id: &str, api_version: i16, f: F) -> i16
+where
+    F: FnOnce(Rc<Services>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = i16> + 'static,
+{
+    let (_, owner) = route(shard, id);
+    let code = shard
+        .run_on(owner, f)
+        .await
+        .unwrap_or(crate::kafka::errors::UNKNOWN_SERVER_ERROR);
+    if code == crate::kafka::errors::PRODUCER_FENCED && api_version < 2 {
+        crate::kafka::errors::INVALID_PRODUCER_EPOCH
+    } else {
+        code
+    }
 }
 
 pub fn now_ms() -> i64 {

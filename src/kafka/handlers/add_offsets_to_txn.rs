@@ -40,17 +40,11 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     }
     let (index, _) = crate::group::route(&shard.groups, &group);
     let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
-    let (_, owner) = crate::txn::route(&shard, &id);
     let parts = vec![(crate::group::OFFSETS_TOPIC.to_string(), index)];
-    let mut code = shard
-        .run_on(owner, move |s| async move {
+    resp.error_code =
+        crate::txn::on_coordinator(&shard, &id.clone(), ctx.api_version, move |s| async move {
             crate::txn::coordinator::add_partitions(&s, id, pid, epoch, parts).await
         })
-        .await
-        .unwrap_or(errors::UNKNOWN_SERVER_ERROR);
-    if code == errors::PRODUCER_FENCED && ctx.api_version < 2 {
-        code = errors::INVALID_PRODUCER_EPOCH;
-    }
-    resp.error_code = code;
+        .await;
     ctx.encode(&resp).map(Some)
 }

@@ -57,16 +57,11 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             .iter()
             .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
             .collect();
-        let (_, owner) = crate::txn::route(&shard, &id);
-        let mut code = shard
-            .run_on(owner, move |s| async move {
+        let code =
+            crate::txn::on_coordinator(&shard, &id.clone(), ctx.api_version, move |s| async move {
                 crate::txn::coordinator::add_partitions(&s, id, pid, epoch, parts).await
             })
-            .await
-            .unwrap_or(errors::UNKNOWN_SERVER_ERROR);
-        if code == errors::PRODUCER_FENCED && ctx.api_version < 2 {
-            code = errors::INVALID_PRODUCER_EPOCH; // older clients do not know PRODUCER_FENCED
-        }
+            .await;
         Some(code)
     };
     let code_for = |t: &str, p: i32| match coordinator_code {

@@ -27,16 +27,10 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         return ctx.encode(&resp).map(Some);
     }
     let (pid, epoch, commit) = (req.producer_id.0, req.producer_epoch, req.committed);
-    let (_, owner) = crate::txn::route(&shard, &id);
-    let mut code = shard
-        .run_on(owner, move |s| async move {
+    resp.error_code =
+        crate::txn::on_coordinator(&shard, &id.clone(), ctx.api_version, move |s| async move {
             crate::txn::coordinator::end_txn(&s, id, pid, epoch, commit).await
         })
-        .await
-        .unwrap_or(errors::UNKNOWN_SERVER_ERROR);
-    if code == errors::PRODUCER_FENCED && ctx.api_version < 2 {
-        code = errors::INVALID_PRODUCER_EPOCH;
-    }
-    resp.error_code = code;
+        .await;
     ctx.encode(&resp).map(Some)
 }
