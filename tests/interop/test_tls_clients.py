@@ -29,15 +29,17 @@ def sasl_ssl_node():
     """SASL_SSL and SSL listeners (no client certificates asked), users from
     --sasl-bootstrap-users."""
     tmp = tempfile.mkdtemp(prefix="chronik-interop-tls-")
-    make_certs(tmp)
-    users = os.path.join(tmp, "users.txt")
-    with open(users, "w") as f:
-        f.write("alice:alice-secret\n")
-    node = Node(tmp, ["SASL_SSL", "SSL"], "--sasl-bootstrap-users", users)
     try:
-        yield node
+        make_certs(tmp)
+        users = os.path.join(tmp, "users.txt")
+        with open(users, "w") as f:
+            f.write("alice:alice-secret\n")
+        node = Node(tmp, ["SASL_SSL", "SSL"], "--sasl-bootstrap-users", users)
+        try:
+            yield node
+        finally:
+            node.stop()
     finally:
-        node.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -46,14 +48,16 @@ def mtls_node():
     """An SSL listener that requires a client certificate from the test CA, with the authorizer
     on; the anonymous PLAINTEXT client is the super user that creates topics and ACLs."""
     tmp = tempfile.mkdtemp(prefix="chronik-interop-mtls-")
-    make_certs(tmp, clients=["app", "stranger"])
-    node = Node(tmp, ["SSL"], "--ssl-ca-file", os.path.join(tmp, "ca.pem"),
-                "--ssl-client-auth", "required", "--authorizer-enable",
-                "--super-users", "User:ANONYMOUS")
     try:
-        yield node
+        make_certs(tmp, clients=["app", "stranger"])
+        node = Node(tmp, ["SSL"], "--ssl-ca-file", os.path.join(tmp, "ca.pem"),
+                    "--ssl-client-auth", "required", "--authorizer-enable",
+                    "--super-users", "User:ANONYMOUS")
+        try:
+            yield node
+        finally:
+            node.stop()
     finally:
-        node.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
