@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# The cost of TLS (issue 21, "Benchmarks"): librdkafka's rdkafka_performance producing 1 KiB
+# records with acks=1 and then consuming them, over PLAINTEXT and over SASL_SSL (TLS 1.3, AES-GCM,
+# SCRAM-SHA-512) against the same node, in alternated pairs so the shared host's speed changes
+# hit both alike. Prints every run (with the CPU seconds the broker and the client spent) and the
+# median ratios SASL_SSL / PLAINTEXT. Goal: TLS keeps >= 70 % of plaintext throughput.
+#
+# The node: release chronik-server, --cores 2, one PLAINTEXT and one SASL_SSL listener, a
+# certificate made here by openssl. rdkafka_performance is built with TLS against the system
+# OpenSSL (libssl-dev) from the librdkafka sources inside the rdkafka-sys crate, beside the
+# plaintext-only copy bench/rdkafka-perf.sh builds.
+#
+# usage: bench/tls-cost.sh [pairs] [seconds]   (default 3 pairs of 10 s of producing each)
+#        Each consume reads the first TLS_COST_CONSUME_MSGS records (default 1,000,000) of the
+#        topic just produced (fewer if the run stored fewer), so both modes read the same amount.
+# env:   CARGO_TARGET_DIR (default <repo>/target), TLS_COST_SKIP_BUILD=1 (use the release
+#        chronik-server already built)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+source "$ROOT/bench/lib.sh"
+PAIRS=${1:-3}
+SECS=${2:-10}
+CONSUME_MSGS=${TLS_COST_CONSUME_MSGS:-1000000}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$CARGO_TARGET_DIR/release
+WORK=$(mktemp -d /tmp/chronik-tls-cost.XXXXXX)
+trap cleanup EXIT INT TERM
+
+if [[ "${TLS_COST_SKIP_BUILD:-0}" != "1" ]]; then
+    echo "== building chronik-server (release)"
+    cargo build --release --bin chronik-server -p chronik
+fi
+
+# librdkafka with TLS and SCRAM (OpenSSL), from the rdkafka-sys crate this workspace locks.
+cargo fetch --locked >/dev/null 2>&1 || true
+SYS_DIR=$(cargo metadata --format-version 1 --locked 2>/dev/null | python3 -c '
+import json, os, sys
+m = json.load(sys.stdin)
+print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"] == "rdkafka-sys"))')
+PERF_BUILD=$CARGO_TARGET_DIR/rdkafka-perf-ssl/$(basename "$SYS_DIR")
+PERF=$PERF_BUILD/examples/rdkafka_performance
+if [[ ! -x "$PERF" ]]; then
+    echo "== building rdkafka_performance with TLS from $SYS_DIR/librdkafka"
+    rm -rf "$PERF_BUILD"
+    mkdir -p "$(dirname "$PERF_BUILD")"
+    cp -r "$SYS_DIR/librdkafka" "$PERF_BUILD"
+    (
+        cd "$PERF_BUILD"
+        ./configure --enable-ssl --disable-gssapi --disable-curl --disable-zstd \
+            --disable-lz4-ext --disable-zlib >../configure.out 2>&1 || { tail -30 ../configure.out; exit 1; }
+        make -j"$(nproc)" -C src librdkafka.a >../make.out 2>&1 || { tail -30 ../make.out; exit 1; }
+        make -C examples rdkafka_performance >>../make.out 2>&1 || { tail -30 ../make.out; exit 1; }
+    )
+fi
+LIBRDKAFKA_VERSION=$({ "$PERF" -h 2>&1 || true; } | sed -n 's/.*librdkafka version \([^ ]*\).*/\1/p' | head -1)
+
+echo "== certificate and users"
+(
+    cd "$WORK"
+    key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${key[@]}" -keyout ca.key -out ca.pem -days 2 -subj "/CN=chronik bench CA" 2>/dev/null
+    openssl req "${key[@]}" -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+    echo "subjectAltName=DNS:localhost,IP:127.0.0.1" >san.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+        -days 2 -extfile san.ext 2>/dev/null
+    echo "bench:bench-secret" >users.txt
+)
+
+PLAIN_PORT=$(free_port)
+SSL_PORT=$(free_port)
+"$BIN/chronik-server" --listeners "PLAINTEXT://127.0.0.1:$PLAIN_PORT,SASL_SSL://127.0.0.1:$SSL_PORT" \
+    --inter-broker-listener-name PLAINTEXT --ssl-cert-file "$WORK/server.pem" \
+    --ssl-key-file "$WORK/server.key" --sasl-bootstrap-users "$WORK/users.txt" \
+    --controller-listen "127.0.0.1:$(free_port)" --data-dir "$WORK/data" --cores 2 \
+    --metrics-listen none >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+wait_serving "$WORK/server.log" || { tail -20 "$WORK/server.log"; exit 1; }
+
+# What a client of the SASL_SSL listener negotiates with the system OpenSSL's defaults (the ones
+# librdkafka uses).
+NEGOTIATED=$(openssl s_client -connect "127.0.0.1:$SSL_PORT" -servername localhost -CAfile "$WORK/ca.pem" \
+    </dev/null 2>/dev/null | sed -n 's/^New, \(.*\)$/\1/p' | head -1)
+echo "   SASL_SSL negotiates: $NEGOTIATED"
+
+# One core's AES-GCM speed (OpenSSL's; the broker's rustls uses ring, whose AES-GCM is also
+# AES-NI + PCLMUL assembly), for the ceiling each direction could reach on one core.
+AES_MBS=$(openssl speed -evp aes-256-gcm -bytes 16384 -seconds 2 2>/dev/null \
+    | awk '/^aes-256-gcm|^AES-256-GCM/ { v=$NF; sub(/k$/, "", v); printf "%.0f", v * 1000 / 1e6 }')
+echo "   openssl speed aes-256-gcm 16 KiB blocks, one core: ${AES_MBS:-?} MB/s"
+
+security() { # $1: plain|tls
+    [[ $1 == plain ]] && { echo "-b 127.0.0.1:$PLAIN_PORT"; return; }
+    echo "-b localhost:$SSL_PORT -X security.protocol=SASL_SSL -X sasl.mechanisms=SCRAM-SHA-512" \
+        "-X sasl.username=bench -X sasl.password=bench-secret -X ssl.ca.location=$WORK/ca.pem"
+}
+
+# CPU seconds (user + system) the broker has used so far.
+broker_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$SERVER_PID/stat"
+}
+
+# run_one MODE N: produce for $SECS s to a new topic, then consume its first $CONSUME_MSGS
+# records (or to its end). Writes $WORK/MODE-N.{produce,consume} with "msgs/s MB/s broker-cpu-s client-cpu-s".
+run_one() {
+    local mode=$1 n=$2 topic="t-$1-$2" b0 b1 b2 sec
+    read -r -a sec <<<"$(security "$mode")"
+    "$BIN/chronik-server" topic create "$topic" --brokers "127.0.0.1:$PLAIN_PORT" -p 1 -r 1 >/dev/null
+    b0=$(broker_cpu)
+    # rdkafka_performance stops on SIGINT (after the time) and prints its summary.
+    /usr/bin/time -f "client-cpu %U %S" -o "$WORK/$mode-$n.ptime" \
+        timeout -s INT "$SECS" "$PERF" -P -t "$topic" -p 0 -s 1024 -a 1 "${sec[@]}" \
+        >"$WORK/$mode-$n.plog" 2>&1 || true
+    b1=$(broker_cpu)
+    /usr/bin/time -f "client-cpu %U %S" -o "$WORK/$mode-$n.ctime" \
+        timeout 120 "$PERF" -C -t "$topic" -p 0 -o beginning -e -c "$CONSUME_MSGS" "${sec[@]}" \
+        >"$WORK/$mode-$n.clog" 2>&1 || true
+    b2=$(broker_cpu)
+    python3 - "$WORK" "$mode" "$n" "$b0" "$b1" "$b2" <<'PY'
+import re, sys
+w, mode, n, b0, b1, b2 = sys.argv[1], sys.argv[2], sys.argv[3], *map(float, sys.argv[4:])
+def one(kind, log, tfile, broker):
+    text = open(f"{w}/{mode}-{n}.{log}").read()
+    if kind == "produce":  # the records delivered (acknowledged), not just sent
+        pat = r"messages produced \(\d+ bytes\), (\d+) delivered \(offset -?\d+, \d+ failed\) in \d+ms: (\d+) msgs/s and ([\d.]+) MB/s"
+    else:
+        pat = r"% (\d+) messages \(\d+ bytes\) consumed in \d+ms: (\d+) msgs/s \(([\d.]+) MB/s\)"
+    lines = re.findall(pat, text)
+    if not lines:
+        sys.exit(f"{mode} {kind} {n}: no summary in {w}/{mode}-{n}.{log}:\n{text[-2000:]}")
+    msgs, rate, mbs = lines[-1]
+    u, s = re.search(r"client-cpu ([\d.]+) ([\d.]+)", open(f"{w}/{mode}-{n}.{tfile}").read()).groups()
+    client = float(u) + float(s)
+    open(f"{w}/{mode}-{n}.{kind}", "w").write(f"{rate} {mbs} {broker:.2f} {client:.2f} {msgs}\n")
+    gb = max(int(msgs) * 1024 / 1e9, 1e-9)
+    print(f"{mode:>5} {kind:<7} #{n}: {int(rate):>9,} msg/s {float(mbs):>7.1f} MB/s  {int(msgs):>9,} msgs"
+          f"  broker {broker:5.2f} s CPU ({broker / gb:5.2f} s/GB)  client {client:5.2f} s CPU ({client / gb:5.2f} s/GB)")
+one("produce", "plog", "ptime", b1 - b0)
+one("consume", "clog", "ctime", b2 - b1)
+PY
+}
+
+echo "== $PAIRS alternated pairs, $SECS s of producing, then $CONSUME_MSGS records consumed (librdkafka $LIBRDKAFKA_VERSION)"
+alternate_pairs plain tls
+python3 - "$WORK" "$PAIRS" <<'PY'
+import statistics, sys
+w, pairs = sys.argv[1], int(sys.argv[2])
+def get(mode, n, kind):
+    return [float(x) for x in open(f"{w}/{mode}-{n}.{kind}").read().split()]
+for kind in ("produce", "consume"):
+    ratios = [get("tls", n, kind)[0] / get("plain", n, kind)[0] for n in range(1, pairs + 1)]
+    cpu = {m: statistics.median(get(m, n, kind)[2] / (get(m, n, kind)[4] * 1024 / 1e9)
+                                for n in range(1, pairs + 1)) for m in ("plain", "tls")}
+    ccpu = {m: statistics.median(get(m, n, kind)[3] / (get(m, n, kind)[4] * 1024 / 1e9)
+                                 for n in range(1, pairs + 1)) for m in ("plain", "tls")}
+    print(f"{kind}: throughput SASL_SSL/PLAINTEXT per pair {' '.join(f'{r:.3f}' for r in ratios)};"
+          f" median {statistics.median(ratios):.3f}")
+    print(f"{kind}: median CPU s per GB, broker plain {cpu['plain']:.2f} / tls {cpu['tls']:.2f},"
+          f" client plain {ccpu['plain']:.2f} / tls {ccpu['tls']:.2f}")
+PY
+echo "   machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
