@@ -135,10 +135,15 @@ impl Server {
     }
 
     /// Freezes (SIGSTOP) or resumes (SIGCONT) the process.
+    /// Sends `sig`; for SIGSTOP, returns only once every thread of the node has stopped (the
+    /// stop is asynchronous: on a loaded host a thread can still run briefly after `kill`).
     pub fn signal(&self, sig: i32) {
         if let Some(c) = &self.child {
             unsafe {
                 libc::kill(c.id() as i32, sig);
+            }
+            if sig == libc::SIGSTOP {
+                wait_stopped(c.id());
             }
         }
     }
@@ -525,5 +530,26 @@ pub mod raw {
 
     pub fn metadata_broker_count(addr: &str) -> std::io::Result<usize> {
         Ok(metadata(addr, None)?.brokers.len())
+    }
+}
+
+/// Waits (at most 10 s) until every thread of process `pid` is in the stopped state (`T`).
+fn wait_stopped(pid: u32) {
+    let stopped = || -> Option<bool> {
+        let mut all = true;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            all &= state == 'T' || state == 't';
+        }
+        Some(all)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if stopped().unwrap_or(true) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
