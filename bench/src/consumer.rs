@@ -30,6 +30,9 @@ pub struct ConsumeConfig {
     /// Record produce-to-consume latency from the payload timestamp.
     pub end_to_end: bool,
     pub verbose: bool,
+    /// Fetch isolation: 0 read_uncommitted, 1 read_committed (records below the last stable
+    /// offset, aborted transactions' records dropped).
+    pub isolation_level: i8,
 }
 
 impl ConsumeConfig {
@@ -196,7 +199,7 @@ impl FetchLoop {
         req.max_wait_ms = self.cfg.max_wait.as_millis().min(i32::MAX as u128) as i32;
         req.min_bytes = 1;
         req.max_bytes = self.cfg.max_bytes;
-        req.isolation_level = 0;
+        req.isolation_level = self.cfg.isolation_level;
         req.session_id = 0;
         req.session_epoch = -1;
         req.topics = vec![topic];
@@ -265,8 +268,10 @@ impl FetchLoop {
                 let mut bytes = 0u64;
                 let mut values: Vec<bytes::Bytes> = Vec::new();
                 let want_values = self.validator.is_some() || self.cfg.end_to_end;
+                let mut aborted = AbortedFilter::new(pd.aborted_transactions.as_deref());
                 for b in batches {
                     let pos = &mut positions[i];
+                    let skip_aborted = aborted.skips(&b);
                     if b.next_offset() <= pos.offset {
                         continue; // an older batch the broker sent back with the one we asked for
                     }
@@ -276,7 +281,7 @@ impl FetchLoop {
                             v.bad_batch_crc();
                         }
                     }
-                    if !b.is_control {
+                    if !b.is_control && !skip_aborted {
                         match batch::records(&b) {
                             Ok(recs) => {
                                 for r in recs.into_iter().filter(|r| r.offset >= pos.offset) {
@@ -387,5 +392,48 @@ mod tests {
             end: None
         }
         .done());
+    }
+}
+
+/// Drops the records of aborted transactions from a read_committed fetch, as Kafka's consumer
+/// does: a transaction's batches are aborted from the first offset the broker lists for its
+/// producer until that producer's next control batch (its abort marker).
+pub struct AbortedFilter {
+    /// (first offset, producer id), by first offset: not yet reached.
+    pending: Vec<(i64, i64)>,
+    /// Producers whose aborted transaction is open at the current batch.
+    open: Vec<i64>,
+}
+
+impl AbortedFilter {
+    pub fn new(
+        list: Option<&[kafka_protocol::messages::fetch_response::AbortedTransaction]>,
+    ) -> AbortedFilter {
+        let mut pending: Vec<(i64, i64)> = list
+            .unwrap_or_default()
+            .iter()
+            .map(|a| (a.first_offset, a.producer_id.0))
+            .collect();
+        // Reversed, so the next one to reach is popped from the end.
+        pending.sort_unstable_by(|a, b| b.cmp(a));
+        AbortedFilter {
+            pending,
+            open: Vec::new(),
+        }
+    }
+
+    /// Whether this batch (seen in offset order) holds aborted records.
+    pub fn skips(&mut self, b: &batch::FetchedBatch) -> bool {
+        let last = b.next_offset() - 1;
+        while self.pending.last().is_some_and(|&(first, _)| first <= last) {
+            if let Some((_, pid)) = self.pending.pop() {
+                self.open.push(pid);
+            }
+        }
+        if b.is_control {
+            self.open.retain(|&p| p != b.producer_id);
+            return false;
+        }
+        b.is_transactional && self.open.contains(&b.producer_id)
     }
 }

