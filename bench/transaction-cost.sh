@@ -7,6 +7,7 @@
 #
 # usage: bench/transaction-cost.sh [pairs] [seconds] [size] [concurrency]
 #        (default 3 pairs of 15 s, 100 records per transaction, 16 tasks; release binaries)
+#        BACKOFF=ms: the transactional tasks' --transaction-retry-backoff-ms (default 5)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/bench/lib.sh"
@@ -22,7 +23,7 @@ trap cleanup EXIT INT TERM
 
 run_one() { # $1: txn|plain, $2: run number
     local mode=$1 n=$2 extra=()
-    [[ $mode == txn ]] && extra=(--transactional --transaction-size "$SIZE")
+    [[ $mode == txn ]] && extra=(--transactional --transaction-size "$SIZE" --transaction-retry-backoff-ms "${BACKOFF:-5}")
     rm -rf "$WORK/data"
     "$BIN/chronik-server" --data-dir "$WORK/data" --cores 2 \
         --listen "127.0.0.1:$PORT" --controller-listen "127.0.0.1:$((PORT + 1))" --metrics-listen none \
@@ -42,11 +43,13 @@ alternate_pairs plain txn
 python3 - "$WORK" "$PAIRS" <<'PY'
 import json, statistics, sys
 w, pairs = sys.argv[1], int(sys.argv[2])
-tp, p50, p99 = [], [], []
+tp, p50, p99, mw = [], [], [], []
 for n in range(1, pairs + 1):
     t = json.load(open(f"{w}/txn-{n}.json")); p = json.load(open(f"{w}/plain-{n}.json"))
     tp.append(t["msgs_per_sec"] / p["msgs_per_sec"])
     p50.append(t["commit_latency_p50_ms"]); p99.append(t["commit_latency_p99_ms"])
+    mw.append((t["marker_wait_p50_ms"], t["marker_wait_p99_ms"]))
 print(f"throughput txn/plain per pair: {' '.join(f'{x:.3f}' for x in tp)}; median {statistics.median(tp):.3f}")
+print(f"next transaction waited for markers p50/p99 per run: {' '.join(f'{a:.2f}/{b:.2f}' for a, b in mw)} ms")
 print(f"commit (EndTxn) latency p50 per run: {' '.join(f'{x:.2f}' for x in p50)} ms; p99: {' '.join(f'{x:.2f}' for x in p99)} ms")
 PY

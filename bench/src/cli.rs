@@ -214,6 +214,11 @@ pub struct Args {
     #[arg(long, default_value_t = 60000)]
     pub transaction_timeout_ms: i32,
 
+    /// With --transactional: wait before retrying CONCURRENT_TRANSACTIONS (the previous
+    /// transaction's markers still being written) and coordinator errors
+    #[arg(long, default_value_t = 5)]
+    pub transaction_retry_backoff_ms: u64,
+
     /// Seconds between progress lines
     #[arg(long, default_value_t = 5)]
     pub report_interval_secs: u64,

@@ -60,6 +60,9 @@ pub struct RunReport {
     pub transactions_aborted: Option<u64>,
     pub commit_latency_p50_ms: Option<f64>,
     pub commit_latency_p99_ms: Option<f64>,
+    /// --transactional: EndTxn answered → the next transaction's AddPartitionsToTxn accepted.
+    pub marker_wait_p50_ms: Option<f64>,
+    pub marker_wait_p99_ms: Option<f64>,
     pub validation: Option<String>,
     pub validation_passed: Option<bool>,
     pub cpu_user_secs: f64,
@@ -215,6 +218,14 @@ impl RunReport {
                     group_digits(c),
                     self.commit_latency_p50_ms.unwrap_or(0.0),
                     self.commit_latency_p99_ms.unwrap_or(0.0),
+                ),
+            );
+            line(
+                &mut s,
+                format!(
+                    "  next transaction waited for the markers  p50 {:.2} ms  p99 {:.2} ms",
+                    self.marker_wait_p50_ms.unwrap_or(0.0),
+                    self.marker_wait_p99_ms.unwrap_or(0.0),
                 ),
             );
         }

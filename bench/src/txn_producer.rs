@@ -41,9 +41,6 @@ const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const NOT_COORDINATOR: i16 = 16;
 const CONCURRENT_TRANSACTIONS: i16 = 51;
 
-/// How long to wait before retrying a retriable transactional step.
-const RETRY_BACKOFF: Duration = Duration::from_millis(5);
-
 /// The transaction settings of a run.
 #[derive(Debug, Clone)]
 pub struct TxnConfig {
@@ -53,6 +50,9 @@ pub struct TxnConfig {
     pub transaction_timeout_ms: i32,
     /// Prefix of each task's `transactional.id` (the task number is appended).
     pub transactional_id_prefix: String,
+    /// How long to wait before retrying a retriable step, CONCURRENT_TRANSACTIONS above all (the
+    /// previous transaction's markers are still being written). Kafka's Java producer waits 20 ms.
+    pub retry_backoff: Duration,
 }
 
 /// What the transactional tasks of a run did, beyond the message counts.
@@ -68,11 +68,15 @@ pub struct TxnTotals {
     pub aborted_records: u64,
     /// EndTxn(commit) round trips, measured transactions only.
     pub commit_latency: LatencySummary,
+    /// From a commit's EndTxn answer to the next transaction's AddPartitionsToTxn accepted: how
+    /// long a producer waits for the previous transaction's markers (CONCURRENT_TRANSACTIONS).
+    pub marker_wait: LatencySummary,
 }
 
 /// Counters the tasks share.
 struct Shared {
     commit_latency: Mutex<Histogram<u64>>,
+    marker_wait: Mutex<Histogram<u64>>,
     committed: std::sync::atomic::AtomicU64,
     aborted: std::sync::atomic::AtomicU64,
     markers: std::sync::atomic::AtomicU64,
@@ -106,6 +110,8 @@ pub struct TxnProducerTask {
     payload_seq: Vec<u64>,
     generated: u64,
     failed: u64,
+    /// When the last commit's EndTxn was answered.
+    last_commit: Option<Instant>,
 }
 
 impl TxnProducerTask {
@@ -123,6 +129,7 @@ impl TxnProducerTask {
             payload_seq: vec![0; partitions],
             generated: 0,
             failed: 0,
+            last_commit: None,
             run,
             txn,
             shared,
@@ -219,7 +226,7 @@ impl TxnProducerTask {
         if code != CONCURRENT_TRANSACTIONS {
             self.coordinator = None;
         }
-        tokio::time::sleep(RETRY_BACKOFF).await;
+        tokio::time::sleep(self.txn.retry_backoff).await;
         Ok(())
     }
 
@@ -244,6 +251,7 @@ impl TxnProducerTask {
             self.producer_id = resp.producer_id.0;
             self.epoch = resp.producer_epoch;
             self.sequence.iter_mut().for_each(|s| *s = 0);
+            self.last_commit = None;
             return Ok(());
         }
     }
@@ -373,7 +381,9 @@ impl TxnProducerTask {
         self.produce(parts).await?;
         let t = Instant::now();
         self.end_txn(true).await?;
-        Ok(t.elapsed())
+        let now = Instant::now();
+        self.last_commit = Some(now);
+        Ok(now - t)
     }
 
     async fn add_partitions(&mut self, partitions: impl Iterator<Item = i32>) -> Result<()> {
@@ -402,6 +412,13 @@ impl TxnProducerTask {
                     .unwrap_or(0)
             };
             if code == 0 {
+                if let Some(t) = self.last_commit.take() {
+                    if self.run.stats.is_measuring() {
+                        if let Ok(mut h) = self.shared.marker_wait.lock() {
+                            record_latency(&mut h, t.elapsed());
+                        }
+                    }
+                }
                 return Ok(());
             }
             self.retry_or_fail(code, "AddPartitionsToTxn").await?;
@@ -484,6 +501,7 @@ pub async fn run_producers(
     let txn = Arc::new(txn);
     let shared = Arc::new(Shared {
         commit_latency: Mutex::new(new_histogram()),
+        marker_wait: Mutex::new(new_histogram()),
         committed: Default::default(),
         aborted: Default::default(),
         markers: Default::default(),
@@ -508,6 +526,11 @@ pub async fn run_producers(
         .lock()
         .map(|h| LatencySummary::of(&h))
         .unwrap_or_default();
+    let marker_wait = shared
+        .marker_wait
+        .lock()
+        .map(|h| LatencySummary::of(&h))
+        .unwrap_or_default();
     Ok((
         totals,
         TxnTotals {
@@ -516,6 +539,7 @@ pub async fn run_producers(
             markers: shared.markers.load(Relaxed),
             aborted_records: shared.aborted_records.load(Relaxed),
             commit_latency,
+            marker_wait,
         },
     ))
 }

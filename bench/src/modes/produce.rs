@@ -171,6 +171,8 @@ pub async fn run(args: &Args) -> Result<RunReport> {
         report.transactions_aborted = Some(x.aborted);
         report.commit_latency_p50_ms = Some(x.commit_latency.p50_ms);
         report.commit_latency_p99_ms = Some(x.commit_latency.p99_ms);
+        report.marker_wait_p50_ms = Some(x.marker_wait.p50_ms);
+        report.marker_wait_p99_ms = Some(x.marker_wait.p99_ms);
         // The log also holds a marker per partition of each ended transaction, and the records
         // of aborted ones: neither is a committed message.
         stored -= (x.markers + x.aborted_records) as i64;
@@ -253,6 +255,7 @@ pub fn txn_config(args: &Args) -> crate::txn_producer::TxnConfig {
         transaction_size: args.transaction_size,
         transaction_timeout_ms: args.transaction_timeout_ms,
         transactional_id_prefix: format!("chronik-bench-{}-{}", args.topic, std::process::id()),
+        retry_backoff: Duration::from_millis(args.transaction_retry_backoff_ms),
     }
 }
 
