@@ -17,14 +17,17 @@ SECS=${2:-15}
 SIZE=${3:-100}
 CONC=${4:-16}
 WORK=$(mktemp -d /tmp/chronik-txncost.XXXXXX)
-# Below the ephemeral range, so no client socket of an earlier run can hold it.
-PORT=$((20000 + RANDOM % 10000))
 trap cleanup EXIT INT TERM
 
 run_one() { # $1: txn|plain, $2: run number
     local mode=$1 n=$2 extra=()
     [[ $mode == txn ]] && extra=(--transactional --transaction-size "$SIZE" --transaction-retry-backoff-ms "${BACKOFF:-5}")
     rm -rf "$WORK/data"
+    # A fresh free pair per run, below the ephemeral range (other test runs share the host).
+    for _ in $(seq 100); do
+        PORT=$((20000 + RANDOM % 10000))
+        port_free "$PORT" && port_free $((PORT + 1)) && break
+    done
     "$BIN/chronik-server" --data-dir "$WORK/data" --cores 2 \
         --listen "127.0.0.1:$PORT" --controller-listen "127.0.0.1:$((PORT + 1))" --metrics-listen none \
         >"$WORK/server.log" 2>&1 &
@@ -33,10 +36,10 @@ run_one() { # $1: txn|plain, $2: run number
     "$BIN/chronik-bench" --bootstrap-servers "127.0.0.1:$PORT" --topic t --mode produce \
         --partitions 2 --concurrency "$CONC" --message-size 1024 --duration "${SECS}s" \
         --warmup-duration 2s --acks all --producer-model batch --create-topic "${extra[@]}" \
-        --json-output "$WORK/$mode-$n.json" >"$WORK/$mode-$n.txt"
+        --json-output "$WORK/$mode-$n.json" >"$WORK/$mode-$n.txt" || true
     stop_server
     print_run "$WORK/$mode-$n.json" "$mode"
-    grep -E "transactions|errors|stored" "$WORK/$mode-$n.txt" | sed 's/^/         /'
+    grep -E "transactions|waited|errors|stored|result|CONCURRENT|CLIENT" "$WORK/$mode-$n.txt" | sed 's/^/         /'
 }
 
 alternate_pairs plain txn

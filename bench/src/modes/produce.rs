@@ -164,7 +164,17 @@ pub async fn run(args: &Args) -> Result<RunReport> {
         );
     }
 
-    let end_offsets = cluster.list_offsets(&args.topic, &part_ids, LATEST).await?;
+    let mut end_offsets = cluster.list_offsets(&args.topic, &part_ids, LATEST).await?;
+    if let Some(x) = &txn {
+        // EndTxn is answered once the commit is decided; the markers reach the partitions just
+        // after. Wait (5 s at most) until the log holds what the transactions wrote.
+        let expected = (snap.all_messages + x.markers + x.aborted_records) as i64;
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while stored_between(&start_offsets, &end_offsets) < expected && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            end_offsets = cluster.list_offsets(&args.topic, &part_ids, LATEST).await?;
+        }
+    }
     let mut stored = stored_between(&start_offsets, &end_offsets);
     if let Some(x) = &txn {
         report.transactions_committed = Some(x.committed);
