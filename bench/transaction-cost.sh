@@ -20,24 +20,30 @@ WORK=$(mktemp -d /tmp/chronik-txncost.XXXXXX)
 trap cleanup EXIT INT TERM
 
 run_one() { # $1: txn|plain, $2: run number
-    local mode=$1 n=$2 extra=()
+    local mode=$1 n=$2 extra=() attempt
     [[ $mode == txn ]] && extra=(--transactional --transaction-size "$SIZE" --transaction-retry-backoff-ms "${BACKOFF:-5}")
-    rm -rf "$WORK/data"
-    # A fresh free pair per run, below the ephemeral range (other test runs share the host).
-    for _ in $(seq 100); do
-        PORT=$((20000 + RANDOM % 10000))
-        port_free "$PORT" && port_free $((PORT + 1)) && break
+    # Up to 3 attempts: other test runs share the host and may take the port between our check
+    # and the broker's bind.
+    for attempt in 1 2 3; do
+        rm -rf "$WORK/data" "$WORK/$mode-$n.json"
+        for _ in $(seq 100); do # a free pair below the ephemeral range
+            PORT=$((20000 + RANDOM % 10000))
+            port_free "$PORT" && port_free $((PORT + 1)) && break
+        done
+        "$BIN/chronik-server" --data-dir "$WORK/data" --cores 2 \
+            --listen "127.0.0.1:$PORT" --controller-listen "127.0.0.1:$((PORT + 1))" --metrics-listen none \
+            >"$WORK/server.log" 2>&1 &
+        SERVER_PID=$!
+        if wait_serving "$WORK/server.log"; then
+            "$BIN/chronik-bench" --bootstrap-servers "127.0.0.1:$PORT" --topic t --mode produce \
+                --partitions 2 --concurrency "$CONC" --message-size 1024 --duration "${SECS}s" \
+                --warmup-duration 2s --acks all --producer-model batch --create-topic "${extra[@]}" \
+                --json-output "$WORK/$mode-$n.json" >"$WORK/$mode-$n.txt" || true
+        fi
+        stop_server
+        [[ -s "$WORK/$mode-$n.json" ]] && break
+        echo "  ($mode run $n attempt $attempt: no report; server log tail:)"; tail -3 "$WORK/server.log"
     done
-    "$BIN/chronik-server" --data-dir "$WORK/data" --cores 2 \
-        --listen "127.0.0.1:$PORT" --controller-listen "127.0.0.1:$((PORT + 1))" --metrics-listen none \
-        >"$WORK/server.log" 2>&1 &
-    SERVER_PID=$!
-    wait_serving "$WORK/server.log" || { tail -20 "$WORK/server.log"; exit 1; }
-    "$BIN/chronik-bench" --bootstrap-servers "127.0.0.1:$PORT" --topic t --mode produce \
-        --partitions 2 --concurrency "$CONC" --message-size 1024 --duration "${SECS}s" \
-        --warmup-duration 2s --acks all --producer-model batch --create-topic "${extra[@]}" \
-        --json-output "$WORK/$mode-$n.json" >"$WORK/$mode-$n.txt" || true
-    stop_server
     print_run "$WORK/$mode-$n.json" "$mode"
     grep -E "transactions|waited|errors|stored|result|CONCURRENT|CLIENT" "$WORK/$mode-$n.txt" | sed 's/^/         /'
 }
