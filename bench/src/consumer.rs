@@ -366,6 +366,51 @@ pub async fn run_consumers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::{split_batches, BatchBuilder, BatchProducer, Codec};
+    use kafka_protocol::messages::fetch_response::AbortedTransaction;
+    use kafka_protocol::messages::ProducerId;
+
+    /// A sealed one-record batch of producer `pid` at `offset` (transactional unless `pid` < 0).
+    fn batch_at(offset: i64, pid: i64) -> batch::FetchedBatch {
+        let mut b = BatchBuilder::new(Codec::None, 256).with_producer(BatchProducer {
+            id: pid,
+            epoch: 0,
+            base_sequence: 0,
+            transactional: pid >= 0,
+        });
+        b.append(0, None, b"v");
+        let mut bytes = b.finish().expect("seals").to_vec();
+        bytes[0..8].copy_from_slice(&offset.to_be_bytes());
+        split_batches(bytes::Bytes::from(bytes))
+            .expect("splits")
+            .remove(0)
+    }
+
+    fn control_at(offset: i64, pid: i64) -> batch::FetchedBatch {
+        let mut b = batch_at(offset, pid);
+        b.is_control = true;
+        b
+    }
+
+    #[test]
+    fn read_committed_drops_an_aborted_transaction_until_its_marker_and_keeps_the_rest() {
+        let mut aborted = AbortedTransaction::default();
+        aborted.producer_id = ProducerId(7);
+        aborted.first_offset = 1;
+        let list = vec![aborted];
+        let mut f = AbortedFilter::new(Some(&list));
+        assert!(!f.skips(&batch_at(0, 7)), "before its first offset");
+        assert!(f.skips(&batch_at(1, 7)), "the aborted transaction");
+        assert!(
+            !f.skips(&batch_at(2, 8)),
+            "another producer's committed records"
+        );
+        assert!(!f.skips(&batch_at(3, -1)), "a plain batch");
+        assert!(!f.skips(&control_at(4, 7)), "its abort marker");
+        assert!(!f.skips(&batch_at(5, 7)), "its next transaction");
+        let mut none = AbortedFilter::new(None);
+        assert!(!none.skips(&batch_at(0, 7)));
+    }
 
     #[test]
     fn fetch_sizes_stay_bounded() {
