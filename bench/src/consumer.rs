@@ -363,6 +363,49 @@ pub async fn run_consumers(
     Ok(out)
 }
 
+/// Drops the records of aborted transactions from a read_committed fetch, as Kafka's consumer
+/// does: a transaction's batches are aborted from the first offset the broker lists for its
+/// producer until that producer's next control batch (its abort marker).
+pub struct AbortedFilter {
+    /// (first offset, producer id), by first offset: not yet reached.
+    pending: Vec<(i64, i64)>,
+    /// Producers whose aborted transaction is open at the current batch.
+    open: Vec<i64>,
+}
+
+impl AbortedFilter {
+    pub fn new(
+        list: Option<&[kafka_protocol::messages::fetch_response::AbortedTransaction]>,
+    ) -> AbortedFilter {
+        let mut pending: Vec<(i64, i64)> = list
+            .unwrap_or_default()
+            .iter()
+            .map(|a| (a.first_offset, a.producer_id.0))
+            .collect();
+        // Reversed, so the next one to reach is popped from the end.
+        pending.sort_unstable_by(|a, b| b.cmp(a));
+        AbortedFilter {
+            pending,
+            open: Vec::new(),
+        }
+    }
+
+    /// Whether this batch (seen in offset order) holds aborted records.
+    pub fn skips(&mut self, b: &batch::FetchedBatch) -> bool {
+        let last = b.next_offset() - 1;
+        while self.pending.last().is_some_and(|&(first, _)| first <= last) {
+            if let Some((_, pid)) = self.pending.pop() {
+                self.open.push(pid);
+            }
+        }
+        if b.is_control {
+            self.open.retain(|&p| p != b.producer_id);
+            return false;
+        }
+        b.is_transactional && self.open.contains(&b.producer_id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,48 +480,5 @@ mod tests {
             end: None
         }
         .done());
-    }
-}
-
-/// Drops the records of aborted transactions from a read_committed fetch, as Kafka's consumer
-/// does: a transaction's batches are aborted from the first offset the broker lists for its
-/// producer until that producer's next control batch (its abort marker).
-pub struct AbortedFilter {
-    /// (first offset, producer id), by first offset: not yet reached.
-    pending: Vec<(i64, i64)>,
-    /// Producers whose aborted transaction is open at the current batch.
-    open: Vec<i64>,
-}
-
-impl AbortedFilter {
-    pub fn new(
-        list: Option<&[kafka_protocol::messages::fetch_response::AbortedTransaction]>,
-    ) -> AbortedFilter {
-        let mut pending: Vec<(i64, i64)> = list
-            .unwrap_or_default()
-            .iter()
-            .map(|a| (a.first_offset, a.producer_id.0))
-            .collect();
-        // Reversed, so the next one to reach is popped from the end.
-        pending.sort_unstable_by(|a, b| b.cmp(a));
-        AbortedFilter {
-            pending,
-            open: Vec::new(),
-        }
-    }
-
-    /// Whether this batch (seen in offset order) holds aborted records.
-    pub fn skips(&mut self, b: &batch::FetchedBatch) -> bool {
-        let last = b.next_offset() - 1;
-        while self.pending.last().is_some_and(|&(first, _)| first <= last) {
-            if let Some((_, pid)) = self.pending.pop() {
-                self.open.push(pid);
-            }
-        }
-        if b.is_control {
-            self.open.retain(|&p| p != b.producer_id);
-            return false;
-        }
-        b.is_transactional && self.open.contains(&b.producer_id)
     }
 }
