@@ -44,7 +44,30 @@ pub struct BatchBuilder {
     base_timestamp: i64,
     max_timestamp: i64,
     codec: Codec,
+    producer: BatchProducer,
 }
+
+/// The producer fields of a batch header: none for a plain producer; id, epoch and base
+/// sequence for an idempotent one, and the transactional attribute bit for a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchProducer {
+    pub id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+    pub transactional: bool,
+}
+
+impl BatchProducer {
+    pub const NONE: BatchProducer = BatchProducer {
+        id: -1,
+        epoch: -1,
+        base_sequence: -1,
+        transactional: false,
+    };
+}
+
+/// The transactional bit of the batch attributes.
+pub const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
 
 pub fn varint_len(v: i64) -> usize {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
@@ -76,7 +99,14 @@ impl BatchBuilder {
             base_timestamp: 0,
             max_timestamp: 0,
             codec,
+            producer: BatchProducer::NONE,
         }
+    }
+
+    /// Stamps the batch with a producer id, epoch and base sequence (and the transactional bit).
+    pub fn with_producer(mut self, producer: BatchProducer) -> BatchBuilder {
+        self.producer = producer;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -160,6 +190,7 @@ impl BatchBuilder {
             base_timestamp,
             max_timestamp,
             codec,
+            producer,
         } = self;
         if codec != Codec::None {
             let records = &buf[BATCH_HEADER_LEN..];
@@ -183,13 +214,17 @@ impl BatchBuilder {
         buf[8..12].copy_from_slice(&batch_len.to_be_bytes());
         buf[12..16].copy_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
         buf[16] = 2; // magic
-        buf[21..23].copy_from_slice(&(codec as i16).to_be_bytes()); // attributes: codec, create time
+        let mut attributes = codec as i16; // codec, create time
+        if producer.transactional {
+            attributes |= TRANSACTIONAL_ATTRIBUTE;
+        }
+        buf[21..23].copy_from_slice(&attributes.to_be_bytes());
         buf[23..27].copy_from_slice(&(count - 1).max(0).to_be_bytes()); // last offset delta
         buf[27..35].copy_from_slice(&base_timestamp.to_be_bytes());
         buf[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
-        buf[43..51].copy_from_slice(&(-1i64).to_be_bytes()); // producer id
-        buf[51..53].copy_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-        buf[53..57].copy_from_slice(&(-1i32).to_be_bytes()); // base sequence
+        buf[43..51].copy_from_slice(&producer.id.to_be_bytes());
+        buf[51..53].copy_from_slice(&producer.epoch.to_be_bytes());
+        buf[53..57].copy_from_slice(&producer.base_sequence.to_be_bytes());
         buf[57..61].copy_from_slice(&count.to_be_bytes());
         let crc = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..]);
         buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
@@ -205,6 +240,9 @@ pub struct FetchedBatch {
     pub record_count: i32,
     pub codec: u8,
     pub is_control: bool,
+    /// Written in a transaction (attributes bit 4).
+    pub is_transactional: bool,
+    pub producer_id: i64,
     pub crc_ok: bool,
     /// The whole batch (header included).
     pub bytes: Bytes,
@@ -249,6 +287,8 @@ pub fn split_batches(mut data: Bytes) -> Result<Vec<FetchedBatch>> {
             record_count: (&bytes[57..61]).get_i32(),
             codec: (attributes & 0x7) as u8,
             is_control: attributes & 0x20 != 0,
+            is_transactional: attributes & TRANSACTIONAL_ATTRIBUTE != 0,
+            producer_id: (&bytes[43..51]).get_i64(),
             crc_ok,
             bytes,
         });

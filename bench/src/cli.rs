@@ -200,6 +200,25 @@ pub struct Args {
     #[arg(long)]
     pub validate: bool,
 
+    /// Produce mode: each task is a transactional producer (its own transactional.id) that
+    /// commits every --transaction-size records; messages count once committed. Needs
+    /// --acks all; the tasks build their own batches, as in --producer-model batch
+    #[arg(long)]
+    pub transactional: bool,
+
+    /// Records per transaction with --transactional
+    #[arg(long, default_value_t = 100)]
+    pub transaction_size: u64,
+
+    /// transaction.timeout.ms the transactional producers ask for
+    #[arg(long, default_value_t = 60000)]
+    pub transaction_timeout_ms: i32,
+
+    /// With --transactional: wait before retrying CONCURRENT_TRANSACTIONS (the previous
+    /// transaction's markers still being written) and coordinator errors
+    #[arg(long, default_value_t = 5)]
+    pub transaction_retry_backoff_ms: u64,
+
     /// Seconds between progress lines
     #[arg(long, default_value_t = 5)]
     pub report_interval_secs: u64,
@@ -291,6 +310,23 @@ impl Args {
         }
         if self.validate && self.acks.0 == 0 {
             return Err("--validate needs acknowledgements: use --acks 1 or all".into());
+        }
+        if self.transactional {
+            if self.mode != Mode::Produce {
+                return Err("--transactional is a produce mode option".into());
+            }
+            if self.acks.0 != -1 {
+                return Err("--transactional needs --acks all, as Kafka's producers do".into());
+            }
+            if self.transaction_size == 0 {
+                return Err("--transaction-size must be at least 1".into());
+            }
+            if self.rate_limit != 0 {
+                return Err("--rate-limit is not supported with --transactional".into());
+            }
+            if self.transaction_timeout_ms < 1 {
+                return Err("--transaction-timeout-ms must be at least 1".into());
+            }
         }
         if self.mode == Mode::Rebalance && self.rebalance_joins == 0 {
             return Err("--rebalance-joins must be at least 1".into());
@@ -474,6 +510,37 @@ mod tests {
         ])
         .check()
         .is_err());
+    }
+
+    #[test]
+    fn transactional_flags_parse_and_need_acks_all() {
+        let a = parse(&["--transactional", "--acks", "all"]);
+        assert!(a.transactional);
+        assert_eq!(a.transaction_size, 100, "the default");
+        assert!(a.check().is_ok());
+        let b = parse(&[
+            "--transactional",
+            "--acks",
+            "-1",
+            "--transaction-size",
+            "10",
+        ]);
+        assert_eq!(b.transaction_size, 10);
+        assert!(parse(&["--transactional"]).check().is_err(), "acks=1");
+        assert!(parse(&[
+            "--transactional",
+            "--acks",
+            "all",
+            "--transaction-size",
+            "0"
+        ])
+        .check()
+        .is_err());
+        assert!(
+            parse(&["--transactional", "--acks", "all", "-m", "consume"])
+                .check()
+                .is_err()
+        );
     }
 
     #[test]

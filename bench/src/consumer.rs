@@ -30,6 +30,9 @@ pub struct ConsumeConfig {
     /// Record produce-to-consume latency from the payload timestamp.
     pub end_to_end: bool,
     pub verbose: bool,
+    /// Fetch isolation: 0 read_uncommitted, 1 read_committed (records below the last stable
+    /// offset, aborted transactions' records dropped).
+    pub isolation_level: i8,
 }
 
 impl ConsumeConfig {
@@ -196,7 +199,7 @@ impl FetchLoop {
         req.max_wait_ms = self.cfg.max_wait.as_millis().min(i32::MAX as u128) as i32;
         req.min_bytes = 1;
         req.max_bytes = self.cfg.max_bytes;
-        req.isolation_level = 0;
+        req.isolation_level = self.cfg.isolation_level;
         req.session_id = 0;
         req.session_epoch = -1;
         req.topics = vec![topic];
@@ -265,8 +268,10 @@ impl FetchLoop {
                 let mut bytes = 0u64;
                 let mut values: Vec<bytes::Bytes> = Vec::new();
                 let want_values = self.validator.is_some() || self.cfg.end_to_end;
+                let mut aborted = AbortedFilter::new(pd.aborted_transactions.as_deref());
                 for b in batches {
                     let pos = &mut positions[i];
+                    let skip_aborted = aborted.skips(&b);
                     if b.next_offset() <= pos.offset {
                         continue; // an older batch the broker sent back with the one we asked for
                     }
@@ -276,7 +281,7 @@ impl FetchLoop {
                             v.bad_batch_crc();
                         }
                     }
-                    if !b.is_control {
+                    if !b.is_control && !skip_aborted {
                         match batch::records(&b) {
                             Ok(recs) => {
                                 for r in recs.into_iter().filter(|r| r.offset >= pos.offset) {
@@ -358,9 +363,97 @@ pub async fn run_consumers(
     Ok(out)
 }
 
+/// Drops the records of aborted transactions from a read_committed fetch, as Kafka's consumer
+/// does: a transaction's batches are aborted from the first offset the broker lists for its
+/// producer until that producer's next control batch (its abort marker).
+pub struct AbortedFilter {
+    /// (first offset, producer id), by first offset: not yet reached.
+    pending: Vec<(i64, i64)>,
+    /// Producers whose aborted transaction is open at the current batch.
+    open: Vec<i64>,
+}
+
+impl AbortedFilter {
+    pub fn new(
+        list: Option<&[kafka_protocol::messages::fetch_response::AbortedTransaction]>,
+    ) -> AbortedFilter {
+        let mut pending: Vec<(i64, i64)> = list
+            .unwrap_or_default()
+            .iter()
+            .map(|a| (a.first_offset, a.producer_id.0))
+            .collect();
+        // Reversed, so the next one to reach is popped from the end.
+        pending.sort_unstable_by(|a, b| b.cmp(a));
+        AbortedFilter {
+            pending,
+            open: Vec::new(),
+        }
+    }
+
+    /// Whether this batch (seen in offset order) holds aborted records.
+    pub fn skips(&mut self, b: &batch::FetchedBatch) -> bool {
+        let last = b.next_offset() - 1;
+        while self.pending.last().is_some_and(|&(first, _)| first <= last) {
+            if let Some((_, pid)) = self.pending.pop() {
+                self.open.push(pid);
+            }
+        }
+        if b.is_control {
+            self.open.retain(|&p| p != b.producer_id);
+            return false;
+        }
+        b.is_transactional && self.open.contains(&b.producer_id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::{split_batches, BatchBuilder, BatchProducer, Codec};
+    use kafka_protocol::messages::fetch_response::AbortedTransaction;
+    use kafka_protocol::messages::ProducerId;
+
+    /// A sealed one-record batch of producer `pid` at `offset` (transactional unless `pid` < 0).
+    fn batch_at(offset: i64, pid: i64) -> batch::FetchedBatch {
+        let mut b = BatchBuilder::new(Codec::None, 256).with_producer(BatchProducer {
+            id: pid,
+            epoch: 0,
+            base_sequence: 0,
+            transactional: pid >= 0,
+        });
+        b.append(0, None, b"v");
+        let mut bytes = b.finish().expect("seals").to_vec();
+        bytes[0..8].copy_from_slice(&offset.to_be_bytes());
+        split_batches(bytes::Bytes::from(bytes))
+            .expect("splits")
+            .remove(0)
+    }
+
+    fn control_at(offset: i64, pid: i64) -> batch::FetchedBatch {
+        let mut b = batch_at(offset, pid);
+        b.is_control = true;
+        b
+    }
+
+    #[test]
+    fn read_committed_drops_an_aborted_transaction_until_its_marker_and_keeps_the_rest() {
+        let mut aborted = AbortedTransaction::default();
+        aborted.producer_id = ProducerId(7);
+        aborted.first_offset = 1;
+        let list = vec![aborted];
+        let mut f = AbortedFilter::new(Some(&list));
+        assert!(!f.skips(&batch_at(0, 7)), "before its first offset");
+        assert!(f.skips(&batch_at(1, 7)), "the aborted transaction");
+        assert!(
+            !f.skips(&batch_at(2, 8)),
+            "another producer's committed records"
+        );
+        assert!(!f.skips(&batch_at(3, -1)), "a plain batch");
+        assert!(!f.skips(&control_at(4, 7)), "its abort marker");
+        assert!(!f.skips(&batch_at(5, 7)), "its next transaction");
+        let mut none = AbortedFilter::new(None);
+        assert!(!none.skips(&batch_at(0, 7)));
+    }
 
     #[test]
     fn fetch_sizes_stay_bounded() {

@@ -19,4 +19,5 @@ pub mod producer;
 pub mod record_producer;
 pub mod report;
 pub mod stats;
+pub mod txn_producer;
 pub mod validate;

@@ -55,6 +55,14 @@ pub struct RunReport {
     /// Each replica's own log end after a produce run (ListOffsets with replica id -2 to every
     /// broker holding a replica): whether the followers hold what the leader stored.
     pub replica_log_ends: Vec<ReplicaLogEnd>,
+    /// --transactional: transactions committed and aborted, and the EndTxn(commit) round trip.
+    pub transactions_committed: Option<u64>,
+    pub transactions_aborted: Option<u64>,
+    pub commit_latency_p50_ms: Option<f64>,
+    pub commit_latency_p99_ms: Option<f64>,
+    /// --transactional: EndTxn answered → the next transaction's AddPartitionsToTxn accepted.
+    pub marker_wait_p50_ms: Option<f64>,
+    pub marker_wait_p99_ms: Option<f64>,
     pub validation: Option<String>,
     pub validation_passed: Option<bool>,
     pub cpu_user_secs: f64,
@@ -199,6 +207,25 @@ impl RunReport {
                     self.latency_p999_ms,
                     self.latency_max_ms,
                     self.latency_count
+                ),
+            );
+        }
+        if let (Some(c), Some(a)) = (self.transactions_committed, self.transactions_aborted) {
+            line(
+                &mut s,
+                format!(
+                    "  transactions {:>14} committed  {a} aborted  commit (EndTxn) p50 {:.2} ms  p99 {:.2} ms",
+                    group_digits(c),
+                    self.commit_latency_p50_ms.unwrap_or(0.0),
+                    self.commit_latency_p99_ms.unwrap_or(0.0),
+                ),
+            );
+            line(
+                &mut s,
+                format!(
+                    "  next transaction waited for the markers  p50 {:.2} ms  p99 {:.2} ms",
+                    self.marker_wait_p50_ms.unwrap_or(0.0),
+                    self.marker_wait_p99_ms.unwrap_or(0.0),
                 ),
             );
         }

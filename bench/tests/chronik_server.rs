@@ -172,3 +172,50 @@ async fn a_replicated_produce_run_reports_every_replicas_own_log_end() {
         "{text}"
     );
 }
+
+/// `--transactional`: four transactional producers commit every 100 records; every record counts
+/// once committed, the EndTxn round trip is reported, and a read_committed read-back finds each
+/// committed record exactly once (stored = acknowledged, the markers set aside).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_run_commits_every_record_and_reads_back_committed() {
+    let server = start_server(&[]);
+    let produce = args(
+        server.port,
+        &[
+            "-t",
+            "txn",
+            "-p",
+            "3",
+            "--create-topic",
+            "-n",
+            "5000",
+            "-c",
+            "4",
+            "-s",
+            "256",
+            "--acks",
+            "all",
+            "--transactional",
+            "--transaction-size",
+            "100",
+            "--validate",
+        ],
+    );
+    let r = modes::run(&produce)
+        .await
+        .expect("transactional produce runs");
+    let text = r.text_summary();
+    println!("{text}");
+    assert!(r.passed, "{text}");
+    assert_eq!(r.messages, 5000);
+    assert_eq!(r.acknowledged, Some(5000));
+    assert_eq!(r.stored, Some(5000), "{:?}", r.notes);
+    assert_eq!(r.transactions_committed, Some(50));
+    assert_eq!(r.transactions_aborted, Some(0));
+    assert!(r.commit_latency_p50_ms.is_some_and(|p| p > 0.0));
+    assert_eq!(r.validation_passed, Some(true));
+    assert_eq!(r.latency_kind, "transaction");
+    assert!(text.contains("50 committed"), "{text}");
+    // 5000 records plus one marker per partition each transaction touched.
+    assert!(r.end_offsets.values().sum::<i64>() > 5000);
+}

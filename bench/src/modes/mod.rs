@@ -153,6 +153,7 @@ pub fn consume_config(
         max_bytes,
         end_to_end,
         verbose: args.verbose,
+        isolation_level: 0,
     })
 }
 

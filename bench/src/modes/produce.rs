@@ -123,18 +123,21 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     let measure_start = start_warmup_timer(vec![stats.clone()], args.warmup_duration);
     let progress = spawn_progress("produce", stats.clone(), args.report_interval());
     let ctrl_c = stop_on_ctrl_c(control.clone());
-    let totals = run_producers(
-        args.concurrency,
-        ProduceRun {
-            cfg,
-            cluster: cluster.clone(),
-            stats: stats.clone(),
-            control,
-            tracker: tracker.clone(),
-            pool,
-        },
-    )
-    .await?;
+    let run = ProduceRun {
+        cfg,
+        cluster: cluster.clone(),
+        stats: stats.clone(),
+        control,
+        tracker: tracker.clone(),
+        pool,
+    };
+    let (totals, txn) = if args.transactional {
+        let (t, x) =
+            crate::txn_producer::run_producers(args.concurrency, run, txn_config(args)).await?;
+        (t, Some(x))
+    } else {
+        (run_producers(args.concurrency, run).await?, None)
+    };
     drop(progress);
     ctrl_c.abort();
     let elapsed = measured_elapsed(&measure_start);
@@ -145,7 +148,11 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     record_run(
         &mut report,
         &snap,
-        produce_latency_label(args),
+        if txn.is_some() {
+            "transaction"
+        } else {
+            produce_latency_label(args)
+        },
         elapsed,
         cpu,
         wall,
@@ -157,8 +164,33 @@ pub async fn run(args: &Args) -> Result<RunReport> {
         );
     }
 
-    let end_offsets = cluster.list_offsets(&args.topic, &part_ids, LATEST).await?;
-    let stored = stored_between(&start_offsets, &end_offsets);
+    let mut end_offsets = cluster.list_offsets(&args.topic, &part_ids, LATEST).await?;
+    if let Some(x) = &txn {
+        // EndTxn is answered once the commit is decided; the markers reach the partitions just
+        // after. Wait (5 s at most) until the log holds what the transactions wrote.
+        let expected = (snap.all_messages + x.markers + x.aborted_records) as i64;
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while stored_between(&start_offsets, &end_offsets) < expected && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            end_offsets = cluster.list_offsets(&args.topic, &part_ids, LATEST).await?;
+        }
+    }
+    let mut stored = stored_between(&start_offsets, &end_offsets);
+    if let Some(x) = &txn {
+        report.transactions_committed = Some(x.committed);
+        report.transactions_aborted = Some(x.aborted);
+        report.commit_latency_p50_ms = Some(x.commit_latency.p50_ms);
+        report.commit_latency_p99_ms = Some(x.commit_latency.p99_ms);
+        report.marker_wait_p50_ms = Some(x.marker_wait.p50_ms);
+        report.marker_wait_p99_ms = Some(x.marker_wait.p99_ms);
+        // The log also holds a marker per partition of each ended transaction, and the records
+        // of aborted ones: neither is a committed message.
+        stored -= (x.markers + x.aborted_records) as i64;
+        report.notes.push(format!(
+            "transactions: {} markers and {} aborted records in the log are not counted as stored",
+            x.markers, x.aborted_records
+        ));
+    }
     verify_stored(&mut report, args.acks.0, snap.all_messages, stored);
     report.end_offsets = end_offsets.clone().into_iter().collect();
     // Reported, not judged: a follower may lag or be out of the ISR without anything being lost.
@@ -199,7 +231,7 @@ pub async fn read_back_and_validate(
         .collect();
     let fetch = Arc::new(FetchLoop {
         cluster: cluster.clone(),
-        cfg: super::consume_config(args, positions.len(), Duration::from_millis(100), false),
+        cfg: read_back_config(args, positions.len()),
         stats: Arc::new(Stats::new(true)),
         // Bounded: reading back gets as long as the run itself, and at least a minute.
         control: Arc::new(RunControl::new(
@@ -214,6 +246,27 @@ pub async fn read_back_and_validate(
         eprintln!("validation read-back did not reach the end of: {unfinished:?}");
     }
     Ok(validator.summary(Some(tracker)))
+}
+
+/// How the read-back fetches: read_committed after a transactional run, so only committed
+/// records count (and the aborted ones of a failed transaction are dropped).
+fn read_back_config(args: &Args, partitions: usize) -> Arc<crate::consumer::ConsumeConfig> {
+    let cfg = super::consume_config(args, partitions, Duration::from_millis(100), false);
+    let mut cfg = Arc::unwrap_or_clone(cfg);
+    if args.transactional {
+        cfg.isolation_level = 1;
+    }
+    Arc::new(cfg)
+}
+
+/// The transactional producers' settings (`--transactional`).
+pub fn txn_config(args: &Args) -> crate::txn_producer::TxnConfig {
+    crate::txn_producer::TxnConfig {
+        transaction_size: args.transaction_size,
+        transaction_timeout_ms: args.transaction_timeout_ms,
+        transactional_id_prefix: format!("chronik-bench-{}-{}", args.topic, std::process::id()),
+        retry_backoff: Duration::from_millis(args.transaction_retry_backoff_ms),
+    }
 }
 
 /// Ctrl-C ends the run early (it still verifies and reports).
