@@ -130,33 +130,52 @@ pub struct MetadataImage {
     pub scram: ScramUsers,
 }
 
-/// The image as snapshots of format 3 hold it (before ACLs and SCRAM credentials).
+/// The image as snapshots of formats 1 to 3 hold it: without the ACLs and SCRAM users that
+/// end today's image, with brokers of type `B` (formats 1 and 2: `BrokerInfoV1`, before
+/// listeners) and after the topics `R` (format 1: nothing, `()`; formats 2 and 3: the dynamic
+/// broker configs). bincode writes a struct's fields in order with no names, so this one
+/// generic struct reads the three layouts.
 #[derive(Deserialize)]
-pub(crate) struct MetadataImageV3 {
+pub(crate) struct OlderImage<B, R> {
     applied_index: u64,
     cluster_id: String,
     controller_id: Option<BrokerId>,
-    brokers: BTreeMap<BrokerId, BrokerInfo>,
+    brokers: BTreeMap<BrokerId, B>,
     #[serde(deserialize_with = "deserialize_shared_map")]
     topics: SharedMap<String, Arc<TopicImage>>,
     #[serde(deserialize_with = "deserialize_shared_map")]
     topic_names_by_id: SharedMap<TopicId, String>,
-    broker_configs: BrokerConfigs,
+    broker_configs: R,
 }
 
-impl From<MetadataImageV3> for MetadataImage {
-    fn from(v: MetadataImageV3) -> Self {
+pub(crate) type MetadataImageV3 = OlderImage<BrokerInfo, BrokerConfigs>;
+pub(crate) type MetadataImageV2 = OlderImage<BrokerInfoV1, BrokerConfigs>;
+pub(crate) type MetadataImageV1 = OlderImage<BrokerInfoV1, ()>;
+
+impl<B: Into<BrokerInfo>, R: Into<BrokerConfigs>> From<OlderImage<B, R>> for MetadataImage {
+    fn from(v: OlderImage<B, R>) -> Self {
         MetadataImage {
             applied_index: v.applied_index,
             cluster_id: v.cluster_id,
             controller_id: v.controller_id,
-            brokers: v.brokers,
+            brokers: v
+                .brokers
+                .into_iter()
+                .map(|(id, b)| (id, b.into()))
+                .collect(),
             topics: v.topics,
             topic_names_by_id: v.topic_names_by_id,
-            broker_configs: v.broker_configs,
+            broker_configs: v.broker_configs.into(),
             acls: AclSet::default(),
             scram: ScramUsers::default(),
         }
+    }
+}
+
+/// Format 1 had no dynamic broker configs: none are set.
+impl From<()> for BrokerConfigs {
+    fn from(_: ()) -> Self {
+        BrokerConfigs::default()
     }
 }
 
@@ -184,70 +203,6 @@ impl From<BrokerInfoV1> for BrokerInfo {
             incarnation: v.incarnation,
             fenced: v.fenced,
             decommissioned: v.decommissioned,
-        }
-    }
-}
-
-fn brokers_of_v1(brokers: BTreeMap<BrokerId, BrokerInfoV1>) -> BTreeMap<BrokerId, BrokerInfo> {
-    brokers.into_iter().map(|(id, b)| (id, b.into())).collect()
-}
-
-/// The image as snapshots of format 2 hold it (brokers without listeners).
-#[derive(Deserialize)]
-pub(crate) struct MetadataImageV2 {
-    applied_index: u64,
-    cluster_id: String,
-    controller_id: Option<BrokerId>,
-    brokers: BTreeMap<BrokerId, BrokerInfoV1>,
-    #[serde(deserialize_with = "deserialize_shared_map")]
-    topics: SharedMap<String, Arc<TopicImage>>,
-    #[serde(deserialize_with = "deserialize_shared_map")]
-    topic_names_by_id: SharedMap<TopicId, String>,
-    broker_configs: BrokerConfigs,
-}
-
-impl From<MetadataImageV2> for MetadataImage {
-    fn from(v: MetadataImageV2) -> Self {
-        MetadataImage {
-            applied_index: v.applied_index,
-            cluster_id: v.cluster_id,
-            controller_id: v.controller_id,
-            brokers: brokers_of_v1(v.brokers),
-            topics: v.topics,
-            topic_names_by_id: v.topic_names_by_id,
-            broker_configs: v.broker_configs,
-            acls: AclSet::default(),
-            scram: ScramUsers::default(),
-        }
-    }
-}
-
-/// The image as snapshots of format 1 hold it (before dynamic broker configs), so a node
-/// upgraded in place still reads its snapshot.
-#[derive(Deserialize)]
-pub(crate) struct MetadataImageV1 {
-    applied_index: u64,
-    cluster_id: String,
-    controller_id: Option<BrokerId>,
-    brokers: BTreeMap<BrokerId, BrokerInfoV1>,
-    #[serde(deserialize_with = "deserialize_shared_map")]
-    topics: SharedMap<String, Arc<TopicImage>>,
-    #[serde(deserialize_with = "deserialize_shared_map")]
-    topic_names_by_id: SharedMap<TopicId, String>,
-}
-
-impl From<MetadataImageV1> for MetadataImage {
-    fn from(v: MetadataImageV1) -> Self {
-        MetadataImage {
-            applied_index: v.applied_index,
-            cluster_id: v.cluster_id,
-            controller_id: v.controller_id,
-            brokers: brokers_of_v1(v.brokers),
-            topics: v.topics,
-            topic_names_by_id: v.topic_names_by_id,
-            broker_configs: BrokerConfigs::default(),
-            acls: AclSet::default(),
-            scram: ScramUsers::default(),
         }
     }
 }

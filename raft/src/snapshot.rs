@@ -3,6 +3,7 @@
 //! File = magic | version u32 | crc32 u32 | bincode(StoredSnapshot). The same bytes are what we
 //! send to a lagging follower, so installing a received snapshot is "verify, then write".
 
+use crate::image::{MetadataImage, MetadataImageV1, MetadataImageV2, MetadataImageV3};
 use crate::metadata::MetaState;
 use crate::types::SnapshotMeta;
 use serde::{Deserialize, Serialize};
@@ -52,99 +53,43 @@ pub fn decode(bytes: &[u8]) -> io::Result<StoredSnapshot> {
     if crc32fast::hash(payload) != crc {
         return Err(bad("checksum mismatch"));
     }
-    if version == 1 {
-        let v1: StoredSnapshotV1 =
-            crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
-        return Ok(v1.into());
-    }
-    if version == 3 {
-        let v3: StoredSnapshotV3 =
-            crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
-        return Ok(v3.into());
-    }
-    if version == 2 {
-        let v2: StoredSnapshotV2 =
-            crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
-        return Ok(v2.into());
-    }
-    if version == 3 {
-        let v3: StoredSnapshotV3 =
-            crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))?;
-        return Ok(v3.into());
+    let older = match version {
+        1 => Some(decode_older::<MetadataImageV1>(payload)),
+        2 => Some(decode_older::<MetadataImageV2>(payload)),
+        3 => Some(decode_older::<MetadataImageV3>(payload)),
+        _ => None,
+    };
+    if let Some(r) = older {
+        return r.map_err(|e| bad(&e));
     }
     crate::codec::decode(payload).map_err(|e| bad(&e.to_string()))
 }
 
-/// A snapshot of format 3: the same fields, with the image of before ACLs and SCRAM credentials.
+fn decode_older<I>(payload: &[u8]) -> Result<StoredSnapshot, String>
+where
+    I: serde::de::DeserializeOwned + Into<MetadataImage>,
+{
+    let v: OlderSnapshot<I> = crate::codec::decode(payload).map_err(|e| e.to_string())?;
+    Ok(v.into())
+}
+
+/// A snapshot of formats 1 to 3: the same fields, with the image as that format held it
+/// (`MetadataImageV1`, `V2`, `V3`).
 #[derive(Deserialize)]
-struct StoredSnapshotV3 {
+struct OlderSnapshot<I> {
     meta: SnapshotMeta,
-    state: MetaStateV3,
+    state: OlderMetaState<I>,
 }
 
 #[derive(Deserialize)]
-struct MetaStateV3 {
-    image: crate::image::MetadataImageV3,
+struct OlderMetaState<I> {
+    image: I,
     next_producer_id: i64,
     placement_cursor: u64,
 }
 
-impl From<StoredSnapshotV3> for StoredSnapshot {
-    fn from(v: StoredSnapshotV3) -> Self {
-        StoredSnapshot {
-            meta: v.meta,
-            state: MetaState {
-                image: v.state.image.into(),
-                next_producer_id: v.state.next_producer_id,
-                placement_cursor: v.state.placement_cursor,
-            },
-        }
-    }
-}
-
-/// A snapshot of format 2: the same fields, with brokers of before listeners.
-#[derive(Deserialize)]
-struct StoredSnapshotV2 {
-    meta: SnapshotMeta,
-    state: MetaStateV2,
-}
-
-#[derive(Deserialize)]
-struct MetaStateV2 {
-    image: crate::image::MetadataImageV2,
-    next_producer_id: i64,
-    placement_cursor: u64,
-}
-
-impl From<StoredSnapshotV2> for StoredSnapshot {
-    fn from(v: StoredSnapshotV2) -> Self {
-        StoredSnapshot {
-            meta: v.meta,
-            state: MetaState {
-                image: v.state.image.into(),
-                next_producer_id: v.state.next_producer_id,
-                placement_cursor: v.state.placement_cursor,
-            },
-        }
-    }
-}
-
-/// A snapshot of format 1: the same fields, with the image of before dynamic broker configs.
-#[derive(Deserialize)]
-struct StoredSnapshotV1 {
-    meta: SnapshotMeta,
-    state: MetaStateV1,
-}
-
-#[derive(Deserialize)]
-struct MetaStateV1 {
-    image: crate::image::MetadataImageV1,
-    next_producer_id: i64,
-    placement_cursor: u64,
-}
-
-impl From<StoredSnapshotV1> for StoredSnapshot {
-    fn from(v: StoredSnapshotV1) -> Self {
+impl<I: Into<MetadataImage>> From<OlderSnapshot<I>> for StoredSnapshot {
+    fn from(v: OlderSnapshot<I>) -> Self {
         StoredSnapshot {
             meta: v.meta,
             state: MetaState {

@@ -185,6 +185,17 @@ pub fn group_read_allowed(shard: &Services, ctx: &RequestContext, group: &str) -
     allowed(shard, ctx, Operation::Read, ResourceType::Group, group)
 }
 
+/// WRITE on the transactional id: what every transactional API needs (Kafka's check).
+pub fn transactional_id_allowed(shard: &Services, ctx: &RequestContext, id: &str) -> bool {
+    allowed(
+        shard,
+        ctx,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        id,
+    )
+}
+
 /// `allowed` on the CLUSTER resource.
 pub fn cluster_allowed(shard: &Services, ctx: &RequestContext, op: Operation) -> bool {
     allowed(shard, ctx, op, ResourceType::Cluster, CLUSTER_NAME)

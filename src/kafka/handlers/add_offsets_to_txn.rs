@@ -19,13 +19,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     }
     // WRITE on the transactional id and READ on the group, as Kafka.
     let id = req.transactional_id.0.to_string();
-    if !crate::acl::allowed(
-        &shard,
-        &ctx,
-        Operation::Write,
-        ResourceType::TransactionalId,
-        &id,
-    ) {
+    if !crate::acl::transactional_id_allowed(&shard, &ctx, &id) {
         resp.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
         return ctx.encode(&resp).map(Some);
     }

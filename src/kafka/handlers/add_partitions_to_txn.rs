@@ -37,13 +37,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         .iter()
         .any(|(t, ps)| ps.iter().any(|p| unknown(t, *p)));
     // WRITE on the transactional id, and on each topic, as Kafka.
-    let may_transact = crate::acl::allowed(
-        &shard,
-        &ctx,
-        Operation::Write,
-        ResourceType::TransactionalId,
-        &id,
-    );
+    let may_transact = crate::acl::transactional_id_allowed(&shard, &ctx, &id);
     let may_write =
         |t: &str| crate::acl::allowed(&shard, &ctx, Operation::Write, ResourceType::Topic, t);
     let any_refused = wanted.iter().any(|(t, _)| !may_write(t));

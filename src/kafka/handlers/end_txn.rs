@@ -5,7 +5,6 @@ use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
-use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
 use std::rc::Rc;
 
@@ -16,13 +15,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     resp.producer_id = req.producer_id;
     resp.producer_epoch = req.producer_epoch;
     // WRITE on the transactional id, as Kafka.
-    if !crate::acl::allowed(
-        &shard,
-        &ctx,
-        Operation::Write,
-        ResourceType::TransactionalId,
-        &id,
-    ) {
+    if !crate::acl::transactional_id_allowed(&shard, &ctx, &id) {
         resp.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
         return ctx.encode(&resp).map(Some);
     }

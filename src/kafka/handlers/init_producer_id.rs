@@ -19,10 +19,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     resp.producer_epoch = -1;
     if let Some(id) = req.transactional_id.as_ref().map(|t| t.0.to_string()) {
         // WRITE on the transactional id, as Kafka.
-        let subject = crate::acl::Subject::of(&shard, &ctx);
-        if !shard
-            .with_image(|i| subject.may(i, Operation::Write, ResourceType::TransactionalId, &id))
-        {
+        if !crate::acl::transactional_id_allowed(&shard, &ctx, &id) {
             resp.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
             return ctx.encode(&resp).map(Some);
         }

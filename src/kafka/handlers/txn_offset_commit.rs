@@ -34,13 +34,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let refusal =
         if group_id.is_empty() {
             Some(errors::INVALID_GROUP_ID)
-        } else if !crate::acl::allowed(
-            &shard,
-            &ctx,
-            Operation::Write,
-            ResourceType::TransactionalId,
-            &req.transactional_id.0,
-        ) {
+        } else if !crate::acl::transactional_id_allowed(&shard, &ctx, &req.transactional_id.0) {
             Some(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
         } else if !crate::acl::allowed(
             &shard,
