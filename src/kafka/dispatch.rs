@@ -60,18 +60,7 @@ pub static APIS: &[ApiSpec] = &[
     api!(CreatePartitions, 0, 3, create_partitions),
     api!(DescribeConfigs, 1, 4, describe_configs),
     api!(IncrementalAlterConfigs, 0, 1, alter_configs),
-    ApiSpec {
-        key: ApiKey::AlterConfigs,
-        min: 0,
-        max: 2,
-        handler: |s, c, b| {
-            Box::pin(async move {
-                alter_configs::handle_legacy(s, c, b)
-                    .await
-                    .map(|r| r.map(Response::from))
-            })
-        },
-    },
+    api!(AlterConfigs, 0, 2, alter_configs::handle_legacy),
     api!(DescribeCluster, 0, 1, describe_cluster),
     api!(InitProducerId, 0, 4, init_producer_id),
     api!(OffsetForLeaderEpoch, 2, 4, offset_for_leader_epoch),
@@ -105,30 +94,18 @@ pub static APIS: &[ApiSpec] = &[
     api!(WriteTxnMarkers, 0, 1, write_txn_markers),
     api!(DescribeTransactions, 0, 0, describe_transactions),
     api!(ListTransactions, 0, 1, list_transactions),
-    ApiSpec {
-        key: ApiKey::DescribeUserScramCredentials,
-        min: 0,
-        max: 0,
-        handler: |s, c, b| {
-            Box::pin(async move {
-                scram_credentials::handle_describe(s, c, b)
-                    .await
-                    .map(|r| r.map(Response::from))
-            })
-        },
-    },
-    ApiSpec {
-        key: ApiKey::AlterUserScramCredentials,
-        min: 0,
-        max: 0,
-        handler: |s, c, b| {
-            Box::pin(async move {
-                scram_credentials::handle_alter(s, c, b)
-                    .await
-                    .map(|r| r.map(Response::from))
-            })
-        },
-    },
+    api!(
+        DescribeUserScramCredentials,
+        0,
+        0,
+        scram_credentials::handle_describe
+    ),
+    api!(
+        AlterUserScramCredentials,
+        0,
+        0,
+        scram_credentials::handle_alter
+    ),
 ];
 
 pub fn find(key: ApiKey) -> Option<&'static ApiSpec> {
