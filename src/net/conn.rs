@@ -250,8 +250,14 @@ async fn run<S: ByteSource>(
         if let Some(a) = sasl.as_mut() {
             // Served in order on the reader, so requests read after a login carry its result.
             let lookup = |user: &str, mech| shard.with_image(|i| i.scram.get(user, mech).cloned());
-            match a.on_frame(&frame, std::time::Instant::now(), &lookup) {
+            let mut verdict = a.on_frame(&frame, std::time::Instant::now(), &lookup);
+            if let Verdict::CheckPlain(check) = verdict {
+                let ok = check.verify_off_shard().await;
+                verdict = a.finish_plain(check, ok, std::time::Instant::now());
+            }
+            match verdict {
                 Verdict::Serve => {}
+                Verdict::CheckPlain(_) => unreachable!("finish_plain gives the final verdict"),
                 Verdict::Answer(resp) => {
                     if !queue_answer(&tx, resp, permit).await {
                         break;

@@ -59,6 +59,44 @@ pub enum Verdict {
     Answer(BytesMut),
     /// Send the frame, if any, then close.
     Close(Option<BytesMut>, String),
+    /// A PLAIN password to check (milliseconds of PBKDF2): run `PlainCheck::verify_off_shard`,
+    /// then hand the outcome to `Authenticator::finish_plain` for the verdict.
+    CheckPlain(PlainCheck),
+}
+
+/// A PLAIN login waiting for its password check. PBKDF2 with thousands of rounds takes
+/// milliseconds, long enough to stall every connection and partition of the shard, so the
+/// connection runs it on the executor's blocking-thread pool instead.
+#[derive(Debug)]
+pub struct PlainCheck {
+    user: String,
+    /// The SaslAuthenticate request to answer; `None`: a bare token (after a v0 handshake).
+    ctx: Option<RequestContext>,
+    job: PlainJob,
+}
+
+/// The check itself: only owned, thread-safe data, so it can leave the shard.
+#[derive(Debug, Clone)]
+struct PlainJob {
+    mech: scram::Mechanism,
+    credential: scram::Credential,
+    password: Vec<u8>,
+}
+
+impl PlainCheck {
+    /// Runs the check on the calling thread (unit tests and fuzzing).
+    pub fn verify_here(&self) -> bool {
+        let j = &self.job;
+        plain::password_matches(j.mech, &j.credential, &j.password)
+    }
+
+    /// Runs the check on the executor's blocking-thread pool; the shard serves meanwhile.
+    pub async fn verify_off_shard(&self) -> bool {
+        let j = self.job.clone();
+        glommio::executor()
+            .spawn_blocking(move || plain::password_matches(j.mech, &j.credential, &j.password))
+            .await
+    }
 }
 
 /// A logged-in session.
@@ -237,8 +275,62 @@ impl Authenticator {
             Ok(r) => r,
             Err(e) => return close(e.to_string()),
         };
-        let mut resp = SaslAuthenticateResponse::default();
         match self.exchange(&req.auth_bytes, now, creds) {
+            Ok(Exchanged::CheckPlain(user, job)) => Verdict::CheckPlain(PlainCheck {
+                user,
+                ctx: Some(ctx.clone()),
+                job,
+            }),
+            Ok(Exchanged::Token(token, done)) => self.respond(Some(ctx), Ok((token, done))),
+            Err(why) => self.respond(Some(ctx), Err(why)),
+        }
+    }
+
+    /// A bare token after SaslHandshake v0: answered as a bare token; a failure just closes.
+    fn raw_token(&mut self, token: &[u8], now: Instant, creds: &dyn Credentials) -> Verdict {
+        match self.exchange(token, now, creds) {
+            Ok(Exchanged::CheckPlain(user, job)) => Verdict::CheckPlain(PlainCheck {
+                user,
+                ctx: None,
+                job,
+            }),
+            Ok(Exchanged::Token(token, done)) => self.respond(None, Ok((token, done))),
+            Err(why) => self.respond(None, Err(why)),
+        }
+    }
+
+    /// The verdict on a PLAIN login once its password was checked (`ok`).
+    pub fn finish_plain(&mut self, check: PlainCheck, ok: bool, now: Instant) -> Verdict {
+        let outcome = if ok {
+            self.logged_in(check.user, SaslMechanism::Plain, now)
+                .map(|()| (Vec::new(), true))
+        } else {
+            Err("Authentication failed: Invalid username or password".into())
+        };
+        self.respond(check.ctx.as_ref(), outcome)
+    }
+
+    /// Answers one step: the token (and whether the login is complete) or the reason it
+    /// failed, in a SaslAuthenticate response (`ctx`) or as a bare token (a failure then just
+    /// closes).
+    fn respond(
+        &self,
+        ctx: Option<&RequestContext>,
+        outcome: Result<(Vec<u8>, bool), String>,
+    ) -> Verdict {
+        let Some(ctx) = ctx else {
+            return match outcome {
+                Ok((answer, _)) => {
+                    let mut f = BytesMut::with_capacity(4 + answer.len());
+                    f.put_u32(answer.len() as u32);
+                    f.extend_from_slice(&answer);
+                    Verdict::Answer(f)
+                }
+                Err(why) => Verdict::Close(None, why),
+            };
+        };
+        let mut resp = SaslAuthenticateResponse::default();
+        match outcome {
             Ok((token, done)) => {
                 resp.auth_bytes = Bytes::from(token);
                 if done {
@@ -257,27 +349,14 @@ impl Authenticator {
         }
     }
 
-    /// A bare token after SaslHandshake v0: answered as a bare token; a failure just closes.
-    fn raw_token(&mut self, token: &[u8], now: Instant, creds: &dyn Credentials) -> Verdict {
-        match self.exchange(token, now, creds) {
-            Ok((answer, _)) => {
-                let mut f = BytesMut::with_capacity(4 + answer.len());
-                f.put_u32(answer.len() as u32);
-                f.extend_from_slice(&answer);
-                Verdict::Answer(f)
-            }
-            Err(why) => Verdict::Close(None, why),
-        }
-    }
-
-    /// One step of the chosen mechanism: the token to send back, and whether the login is
-    /// complete. An error is the reason the login failed (the client sees it).
+    /// One step of the chosen mechanism. An error is the reason the login failed (the client
+    /// sees it).
     fn exchange(
         &mut self,
         token: &[u8],
         now: Instant,
         creds: &dyn Credentials,
-    ) -> Result<(Vec<u8>, bool), String> {
+    ) -> Result<Exchanged, String> {
         if token.len() > MAX_TOKEN {
             self.step = Step::Start;
             return Err("SASL token too long".into());
@@ -288,17 +367,23 @@ impl Authenticator {
                 ..
             } => {
                 let req = plain::parse(token).map_err(|e| format!("Authentication failed: {e}"))?;
-                let ok = [ScramMechanism::Sha256, ScramMechanism::Sha512]
+                let found = [ScramMechanism::Sha256, ScramMechanism::Sha512]
                     .iter()
-                    .find_map(|&m| creds.scram(&req.user, m).map(|c| (m, c)))
-                    .is_some_and(|(m, c)| {
-                        plain::password_matches(m.into(), &(&c).into(), &req.password)
-                    });
-                if !ok {
-                    return Err("Authentication failed: Invalid username or password".into());
-                }
-                self.logged_in(req.user, SaslMechanism::Plain, now)?;
-                Ok((Vec::new(), true))
+                    .find_map(|&m| creds.scram(&req.user, m).map(|c| (m.into(), (&c).into())));
+                // An unknown user costs the same check, against a decoy that never matches,
+                // so the answer's timing does not tell whether the user exists.
+                let (mech, credential) = found.unwrap_or_else(|| {
+                    let salt = decoy_salt(&self.decoy_key, req.user.as_bytes());
+                    (scram::Mechanism::Sha256, decoy_credential(salt))
+                });
+                Ok(Exchanged::CheckPlain(
+                    req.user,
+                    PlainJob {
+                        mech,
+                        credential,
+                        password: req.password,
+                    },
+                ))
             }
             Step::Chosen {
                 mech: SaslMechanism::Scram(m),
@@ -318,13 +403,13 @@ impl Authenticator {
                     raw,
                     exchange: Box::new(exchange),
                 };
-                Ok((first.into_bytes(), false))
+                Ok(Exchanged::Token(first.into_bytes(), false))
             }
             Step::ScramProof { mech, exchange, .. } => {
                 let last =
                     scram::server_final(&exchange, token).map_err(|e| scram_failure(mech, &e))?;
                 self.logged_in(exchange.user().to_string(), SaslMechanism::Scram(mech), now)?;
-                Ok((last.into_bytes(), true))
+                Ok(Exchanged::Token(last.into_bytes(), true))
             }
             Step::Start | Step::Done => Err("SASL token out of order".into()),
         }
@@ -348,6 +433,25 @@ impl Authenticator {
         });
         self.step = Step::Done;
         Ok(())
+    }
+}
+
+/// What one step of a mechanism gives.
+enum Exchanged {
+    /// The token to send back, and whether the login is complete.
+    Token(Vec<u8>, bool),
+    /// A PLAIN user and the password check that decides the login.
+    CheckPlain(String, PlainJob),
+}
+
+/// A credential no password matches (its stored key is not a SHA-256 digest of anything
+/// findable), salted like a real one.
+fn decoy_credential(salt: Vec<u8>) -> scram::Credential {
+    scram::Credential {
+        salt,
+        iterations: scram::MIN_ITERATIONS,
+        stored_key: vec![0; 32],
+        server_key: vec![0; 32],
     }
 }
 

@@ -11,6 +11,20 @@ pub(crate) const LENGTH_FIELD_END: usize = 12;
 const CRC_AT: usize = 17;
 const MAX_TIMESTAMP_AT: usize = 35;
 
+/// Writes the CRC-32C of a batch whose other bytes are final; returns it.
+pub(crate) fn write_crc(batch: &mut [u8]) -> u32 {
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    crc
+}
+
+/// Fills in a freshly built batch's `batch_length` (from its size) and CRC.
+pub(crate) fn seal(batch: &mut [u8]) {
+    let len = (batch.len() - LENGTH_FIELD_END) as i32;
+    batch[8..LENGTH_FIELD_END].copy_from_slice(&len.to_be_bytes());
+    write_crc(batch);
+}
+
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
@@ -178,10 +192,8 @@ impl ValidBatch {
         if header.max_timestamp != summary.max_timestamp {
             bytes[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
                 .copy_from_slice(&summary.max_timestamp.to_be_bytes());
-            let crc = crc32c::crc32c(&bytes[CRC_START..]);
-            bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+            header.crc = write_crc(&mut bytes);
             header.max_timestamp = summary.max_timestamp;
-            header.crc = crc;
         }
         Ok(ValidBatch { bytes, header })
     }

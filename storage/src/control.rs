@@ -4,7 +4,7 @@
 //! `{version: int16 = 0, coordinator_epoch: int32}`, as Kafka's `EndTransactionMarker` writes
 //! them. Written by the broker only (clients may not, see `check_client_batch`).
 
-use crate::batch::{BatchHeader, BATCH_HEADER_LEN, CRC_START};
+use crate::batch::{BatchHeader, BATCH_HEADER_LEN};
 use crate::byte_reader::Reader;
 use crate::records::put_varint;
 use bytes::{BufMut, BytesMut};
@@ -60,10 +60,7 @@ pub fn build_marker_batch(
     buf.put_i32(1);
     put_varint(&mut buf, rec.len() as i64);
     buf.put_slice(&rec);
-    let len = (buf.len() - 12) as i32;
-    buf[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&buf[CRC_START..]);
-    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    crate::batch::seal(&mut buf);
     buf
 }
 

@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::batch::{BATCH_HEADER_LEN, CRC_START};
+use crate::batch::BATCH_HEADER_LEN;
 use crate::records::put_varint;
 
 /// One record: (key, value), either may be null.
@@ -65,10 +65,7 @@ pub fn build_batch_with_timestamps(records: &[Record<'_>], timestamps: &[i64]) -
         put_varint(&mut buf, rec.len() as i64);
         buf.put_slice(&rec);
     }
-    let len = (buf.len() - 12) as i32;
-    buf[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&buf[CRC_START..]);
-    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    crate::batch::seal(&mut buf);
     buf
 }
 
@@ -78,8 +75,7 @@ pub fn set_producer(batch: &mut BytesMut, producer_id: i64, epoch: i16, base_seq
     batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
     batch[51..53].copy_from_slice(&epoch.to_be_bytes());
     batch[53..57].copy_from_slice(&base_sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[CRC_START..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    crate::batch::write_crc(batch);
 }
 
 /// `n` records of `value_len` bytes each (values filled with `fill`), for benchmarks.

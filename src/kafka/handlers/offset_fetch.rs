@@ -19,6 +19,18 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse};
 use std::rc::Rc;
 
+/// The requested (topic, partitions), `None` for every topic. The v8+ group entry and the older
+/// request name their topic structs differently but alike.
+macro_rules! requested_topics {
+    ($topics:expr) => {
+        $topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                .collect()
+        })
+    };
+}
+
 type Fetched = (i16, Vec<(String, Vec<FetchedOffset>)>);
 
 /// One group's offsets, as Kafka authorizes them: DESCRIBE on the group (else
@@ -76,19 +88,10 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let mut resp = OffsetFetchResponse::default();
     if v >= 8 {
         for g in &req.groups {
-            let topics = g.topics.as_ref().map(|ts| {
-                ts.iter()
-                    .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
-                    .collect()
-            });
-            let (code, result) = fetch_one(
-                &shard,
-                &subject,
-                g.group_id.0.to_string(),
-                topics,
-                req.require_stable,
-            )
-            .await;
+            let topics = requested_topics!(g.topics);
+            let group = g.group_id.0.to_string();
+            let (code, result) =
+                fetch_one(&shard, &subject, group, topics, req.require_stable).await;
             let mut gr = OffsetFetchResponseGroup::default();
             gr.group_id = GroupId(g.group_id.0.clone());
             gr.error_code = code;
@@ -109,19 +112,10 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             resp.groups.push(gr);
         }
     } else {
-        let topics = req.topics.as_ref().map(|ts| {
-            ts.iter()
-                .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
-                .collect()
-        });
-        let (code, result) = fetch_one(
-            &shard,
-            &subject,
-            req.group_id.0.to_string(),
-            topics,
-            v >= 7 && req.require_stable,
-        )
-        .await;
+        let topics = requested_topics!(req.topics);
+        let group = req.group_id.0.to_string();
+        let stable = v >= 7 && req.require_stable;
+        let (code, result) = fetch_one(&shard, &subject, group, topics, stable).await;
         if v >= 2 {
             resp.error_code = code;
         }

@@ -35,9 +35,15 @@ fuzz_target!(|data: &[u8]| {
     let lookup = |user: &str, m| (user == "u").then(|| credential(m));
     let now = Instant::now();
     for frame in data.split(|b| *b == 0xff).take(8) {
-        match a.on_frame(frame, now, &lookup) {
+        let mut verdict = a.on_frame(frame, now, &lookup);
+        if let Verdict::CheckPlain(check) = verdict {
+            let ok = check.verify_here();
+            verdict = a.finish_plain(check, ok, now);
+        }
+        match verdict {
             Verdict::Close(..) => return,
             Verdict::Serve | Verdict::Answer(_) => {}
+            Verdict::CheckPlain(_) => panic!("finish_plain gave another check"),
         }
         if let Some(p) = a.principal() {
             assert_eq!(&*p, "User:u");
