@@ -81,7 +81,11 @@ async fn run_cleaner(replicas: Rc<ReplicaManager>) {
         let dirtiest = replicas
             .all()
             .into_iter()
-            .filter_map(|p| p.log.cleanable_ratio(now).map(|r| (r, p.clone())))
+            .filter_map(|p| {
+                p.log
+                    .cleanable_ratio(now, p.last_stable_offset())
+                    .map(|r| (r, p.clone()))
+            })
             .max_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, p)| p);
         let Some(p) = dirtiest else {
@@ -94,10 +98,14 @@ async fn run_cleaner(replicas: Rc<ReplicaManager>) {
                 shard.config.log_cleaner_shares,
                 Some(shard.config.log_cleaner_io_max_bytes_per_second),
             ),
+            // Open transactions and records not yet replicated are left alone.
+            upper_bound: p.last_stable_offset(),
+            txns: p.cleaner_txn_context(),
             ..CleanerLimits::new(dedupe, now)
         };
         match p.log.clean(&limits).await {
             Ok(Some(s)) => {
+                p.forget_cleaned_aborts(&s.aborted_without_data);
                 tracing::info!(
                     topic = %p.tp.topic,
                     partition = p.tp.partition,

@@ -7,6 +7,9 @@
 //! high watermark never passes the log end. The shard's `manager::ReplicaManager` is the one
 //! owner of the open partitions and calls them.
 
+mod cleaning;
+#[cfg(test)]
+mod cleaning_tests;
 pub mod log_config;
 pub mod maintenance;
 pub mod manager;
@@ -737,11 +740,13 @@ impl Partition {
             producers.record_marker(h.producer_id, h.producer_epoch);
             return;
         }
+        // From the offsets, not the record count: a batch the cleaner emptied keeps its
+        // offsets and sequences but holds no records.
         producers.record(
             h.producer_id,
             h.producer_epoch,
             h.base_sequence,
-            h.records_count,
+            h.last_offset_delta.saturating_add(1),
             h.base_offset,
         );
         producers.note_timestamp(h.producer_id, h.max_timestamp);

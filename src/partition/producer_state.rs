@@ -233,6 +233,14 @@ impl ProducerStateTable {
         self.producers.is_empty()
     }
 
+    /// (producer id, epoch, last offset of its newest cached batch) of each producer: what
+    /// the log cleaner keeps of a producer so this state survives a replay of the log.
+    pub fn tails(&self) -> impl Iterator<Item = (i64, i16, Option<i64>)> + '_ {
+        self.producers
+            .iter()
+            .map(|(id, e)| (*id, e.epoch, e.batches.back().map(|b| b.last_offset)))
+    }
+
     pub fn encode_snapshot(&self, end_offset: i64) -> Vec<u8> {
         let snap = Snapshot {
             version: 1,

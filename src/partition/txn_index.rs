@@ -136,6 +136,19 @@ impl TxnIndex {
             .collect()
     }
 
+    /// Every aborted transaction the index lists, by marker offset.
+    pub fn aborted(&self) -> impl Iterator<Item = &AbortedTxn> {
+        self.aborted.iter()
+    }
+
+    /// Forgets the aborted transactions `gone` ((producer id, marker offset) each): the log
+    /// cleaner removed all their data.
+    pub fn forget_aborted(&mut self, gone: &[(i64, i64)]) {
+        let gone: std::collections::HashSet<&(i64, i64)> = gone.iter().collect();
+        self.aborted
+            .retain(|a| !gone.contains(&(a.producer_id, a.last_offset)));
+    }
+
     /// The log start moved to `log_start`: aborted transactions wholly before it are gone.
     pub fn trim_before(&mut self, log_start: i64) {
         while self

@@ -25,7 +25,7 @@ pub(crate) fn seal(batch: &mut [u8]) {
     write_crc(batch);
 }
 
-const ATTR_COMPRESSION_MASK: i16 = 0x07;
+pub(crate) const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
@@ -147,9 +147,13 @@ pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     if h.total_len() != buf.len() {
         return Err(BatchError::BadLength);
     }
-    if h.records_count <= 0
-        || h.last_offset_delta < 0
-        || h.records_count as i64 != h.last_offset_delta as i64 + 1
+    // An empty batch (no records, header only) is what the log cleaner leaves of a
+    // producer's last batch whose records all went (Kafka's BatchRetention.RETAIN_EMPTY): it
+    // keeps the producer's offsets and sequence numbers. Clients cannot send one (produce
+    // validation refuses a batch without records).
+    let empty = h.records_count == 0 && h.total_len() == BATCH_HEADER_LEN;
+    if h.last_offset_delta < 0
+        || !(empty || h.records_count as i64 == h.last_offset_delta as i64 + 1)
     {
         return Err(BatchError::BadRecordCount);
     }

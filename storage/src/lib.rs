@@ -31,5 +31,6 @@ pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
 pub use control::{build_marker_batch, parse_marker, TxnMarker};
 pub use error::StorageError;
 pub use log::clean::{CleanStats, CleanerLimits};
+pub use log::clean_txn::{AbortedRange, ProducerTail, TxnContext};
 pub use log::pacing::CleanerPace;
 pub use log::{AppendResult, PartitionLog};

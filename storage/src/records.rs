@@ -159,6 +159,36 @@ pub(crate) fn build_run(
     Ok(())
 }
 
+/// The header of batch `h` alone, without records (Kafka's empty batch that the cleaner
+/// keeps of a producer's last batch): base offset `base_offset`, last offset delta
+/// `last_offset_delta` and base sequence `base_sequence`; no codec (no records to compress),
+/// everything else as in `h`.
+pub(crate) fn build_empty(
+    h: &BatchHeader,
+    base_offset: i64,
+    last_offset_delta: i32,
+    base_sequence: i32,
+    out: &mut BytesMut,
+) {
+    let start = out.len();
+    out.reserve(BATCH_HEADER_LEN);
+    out.put_i64(base_offset);
+    out.put_i32((BATCH_HEADER_LEN - 12) as i32);
+    out.put_i32(h.partition_leader_epoch);
+    out.put_i8(2);
+    out.put_u32(0); // crc, patched below
+    out.put_i16(h.attributes & !crate::batch::ATTR_COMPRESSION_MASK);
+    out.put_i32(last_offset_delta);
+    out.put_i64(h.base_timestamp);
+    out.put_i64(h.max_timestamp);
+    out.put_i64(h.producer_id);
+    out.put_i16(h.producer_epoch);
+    out.put_i32(base_sequence);
+    out.put_i32(0);
+    let crc = crc32c::crc32c(&out[start + CRC_START..]);
+    out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

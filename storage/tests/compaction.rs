@@ -190,7 +190,10 @@ fn cleaning_keeps_exactly_the_latest_record_per_key_and_then_drops_tombstones() 
             log.flush().await.expect("flush");
             let leo = log.log_end_offset();
             let before = dir_bytes(&dir);
-            assert!(log.cleanable_ratio(TS0 + 100).is_some(), "log is dirty");
+            assert!(
+                log.cleanable_ratio(TS0 + 100, i64::MAX).is_some(),
+                "log is dirty"
+            );
             // Tombstones are younger than delete.retention.ms: they stay.
             let stats = log
                 .clean(&CleanerLimits::new(1 << 20, TS0 + 100))
@@ -204,7 +207,7 @@ fn cleaning_keeps_exactly_the_latest_record_per_key_and_then_drops_tombstones() 
             assert!(after * 10 < before, "disk use drops: {before} -> {after}");
             log.check_consistency().await.expect("consistent");
             // Nothing new is dirty: no round.
-            assert!(log.cleanable_ratio(TS0 + 100).is_none());
+            assert!(log.cleanable_ratio(TS0 + 100, i64::MAX).is_none());
 
             // New data, and time passes beyond delete.retention.ms: tombstones go.
             let k = key(50);
@@ -372,7 +375,10 @@ fn the_first_dirty_offset_survives_a_restart_and_a_damaged_checkpoint_only_costs
 
         // Reopened, the cleaned part is known clean: nothing to do until new data.
         let log = open(&dir, compact_cfg(true), 1 << 20).await;
-        assert!(log.cleanable_ratio(TS0 + 100).is_none(), "no rescan");
+        assert!(
+            log.cleanable_ratio(TS0 + 100, i64::MAX).is_none(),
+            "no rescan"
+        );
         log.close().await.expect("close");
 
         // Damaged, foreign, oversized or out-of-range checkpoints are ignored: one full rescan.
@@ -385,7 +391,7 @@ fn the_first_dirty_offset_survives_a_restart_and_a_damaged_checkpoint_only_costs
             std::fs::write(&ckpt, &bad).expect("write bad checkpoint");
             let log = open(&dir, compact_cfg(true), 1 << 20).await;
             assert!(
-                log.cleanable_ratio(TS0 + 100).is_some(),
+                log.cleanable_ratio(TS0 + 100, i64::MAX).is_some(),
                 "a bad checkpoint ({} bytes) means a rescan",
                 bad.len()
             );
@@ -396,7 +402,7 @@ fn the_first_dirty_offset_survives_a_restart_and_a_damaged_checkpoint_only_costs
         // A truncation below the first dirty offset forgets the checkpoint.
         std::fs::write(&ckpt, &good).expect("restore checkpoint");
         let log = open(&dir, compact_cfg(true), 1 << 20).await;
-        assert!(log.cleanable_ratio(TS0 + 100).is_none());
+        assert!(log.cleanable_ratio(TS0 + 100, i64::MAX).is_none());
         log.truncate_to(10).await.expect("truncate");
         assert_ne!(
             std::fs::read(&ckpt).ok(),

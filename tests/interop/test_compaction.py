@@ -129,3 +129,66 @@ def test_confluent_and_java_read_exactly_the_latest_value_of_each_live_key(clean
     for t in topics:
         assert keyed_latest(by_java[t]) == EXPECTED, f"{t}: the Java client saw {by_java[t][:5]}..."
         assert by_java[t] == by_confluent[t], f"{t}: both clients read the same records"
+
+
+def read_isolated(bootstrap, topic, isolation):
+    """[(key, value)] of partition 0 up to the end a consumer at `isolation` sees (the LSO for
+    read_committed), in offset order."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"txn-compaction-{isolation}",
+                  "enable.auto.commit": False, "enable.partition.eof": True,
+                  "isolation.level": isolation})
+    try:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        out, deadline = [], time.time() + 30
+        while True:
+            assert time.time() < deadline, f"{topic}: no end of partition within 30 s"
+            m = c.poll(0.2)
+            if m is None:
+                continue
+            if m.error():
+                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                return out
+            out.append((m.key().decode(), None if m.value() is None else m.value().decode()))
+    finally:
+        c.close()
+
+
+def test_a_compacted_topic_keeps_the_latest_committed_value_of_each_key_and_nothing_aborted(
+        cleaning_broker):
+    """Committed and aborted transactions on a compacted topic: once the cleaner has run,
+    read_committed and read_uncommitted consumers both see exactly the latest committed value
+    of each key, and no record of an aborted transaction."""
+    topic = "compacted-txn"
+    create_compacted(cleaning_broker, topic)
+    p = Producer({"bootstrap.servers": cleaning_broker, "transactional.id": "compacted-txn-id",
+                  "linger.ms": 2})
+    p.init_transactions(30)
+    for v in range(4):
+        p.begin_transaction()
+        for i in range(50):
+            p.produce(topic, key=f"k{i}", value=f"k{i}-c{v}", partition=0)
+        p.commit_transaction(30)
+        p.begin_transaction()
+        for i in range(0, 50, 2):
+            p.produce(topic, key=f"k{i}", value=f"k{i}-aborted{v}", partition=0)
+        p.flush(30)
+        p.abort_transaction(30)
+    # Once segment.ms has passed, one record rolls the log: every transaction is cleanable.
+    time.sleep(0.4)
+    roll = Producer({"bootstrap.servers": cleaning_broker, "acks": "all"})
+    roll.produce(topic, key="roll", value="roll", partition=0)
+    assert roll.flush(30) == 0
+    expected = {f"k{i}": f"k{i}-c3" for i in range(50)}
+
+    def latest(recs):
+        keyed = [(k, v) for k, v in recs if k != "roll"]
+        return dict(keyed) if len(dict(keyed)) == len(keyed) else None
+
+    deadline = time.time() + 60
+    while latest(read_isolated(cleaning_broker, topic, "read_uncommitted")) != expected:
+        assert time.time() < deadline, "not compacted within 60 s"
+        time.sleep(0.3)
+    for isolation in ["read_uncommitted", "read_committed"]:
+        recs = read_isolated(cleaning_broker, topic, isolation)
+        assert latest(recs) == expected, f"{isolation}: {recs[:5]}..."
+        assert not any("aborted" in (v or "") for _, v in recs), isolation

@@ -8,8 +8,10 @@
 //! log gets gaps; records with consecutive kept offsets stay together in one batch. The last
 //! record of each segment is always kept so segment bounds (and the log end seen by recovery)
 //! never move. A compressed batch is decompressed (bounded like produce validation) and its
-//! kept records compressed again with its codec; transactional and control batches are kept
-//! whole.
+//! kept records compressed again with its codec. Nothing at or past the partition's last
+//! stable offset is cleaned (`CleanerLimits::upper_bound`): whole sealed segments below it
+//! only. Aborted transactions' data, transaction markers and the batches producer state needs
+//! are handled in `clean_txn`.
 //!
 //! Swap of one segment, crash-safe at every step: the new contents go to `<base>.log.cleaned`
 //! (fsynced), which is renamed to `<base>.log.swap` (directory fsynced: from here the new
@@ -23,12 +25,13 @@ use std::collections::HashMap;
 
 use glommio::io::{BufferedFile, OpenOptions};
 
+use super::clean_txn::{AbortedRange, Plan, TxnContext, TxnRound};
 use super::pacing::{pace, CleanerPace};
 use super::*;
 use crate::batch_validation::{decompress_records, DEFAULT_MAX_UNCOMPRESSED_BYTES};
 use crate::compression::Codec;
 use crate::error::glommio_io;
-use crate::records::{build_run, parse_records, RecordRef};
+use crate::records::{build_empty, build_run, parse_records, RecordRef};
 use crate::recovery::{CLEANED_SUFFIX, SWAP_SUFFIX};
 
 /// Bytes one map entry costs (hash, offset and the hash table's overhead), for the budget.
@@ -47,6 +50,12 @@ pub struct CleanerLimits {
     pub now_ms: i64,
     /// How the cleaner shares the shard with requests (`pacing`).
     pub pace: CleanerPace,
+    /// Nothing at or past this offset is cleaned: the partition's last stable offset (Kafka's
+    /// first uncleanable offset), so open transactions and records not yet replicated are
+    /// left alone.
+    pub upper_bound: i64,
+    /// The partition's aborted transactions and producers.
+    pub txns: TxnContext,
     /// Test hook: stop the swap after this step (1..=4) as a crash would.
     #[doc(hidden)]
     pub crash_after_step: Option<u8>,
@@ -58,6 +67,8 @@ impl CleanerLimits {
             dedupe_buffer_bytes,
             now_ms,
             pace: CleanerPace::default(),
+            upper_bound: i64::MAX,
+            txns: TxnContext::default(),
             crash_after_step: None,
         }
     }
@@ -74,6 +85,10 @@ pub struct CleanStats {
     pub records_removed: u64,
     /// The first dirty offset after the round.
     pub clean_end: i64,
+    /// Aborted transactions of `CleanerLimits::txns` of which no batch is left: the
+    /// partition's index should forget them (only then may a later round remove their
+    /// markers).
+    pub aborted_without_data: Vec<AbortedRange>,
 }
 
 /// A sealed segment as the cleaner found it.
@@ -149,9 +164,10 @@ impl<'a> BatchReader<'a> {
     }
 }
 
-/// Whether the cleaner looks inside this batch (otherwise it is kept whole).
+/// Whether the cleaner looks inside this batch's records (a control batch is decided by
+/// `clean_txn` as a whole).
 fn inspectable(h: &batch::BatchHeader) -> bool {
-    h.compression() <= 4 && !h.is_transactional() && !h.is_control()
+    h.compression() <= 4 && !h.is_control()
 }
 
 /// The batch in plain form for `parse_records`: itself when uncompressed, else its header
@@ -192,8 +208,9 @@ impl PartitionLog {
     /// The dirty ratio of a compacted log when it is due for cleaning (ratio at least
     /// `min.cleanable.dirty.ratio`, or a dirty segment older than `max.compaction.lag.ms`,
     /// reported as a ratio above 1 so it goes first); `None` when there is nothing to do.
-    pub fn cleanable_ratio(&self, now_ms: i64) -> Option<f64> {
-        let c = self.inner.cleanable(now_ms)?;
+    /// Only sealed segments wholly below `upper_bound` (the last stable offset) count.
+    pub fn cleanable_ratio(&self, now_ms: i64, upper_bound: i64) -> Option<f64> {
+        let c = self.inner.cleanable(now_ms, upper_bound)?;
         Some(if c.forced { 1.0 + c.ratio } else { c.ratio })
     }
 
@@ -204,7 +221,7 @@ impl PartitionLog {
 }
 
 impl Inner {
-    fn cleanable(&self, now_ms: i64) -> Option<Cleanable> {
+    fn cleanable(&self, now_ms: i64, upper_bound: i64) -> Option<Cleanable> {
         let cfg = self.cfg.borrow();
         if !cfg.cleanup.compact || self.closed.get() {
             return None;
@@ -217,6 +234,7 @@ impl Inner {
             .segments
             .values()
             .take(n.saturating_sub(1))
+            .take_while(|s| s.meta.next_offset <= upper_bound)
             .filter(|s| s.meta.next_offset > st.log_start && s.meta.size > 0)
             .take_while(|s| cc.min_compaction_lag_ms == 0 || s.meta.max_timestamp <= lag_limit)
             .map(|s| SegSnap {
@@ -256,7 +274,7 @@ impl Inner {
     }
 
     async fn clean(&self, limits: &CleanerLimits) -> Result<Option<CleanStats>, StorageError> {
-        let Some(c) = self.cleanable(limits.now_ms) else {
+        let Some(c) = self.cleanable(limits.now_ms, limits.upper_bound) else {
             return Ok(None);
         };
         let mut stats = CleanStats::default();
@@ -266,9 +284,19 @@ impl Inner {
             tracing::warn!(dir = %self.dir.display(), "log cleaner: the dedupe buffer cannot hold one batch's keys");
             return Ok(None);
         }
+        let mut txns = TxnRound::new(&limits.txns, self.horizon(limits.now_ms));
+        let mut all_swapped = true;
         for seg in c.segs.iter().filter(|s| s.base < map_end) {
             let Some(rw) = self
-                .rewrite_segment(seg, &map, map_end, c.active_base, limits, &mut stats)
+                .rewrite_segment(
+                    seg,
+                    &map,
+                    map_end,
+                    c.active_base,
+                    limits,
+                    &mut txns,
+                    &mut stats,
+                )
                 .await?
             else {
                 continue;
@@ -277,10 +305,17 @@ impl Inner {
             stats.bytes_written += rw.meta.size;
             if self.swap_in(seg, rw, limits.crash_after_step).await? {
                 stats.segments_rewritten += 1;
+            } else {
+                all_swapped = false;
             }
             if limits.crash_after_step.is_some() {
                 return Ok(Some(stats));
             }
+        }
+        // A segment left as it was (retention or a truncation changed it meanwhile) may
+        // still hold batches this round removed from its copy.
+        if all_swapped {
+            stats.aborted_without_data = txns.aborted_without_data();
         }
         let mut st = self.st.borrow_mut();
         if st.clean_gen == gen && map_end > st.clean_end && map_end <= st.leo {
@@ -300,6 +335,8 @@ impl Inner {
         stats: &mut CleanStats,
     ) -> Result<(HashMap<u128, i64>, i64), StorageError> {
         let max_entries = limits.dedupe_buffer_bytes / MAP_ENTRY_BYTES;
+        // Records of aborted transactions never count as a key's latest.
+        let fates = TxnRound::new(&limits.txns, i64::MIN);
         let mut map: HashMap<u128, i64> = HashMap::new();
         let mut scratch = Vec::new();
         let mut end = c.first_dirty;
@@ -311,7 +348,8 @@ impl Inner {
                 if h.last_offset() < c.first_dirty {
                     continue;
                 }
-                if let Some((view, vh)) = plain(&bytes, &h, &mut scratch) {
+                let aborted = fates.aborted_txn(&h).is_some();
+                if let Some((view, vh)) = plain(&bytes, &h, &mut scratch).filter(|_| !aborted) {
                     if let Ok(recs) = parse_records(view, &vh) {
                         let hashes: Vec<(u128, i64)> = recs
                             .iter()
@@ -334,8 +372,14 @@ impl Inner {
         Ok((map, end))
     }
 
+    /// Tombstones (and transaction markers) older than this may go: `delete.retention.ms`.
+    fn horizon(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(self.cfg.borrow().compaction.delete_retention_ms as i64)
+    }
+
     /// Writes the cleaned copy of `seg` to `<base>.log.cleaned`; `None` if nothing would be
     /// removed (the segment is left as it is).
+    #[allow(clippy::too_many_arguments)]
     async fn rewrite_segment(
         &self,
         seg: &SegSnap,
@@ -343,13 +387,11 @@ impl Inner {
         map_end: i64,
         active_base: i64,
         limits: &CleanerLimits,
+        txns: &mut TxnRound<'_>,
         stats: &mut CleanStats,
     ) -> Result<Option<Rewritten>, StorageError> {
         let pacing = &limits.pace;
-        // Tombstones older than this are dropped (Kafka's delete.retention.ms).
-        let horizon = limits
-            .now_ms
-            .saturating_sub(self.cfg.borrow().compaction.delete_retention_ms as i64);
+        let horizon = self.horizon(limits.now_ms);
         // The last record before the active segment stays: if a crash leaves the active
         // segment empty, recovery drops it and takes the log end from this one.
         let pinned = if seg.next == active_base {
@@ -369,18 +411,24 @@ impl Inner {
             let ts = h.base_timestamp.wrapping_add(r.timestamp_delta);
             !(r.tombstone && offset < map_end && ts < horizon)
         };
-        // First pass decides whether anything goes, without writing.
+        // First pass decides each batch's plan (and moves the round's transaction state),
+        // without writing.
         let mut removable = 0u64;
+        let mut plans = Vec::new();
         let mut scratch = Vec::new();
         let mut reader = BatchReader::new(seg);
         while let Some((bytes, h)) = reader.next().await? {
             pace(pacing, bytes.len() as u64).await;
             stats.bytes_read += bytes.len() as u64;
-            if let Some((view, vh)) = plain(&bytes, &h, &mut scratch) {
-                if let Ok(recs) = parse_records(view, &vh) {
-                    removable += recs.iter().filter(|r| !keep(&h, r)).count() as u64;
-                }
+            let recs = plain(&bytes, &h, &mut scratch)
+                .and_then(|(view, vh)| parse_records(view, &vh).ok());
+            let (plan, removed) = txns.plan(&bytes, &h, recs.as_deref(), |r| keep(&h, r), pinned);
+            removable += removed;
+            // A marker that goes removes no record but still needs a rewrite.
+            if plan == Plan::Drop && removed == 0 {
+                removable += 1;
             }
+            plans.push(plan);
         }
         if removable == 0 {
             return Ok(None);
@@ -394,7 +442,7 @@ impl Inner {
             .await
             .map_err(|e| StorageError::io(&path, "create cleaned segment", glommio_io(e)))?;
         let res = self
-            .write_cleaned(seg, &out, &path, keep, pacing, stats)
+            .write_cleaned(seg, &out, &path, &plans, keep, pacing, stats)
             .await;
         let _ = out.close().await;
         match res {
@@ -410,11 +458,13 @@ impl Inner {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn write_cleaned(
         &self,
         seg: &SegSnap,
         out: &BufferedFile,
         path: &Path,
+        plans: &[Plan],
         keep: impl Fn(&batch::BatchHeader, &RecordRef<'_>) -> bool,
         pacing: &CleanerPace,
         stats: &mut CleanStats,
@@ -428,35 +478,61 @@ impl Inner {
         let mut synced = 0u64;
         let mut scratch = Vec::new();
         let mut reader = BatchReader::new(seg);
+        let mut plans = plans.iter();
         while let Some((bytes, h)) = reader.next().await? {
             pace(pacing, bytes.len() as u64).await;
             stats.bytes_read += bytes.len() as u64;
-            let codec = Codec::of(&bytes, &h);
-            let recs = plain(&bytes, &h, &mut scratch)
-                .and_then(|(view, vh)| parse_records(view, &vh).ok());
+            // The segment was read the same way a moment ago; a different batch count means
+            // it changed under the cleaner.
+            let Some(&plan) = plans.next() else {
+                return Err(StorageError::corrupt(path, "segment changed while cleaned"));
+            };
             let start = buf.len();
-            match recs {
-                Some(recs) if recs.iter().any(|r| !keep(&h, r)) => {
-                    // Runs of kept records with consecutive offsets, one batch each.
-                    let mut run: Vec<RecordRef<'_>> = Vec::new();
-                    for r in recs {
-                        if !keep(&h, &r) {
-                            build_run(&h, codec, &run, &mut buf).map_err(rebuild_err)?;
-                            run.clear();
-                            continue;
+            match plan {
+                Plan::Keep => buf.extend_from_slice(&bytes),
+                Plan::Drop => {}
+                Plan::Empty => build_empty(
+                    &h,
+                    h.base_offset,
+                    h.last_offset_delta,
+                    h.base_sequence,
+                    &mut buf,
+                ),
+                Plan::Filter { last_of_producer } => {
+                    let codec = Codec::of(&bytes, &h);
+                    let Some(recs) = plain(&bytes, &h, &mut scratch)
+                        .and_then(|(view, vh)| parse_records(view, &vh).ok())
+                    else {
+                        return Err(StorageError::corrupt(path, "batch changed while cleaned"));
+                    };
+                    write_kept_records(&h, codec, &recs, |r| keep(&h, r), &mut buf)
+                        .map_err(rebuild_err)?;
+                    let last_kept = recs.last().is_some_and(|r| {
+                        r.offset_delta == i64::from(h.last_offset_delta) && keep(&h, r)
+                    });
+                    if last_of_producer && !last_kept {
+                        // The producer's last offset and sequence survive in an empty batch:
+                        // the original header if nothing is left, else one at the last offset.
+                        if !recs.iter().any(|r| keep(&h, r)) {
+                            build_empty(
+                                &h,
+                                h.base_offset,
+                                h.last_offset_delta,
+                                h.base_sequence,
+                                &mut buf,
+                            );
+                        } else {
+                            let seq = if h.base_sequence >= 0 {
+                                ((i64::from(h.base_sequence) + i64::from(h.last_offset_delta))
+                                    % (i64::from(i32::MAX) + 1))
+                                    as i32
+                            } else {
+                                h.base_sequence
+                            };
+                            build_empty(&h, h.last_offset(), 0, seq, &mut buf);
                         }
-                        if run
-                            .last()
-                            .is_some_and(|p| p.offset_delta + 1 != r.offset_delta)
-                        {
-                            build_run(&h, codec, &run, &mut buf).map_err(rebuild_err)?;
-                            run.clear();
-                        }
-                        run.push(r);
                     }
-                    build_run(&h, codec, &run, &mut buf).map_err(rebuild_err)?;
                 }
-                _ => buf.extend_from_slice(&bytes),
             }
             // Index the batches just added.
             let mut at = start;
@@ -573,6 +649,33 @@ impl Inner {
         }
         Ok(true)
     }
+}
+
+/// The records of `recs` that `keep` keeps, in runs of consecutive offsets, one batch each.
+fn write_kept_records(
+    h: &batch::BatchHeader,
+    codec: Codec,
+    recs: &[RecordRef<'_>],
+    keep: impl Fn(&RecordRef<'_>) -> bool,
+    buf: &mut BytesMut,
+) -> Result<(), batch::BatchError> {
+    let mut run: Vec<RecordRef<'_>> = Vec::new();
+    for r in recs {
+        if !keep(r) {
+            build_run(h, codec, &run, buf)?;
+            run.clear();
+            continue;
+        }
+        if run
+            .last()
+            .is_some_and(|p| p.offset_delta + 1 != r.offset_delta)
+        {
+            build_run(h, codec, &run, buf)?;
+            run.clear();
+        }
+        run.push(*r);
+    }
+    build_run(h, codec, &run, buf)
 }
 
 async fn write_all(

@@ -31,6 +31,7 @@ use crate::segment::{index_name, log_path, time_index_name, BatchInfo, Segment, 
 use crate::time_index::TimeIndex;
 
 pub mod clean;
+pub mod clean_txn;
 mod lifecycle;
 mod maintenance;
 mod open;
