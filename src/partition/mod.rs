@@ -325,6 +325,10 @@ impl Partition {
         self.log.high_watermark()
     }
 
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+
     /// Leader append of one batch. The batch has already been checked for size.
     pub async fn append_as_leader(&self, batch: BytesMut) -> ProduceOutcome {
         // Kafka answers CORRUPT_MESSAGE for a bad CRC or a malformed batch header.
