@@ -469,6 +469,33 @@ pub async fn add_partitions(
     .await
 }
 
+/// KIP-890 verification (a partition leader asking before it appends a producer's first
+/// transactional batch): per partition, NONE when it is in the open transaction of this
+/// producer id and epoch, INVALID_TXN_STATE when it is not (or nothing is open); the
+/// producer's own errors (fenced epoch, unknown id) for all. Not held: the producer sends data
+/// only after AddPartitionsToTxn was answered, by which time the state is in memory.
+pub async fn verify(
+    shard: &Rc<Services>,
+    id: String,
+    producer_id: i64,
+    epoch: i16,
+    parts: Vec<TopicPartitionName>,
+) -> Result<Vec<i16>, i16> {
+    let part = partition_of(shard, &id).await?;
+    let m = part.get(&id).ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
+    state::check_producer(&m, producer_id, epoch)?;
+    Ok(parts
+        .iter()
+        .map(|p| {
+            if m.state == state::TxnState::Ongoing && m.partitions.contains(p) {
+                errors::NONE
+            } else {
+                errors::INVALID_TXN_STATE
+            }
+        })
+        .collect())
+}
+
 /// EndTxn: answered once the Prepare state is persisted; the markers follow. A retry that
 /// finds the Prepare state is held until it completes, then answered as done.
 pub async fn end_txn(

@@ -99,6 +99,8 @@ fn retriable(code: i16) -> bool {
             | errors::UNKNOWN_TOPIC_OR_PARTITION
             | errors::INVALID_PRODUCER_EPOCH
             | errors::INVALID_PRODUCER_ID_MAPPING
+            // A newer coordinator wrote this producer's markers: this one is a zombie.
+            | errors::TRANSACTION_COORDINATOR_FENCED
             | errors::CORRUPT_MESSAGE
             | errors::INVALID_RECORD
     )
