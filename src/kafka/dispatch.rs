@@ -87,7 +87,7 @@ pub static APIS: &[ApiSpec] = &[
     api!(CreateAcls, 1, 3, acls::create),
     api!(DescribeAcls, 1, 3, acls::describe),
     api!(DeleteAcls, 1, 3, acls::delete),
-    api!(AddPartitionsToTxn, 0, 3, add_partitions_to_txn),
+    api!(AddPartitionsToTxn, 0, 4, add_partitions_to_txn),
     api!(AddOffsetsToTxn, 0, 3, add_offsets_to_txn),
     api!(EndTxn, 0, 3, end_txn),
     api!(TxnOffsetCommit, 0, 3, txn_offset_commit),

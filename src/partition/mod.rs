@@ -22,6 +22,7 @@ mod txn_tests;
 use crate::kafka::errors;
 use crate::shard::event::LocalEvent;
 use crate::shard::TopicPartition;
+use crate::txn::verify::Verification;
 use bytes::{Bytes, BytesMut};
 use chronik_raft::image::{BrokerId, TopicId};
 use chronik_storage::{BatchError, PartitionLog, StorageError};
@@ -29,6 +30,7 @@ use producer_state::{ProducerStateTable, SeqCheck};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use txn_index::{AbortedTxn, TxnIndex};
 
@@ -103,6 +105,9 @@ pub struct Partition {
     producers: RefCell<ProducerStateTable>,
     /// Open, completing and aborted transactions (from the log, as `producers`).
     txns: RefCell<TxnIndex>,
+    /// Producers whose first transactional batch here is being verified with their
+    /// transaction coordinator (KIP-890, `crate::txn::verify`), by producer id.
+    verifying: RefCell<HashMap<i64, Rc<Verification>>>,
     /// Signalled when the high watermark moves (consumer fetch long-polls, acks=all waiters).
     pub hw_advanced: LocalEvent,
     /// Signalled when a leader append is written (follower fetch long-polls). Separate from
@@ -221,6 +226,7 @@ impl Partition {
             dir,
             producers: RefCell::new(ProducerStateTable::default()),
             txns: RefCell::new(TxnIndex::new()),
+            verifying: RefCell::new(HashMap::new()),
             hw_advanced: LocalEvent::new(),
             appended: LocalEvent::new(),
             leader_epoch: Cell::new(-1),
@@ -279,11 +285,16 @@ impl Partition {
                 while let Ok(h) = chronik_storage::parse_header(rest) {
                     let len = h.total_len().min(rest.len());
                     let batch = &rest[..len];
+                    let marker = if h.is_control() {
+                        chronik_storage::parse_marker(batch, &h)
+                    } else {
+                        None
+                    };
                     if h.base_offset >= producers_from {
-                        self.note_producer(&h);
+                        self.note_producer(&h, marker);
                     }
                     if h.base_offset >= txns_from {
-                        self.note_txn(&h, chronik_storage::parse_marker(batch, &h));
+                        self.note_txn(&h, marker);
                     }
                     offset = offset.max(h.last_offset() + 1);
                     rest = &rest[len..];
@@ -326,6 +337,10 @@ impl Partition {
 
     pub fn high_watermark(&self) -> i64 {
         self.log.high_watermark()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.log_end_offset()
     }
 
     /// Leader append of one batch. The batch has already been checked for size.
@@ -727,17 +742,23 @@ impl Partition {
         h: &chronik_storage::BatchHeader,
         marker: Option<chronik_storage::TxnMarker>,
     ) {
-        self.note_producer(h);
+        self.note_producer(h, marker);
         self.note_txn(h, marker);
     }
 
-    fn note_producer(&self, h: &chronik_storage::BatchHeader) {
+    fn note_producer(
+        &self,
+        h: &chronik_storage::BatchHeader,
+        marker: Option<chronik_storage::TxnMarker>,
+    ) {
         if h.is_transactional() && !h.is_control() && h.base_sequence < 0 {
             return; // a coordinator's batch: no sequences (see `append_valid_as_leader`)
         }
         let mut producers = self.producers.borrow_mut();
         if h.is_control() {
-            producers.record_marker(h.producer_id, h.producer_epoch);
+            // A control batch that is no transaction marker carries no coordinator epoch.
+            let coordinator_epoch = marker.map_or(-1, |m| m.coordinator_epoch);
+            producers.record_marker(h.producer_id, h.producer_epoch, coordinator_epoch);
             return;
         }
         // From the offsets, not the record count: a batch the cleaner emptied keeps its
@@ -760,6 +781,9 @@ impl Partition {
         if !h.is_transactional() || h.producer_id < 0 {
             return;
         }
+        if h.is_control() {
+            self.void_verification(h.producer_id);
+        }
         let mut txns = self.txns.borrow_mut();
         match (h.is_control(), marker) {
             (false, _) => txns.on_data(h.producer_id, h.base_offset),
@@ -774,7 +798,9 @@ impl Partition {
     /// On the leader: writes the marker ending `producer_id`'s transaction here (the
     /// transaction coordinator's WriteTxnMarkers). A marker of an epoch older than the one this
     /// partition knows the producer by is refused with INVALID_PRODUCER_EPOCH (a zombie
-    /// coordinator's or producer's); a newer epoch fences the producer's older batches.
+    /// producer's), one from a coordinator older than the one that wrote the producer's last
+    /// marker with TRANSACTION_COORDINATOR_FENCED (a zombie coordinator's); a newer epoch
+    /// fences the producer's older batches.
     pub async fn append_marker(
         &self,
         producer_id: i64,
@@ -787,13 +813,12 @@ impl Partition {
         if !self.is_leader.get() {
             return ProduceOutcome::error(errors::NOT_LEADER_OR_FOLLOWER);
         }
-        if self
-            .producers
-            .borrow()
-            .epoch_of(producer_id)
-            .is_some_and(|known| epoch < known)
+        if let Err(code) =
+            self.producers
+                .borrow()
+                .check_marker(producer_id, epoch, marker.coordinator_epoch)
         {
-            return ProduceOutcome::error(errors::INVALID_PRODUCER_EPOCH);
+            return ProduceOutcome::error(code);
         }
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -805,13 +830,14 @@ impl Partition {
         // Bookkeeping before the append is issued, as for data batches: the state follows
         // the order batches take in the log.
         let at = self.log.log_end_offset();
+        self.void_verification(producer_id);
         let ended = self
             .txns
             .borrow_mut()
             .on_marker(producer_id, marker.commit, at);
         self.producers
             .borrow_mut()
-            .record_marker(producer_id, epoch);
+            .record_marker(producer_id, epoch, marker.coordinator_epoch);
         match self.append_leader_batch(batch).await {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -836,6 +862,35 @@ impl Partition {
         let mut txns = self.txns.borrow_mut();
         txns.trim_before(self.log.log_start_offset());
         txns.aborted_between(from, to)
+    }
+
+    /// The verification in flight for `producer_id`'s first transactional batch here.
+    pub fn verification(&self, producer_id: i64) -> Option<Rc<Verification>> {
+        self.verifying.borrow().get(&producer_id).cloned()
+    }
+
+    /// A verification of `producer_id`'s first transactional batch starts (replacing one of
+    /// another epoch).
+    pub fn begin_verification(&self, producer_id: i64, v: Rc<Verification>) {
+        self.verifying.borrow_mut().insert(producer_id, v);
+    }
+
+    /// The verification `v` ended: it no longer stands for the producer.
+    pub fn end_verification(&self, producer_id: i64, v: &Rc<Verification>) {
+        let mut verifying = self.verifying.borrow_mut();
+        if verifying
+            .get(&producer_id)
+            .is_some_and(|cur| Rc::ptr_eq(cur, v))
+        {
+            verifying.remove(&producer_id);
+        }
+    }
+
+    /// A marker of `producer_id` is written: a verification in flight is void.
+    fn void_verification(&self, producer_id: i64) {
+        if let Some(v) = self.verifying.borrow().get(&producer_id) {
+            v.void();
+        }
     }
 
     /// The first offset of `producer_id`'s open transaction here (DescribeProducers).

@@ -1,6 +1,7 @@
 //! Idempotent-producer state of one partition: the last five batches (sequence ranges and offsets)
 //! per producer id, as Kafka keeps them, so retries are answered with the original offset and gaps
-//! are refused.
+//! are refused; and the coordinator epoch of the producer's last transaction marker, so a marker
+//! from a coordinator that has since been replaced is refused (TRANSACTION_COORDINATOR_FENCED).
 
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -16,11 +17,43 @@ pub struct BatchMeta {
     pub last_offset: i64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMeta>,
+    /// The coordinator epoch (the `__transaction_state` partition's leader epoch) of the
+    /// newest marker written for this producer; -1: none yet.
+    pub coordinator_epoch: i32,
 }
+
+impl Default for ProducerEntry {
+    fn default() -> Self {
+        ProducerEntry {
+            epoch: 0,
+            batches: VecDeque::new(),
+            coordinator_epoch: -1,
+        }
+    }
+}
+
+/// Version 1 snapshots, from before the coordinator epoch was kept: still read, with no
+/// coordinator epoch known (-1) until the producer's next marker.
+#[derive(Deserialize)]
+struct ProducerEntryV1 {
+    epoch: i16,
+    batches: VecDeque<BatchMeta>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotV1 {
+    #[allow(dead_code)]
+    version: u16,
+    end_offset: i64,
+    producers: Vec<(i64, ProducerEntryV1)>,
+}
+
+/// Written snapshots' version.
+const SNAPSHOT_VERSION: u16 = 2;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum SeqCheck {
@@ -146,29 +179,48 @@ impl ProducerStateTable {
         }
     }
 
-    /// A transaction marker of `producer_id` at `epoch` was appended. A newer epoch (the
-    /// coordinator fenced the producer) replaces the old one, so batches of the fenced epoch
-    /// are refused from now on; its cached batches go, as Kafka resets them on a new epoch.
-    pub fn record_marker(&mut self, producer_id: i64, epoch: i16) {
+    /// Whether a marker of `producer_id` at `epoch` from a coordinator at `coordinator_epoch`
+    /// may be written, as Kafka checks it: INVALID_PRODUCER_EPOCH for an epoch older than the
+    /// producer's here, TRANSACTION_COORDINATOR_FENCED for a coordinator older than the one
+    /// that wrote the producer's last marker (a zombie coordinator's).
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), i16> {
+        let Some(e) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < e.epoch {
+            return Err(crate::kafka::errors::INVALID_PRODUCER_EPOCH);
+        }
+        if coordinator_epoch < e.coordinator_epoch {
+            return Err(crate::kafka::errors::TRANSACTION_COORDINATOR_FENCED);
+        }
+        Ok(())
+    }
+
+    /// A transaction marker of `producer_id` at `epoch`, from a coordinator at
+    /// `coordinator_epoch`, was appended. A newer epoch (the coordinator fenced the producer)
+    /// replaces the old one, so batches of the fenced epoch are refused from now on; its
+    /// cached batches go, as Kafka resets them on a new epoch.
+    pub fn record_marker(&mut self, producer_id: i64, epoch: i16, coordinator_epoch: i32) {
         if producer_id < 0 {
             return;
         }
-        match self.producers.get_mut(&producer_id) {
-            Some(e) if epoch > e.epoch => {
-                e.epoch = epoch;
-                e.batches.clear();
-            }
-            Some(_) => {}
-            None => {
-                self.producers.insert(
-                    producer_id,
-                    ProducerEntry {
-                        epoch,
-                        batches: VecDeque::new(),
-                    },
-                );
-            }
+        let e = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch,
+                ..ProducerEntry::default()
+            });
+        if epoch > e.epoch {
+            e.epoch = epoch;
+            e.batches.clear();
         }
+        e.coordinator_epoch = e.coordinator_epoch.max(coordinator_epoch);
     }
 
     /// The epoch this partition knows `producer_id` by (None: no state here).
@@ -243,7 +295,7 @@ impl ProducerStateTable {
 
     pub fn encode_snapshot(&self, end_offset: i64) -> Vec<u8> {
         let snap = Snapshot {
-            version: 1,
+            version: SNAPSHOT_VERSION,
             end_offset,
             producers: self
                 .producers
@@ -256,16 +308,34 @@ impl ProducerStateTable {
 
     /// Returns the table and the offset from which the log must be replayed.
     pub fn decode_snapshot(bytes: &[u8]) -> Option<(ProducerStateTable, i64)> {
-        let snap: Snapshot = bincode::deserialize(bytes).ok()?;
-        if snap.version != 1 {
-            return None;
-        }
+        // The version leads either layout. bincode bounds what it allocates by the bytes
+        // present, so a lying length fails to decode instead of allocating.
+        let version: u16 = bincode::deserialize(bytes).ok()?;
+        let (producers, end_offset): (HashMap<i64, ProducerEntry>, i64) = match version {
+            1 => {
+                let snap: SnapshotV1 = bincode::deserialize(bytes).ok()?;
+                let producers = snap.producers.into_iter().map(|(id, e)| {
+                    let entry = ProducerEntry {
+                        epoch: e.epoch,
+                        batches: e.batches,
+                        coordinator_epoch: -1,
+                    };
+                    (id, entry)
+                });
+                (producers.collect(), snap.end_offset)
+            }
+            SNAPSHOT_VERSION => {
+                let snap: Snapshot = bincode::deserialize(bytes).ok()?;
+                (snap.producers.into_iter().collect(), snap.end_offset)
+            }
+            _ => return None,
+        };
         Some((
             ProducerStateTable {
-                producers: snap.producers.into_iter().collect(),
+                producers,
                 last_timestamps: HashMap::new(),
             },
-            snap.end_offset,
+            end_offset,
         ))
     }
 }
@@ -363,6 +433,61 @@ mod tests {
         let (u, end) = ProducerStateTable::decode_snapshot(&bytes).unwrap();
         assert_eq!(end, 3);
         assert_eq!(u.check(1, 0, 0, 3), SeqCheck::Duplicate { base_offset: 0 });
+    }
+
+    #[test]
+    fn a_marker_from_an_older_coordinator_is_fenced_and_the_epoch_survives_a_snapshot() {
+        let mut t = ProducerStateTable::default();
+        assert_eq!(t.check_marker(3, 0, 0), Ok(()), "no state: any marker");
+        t.record(3, 0, 0, 2, 0);
+        t.record_marker(3, 0, 5);
+        assert_eq!(
+            t.check_marker(3, 0, 5),
+            Ok(()),
+            "the same coordinator again"
+        );
+        assert_eq!(t.check_marker(3, 0, 6), Ok(()), "a newer coordinator");
+        assert_eq!(t.check_marker(3, 0, 4), Err(TRANSACTION_COORDINATOR_FENCED));
+        assert_eq!(t.check_marker(3, -1, 9), Err(INVALID_PRODUCER_EPOCH));
+        // An older coordinator's marker never lowers what was seen.
+        t.record_marker(3, 0, 2);
+        assert_eq!(t.check_marker(3, 0, 4), Err(TRANSACTION_COORDINATOR_FENCED));
+        let (u, _) = ProducerStateTable::decode_snapshot(&t.encode_snapshot(3)).expect("decodes");
+        assert_eq!(u.check_marker(3, 0, 4), Err(TRANSACTION_COORDINATOR_FENCED));
+        assert_eq!(u.check_marker(3, 0, 5), Ok(()));
+    }
+
+    #[test]
+    fn a_version_1_snapshot_is_still_read() {
+        #[derive(Serialize)]
+        struct V1 {
+            version: u16,
+            end_offset: i64,
+            producers: Vec<(i64, (i16, VecDeque<BatchMeta>))>,
+        }
+        let batch = BatchMeta {
+            first_seq: 0,
+            last_seq: 2,
+            base_offset: 10,
+            last_offset: 12,
+        };
+        let old = V1 {
+            version: 1,
+            end_offset: 13,
+            producers: vec![(8, (1, VecDeque::from(vec![batch])))],
+        };
+        let bytes = bincode::serialize(&old).expect("encodes");
+        let (t, end) = ProducerStateTable::decode_snapshot(&bytes).expect("decodes");
+        assert_eq!(end, 13);
+        assert_eq!(t.check(8, 1, 0, 3), SeqCheck::Duplicate { base_offset: 10 });
+        assert_eq!(t.check_marker(8, 1, 0), Ok(()));
+        assert!(
+            ProducerStateTable::decode_snapshot(&[9, 0]).is_none(),
+            "unknown version"
+        );
+        let mut lying = bytes.clone();
+        lying[10..18].copy_from_slice(&u64::MAX.to_le_bytes()); // the producer count
+        assert!(ProducerStateTable::decode_snapshot(&lying).is_none());
     }
 
     #[test]

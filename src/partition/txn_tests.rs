@@ -220,3 +220,58 @@ fn a_truncated_marker_reopens_its_transaction() {
         p.close().await;
     });
 }
+
+#[test]
+fn a_marker_from_an_older_coordinator_is_fenced_also_after_a_restart_or_without_a_snapshot() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let from = |commit, coordinator_epoch| TxnMarker {
+            commit,
+            coordinator_epoch,
+        };
+        let p = open(dir.path(), 1).await;
+        assert!(p.become_leader(0, &[1], &[1], Instant::now()).is_ok());
+        assert_eq!(
+            p.append_as_leader(txn_batch(4, 0, 2)).await.error,
+            errors::NONE
+        );
+        assert_eq!(
+            p.append_marker(4, 0, from(true, 7)).await.error,
+            errors::NONE
+        );
+        assert_eq!(
+            p.append_as_leader(txn_batch(4, 2, 1)).await.error,
+            errors::NONE
+        );
+        let before = p.log_end_offset();
+        assert_eq!(
+            p.append_marker(4, 0, from(false, 6)).await.error,
+            errors::TRANSACTION_COORDINATOR_FENCED,
+            "a coordinator older than the last one"
+        );
+        assert_eq!(p.log_end_offset(), before, "nothing appended");
+        p.close().await;
+        // Kept in the producer state snapshot.
+        let p = open(dir.path(), 1).await;
+        assert!(p.become_leader(1, &[1], &[1], Instant::now()).is_ok());
+        assert_eq!(
+            p.append_marker(4, 0, from(false, 6)).await.error,
+            errors::TRANSACTION_COORDINATOR_FENCED
+        );
+        p.close().await;
+        // And rebuilt from the markers in the log when the snapshot is gone.
+        std::fs::remove_file(dir.path().join("t-0").join(super::PRODUCER_SNAPSHOT))
+            .expect("snapshot written at close");
+        let p = open(dir.path(), 1).await;
+        assert!(p.become_leader(2, &[1], &[1], Instant::now()).is_ok());
+        assert_eq!(
+            p.append_marker(4, 0, from(false, 6)).await.error,
+            errors::TRANSACTION_COORDINATOR_FENCED
+        );
+        assert_eq!(
+            p.append_marker(4, 0, from(true, 8)).await.error,
+            errors::NONE
+        );
+        p.close().await;
+    });
+}

@@ -3,20 +3,38 @@
 //! `state`; here each new state is written to the partition with acks=all before anything is
 //! done on it (answered, markers written), and the markers of a Prepare state are written in
 //! the background, then its Complete state persisted.
+//!
+//! A request that finds its id between EndTxn and the end of the marker round (a Prepare
+//! state, or a state write in flight) is held, not refused: a producer sends its next
+//! AddPartitionsToTxn right after EndTxn, and answering CONCURRENT_TRANSACTIONS would make it
+//! sleep its retry back-off (Kafka's Java client: 20 ms) for a round that takes about a
+//! millisecond. The hold is bounded (`HOLD_LIMIT`, far below clients' request timeouts) and
+//! ends with NOT_COORDINATOR when this broker stops coordinating the id, so nothing hangs.
 
 use super::markers::{self, MarkerSpec};
 use super::state::{self, EndPlan, InitPlan, TopicPartitionName, TxnMeta};
 use super::{log, now_ms, TXN_TOPIC};
 use crate::kafka::errors;
 use crate::services::Services;
+use crate::shard::event::LocalEvent;
 use crate::shard::TopicPartition;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a write to `__transaction_state` may wait for acks=all.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a request is held while its id's previous transaction completes; past it the
+/// request is answered CONCURRENT_TRANSACTIONS and the client retries (a marker round that
+/// takes this long has a partition without a leader or replicas). Clients' request timeouts
+/// are 30 s (Java, KafkaJS) to 60 s (librdkafka's socket timeout).
+const HOLD_LIMIT: Duration = Duration::from_secs(3);
+
+/// How often a held request re-checks that this broker still leads its partition (a
+/// leadership move has no event of its own here).
+const HOLD_RECHECK: Duration = Duration::from_millis(250);
 
 /// The transactional ids of one `__transaction_state` partition this broker leads.
 pub struct TxnPartition {
@@ -27,8 +45,11 @@ pub struct TxnPartition {
     /// False once leadership moved: background work for it stops.
     active: Cell<bool>,
     txns: RefCell<HashMap<String, TxnMeta>>,
-    /// Ids with a state write in flight: other requests for them wait (retriable error).
+    /// Ids with a state write in flight: other requests for them wait.
     busy: RefCell<HashSet<String>>,
+    /// Notified whenever an id's state or busy mark changes, or the partition is unloaded:
+    /// held requests re-check their id.
+    changed: LocalEvent,
 }
 
 impl TxnPartition {
@@ -54,8 +75,10 @@ pub struct TxnCoordinator {
 
 impl TxnCoordinator {
     fn unload(&self, index: i32) {
-        if let Some(p) = self.parts.borrow_mut().remove(&index) {
+        let removed = self.parts.borrow_mut().remove(&index);
+        if let Some(p) = removed {
             p.active.set(false);
+            p.changed.notify();
         }
     }
 
@@ -107,6 +130,7 @@ pub async fn acquire(shard: &Rc<Services>, index: i32) -> Result<Rc<TxnPartition
         active: Cell::new(true),
         txns: RefCell::new(HashMap::new()),
         busy: RefCell::new(HashSet::new()),
+        changed: LocalEvent::new(),
     });
     coord.parts.borrow_mut().insert(index, part.clone());
     match load(shard, &part).await {
@@ -127,6 +151,7 @@ pub async fn acquire(shard: &Rc<Services>, index: i32) -> Result<Rc<TxnPartition
                 parts.remove(&index);
             }
             part.active.set(false);
+            part.changed.notify();
             Err(code)
         }
     }
@@ -174,8 +199,10 @@ async fn partition_of(shard: &Rc<Services>, id: &str) -> Result<Rc<TxnPartition>
     acquire(shard, index).await
 }
 
-/// Persists `meta` for `id` with acks=all and, once written, makes it the id's state.
-async fn persist(shard: &Rc<Services>, part: &TxnPartition, id: &str, meta: &TxnMeta) -> i16 {
+/// Writes `meta` for `id` to the partition with acks=all: NONE once it is replicated. The
+/// append is issued at the first poll (the log assigns offsets when an append is called and
+/// the partition is open), which `complete` relies on to order its write before the next one.
+async fn write_state(shard: &Rc<Services>, part: &TxnPartition, id: &str, meta: &TxnMeta) -> i16 {
     if !part.active.get() {
         return errors::NOT_COORDINATOR;
     }
@@ -188,14 +215,35 @@ async fn persist(shard: &Rc<Services>, part: &TxnPartition, id: &str, meta: &Txn
         .await
         .error;
     match code {
-        errors::NONE if part.active.get() => {
-            part.txns.borrow_mut().insert(id.to_string(), meta.clone());
-            errors::NONE
-        }
+        errors::NONE if part.active.get() => errors::NONE,
         errors::NONE | errors::NOT_LEADER_OR_FOLLOWER | errors::KAFKA_STORAGE_ERROR => {
             errors::NOT_COORDINATOR
         }
         _ => errors::COORDINATOR_NOT_AVAILABLE,
+    }
+}
+
+/// Persists `meta` for `id` with acks=all and, once written, makes it the id's state.
+async fn persist(shard: &Rc<Services>, part: &TxnPartition, id: &str, meta: &TxnMeta) -> i16 {
+    let code = write_state(shard, part, id, meta).await;
+    if code == errors::NONE {
+        part.txns.borrow_mut().insert(id.to_string(), meta.clone());
+        part.changed.notify();
+    }
+    code
+}
+
+/// Clears an id's busy mark when its state change ends, however it ends (a request's future
+/// may be dropped with its connection).
+struct BusyMark<'a> {
+    part: &'a TxnPartition,
+    id: &'a str,
+}
+
+impl Drop for BusyMark<'_> {
+    fn drop(&mut self) {
+        self.part.busy.borrow_mut().remove(self.id);
+        self.part.changed.notify();
     }
 }
 
@@ -209,9 +257,45 @@ async fn exclusive<T>(
     if !part.busy.borrow_mut().insert(id.to_string()) {
         return busy;
     }
-    let out = f.await;
-    part.busy.borrow_mut().remove(id);
-    out
+    let _mark = BusyMark { part, id };
+    f.await
+}
+
+/// Whether this broker still leads `part` at the epoch it loaded it with.
+fn still_leads(shard: &Services, part: &TxnPartition) -> bool {
+    let me = shard.config.node_id;
+    part.active.get()
+        && shard.with_image(|i| {
+            i.partition(TXN_TOPIC, part.index)
+                .is_some_and(|p| p.leader == me && p.leader_epoch == part.leader_epoch)
+        })
+}
+
+/// Holds a request until `id` is settled: no state write in flight and not in a Prepare state
+/// (its markers being written). Ok then, and the caller acts on it before its next await, so
+/// nothing changes in between. NOT_COORDINATOR once this broker stops leading the partition,
+/// CONCURRENT_TRANSACTIONS past `HOLD_LIMIT` (the client retries).
+async fn settled(shard: &Services, part: &TxnPartition, id: &str) -> Result<(), i16> {
+    let deadline = Instant::now() + HOLD_LIMIT;
+    loop {
+        if !still_leads(shard, part) {
+            return Err(errors::NOT_COORDINATOR);
+        }
+        let preparing = part
+            .txns
+            .borrow()
+            .get(id)
+            .is_some_and(|m| m.state.is_preparing());
+        if !preparing && !part.busy.borrow().contains(id) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(errors::CONCURRENT_TRANSACTIONS);
+        }
+        let nap = (deadline - now).min(HOLD_RECHECK);
+        futures_lite::future::or(part.changed.listen(), glommio::timer::sleep(nap)).await;
+    }
 }
 
 /// Writes the markers of a Prepare state in the background, then persists its Complete state.
@@ -221,6 +305,14 @@ fn spawn_completion(shard: &Rc<Services>, part: &Rc<TxnPartition>, id: String, m
         complete(&shard, &part, id, m).await;
     })
     .detach();
+}
+
+/// The log end offset of `part`'s log here (-1: not open).
+fn log_end(shard: &Services, part: &TxnPartition) -> i64 {
+    shard
+        .replicas
+        .get(&TopicPartition::new(TXN_TOPIC, part.index))
+        .map_or(-1, |p| p.log_end_offset())
 }
 
 async fn complete(shard: &Rc<Services>, part: &Rc<TxnPartition>, id: String, m: TxnMeta) {
@@ -242,68 +334,115 @@ async fn complete(shard: &Rc<Services>, part: &Rc<TxnPartition>, id: String, m: 
     let Some(done) = state::complete(&m, now_ms()) else {
         return;
     };
-    // The Complete state is written once; a failure leaves the Prepare state, which the next
-    // load (or an InitProducerId that finds it) completes again: markers are idempotent.
-    loop {
-        let code = exclusive(part, &id, errors::CONCURRENT_TRANSACTIONS, async {
+    // Requests for the id are held while it is in the Prepare state, so it is still `m`
+    // unless the partition was reloaded meanwhile (then another task completes it).
+    if !part.active.get() || part.get(&id).as_ref() != Some(&m) {
+        return;
+    }
+    // The Complete state takes effect as soon as its write is issued, and held requests go on
+    // without waiting for its replication: their own writes are issued after it, and the log
+    // keeps appends in the order they are issued, so the last record of the id is always its
+    // newest state. (Were it lost, the Prepare state before it only makes the next coordinator
+    // write the same markers again.)
+    let mut write = Box::pin({
+        let (shard, part, id, done) = (shard.clone(), part.clone(), id.clone(), done.clone());
+        async move { write_state(&shard, &part, &id, &done).await }
+    });
+    let before = log_end(shard, part);
+    let first = futures_lite::future::poll_once(&mut write).await;
+    let issued = first.is_some() || log_end(shard, part) != before;
+    if issued {
+        part.txns.borrow_mut().insert(id.clone(), done.clone());
+        part.changed.notify();
+    }
+    let mut code = match first {
+        Some(code) => code,
+        None => write.await,
+    };
+    if code == errors::NONE && !issued {
+        part.txns.borrow_mut().insert(id.clone(), done.clone());
+        part.changed.notify();
+    }
+    // A failed write is retried while the id is still in this transaction's Prepare or Complete
+    // state (a newer state written after it supersedes it); markers are idempotent, so a
+    // Prepare state left in the log only makes a later coordinator write them again.
+    while code != errors::NONE {
+        if !part.active.get() {
+            return;
+        }
+        tracing::debug!(id, code, "persisting a completed transaction");
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        let current = part.get(&id);
+        if current.as_ref() != Some(&m) && current.as_ref() != Some(&done) {
+            return;
+        }
+        code = exclusive(part, &id, errors::CONCURRENT_TRANSACTIONS, async {
             persist(shard, part, &id, &done).await
         })
         .await;
-        match code {
-            errors::NONE => return,
-            errors::CONCURRENT_TRANSACTIONS => {}
-            _ if !part.active.get() => return,
-            code => tracing::debug!(id, code, "persisting a completed transaction"),
-        }
-        glommio::timer::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// InitProducerId with a transactional id: (producer id, epoch).
+/// InitProducerId with a transactional id: (producer id, epoch). An open transaction of the id
+/// is aborted first (under a bumped epoch, fencing its producer) and the answer waits for the
+/// abort to complete, within `HOLD_LIMIT`.
 pub async fn init_producer_id(
     shard: &Rc<Services>,
     id: String,
     timeout_ms: i32,
 ) -> Result<(i64, i16), i16> {
     let part = partition_of(shard, &id).await?;
-    let current = part.get(&id);
-    // A fresh producer id is allocated only when one is needed (a new id, or the last epoch).
-    let needs_pid = current
-        .as_ref()
-        .is_none_or(|m| m.producer_epoch >= i16::MAX - 1);
-    let fresh = if needs_pid {
-        crate::kafka::handlers::init_producer_id::next_producer_id(shard).await?
-    } else {
-        -1
-    };
-    let max = shard.config.groups.txn_max_timeout_ms;
-    let plan = state::init_producer(current.as_ref(), timeout_ms, max, fresh, now_ms())?;
-    let part2 = part.clone();
-    exclusive(&part, &id, Err(errors::CONCURRENT_TRANSACTIONS), async {
-        match plan {
-            InitPlan::Ready(m) => match persist(shard, &part2, &id, &m).await {
-                errors::NONE => Ok((m.producer_id, m.producer_epoch)),
-                code => Err(code),
-            },
-            InitPlan::AbortFirst(m) => {
-                // The open transaction is aborted under a bumped epoch (fencing its
-                // producer); the client retries and finds it complete.
-                match persist(shard, &part2, &id, &m).await {
-                    errors::NONE => {
-                        spawn_completion(shard, &part2, id.clone(), m);
-                        Err(errors::CONCURRENT_TRANSACTIONS)
-                    }
+    // At most twice: an abort of the open transaction, then the init itself.
+    for _ in 0..2 {
+        settled(shard, &part, &id).await?;
+        let current = part.get(&id);
+        // A fresh producer id is allocated only when one is needed (a new id, or the last
+        // epoch).
+        let needs_pid = current
+            .as_ref()
+            .is_none_or(|m| m.producer_epoch >= i16::MAX - 1);
+        let fresh = if needs_pid {
+            crate::kafka::handlers::init_producer_id::next_producer_id(shard).await?
+        } else {
+            -1
+        };
+        // The allocation may have waited: settle again before deciding on the current state.
+        settled(shard, &part, &id).await?;
+        let current = part.get(&id);
+        let max = shard.config.groups.txn_max_timeout_ms;
+        let plan = state::init_producer(current.as_ref(), timeout_ms, max, fresh, now_ms())?;
+        let part2 = part.clone();
+        let aborting = exclusive(&part, &id, Err(errors::CONCURRENT_TRANSACTIONS), async {
+            match plan {
+                InitPlan::Ready(m) => match persist(shard, &part2, &id, &m).await {
+                    errors::NONE => Ok(Some((m.producer_id, m.producer_epoch))),
                     code => Err(code),
+                },
+                InitPlan::AbortFirst(m) => {
+                    // The open transaction is aborted under a bumped epoch (fencing its
+                    // producer); once its markers are written the init runs again.
+                    match persist(shard, &part2, &id, &m).await {
+                        errors::NONE => {
+                            spawn_completion(shard, &part2, id.clone(), m);
+                            Ok(None)
+                        }
+                        code => Err(code),
+                    }
                 }
             }
+        })
+        .await?;
+        if let Some(ready) = aborting {
+            return Ok(ready);
         }
-    })
-    .await
+    }
+    Err(errors::CONCURRENT_TRANSACTIONS)
 }
 
 const MAX_ID: usize = super::MAX_TRANSACTIONAL_ID_LEN;
 
-/// AddPartitionsToTxn / AddOffsetsToTxn: one error for all the partitions.
+/// AddPartitionsToTxn / AddOffsetsToTxn: one error for all the partitions. Held while the id's
+/// previous transaction completes.
 pub async fn add_partitions(
     shard: &Rc<Services>,
     id: String,
@@ -315,6 +454,9 @@ pub async fn add_partitions(
         Ok(p) => p,
         Err(code) => return code,
     };
+    if let Err(code) = settled(shard, &part, &id).await {
+        return code;
+    }
     let part2 = part.clone();
     exclusive(&part, &id, errors::CONCURRENT_TRANSACTIONS, async {
         let current = part2.get(&id);
@@ -327,7 +469,35 @@ pub async fn add_partitions(
     .await
 }
 
-/// EndTxn: answered once the Prepare state is persisted; the markers follow.
+/// KIP-890 verification (a partition leader asking before it appends a producer's first
+/// transactional batch): per partition, NONE when it is in the open transaction of this
+/// producer id and epoch, INVALID_TXN_STATE when it is not (or nothing is open); the
+/// producer's own errors (fenced epoch, unknown id) for all. Not held: the producer sends data
+/// only after AddPartitionsToTxn was answered, by which time the state is in memory.
+pub async fn verify(
+    shard: &Rc<Services>,
+    id: String,
+    producer_id: i64,
+    epoch: i16,
+    parts: Vec<TopicPartitionName>,
+) -> Result<Vec<i16>, i16> {
+    let part = partition_of(shard, &id).await?;
+    let m = part.get(&id).ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
+    state::check_producer(&m, producer_id, epoch)?;
+    Ok(parts
+        .iter()
+        .map(|p| {
+            if m.state == state::TxnState::Ongoing && m.partitions.contains(p) {
+                errors::NONE
+            } else {
+                errors::INVALID_TXN_STATE
+            }
+        })
+        .collect())
+}
+
+/// EndTxn: answered once the Prepare state is persisted; the markers follow. A retry that
+/// finds the Prepare state is held until it completes, then answered as done.
 pub async fn end_txn(
     shard: &Rc<Services>,
     id: String,
@@ -339,6 +509,9 @@ pub async fn end_txn(
         Ok(p) => p,
         Err(code) => return code,
     };
+    if let Err(code) = settled(shard, &part, &id).await {
+        return code;
+    }
     let part2 = part.clone();
     exclusive(&part, &id, errors::CONCURRENT_TRANSACTIONS, async {
         let current = part2.get(&id);

@@ -3,6 +3,8 @@
 //! shard; the others with one WriteTxnMarkers request per leader broker, on the inter-broker
 //! path (a connection proving it is this broker; the handler refuses anyone else).
 //!
+//! The markers of one transaction are written to all its partitions at once.
+//!
 //! A marker that cannot be written yet (leader moving, not enough replicas) is retried until
 //! it is written, the partition no longer exists, or this broker stops coordinating the
 //! transaction: a Prepare state is only completed once every marker is in.
@@ -23,6 +25,8 @@ use std::time::Duration;
 
 /// How long one marker append waits for its replication.
 pub const MARKER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Marker writes in flight at once for one transaction.
+const PARALLEL_WRITES: usize = 64;
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 
@@ -95,6 +99,8 @@ fn retriable(code: i16) -> bool {
             | errors::UNKNOWN_TOPIC_OR_PARTITION
             | errors::INVALID_PRODUCER_EPOCH
             | errors::INVALID_PRODUCER_ID_MAPPING
+            // A newer coordinator wrote this producer's markers: this one is a zombie.
+            | errors::TRANSACTION_COORDINATOR_FENCED
             | errors::CORRUPT_MESSAGE
             | errors::INVALID_RECORD
     )
@@ -134,23 +140,45 @@ pub async fn write_all(
                 Some(l) => by_leader.entry(l).or_default().push(tp),
             }
         }
+        // Every partition at once (up to `PARALLEL_WRITES` at a time): one task per partition
+        // of this broker (each on its owner shard, no network), one WriteTxnMarkers per other
+        // leader; a round takes as long as its slowest marker, not their sum.
+        let mut jobs: Vec<(i32, Vec<TopicPartition>)> = Vec::new();
         for (leader, tps) in by_leader {
-            let results: Vec<(TopicPartition, i16)> = if leader == me {
-                let mut out = Vec::with_capacity(tps.len());
-                for tp in tps {
-                    let code = write_local(shard, tp.clone(), spec).await;
-                    out.push((tp, code));
-                }
-                out
+            if leader == me {
+                jobs.extend(tps.into_iter().map(|tp| (leader, vec![tp])));
             } else {
-                write_remote(shard, leader, spec, tps).await
-            };
-            for (tp, code) in results {
-                if retriable(code) {
-                    tracing::debug!(topic = %tp.topic, partition = tp.partition, code, "transaction marker not written yet");
-                    next.push(tp);
-                } else if code != errors::NONE {
-                    tracing::warn!(topic = %tp.topic, partition = tp.partition, code, "transaction marker refused");
+                jobs.push((leader, tps));
+            }
+        }
+        for chunk in jobs.chunks(PARALLEL_WRITES) {
+            let tasks: Vec<_> = chunk
+                .iter()
+                .cloned()
+                .map(|(leader, tps)| {
+                    let s = shard.clone();
+                    glommio::spawn_local(async move {
+                        if leader == s.config.node_id {
+                            let mut out = Vec::with_capacity(tps.len());
+                            for tp in tps {
+                                let code = write_local(&s, tp.clone(), spec).await;
+                                out.push((tp, code));
+                            }
+                            out
+                        } else {
+                            write_remote(&s, leader, spec, tps).await
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                for (tp, code) in task.await {
+                    if retriable(code) {
+                        tracing::debug!(topic = %tp.topic, partition = tp.partition, code, "transaction marker not written yet");
+                        next.push(tp);
+                    } else if code != errors::NONE {
+                        tracing::warn!(topic = %tp.topic, partition = tp.partition, code, "transaction marker refused");
+                    }
                 }
             }
         }

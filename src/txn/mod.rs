@@ -9,6 +9,8 @@
 //! - `coordinator`: the shell: loading a partition when this broker leads it, persisting each
 //!   new state with acks=all before acting on it, resuming transactions left in a Prepare
 //!   state by a previous coordinator, and aborting transactions past their timeout.
+//! - `verify`: a partition leader's check, before a producer's first transactional batch,
+//!   that the coordinator registered the partition in the producer's transaction (KIP-890).
 //! - `markers`: writing the commit/abort markers to every partition of a transaction, on this
 //!   broker through the partition's shard, on others with WriteTxnMarkers.
 //!
@@ -19,6 +21,7 @@ pub mod coordinator;
 pub mod log;
 pub mod markers;
 pub mod state;
+pub mod verify;
 
 use crate::services::Services;
 use std::rc::Rc;

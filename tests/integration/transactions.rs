@@ -431,12 +431,16 @@ mod hostile {
 
     /// ListOffsets latest of partition 0 with `isolation` (0 uncommitted, 1 committed).
     fn latest(addr: &str, topic: &str, isolation: i8) -> i64 {
+        latest_of(addr, topic, 0, isolation)
+    }
+
+    fn latest_of(addr: &str, topic: &str, partition: i32, isolation: i8) -> i64 {
         use kafka_protocol::messages::list_offsets_request::{
             ListOffsetsPartition, ListOffsetsTopic,
         };
         let mut s = raw::connect(addr).expect("connect");
         let mut p = ListOffsetsPartition::default();
-        p.partition_index = 0;
+        p.partition_index = partition;
         p.timestamp = -1;
         let mut t = ListOffsetsTopic::default();
         t.name = TopicName(StrBytes::from_string(topic.to_string()));
@@ -480,8 +484,9 @@ mod hostile {
         let mut batch = chronik_storage::testing::build_batch_of(5, 10, b'x', 1_700_000_000_000);
         batch[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
         chronik_storage::testing::set_producer(&mut batch, pid, epoch, 0);
-        let (code, _) = crate::common::cluster_util::produce_batch(
+        let (code, _) = crate::common::cluster_util::produce_batch_as(
             &b,
+            Some("abandoned"),
             "txn-expire",
             0,
             -1,
@@ -503,6 +508,83 @@ mod hostile {
         }
         // The abort fenced the producer's epoch.
         assert_eq!(end(&c, "abandoned", pid, epoch, 3), PRODUCER_FENCED);
+    }
+
+    /// KIP-890 part 1: the partition leader asks the coordinator before it appends a
+    /// producer's first transactional batch.
+    #[test]
+    fn a_transactional_write_to_a_partition_never_added_to_the_transaction_is_refused() {
+        let s = Server::start(&[]);
+        let b = s.bootstrap();
+        super::create_topic(&b, "txn-unregistered", 2, 1);
+        let c = coordinator_of(&b, "unregistered");
+        let (pid, epoch) = init(&c, "unregistered");
+        let mut conn = raw::connect(&c).expect("connect");
+        let mut t = kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
+        t.name = TopicName(StrBytes::from_string("txn-unregistered".to_string()));
+        t.partitions = vec![0];
+        let mut req = AddPartitionsToTxnRequest::default();
+        req.v3_and_below_transactional_id =
+            TransactionalId(StrBytes::from_string("unregistered".to_string()));
+        req.v3_and_below_producer_id = ProducerId(pid);
+        req.v3_and_below_producer_epoch = epoch;
+        req.v3_and_below_topics = vec![t];
+        let r: AddPartitionsToTxnResponse =
+            raw::call(&mut conn, ApiKey::AddPartitionsToTxn, 3, &req).expect("add partitions");
+        assert_eq!(
+            r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+            0
+        );
+        let batch = |seq| {
+            let mut batch =
+                chronik_storage::testing::build_batch_of(3, 10, b'x', 1_700_000_000_000);
+            batch[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
+            chronik_storage::testing::set_producer(&mut batch, pid, epoch, seq);
+            batch.freeze()
+        };
+        let produce = |id: Option<&str>, partition, seq| {
+            crate::common::cluster_util::produce_batch_as(
+                &b,
+                id,
+                "txn-unregistered",
+                partition,
+                -1,
+                10_000,
+                batch(seq),
+            )
+            .0
+        };
+        let id = Some("unregistered");
+        assert_eq!(
+            produce(id, 1, 0),
+            INVALID_TXN_STATE,
+            "partition 1 was never added"
+        );
+        assert_eq!(
+            latest_of(&b, "txn-unregistered", 1, 0),
+            0,
+            "nothing appended"
+        );
+        const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+        assert_eq!(
+            produce(None, 0, 0),
+            TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            "transactional records without a transactional id"
+        );
+        assert_eq!(produce(id, 0, 0), 0, "partition 0 was added");
+        assert_eq!(produce(id, 0, 3), 0, "the transaction is open there now");
+        assert_eq!(latest_of(&b, "txn-unregistered", 0, 0), 6);
+        // Verifying is for brokers: a client's AddPartitionsToTxn v4 is refused.
+        let mut v = kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default();
+        v.transactional_id = TransactionalId(StrBytes::from_string("unregistered".to_string()));
+        v.producer_id = ProducerId(pid);
+        v.producer_epoch = epoch;
+        v.verify_only = true;
+        let mut req = AddPartitionsToTxnRequest::default();
+        req.transactions = vec![v];
+        let r: AddPartitionsToTxnResponse =
+            raw::call(&mut conn, ApiKey::AddPartitionsToTxn, 4, &req).expect("answered");
+        assert_eq!(r.error_code, CLUSTER_AUTHORIZATION_FAILED);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! AddPartitionsToTxn (v0–v3, a producer's): the partitions join its open transaction at the
+//! AddPartitionsToTxn: v0–v3 (a producer's): the partitions join its open transaction at the
 //! transaction coordinator (`crate::txn`). Unknown partitions are refused and the others
-//! answered OPERATION_NOT_ATTEMPTED, as Kafka does.
+//! answered OPERATION_NOT_ATTEMPTED, as Kafka does. v4 (brokers only, KIP-890): several
+//! transactions in one request, each adding partitions or verifying them (`verify_only`).
 
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
@@ -8,7 +9,7 @@ use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::acl::{Operation, ResourceType};
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
 use std::rc::Rc;
@@ -17,6 +18,9 @@ const OPERATION_NOT_ATTEMPTED: i16 = 55;
 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: AddPartitionsToTxnRequest = decode(body, ctx.api_version)?;
+    if ctx.api_version >= 4 {
+        return handle_batched(shard, ctx, req).await;
+    }
     let id = req.v3_and_below_transactional_id.0.to_string();
     let (pid, epoch) = (
         req.v3_and_below_producer_id.0,
@@ -84,5 +88,87 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             r
         })
         .collect();
+    ctx.encode(&resp).map(Some)
+}
+
+/// AddPartitionsToTxn v4+ (KIP-890): transactions batched in one request, each adding its
+/// partitions or, with `verify_only`, asking whether they are in its open transaction. Only
+/// brokers send it (a partition leader verifying a transactional write): anyone else gets
+/// CLUSTER_AUTHORIZATION_FAILED, as Kafka answers without ClusterAction.
+async fn handle_batched(
+    shard: Rc<Services>,
+    ctx: RequestContext,
+    req: AddPartitionsToTxnRequest,
+) -> HandlerResult {
+    let mut resp = AddPartitionsToTxnResponse::default();
+    if ctx.broker.is_none() {
+        resp.error_code = errors::CLUSTER_AUTHORIZATION_FAILED;
+        return ctx.encode(&resp).map(Some);
+    }
+    for t in req.transactions {
+        let id = t.transactional_id.0.to_string();
+        let parts: Vec<(String, i32)> = t
+            .topics
+            .iter()
+            .flat_map(|tp| tp.partitions.iter().map(|p| (tp.name.0.to_string(), *p)))
+            .collect();
+        let (pid, epoch, verify_only) = (t.producer_id.0, t.producer_epoch, t.verify_only);
+        let unknown = parts.iter().any(|(topic, p)| {
+            topic == crate::txn::TXN_TOPIC
+                || !shard.with_image(|i| i.partition(topic, *p).is_some())
+        });
+        let codes: Vec<i16> = if unknown && !verify_only {
+            parts
+                .iter()
+                .map(|(topic, p)| {
+                    if topic == crate::txn::TXN_TOPIC
+                        || !shard.with_image(|i| i.partition(topic, *p).is_some())
+                    {
+                        errors::UNKNOWN_TOPIC_OR_PARTITION
+                    } else {
+                        OPERATION_NOT_ATTEMPTED
+                    }
+                })
+                .collect()
+        } else {
+            let n = parts.len();
+            let (_, owner) = crate::txn::route(&shard, &id);
+            let ask = parts.clone();
+            let id2 = id.clone();
+            shard
+                .run_on(owner, move |s| async move {
+                    if verify_only {
+                        crate::txn::coordinator::verify(&s, id2, pid, epoch, ask)
+                            .await
+                            .unwrap_or_else(|code| vec![code; n])
+                    } else {
+                        let code =
+                            crate::txn::coordinator::add_partitions(&s, id2, pid, epoch, ask).await;
+                        vec![code; n]
+                    }
+                })
+                .await
+                .unwrap_or_else(|| vec![errors::UNKNOWN_SERVER_ERROR; n])
+        };
+        let mut r = AddPartitionsToTxnResult::default();
+        r.transactional_id = t.transactional_id.clone();
+        let mut codes = codes.into_iter();
+        for tp in &t.topics {
+            let mut tr = AddPartitionsToTxnTopicResult::default();
+            tr.name = tp.name.clone();
+            tr.results_by_partition = tp
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut pr = AddPartitionsToTxnPartitionResult::default();
+                    pr.partition_index = *p;
+                    pr.partition_error_code = codes.next().unwrap_or(errors::UNKNOWN_SERVER_ERROR);
+                    pr
+                })
+                .collect();
+            r.topic_results.push(tr);
+        }
+        resp.results_by_transaction.push(r);
+    }
     ctx.encode(&resp).map(Some)
 }

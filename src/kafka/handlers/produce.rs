@@ -154,6 +154,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let may_transact = req.transactional_id.as_ref().is_none_or(|id| {
         shard.with_image(|i| subject.may(i, Operation::Write, ResourceType::TransactionalId, id))
     });
+    let txn_id: Option<std::sync::Arc<str>> = req.transactional_id.as_deref().map(Into::into);
     for mut t in req.topics {
         // v13: the topic by its id; an unknown id is UNKNOWN_TOPIC_ID (no auto-creation).
         let unknown_id = match t.id {
@@ -214,8 +215,9 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                 let shard2 = shard.clone();
                 let records = p.records;
                 let version = ctx.api_version;
+                let txn_id = txn_id.clone();
                 glommio::spawn_local(async move {
-                    produce_routed(&shard2, tp, records, acks, timeout, version).await
+                    produce_routed(&shard2, tp, records, acks, timeout, version, txn_id).await
                 })
                 .detach()
             };
@@ -290,6 +292,7 @@ async fn produce_routed(
     acks: i16,
     timeout: Duration,
     version: i16,
+    transactional_id: Option<std::sync::Arc<str>>,
 ) -> Answer {
     // As Kafka for Produce v3+: a partition must carry one record batch.
     let Some(batch) = records.filter(|r| !r.is_empty()) else {
@@ -327,7 +330,8 @@ async fn produce_routed(
     let owner = shard.owner_of(&tp.topic, tp.partition);
     let out = shard
         .run_on(owner, move |s| async move {
-            s.replicas.append(tp, batch, acks, timeout).await
+            // A transactional batch is verified with its coordinator first (KIP-890).
+            crate::txn::verify::append(&s, tp, batch, acks, timeout, transactional_id).await
         })
         .await
         .unwrap_or_else(|| ProduceOutcome::error(errors::UNKNOWN_SERVER_ERROR));

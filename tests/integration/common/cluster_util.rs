@@ -10,7 +10,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse,
     ListOffsetsRequest, ListOffsetsResponse, MetadataResponse, ProduceRequest, ProduceResponse,
-    ProducerId, TopicName,
+    ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic};
@@ -186,6 +186,19 @@ pub fn produce_batch(
     timeout_ms: i32,
     batch: Bytes,
 ) -> (i16, i64) {
+    produce_batch_as(addr, None, topic, partition, acks, timeout_ms, batch)
+}
+
+/// `produce_batch` with the request's transactional id (transactional batches carry one).
+pub fn produce_batch_as(
+    addr: &str,
+    transactional_id: Option<&str>,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    timeout_ms: i32,
+    batch: Bytes,
+) -> (i16, i64) {
     let mut s = raw::connect(addr).expect("connect");
     s.set_read_timeout(Some(std::time::Duration::from_millis(
         timeout_ms as u64 + 30_000,
@@ -198,6 +211,8 @@ pub fn produce_batch(
     td.name = TopicName(StrBytes::from_string(topic.into()));
     td.partition_data = vec![pd];
     let mut req = ProduceRequest::default();
+    req.transactional_id =
+        transactional_id.map(|id| TransactionalId(StrBytes::from_string(id.to_string())));
     req.acks = acks;
     req.timeout_ms = timeout_ms;
     req.topic_data = vec![td];
