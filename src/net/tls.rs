@@ -39,12 +39,26 @@ const MAX_SLICES: usize = 64;
 /// Reads the certificate chain, key and (to verify clients) CAs into a rustls server config,
 /// TLS 1.2 and 1.3, ring as the crypto provider.
 pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
+    load_server(files, files.client_auth)
+}
+
+/// The controller port's configs with `--controller-tls`: mutual TLS whatever
+/// `--ssl-client-auth` says (a peer or operator tool must show a certificate of
+/// `--ssl-ca-file`), and the client side every controller dials its peers with.
+pub fn load_controller(
+    files: &TlsFiles,
+) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), String> {
+    Ok((load_server(files, ClientAuth::Required)?, load_client(files)?))
+}
+
+/// `load` with this client authentication.
+fn load_server(files: &TlsFiles, client_auth: ClientAuth) -> Result<Arc<ServerConfig>, String> {
     let (certs, key) = load_cert_and_key(files)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS: {e}"))?;
-    let builder = match (files.client_auth, &files.ca) {
+    let builder = match (client_auth, &files.ca) {
         (ClientAuth::None, _) | (_, None) => builder.with_no_client_auth(),
         (auth, Some(ca)) => {
             let roots = load_roots(ca)?;
@@ -66,14 +80,13 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// The config replica fetchers connect to an SSL inter-broker listener with: the leader's
-/// certificate must be signed by a CA of `--ssl-ca-file`, and the broker shows its own
-/// certificate (so leaders that require client certificates accept it).
+/// The config replica fetchers connect to an SSL inter-broker listener with (and controllers
+/// to each other with `--controller-tls`): the other broker's certificate must be signed by a
+/// CA of `--ssl-ca-file`, and the broker shows its own certificate (so leaders that require
+/// client certificates accept it).
 pub fn load_client(files: &TlsFiles) -> Result<Arc<ClientConfig>, String> {
     let Some(ca) = &files.ca else {
-        return Err(
-            "an SSL inter-broker listener needs --ssl-ca-file to verify the other brokers".into(),
-        );
+        return Err("verifying the other brokers over TLS needs --ssl-ca-file".into());
     };
     let roots = load_roots(ca)?;
     let (certs, key) = load_cert_and_key(files)?;
