@@ -370,13 +370,17 @@ pub fn blocking_call(
         )
     };
     let frame = encode_frame(0, &hs.hello()).map_err(|e| e.to_string())?;
-    s.write_all(&frame).and_then(|_| s.flush()).map_err(closed)?;
+    s.write_all(&frame)
+        .and_then(|_| s.flush())
+        .map_err(closed)?;
     let body = read_frame_blocking(&mut s, MAX_HANDSHAKE_FRAME).map_err(closed)?;
     let (proof, t) = hs
         .answer(secret, &body)
         .map_err(|e| format!("{addr}: {e}"))?;
     let frame = encode_frame(0, &proof).map_err(|e| e.to_string())?;
-    s.write_all(&frame).and_then(|_| s.flush()).map_err(closed)?;
+    s.write_all(&frame)
+        .and_then(|_| s.flush())
+        .map_err(closed)?;
     let body = read_frame_blocking(&mut s, MAX_HANDSHAKE_FRAME).map_err(closed)?;
     check_server_proof(secret, &t, &body).map_err(|e| format!("{addr}: {e}"))?;
     s.tcp()
@@ -610,11 +614,7 @@ async fn write_frames(
     lock(&pending).clear();
 }
 
-async fn read_responses(
-    rd: ReadHalf,
-    pending: Pending,
-    alive: Arc<AtomicBool>,
-) {
+async fn read_responses(rd: ReadHalf, pending: Pending, alive: Arc<AtomicBool>) {
     let mut rd = BufReader::new(rd);
     loop {
         let (id, body) = match read_frame(&mut rd, MAX_FRAME).await {

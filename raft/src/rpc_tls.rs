@@ -197,9 +197,11 @@ impl BlockingStream {
         match tls {
             None => Ok(BlockingStream::Plain(s)),
             Some(config) => {
-                let conn =
-                    rustls::ClientConnection::new(config, server_name(addr)?).map_err(io::Error::other)?;
-                Ok(BlockingStream::Tls(Box::new(rustls::StreamOwned::new(conn, s))))
+                let conn = rustls::ClientConnection::new(config, server_name(addr)?)
+                    .map_err(io::Error::other)?;
+                Ok(BlockingStream::Tls(Box::new(rustls::StreamOwned::new(
+                    conn, s,
+                ))))
             }
         }
     }
@@ -365,7 +367,9 @@ mod tests {
             let served = call(creds(&secret, Some(configs(&p, true)))).await;
             assert!(matches!(served, Ok(RpcResponse::WaitServed(true))));
             // The secret alone is not enough: no client certificate, or no TLS at all.
-            assert!(call(creds(&secret, Some(configs(&p, false)))).await.is_err());
+            assert!(call(creds(&secret, Some(configs(&p, false))))
+                .await
+                .is_err());
             assert!(call(creds(&secret, None)).await.is_err());
             // An operator tool over TLS with a certificate (blocking, on its own thread).
             let client = configs(&p, true).client();
@@ -382,7 +386,11 @@ mod tests {
             .await
             .expect("joined");
             assert!(matches!(operator, Ok(RpcResponse::WaitServed(true))));
-            assert_eq!(service.0.load(Ordering::Relaxed), 2, "only the two with certificates");
+            assert_eq!(
+                service.0.load(Ordering::Relaxed),
+                2,
+                "only the two with certificates"
+            );
             server.abort();
         });
     }

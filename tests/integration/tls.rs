@@ -514,17 +514,27 @@ fn a_three_node_cluster_with_tls_between_brokers_replicates_and_fails_over() {
             .join(",")
     };
     let first = nodes[0].bootstrap();
-    create(&first, NewTopic::new("tls-failover", 1, TopicReplication::Fixed(3)));
+    create(
+        &first,
+        NewTopic::new("tls-failover", 1, TopicReplication::Fixed(3)),
+    );
     wait_until("a leader", 20, || leader_of(&first, "tls-failover", 0) > 0);
     let leader = leader_of(&first, "tls-failover", 0);
     let all = bootstrap(&nodes);
     let victim = (leader - 1) as usize;
     let acked = produce_through(&all, "tls-failover", 2000, 800, || nodes[victim].kill());
-    assert_eq!(acked.len(), 2000, "every record acknowledged after failover");
+    assert_eq!(
+        acked.len(),
+        2000,
+        "every record acknowledged after failover"
+    );
     let alive = bootstrap(&nodes);
     let survivor = alive.split(',').next().expect("a survivor").to_string();
     let new_leader = leader_of(&survivor, "tls-failover", 0);
-    assert!(new_leader > 0 && new_leader != leader, "a new leader: {new_leader}");
+    assert!(
+        new_leader > 0 && new_leader != leader,
+        "a new leader: {new_leader}"
+    );
     check_exactly_at(&alive, "tls-failover", &acked);
     // The killed node restarts and its follower fetches everything over TLS again.
     nodes[victim].spawn();
