@@ -6,6 +6,7 @@ use crate::net::conn;
 use crate::services::Services;
 use crate::shard::{run_inbox, Shard, ShardTask};
 use chronik_raft::image::ListenerEndpoint;
+use chronik_raft::rpc_tls::ControllerTls;
 use chronik_raft::{BrokerRegistration, Controller, ControllerConfig};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::rc::Rc;
@@ -22,6 +23,8 @@ pub struct Broker {
     tls_files: Option<crate::config::tls::TlsFiles>,
     /// Replica fetchers use TLS (their client config is reloaded too).
     inter_broker_tls: bool,
+    /// `--controller-tls`: the controller port's configs, reloaded with the others.
+    controller_tls: Option<Arc<ControllerTls>>,
     /// Bound of `controlled_shutdown`; zero skips it.
     controlled_shutdown_timeout: Duration,
     metrics: Option<crate::metrics::http::MetricsServer>,
@@ -30,6 +33,7 @@ pub struct Broker {
 pub fn controller_config(
     cfg: &BrokerConfig,
     cluster_secret: chronik_raft::secret::ClusterSecret,
+    tls: Option<Arc<ControllerTls>>,
 ) -> ControllerConfig {
     ControllerConfig {
         node_id: cfg.node_id,
@@ -43,6 +47,7 @@ pub fn controller_config(
         default_replication_factor: cfg.default_replication_factor,
         cluster_id: cfg.cluster_id.clone().unwrap_or_default(),
         cluster_secret,
+        tls,
         pin_core: cfg.pin.then_some(0),
     }
 }
@@ -113,8 +118,17 @@ impl Broker {
         }
         // Read the certificate and key before anything starts, so a bad file is reported at once.
         let tls = match &cfg.tls {
-            Some(files) => Some(crate::net::tls::load(files)?),
-            None => None,
+            Some(files) if cfg.listeners.all.iter().any(|l| l.protocol.uses_tls()) => {
+                Some(crate::net::tls::load(files)?)
+            }
+            _ => None,
+        };
+        let controller_tls = match &cfg.tls {
+            Some(files) if cfg.controller_tls => {
+                let (server, client) = crate::net::tls::load_controller(files)?;
+                Some(ControllerTls::new(server, client))
+            }
+            _ => None,
         };
         // Replica fetchers connect with TLS when the inter-broker listener is SSL.
         let fetcher_tls = match &cfg.tls {
@@ -147,7 +161,8 @@ impl Broker {
         };
         let controlled_shutdown_timeout = Duration::from_millis(cfg.controlled_shutdown_timeout_ms);
         let secret = cluster_secret(&cfg)?;
-        let controller = chronik_raft::start_with(controller_config(&cfg, secret), tuning)
+        let controller_cfg = controller_config(&cfg, secret, controller_tls.clone());
+        let controller = chronik_raft::start_with(controller_cfg, tuning)
             .map_err(|e| format!("controller failed to start: {e}"))?;
         let n = cfg.cores;
         let mut inbox_tx = Vec::with_capacity(n);
@@ -261,6 +276,7 @@ impl Broker {
             tls_senders,
             tls_files,
             inter_broker_tls: fetcher_tls.is_some(),
+            controller_tls,
             controlled_shutdown_timeout,
             metrics,
         })
@@ -273,15 +289,28 @@ impl Broker {
         let Some(files) = &self.tls_files else {
             return Ok(());
         };
-        let server = crate::net::tls::load(files)?;
-        let client = if self.inter_broker_tls {
-            Some(crate::net::tls::load_client(files)?)
-        } else {
-            None
+        // Everything is read before anything is replaced: one bad file keeps all the old.
+        let listeners = match self.tls_senders.is_empty() {
+            true => None,
+            false => Some(crate::net::tls::load(files)?),
+        };
+        let fetchers = match self.inter_broker_tls {
+            true => Some(crate::net::tls::load_client(files)?),
+            false => None,
+        };
+        let controller = match &self.controller_tls {
+            Some(_) => Some(crate::net::tls::load_controller(files)?),
+            None => None,
+        };
+        if let (Some(slot), Some((server, client))) = (&self.controller_tls, controller) {
+            slot.replace(server, client);
+        }
+        let Some(server) = listeners else {
+            return Ok(());
         };
         for s in &self.tls_senders {
             // bounded(1): a reload the shard has not taken yet is replaced by this one.
-            let _ = s.force_send((server.clone(), client.clone()));
+            let _ = s.force_send((server.clone(), fetchers.clone()));
         }
         Ok(())
     }

@@ -73,6 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             default_replication_factor: 1,
             cluster_id: String::new(),
             cluster_secret: secret.clone(),
+            tls: None,
             pin_core: None,
         };
         nodes.push(start_with(cfg, Tuning::default())?);

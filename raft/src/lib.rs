@@ -17,6 +17,7 @@ pub mod metadata;
 pub mod network;
 pub mod placement;
 pub mod quorum;
+pub mod rpc_tls;
 pub mod scram;
 pub mod secret;
 pub mod shutdown;

@@ -18,12 +18,15 @@
 //! most `MAX_HANDSHAKES` connections may be in it at once. Operator tools may only use the
 //! operator requests (Submit, Summary).
 //!
-//! Not covered: frames after the handshake are neither encrypted nor MACed, so an attacker on
-//! the network path (or listening at an address the membership still names) could take over an
-//! authenticated connection; controller ports belong on a private network.
+//! With `--controller-tls` (`rpc_tls`) every connection is mutual TLS first and the handshake
+//! above runs inside it. Without it, frames after the handshake are neither encrypted nor
+//! MACed, so an attacker on the network path (or listening at an address the membership still
+//! names) could take over an authenticated connection; such controller ports belong on a
+//! private network.
 
 use crate::command::{Command, CommandOutcome};
 use crate::image::BrokerId;
+use crate::rpc_tls::{BlockingStream, ControllerTls, ReadHalf, WriteHalf};
 use crate::secret::{nonce, ClusterSecret};
 use crate::types::{NodeId, TypeConfig};
 use openraft::error::{
@@ -43,7 +46,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -216,6 +219,8 @@ fn check_server_proof(secret: &ClusterSecret, t: &Transcript, body: &[u8]) -> Re
 
 /// Why the server closed a connection during the handshake.
 enum Refusal {
+    /// `--controller-tls`: no certificate the CA vouches for, or no TLS at all.
+    Tls(io::Error),
     Io,
     Malformed,
     ForeignCluster(String),
@@ -252,7 +257,7 @@ where
         nonce: server_nonce,
     };
     let frame = encode_frame(0, &ch).map_err(|_| Refusal::Io)?;
-    wr.write_all(&frame).await.map_err(|_| Refusal::Io)?;
+    send(wr, &frame).await.map_err(|_| Refusal::Io)?;
     let (_, body) = read_frame(rd, MAX_HANDSHAKE_FRAME)
         .await
         .map_err(|_| Refusal::Io)?;
@@ -265,13 +270,19 @@ where
         mac: key.mac(&t.parts(SERVER_LABEL)),
     };
     let frame = encode_frame(0, &ours).map_err(|_| Refusal::Io)?;
-    wr.write_all(&frame).await.map_err(|_| Refusal::Io)?;
+    send(wr, &frame).await.map_err(|_| Refusal::Io)?;
     Ok(hello.role)
 }
 
+/// Writes and flushes: over TLS the bytes may otherwise wait in the session's buffer.
+async fn send<W: AsyncWrite + Unpin + ?Sized>(wr: &mut W, bytes: &[u8]) -> io::Result<()> {
+    wr.write_all(bytes).await?;
+    wr.flush().await
+}
+
 /// The caller's side over an async stream.
-async fn client_handshake(
-    s: &mut TcpStream,
+async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
     secret: &ClusterSecret,
     role: Role,
 ) -> Result<(), String> {
@@ -282,11 +293,11 @@ async fn client_handshake(
         )
     };
     let frame = encode_frame(0, &hs.hello()).map_err(|e| e.to_string())?;
-    s.write_all(&frame).await.map_err(io)?;
+    send(s, &frame).await.map_err(io)?;
     let (_, body) = read_frame(s, MAX_HANDSHAKE_FRAME).await.map_err(io)?;
     let (proof, t) = hs.answer(secret, &body)?;
     let frame = encode_frame(0, &proof).map_err(|e| e.to_string())?;
-    s.write_all(&frame).await.map_err(io)?;
+    send(s, &frame).await.map_err(io)?;
     let (_, body) = read_frame(s, MAX_HANDSHAKE_FRAME).await.map_err(io)?;
     check_server_proof(secret, &t, &body)
 }
@@ -325,10 +336,12 @@ pub struct PartitionInfo {
 }
 
 /// One blocking request/response on a fresh connection, authenticated as an operator with
-/// `secret`: for operator tools outside the controller's runtime (`chronik-server cluster`).
+/// `secret` (over TLS with `tls`: a controller port with `--controller-tls`): for operator
+/// tools outside the controller's runtime (`chronik-server cluster`).
 pub fn blocking_call(
     addr: &str,
     secret: &ClusterSecret,
+    tls: Option<Arc<rustls::ClientConfig>>,
     req: &RpcRequest,
     timeout: Duration,
 ) -> Result<RpcResponse, String> {
@@ -339,41 +352,50 @@ pub fn blocking_call(
         .map_err(|e| format!("{addr}: {e}"))?
         .next()
         .ok_or_else(|| format!("{addr}: no address"))?;
-    let mut s = std::net::TcpStream::connect_timeout(
+    let tcp = std::net::TcpStream::connect_timeout(
         &sock,
         CONNECT_TIMEOUT.max(timeout.min(Duration::from_secs(5))),
     )
     .map_err(|e| format!("cannot reach the controller at {addr}: {e}"))?;
-    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+    tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
         .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
+    tcp.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
+    let mut s = BlockingStream::new(tcp, addr, tls).map_err(|e| format!("{addr}: {e}"))?;
     let hs = ClientHandshake::new(Role::Operator);
     let closed = |e: io::Error| {
         format!(
-            "{addr}: connection closed during authentication ({e}): check --cluster-secret-file"
+            "{addr}: connection closed during authentication ({e}): check --cluster-secret-file \
+             (and, with --controller-tls, the certificates)"
         )
     };
     let frame = encode_frame(0, &hs.hello()).map_err(|e| e.to_string())?;
-    s.write_all(&frame).map_err(closed)?;
+    s.write_all(&frame)
+        .and_then(|_| s.flush())
+        .map_err(closed)?;
     let body = read_frame_blocking(&mut s, MAX_HANDSHAKE_FRAME).map_err(closed)?;
     let (proof, t) = hs
         .answer(secret, &body)
         .map_err(|e| format!("{addr}: {e}"))?;
     let frame = encode_frame(0, &proof).map_err(|e| e.to_string())?;
-    s.write_all(&frame).map_err(closed)?;
+    s.write_all(&frame)
+        .and_then(|_| s.flush())
+        .map_err(closed)?;
     let body = read_frame_blocking(&mut s, MAX_HANDSHAKE_FRAME).map_err(closed)?;
     check_server_proof(secret, &t, &body).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout))
+    s.tcp()
+        .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let frame = encode_frame(1, req).map_err(|e| e.to_string())?;
-    s.write_all(&frame).map_err(|e| format!("{addr}: {e}"))?;
+    s.write_all(&frame)
+        .and_then(|_| s.flush())
+        .map_err(|e| format!("{addr}: {e}"))?;
     let body = read_frame_blocking(&mut s, MAX_FRAME).map_err(|e| format!("{addr}: {e}"))?;
     crate::codec::decode(&body).map_err(|e| format!("{addr}: undecodable answer: {e}"))
 }
 
 /// One frame's body from a blocking stream, refused above `max` bytes.
-fn read_frame_blocking(s: &mut std::net::TcpStream, max: usize) -> io::Result<Vec<u8>> {
+fn read_frame_blocking(s: &mut BlockingStream, max: usize) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let mut head = [0u8; 12];
     s.read_exact(&mut head)?;
@@ -416,6 +438,8 @@ struct Conn {
 pub struct Credentials {
     pub cluster_id: Arc<str>,
     pub secret: ClusterSecret,
+    /// `--controller-tls`: mutual TLS around every connection.
+    pub tls: Option<Arc<ControllerTls>>,
 }
 
 /// A lazily (re)connecting client for one peer address.
@@ -464,27 +488,33 @@ impl RpcClient {
                 )
             })?
             .map_err(|e| CallError::Unreachable(self.addr.clone(), e))?;
-        let mut stream = stream;
         let _ = stream.set_nodelay(true);
         let role = Role::Peer {
             cluster_id: self.creds.cluster_id.to_string(),
         };
-        let auth = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            client_handshake(&mut stream, &self.creds.secret, role),
-        )
+        let tls = self.creds.tls.as_deref();
+        let auth = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            let mut s = crate::rpc_tls::connect(stream, &self.addr, tls)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            client_handshake(&mut s, &self.creds.secret, role).await?;
+            Ok::<_, String>(s)
+        })
         .await
         .unwrap_or_else(|_| Err("no answer to the authentication".into()));
-        if let Err(e) = auth {
-            refused(
-                || tracing::warn!(peer = %self.addr, "rpc: cannot authenticate to a peer: {e}"),
-            );
-            return Err(CallError::Unreachable(
-                self.addr.clone(),
-                io::Error::new(io::ErrorKind::PermissionDenied, e),
-            ));
-        }
-        let (rd, wr) = stream.into_split();
+        let stream = match auth {
+            Ok(s) => s,
+            Err(e) => {
+                refused(
+                    || tracing::warn!(peer = %self.addr, "rpc: cannot authenticate to a peer: {e}"),
+                );
+                return Err(CallError::Unreachable(
+                    self.addr.clone(),
+                    io::Error::new(io::ErrorKind::PermissionDenied, e),
+                ));
+            }
+        };
+        let (rd, wr) = stream.split();
         let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let alive = Arc::new(AtomicBool::new(true));
@@ -560,7 +590,7 @@ async fn read_frame<R: AsyncReadExt + Unpin>(rd: &mut R, max: usize) -> io::Resu
 }
 
 async fn write_frames(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut wr: WriteHalf,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     alive: Arc<AtomicBool>,
     pending: Pending,
@@ -575,7 +605,7 @@ async fn write_frames(
                 break;
             }
         }
-        if wr.write_all(&buf).await.is_err() {
+        if send(&mut wr, &buf).await.is_err() {
             break;
         }
     }
@@ -584,11 +614,7 @@ async fn write_frames(
     lock(&pending).clear();
 }
 
-async fn read_responses(
-    rd: tokio::net::tcp::OwnedReadHalf,
-    pending: Pending,
-    alive: Arc<AtomicBool>,
-) {
+async fn read_responses(rd: ReadHalf, pending: Pending, alive: Arc<AtomicBool>) {
     let mut rd = BufReader::new(rd);
     loop {
         let (id, body) = match read_frame(&mut rd, MAX_FRAME).await {
@@ -641,17 +667,27 @@ pub async fn serve<S: RpcService>(listener: TcpListener, service: Arc<S>, creds:
         let service = service.clone();
         let creds = creds.clone();
         tokio::spawn(async move {
-            let (rd, mut wr) = stream.into_split();
-            let mut rd = BufReader::new(rd);
             let ours = &*creds.cluster_id;
-            let auth = tokio::time::timeout(
-                HANDSHAKE_TIMEOUT,
-                server_handshake(&mut rd, &mut wr, ours, &creds.secret),
-            )
+            let auth = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                // With --controller-tls a caller without a certificate the CA vouches for
+                // ends here, before it may send a byte of our protocol.
+                let (rd, mut wr) = crate::rpc_tls::accept(stream, creds.tls.as_deref())
+                    .await
+                    .map_err(Refusal::Tls)?;
+                let mut rd = BufReader::new(rd);
+                let role = server_handshake(&mut rd, &mut wr, ours, &creds.secret).await?;
+                Ok::<_, Refusal>((role, rd, wr))
+            })
             .await;
             drop(permit);
-            let operator = match auth {
-                Ok(Ok(role)) => role == Role::Operator,
+            let (operator, mut rd, wr) = match auth {
+                Ok(Ok((role, rd, wr))) => (role == Role::Operator, rd, wr),
+                Ok(Err(Refusal::Tls(e))) => {
+                    refused(
+                        || tracing::warn!(%peer, "rpc: refusing a connection whose TLS handshake failed (check --ssl-ca-file and the certificates): {e}"),
+                    );
+                    return;
+                }
                 Ok(Err(Refusal::ForeignCluster(theirs))) => {
                     refused(
                         || tracing::warn!(%peer, theirs, ours, "rpc: refusing a controller of another cluster (check --controller-quorum)"),
@@ -895,6 +931,7 @@ mod tests {
             let creds = Arc::new(Credentials {
                 cluster_id: "c1".into(),
                 secret: ClusterSecret::generate(),
+                tls: None,
             });
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("addr");

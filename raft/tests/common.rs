@@ -84,6 +84,7 @@ impl Cluster {
             default_replication_factor: 1,
             cluster_id: String::new(),
             cluster_secret: self.secret.clone(),
+            tls: None,
             pin_core: None,
         }
     }

@@ -66,8 +66,10 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// Kafka listeners; every shard binds each one.
     pub listeners: Listeners,
-    /// None: no SSL listener.
+    /// None: no SSL listener and no `--controller-tls`.
     pub tls: Option<tls::TlsFiles>,
+    /// `--controller-tls`: mutual TLS on the controller port (with `tls`'s files).
+    pub controller_tls: bool,
     /// SASL mechanisms, bootstrap users, session lifetime, the fetchers' login.
     pub sasl: sasl::SaslConfig,
     pub data_dir: PathBuf,
@@ -141,8 +143,11 @@ impl BrokerConfig {
             advertise: v.advertise.as_deref(),
         })?;
         let tls = tls::resolve(
-            listeners.all.iter().any(|l| l.protocol.uses_tls()),
-            listeners.inter_broker().protocol.uses_tls(),
+            tls::Uses {
+                listener: listeners.all.iter().any(|l| l.protocol.uses_tls()),
+                inter_broker: listeners.inter_broker().protocol.uses_tls(),
+                controller: v.controller_tls,
+            },
             v.ssl_cert_file,
             v.ssl_key_file,
             v.ssl_ca_file,
@@ -212,6 +217,7 @@ impl BrokerConfig {
             node_id,
             listeners,
             tls,
+            controller_tls: v.controller_tls,
             sasl,
             data_dir: absolute_dir(v.data_dir)?,
             cores,

@@ -83,6 +83,14 @@ settings! {
     );
     /// Controller (Raft) listener, HOST:PORT.
     controller_listen: String = ["the first listener's port + 1000"];
+    /// Mutual TLS on the controller port: controllers and operator commands show a certificate
+    /// of `--ssl-ca-file` (with `--ssl-cert-file` / `--ssl-key-file`) and check each other's;
+    /// the same on every node.
+    controller_tls: bool = "false", arg(
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    );
     /// Prometheus endpoint serving /metrics and /health, HOST:PORT, or `none` to turn it off.
     /// Several nodes on one machine need one port each.
     metrics_listen: String = "127.0.0.1:9644";

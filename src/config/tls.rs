@@ -39,24 +39,47 @@ pub struct TlsFiles {
     pub client_auth: ClientAuth,
 }
 
-/// Checks the TLS settings against the listeners: an SSL listener needs a certificate and key,
-/// and verifying clients needs a CA.
+/// What speaks TLS.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Uses {
+    /// Some listener is SSL or SASL_SSL.
+    pub listener: bool,
+    /// The inter-broker listener is (replica fetchers are TLS clients).
+    pub inter_broker: bool,
+    /// `--controller-tls`.
+    pub controller: bool,
+}
+
+/// Checks the TLS settings against what uses them: an SSL listener or the controller port
+/// needs a certificate and key, verifying clients or other brokers needs a CA.
 pub fn resolve(
-    any_tls_listener: bool,
-    inter_broker_tls: bool,
+    uses: Uses,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     ca: Option<PathBuf>,
     client_auth: &str,
 ) -> Result<Option<TlsFiles>, String> {
     let client_auth = ClientAuth::parse(client_auth)?;
-    if !any_tls_listener {
+    if !uses.listener && !uses.controller {
         return Ok(None);
     }
     let (Some(cert), Some(key)) = (cert, key) else {
-        return Err("an SSL listener needs --ssl-cert-file and --ssl-key-file (PEM files)".into());
+        let what = if uses.listener {
+            "an SSL listener"
+        } else {
+            "--controller-tls"
+        };
+        return Err(format!(
+            "{what} needs --ssl-cert-file and --ssl-key-file (PEM files)"
+        ));
     };
-    if inter_broker_tls && ca.is_none() {
+    if uses.controller && ca.is_none() {
+        return Err(
+            "--controller-tls needs --ssl-ca-file: controllers verify each other's certificates"
+                .into(),
+        );
+    }
+    if uses.inter_broker && ca.is_none() {
         return Err(
             "an SSL inter-broker listener needs --ssl-ca-file to verify the other brokers".into(),
         );
@@ -89,18 +112,41 @@ mod tests {
     #[test]
     fn an_ssl_listener_needs_a_certificate_and_key_and_client_auth_needs_a_ca() {
         let p = |s: &str| Some(PathBuf::from(s));
-        assert_eq!(resolve(false, false, None, None, None, "none"), Ok(None));
-        assert!(resolve(true, false, p("c"), None, None, "none").is_err());
-        assert!(resolve(true, false, p("c"), p("k"), None, "required").is_err());
-        let t = resolve(true, false, p("c"), p("k"), p("ca"), "required")
+        let none = Uses::default();
+        let listener = Uses {
+            listener: true,
+            ..none
+        };
+        let inter_broker = Uses {
+            inter_broker: true,
+            ..listener
+        };
+        assert_eq!(resolve(none, None, None, None, "none"), Ok(None));
+        assert!(resolve(listener, p("c"), None, None, "none").is_err());
+        assert!(resolve(listener, p("c"), p("k"), None, "required").is_err());
+        let t = resolve(listener, p("c"), p("k"), p("ca"), "required")
             .unwrap()
             .unwrap();
         assert_eq!(t.client_auth, ClientAuth::Required);
-        assert!(resolve(true, false, p("c"), p("k"), None, "none")
+        assert!(resolve(listener, p("c"), p("k"), None, "none")
             .unwrap()
             .is_some());
         // Brokers verify each other over an SSL inter-broker listener.
-        assert!(resolve(true, true, p("c"), p("k"), None, "none").is_err());
-        assert!(resolve(true, true, p("c"), p("k"), p("ca"), "none").is_ok());
+        assert!(resolve(inter_broker, p("c"), p("k"), None, "none").is_err());
+        assert!(resolve(inter_broker, p("c"), p("k"), p("ca"), "none").is_ok());
+    }
+
+    #[test]
+    fn controller_tls_needs_a_certificate_key_and_ca_even_without_an_ssl_listener() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let controller = Uses {
+            controller: true,
+            ..Uses::default()
+        };
+        assert!(resolve(controller, None, None, p("ca"), "none").is_err());
+        assert!(resolve(controller, p("c"), p("k"), None, "none").is_err());
+        assert!(resolve(controller, p("c"), p("k"), p("ca"), "none")
+            .unwrap()
+            .is_some());
     }
 }

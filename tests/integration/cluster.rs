@@ -13,25 +13,10 @@ use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientContext;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-#[derive(Clone, Default)]
-struct Acks(Arc<Mutex<Vec<i64>>>);
-
-impl ClientContext for Acks {}
-impl ProducerContext for Acks {
-    type DeliveryOpaque = Box<i64>;
-    fn delivery(&self, r: &DeliveryResult<'_>, id: Self::DeliveryOpaque) {
-        if r.is_ok() {
-            self.0.lock().unwrap().push(*id);
-        }
-    }
-}
 
 #[test]
 fn three_nodes_replicate_acks_all_and_agree() {
@@ -272,49 +257,12 @@ fn produce_through_kill(
     kill_at: i64,
     victim: i32,
 ) -> Vec<i64> {
-    let acks = Acks::default();
-    let p: ThreadedProducer<Acks> = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap())
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "2")
-        .set("message.timeout.ms", "60000")
-        .set("retry.backoff.ms", "100")
-        .create_with_context(acks.clone())
-        .unwrap();
-    for i in 0..n {
-        if i == kill_at {
-            c.node(victim).kill();
-        }
-        loop {
-            match p.send(
-                BaseRecord::<str, str, Box<i64>>::with_opaque_to(topic, Box::new(i))
-                    .payload(&i.to_string())
-                    .partition(0),
-            ) {
-                Ok(()) => break,
-                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    std::thread::sleep(Duration::from_millis(2))
-                }
-                Err((e, _)) => panic!("{e}"),
-            }
-        }
-        if i % 10 == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    p.flush(Duration::from_secs(90))
-        .expect("producer finishes after failover");
-    let got = acks.0.lock().unwrap().clone();
-    got
+    let bootstrap = c.bootstrap();
+    produce_through(&bootstrap, topic, n, kill_at, || c.node(victim).kill())
 }
 
 fn check_exactly(c: &Cluster, topic: &str, acked: &[i64]) {
-    let mut acked = acked.to_vec();
-    acked.sort();
-    let got = consume_values(&c.bootstrap(), topic, 0, acked.len());
-    assert_eq!(got.len(), acked.len(), "no loss, no duplicates");
-    assert_eq!(got, acked, "exactly the acknowledged sequence, in order");
+    check_exactly_at(&c.bootstrap(), topic, acked);
 }
 
 #[test]

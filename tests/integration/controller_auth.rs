@@ -237,6 +237,7 @@ fn operator_commands_work_with_the_cluster_secret_and_are_refused_without_it() {
     let err = blocking_call(
         &ctl,
         &ClusterSecret::generate(),
+        None,
         &RpcRequest::Summary,
         Duration::from_secs(10),
     );
@@ -245,7 +246,13 @@ fn operator_commands_work_with_the_cluster_secret_and_are_refused_without_it() {
     let (code, out) = c.admin_cli(&["rebalance"]);
     assert_eq!(code, 0, "{out}");
     let secret = ClusterSecret::read_file(&c.secret_file).expect("secret");
-    match blocking_call(&ctl, &secret, &RpcRequest::Summary, Duration::from_secs(10)) {
+    match blocking_call(
+        &ctl,
+        &secret,
+        None,
+        &RpcRequest::Summary,
+        Duration::from_secs(10),
+    ) {
         Ok(RpcResponse::Summary(s)) => assert_eq!(s.brokers.len(), 3),
         Ok(_) => panic!("unexpected answer"),
         Err(e) => panic!("refused with the secret: {e}"),

@@ -348,6 +348,7 @@ fn a_move_in_progress_is_listed_until_it_completes() {
     match blocking_call(
         &ctl,
         &secret,
+        None,
         &RpcRequest::Submit(cmd),
         Duration::from_secs(30),
     ) {

@@ -472,3 +472,77 @@ fn replicas_fetch_over_an_ssl_inter_broker_listener_with_client_auth_required() 
     // Over TLS: the followers' fetchers must speak it and show the broker's certificate.
     replicate_five_records(&nodes, "over-tls-replicated");
 }
+
+/// Three nodes with TLS everywhere inside the cluster: the inter-broker listener is SSL with
+/// client certificates required, and the controller port is mutual TLS (`--controller-tls`).
+/// An acks=all producer keeps every acknowledged record through a SIGKILL of the partition
+/// leader, and the killed node comes back and catches up over TLS.
+#[test]
+fn a_three_node_cluster_with_tls_between_brokers_replicates_and_fails_over() {
+    use crate::common::cluster_util::*;
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let pki = Pki::new();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (cert, key, ca) = (
+        pki.path_str("server.pem"),
+        pki.path_str("server.key"),
+        pki.path_str("ca.pem"),
+    );
+    let (mut nodes, _) = start_nodes_with_two_listeners(3, tmp.path(), |_, port, ssl_port| {
+        vec![
+            "--listeners".into(),
+            format!("PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{ssl_port}"),
+            "--inter-broker-listener-name".into(),
+            "SSL".into(),
+            "--ssl-cert-file".into(),
+            cert.clone(),
+            "--ssl-key-file".into(),
+            key.clone(),
+            "--ssl-ca-file".into(),
+            ca.clone(),
+            "--ssl-client-auth".into(),
+            "required".into(),
+            "--controller-tls".into(),
+        ]
+    });
+    let bootstrap = |nodes: &[crate::common::Server]| {
+        nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.bootstrap())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let first = nodes[0].bootstrap();
+    create(
+        &first,
+        NewTopic::new("tls-failover", 1, TopicReplication::Fixed(3)),
+    );
+    wait_until("a leader", 20, || leader_of(&first, "tls-failover", 0) > 0);
+    let leader = leader_of(&first, "tls-failover", 0);
+    let all = bootstrap(&nodes);
+    let victim = (leader - 1) as usize;
+    let acked = produce_through(&all, "tls-failover", 2000, 800, || nodes[victim].kill());
+    assert_eq!(
+        acked.len(),
+        2000,
+        "every record acknowledged after failover"
+    );
+    let alive = bootstrap(&nodes);
+    let survivor = alive.split(',').next().expect("a survivor").to_string();
+    let new_leader = leader_of(&survivor, "tls-failover", 0);
+    assert!(
+        new_leader > 0 && new_leader != leader,
+        "a new leader: {new_leader}"
+    );
+    check_exactly_at(&alive, "tls-failover", &acked);
+    // The killed node restarts and its follower fetches everything over TLS again.
+    nodes[victim].spawn();
+    nodes[victim].wait_ready(3);
+    let back = nodes[victim].bootstrap();
+    let end = local_leo(&survivor, "tls-failover", 0);
+    assert!(end >= 2000, "log end {end}");
+    wait_until("the restarted node caught up", 30, || {
+        local_leo(&back, "tls-failover", 0) == end
+    });
+}

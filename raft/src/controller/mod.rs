@@ -56,6 +56,8 @@ pub struct ControllerConfig {
     pub cluster_id: String,
     /// Every controller RPC connection, both ways, proves knowledge of this (network.rs).
     pub cluster_secret: crate::secret::ClusterSecret,
+    /// `--controller-tls`: every controller connection is mutual TLS (`rpc_tls`).
+    pub tls: Option<std::sync::Arc<crate::rpc_tls::ControllerTls>>,
     pub pin_core: Option<usize>,
 }
 

@@ -191,6 +191,7 @@ async fn run(p: Parts, ready: std::sync::mpsc::Sender<Result<(), ControllerError
     let creds = Arc::new(Credentials {
         cluster_id: cluster_id.into(),
         secret: cfg.cluster_secret.clone(),
+        tls: cfg.tls.clone(),
     });
     let peers = Peers::new(creds.clone());
     let id = cfg.node_id as NodeId;

@@ -54,10 +54,11 @@ fn controller_addr(t: &ControllerTarget) -> Result<String, String> {
     Ok(format!("{host}:{cport}"))
 }
 
-/// A controller address and the secret to authenticate to it with.
+/// A controller address, the secret to authenticate to it with, and its TLS (--controller-tls).
 struct Ctl {
     addr: String,
     secret: ClusterSecret,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 fn ctl(t: &ControllerTarget) -> Result<Ctl, String> {
@@ -70,11 +71,18 @@ fn ctl(t: &ControllerTarget) -> Result<Ctl, String> {
              this machine"
         )
     })?;
-    Ok(Ctl { addr, secret })
+    let tls = t.tls()?;
+    Ok(Ctl { addr, secret, tls })
 }
 
 fn submit(c: &Ctl, cmd: Command) -> Result<(u64, CommandOutcome), String> {
-    match blocking_call(&c.addr, &c.secret, &RpcRequest::Submit(cmd), SUBMIT_TIMEOUT)? {
+    match blocking_call(
+        &c.addr,
+        &c.secret,
+        c.tls.clone(),
+        &RpcRequest::Submit(cmd),
+        SUBMIT_TIMEOUT,
+    )? {
         RpcResponse::Submit(r) => r,
         _ => Err(format!("{}: unexpected answer", c.addr)),
     }
@@ -84,6 +92,7 @@ fn summary(c: &Ctl) -> Result<ImageSummary, String> {
     match blocking_call(
         &c.addr,
         &c.secret,
+        c.tls.clone(),
         &RpcRequest::Summary,
         Duration::from_secs(10),
     )? {

@@ -74,9 +74,44 @@ pub struct ControllerTarget {
     /// Data dir of a node on this machine, whose cluster.secret to use. [default: ./data]
     #[arg(long, env = "CHRONIK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The controller port speaks mutual TLS (the nodes run with --controller-tls): connect
+    /// with --ssl-cert-file / --ssl-key-file, checking the controller against --ssl-ca-file.
+    #[arg(long, env = "CHRONIK_CONTROLLER_TLS")]
+    pub controller_tls: bool,
+    /// With --controller-tls: the certificate chain (PEM) to show the controller.
+    #[arg(long, env = "CHRONIK_SSL_CERT_FILE")]
+    pub ssl_cert_file: Option<PathBuf>,
+    /// With --controller-tls: the private key (PEM) of --ssl-cert-file.
+    #[arg(long, env = "CHRONIK_SSL_KEY_FILE")]
+    pub ssl_key_file: Option<PathBuf>,
+    /// With --controller-tls: the CAs (PEM) the controller's certificate must be signed by.
+    #[arg(long, env = "CHRONIK_SSL_CA_FILE")]
+    pub ssl_ca_file: Option<PathBuf>,
 }
 
 impl ControllerTarget {
+    /// The TLS client config for a controller port with `--controller-tls` (None without it).
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, String> {
+        if !self.controller_tls {
+            return Ok(None);
+        }
+        let (Some(cert), Some(key)) = (self.ssl_cert_file.clone(), self.ssl_key_file.clone())
+        else {
+            return Err(
+                "--controller-tls needs --ssl-cert-file and --ssl-key-file (the controller \
+                 requires a client certificate) and --ssl-ca-file"
+                    .into(),
+            );
+        };
+        let files = crate::config::tls::TlsFiles {
+            cert,
+            key,
+            ca: self.ssl_ca_file.clone(),
+            client_auth: crate::config::tls::ClientAuth::Required,
+        };
+        crate::net::tls::load_client(&files).map(Some)
+    }
+
     /// `--cluster-secret-file`, else the secret file of the local node's data dir.
     pub fn secret_file(&self) -> PathBuf {
         self.cluster_secret_file.clone().unwrap_or_else(|| {

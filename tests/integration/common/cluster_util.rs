@@ -18,7 +18,11 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const FAST: &[&str] = &[
@@ -272,6 +276,75 @@ pub fn consume_values(bootstrap: &str, topic: &str, partition: i32, expect: usiz
     out
 }
 
+/// The ids of the records the brokers acknowledged.
+#[derive(Clone, Default)]
+pub struct Acks(Arc<Mutex<Vec<i64>>>);
+
+impl ClientContext for Acks {}
+impl ProducerContext for Acks {
+    type DeliveryOpaque = Box<i64>;
+    fn delivery(&self, r: &DeliveryResult<'_>, id: Self::DeliveryOpaque) {
+        if r.is_ok() {
+            self.0.lock().unwrap().push(*id);
+        }
+    }
+}
+
+/// Produces 0..n (as text) to partition 0 with an idempotent acks=all producer, calling `kill`
+/// before record `kill_at`; returns the acknowledged ones.
+pub fn produce_through(
+    bootstrap: &str,
+    topic: &str,
+    n: i64,
+    kill_at: i64,
+    mut kill: impl FnMut(),
+) -> Vec<i64> {
+    let acks = Acks::default();
+    let p: ThreadedProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "60000")
+        .set("retry.backoff.ms", "100")
+        .create_with_context(acks.clone())
+        .unwrap();
+    for i in 0..n {
+        if i == kill_at {
+            kill();
+        }
+        loop {
+            match p.send(
+                BaseRecord::<str, str, Box<i64>>::with_opaque_to(topic, Box::new(i))
+                    .payload(&i.to_string())
+                    .partition(0),
+            ) {
+                Ok(()) => break,
+                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err((e, _)) => panic!("{e}"),
+            }
+        }
+        if i % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    p.flush(Duration::from_secs(90))
+        .expect("producer finishes after failover");
+    let got = acks.0.lock().unwrap().clone();
+    got
+}
+
+/// Partition 0 of `topic` holds exactly the `acked` values, in order, nothing lost or doubled.
+pub fn check_exactly_at(bootstrap: &str, topic: &str, acked: &[i64]) {
+    let mut acked = acked.to_vec();
+    acked.sort();
+    let got = consume_values(bootstrap, topic, 0, acked.len());
+    assert_eq!(got.len(), acked.len(), "no loss, no duplicates");
+    assert_eq!(got, acked, "exactly the acknowledged sequence, in order");
+}
+
 /// A connection to `addr` that has proven to be broker `me` to broker `leader`
 /// (`net::broker_auth`), as a replica fetcher's: it may fetch as that broker.
 pub fn proven_as(
@@ -299,9 +372,18 @@ pub fn start_two_nodes_with_two_listeners(
     dir: &std::path::Path,
     flags: impl Fn(i32, u16, u16) -> Vec<String>,
 ) -> (Vec<super::Server>, Vec<u16>) {
+    start_nodes_with_two_listeners(2, dir, flags)
+}
+
+/// `start_two_nodes_with_two_listeners` with `n` nodes.
+pub fn start_nodes_with_two_listeners(
+    n: usize,
+    dir: &std::path::Path,
+    flags: impl Fn(i32, u16, u16) -> Vec<String>,
+) -> (Vec<super::Server>, Vec<u16>) {
     let secret = dir.join("cluster.secret");
     super::new_secret_file(&secret);
-    let ports: Vec<(u16, u16, u16)> = (0..2)
+    let ports: Vec<(u16, u16, u16)> = (0..n)
         .map(|_| (super::free_port(), super::free_port(), super::free_port()))
         .collect();
     let quorum = ports
@@ -323,7 +405,7 @@ pub fn start_two_nodes_with_two_listeners(
         nodes.push(s);
     }
     for s in nodes.iter_mut() {
-        s.wait_ready(2);
+        s.wait_ready(n);
     }
     (nodes, ports.iter().map(|p| p.1).collect())
 }
