@@ -1011,7 +1011,8 @@ fn sort_lanes(f: &Fetcher, lane: Lane, got_records: &[TopicPartition]) {
                 parts
                     .iter()
                     .filter(|(_, st)| {
-                        st.truncated && now.saturating_duration_since(st.last_records) >= QUIET_AFTER
+                        st.truncated
+                            && now.saturating_duration_since(st.last_records) >= QUIET_AFTER
                     })
                     .map(|(tp, _)| tp.clone())
                     .collect()

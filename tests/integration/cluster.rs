@@ -144,7 +144,12 @@ fn three_nodes_replicate_acks_all_and_agree() {
     }
     let md = metadata(&c.nodes[0].bootstrap(), "rep");
     for part in &md.topics[0].partitions {
-        assert_eq!(part.isr_nodes.len(), 3, "partition {}", part.partition_index);
+        assert_eq!(
+            part.isr_nodes.len(),
+            3,
+            "partition {}",
+            part.partition_index
+        );
     }
 }
 
