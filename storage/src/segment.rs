@@ -137,6 +137,11 @@ pub(crate) struct Segment {
     pub tail_page: Vec<u8>,
     /// Bytes reserved with fallocate.
     pub allocated: u64,
+    /// Whether the file's directory entry is known durable. The first segment of a new log
+    /// leaves that to its first data sync (`sync_active_locked`): a partition that never gets
+    /// a record costs no directory fsync, and creating thousands of them no disk round trip
+    /// each.
+    pub dir_synced: bool,
 }
 
 impl Segment {

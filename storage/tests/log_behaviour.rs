@@ -897,3 +897,33 @@ fn closing_a_log_untouched_since_open_rewrites_nothing_and_reopens_the_same() {
         });
     });
 }
+
+#[test]
+fn a_new_log_costs_no_fsync_until_its_first_record_and_keeps_that_record() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A short interval so the background flusher runs many times while the log is idle.
+        let interval = LogConfig {
+            flush: FlushPolicy::IntervalMs(5),
+            ..cfg(false)
+        };
+        let log = open(dir.path(), interval.clone(), 0).await;
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(log.fsync_count(), 0, "an idle new log synced something");
+        assert!(
+            !dir.path().join("log-state.checkpoint").exists(),
+            "an empty log wrote a checkpoint that says what its absence says"
+        );
+        log.close().await.expect("close");
+        // The first record of a new log syncs the segment's directory entry with its bytes.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), cfg(false), 0).await;
+        log.append(batch(3, 7, 0), 0).await.expect("append");
+        assert_eq!(log.fsync_count(), 2, "directory and data synced");
+        log.close().await.expect("close");
+        let log = open(dir.path(), cfg(false), 0).await;
+        assert_eq!(log.log_end_offset(), 3);
+        assert_eq!(read_all(&log).await.len(), 1);
+        log.close().await.expect("close");
+    });
+}

@@ -106,6 +106,36 @@ fn three_nodes_replicate_acks_all_and_agree() {
     for n in &c.nodes[1..] {
         assert_eq!(view(&n.bootstrap()), v1);
     }
+    // Idle for longer than the followers' quiet delay (1 s), the partitions are fetched in
+    // their quiet lanes: they stay in the ISR, and new records are replicated again.
+    std::thread::sleep(Duration::from_millis(2500));
+    for i in 0..300 {
+        p.send(
+            BaseRecord::<str, str>::to("rep")
+                .payload(&i.to_string())
+                .partition(i % 3),
+        )
+        .map_err(|(e, _)| e)
+        .expect("queued");
+    }
+    p.flush(Duration::from_secs(60))
+        .expect("acknowledged after idling");
+    for part in 0..3 {
+        wait_until("replicas agree on the log end after idling", 20, || {
+            c.nodes
+                .iter()
+                .all(|n| local_leo(&n.bootstrap(), "rep", part) == 3434 - i64::from(part > 0))
+        });
+    }
+    let md = metadata(&c.nodes[0].bootstrap(), "rep");
+    for part in &md.topics[0].partitions {
+        assert_eq!(
+            part.isr_nodes.len(),
+            3,
+            "partition {}",
+            part.partition_index
+        );
+    }
 }
 
 #[test]

@@ -1,6 +1,11 @@
 //! Metadata mode: create N topics with concurrency C; report creations/s and, per topic, the time
 //! from the CreateTopics request until every bootstrap server's Metadata shows the topic with a
 //! leader for each partition.
+//!
+//! The Metadata polls go over connections of their own: on the connection that carries the
+//! CreateTopics requests, a poll would be answered only after every creation sent before it
+//! (Kafka answers a connection's requests in order), and the time measured would be the other
+//! clients' creations, not this topic's visibility.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +27,7 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     report.acks = String::new();
     report.message_size = 0;
     let cluster = connect(args).await?;
+    let watcher = connect(args).await?;
     let count = args.message_count.unwrap_or(100);
     let run_id = crate::payload::now_us() / 1_000_000;
     let prefix = format!("{}-{run_id}", args.topic);
@@ -41,8 +47,9 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     );
     let mut handles = Vec::new();
     for _ in 0..args.concurrency {
-        let (cluster, stats, create_latency, created, next) = (
+        let (cluster, watcher, stats, create_latency, created, next) = (
             cluster.clone(),
+            watcher.clone(),
             stats.clone(),
             create_latency.clone(),
             created.clone(),
@@ -76,7 +83,7 @@ pub async fn run(args: &Args) -> Result<RunReport> {
                 if let Ok(mut c) = created.lock() {
                     c.push(name.clone());
                 }
-                match wait_visible_everywhere(&cluster, &name, partitions, timeout).await {
+                match wait_visible_everywhere(&watcher, &name, partitions, timeout).await {
                     Ok(()) => stats.record_success(1, 0, Some(start.elapsed())),
                     Err(e) => {
                         stats.record_error("CLIENT_TOPIC_NOT_VISIBLE", 1);

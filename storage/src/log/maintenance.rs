@@ -53,7 +53,7 @@ impl Inner {
                 self.remove_segment_files(s)?;
             }
             drop(old);
-            let new_seg = create_segment(&self.dir, base, &cfg).await?;
+            let new_seg = create_segment(&self.dir, base, &cfg, false).await?;
             let mut st = self.st.borrow_mut();
             st.segments.insert(base, new_seg);
             st.log_start = base;

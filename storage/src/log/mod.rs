@@ -331,7 +331,7 @@ impl PartitionLog {
         }
         if segments.is_empty() {
             let base = saved_state.map_or(0, |s| s.log_start_offset.max(0));
-            let seg = create_segment(&dir, base, &cfg).await?;
+            let seg = create_segment(&dir, base, &cfg, true).await?;
             segments.insert(base, seg);
         }
         let first_base = segments.keys().next().copied().unwrap_or(0);
@@ -364,12 +364,17 @@ impl PartitionLog {
             log_max_ts: (-1, -1),
             epochs,
             epochs_dirty,
-            // Unchanged since the last checkpoint: nothing to rewrite until it moves.
-            state_dirty: saved_state
-                != Some(LogState {
-                    log_start_offset: log_start,
-                    high_watermark: hw,
-                }),
+            // Unchanged since the last checkpoint: nothing to rewrite until it moves. Without
+            // a checkpoint, one is owed only if it would say more than its absence does (the
+            // log start at the first segment, the high watermark there): a new, empty log
+            // writes none, so creating many partitions costs no checkpoint fsyncs.
+            state_dirty: saved_state.unwrap_or(LogState {
+                log_start_offset: first_base.min(leo),
+                high_watermark: first_base.min(leo),
+            }) != LogState {
+                log_start_offset: log_start,
+                high_watermark: hw,
+            },
             read_hint: None,
             readahead: None,
             read_gen: 0,

@@ -84,6 +84,7 @@ pub(super) async fn load_segment(
         sealed: !is_last,
         tail_page,
         allocated,
+        dir_synced: true,
     };
     Ok((seg, epochs))
 }
@@ -132,19 +133,24 @@ pub(super) async fn write_index_files(dir: &Path, meta: &SegmentMeta) {
     }
 }
 
-/// Creates an empty segment file at `base`, with its directory entry durable. Nothing is
-/// reserved yet: the first write reserves in proportion to what it writes (`write.rs`).
+/// Creates an empty segment file at `base`, with its directory entry durable unless
+/// `defer_dir_sync` (the first segment of a new log: synced before its first data is, see
+/// `Segment::dir_synced`). Nothing is reserved yet: the first write reserves in proportion to
+/// what it writes (`write.rs`).
 pub(super) async fn create_segment(
     dir: &Path,
     base: i64,
     cfg: &LogConfig,
+    defer_dir_sync: bool,
 ) -> Result<Segment, StorageError> {
     let path = log_path(dir, base);
     let file = SegFile::open(&path, true, cfg.force_buffered_io).await?;
     let setup = async {
         // A stale file of that name (from before a truncation) holds nothing we want.
         file.truncate(0).await?;
-        file::sync_dir(dir).await?;
+        if !defer_dir_sync {
+            file::sync_dir(dir).await?;
+        }
         Ok(0)
     };
     match setup.await {
@@ -155,6 +161,7 @@ pub(super) async fn create_segment(
             sealed: false,
             tail_page: Vec::new(),
             allocated,
+            dir_synced: !defer_dir_sync,
         }),
         Err(e) => {
             let _ = file::remove_if_exists(&path);

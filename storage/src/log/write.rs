@@ -48,16 +48,25 @@ impl Inner {
     }
 
     pub(super) async fn sync_active_locked(&self) -> Result<(), StorageError> {
-        let (file, target) = {
+        let (file, target, dir_synced) = {
             let st = self.st.borrow();
             if st.durable_seq >= st.written_seq {
                 return Ok(());
             }
             match st.active() {
-                Some(s) => (s.file.clone(), st.written_seq),
+                Some(s) => (s.file.clone(), st.written_seq, s.dir_synced),
                 None => return Ok(()),
             }
         };
+        if !dir_synced {
+            // The first data of a new log: its segment's directory entry goes first, so the
+            // synced bytes are found after a power loss (see `Segment::dir_synced`).
+            file::sync_dir(&self.dir).await?;
+            self.fsyncs.set(self.fsyncs.get() + 1);
+            if let Some(a) = self.st.borrow_mut().active_mut() {
+                a.dir_synced = true;
+            }
+        }
         file.fdatasync().await?;
         self.fsyncs.set(self.fsyncs.get() + 1);
         let mut st = self.st.borrow_mut();
@@ -152,7 +161,7 @@ impl Inner {
             }
         }
         // If this fails the old segment simply stays the active one.
-        let new_seg = create_segment(&self.dir, new_base, &cfg).await?;
+        let new_seg = create_segment(&self.dir, new_base, &cfg, false).await?;
         let meta = {
             let mut st = self.st.borrow_mut();
             let Some(a) = st.active_mut() else {
