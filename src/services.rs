@@ -17,7 +17,7 @@ use crate::shard::event::LocalEvent;
 use crate::shard::{Mesh, Shard, ShardTask};
 use chronik_raft::hub::ImageSubscription;
 use chronik_raft::image::MetadataImage;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
@@ -128,15 +128,11 @@ impl Services {
         self.pid_block.set((first, first + count));
     }
 
-    /// Receives images from the controller for the life of the shard: each is installed at
-    /// once (the shard answers Metadata from it), then the replica manager makes the
-    /// partitions match it in a task of its own. Opening logs takes disk round trips (a new
-    /// segment's directory entry is synced); in this loop they held back the next image, and
-    /// with it every CreateTopics waiting to be served. The reconciler always takes the newest
-    /// image, from its difference with the one it reconciled before (all of it the first time).
+    /// Receives images from the controller for the life of the shard: each is installed, then
+    /// the replica manager makes the partitions match it, from its difference with the image
+    /// reconciled before (all of it the first time).
     pub async fn run_image_loop(self: Rc<Self>, sub: ImageSubscription) {
-        let latest: Rc<LatestImage> = Rc::default();
-        let reconciler = glommio::spawn_local(reconcile_loop(self.clone(), latest.clone()));
+        let mut reconciled: Option<Arc<MetadataImage>> = None;
         while let Ok(mut img) = sub.images.recv().await {
             // Coalesce a backlog: only the newest image matters.
             while let Ok(next) = sub.images.try_recv() {
@@ -146,38 +142,8 @@ impl Services {
             // From here this shard answers Metadata from the new image; the controller's
             // wait_applied (and so CreateTopics on any node) counts on that.
             sub.served(img.applied_index);
-            latest.image.replace(Some(img));
-            latest.changed.notify();
-        }
-        latest.closed.set(true);
-        latest.changed.notify();
-        reconciler.await;
-    }
-}
-
-/// The newest image the reconciler has not taken yet (see `run_image_loop`).
-#[derive(Default)]
-struct LatestImage {
-    image: RefCell<Option<Arc<MetadataImage>>>,
-    changed: LocalEvent,
-    /// The image loop ended (shutdown): the reconciler stops.
-    closed: Cell<bool>,
-}
-
-async fn reconcile_loop(services: Rc<Services>, latest: Rc<LatestImage>) {
-    let mut reconciled: Option<Arc<MetadataImage>> = None;
-    loop {
-        let next = latest.image.borrow_mut().take();
-        match next {
-            Some(img) => {
-                services
-                    .replicas
-                    .reconcile(reconciled.as_deref(), &img)
-                    .await;
-                reconciled = Some(img);
-            }
-            None if latest.closed.get() => return,
-            None => latest.changed.listen().await,
+            self.replicas.reconcile(reconciled.as_deref(), &img).await;
+            reconciled = Some(img);
         }
     }
 }
