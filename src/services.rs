@@ -13,7 +13,6 @@ use crate::metrics::{ShardMetrics, ShardSnapshot};
 use crate::net::idle::IdleSweeper;
 use crate::partition::manager::ReplicaManager;
 use crate::replication::fetcher::Fetchers;
-use crate::shard::event::LocalEvent;
 use crate::shard::{Mesh, Shard, ShardTask};
 use chronik_raft::hub::ImageSubscription;
 use chronik_raft::image::MetadataImage;
