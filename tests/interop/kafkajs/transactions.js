@@ -11,20 +11,26 @@ async function readAll(kafka, topic, readUncommitted, expected) {
   await consumer.subscribe({ topic, fromBeginning: true });
   const values = [];
   // Bounded: every record expected, then 3 s without news to catch extra ones; 60 s at most.
+  let quiet = null;
+  let timer = null;
   await new Promise((resolve, reject) => {
-    let quiet = null;
     const settle = () => {
       clearTimeout(quiet);
       if (values.length >= expected) quiet = setTimeout(resolve, 3000);
     };
-    const timer = setTimeout(() => reject(new Error(`timed out after ${values.length} of ${expected}`)), 60000);
+    timer = setTimeout(() => reject(new Error(`timed out after ${values.length} of ${expected}`)), 60000);
     consumer.run({
       eachMessage: async ({ message }) => {
         values.push(message.value.toString());
         settle();
       },
     }).catch(reject);
-  }).finally(() => consumer.disconnect());
+  }).finally(() => {
+    // Both timers cleared: a pending one would keep Node running (60 s) after main() is done.
+    clearTimeout(timer);
+    clearTimeout(quiet);
+    return consumer.disconnect();
+  });
   return values;
 }
 
