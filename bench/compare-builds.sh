@@ -35,15 +35,6 @@ start_single() { # $1: binary, $2: cores
     BOOT="127.0.0.1:$port"
 }
 
-start_cluster() { # $1: binary
-    local base mbase
-    base=$(free_port_range 3)
-    mbase=$(free_port_range 3)
-    CLUSTER_DIR="$WORK/cluster"
-    rm -rf "$CLUSTER_DIR"
-    BOOT=$(CHRONIK_BIN="$1" CHRONIK_BASE_PORT=$base CHRONIK_METRICS_BASE_PORT=$mbase \
-        CHRONIK_CLUSTER_DIR="$CLUSTER_DIR" "$ROOT/tests/cluster/start.sh" 3 2>/dev/null | tail -1)
-}
 
 stop_all() {
     if [[ -n $SERVER_PID ]]; then

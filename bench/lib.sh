@@ -12,6 +12,59 @@ cleanup() {
     rm -rf "$WORK"
 }
 
+# start_cluster BIN: three nodes of BIN from tests/cluster/start.sh under $WORK/cluster (random
+# ports); $BOOT is their bootstrap list.
+start_cluster() {
+    local base mbase
+    base=$(free_port_range 3)
+    mbase=$(free_port_range 3)
+    CLUSTER_DIR="$WORK/cluster"
+    rm -rf "$CLUSTER_DIR"
+    BOOT=$(CHRONIK_BIN="$1" CHRONIK_BASE_PORT=$base CHRONIK_METRICS_BASE_PORT=$mbase \
+        CHRONIK_CLUSTER_DIR="$CLUSTER_DIR" "$ROOT/tests/cluster/start.sh" 3 2>/dev/null | tail -1)
+}
+
+# Stops the cluster start_cluster started.
+stop_cluster() {
+    if [[ -n $CLUSTER_DIR ]]; then
+        "$ROOT/tests/cluster/stop.sh" "$CLUSTER_DIR" >/dev/null 2>&1 || true
+        CLUSTER_DIR=""
+    fi
+}
+
+# build_rdkafka_perf NAME CONFIGURE_FLAGS...: librdkafka's rdkafka_performance, built once from
+# the sources inside the rdkafka-sys crate this workspace locks (in cargo's registry once the
+# workspace has been built or fetched; nothing else is downloaded) under
+# $CARGO_TARGET_DIR/NAME/<rdkafka-sys version>. Sets PERF (the program), RDKAFKA_SYS (the crate's
+# name and version) and LIBRDKAFKA_VERSION.
+build_rdkafka_perf() {
+    local name=$1 sys_dir build
+    shift
+    cargo fetch --locked >/dev/null 2>&1 || true
+    sys_dir=$(cargo metadata --format-version 1 --locked 2>/dev/null | python3 -c '
+import json, os, sys
+m = json.load(sys.stdin)
+print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"] == "rdkafka-sys"))')
+    RDKAFKA_SYS=$(basename "$sys_dir")
+    build=$CARGO_TARGET_DIR/$name/$RDKAFKA_SYS
+    PERF=$build/examples/rdkafka_performance
+    if [[ ! -x "$PERF" ]]; then
+        echo "== building rdkafka_performance ($*) from $sys_dir/librdkafka"
+        rm -rf "$build"
+        mkdir -p "$(dirname "$build")"
+        cp -r "$sys_dir/librdkafka" "$build"
+        (
+            cd "$build"
+            # The logs go outside the tree: mklove takes any ./configure.<name> for a module.
+            ./configure "$@" >../configure.out 2>&1 || { tail -30 ../configure.out; exit 1; }
+            make -j"$(nproc)" -C src librdkafka.a >../make.out 2>&1 || { tail -30 ../make.out; exit 1; }
+            make -C examples rdkafka_performance >>../make.out 2>&1 || { tail -30 ../make.out; exit 1; }
+        )
+    fi
+    # (-h prints the version and exits 1.)
+    LIBRDKAFKA_VERSION=$({ "$PERF" -h 2>&1 || true; } | sed -n 's/.*librdkafka version \([^ ]*\).*/\1/p' | head -1)
+}
+
 # Stops the node started as $SERVER_PID (between the runs of a comparison).
 stop_server() {
     kill "$SERVER_PID"

@@ -33,33 +33,11 @@ if [[ "${PERF_SKIP_BUILD:-0}" != "1" ]]; then
     cargo build --release --bin chronik-server -p chronik
 fi
 
-# librdkafka from the rdkafka-sys crate this workspace locks (its sources are in cargo's registry
-# once the workspace has been built or fetched).
-cargo fetch --locked >/dev/null 2>&1 || true
-SYS_DIR=$(cargo metadata --format-version 1 --locked 2>/dev/null | python3 -c '
-import json, os, sys
-m = json.load(sys.stdin)
-print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"] == "rdkafka-sys"))')
-SYS_VERSION=$(basename "$SYS_DIR")
-PERF_BUILD=$CARGO_TARGET_DIR/rdkafka-perf/$SYS_VERSION
-PERF=$PERF_BUILD/examples/rdkafka_performance
-if [[ ! -x "$PERF" ]]; then
-    echo "== building rdkafka_performance from $SYS_DIR/librdkafka"
-    rm -rf "$PERF_BUILD"
-    mkdir -p "$(dirname "$PERF_BUILD")"
-    cp -r "$SYS_DIR/librdkafka" "$PERF_BUILD"
-    (
-        cd "$PERF_BUILD"
-        # Plaintext only: the runs are on loopback; no optional system library is needed.
-        # (The logs go outside the tree: mklove takes any ./configure.<name> for a module.)
-        ./configure --disable-ssl --disable-gssapi --disable-curl --disable-zstd \
-            --disable-lz4-ext --disable-zlib >../configure.out 2>&1 || { tail -30 ../configure.out; exit 1; }
-        make -j"$(nproc)" -C src librdkafka.a >../make.out 2>&1 || { tail -30 ../make.out; exit 1; }
-        make -C examples rdkafka_performance >>../make.out 2>&1 || { tail -30 ../make.out; exit 1; }
-    )
-fi
-# (-h prints the version and exits 1.)
-LIBRDKAFKA_VERSION=$({ "$PERF" -h 2>&1 || true; } | sed -n 's/.*librdkafka version \([^ ]*\).*/\1/p' | head -1)
+# librdkafka from the rdkafka-sys crate this workspace locks. Plaintext only: the runs are on
+# loopback; no optional system library is needed.
+source "$ROOT/bench/lib.sh"
+build_rdkafka_perf rdkafka-perf --disable-ssl --disable-gssapi --disable-curl --disable-zstd \
+    --disable-lz4-ext --disable-zlib
 
 DATE=$(date -u +%Y-%m-%d)
 OUT=$ROOT/bench/results
@@ -67,7 +45,6 @@ RAW=$OUT/$DATE-rdkafka-perf
 mkdir -p "$RAW"
 REPORT=$OUT/$DATE-rdkafka-perf.md
 WORK=$(mktemp -d /tmp/chronik-rdkafka-perf.XXXXXX)
-source "$ROOT/bench/lib.sh"
 ROWS=()
 trap cleanup EXIT INT TERM
 
@@ -171,7 +148,7 @@ CLUSTER_DIR=""
 {
     echo "# rdkafka_performance against chronik, $DATE"
     echo
-    echo "librdkafka $LIBRDKAFKA_VERSION ($SYS_VERSION), 1 KiB records, default producer settings"
+    echo "librdkafka $LIBRDKAFKA_VERSION ($RDKAFKA_SYS), 1 KiB records, default producer settings"
     echo "otherwise; chronik-server release build, --cores 2, on loopback with the client."
     echo "Raw limits measured in the same run: data disk O_DIRECT 1 MiB writes $DISK_MBS MB/s,"
     echo "loopback TCP $LOOP_MBS MB/s. Machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)."

@@ -25,20 +25,7 @@ WORK=$(mktemp -d /tmp/chronik-scale.XXXXXX)
 source "$ROOT/bench/lib.sh"
 trap cleanup EXIT INT TERM
 
-start_cluster() { # $1: binary
-    local base mbase
-    base=$(free_port_range 3)
-    mbase=$(free_port_range 3)
-    CLUSTER_DIR="$WORK/cluster"
-    rm -rf "$CLUSTER_DIR"
-    BOOT=$(CHRONIK_BIN="$1" CHRONIK_BASE_PORT=$base CHRONIK_METRICS_BASE_PORT=$mbase \
-        CHRONIK_CLUSTER_DIR="$CLUSTER_DIR" "$ROOT/tests/cluster/start.sh" 3 2>/dev/null | tail -1)
-}
 
-stop_cluster() {
-    "$ROOT/tests/cluster/stop.sh" "$CLUSTER_DIR" >/dev/null 2>&1 || true
-    CLUSTER_DIR=""
-}
 
 # create_run BIN OUT: the metadata-mode run, its JSON report in OUT.
 create_run() {

@@ -33,27 +33,8 @@ if [[ "${TLS_COST_SKIP_BUILD:-0}" != "1" ]]; then
 fi
 
 # librdkafka with TLS and SCRAM (OpenSSL), from the rdkafka-sys crate this workspace locks.
-cargo fetch --locked >/dev/null 2>&1 || true
-SYS_DIR=$(cargo metadata --format-version 1 --locked 2>/dev/null | python3 -c '
-import json, os, sys
-m = json.load(sys.stdin)
-print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"] == "rdkafka-sys"))')
-PERF_BUILD=$CARGO_TARGET_DIR/rdkafka-perf-ssl/$(basename "$SYS_DIR")
-PERF=$PERF_BUILD/examples/rdkafka_performance
-if [[ ! -x "$PERF" ]]; then
-    echo "== building rdkafka_performance with TLS from $SYS_DIR/librdkafka"
-    rm -rf "$PERF_BUILD"
-    mkdir -p "$(dirname "$PERF_BUILD")"
-    cp -r "$SYS_DIR/librdkafka" "$PERF_BUILD"
-    (
-        cd "$PERF_BUILD"
-        ./configure --enable-ssl --disable-gssapi --disable-curl --disable-zstd \
-            --disable-lz4-ext --disable-zlib >../configure.out 2>&1 || { tail -30 ../configure.out; exit 1; }
-        make -j"$(nproc)" -C src librdkafka.a >../make.out 2>&1 || { tail -30 ../make.out; exit 1; }
-        make -C examples rdkafka_performance >>../make.out 2>&1 || { tail -30 ../make.out; exit 1; }
-    )
-fi
-LIBRDKAFKA_VERSION=$({ "$PERF" -h 2>&1 || true; } | sed -n 's/.*librdkafka version \([^ ]*\).*/\1/p' | head -1)
+build_rdkafka_perf rdkafka-perf-ssl --enable-ssl --disable-gssapi --disable-curl --disable-zstd \
+    --disable-lz4-ext --disable-zlib
 
 echo "== certificate and users"
 (

@@ -82,6 +82,22 @@ pub struct PayloadHeader {
     pub timestamp_us: i64,
 }
 
+/// Fills a record's value from the pool bytes `src` and, when `stamp`, writes the validation
+/// header of `producer`'s record `seq` into it (what every producer writes per record).
+pub fn fill(dst: &mut [u8], src: &[u8], stamp_header: bool, producer: u32, seq: u64) {
+    dst.copy_from_slice(src);
+    if stamp_header {
+        stamp(
+            dst,
+            PayloadHeader {
+                producer,
+                seq,
+                timestamp_us: now_us(),
+            },
+        );
+    }
+}
+
 /// Writes the header into `value` (which already holds the pool bytes) and seals it with the CRC.
 pub fn stamp(value: &mut [u8], header: PayloadHeader) {
     debug_assert!(value.len() >= HEADER_LEN);

@@ -22,7 +22,7 @@ use crate::cli::KeyPattern;
 use crate::client::errors::{classify, error_name, is_retriable, needs_metadata_refresh};
 use crate::metadata::{topic_name, Cluster};
 use crate::partitioner::{partition_for_key, KeyGenerator};
-use crate::payload::{self, PayloadHeader, PayloadPool};
+use crate::payload::{self, PayloadPool};
 use crate::stats::Stats;
 use crate::validate::AckTracker;
 
@@ -231,17 +231,7 @@ impl ProducerTask {
         let producer = self.id;
         open.builder
             .append_with(now_ms, Some(key), value_len, |dst| {
-                dst.copy_from_slice(src);
-                if stamp {
-                    payload::stamp(
-                        dst,
-                        PayloadHeader {
-                            producer,
-                            seq,
-                            timestamp_us: payload::now_us(),
-                        },
-                    );
-                }
+                payload::fill(dst, src, stamp, producer, seq)
             });
         open.count += 1;
         open.value_bytes += value_len as u64;

@@ -31,7 +31,7 @@ use crate::batch::{BatchBuilder, BatchProducer};
 use crate::client::errors::error_name;
 use crate::client::Connection;
 use crate::partitioner::{partition_for_key, KeyGenerator};
-use crate::payload::{self, PayloadHeader};
+use crate::payload;
 use crate::producer::{judge_partition, produce_request, ProduceRun, ProducerTotals, Verdict};
 use crate::stats::{new_histogram, record_latency, LatencySummary};
 
@@ -348,17 +348,7 @@ impl TxnProducerTask {
             let stamp = cfg.stamp_header;
             let producer = self.id;
             builder.append_with(payload::now_us() / 1000, Some(key), value_len, |dst| {
-                dst.copy_from_slice(src);
-                if stamp {
-                    payload::stamp(
-                        dst,
-                        PayloadHeader {
-                            producer,
-                            seq,
-                            timestamp_us: payload::now_us(),
-                        },
-                    );
-                }
+                payload::fill(dst, src, stamp, producer, seq)
             });
             *n += 1;
             // The broker sequence: the next batch of this partition starts after this record.

@@ -887,11 +887,11 @@ impl RaftNetwork<TypeConfig> for Network {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Counts the requests it is asked to serve.
-    struct Counting(AtomicU64);
+    /// Counts the requests it is asked to serve (also the TLS transport's tests' service).
+    pub(crate) struct Counting(pub(crate) AtomicU64);
 
     impl RpcService for Counting {
         fn handle(

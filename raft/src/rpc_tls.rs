@@ -242,26 +242,12 @@ impl io::Write for BlockingStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::{serve, Credentials, RpcClient, RpcRequest, RpcResponse, RpcService};
+    use crate::network::tests::Counting;
+    use crate::network::{serve, Credentials, RpcClient, RpcRequest, RpcResponse};
     use crate::secret::ClusterSecret;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    use std::future::Future;
-    use std::pin::Pin;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
-
-    /// Counts the requests it serves.
-    struct Counting(AtomicU64);
-
-    impl RpcService for Counting {
-        fn handle(
-            self: Arc<Self>,
-            _req: RpcRequest,
-        ) -> Pin<Box<dyn Future<Output = RpcResponse> + Send>> {
-            self.0.fetch_add(1, Ordering::Relaxed);
-            Box::pin(async { RpcResponse::WaitServed(true) })
-        }
-    }
 
     /// A CA and a certificate it signed for 127.0.0.1 (a controller's, used both ways).
     struct Pki {

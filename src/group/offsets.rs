@@ -27,23 +27,28 @@ pub struct CommitParams {
     pub topics: Vec<(String, Vec<CommitPartition>)>,
 }
 
+/// `code` for every partition of a refused commit, per topic in request order.
+pub(super) fn every_partition(
+    topics: &[(String, Vec<CommitPartition>)],
+    code: i16,
+) -> Vec<(String, Vec<(i32, i16)>)> {
+    topics
+        .iter()
+        .map(|(t, ps)| (t.clone(), ps.iter().map(|p| (p.partition, code)).collect()))
+        .collect()
+}
+
 /// Per topic, per partition error codes in request order.
 pub async fn commit(shard: Rc<Shard>, req: CommitParams) -> Vec<(String, Vec<(i32, i16)>)> {
-    let all = |code: i16, req: &CommitParams| {
-        req.topics
-            .iter()
-            .map(|(t, ps)| (t.clone(), ps.iter().map(|p| (p.partition, code)).collect()))
-            .collect()
-    };
     let part = match acquire(&shard, &req.group_id).await {
         Ok(p) => p,
-        Err(c) => return all(c, &req),
+        Err(c) => return every_partition(&req.topics, c),
     };
     let g = match part.group(&req.group_id) {
         Some(g) => g,
         // A consumer without group management (generation -1) may commit to a new group.
         None if req.generation < 0 => part.group_or_create(&req.group_id),
-        None => return all(errors::ILLEGAL_GENERATION, &req),
+        None => return every_partition(&req.topics, errors::ILLEGAL_GENERATION),
     };
     let checked = machine::check_commit(
         &mut g.borrow_mut().group,
@@ -53,7 +58,7 @@ pub async fn commit(shard: Rc<Shard>, req: CommitParams) -> Vec<(String, Vec<(i3
         &Clock::system(),
     );
     if let Err(c) = checked {
-        return all(c, &req);
+        return every_partition(&req.topics, c);
     }
     let max_meta = host::coordinator(&shard).config.max_metadata_bytes;
     let CommitRecords {

@@ -7,6 +7,7 @@ use super::offsets_log::{self, LogRecord, RecordKey};
 use super::state::{now_ms, Group, JoinResult, SyncResult};
 use super::{route, GroupConfig};
 use crate::kafka::errors;
+use crate::partition::replay::{forget_failed_load, held_at_epoch, LoadedParts};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -117,7 +118,7 @@ pub struct OffsetsPartition {
 /// Per-shard coordinator state: the offsets partitions this shard serves.
 pub struct GroupCoordinator {
     pub config: GroupConfig,
-    pub(super) parts: RefCell<HashMap<i32, Rc<OffsetsPartition>>>,
+    pub(super) parts: LoadedParts<OffsetsPartition>,
     member_seq: Cell<u64>,
 }
 
@@ -248,30 +249,26 @@ pub async fn acquire_partition(shard: &Rc<Shard>, index: i32) -> Result<Rc<Offse
         return Err(errors::COORDINATOR_NOT_AVAILABLE);
     };
     let coord = host::coordinator(shard);
-    if leader != me {
-        coord.unload(index);
-        return Err(if leader < 0 {
-            errors::COORDINATOR_NOT_AVAILABLE
-        } else {
-            errors::NOT_COORDINATOR
-        });
-    }
-    let existing = coord.parts.borrow().get(&index).cloned();
-    if let Some(p) = existing {
-        if p.leader_epoch == epoch {
-            if !p.loaded.get() {
-                let done = async {
-                    let _ = p.load_done.recv().await;
-                };
-                futures_lite::future::or(done, glommio::timer::sleep(LOAD_WAIT)).await;
-            }
-            return if p.loaded.get() && p.active.get() {
-                Ok(p)
-            } else {
-                Err(errors::COORDINATOR_LOAD_IN_PROGRESS)
+    let held = held_at_epoch(
+        &coord.parts,
+        index,
+        (leader, epoch),
+        me,
+        |p| p.leader_epoch,
+        |i| coord.unload(i),
+    )?;
+    if let Some(p) = held {
+        if !p.loaded.get() {
+            let done = async {
+                let _ = p.load_done.recv().await;
             };
+            futures_lite::future::or(done, glommio::timer::sleep(LOAD_WAIT)).await;
         }
-        coord.unload(index);
+        return if p.loaded.get() && p.active.get() {
+            Ok(p)
+        } else {
+            Err(errors::COORDINATOR_LOAD_IN_PROGRESS)
+        };
     }
     let (load_finished, load_done) = async_channel::bounded(1);
     let part = Rc::new(OffsetsPartition {
@@ -297,10 +294,7 @@ pub async fn acquire_partition(shard: &Rc<Shard>, index: i32) -> Result<Rc<Offse
             Ok(part)
         }
         Err(code) => {
-            let mut parts = coord.parts.borrow_mut();
-            if parts.get(&index).is_some_and(|p| Rc::ptr_eq(p, &part)) {
-                parts.remove(&index);
-            }
+            forget_failed_load(&coord.parts, index, &part);
             deactivate(&part);
             Err(code)
         }

@@ -6,7 +6,9 @@
 
 use super::host::{self, Shard};
 use super::machine::{self, Clock};
-use super::offsets::{commit_records, fail_accepted, CommitPartition, CommitRecords};
+use super::offsets::{
+    commit_records, every_partition, fail_accepted, CommitPartition, CommitRecords,
+};
 use super::offsets_log;
 use super::offsets_partition::{acquire, apply_record, map_write_error};
 use super::state::now_ms;
@@ -29,18 +31,12 @@ pub struct TxnCommitParams {
 
 /// Per topic, per partition error codes in request order.
 pub async fn txn_commit(shard: Rc<Shard>, req: TxnCommitParams) -> Vec<(String, Vec<(i32, i16)>)> {
-    let all = |code: i16, req: &TxnCommitParams| {
-        req.topics
-            .iter()
-            .map(|(t, ps)| (t.clone(), ps.iter().map(|p| (p.partition, code)).collect()))
-            .collect()
-    };
     if req.producer_id < 0 || req.producer_epoch < 0 {
-        return all(errors::INVALID_PRODUCER_ID_MAPPING, &req);
+        return every_partition(&req.topics, errors::INVALID_PRODUCER_ID_MAPPING);
     }
     let part = match acquire(&shard, &req.group_id).await {
         Ok(p) => p,
-        Err(c) => return all(c, &req),
+        Err(c) => return every_partition(&req.topics, c),
     };
     if let Some(g) = part.group(&req.group_id) {
         if req.generation >= 0 {
@@ -52,7 +48,7 @@ pub async fn txn_commit(shard: Rc<Shard>, req: TxnCommitParams) -> Vec<(String, 
                 &Clock::system(),
             );
             if let Err(c) = checked {
-                return all(c, &req);
+                return every_partition(&req.topics, c);
             }
         }
     }

@@ -55,3 +55,46 @@ pub async fn replay_led_partition(
     }
     Ok(())
 }
+
+/// The loaded copies a coordinator keeps of the internal partitions it leads, by index.
+pub type LoadedParts<P> = std::cell::RefCell<std::collections::HashMap<i32, Rc<P>>>;
+
+/// What a coordinator already holds of internal partition `index`, which `leader` leads at
+/// `epoch`: Some for a copy loaded (or loading) at that epoch, None when it must load one (a
+/// copy of an older epoch is dropped through `unload` first). When this node (`me`) does not
+/// lead it, what it held goes and the error is COORDINATOR_NOT_AVAILABLE without a leader,
+/// NOT_COORDINATOR with another one.
+pub fn held_at_epoch<P>(
+    parts: &LoadedParts<P>,
+    index: i32,
+    (leader, epoch): (i32, i32),
+    me: i32,
+    epoch_of: impl Fn(&P) -> i32,
+    unload: impl Fn(i32),
+) -> Result<Option<Rc<P>>, i16> {
+    if leader != me {
+        unload(index);
+        return Err(if leader < 0 {
+            errors::COORDINATOR_NOT_AVAILABLE
+        } else {
+            errors::NOT_COORDINATOR
+        });
+    }
+    let existing = parts.borrow().get(&index).cloned();
+    match existing {
+        Some(p) if epoch_of(&p) == epoch => Ok(Some(p)),
+        Some(_) => {
+            unload(index);
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Forgets `part` after its load failed, unless a newer copy has taken its place meanwhile.
+pub fn forget_failed_load<P>(parts: &LoadedParts<P>, index: i32, part: &Rc<P>) {
+    let mut parts = parts.borrow_mut();
+    if parts.get(&index).is_some_and(|p| Rc::ptr_eq(p, part)) {
+        parts.remove(&index);
+    }
+}

@@ -15,6 +15,7 @@ use super::markers::{self, MarkerSpec};
 use super::state::{self, EndPlan, InitPlan, TopicPartitionName, TxnMeta};
 use super::{log, now_ms, TXN_TOPIC};
 use crate::kafka::errors;
+use crate::partition::replay::{forget_failed_load, held_at_epoch, LoadedParts};
 use crate::services::Services;
 use crate::shard::event::LocalEvent;
 use crate::shard::TopicPartition;
@@ -70,7 +71,7 @@ impl TxnPartition {
 /// Per-shard coordinator state.
 #[derive(Default)]
 pub struct TxnCoordinator {
-    parts: RefCell<HashMap<i32, Rc<TxnPartition>>>,
+    parts: LoadedParts<TxnPartition>,
 }
 
 impl TxnCoordinator {
@@ -104,24 +105,20 @@ pub async fn acquire(shard: &Rc<Services>, index: i32) -> Result<Rc<TxnPartition
         return Err(errors::COORDINATOR_NOT_AVAILABLE);
     };
     let coord = &shard.txns;
-    if leader != me {
-        coord.unload(index);
-        return Err(if leader < 0 {
-            errors::COORDINATOR_NOT_AVAILABLE
+    let held = held_at_epoch(
+        &coord.parts,
+        index,
+        (leader, epoch),
+        me,
+        |p| p.leader_epoch,
+        |i| coord.unload(i),
+    )?;
+    if let Some(p) = held {
+        return if p.loaded.get() {
+            Ok(p)
         } else {
-            errors::NOT_COORDINATOR
-        });
-    }
-    let existing = coord.parts.borrow().get(&index).cloned();
-    if let Some(p) = existing {
-        if p.leader_epoch == epoch {
-            return if p.loaded.get() {
-                Ok(p)
-            } else {
-                Err(errors::COORDINATOR_LOAD_IN_PROGRESS)
-            };
-        }
-        coord.unload(index);
+            Err(errors::COORDINATOR_LOAD_IN_PROGRESS)
+        };
     }
     let part = Rc::new(TxnPartition {
         index,
@@ -146,10 +143,7 @@ pub async fn acquire(shard: &Rc<Services>, index: i32) -> Result<Rc<TxnPartition
             Ok(part)
         }
         Err(code) => {
-            let mut parts = coord.parts.borrow_mut();
-            if parts.get(&index).is_some_and(|p| Rc::ptr_eq(p, &part)) {
-                parts.remove(&index);
-            }
+            forget_failed_load(&coord.parts, index, &part);
             part.active.set(false);
             part.changed.notify();
             Err(code)
@@ -450,22 +444,39 @@ pub async fn add_partitions(
     epoch: i16,
     parts: Vec<TopicPartitionName>,
 ) -> i16 {
-    let part = match partition_of(shard, &id).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    if let Err(code) = settled(shard, &part, &id).await {
-        return code;
-    }
-    let part2 = part.clone();
-    exclusive(&part, &id, errors::CONCURRENT_TRANSACTIONS, async {
-        let current = part2.get(&id);
+    let id = &id;
+    settled_and_exclusive(shard, id, |part, current| async move {
         match state::add_partitions(current.as_ref(), producer_id, epoch, &parts, now_ms()) {
             Ok(None) => errors::NONE,
-            Ok(Some(m)) => persist(shard, &part2, &id, &m).await,
+            Ok(Some(m)) => persist(shard, &part, id, &m).await,
             Err(code) => code,
         }
     })
+    .await
+}
+
+/// Runs `change` on the id's current state once its previous transaction has completed, with
+/// no other change of the same id running (CONCURRENT_TRANSACTIONS if one is); the
+/// coordinator's own errors otherwise.
+async fn settled_and_exclusive<'a, F, Fut>(shard: &'a Rc<Services>, id: &'a str, change: F) -> i16
+where
+    F: FnOnce(Rc<TxnPartition>, Option<TxnMeta>) -> Fut,
+    Fut: std::future::Future<Output = i16> + 'a,
+{
+    let part = match partition_of(shard, id).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let Err(code) = settled(shard, &part, id).await {
+        return code;
+    }
+    let current = part.get(id);
+    exclusive(
+        &part,
+        id,
+        errors::CONCURRENT_TRANSACTIONS,
+        change(part.clone(), current),
+    )
     .await
 }
 
@@ -505,21 +516,13 @@ pub async fn end_txn(
     epoch: i16,
     commit: bool,
 ) -> i16 {
-    let part = match partition_of(shard, &id).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    if let Err(code) = settled(shard, &part, &id).await {
-        return code;
-    }
-    let part2 = part.clone();
-    exclusive(&part, &id, errors::CONCURRENT_TRANSACTIONS, async {
-        let current = part2.get(&id);
+    let id = &id;
+    settled_and_exclusive(shard, id, |part, current| async move {
         match state::end_txn(current.as_ref(), producer_id, epoch, commit, now_ms()) {
             Ok(EndPlan::AlreadyDone) => errors::NONE,
-            Ok(EndPlan::Prepare(m)) => match persist(shard, &part2, &id, &m).await {
+            Ok(EndPlan::Prepare(m)) => match persist(shard, &part, id, &m).await {
                 errors::NONE => {
-                    spawn_completion(shard, &part2, id.clone(), m);
+                    spawn_completion(shard, &part, id.clone(), m);
                     errors::NONE
                 }
                 code => code,

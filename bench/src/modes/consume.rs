@@ -4,21 +4,18 @@
 //! run began.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Result;
 
 use crate::cli::Args;
 use crate::consumer::{run_consumers, FetchLoop, Position};
-use crate::cpu::CpuTimes;
 use crate::metadata::{EARLIEST, LATEST};
-use crate::producer::RunControl;
-use crate::report::spawn_progress;
 use crate::report::RunReport;
 use crate::stats::Stats;
 use crate::validate::Validator;
 
-use super::produce::{measured_elapsed, start_warmup_timer, stop_on_ctrl_c};
+use super::clock::{RunClock, Watch};
+use super::produce::{measured_elapsed, start_warmup_timer};
 use super::{base_report, connect, maybe_delete, prepare_topic, record_run};
 
 pub async fn run(args: &Args) -> Result<RunReport> {
@@ -51,12 +48,8 @@ pub async fn run(args: &Args) -> Result<RunReport> {
 
     let stats = Arc::new(Stats::new(args.warmup_duration.is_zero()));
     let validator = args.validate.then(|| Arc::new(Validator::default()));
-    let t0 = Instant::now();
-    let cpu0 = CpuTimes::now();
-    let control = Arc::new(RunControl::new(
-        t0 + args.warmup_duration + args.run_duration(),
-        args.message_count,
-    ));
+    let clock = RunClock::start();
+    let control = clock.control(args);
     let fetch = Arc::new(FetchLoop {
         cluster: cluster.clone(),
         cfg: super::group_consume::consume_config(args, positions.len()),
@@ -65,14 +58,11 @@ pub async fn run(args: &Args) -> Result<RunReport> {
         validator: validator.clone(),
     });
     let measure_start = start_warmup_timer(vec![stats.clone()], args.warmup_duration);
-    let progress = spawn_progress("consume", stats.clone(), args.report_interval());
-    let ctrl_c = stop_on_ctrl_c(control.clone());
+    let watch = Watch::start("consume", &stats, &control, args);
     let final_positions = run_consumers(args.concurrency, fetch, positions).await?;
-    drop(progress);
-    ctrl_c.abort();
+    watch.stop();
     let elapsed = measured_elapsed(&measure_start);
-    let wall = t0.elapsed();
-    let cpu = CpuTimes::now().since(&cpu0);
+    let (wall, cpu) = clock.wall_and_cpu();
     let snap = stats.snapshot();
     record_run(&mut report, &snap, "fetch-request", elapsed, cpu, wall);
 

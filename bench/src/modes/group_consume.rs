@@ -13,19 +13,18 @@ use anyhow::{Context, Result};
 
 use crate::cli::Args;
 use crate::consumer::ConsumeConfig;
-use crate::control::RunControl;
-use crate::cpu::CpuTimes;
 use crate::group::board::SyncBoard;
 use crate::group::consumed::ConsumedRanges;
 use crate::group::member::commit_as_admin;
 use crate::group::runner::{run_member, Bounds, GroupRun, MemberSummary, OffsetReset};
 use crate::group::MemberSettings;
 use crate::metadata::{Cluster, EARLIEST, LATEST};
-use crate::report::{spawn_progress, RunReport};
+use crate::report::RunReport;
 use crate::stats::Stats;
 use crate::validate::Validator;
 
-use super::produce::{start_warmup_timer, stop_on_ctrl_c};
+use super::clock::{RunClock, Watch};
+use super::produce::start_warmup_timer;
 use super::{base_report, connect, maybe_delete, prepare_topic, record_run};
 
 /// How long a member may take to rejoin before the coordinator drops it from a rebalance
@@ -169,12 +168,9 @@ pub async fn run_group_consume(args: &Args, group: &str) -> Result<GroupConsumeO
 
     let stats = Arc::new(Stats::new(args.warmup_duration.is_zero()));
     let validator = args.validate.then(|| Arc::new(Validator::default()));
-    let t0 = Instant::now();
-    let cpu0 = CpuTimes::now();
-    let control = Arc::new(RunControl::new(
-        t0 + args.warmup_duration + args.run_duration(),
-        args.message_count,
-    ));
+    let clock = RunClock::start();
+    let t0 = clock.t0;
+    let control = clock.control(args);
     let consumed = Arc::new(ConsumedRanges::default());
     let run = Arc::new(GroupRun {
         cluster: cluster.clone(),
@@ -195,12 +191,10 @@ pub async fn run_group_consume(args: &Args, group: &str) -> Result<GroupConsumeO
         finished_reading: OnceLock::new(),
     });
     let measure_start = start_warmup_timer(vec![stats.clone()], args.warmup_duration);
-    let progress = spawn_progress("consume", stats.clone(), args.report_interval());
-    let ctrl_c = stop_on_ctrl_c(control.clone());
+    let watch = Watch::start("consume", &stats, &control, args);
     let (_, handles) = start_members(&run, args.concurrency);
     let members = finish_members(handles, &mut report).await;
-    drop(progress);
-    ctrl_c.abort();
+    watch.stop();
     // Reading time: from the later of the warm-up's end and the first assignment, to the
     // moment the last partition reached its end (or now).
     let read_from = run.first_assignment.get().copied();
@@ -216,8 +210,7 @@ pub async fn run_group_consume(args: &Args, group: &str) -> Result<GroupConsumeO
         }
         None => Duration::ZERO,
     };
-    let wall = t0.elapsed();
-    let cpu = CpuTimes::now().since(&cpu0);
+    let (wall, cpu) = clock.wall_and_cpu();
     let snap = stats.snapshot();
     record_run(&mut report, &snap, "fetch-request", elapsed, cpu, wall);
     if let Some(from) = read_from {

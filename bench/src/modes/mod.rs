@@ -1,5 +1,6 @@
 //! The five modes. Each returns a [`RunReport`]; `passed == false` means a non-zero exit.
 
+pub mod clock;
 pub mod consume;
 pub mod group_consume;
 pub mod metadata;

@@ -9,14 +9,14 @@ use anyhow::Result;
 
 use crate::cli::{Args, ProducerModel};
 use crate::consumer::{run_consumers, FetchLoop, Position};
-use crate::cpu::CpuTimes;
 use crate::metadata::{Cluster, LATEST};
 use crate::payload::PayloadPool;
 use crate::producer::{run_producers, ProduceConfig, ProduceRun, RunControl};
-use crate::report::{spawn_progress, RunReport};
+use crate::report::RunReport;
 use crate::stats::Stats;
 use crate::validate::{AckTracker, Validator};
 
+use super::clock::{RunClock, Watch};
 use super::{maybe_delete, record_run, start_producing};
 
 pub fn produce_config(args: &Args, partitions: i32, stamp_header: bool) -> ProduceConfig {
@@ -114,15 +114,10 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     let tracker = args.validate.then(|| Arc::new(AckTracker::default()));
     let cfg = Arc::new(produce_config(args, partitions, args.validate));
     let pool = Arc::new(PayloadPool::new(args.payload_pattern, args.message_size));
-    let t0 = Instant::now();
-    let cpu0 = CpuTimes::now();
-    let control = Arc::new(RunControl::new(
-        t0 + args.warmup_duration + args.run_duration(),
-        args.message_count,
-    ));
+    let clock = RunClock::start();
+    let control = clock.control(args);
     let measure_start = start_warmup_timer(vec![stats.clone()], args.warmup_duration);
-    let progress = spawn_progress("produce", stats.clone(), args.report_interval());
-    let ctrl_c = stop_on_ctrl_c(control.clone());
+    let watch = Watch::start("produce", &stats, &control, args);
     let run = ProduceRun {
         cfg,
         cluster: cluster.clone(),
@@ -138,11 +133,9 @@ pub async fn run(args: &Args) -> Result<RunReport> {
     } else {
         (run_producers(args.concurrency, run).await?, None)
     };
-    drop(progress);
-    ctrl_c.abort();
+    watch.stop();
     let elapsed = measured_elapsed(&measure_start);
-    let wall = t0.elapsed();
-    let cpu = CpuTimes::now().since(&cpu0);
+    let (wall, cpu) = clock.wall_and_cpu();
 
     let snap = stats.snapshot();
     record_run(

@@ -38,10 +38,9 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let subject = crate::acl::Subject::of(&shard, &ctx);
     for res in req.resources {
         let name = res.resource_name.to_string();
-        let refusal = shard.with_image(|i| {
-            crate::acl::config_refusal(&subject, i, res.resource_type, &name, AlterConfigs)
-        });
-        let (code, message) = if let Some(code) = refusal {
+        let (code, message) = if let Some(code) =
+            refusal(&shard, &subject, res.resource_type, &name)
+        {
             (code, None)
         } else if res.resource_type == RESOURCE_BROKER {
             match incremental_changes(&res.configs, None) {
@@ -79,10 +78,9 @@ pub async fn handle_legacy(
     let subject = crate::acl::Subject::of(&shard, &ctx);
     for res in req.resources {
         let name = res.resource_name.to_string();
-        let refusal = shard.with_image(|i| {
-            crate::acl::config_refusal(&subject, i, res.resource_type, &name, AlterConfigs)
-        });
-        let (code, message) = if let Some(code) = refusal {
+        let (code, message) = if let Some(code) =
+            refusal(&shard, &subject, res.resource_type, &name)
+        {
             (code, None)
         } else if res.resource_type == RESOURCE_BROKER {
             let set: BTreeMap<String, String> = res
@@ -92,14 +90,7 @@ pub async fn handle_legacy(
                 .collect();
             match broker_resource(&name) {
                 Ok(broker) => {
-                    let delete = shard.with_image(|i| {
-                        i.broker_configs.of(broker).map_or_else(Vec::new, |m| {
-                            m.keys()
-                                .filter(|k| !set.contains_key(*k))
-                                .cloned()
-                                .collect()
-                        })
-                    });
+                    let delete = shard.with_image(|i| not_named(i.broker_configs.of(broker), &set));
                     alter_broker(&shard, &name, set, delete, req.validate_only).await
                 }
                 Err(msg) => (errors::INVALID_REQUEST, Some(msg)),
@@ -123,15 +114,8 @@ pub async fn handle_legacy(
                     Some(format!("null value not supported for topic config {k}")),
                 ),
                 None => {
-                    let delete = shard.with_image(|i| {
-                        i.topic(&name).map_or_else(Vec::new, |t| {
-                            t.configs
-                                .keys()
-                                .filter(|k| !set.contains_key(*k))
-                                .cloned()
-                                .collect()
-                        })
-                    });
+                    let delete =
+                        shard.with_image(|i| not_named(i.topic(&name).map(|t| &t.configs), &set));
                     alter(&shard, name, set, delete, req.validate_only).await
                 }
             }
@@ -144,6 +128,29 @@ pub async fn handle_legacy(
         resp.responses.push(out);
     }
     ctx.encode(&resp).map(Some)
+}
+
+/// The ACL refusal for altering this resource, if any.
+fn refusal(
+    shard: &Services,
+    subject: &crate::acl::Subject,
+    resource_type: i8,
+    name: &str,
+) -> Option<i16> {
+    shard.with_image(|i| crate::acl::config_refusal(subject, i, resource_type, name, AlterConfigs))
+}
+
+/// The current overrides a legacy AlterConfigs does not name: they go back to the default.
+fn not_named(
+    current: Option<&BTreeMap<String, String>>,
+    named: &BTreeMap<String, String>,
+) -> Vec<String> {
+    current.map_or_else(Vec::new, |m| {
+        m.keys()
+            .filter(|k| !named.contains_key(*k))
+            .cloned()
+            .collect()
+    })
 }
 
 fn not_a_topic() -> Outcome {
