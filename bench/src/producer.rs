@@ -564,6 +564,13 @@ pub async fn run_producers(concurrency: usize, run: ProduceRun) -> Result<Produc
     let handles: Vec<_> = (0..concurrency)
         .map(|id| tokio::spawn(ProducerTask::new(id as u32, run.clone()).run()))
         .collect();
+    sum_totals(handles).await
+}
+
+/// The totals of every producer task, once all have finished.
+pub async fn sum_totals(
+    handles: Vec<tokio::task::JoinHandle<ProducerTotals>>,
+) -> Result<ProducerTotals> {
     let mut totals = ProducerTotals::default();
     for h in handles {
         let t = h.await?;

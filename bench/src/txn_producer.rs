@@ -504,12 +504,7 @@ pub async fn run_producers(
             )
         })
         .collect();
-    let mut totals = ProducerTotals::default();
-    for h in handles {
-        let t = h.await?;
-        totals.generated += t.generated;
-        totals.failed += t.failed;
-    }
+    let totals = crate::producer::sum_totals(handles).await?;
     use std::sync::atomic::Ordering::Relaxed;
     let commit_latency = shared
         .commit_latency

@@ -4,7 +4,7 @@
 use super::host::{self, Shard};
 use super::machine::{self, Clock};
 use super::offsets_log::{self, OffsetValue};
-use super::offsets_partition::acquire;
+use super::offsets_partition::{acquire, GroupRef};
 use super::state::now_ms;
 use crate::kafka::errors;
 
@@ -38,6 +38,22 @@ pub(super) fn every_partition(
         .collect()
 }
 
+/// Whether a commit of this generation and member may go to group `g` (Kafka's checks, now).
+pub(super) fn check_member(
+    g: &GroupRef,
+    generation: i32,
+    member_id: &str,
+    instance_id: &Option<String>,
+) -> Result<(), i16> {
+    machine::check_commit(
+        &mut g.borrow_mut().group,
+        generation,
+        member_id,
+        instance_id.as_deref(),
+        &Clock::system(),
+    )
+}
+
 /// Per topic, per partition error codes in request order.
 pub async fn commit(shard: Rc<Shard>, req: CommitParams) -> Vec<(String, Vec<(i32, i16)>)> {
     let part = match acquire(&shard, &req.group_id).await {
@@ -50,14 +66,7 @@ pub async fn commit(shard: Rc<Shard>, req: CommitParams) -> Vec<(String, Vec<(i3
         None if req.generation < 0 => part.group_or_create(&req.group_id),
         None => return every_partition(&req.topics, errors::ILLEGAL_GENERATION),
     };
-    let checked = machine::check_commit(
-        &mut g.borrow_mut().group,
-        req.generation,
-        &req.member_id,
-        req.instance_id.as_deref(),
-        &Clock::system(),
-    );
-    if let Err(c) = checked {
+    if let Err(c) = check_member(&g, req.generation, &req.member_id, &req.instance_id) {
         return every_partition(&req.topics, c);
     }
     let max_meta = host::coordinator(&shard).config.max_metadata_bytes;

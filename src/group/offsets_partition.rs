@@ -7,7 +7,9 @@ use super::offsets_log::{self, LogRecord, RecordKey};
 use super::state::{now_ms, Group, JoinResult, SyncResult};
 use super::{route, GroupConfig};
 use crate::kafka::errors;
-use crate::partition::replay::{forget_failed_load, held_at_epoch, LoadedParts};
+use crate::partition::replay::{
+    forget_failed_load, held_at_epoch, LedAtEpoch, LoadedParts, LoadingCoordinator,
+};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -155,6 +157,22 @@ impl MemberIds for GroupCoordinator {
     }
 }
 
+impl LoadingCoordinator for GroupCoordinator {
+    type Part = OffsetsPartition;
+    fn parts(&self) -> &LoadedParts<OffsetsPartition> {
+        &self.parts
+    }
+    fn unload_part(&self, index: i32) {
+        self.unload(index)
+    }
+}
+
+impl LedAtEpoch for OffsetsPartition {
+    fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+}
+
 impl GroupCoordinator {
     pub fn new(config: GroupConfig) -> Self {
         GroupCoordinator {
@@ -249,14 +267,7 @@ pub async fn acquire_partition(shard: &Rc<Shard>, index: i32) -> Result<Rc<Offse
         return Err(errors::COORDINATOR_NOT_AVAILABLE);
     };
     let coord = host::coordinator(shard);
-    let held = held_at_epoch(
-        &coord.parts,
-        index,
-        (leader, epoch),
-        me,
-        |p| p.leader_epoch,
-        |i| coord.unload(i),
-    )?;
+    let held = held_at_epoch(coord, index, (leader, epoch), me)?;
     if let Some(p) = held {
         if !p.loaded.get() {
             let done = async {

@@ -5,9 +5,8 @@
 //! (`host::replay`).
 
 use super::host::{self, Shard};
-use super::machine::{self, Clock};
 use super::offsets::{
-    commit_records, every_partition, fail_accepted, CommitPartition, CommitRecords,
+    check_member, commit_records, every_partition, fail_accepted, CommitPartition, CommitRecords,
 };
 use super::offsets_log;
 use super::offsets_partition::{acquire, apply_record, map_write_error};
@@ -40,14 +39,7 @@ pub async fn txn_commit(shard: Rc<Shard>, req: TxnCommitParams) -> Vec<(String, 
     };
     if let Some(g) = part.group(&req.group_id) {
         if req.generation >= 0 {
-            let checked = machine::check_commit(
-                &mut g.borrow_mut().group,
-                req.generation,
-                &req.member_id,
-                req.instance_id.as_deref(),
-                &Clock::system(),
-            );
-            if let Err(c) = checked {
+            if let Err(c) = check_member(&g, req.generation, &req.member_id, &req.instance_id) {
                 return every_partition(&req.topics, c);
             }
         }

@@ -59,32 +59,42 @@ pub async fn replay_led_partition(
 /// The loaded copies a coordinator keeps of the internal partitions it leads, by index.
 pub type LoadedParts<P> = std::cell::RefCell<std::collections::HashMap<i32, Rc<P>>>;
 
-/// What a coordinator already holds of internal partition `index`, which `leader` leads at
-/// `epoch`: Some for a copy loaded (or loading) at that epoch, None when it must load one (a
-/// copy of an older epoch is dropped through `unload` first). When this node (`me`) does not
-/// lead it, what it held goes and the error is COORDINATOR_NOT_AVAILABLE without a leader,
-/// NOT_COORDINATOR with another one.
-pub fn held_at_epoch<P>(
-    parts: &LoadedParts<P>,
+/// A coordinator of an internal topic (groups, transactions): the copies it loaded of the
+/// partitions it leads, and how it lets one go.
+pub trait LoadingCoordinator {
+    type Part: LedAtEpoch;
+    fn parts(&self) -> &LoadedParts<Self::Part>;
+    fn unload_part(&self, index: i32);
+}
+
+/// A loaded copy of an internal partition: the leader epoch it was loaded at.
+pub trait LedAtEpoch {
+    fn leader_epoch(&self) -> i32;
+}
+
+/// What `coord` already holds of internal partition `index`, which `leader` leads at `epoch`:
+/// Some for a copy loaded (or loading) at that epoch, None when it must load one (a copy of an
+/// older epoch is unloaded first). When this node (`me`) does not lead it, what it held goes
+/// and the error is COORDINATOR_NOT_AVAILABLE without a leader, NOT_COORDINATOR with another.
+pub fn held_at_epoch<C: LoadingCoordinator>(
+    coord: &C,
     index: i32,
     (leader, epoch): (i32, i32),
     me: i32,
-    epoch_of: impl Fn(&P) -> i32,
-    unload: impl Fn(i32),
-) -> Result<Option<Rc<P>>, i16> {
+) -> Result<Option<Rc<C::Part>>, i16> {
     if leader != me {
-        unload(index);
+        coord.unload_part(index);
         return Err(if leader < 0 {
             errors::COORDINATOR_NOT_AVAILABLE
         } else {
             errors::NOT_COORDINATOR
         });
     }
-    let existing = parts.borrow().get(&index).cloned();
+    let existing = coord.parts().borrow().get(&index).cloned();
     match existing {
-        Some(p) if epoch_of(&p) == epoch => Ok(Some(p)),
+        Some(p) if p.leader_epoch() == epoch => Ok(Some(p)),
         Some(_) => {
-            unload(index);
+            coord.unload_part(index);
             Ok(None)
         }
         None => Ok(None),

@@ -15,7 +15,9 @@ use super::markers::{self, MarkerSpec};
 use super::state::{self, EndPlan, InitPlan, TopicPartitionName, TxnMeta};
 use super::{log, now_ms, TXN_TOPIC};
 use crate::kafka::errors;
-use crate::partition::replay::{forget_failed_load, held_at_epoch, LoadedParts};
+use crate::partition::replay::{
+    forget_failed_load, held_at_epoch, LedAtEpoch, LoadedParts, LoadingCoordinator,
+};
 use crate::services::Services;
 use crate::shard::event::LocalEvent;
 use crate::shard::TopicPartition;
@@ -74,6 +76,22 @@ pub struct TxnCoordinator {
     parts: LoadedParts<TxnPartition>,
 }
 
+impl LoadingCoordinator for TxnCoordinator {
+    type Part = TxnPartition;
+    fn parts(&self) -> &LoadedParts<TxnPartition> {
+        &self.parts
+    }
+    fn unload_part(&self, index: i32) {
+        self.unload(index)
+    }
+}
+
+impl LedAtEpoch for TxnPartition {
+    fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+}
+
 impl TxnCoordinator {
     fn unload(&self, index: i32) {
         let removed = self.parts.borrow_mut().remove(&index);
@@ -105,14 +123,7 @@ pub async fn acquire(shard: &Rc<Services>, index: i32) -> Result<Rc<TxnPartition
         return Err(errors::COORDINATOR_NOT_AVAILABLE);
     };
     let coord = &shard.txns;
-    let held = held_at_epoch(
-        &coord.parts,
-        index,
-        (leader, epoch),
-        me,
-        |p| p.leader_epoch,
-        |i| coord.unload(i),
-    )?;
+    let held = held_at_epoch(coord, index, (leader, epoch), me)?;
     if let Some(p) = held {
         return if p.loaded.get() {
             Ok(p)
