@@ -33,7 +33,9 @@ const PREFIXED: i8 = 4;
 const ALL: i8 = 2;
 const READ: i8 = 3;
 const WRITE: i8 = 4;
+const CREATE: i8 = 5;
 const DESCRIBE: i8 = 8;
+const DESCRIBE_CONFIGS: i8 = 10;
 const DENY: i8 = 2;
 const ALLOW: i8 = 3;
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
@@ -235,6 +237,14 @@ fn describe_acls<S: Read + Write>(c: &mut S, f: &DescribeAclsRequest) -> (i16, V
 }
 
 fn create_topic<S: Read + Write>(c: &mut S, name: &str) -> i16 {
+    create_topic_result(c, name).error_code
+}
+
+/// CreateTopics v5 of one topic (1 partition, RF 1): its result.
+fn create_topic_result<S: Read + Write>(
+    c: &mut S,
+    name: &str,
+) -> create_topics_response::CreatableTopicResult {
     let mut t = CreatableTopic::default();
     t.name = TopicName(s(name));
     t.num_partitions = 1;
@@ -243,7 +253,7 @@ fn create_topic<S: Read + Write>(c: &mut S, name: &str) -> i16 {
     req.topics = vec![t];
     req.timeout_ms = 30_000;
     let r: CreateTopicsResponse = call(c, ApiKey::CreateTopics, 5, &req);
-    r.topics[0].error_code
+    r.topics.into_iter().next().expect("one topic result")
 }
 
 /// Produce v9 of one small batch to partition 0; its error code.
@@ -524,6 +534,50 @@ fn a_principal_without_acls_is_refused_until_an_acl_allows_it_and_a_deny_wins() 
         0,
         "a super user may ALTER"
     );
+
+    // CreateTopics v5 answers the new topic's configs only to who may DESCRIBE_CONFIGS it.
+    let created = create_topic_result(&mut admin, "admin-new");
+    assert_eq!(
+        (created.error_code, created.topic_config_error_code),
+        (0, 0)
+    );
+    let configs = created.configs.expect("a super user sees the configs");
+    assert!(configs.iter().any(|c| c.name.as_str() == "cleanup.policy"
+        && c.value.as_ref().map(|v| v.as_str()) == Some("delete")));
+    assert_eq!(
+        create_acls(
+            &mut admin,
+            vec![creation(TOPIC, "alice-", PREFIXED, ALICE, CREATE, ALLOW)]
+        ),
+        vec![0]
+    );
+    let created = create_topic_result(&mut alice, "alice-new");
+    assert_eq!(created.error_code, 0, "CREATE on the topic is enough");
+    assert_eq!(created.topic_config_error_code, TOPIC_AUTHORIZATION_FAILED);
+    assert!(
+        created.configs.is_none(),
+        "no config shown without DESCRIBE_CONFIGS"
+    );
+    assert_eq!(
+        create_acls(
+            &mut admin,
+            vec![creation(
+                TOPIC,
+                "alice-",
+                PREFIXED,
+                ALICE,
+                DESCRIBE_CONFIGS,
+                ALLOW
+            )]
+        ),
+        vec![0]
+    );
+    let created = create_topic_result(&mut alice, "alice-two");
+    assert_eq!(
+        (created.error_code, created.topic_config_error_code),
+        (0, 0)
+    );
+    assert!(!created.configs.unwrap_or_default().is_empty());
 }
 
 #[test]

@@ -1,15 +1,40 @@
 //! CreateTopics: one controller entry for the whole request; answered once this node applied it.
 
+use super::describe_configs::{topic_configs, RESOURCE_TOPIC};
 use super::{str_bytes, topic_name, topics, uuid};
 use crate::kafka::dispatch::HandlerResult;
 use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
+use chronik_raft::acl::Operation;
 use chronik_raft::{validate, Command, MetaError, NewTopic};
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+
+/// A created topic's configs as CreateTopics v5+ lists them: DescribeConfigs' entries without
+/// synonyms.
+fn created_configs(
+    shard: &Services,
+    img: &chronik_raft::image::MetadataImage,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
+    topic_configs(&shard.config, img, overrides, |_| true, false)
+        .into_iter()
+        .map(|e| {
+            let mut c = CreatableTopicConfigs::default();
+            c.name = e.name;
+            c.value = e.value;
+            c.read_only = e.read_only;
+            c.config_source = e.config_source;
+            c.is_sensitive = e.is_sensitive;
+            c
+        })
+        .collect()
+}
 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: CreateTopicsRequest = decode(body, ctx.api_version)?;
@@ -94,6 +119,18 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                     tr.num_partitions = t.partitions.len() as i32;
                     tr.replication_factor =
                         t.partitions.first().map_or(-1, |p| p.replicas.len() as i16);
+                    // v5+ answers the new topic's configs, to a client that may describe
+                    // them (Kafka: TOPIC_AUTHORIZATION_FAILED in topic_config_error_code).
+                    match crate::acl::config_refusal(
+                        &subject,
+                        &img,
+                        RESOURCE_TOPIC,
+                        &name,
+                        Operation::DescribeConfigs,
+                    ) {
+                        Some(code) => tr.topic_config_error_code = code,
+                        None => tr.configs = Some(created_configs(&shard, &img, &t.configs)),
+                    }
                 }
             }
             Err(e) => {

@@ -2,6 +2,7 @@
 //! configs) and brokers (static settings with the dynamic overrides on top, as Kafka lists them).
 
 use super::str_bytes;
+use crate::config::BrokerConfig;
 use crate::dynamic_config::{
     self, broker_chain, static_broker_configs, Sourced, SOURCE_DYNAMIC_DEFAULT_BROKER, SOURCE_TOPIC,
 };
@@ -10,6 +11,7 @@ use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::broker_config::is_dynamic;
+use chronik_raft::image::MetadataImage;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
@@ -62,6 +64,54 @@ fn entry(
     c
 }
 
+/// A topic's configs as DescribeConfigs lists them (and CreateTopics v5+ answers them): every
+/// known config with its override or its default, then overrides of configs not known here;
+/// only those `wanted`, with their synonyms (the default chain) when `synonyms`.
+pub fn topic_configs(
+    cfg: &BrokerConfig,
+    img: &MetadataImage,
+    overrides: &std::collections::BTreeMap<String, String>,
+    wanted: impl Fn(&str) -> bool,
+    synonyms: bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    let mut out = Vec::new();
+    let defaults = dynamic_config::topic_defaults(cfg, img);
+    for (k, (default, broker)) in &defaults {
+        if !wanted(k) {
+            continue;
+        }
+        let mut chain = Vec::new();
+        if let Some(o) = overrides.get(*k) {
+            chain.push(Sourced {
+                name: k,
+                value: o.clone(),
+                source: SOURCE_TOPIC,
+            });
+        }
+        match broker {
+            Some(b) => chain.extend(b.iter().cloned()),
+            None => chain.push(default.clone()),
+        }
+        // The entry's own value is the topic's or its default's, under its name.
+        let mut e = entry(k, &chain, false, synonyms);
+        if !overrides.contains_key(*k) {
+            e.value = Some(str_bytes(&default.value));
+            e.config_source = default.source;
+        }
+        out.push(e);
+    }
+    for (k, v) in overrides {
+        if !defaults.contains_key(k.as_str()) && wanted(k) {
+            let mut e = DescribeConfigsResourceResult::default();
+            e.name = str_bytes(k);
+            e.value = Some(str_bytes(v));
+            e.config_source = SOURCE_TOPIC;
+            out.push(e);
+        }
+    }
+    out
+}
+
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: DescribeConfigsRequest = decode(body, ctx.api_version)?;
     let cfg = &shard.config;
@@ -92,42 +142,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         };
         match res.resource_type {
             RESOURCE_TOPIC => match img.topic(res.resource_name.as_str()) {
-                Some(t) => {
-                    let defaults = dynamic_config::topic_defaults(cfg, &img);
-                    for (k, (default, broker)) in &defaults {
-                        if !wanted(k) {
-                            continue;
-                        }
-                        let mut chain = Vec::new();
-                        if let Some(o) = t.configs.get(*k) {
-                            chain.push(Sourced {
-                                name: k,
-                                value: o.clone(),
-                                source: SOURCE_TOPIC,
-                            });
-                        }
-                        match broker {
-                            Some(b) => chain.extend(b.iter().cloned()),
-                            None => chain.push(default.clone()),
-                        }
-                        // The entry's own value is the topic's or its default's, under its name.
-                        let mut e = entry(k, &chain, false, synonyms);
-                        if !t.configs.contains_key(*k) {
-                            e.value = Some(str_bytes(&default.value));
-                            e.config_source = default.source;
-                        }
-                        r.configs.push(e);
-                    }
-                    for (k, v) in &t.configs {
-                        if !defaults.contains_key(k.as_str()) && wanted(k) {
-                            let mut e = DescribeConfigsResourceResult::default();
-                            e.name = str_bytes(k);
-                            e.value = Some(str_bytes(v));
-                            e.config_source = SOURCE_TOPIC;
-                            r.configs.push(e);
-                        }
-                    }
-                }
+                Some(t) => r.configs = topic_configs(cfg, &img, &t.configs, wanted, synonyms),
                 None => {
                     r.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
                     r.error_message = Some(str_bytes("unknown topic"));
