@@ -8,6 +8,7 @@
 //! `net::conn` < `server`.
 
 use crate::group::{GroupCoordinator, GroupShard};
+use crate::kafka::errors;
 use crate::metrics::scrape::ShardSource;
 use crate::metrics::{ShardMetrics, ShardSnapshot};
 use crate::net::idle::IdleSweeper;
@@ -16,11 +17,15 @@ use crate::replication::fetcher::Fetchers;
 use crate::shard::{Mesh, Shard, ShardTask};
 use chronik_raft::hub::ImageSubscription;
 use chronik_raft::image::MetadataImage;
+use chronik_raft::{Command, CommandOutcome};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
+
+/// Producer ids a shard asks the controller for at once.
+const PRODUCER_ID_BLOCK: u32 = 1000;
 
 pub struct Services {
     pub shard: Rc<Shard>,
@@ -40,7 +45,7 @@ pub struct Services {
     /// The cluster secret: followers prove with it who they are (`net::broker_auth`).
     pub secret: chronik_raft::secret::ClusterSecret,
     /// Transactional ids this shard coordinates (see `crate::txn`).
-    pub txns: crate::txn::coordinator::TxnCoordinator,
+    pub txns: crate::txn::partitions::TxnCoordinator,
     /// `--sasl-enabled-mechanisms`, shared by this shard's SASL connections.
     pub sasl_mechanisms: Arc<[crate::sasl::SaslMechanism]>,
     /// Keys the made-up salts SCRAM answers unknown users with (`sasl::session`), from the
@@ -113,7 +118,32 @@ impl Services {
         self.run_on(owner, move |s| f(s.groups.clone())).await
     }
 
-    pub fn take_producer_id(&self) -> Option<i64> {
+    /// A producer id unique in the cluster (InitProducerId, idempotent or transactional): from
+    /// this shard's block, or from a new block of `PRODUCER_ID_BLOCK` the controller allocates.
+    /// Kafka's codes on failure.
+    pub async fn next_producer_id(&self) -> Result<i64, i16> {
+        if let Some(id) = self.take_producer_id() {
+            return Ok(id);
+        }
+        let cmd = Command::AllocateProducerIds {
+            broker: self.config.node_id,
+            count: PRODUCER_ID_BLOCK,
+        };
+        match self.controller.submit(cmd).await {
+            Ok(sub) => match sub.outcome {
+                CommandOutcome::ProducerIds(Ok(first)) => {
+                    self.pid_block
+                        .set((first, first + i64::from(PRODUCER_ID_BLOCK)));
+                    self.take_producer_id().ok_or(errors::UNKNOWN_SERVER_ERROR)
+                }
+                CommandOutcome::ProducerIds(Err(e)) | CommandOutcome::Rejected(e) => Err(e.code),
+                _ => Err(errors::UNKNOWN_SERVER_ERROR),
+            },
+            Err(_) => Err(errors::COORDINATOR_NOT_AVAILABLE),
+        }
+    }
+
+    fn take_producer_id(&self) -> Option<i64> {
         let (next, end) = self.pid_block.get();
         if next < end {
             self.pid_block.set((next + 1, end));
@@ -121,10 +151,6 @@ impl Services {
         } else {
             None
         }
-    }
-
-    pub fn add_producer_id_block(&self, first: i64, count: i64) {
-        self.pid_block.set((first, first + count));
     }
 
     /// Receives images from the controller for the life of the shard: each is installed, then

@@ -14,30 +14,7 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// The time a decision is made at: monotonic for deadlines, wall-clock ms for the timestamps
-/// Kafka stores (currentStateTimestamp).
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    pub now: Instant,
-    pub wall_ms: i64,
-}
-
-impl Clock {
-    pub fn system() -> Clock {
-        Clock {
-            now: Instant::now(),
-            wall_ms: super::state::now_ms(),
-        }
-    }
-
-    /// The same clock `d` later (tests step time with it).
-    pub fn after(self, d: Duration) -> Clock {
-        Clock {
-            now: self.now + d,
-            wall_ms: self.wall_ms + d.as_millis() as i64,
-        }
-    }
-}
+pub use super::state::Clock;
 
 /// Where new member ids come from (random in the broker, a counter in tests).
 pub trait MemberIds {

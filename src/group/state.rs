@@ -1,6 +1,5 @@
 //! One consumer group in memory: its state machine position, members and committed offsets.
 
-use super::machine::Clock;
 use super::offsets_log::{GroupValue, MemberValue, OffsetValue};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -140,6 +139,31 @@ pub struct Group {
     pub initial_phase: bool,
     /// Wall-clock ms of the last state change (Kafka's currentStateTimestamp).
     pub state_timestamp: i64,
+}
+
+/// The time a decision is made at: monotonic for deadlines, wall-clock ms for the timestamps
+/// Kafka stores (currentStateTimestamp).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub now: Instant,
+    pub wall_ms: i64,
+}
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock {
+            now: Instant::now(),
+            wall_ms: now_ms(),
+        }
+    }
+
+    /// The same clock `d` later (tests step time with it).
+    pub fn after(self, d: Duration) -> Clock {
+        Clock {
+            now: self.now + d,
+            wall_ms: self.wall_ms + d.as_millis() as i64,
+        }
+    }
 }
 
 pub fn now_ms() -> i64 {

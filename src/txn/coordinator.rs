@@ -12,12 +12,11 @@
 //! ends with NOT_COORDINATOR when this broker stops coordinating the id, so nothing hangs.
 
 use super::markers::{self, MarkerSpec};
+pub use super::partitions::{TxnCoordinator, TxnPartition};
 use super::state::{self, EndPlan, InitPlan, TopicPartitionName, TxnMeta};
 use super::{log, now_ms, TXN_TOPIC};
 use crate::kafka::errors;
-use crate::partition::replay::{
-    forget_failed_load, held_at_epoch, LedAtEpoch, LoadedParts, LoadingCoordinator,
-};
+use crate::partition::replay::{forget_failed_load, held_at_epoch};
 use crate::services::Services;
 use crate::shard::event::LocalEvent;
 use crate::shard::TopicPartition;
@@ -38,78 +37,6 @@ const HOLD_LIMIT: Duration = Duration::from_secs(3);
 /// How often a held request re-checks that this broker still leads its partition (a
 /// leadership move has no event of its own here).
 const HOLD_RECHECK: Duration = Duration::from_millis(250);
-
-/// The transactional ids of one `__transaction_state` partition this broker leads.
-pub struct TxnPartition {
-    pub index: i32,
-    /// The partition's leader epoch: the coordinator epoch markers carry.
-    pub leader_epoch: i32,
-    loaded: Cell<bool>,
-    /// False once leadership moved: background work for it stops.
-    active: Cell<bool>,
-    txns: RefCell<HashMap<String, TxnMeta>>,
-    /// Ids with a state write in flight: other requests for them wait.
-    busy: RefCell<HashSet<String>>,
-    /// Notified whenever an id's state or busy mark changes, or the partition is unloaded:
-    /// held requests re-check their id.
-    changed: LocalEvent,
-}
-
-impl TxnPartition {
-    pub fn get(&self, id: &str) -> Option<TxnMeta> {
-        self.txns.borrow().get(id).cloned()
-    }
-
-    /// Every id and its state (DescribeTransactions / ListTransactions / expiry).
-    pub fn snapshot(&self) -> Vec<(String, TxnMeta)> {
-        self.txns
-            .borrow()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-}
-
-/// Per-shard coordinator state.
-#[derive(Default)]
-pub struct TxnCoordinator {
-    parts: LoadedParts<TxnPartition>,
-}
-
-impl LoadingCoordinator for TxnCoordinator {
-    type Part = TxnPartition;
-    fn parts(&self) -> &LoadedParts<TxnPartition> {
-        &self.parts
-    }
-    fn unload_part(&self, index: i32) {
-        self.unload(index)
-    }
-}
-
-impl LedAtEpoch for TxnPartition {
-    fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
-    }
-}
-
-impl TxnCoordinator {
-    fn unload(&self, index: i32) {
-        let removed = self.parts.borrow_mut().remove(&index);
-        if let Some(p) = removed {
-            p.active.set(false);
-            p.changed.notify();
-        }
-    }
-
-    pub fn loaded(&self) -> Vec<Rc<TxnPartition>> {
-        self.parts
-            .borrow()
-            .values()
-            .filter(|p| p.loaded.get() && p.active.get())
-            .cloned()
-            .collect()
-    }
-}
 
 /// The loaded partition coordinating `index`, loading it first if this broker just became
 /// its leader. Kafka's codes: NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE,
@@ -407,7 +334,7 @@ pub async fn init_producer_id(
             .as_ref()
             .is_none_or(|m| m.producer_epoch >= i16::MAX - 1);
         let fresh = if needs_pid {
-            crate::kafka::handlers::init_producer_id::next_producer_id(shard).await?
+            shard.next_producer_id().await?
         } else {
             -1
         };

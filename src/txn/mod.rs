@@ -6,6 +6,7 @@
 //!
 //! - `state`: a transactional id's state and the transitions of the transaction APIs, pure.
 //! - `log`: the record format of `__transaction_state`.
+//! - `partitions`: the coordinator's state, the partitions this shard leads and their ids.
 //! - `coordinator`: the shell: loading a partition when this broker leads it, persisting each
 //!   new state with acks=all before acting on it, resuming transactions left in a Prepare
 //!   state by a previous coordinator, and aborting transactions past their timeout.
@@ -20,6 +21,7 @@
 pub mod coordinator;
 pub mod log;
 pub mod markers;
+pub mod partitions;
 pub mod state;
 pub mod verify;
 

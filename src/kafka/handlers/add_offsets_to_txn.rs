@@ -27,7 +27,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         resp.error_code = errors::GROUP_AUTHORIZATION_FAILED;
         return ctx.encode(&resp).map(Some);
     }
-    let ensured = super::find_coordinator::ensure_offsets_topic(&shard).await;
+    let ensured = super::topics::ensure_offsets_topic(&shard).await;
     if ensured != errors::NONE {
         resp.error_code = ensured;
         return ctx.encode(&resp).map(Some);

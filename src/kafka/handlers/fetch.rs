@@ -1,13 +1,13 @@
 //! Fetch for consumers and follower replicas, with long-poll on min_bytes/max_wait_ms that
 //! sleeps until a partition's high watermark moves (no polling loop).
 
+pub use super::fetch_response::PartitionRead;
 use super::fetch_session::{
     Plan, Sent, SessionRequest, TopicKey, Wanted, FETCH_SESSION_ID_NOT_FOUND, FINAL_EPOCH,
     INITIAL_EPOCH, NO_SESSION,
 };
 use crate::kafka::{decode, errors, ProtocolError, RequestContext, Response};
 use crate::partition::storage_error_code;
-use crate::partition::txn_index::AbortedTxn;
 use crate::services::Services;
 use crate::shard::TopicPartition;
 use bytes::{Bytes, BytesMut};
@@ -24,40 +24,6 @@ type FetchTopicSpec = (Option<String>, uuid::Uuid, Vec<(i32, i64, usize, i32)>);
 
 /// Kafka's replica id for debugging reads of a follower's copy.
 pub const DEBUG_REPLICA_ID: i32 = -2;
-
-/// What one partition read produced.
-#[derive(Debug, Clone, Default)]
-pub struct PartitionRead {
-    pub error: i16,
-    pub high_watermark: i64,
-    /// The last stable offset (the high watermark where no transaction holds it back).
-    pub last_stable_offset: i64,
-    pub log_start_offset: i64,
-    pub batches: Vec<Bytes>,
-    /// read_committed reads: the aborted transactions overlapping what was read (Kafka
-    /// answers null to read_uncommitted ones).
-    pub aborted: Option<Vec<AbortedTxn>>,
-    /// Fetch v16+ (KIP-951): the current leader and its epoch, on NOT_LEADER_OR_FOLLOWER and
-    /// FENCED_LEADER_EPOCH.
-    pub current_leader: Option<(i32, i32)>,
-}
-
-impl PartitionRead {
-    fn error(code: i16) -> Self {
-        PartitionRead {
-            error: code,
-            high_watermark: -1,
-            last_stable_offset: -1,
-            log_start_offset: -1,
-            batches: Vec::new(),
-            aborted: None,
-            current_leader: None,
-        }
-    }
-    pub fn bytes(&self) -> usize {
-        self.batches.iter().map(Bytes::len).sum()
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct ReadSpec {

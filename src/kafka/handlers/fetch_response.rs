@@ -4,9 +4,43 @@
 //! log's `Bytes` between the cuts — written with one vectored write, so the batches are not
 //! copied at all on their way to the socket.
 
-use super::fetch::PartitionRead;
 use crate::kafka::{RequestContext, Response};
+use crate::partition::txn_index::AbortedTxn;
 use bytes::{BufMut, Bytes, BytesMut};
+
+/// What one partition read produced.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionRead {
+    pub error: i16,
+    pub high_watermark: i64,
+    /// The last stable offset (the high watermark where no transaction holds it back).
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    pub batches: Vec<Bytes>,
+    /// read_committed reads: the aborted transactions overlapping what was read (Kafka
+    /// answers null to read_uncommitted ones).
+    pub aborted: Option<Vec<AbortedTxn>>,
+    /// Fetch v16+ (KIP-951): the current leader and its epoch, on NOT_LEADER_OR_FOLLOWER and
+    /// FENCED_LEADER_EPOCH.
+    pub current_leader: Option<(i32, i32)>,
+}
+
+impl PartitionRead {
+    pub(super) fn error(code: i16) -> Self {
+        PartitionRead {
+            error: code,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            batches: Vec::new(),
+            aborted: None,
+            current_leader: None,
+        }
+    }
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(Bytes::len).sum()
+    }
+}
 
 /// Below this many record bytes, or with batches smaller than `VECTORED_MIN_BATCH_BYTES` on
 /// average, copying them into one buffer is cheaper than the iovec bookkeeping and the extra

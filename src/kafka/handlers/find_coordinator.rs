@@ -10,66 +10,12 @@ use crate::services::Services;
 use crate::txn::TXN_TOPIC;
 use bytes::BytesMut;
 use chronik_raft::acl::{Operation, ResourceType};
-use chronik_raft::{Command, NewTopic};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
-use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::Duration;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
-
-/// Creates `__consumer_offsets` if it does not exist (compacted, no time retention).
-pub async fn ensure_offsets_topic(shard: &Rc<Services>) -> i16 {
-    let n = shard.config.groups.offsets_partitions;
-    ensure_internal_topic(shard, OFFSETS_TOPIC, n).await
-}
-
-/// Creates `__transaction_state` if it does not exist, as the offsets topic.
-pub async fn ensure_txn_topic(shard: &Rc<Services>) -> i16 {
-    let n = shard.config.groups.txn_partitions;
-    ensure_internal_topic(shard, TXN_TOPIC, n).await
-}
-
-async fn ensure_internal_topic(shard: &Rc<Services>, name: &str, partitions: i32) -> i16 {
-    if shard.with_image(|i| i.topic(name).is_some()) {
-        return errors::NONE;
-    }
-    let cfg = &shard.config.groups;
-    let live = shard.with_image(|i| i.live_brokers().count()).max(1);
-    let rf = cfg
-        .offsets_replication_factor
-        .unwrap_or_else(|| live.min(3) as i16);
-    let mut configs = BTreeMap::new();
-    configs.insert("cleanup.policy".to_string(), "compact".to_string());
-    configs.insert("retention.ms".to_string(), "-1".to_string());
-    configs.insert(
-        "segment.bytes".to_string(),
-        cfg.offsets_segment_bytes.to_string(),
-    );
-    let cmd = Command::CreateTopics {
-        topics: vec![NewTopic {
-            name: name.to_string(),
-            num_partitions: partitions,
-            replication_factor: rf,
-            assignments: None,
-            configs,
-        }],
-        validate_only: false,
-    };
-    let names = [name.to_string()];
-    let r = super::topics::submit_per_topic(shard, cmd, &names, Duration::from_secs(10)).await;
-    match r.into_iter().next() {
-        Some((_, Ok(_))) => errors::NONE,
-        Some((_, Err(e))) if e.code == errors::TOPIC_ALREADY_EXISTS => errors::NONE,
-        Some((_, Err(e))) => {
-            tracing::warn!(code = e.code, "cannot create {name}: {}", e.message);
-            errors::COORDINATOR_NOT_AVAILABLE
-        }
-        None => errors::COORDINATOR_NOT_AVAILABLE,
-    }
-}
 
 struct Found {
     error: i16,
@@ -163,8 +109,8 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     });
     let ensure = match req.key_type {
         _ if !authorized.contains(&true) => errors::NONE,
-        KEY_TYPE_GROUP => ensure_offsets_topic(&shard).await,
-        KEY_TYPE_TRANSACTION => ensure_txn_topic(&shard).await,
+        KEY_TYPE_GROUP => super::topics::ensure_offsets_topic(&shard).await,
+        KEY_TYPE_TRANSACTION => super::topics::ensure_txn_topic(&shard).await,
         _ => errors::NONE,
     };
     let mut resp = FindCoordinatorResponse::default();

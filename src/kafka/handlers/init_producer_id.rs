@@ -6,11 +6,8 @@ use crate::kafka::{decode, errors, RequestContext};
 use crate::services::Services;
 use bytes::BytesMut;
 use chronik_raft::acl::{Operation, ResourceType};
-use chronik_raft::{Command, CommandOutcome};
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use std::rc::Rc;
-
-const BLOCK: u32 = 1000;
 
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: InitProducerIdRequest = decode(body, ctx.api_version)?;
@@ -63,7 +60,7 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
             return ctx.encode(&resp).map(Some);
         }
     }
-    match next_producer_id(&shard).await {
+    match shard.next_producer_id().await {
         Ok(id) => {
             resp.producer_id = ProducerId(id);
             resp.producer_epoch = 0;
@@ -71,25 +68,4 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         Err(code) => resp.error_code = code,
     }
     ctx.encode(&resp).map(Some)
-}
-
-pub async fn next_producer_id(shard: &Rc<Services>) -> Result<i64, i16> {
-    if let Some(id) = shard.take_producer_id() {
-        return Ok(id);
-    }
-    let cmd = Command::AllocateProducerIds {
-        broker: shard.config.node_id,
-        count: BLOCK,
-    };
-    match shard.controller.submit(cmd).await {
-        Ok(sub) => match sub.outcome {
-            CommandOutcome::ProducerIds(Ok(first)) => {
-                shard.add_producer_id_block(first, i64::from(BLOCK));
-                shard.take_producer_id().ok_or(errors::UNKNOWN_SERVER_ERROR)
-            }
-            CommandOutcome::ProducerIds(Err(e)) | CommandOutcome::Rejected(e) => Err(e.code),
-            _ => Err(errors::UNKNOWN_SERVER_ERROR),
-        },
-        Err(_) => Err(errors::COORDINATOR_NOT_AVAILABLE),
-    }
 }

@@ -1,10 +1,13 @@
 //! Topic creation through the controller, shared by CreateTopics and auto-create.
 
+use crate::group::OFFSETS_TOPIC;
 use crate::kafka::errors;
 use crate::services::Services;
+use crate::txn::TXN_TOPIC;
 use chronik_raft::image::TopicId;
 use chronik_raft::validate;
 use chronik_raft::{Command, CommandOutcome, ControllerError, MetaError, NewTopic};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -133,7 +136,7 @@ pub async fn auto_create(shard: &Rc<Services>, names: Vec<String>) -> Vec<(Strin
             // Internal topics are created by their coordinator with their own settings, never
             // with the auto-create defaults (Kafka does the same).
             let code = if n == crate::group::OFFSETS_TOPIC {
-                super::find_coordinator::ensure_offsets_topic(shard).await
+                ensure_offsets_topic(shard).await
             } else {
                 errors::UNKNOWN_TOPIC_OR_PARTITION
             };
@@ -200,5 +203,56 @@ mod tests {
         assert!(!valid_topic_name("has space"));
         assert!(!valid_topic_name(&"a".repeat(250)));
         assert!(valid_topic_name(&"a".repeat(249)));
+    }
+}
+
+/// Creates `__consumer_offsets` if it does not exist (compacted, no time retention).
+pub async fn ensure_offsets_topic(shard: &Rc<Services>) -> i16 {
+    let n = shard.config.groups.offsets_partitions;
+    ensure_internal_topic(shard, OFFSETS_TOPIC, n).await
+}
+
+/// Creates `__transaction_state` if it does not exist, as the offsets topic.
+pub async fn ensure_txn_topic(shard: &Rc<Services>) -> i16 {
+    let n = shard.config.groups.txn_partitions;
+    ensure_internal_topic(shard, TXN_TOPIC, n).await
+}
+
+async fn ensure_internal_topic(shard: &Rc<Services>, name: &str, partitions: i32) -> i16 {
+    if shard.with_image(|i| i.topic(name).is_some()) {
+        return errors::NONE;
+    }
+    let cfg = &shard.config.groups;
+    let live = shard.with_image(|i| i.live_brokers().count()).max(1);
+    let rf = cfg
+        .offsets_replication_factor
+        .unwrap_or_else(|| live.min(3) as i16);
+    let mut configs = BTreeMap::new();
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert("retention.ms".to_string(), "-1".to_string());
+    configs.insert(
+        "segment.bytes".to_string(),
+        cfg.offsets_segment_bytes.to_string(),
+    );
+    let cmd = Command::CreateTopics {
+        topics: vec![NewTopic {
+            name: name.to_string(),
+            num_partitions: partitions,
+            replication_factor: rf,
+            assignments: None,
+            configs,
+        }],
+        validate_only: false,
+    };
+    let names = [name.to_string()];
+    let r = submit_per_topic(shard, cmd, &names, Duration::from_secs(10)).await;
+    match r.into_iter().next() {
+        Some((_, Ok(_))) => errors::NONE,
+        Some((_, Err(e))) if e.code == errors::TOPIC_ALREADY_EXISTS => errors::NONE,
+        Some((_, Err(e))) => {
+            tracing::warn!(code = e.code, "cannot create {name}: {}", e.message);
+            errors::COORDINATOR_NOT_AVAILABLE
+        }
+        None => errors::COORDINATOR_NOT_AVAILABLE,
     }
 }
