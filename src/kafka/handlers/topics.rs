@@ -190,22 +190,6 @@ pub async fn auto_create(shard: &Rc<Services>, names: Vec<String>) -> Vec<(Strin
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::valid_topic_name;
-
-    #[test]
-    fn topic_names_follow_kafka_rules() {
-        assert!(valid_topic_name("orders.v1_x-2"));
-        assert!(!valid_topic_name(""));
-        assert!(!valid_topic_name("."));
-        assert!(!valid_topic_name(".."));
-        assert!(!valid_topic_name("has space"));
-        assert!(!valid_topic_name(&"a".repeat(250)));
-        assert!(valid_topic_name(&"a".repeat(249)));
-    }
-}
-
 /// Creates `__consumer_offsets` if it does not exist (compacted, no time retention).
 pub async fn ensure_offsets_topic(shard: &Rc<Services>) -> i16 {
     let n = shard.config.groups.offsets_partitions;
@@ -254,5 +238,21 @@ async fn ensure_internal_topic(shard: &Rc<Services>, name: &str, partitions: i32
             errors::COORDINATOR_NOT_AVAILABLE
         }
         None => errors::COORDINATOR_NOT_AVAILABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_topic_name;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(valid_topic_name("orders.v1_x-2"));
+        assert!(!valid_topic_name(""));
+        assert!(!valid_topic_name("."));
+        assert!(!valid_topic_name(".."));
+        assert!(!valid_topic_name("has space"));
+        assert!(!valid_topic_name(&"a".repeat(250)));
+        assert!(valid_topic_name(&"a".repeat(249)));
     }
 }
