@@ -128,7 +128,10 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                         &name,
                         Operation::DescribeConfigs,
                     ) {
-                        Some(code) => tr.topic_config_error_code = code,
+                        Some(code) => {
+                            tr.topic_config_error_code = code;
+                            tr.configs = None;
+                        }
                         None => tr.configs = Some(created_configs(&shard, &img, &t.configs)),
                     }
                 }
