@@ -499,7 +499,9 @@ async fn run_shard(id: usize, cfg: BrokerConfig, controller: Controller, ch: Sha
     glommio::spawn_local(shard.clone().run_image_loop(controller.subscribe())).detach();
     glommio::spawn_local(crate::partition::maintenance::run(shard.replicas.clone())).detach();
     glommio::spawn_local(crate::group::run(shard.groups.clone())).detach();
-    // Transactions past their timeout are aborted by their coordinator.
+    // The transaction state partitions this broker leads are loaded at once (transactions a
+    // previous coordinator left are resumed), and those past their timeout aborted.
+    glommio::spawn_local(crate::txn::coordinator::run_loader(shard.clone())).detach();
     glommio::spawn_local(crate::txn::coordinator::run_expiry(
         shard.clone(),
         std::time::Duration::from_secs(1),

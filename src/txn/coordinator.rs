@@ -502,6 +502,79 @@ pub async fn abort_expired(shard: &Rc<Services>) {
     }
 }
 
+/// How soon a failed (or still running) partition load is tried again.
+const LOAD_RETRY: Duration = Duration::from_millis(250);
+
+/// The longest the loader sleeps without a new image: a safety net, and how late it notices
+/// shutdown.
+const LOAD_RECHECK: Duration = Duration::from_secs(5);
+
+/// The background loop of one shard that loads every `__transaction_state` partition it owns
+/// as soon as this broker leads it, as Kafka's coordinator does on election, instead of at the
+/// first request for one of its ids: a transaction that a dead coordinator left in a Prepare
+/// state must get its markers even though its producer may never ask again (its EndTxn was
+/// answered), and an open one must be aborted at its timeout; until then the last stable offset
+/// of every partition in the transaction, `__consumer_offsets` included, stays held back.
+/// Leadership only changes with a new image, so the loop runs on each; it retries every
+/// `LOAD_RETRY` only while a load failed or is in progress.
+pub async fn run_loader(shard: Rc<Services>) {
+    while !shard.shutting_down.get() {
+        let seen = shard.with_image(|i| i.applied_index);
+        let wait = if load_led_partitions(&shard).await {
+            LOAD_RECHECK
+        } else {
+            LOAD_RETRY
+        };
+        shard.wait_for_image(seen + 1, wait).await;
+    }
+}
+
+/// Loads the partitions this shard owns and this broker leads, unloads those it no longer
+/// leads (their background work stops). False when a load failed or is still running.
+async fn load_led_partitions(shard: &Rc<Services>) -> bool {
+    let me = shard.config.node_id;
+    let led: HashMap<i32, i32> = shard.with_image(|i| {
+        i.topic(TXN_TOPIC).map_or_else(HashMap::new, |t| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .map(|(idx, p)| (idx as i32, p))
+                .filter(|(idx, p)| p.leader == me && shard.owner_of(TXN_TOPIC, *idx) == shard.id)
+                .map(|(idx, p)| (idx, p.leader_epoch))
+                .collect()
+        })
+    });
+    let current: Vec<(i32, i32)> = shard
+        .txns
+        .parts
+        .borrow()
+        .values()
+        .map(|p| (p.index, p.leader_epoch))
+        .collect();
+    for (idx, epoch) in current {
+        if led.get(&idx) != Some(&epoch) {
+            shard.txns.unload(idx);
+        }
+    }
+    let mut settled = true;
+    for (idx, epoch) in led {
+        let existing = shard
+            .txns
+            .parts
+            .borrow()
+            .get(&idx)
+            .filter(|p| p.leader_epoch == epoch)
+            .map(|p| p.loaded.get());
+        match existing {
+            Some(true) => {}
+            // A request is loading it; look again soon in case that load fails.
+            Some(false) => settled = false,
+            None => settled &= acquire(shard, idx).await.is_ok(),
+        }
+    }
+    settled
+}
+
 /// The background loop of one shard: aborts expired transactions every `interval`.
 pub async fn run_expiry(shard: Rc<Services>, interval: Duration) {
     while !shard.shutting_down.get() {

@@ -435,6 +435,13 @@ mod hostile {
     }
 
     fn latest_of(addr: &str, topic: &str, partition: i32, isolation: i8) -> i64 {
+        try_latest_of(addr, topic, partition, isolation)
+            .unwrap_or_else(|code| panic!("ListOffsets {topic}-{partition}: error {code}"))
+    }
+
+    /// ListOffsets latest, or the partition's error code (e.g. while a restarted broker
+    /// opens it).
+    fn try_latest_of(addr: &str, topic: &str, partition: i32, isolation: i8) -> Result<i64, i16> {
         use kafka_protocol::messages::list_offsets_request::{
             ListOffsetsPartition, ListOffsetsTopic,
         };
@@ -452,26 +459,29 @@ mod hostile {
         let r: ListOffsetsResponse =
             raw::call(&mut s, ApiKey::ListOffsets, 5, &req).expect("list offsets");
         let p = &r.topics[0].partitions[0];
-        assert_eq!(p.error_code, 0);
-        p.offset
+        if p.error_code == 0 {
+            Ok(p.offset)
+        } else {
+            Err(p.error_code)
+        }
     }
 
-    /// A producer that opens a transaction and disappears holds the LSO back only until the
-    /// coordinator aborts the transaction at its timeout.
-    #[test]
-    fn an_abandoned_transaction_is_aborted_at_its_timeout_and_releases_the_lso() {
-        let s = Server::start(&[]);
-        let b = s.bootstrap();
-        super::create_topic(&b, "txn-expire", 1, 1);
-        let c = coordinator_of(&b, "abandoned");
-        let (pid, epoch) = init_with_timeout(&c, "abandoned", 1_000);
-        let mut conn = raw::connect(&c).expect("connect");
+    /// Opens a transaction of `id` (timeout `timeout_ms`) with 5 records in partition 0 of
+    /// `topic` and leaves it open, as a producer that disappears does: (producer id, epoch).
+    fn abandon_a_transaction(
+        b: &str,
+        c: &str,
+        id: &str,
+        topic: &str,
+        timeout_ms: i32,
+    ) -> (i64, i16) {
+        let (pid, epoch) = init_with_timeout(c, id, timeout_ms);
+        let mut conn = raw::connect(c).expect("connect");
         let mut t = kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
-        t.name = TopicName(StrBytes::from_string("txn-expire".to_string()));
+        t.name = TopicName(StrBytes::from_string(topic.to_string()));
         t.partitions = vec![0];
         let mut req = AddPartitionsToTxnRequest::default();
-        req.v3_and_below_transactional_id =
-            TransactionalId(StrBytes::from_string("abandoned".to_string()));
+        req.v3_and_below_transactional_id = TransactionalId(StrBytes::from_string(id.to_string()));
         req.v3_and_below_producer_id = ProducerId(pid);
         req.v3_and_below_producer_epoch = epoch;
         req.v3_and_below_topics = vec![t];
@@ -485,29 +495,70 @@ mod hostile {
         batch[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
         chronik_storage::testing::set_producer(&mut batch, pid, epoch, 0);
         let (code, _) = crate::common::cluster_util::produce_batch_as(
-            &b,
-            Some("abandoned"),
-            "txn-expire",
+            b,
+            Some(id),
+            topic,
             0,
             -1,
             10_000,
             batch.freeze(),
         );
         assert_eq!(code, 0);
-        assert_eq!(latest(&b, "txn-expire", 0), 5);
+        assert_eq!(latest(b, topic, 0), 5);
+        (pid, epoch)
+    }
+
+    /// Until the LSO of partition 0 of `topic` passes the aborted transaction (its 5 records
+    /// and the abort marker), within 20 s.
+    fn wait_lso_released(b: &str, topic: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut lso = Err(-1);
+        while lso != Ok(6) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the LSO stays held back: {lso:?}"
+            );
+            lso = try_latest_of(b, topic, 0, 1);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// A producer that opens a transaction and disappears holds the LSO back only until the
+    /// coordinator aborts the transaction at its timeout.
+    #[test]
+    fn an_abandoned_transaction_is_aborted_at_its_timeout_and_releases_the_lso() {
+        let s = Server::start(&[]);
+        let b = s.bootstrap();
+        super::create_topic(&b, "txn-expire", 1, 1);
+        let c = coordinator_of(&b, "abandoned");
+        let (pid, epoch) = abandon_a_transaction(&b, &c, "abandoned", "txn-expire", 1_000);
         // The first read may already come after the abort (1 s timeout, 1 s sweep): 0 or 6.
         let first = latest(&b, "txn-expire", 1);
         assert!(first == 0 || first == 6, "LSO {first}");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while latest(&b, "txn-expire", 1) != 6 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the LSO stays held back"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
+        wait_lso_released(&b, "txn-expire");
         // The abort fenced the producer's epoch.
         assert_eq!(end(&c, "abandoned", pid, epoch, 3), PRODUCER_FENCED);
+    }
+
+    /// The same when the coordinator is SIGKILLed and restarted while the transaction is open,
+    /// and nothing asks about the id afterwards: the restarted broker loads its transaction
+    /// state partitions when it leads them, not at the first request for an id, so the
+    /// transaction still times out (and one left in a Prepare state still gets its markers).
+    #[test]
+    fn an_abandoned_transaction_is_aborted_at_its_timeout_after_its_coordinator_restarts() {
+        let mut s = Server::start(&[]);
+        let b = s.bootstrap();
+        super::create_topic(&b, "txn-expire-restart", 1, 1);
+        let c = coordinator_of(&b, "abandoned-restart");
+        // Long enough that the old process does not abort it before its SIGKILL.
+        abandon_a_transaction(&b, &c, "abandoned-restart", "txn-expire-restart", 5_000);
+        s.restart();
+        wait_lso_released(&b, "txn-expire-restart");
+        assert_eq!(
+            latest(&b, "txn-expire-restart", 0),
+            6,
+            "5 records and the abort marker"
+        );
     }
 
     /// KIP-890 part 1: the partition leader asks the coordinator before it appends a
