@@ -13,6 +13,8 @@ mod cleaning_tests;
 pub mod log_config;
 pub mod maintenance;
 pub mod manager;
+#[cfg(test)]
+mod open_tests;
 pub mod producer_state;
 pub mod replay;
 pub mod txn_index;
@@ -207,8 +209,13 @@ impl Partition {
     ) -> Result<Partition, String> {
         // A directory left by a deleted topic of the same name must not be adopted.
         let meta_path = dir.join(PARTITION_METADATA);
-        if let Ok(existing) = std::fs::read(&meta_path) {
-            if existing.as_slice() != topic_id.as_slice() {
+        let existing = std::fs::read(&meta_path).ok();
+        if let Some(existing) = &existing {
+            if existing.len() != topic_id.len() {
+                // Not an id at all (a file cut short by an older version's non-atomic write):
+                // no proof of another topic, and removing would lose the log.
+                tracing::warn!(dir = %dir.display(), len = existing.len(), "adopting a log whose topic id file is cut short");
+            } else if existing.as_slice() != topic_id.as_slice() {
                 tracing::info!(dir = %dir.display(), "removing log of an older topic with the same name");
                 std::fs::remove_dir_all(&dir)
                     .map_err(|e| format!("remove stale {}: {e}", dir.display()))?;
@@ -217,8 +224,15 @@ impl Partition {
         let log = PartitionLog::open(dir.clone(), cfg, cache)
             .await
             .map_err(|e| format!("open log {}: {e}", dir.display()))?;
-        std::fs::write(&meta_path, topic_id)
-            .map_err(|e| format!("write {}: {e}", meta_path.display()))?;
+        // Written only when it is missing, and whole (a temp file renamed over it): a file cut
+        // short by a SIGKILL while being rewritten at an open would name no topic, and the next
+        // start would remove the partition's log as an older topic's.
+        if existing.as_deref() != Some(topic_id.as_slice()) {
+            let tmp = dir.join("partition.metadata.tmp");
+            std::fs::write(&tmp, topic_id)
+                .and_then(|()| std::fs::rename(&tmp, &meta_path))
+                .map_err(|e| format!("write {}: {e}", meta_path.display()))?;
+        }
         let p = Partition {
             tp,
             topic_id,
