@@ -52,7 +52,19 @@ pub async fn acquire(shard: &Rc<Services>, index: i32) -> Result<Rc<TxnPartition
     let coord = &shard.txns;
     let held = held_at_epoch(coord, index, (leader, epoch), me)?;
     if let Some(p) = held {
-        return if p.loaded.get() {
+        // Being loaded (by `run_loader`, which starts when leadership arrives, just when
+        // clients find the new coordinator, or by another request): wait for it, within
+        // `LOAD_WAIT`, rather than send the client into a retry back-off.
+        let deadline = Instant::now() + LOAD_WAIT;
+        while !p.loaded.get() && p.active.get() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            futures_lite::future::or(p.changed.listen(), glommio::timer::sleep(deadline - now))
+                .await;
+        }
+        return if p.loaded.get() && p.active.get() {
             Ok(p)
         } else {
             Err(errors::COORDINATOR_LOAD_IN_PROGRESS)
@@ -71,6 +83,7 @@ pub async fn acquire(shard: &Rc<Services>, index: i32) -> Result<Rc<TxnPartition
     match load(shard, &part).await {
         Ok(()) => {
             part.loaded.set(true);
+            part.changed.notify();
             // A previous coordinator may have persisted a Prepare state and died before its
             // markers were all written: finish them.
             for (id, m) in part.snapshot() {
@@ -501,6 +514,9 @@ pub async fn abort_expired(shard: &Rc<Services>) {
         }
     }
 }
+
+/// How long a request waits for a load in progress before COORDINATOR_LOAD_IN_PROGRESS.
+const LOAD_WAIT: Duration = Duration::from_secs(2);
 
 /// How soon a failed (or still running) partition load is tried again.
 const LOAD_RETRY: Duration = Duration::from_millis(250);
