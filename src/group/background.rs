@@ -47,17 +47,9 @@ pub async fn run_background(shard: Rc<Shard>) {
 async fn load_led_partitions(shard: &Rc<Shard>) -> bool {
     let wanted = host::owned_offsets_partitions(shard);
     let coord = host::coordinator(shard);
-    let current: Vec<(i32, i32)> = coord
-        .parts
-        .borrow()
-        .values()
-        .map(|p| (p.index, p.leader_epoch))
-        .collect();
-    for (idx, epoch) in current {
-        if !wanted.contains(&(idx, Some(epoch))) {
-            coord.unload(idx);
-        }
-    }
+    crate::partition::replay::unload_not_led(coord, |idx, epoch| {
+        wanted.contains(&(idx, Some(epoch)))
+    });
     let mut settled = true;
     for (idx, epoch) in wanted {
         if epoch.is_none() {

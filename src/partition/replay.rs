@@ -101,6 +101,21 @@ pub fn held_at_epoch<C: LoadingCoordinator>(
     }
 }
 
+/// Unloads every copy `coord` holds whose (index, leader epoch) is not `still_led` here.
+pub fn unload_not_led<C: LoadingCoordinator>(coord: &C, still_led: impl Fn(i32, i32) -> bool) {
+    let current: Vec<(i32, i32)> = coord
+        .parts()
+        .borrow()
+        .iter()
+        .map(|(i, p)| (*i, p.leader_epoch()))
+        .collect();
+    for (idx, epoch) in current {
+        if !still_led(idx, epoch) {
+            coord.unload_part(idx);
+        }
+    }
+}
+
 /// Forgets `part` after its load failed, unless a newer copy has taken its place meanwhile.
 pub fn forget_failed_load<P>(parts: &LoadedParts<P>, index: i32, part: &Rc<P>) {
     let mut parts = parts.borrow_mut();

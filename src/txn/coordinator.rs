@@ -560,18 +560,9 @@ async fn load_led_partitions(shard: &Rc<Services>) -> bool {
                 .collect()
         })
     });
-    let current: Vec<(i32, i32)> = shard
-        .txns
-        .parts
-        .borrow()
-        .values()
-        .map(|p| (p.index, p.leader_epoch))
-        .collect();
-    for (idx, epoch) in current {
-        if led.get(&idx) != Some(&epoch) {
-            shard.txns.unload(idx);
-        }
-    }
+    crate::partition::replay::unload_not_led(&shard.txns, |idx, epoch| {
+        led.get(&idx) == Some(&epoch)
+    });
     let mut settled = true;
     for (idx, epoch) in led {
         let existing = shard
