@@ -4,29 +4,23 @@
 //! - loading the offsets partitions this broker leads runs when a new metadata image arrives
 //!   (leadership only changes with an image), and retries every `LOAD_RETRY` only while a
 //!   load failed or is in progress;
-//! - session expiry is one timer per group, armed at its earliest session deadline and
-//!   re-armed after every change; heartbeats only push deadlines later, so the timer re-checks
-//!   when it fires instead of being re-armed per heartbeat;
+//! - session expiry is one timer per group (in `effects`);
 //! - offset expiry runs every `offsets.retention.check.interval.ms`.
 
 use super::host::{self, Shard};
-use super::machine::{self, Clock};
 use super::offsets_log::{self, LogRecord};
-use super::offsets_partition::{acquire_partition, GroupRef, OffsetsPartition};
-use super::rebalance::apply;
+use super::offsets_partition::acquire_partition;
+use super::partitions::{GroupRef, OffsetsPartition};
 use super::state::{now_ms, Group, GroupState};
 use crate::kafka::errors;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How soon a failed (or still running) partition load is tried again.
 const LOAD_RETRY: Duration = Duration::from_millis(250);
 /// The longest the loader sleeps without a new image: a safety net, and how late it notices
 /// shutdown.
 const LOAD_RECHECK: Duration = Duration::from_secs(5);
-/// A timer that fires at its deadline sleeps at least this long, so a deadline reached exactly
-/// (the member is still alive at that instant) cannot spin.
-const MIN_TIMER_SLEEP: Duration = Duration::from_millis(1);
 
 pub async fn run_background(shard: Rc<Shard>) {
     glommio::spawn_local(run_offset_expiry(shard.clone())).detach();
@@ -64,56 +58,6 @@ async fn load_led_partitions(shard: &Rc<Shard>) -> bool {
         }
     }
     settled
-}
-
-// ---------------------------------------------------------------------------------------------
-// Session expiry
-
-/// Arms the group's session timer for its earliest deadline, unless a timer at or before that
-/// deadline is already armed (it re-arms when it fires).
-pub(super) fn arm_session_timer(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>, g: &GroupRef) {
-    let token = {
-        let mut e = g.borrow_mut();
-        let Some(deadline) = machine::next_session_deadline(&e.group) else {
-            return;
-        };
-        if e.session_timer.is_some_and(|(at, _)| at <= deadline) {
-            return;
-        }
-        let token = part.timer_seq.get() + 1;
-        part.timer_seq.set(token);
-        e.session_timer = Some((deadline, token));
-        (deadline, token)
-    };
-    glommio::spawn_local(session_timer(shard.clone(), part.clone(), g.clone(), token)).detach();
-}
-
-async fn session_timer(
-    shard: Rc<Shard>,
-    part: Rc<OffsetsPartition>,
-    g: GroupRef,
-    (deadline, token): (Instant, u64),
-) {
-    let left = deadline.saturating_duration_since(Instant::now());
-    glommio::timer::sleep(left.max(MIN_TIMER_SLEEP)).await;
-    if !part.active.get() || host::shutting_down(&shard) {
-        return;
-    }
-    {
-        let mut e = g.borrow_mut();
-        if e.session_timer.map(|(_, t)| t) != Some(token) {
-            // Superseded by an earlier timer, which re-arms after it fires.
-            return;
-        }
-        e.session_timer = None;
-    }
-    let cfg = &host::coordinator(&shard).config;
-    let (expired, fx) = machine::expire_sessions(&mut g.borrow_mut().group, cfg, &Clock::system());
-    for id in &expired {
-        tracing::info!(group = %g.borrow().group.id, member = %id, "member session expired");
-    }
-    // Re-arms the timer for the next deadline, too.
-    apply(&shard, &part, &g, fx);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -202,6 +146,8 @@ async fn expire_offsets(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>) {
 mod tests {
     use super::*;
     use crate::group::offsets_log::OffsetValue;
+    use crate::group::state::Clock;
+    use std::time::Instant;
 
     fn offset(commit_timestamp: i64) -> OffsetValue {
         OffsetValue {

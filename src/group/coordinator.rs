@@ -10,6 +10,7 @@ pub use super::machine::{JoinParams, SyncParams};
 pub use super::offsets::{
     commit, fetch_offsets, fetch_offsets_stable, CommitParams, CommitPartition, FetchedOffset,
 };
-pub use super::offsets_partition::{acquire, GroupCoordinator, GroupRef, OffsetsPartition};
+pub use super::offsets_partition::acquire;
+pub use super::partitions::{GroupCoordinator, GroupRef, OffsetsPartition};
 pub use super::rebalance::{heartbeat, join, leave, sync};
 pub use super::txn_offsets::{complete_txn_offsets, txn_commit, TxnCommitParams};

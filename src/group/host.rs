@@ -4,7 +4,7 @@
 //! Everything else in `group` goes through these few functions, so a change to the shard,
 //! the partition or the produce path touches this file only.
 
-use super::coordinator::GroupCoordinator;
+use super::partitions::{GroupCoordinator, PendingTxnRecords};
 use super::OFFSETS_TOPIC;
 use crate::shard::TopicPartition;
 use bytes::{Bytes, BytesMut};
@@ -100,9 +100,6 @@ pub async fn append(shard: &Rc<Shard>, index: i32, batch: BytesMut, timeout: Dur
         .await
         .error
 }
-
-/// Records of transactions still open at the end of a replay, by producer id.
-pub type PendingTxnRecords = std::collections::HashMap<i64, Vec<(Bytes, Option<Bytes>)>>;
 
 /// Reads offsets partition `index` from its log start to its end (this broker must lead it),
 /// handing every keyed record to `visit`. Returns the number of records. Records of a

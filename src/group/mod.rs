@@ -32,13 +32,16 @@
 //! the active segment.
 
 pub mod admin;
+pub mod append;
 pub mod background;
 pub mod coordinator;
+pub mod effects;
 pub mod host;
 pub mod machine;
 pub mod offsets;
 pub mod offsets_log;
 pub mod offsets_partition;
+pub mod partitions;
 pub mod rebalance;
 pub mod state;
 pub mod txn_offsets;

@@ -4,7 +4,8 @@
 use super::host::{self, Shard};
 use super::machine::{self, Clock};
 use super::offsets_log::{self, OffsetValue};
-use super::offsets_partition::{acquire, GroupRef};
+use super::offsets_partition::acquire;
+use super::partitions::GroupRef;
 use super::state::now_ms;
 use crate::kafka::errors;
 

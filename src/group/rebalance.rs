@@ -6,76 +6,14 @@
 //! route with `on_group_shard`). A group is `Rc<RefCell<GroupEntry>>`; a borrow is never held
 //! across an await.
 
+use super::effects::apply;
 use super::host::{self, Shard};
-use super::machine::{self, Clock, Effects, JoinOutcome, JoinParams, SyncOutcome, SyncParams};
+use super::machine::{self, Clock, JoinOutcome, JoinParams, SyncOutcome, SyncParams};
 use super::offsets_log;
-use super::offsets_partition::{acquire, GroupRef, OffsetsPartition, Parked};
+use super::offsets_partition::acquire;
 use super::state::{JoinResult, SyncResult};
 use crate::kafka::errors;
 use std::rc::Rc;
-
-/// Carries out what the core decided: replies and parkings, the join timer, the metadata
-/// write of an emptied group; then (re)arms the session timer.
-pub(super) fn apply(
-    shard: &Rc<Shard>,
-    part: &Rc<OffsetsPartition>,
-    g: &GroupRef,
-    fx: Effects,
-) -> Parked {
-    let parked = g.borrow_mut().deliver(fx.actions);
-    if let Some(seq) = fx.join_timer {
-        glommio::spawn_local(join_timer(shard.clone(), part.clone(), g.clone(), seq)).detach();
-    }
-    if fx.persist_group {
-        persist_group_later(shard, part, g);
-    }
-    super::background::arm_session_timer(shard, part, g);
-    parked
-}
-
-/// Ends rebalance `seq` when its join deadline passes (one timer per rebalance, no polling).
-async fn join_timer(shard: Rc<Shard>, part: Rc<OffsetsPartition>, g: GroupRef, seq: u64) {
-    loop {
-        if !part.active.get() {
-            return;
-        }
-        let step = machine::join_timer(&mut g.borrow_mut().group, seq, &Clock::system());
-        match step {
-            machine::JoinTimer::Stale => return,
-            machine::JoinTimer::Wait(deadline) => {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                glommio::timer::sleep(left).await;
-            }
-            machine::JoinTimer::Fired(fx) => {
-                apply(&shard, &part, &g, fx);
-                return;
-            }
-        }
-    }
-}
-
-/// Writes the group's metadata record in the background (state changes nobody waits on).
-fn persist_group_later(shard: &Rc<Shard>, part: &Rc<OffsetsPartition>, g: &GroupRef) {
-    let (key, value) = {
-        let e = g.borrow();
-        (
-            offsets_log::group_key(&e.group.id),
-            offsets_log::group_value(&e.group.to_value()),
-        )
-    };
-    let (shard, part) = (shard.clone(), part.clone());
-    glommio::spawn_local(async move {
-        let code = part.write(&shard, vec![(key, Some(value))]).await;
-        if code != errors::NONE {
-            tracing::warn!(
-                partition = part.index,
-                code,
-                "writing group metadata failed"
-            );
-        }
-    })
-    .detach();
-}
 
 pub async fn join(shard: Rc<Shard>, req: JoinParams) -> JoinResult {
     let part = match acquire(&shard, &req.group_id).await {

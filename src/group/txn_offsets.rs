@@ -4,12 +4,14 @@
 //! an abort marker). A coordinator reloading the partition does the same from the log
 //! (`host::replay`).
 
+use super::append::map_write_error;
 use super::host::{self, Shard};
 use super::offsets::{
     check_member, commit_records, every_partition, fail_accepted, CommitPartition, CommitRecords,
 };
 use super::offsets_log;
-use super::offsets_partition::{acquire, apply_record, map_write_error};
+use super::offsets_partition::acquire;
+use super::partitions::apply_record;
 use super::state::now_ms;
 use crate::kafka::errors;
 use std::rc::Rc;
