@@ -19,6 +19,7 @@ mod groups;
 mod hostile_metadata;
 mod hostile_produce;
 mod hostile_requests;
+mod layering;
 mod listeners;
 mod membership;
 mod metrics;
