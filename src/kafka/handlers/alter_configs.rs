@@ -38,25 +38,21 @@ pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
     let subject = crate::acl::Subject::of(&shard, &ctx);
     for res in req.resources {
         let name = res.resource_name.to_string();
-        let (code, message) = if let Some(code) =
-            refusal(&shard, &subject, res.resource_type, &name)
-        {
-            (code, None)
-        } else if res.resource_type == RESOURCE_BROKER {
-            match incremental_changes(&res.configs, None) {
-                Ok((set, delete)) => {
-                    alter_broker(&shard, &name, set, delete, req.validate_only).await
-                }
-                Err(msg) => (errors::INVALID_CONFIG, Some(msg)),
-            }
-        } else if res.resource_type != RESOURCE_TOPIC {
-            not_a_topic()
-        } else {
-            match incremental_changes(&res.configs, Some(&|k| current_value(&shard, &name, k))) {
-                Ok((set, delete)) => alter(&shard, name, set, delete, req.validate_only).await,
-                Err(msg) => (errors::INVALID_CONFIG, Some(msg)),
-            }
+        let changes = |broker: bool| {
+            let current = |k: &str| current_value(&shard, &name, k);
+            let current: Option<CurrentValue<'_>> = (!broker).then_some(&current);
+            incremental_changes(&res.configs, current)
+                .map_err(|m| (errors::INVALID_CONFIG, Some(m)))
         };
+        let (code, message) = alter_resource(
+            &shard,
+            &subject,
+            res.resource_type,
+            &name,
+            req.validate_only,
+            changes,
+        )
+        .await;
         let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name;
@@ -78,48 +74,38 @@ pub async fn handle_legacy(
     let subject = crate::acl::Subject::of(&shard, &ctx);
     for res in req.resources {
         let name = res.resource_name.to_string();
-        let (code, message) = if let Some(code) =
-            refusal(&shard, &subject, res.resource_type, &name)
-        {
-            (code, None)
-        } else if res.resource_type == RESOURCE_BROKER {
-            let set: BTreeMap<String, String> = res
-                .configs
-                .iter()
-                .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
-                .collect();
-            match broker_resource(&name) {
-                Ok(broker) => {
-                    let delete = shard.with_image(|i| not_named(i.broker_configs.of(broker), &set));
-                    alter_broker(&shard, &name, set, delete, req.validate_only).await
-                }
-                Err(msg) => (errors::INVALID_REQUEST, Some(msg)),
-            }
-        } else if res.resource_type != RESOURCE_TOPIC {
-            not_a_topic()
-        } else {
+        let changes = |broker: bool| {
             let mut set = BTreeMap::new();
-            let mut null = None;
             for c in &res.configs {
                 match &c.value {
                     Some(v) => {
                         set.insert(c.name.to_string(), v.to_string());
                     }
-                    None => null = Some(c.name.to_string()),
+                    // A broker config without a value is left out; a topic's is refused.
+                    None if broker => {}
+                    None => {
+                        let msg = format!("null value not supported for topic config {}", c.name);
+                        return Err((errors::INVALID_REQUEST, Some(msg)));
+                    }
                 }
             }
-            match null {
-                Some(k) => (
-                    errors::INVALID_REQUEST,
-                    Some(format!("null value not supported for topic config {k}")),
-                ),
-                None => {
-                    let delete =
-                        shard.with_image(|i| not_named(i.topic(&name).map(|t| &t.configs), &set));
-                    alter(&shard, name, set, delete, req.validate_only).await
-                }
-            }
+            let delete = if broker {
+                let b = broker_resource(&name).map_err(|m| (errors::INVALID_REQUEST, Some(m)))?;
+                shard.with_image(|i| not_named(i.broker_configs.of(b), &set))
+            } else {
+                shard.with_image(|i| not_named(i.topic(&name).map(|t| &t.configs), &set))
+            };
+            Ok((set, delete))
         };
+        let (code, message) = alter_resource(
+            &shard,
+            &subject,
+            res.resource_type,
+            &name,
+            req.validate_only,
+            changes,
+        )
+        .await;
         let mut out = alter_configs_response::AlterConfigsResourceResponse::default();
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name;
@@ -128,6 +114,34 @@ pub async fn handle_legacy(
         resp.responses.push(out);
     }
     ctx.encode(&resp).map(Some)
+}
+
+/// What an AlterConfigs resource asks for: the configs to set and those to delete (back to
+/// their defaults), or the answer that refuses it.
+type Changes = Result<(BTreeMap<String, String>, Vec<String>), Outcome>;
+
+/// One resource of either AlterConfigs: refused by the ACLs, not alterable, or the changes
+/// `changes(is_broker)` reads from the request applied to the broker or the topic.
+async fn alter_resource(
+    shard: &Rc<Services>,
+    subject: &crate::acl::Subject<'_>,
+    resource_type: i8,
+    name: &str,
+    validate_only: bool,
+    changes: impl FnOnce(bool) -> Changes,
+) -> Outcome {
+    if let Some(code) = refusal(shard, subject, resource_type, name) {
+        return (code, None);
+    }
+    let broker = resource_type == RESOURCE_BROKER;
+    if !broker && resource_type != RESOURCE_TOPIC {
+        return not_a_topic();
+    }
+    match changes(broker) {
+        Err(refused) => refused,
+        Ok((set, delete)) if broker => alter_broker(shard, name, set, delete, validate_only).await,
+        Ok((set, delete)) => alter(shard, name.to_string(), set, delete, validate_only).await,
+    }
 }
 
 /// The ACL refusal for altering this resource, if any.
