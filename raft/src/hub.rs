@@ -20,6 +20,9 @@ pub struct ImageHub {
     /// resolves waiters (`resolve_waiters`), so subscribers never take the mutex for it.
     served_tx: async_channel::Sender<()>,
     served_rx: async_channel::Receiver<()>,
+    /// The highest applied index any subscriber serves (lock-free to read), so a subscriber
+    /// that lags the others can tell and catch up before answering from its older copy.
+    newest_served: Arc<AtomicU64>,
 }
 
 struct Subscriber {
@@ -40,14 +43,17 @@ struct HubInner {
 pub struct ImageSubscription {
     pub images: async_channel::Receiver<Arc<MetadataImage>>,
     served: Arc<AtomicU64>,
+    newest_served: Arc<AtomicU64>,
     ring: async_channel::Sender<()>,
 }
 
 impl ImageSubscription {
-    /// This subscriber now serves images up to `applied_index`. Lock-free: an atomic store and
+    /// This subscriber now serves images up to `applied_index`. Lock-free: atomic stores and
     /// a non-blocking channel send.
     pub fn served(&self, applied_index: u64) {
         self.served.fetch_max(applied_index, Ordering::AcqRel);
+        self.newest_served
+            .fetch_max(applied_index, Ordering::AcqRel);
         let _ = self.ring.try_send(());
     }
 }
@@ -70,7 +76,13 @@ impl ImageHub {
             }),
             served_tx,
             served_rx,
+            newest_served: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The highest applied index some subscriber serves. Lock-free.
+    pub fn newest_served(&self) -> u64 {
+        self.newest_served.load(Ordering::Acquire)
     }
 
     /// Resolves when some subscriber has reported serving a new image (see `resolve_waiters`).
@@ -134,6 +146,7 @@ impl ImageHub {
         ImageSubscription {
             images: rx,
             served,
+            newest_served: self.newest_served.clone(),
             ring: self.served_tx.clone(),
         }
     }
@@ -247,6 +260,8 @@ mod tests {
             block_on(poll_once(&mut wait)).is_none(),
             "b does not serve 5 yet"
         );
+        // b can tell it lags: some subscriber already serves 5.
+        assert_eq!((hub.served_index(), hub.newest_served()), (0, 5));
         b.served(5);
         hub.resolve_waiters();
         assert_eq!(block_on(poll_once(&mut wait)), Some(Ok(())));

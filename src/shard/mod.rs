@@ -114,6 +114,17 @@ impl Shard {
         }
     }
 
+    /// Waits (within `timeout`) until this shard's image is as new as the newest another shard
+    /// of this node already serves, so what one connection to this broker has seen, a later
+    /// one on another shard does not contradict (Kafka's brokers keep one metadata cache).
+    /// Free when this shard is not behind: one atomic load.
+    pub async fn catch_up_with_node(&self, timeout: std::time::Duration) {
+        let newest = self.controller.newest_served_index();
+        if newest > self.image.borrow().applied_index {
+            self.wait_for_image(newest, timeout).await;
+        }
+    }
+
     pub fn owner_of(&self, topic: &str, partition: i32) -> usize {
         owner_shard(topic, partition, self.nshards)
     }

@@ -126,6 +126,12 @@ impl Controller {
         self.shared.hub.subscribe()
     }
 
+    /// The highest applied index some subscriber (shard) of this node serves. Lock-free: a
+    /// shard compares it with its own image to catch up before answering from an older one.
+    pub fn newest_served_index(&self) -> u64 {
+        self.shared.hub.newest_served()
+    }
+
     pub fn current_image(&self) -> Arc<MetadataImage> {
         self.shared.hub.current()
     }

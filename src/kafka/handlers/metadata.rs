@@ -14,8 +14,15 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use std::rc::Rc;
 
+/// How long a Metadata request waits for this shard to install an image another shard of
+/// this broker already serves (its delivery is queued on this executor: normally at once).
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn handle(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
     let req: MetadataRequest = decode(body, ctx.api_version)?;
+    // Never older than what another connection to this broker was shown (its shard may have
+    // installed a newer image a moment before this one).
+    shard.catch_up_with_node(CATCH_UP).await;
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested: Option<Vec<(Option<String>, [u8; 16])>> = match req.topics {
         None => None,
