@@ -31,12 +31,17 @@ pub struct StoredSnapshot {
 pub fn encode(s: &StoredSnapshot) -> io::Result<Vec<u8>> {
     let payload =
         bincode::serialize(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(framed(VERSION, &payload))
+}
+
+/// The file layout of every format: magic, format number, CRC of the payload, payload.
+fn framed(format: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 16);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    Ok(out)
+    out.extend_from_slice(&format.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
 }
 
 pub fn decode(bytes: &[u8]) -> io::Result<StoredSnapshot> {
@@ -229,10 +234,7 @@ mod tests {
         };
         let meta = SnapshotMeta::default();
         let payload = bincode::serialize(&(&meta, (&image, 42i64, 3u64))).expect("encode");
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&3u32.to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        let bytes = framed(3, &payload);
         let snap = decode(&bytes).expect("format 3 decodes");
         assert_eq!(snap.state.next_producer_id, 42);
         assert_eq!(snap.state.image.applied_index, 9);
@@ -280,10 +282,7 @@ mod tests {
             + 16;
         let mut payload = full[..full.len() - tail].to_vec();
         payload.extend_from_slice(&full[full.len() - 16..]);
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&3u32.to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        let bytes = framed(3, &payload);
         let snap = decode(&bytes).expect("format 3 decodes");
         assert_eq!(snap.state, state);
 
@@ -327,10 +326,7 @@ mod tests {
         };
         let meta = SnapshotMeta::default();
         let payload = bincode::serialize(&(&meta, (&image, 42i64, 3u64))).expect("encode");
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&2u32.to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        let bytes = framed(2, &payload);
         let snap = decode(&bytes).expect("format 2 decodes");
         let b = snap.state.image.broker(2).expect("broker 2");
         assert_eq!((b.host.as_str(), b.port, b.incarnation), ("h2", 9093, 4));
@@ -356,10 +352,7 @@ mod tests {
         };
         let meta = SnapshotMeta::default();
         let payload = bincode::serialize(&(&meta, (&image, 42i64, 3u64))).expect("encode");
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&1u32.to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        let bytes = framed(1, &payload);
         let snap = decode(&bytes).expect("format 1 decodes");
         assert_eq!(snap.state.next_producer_id, 42);
         assert_eq!(snap.state.placement_cursor, 3);
