@@ -107,11 +107,7 @@ async fn serve_connection(shard: &Rc<Services>, mut reader: TcpStream, origin: &
         ..conn
     };
     tracing::debug!(peer = %conn.peer, principal = ?conn.principal, "TLS connection");
-    let source = TlsSource {
-        stream: reader,
-        tls: state.clone(),
-        cipher,
-    };
+    let source = TlsSource::new(reader, state.clone(), cipher);
     let sink = Sink::Tls(TlsSink {
         stream: writer,
         tls: state,

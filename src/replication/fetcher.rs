@@ -518,11 +518,7 @@ impl LeaderConn {
                 // SAFETY: wfd is a fresh descriptor we own, referring to a connected socket.
                 let writer = unsafe { TcpStream::from_raw_fd(wfd) };
                 LeaderIo::Tls {
-                    source: TlsSource {
-                        stream,
-                        tls: state.clone(),
-                        cipher,
-                    },
+                    source: TlsSource::new(stream, state.clone(), cipher),
                     sink: TlsSink {
                         stream: writer,
                         tls: state,
