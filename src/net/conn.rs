@@ -84,6 +84,7 @@ async fn serve_connection(shard: &Rc<Services>, mut reader: TcpStream, origin: &
         }),
     };
     let Some(config) = &origin.tls else {
+        let reader = crate::net::frame::PlainSource::new(reader);
         return run(shard, reader, Sink::Plain(writer), conn, idle).await;
     };
     let config = config.borrow().clone();

@@ -93,7 +93,75 @@ impl ByteSource for TcpStream {
         frame_len: usize,
         idle: IdleLink<'_>,
     ) -> std::io::Result<usize> {
-        read_plain(self, buf, frame_len, idle).await
+        read_plain(self, buf, frame_len, idle, None).await
+    }
+}
+
+/// A client's plaintext connection: `TcpStream`'s reads, parked until the rest of the frame has
+/// arrived rather than woken at every segment (see `WakeMark`).
+pub struct PlainSource {
+    pub stream: TcpStream,
+    mark: WakeMark,
+}
+
+impl PlainSource {
+    pub fn new(stream: TcpStream) -> Self {
+        PlainSource {
+            stream,
+            mark: WakeMark::default(),
+        }
+    }
+}
+
+impl ByteSource for PlainSource {
+    async fn read_more(
+        &mut self,
+        buf: &mut BytesMut,
+        frame_len: usize,
+        idle: IdleLink<'_>,
+    ) -> std::io::Result<usize> {
+        read_plain(&mut self.stream, buf, frame_len, idle, Some(&mut self.mark)).await
+    }
+}
+
+/// The most a reader asks the kernel to gather before waking it.
+const LOWAT_CAP: usize = 256 * 1024;
+
+/// A socket's SO_RCVLOWAT as its reader last set it (the kernel's default is 1). Poll readiness
+/// (and so the reactor) and the kernel's data-ready wakeup both wait for that many queued bytes;
+/// EOF and errors wake regardless. A reader about to park on an empty socket sets it to what the
+/// frame it is reading still lacks, so a request sent in many segments wakes it once, not per
+/// segment: each wakeup costs the parked shard and the sender (on loopback the sender's
+/// `write` runs the wakeup). Only a change costs a setsockopt.
+#[derive(Debug)]
+pub struct WakeMark(usize);
+
+impl Default for WakeMark {
+    fn default() -> Self {
+        WakeMark(1)
+    }
+}
+
+impl WakeMark {
+    /// Wake once `bytes` (at least 1, at most `LOWAT_CAP`) are queued on `fd`.
+    pub fn set(&mut self, fd: std::os::fd::RawFd, bytes: usize) {
+        let want = bytes.clamp(1, LOWAT_CAP);
+        if want == self.0 {
+            return;
+        }
+        self.0 = want;
+        let v = want as libc::c_int;
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid c_int. A failure only
+        // costs wakeups, so it is ignored.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&v as *const libc::c_int).cast::<libc::c_void>(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
     }
 }
 
@@ -102,6 +170,7 @@ async fn read_plain(
     buf: &mut BytesMut,
     frame_len: usize,
     idle: IdleLink<'_>,
+    mut mark: Option<&mut WakeMark>,
 ) -> std::io::Result<usize> {
     let fd = s.as_raw_fd();
     loop {
@@ -131,6 +200,9 @@ async fn read_plain(
             std::io::ErrorKind::Interrupted => {}
             // Nothing buffered: sleep in the reactor until data (or EOF) arrives, then recv.
             std::io::ErrorKind::WouldBlock => {
+                if let Some(m) = mark.as_deref_mut() {
+                    m.set(fd, frame_len.saturating_sub(buf.len()));
+                }
                 if !wait_readable(s, buf, idle).await? {
                     return Ok(0);
                 }

@@ -11,7 +11,7 @@
 //! leaves its bytes in the queue for the writer's next flush.
 
 use crate::config::tls::{ClientAuth, TlsFiles};
-use crate::net::frame::{make_room, wait_readable, ByteSource, IdleLink};
+use crate::net::frame::{make_room, wait_readable, ByteSource, IdleLink, WakeMark};
 use crate::net::pieces::PieceCursor;
 use bytes::{Bytes, BytesMut};
 use futures_lite::AsyncWriteExt;
@@ -451,8 +451,7 @@ pub struct TlsSource {
     pub stream: TcpStream,
     pub tls: Rc<TlsShared>,
     pub cipher: CipherBuf,
-    /// The socket's SO_RCVLOWAT as last set (the kernel's default is 1).
-    lowat: usize,
+    mark: WakeMark,
 }
 
 impl TlsSource {
@@ -461,49 +460,25 @@ impl TlsSource {
             stream,
             tls,
             cipher,
-            lowat: 1,
+            mark: WakeMark::default(),
         }
     }
 
     /// Before sleeping on an empty socket: wake only once the ciphertext still needed for the
-    /// frame being read has arrived (up to `LOWAT_CAP`), not at every TLS record. Clients send
-    /// a request in records of at most 16 KiB, each its own segment, so without this a 1 MiB
-    /// produce request wakes this shard (and costs the sender a wakeup) some 64 times. At
-    /// least `missing` plaintext bytes are still to come as ciphertext, less what rustls may
-    /// already hold of a record begun (at most one record's plaintext).
+    /// frame being read has arrived, not at every TLS record. Clients send a request in records
+    /// of at most 16 KiB, each its own segment, so without this a 1 MiB produce request wakes
+    /// this shard (and costs the sender a wakeup) some 64 times. At least `missing` plaintext
+    /// bytes are still to come as ciphertext, less what rustls may already hold of a record
+    /// begun (at most one record's plaintext).
     fn wake_when_frame_arrives(&mut self, frame_len: usize, have: usize) {
         let missing = frame_len.saturating_sub(have);
-        let want = missing
-            .saturating_sub(MAX_RECORD_PLAINTEXT)
-            .clamp(1, LOWAT_CAP);
-        if want != self.lowat {
-            set_rcvlowat(self.tls.fd, want);
-            self.lowat = want;
-        }
+        self.mark
+            .set(self.tls.fd, missing.saturating_sub(MAX_RECORD_PLAINTEXT));
     }
 }
 
 /// The most plaintext one TLS record carries.
 const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
-
-/// The most a reader asks the kernel to gather before waking it.
-const LOWAT_CAP: usize = 256 * 1024;
-
-/// SO_RCVLOWAT: poll (and so the reactor) reports the socket readable only once `bytes` are
-/// queued (or at EOF or an error). A failure only costs wakeups, so it is ignored.
-fn set_rcvlowat(fd: RawFd, bytes: usize) {
-    let v = bytes.min(i32::MAX as usize) as libc::c_int;
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid c_int.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            (&v as *const libc::c_int).cast::<libc::c_void>(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
 
 impl ByteSource for TlsSource {
     async fn read_more(
