@@ -10,7 +10,7 @@
 
 use crate::kafka::RequestContext;
 use crate::services::Services;
-use chronik_raft::acl::{valid_principal, Operation, ResourceType, Verdict};
+use chronik_raft::acl::{Operation, ResourceType, Verdict};
 use chronik_raft::image::MetadataImage;
 
 pub use chronik_raft::acl::CLUSTER_NAME;
@@ -18,40 +18,7 @@ pub use chronik_raft::acl::CLUSTER_NAME;
 /// The principal of a client that did not authenticate (Kafka's).
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
-/// The authorizer settings.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AuthorizerConfig {
-    pub enabled: bool,
-    pub super_users: Vec<String>,
-    pub allow_if_no_acl: bool,
-}
-
-impl AuthorizerConfig {
-    pub fn resolve(
-        enabled: bool,
-        super_users: Option<&str>,
-        allow_if_no_acl: bool,
-    ) -> Result<Self, String> {
-        let super_users = super_users
-            .unwrap_or("")
-            .split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|p| {
-                if valid_principal(p) {
-                    Ok(p.to_string())
-                } else {
-                    Err(format!("super-users: `{p}` is not a principal (Type:name)"))
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(AuthorizerConfig {
-            enabled,
-            super_users,
-            allow_if_no_acl,
-        })
-    }
-}
+pub use crate::config::authorizer::AuthorizerConfig;
 
 /// Who sent a request, as the authorizer sees it; made once per request.
 pub struct Subject<'a> {

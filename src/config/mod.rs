@@ -3,6 +3,7 @@
 //! default. Precedence: CLI flag > environment > TOML file (`file.rs`) > default. Here the
 //! values are checked and turned into what the broker runs with.
 
+pub mod authorizer;
 mod declare;
 mod file;
 mod groups;
@@ -115,8 +116,8 @@ pub struct BrokerConfig {
     /// 0: no cap.
     pub log_cleaner_io_max_bytes_per_second: u64,
     pub groups: GroupConfig,
-    /// Who may do what (`crate::acl`).
-    pub authorizer: crate::acl::AuthorizerConfig,
+    /// Who may do what (the authorizer is `crate::acl`).
+    pub authorizer: authorizer::AuthorizerConfig,
 }
 
 impl BrokerConfig {
@@ -255,7 +256,7 @@ impl BrokerConfig {
             log_cleaner_shares: v.log_cleaner_shares.clamp(1, 1000),
             log_cleaner_io_max_bytes_per_second: v.log_cleaner_io_max_bytes_per_second,
             groups,
-            authorizer: crate::acl::AuthorizerConfig::resolve(
+            authorizer: authorizer::AuthorizerConfig::resolve(
                 v.authorizer_enable,
                 v.super_users.as_deref(),
                 v.allow_everyone_if_no_acl_found,

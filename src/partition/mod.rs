@@ -20,11 +20,11 @@ pub mod replay;
 pub mod txn_index;
 #[cfg(test)]
 mod txn_tests;
+pub mod verification;
 
 use crate::kafka::errors;
 use crate::shard::event::LocalEvent;
 use crate::shard::TopicPartition;
-use crate::txn::verify::Verification;
 use bytes::{Bytes, BytesMut};
 use chronik_raft::image::{BrokerId, TopicId};
 use chronik_storage::{BatchError, PartitionLog, StorageError};
@@ -35,6 +35,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use txn_index::{AbortedTxn, TxnIndex};
+use verification::Verification;
 
 const PRODUCER_SNAPSHOT: &str = "producer-state.snapshot";
 const PARTITION_METADATA: &str = "partition.metadata";

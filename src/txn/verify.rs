@@ -16,9 +16,9 @@
 
 use super::{coordinator, route, TXN_TOPIC};
 use crate::kafka::errors;
+use crate::partition::verification::Verification;
 use crate::partition::{Partition, ProduceOutcome};
 use crate::services::Services;
-use crate::shard::event::LocalEvent;
 use crate::shard::TopicPartition;
 use chronik_storage::ValidBatch;
 use kafka_protocol::messages::add_partitions_to_txn_request::{
@@ -29,7 +29,6 @@ use kafka_protocol::messages::{
     TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,38 +39,6 @@ const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The AddPartitionsToTxn version brokers verify with (the first with `verify_only`).
 pub const VERIFY_VERSION: i16 = 4;
-
-/// A verification in flight for one producer in one partition.
-pub struct Verification {
-    pub epoch: i16,
-    /// Set when it ended: the coordinator's answer as the produce returns it.
-    outcome: Cell<Option<i16>>,
-    /// False once a marker of the producer was written meanwhile.
-    valid: Cell<bool>,
-    done: LocalEvent,
-}
-
-impl Verification {
-    pub fn new(epoch: i16) -> Rc<Verification> {
-        Rc::new(Verification {
-            epoch,
-            outcome: Cell::new(None),
-            valid: Cell::new(true),
-            done: LocalEvent::new(),
-        })
-    }
-
-    /// A marker of the producer was written: a batch verified before it must not open a new
-    /// transaction after it.
-    pub fn void(&self) {
-        self.valid.set(false);
-    }
-
-    fn finish(&self, code: i16) {
-        self.outcome.set(Some(code));
-        self.done.notify();
-    }
-}
 
 /// Appends a client's batch to partition `tp` of this shard, verifying a transactional one
 /// first when its producer has no transaction open here.
@@ -108,11 +75,7 @@ pub async fn append(
         if let Some(v) = p.verification(h.producer_id) {
             if v.epoch == h.producer_epoch {
                 // Another batch of the producer is being checked: its outcome is ours.
-                if v.outcome.get().is_none() {
-                    let wait = glommio::timer::sleep(VERIFY_TIMEOUT);
-                    futures_lite::future::or(v.done.listen(), wait).await;
-                }
-                match v.outcome.get() {
+                match v.outcome_within(VERIFY_TIMEOUT).await {
                     Some(errors::NONE) | None => continue,
                     Some(code) => return ProduceOutcome::error(code),
                 }
@@ -137,7 +100,7 @@ async fn verify_and_append(
     p.begin_verification(h.producer_id, v.clone());
     let mut code = ask_coordinator(s, id, h.producer_id, h.producer_epoch, &tp).await;
     p.end_verification(h.producer_id, &v);
-    if code == errors::NONE && !v.valid.get() {
+    if code == errors::NONE && !v.is_valid() {
         code = errors::INVALID_TXN_STATE;
     }
     if code != errors::NONE {

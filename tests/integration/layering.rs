@@ -54,14 +54,54 @@ fn modules() -> BTreeMap<String, PathBuf> {
     out
 }
 
-/// The source of a module without its `#[cfg(test)]` tail and without `//` comments.
+/// The source of a module without its `#[cfg(test)]` items (a `mod x;` line, or a braced
+/// block such as `mod tests { … }`) and without `//` comments.
 fn code_of(path: &Path) -> String {
     let text = std::fs::read_to_string(path).expect("read module");
-    let text = text.split("#[cfg(test)]").next().unwrap_or_default();
-    text.lines()
+    let code: String = text
+        .lines()
         .map(|l| l.split("//").next().unwrap_or_default())
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    strip_test_items(&code)
+}
+
+fn strip_test_items(code: &str) -> String {
+    const MARK: &str = "#[cfg(test)]";
+    let mut out = String::new();
+    let mut rest = code;
+    while let Some(at) = rest.find(MARK) {
+        out.push_str(&rest[..at]);
+        let item = &rest[at + MARK.len()..];
+        let semi = item.find(';');
+        let brace = item.find('{');
+        rest = match (semi, brace) {
+            // `mod x;`, `use …;`: up to the semicolon.
+            (Some(s), b) if b.is_none_or(|b| s < b) => &item[s + 1..],
+            // A braced item: up to its closing brace (or the end if unbalanced).
+            (_, Some(b)) => {
+                let mut depth = 0usize;
+                let mut end = item.len();
+                for (i, c) in item[b..].char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = b + i + 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                &item[end..]
+            }
+            _ => "",
+        };
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The longest prefix of `path` that names a module.
@@ -227,6 +267,20 @@ fn no_module_of_src_imports_a_module_that_imports_it_back() {
         })
         .collect();
     assert!(found.is_empty(), "{}", report.join("\n"));
+}
+
+#[test]
+fn test_only_items_are_left_out_but_the_code_after_them_is_read() {
+    let code = "#[cfg(test)]\nmod a_tests;\nuse crate::b::X;\n#[cfg(test)]\nmod tests {\n    use crate::c::Y;\n    fn f() { if true { } }\n}\nuse crate::d::Z;";
+    let kept = strip_test_items(code);
+    let paths = paths_after(&kept, "crate::");
+    assert_eq!(
+        paths,
+        vec![
+            vec!["b".to_string(), "X".into()],
+            vec!["d".to_string(), "Z".into()]
+        ]
+    );
 }
 
 #[test]
