@@ -46,9 +46,18 @@ macro_rules! wire_enum {
 }
 
 wire_enum!(
-    /// The resource types this broker authorizes (Kafka's DELEGATION_TOKEN and USER are not
-    /// served: there are no delegation tokens, and SCRAM users are managed by super users).
-    ResourceType { Topic = 2, Group = 3, Cluster = 4, TransactionalId = 5 }
+    /// Kafka's resource types. Bindings on DELEGATION_TOKEN and USER (KIP-373) are stored,
+    /// listed and deleted like any other, so admin tools that manage them work; this broker
+    /// serves no delegation-token API, so nothing checks them yet. New variants go last: the
+    /// Raft log stores the variant's position.
+    ResourceType {
+        Topic = 2,
+        Group = 3,
+        Cluster = 4,
+        TransactionalId = 5,
+        DelegationToken = 6,
+        User = 7,
+    }
 );
 wire_enum!(PatternType { Literal = 3, Prefixed = 4 });
 wire_enum!(Permission { Deny = 2, Allow = 3 });
@@ -65,8 +74,13 @@ wire_enum!(
         DescribeConfigs = 10,
         AlterConfigs = 11,
         IdempotentWrite = 12,
+        CreateTokens = 13,
+        DescribeTokens = 14,
     }
 );
+
+/// How many resource types the index keeps apart.
+const RESOURCE_TYPES: usize = ResourceType::ALL_VALUES.len();
 
 /// Kafka's wire codes of the filter-only values.
 pub const CODE_ANY: i8 = 1;
@@ -99,6 +113,8 @@ impl ResourceType {
                 Describe,
             ],
             ResourceType::TransactionalId => &[Describe, Write],
+            ResourceType::DelegationToken => &[Describe],
+            ResourceType::User => &[CreateTokens, DescribeTokens],
         }
     }
 
@@ -108,6 +124,8 @@ impl ResourceType {
             ResourceType::Group => 1,
             ResourceType::Cluster => 2,
             ResourceType::TransactionalId => 3,
+            ResourceType::DelegationToken => 4,
+            ResourceType::User => 5,
         }
     }
 }
@@ -287,7 +305,7 @@ struct TypeIndex {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Inner {
     bindings: BTreeSet<AclBinding>,
-    by_type: [TypeIndex; 4],
+    by_type: [TypeIndex; RESOURCE_TYPES],
 }
 
 /// The cluster's ACL bindings and their index. Cloning is O(1) (images are cloned to publish);
@@ -300,7 +318,7 @@ pub struct AclSet {
 
 impl AclSet {
     pub fn from_bindings(bindings: BTreeSet<AclBinding>) -> Self {
-        let mut by_type: [TypeIndex; 4] = Default::default();
+        let mut by_type: [TypeIndex; RESOURCE_TYPES] = Default::default();
         for b in &bindings {
             let idx = &mut by_type[b.resource_type.index()];
             let map = match b.pattern {

@@ -257,7 +257,9 @@ fn an_acl_set_round_trips_through_bincode_and_refuses_invalid_bindings() {
 fn wire_codes_are_kafkas() {
     assert_eq!(Topic.code(), 2);
     assert_eq!(TransactionalId.code(), 5);
+    assert_eq!((DelegationToken.code(), User.code()), (6, 7));
     assert_eq!(Operation::from_code(12), Some(IdempotentWrite));
+    assert_eq!(Operation::from_code(14), Some(DescribeTokens));
     assert_eq!(Operation::from_code(1), None);
     assert_eq!(PatternType::Prefixed.code(), 4);
     assert_eq!(Allow.code(), 3);
@@ -310,4 +312,64 @@ fn acl_commands_that_change_nothing_are_answered_before_the_log() {
         precheck(&s.image, all, D),
         Precheck::Propose { .. }
     ));
+}
+
+#[test]
+fn user_and_delegation_token_bindings_are_kept_apart_from_other_types() {
+    let s = set(&[
+        binding(
+            User,
+            "User:bob",
+            PatternType::Literal,
+            ALICE,
+            CreateTokens,
+            Allow,
+        ),
+        binding(
+            DelegationToken,
+            "tok",
+            PatternType::Prefixed,
+            ALICE,
+            Describe,
+            Deny,
+        ),
+    ]);
+    assert_eq!(
+        s.verdict(ALICE, "h", CreateTokens, User, "User:bob"),
+        Verdict::Allowed
+    );
+    assert_eq!(
+        s.verdict(ALICE, "h", DescribeTokens, User, "User:bob"),
+        Verdict::Denied
+    );
+    assert_eq!(
+        s.verdict(ALICE, "h", Describe, DelegationToken, "tok-1"),
+        Verdict::Denied
+    );
+    // A topic of the same name is another resource.
+    assert_eq!(
+        s.verdict(ALICE, "h", Read, Topic, "User:bob"),
+        Verdict::NoAcls
+    );
+    let bytes = bincode::serialize(&s).expect("encode");
+    let back: AclSet = crate::codec::decode(&bytes).expect("decode");
+    assert_eq!(back, s);
+}
+
+#[test]
+fn bindings_written_before_the_token_types_existed_still_decode() {
+    // Variants are stored by position; the new ones were added last, so an old TRANSACTIONAL_ID
+    // binding with IDEMPOTENT_WRITE keeps its meaning.
+    let b = binding(
+        TransactionalId,
+        "x",
+        PatternType::Literal,
+        ALICE,
+        IdempotentWrite,
+        Allow,
+    );
+    let bytes = bincode::serialize(&b).expect("encode");
+    assert_eq!(&bytes[..4], &3u32.to_le_bytes());
+    let back: AclBinding = bincode::deserialize(&bytes).expect("decode");
+    assert_eq!(back, b);
 }

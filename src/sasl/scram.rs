@@ -149,12 +149,24 @@ pub struct AwaitingProof {
     gs2_header: String,
     client_first_bare: String,
     server_first: String,
+    /// The combined nonce: the client's, then the server's.
     nonce: String,
+    /// How much of `nonce` is the client's.
+    client_nonce_len: usize,
 }
 
 impl AwaitingProof {
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// Whether the client-final nonce is the combined nonce. librdkafka before 2.6.1 (Debian
+    /// 12's kcat has 2.0.2) sends its own nonce once more in front of it; Kafka accepts that
+    /// since 3.8.1 (any prefix: `endsWith`). Only that one known prefix is taken here. The proof
+    /// covers the message as sent, so the server's nonce is still what makes it fresh.
+    fn echoed(&self, nonce: &str) -> bool {
+        nonce == self.nonce
+            || nonce.strip_suffix(self.nonce.as_str()) == Some(&self.nonce[..self.client_nonce_len])
     }
 }
 
@@ -228,6 +240,7 @@ pub fn server_first(
         client_first_bare: bare.to_string(),
         server_first: server_first.clone(),
         nonce,
+        client_nonce_len: client_nonce.len(),
     };
     Ok((state, server_first))
 }
@@ -264,7 +277,7 @@ pub fn server_final(state: &AwaitingProof, client_final: &[u8]) -> Result<String
         .next()
         .and_then(|a| a.strip_prefix("r="))
         .ok_or(ScramError::Malformed("no nonce"))?;
-    if nonce != state.nonce {
+    if !state.echoed(nonce) {
         return Err(ScramError::Malformed("nonce differs"));
     }
     if attrs.next().is_some() {
@@ -370,8 +383,21 @@ mod tests {
         client_first_bare: &str,
         server_first: &str,
     ) -> String {
+        client_final_with_prefix(mech, password, client_first_bare, server_first, "")
+    }
+
+    /// A client-final message whose nonce has `prefix` in front of the combined nonce, with the
+    /// proof computed over it as sent (what librdkafka before 2.6.1 does with its own nonce).
+    fn client_final_with_prefix(
+        mech: Mechanism,
+        password: &[u8],
+        client_first_bare: &str,
+        server_first: &str,
+        prefix: &str,
+    ) -> String {
         let mut parts = server_first.split(',');
         let nonce = parts.next().unwrap().strip_prefix("r=").unwrap();
+        let nonce = format!("{prefix}{nonce}");
         let salt = B64
             .decode(parts.next().unwrap().strip_prefix("s=").unwrap())
             .unwrap();
@@ -490,6 +516,34 @@ mod tests {
             Err(ScramError::Malformed(_))
         ));
         assert!(server_final(&state, b"c=biws").is_err());
+    }
+
+    #[test]
+    fn a_final_message_with_the_client_nonce_sent_twice_is_accepted_as_kafka_does() {
+        let cred = Credential::from_password(Mechanism::Sha512, b"pw", b"salt", 4096).unwrap();
+        let (state, first) = server_first(
+            Mechanism::Sha512,
+            b"n,,n=u,r=abc",
+            |_| Some(cred.clone()),
+            "def",
+            b"d",
+        )
+        .unwrap();
+        let doubled =
+            client_final_with_prefix(Mechanism::Sha512, b"pw", "n=u,r=abc", &first, "abc");
+        assert!(doubled.starts_with("c=biws,r=abcabcdef,p="));
+        assert!(server_final(&state, doubled.as_bytes()).is_ok());
+        // Any other prefix is refused, as is a wrong password with the doubled nonce.
+        let other = client_final_with_prefix(Mechanism::Sha512, b"pw", "n=u,r=abc", &first, "xyz");
+        assert!(matches!(
+            server_final(&state, other.as_bytes()),
+            Err(ScramError::Malformed(_))
+        ));
+        let wrong = client_final_with_prefix(Mechanism::Sha512, b"no", "n=u,r=abc", &first, "abc");
+        assert!(matches!(
+            server_final(&state, wrong.as_bytes()),
+            Err(ScramError::BadProof)
+        ));
     }
 
     #[test]

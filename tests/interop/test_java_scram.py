@@ -1,6 +1,7 @@
-"""Apache Kafka's Java client (kafka-clients 4.3.0) and SASL/SCRAM: tests/interop/java/JavaScram.java
-creates a user with Admin alterUserScramCredentials, describes it, then produces and consumes as
-that user with SCRAM-SHA-512 over SASL_SSL. Certificates come from the machine's openssl; jars
+"""Apache Kafka's Java client (kafka-clients 4.3.0), SASL/SCRAM and ACLs: tests/interop/java/JavaScram.java
+creates a user with Admin alterUserScramCredentials, describes it, gives it ACLs with createAcls
+and lists them with describeAcls, then produces and consumes as that user with SCRAM-SHA-512 over
+SASL_SSL; after deleteAcls takes WRITE away, its next send is refused. Certificates come from the machine's openssl; jars
 from test_java_client.py."""
 import os
 import shutil
@@ -32,7 +33,7 @@ def make_certs(d):
         "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
 
 
-def test_java_admin_creates_a_scram_user_that_then_produces_and_consumes_over_sasl_ssl():
+def test_java_admin_creates_a_scram_user_and_its_acls_then_it_produces_and_consumes_over_sasl_ssl():
     tmp = tempfile.mkdtemp(prefix="chronik-java-scram-")
     make_certs(tmp)
     port, ssl_port, cport = free_port(), free_port(), free_port()
@@ -43,7 +44,8 @@ def test_java_admin_creates_a_scram_user_that_then_produces_and_consumes_over_sa
          "--ssl-cert-file", os.path.join(tmp, "server.pem"),
          "--ssl-key-file", os.path.join(tmp, "server.key"),
          "--controller-listen", f"127.0.0.1:{cport}", "--data-dir", os.path.join(tmp, "data"),
-         "--no-pin", "--cores", "2", "--metrics-listen", "none"],
+         "--no-pin", "--cores", "2", "--metrics-listen", "none",
+         "--authorizer-enable", "--super-users", "User:ANONYMOUS"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

@@ -1,11 +1,12 @@
-"""confluent-kafka (librdkafka) over TLS against a real chronik-server: SASL_SSL with SCRAM-SHA-512
-and with PLAIN, SSL with a client certificate whose principal (`User:CN=…`) the ACLs check, and a
-plaintext client on a TLS port, which is closed rather than left waiting. Certificates come from
-the machine's openssl (tls_certs.py)."""
+"""confluent-kafka (librdkafka) and kcat over TLS against a real chronik-server: SASL_SSL with
+SCRAM-SHA-512 and with PLAIN, SSL with a client certificate whose principal (`User:CN=…`) the ACLs
+check, and a plaintext client on a TLS port, which is closed rather than left waiting. Certificates
+come from the machine's openssl (tls_setup.py); kcat is Debian's package (tests/interop/prepare)."""
 import os
 import shutil
 import socket
 import struct
+import subprocess
 import tempfile
 import time
 
@@ -175,3 +176,62 @@ def test_an_ssl_listener_with_client_auth_required_closes_a_client_without_a_cer
         p.poll(0.2)
     assert errors and errors[0].code() in (KafkaError._SSL, KafkaError._TRANSPORT,
                                            KafkaError._ALL_BROKERS_DOWN), errors
+
+
+def kcat(config, *args, stdin=None):
+    """Runs Debian's kcat with the client settings as -X options; returns (exit code, stdout,
+    stderr)."""
+    binary = shutil.which("kcat") or shutil.which("kafkacat")
+    if binary is None:
+        pytest.fail("kcat is not installed (tests/interop/prepare installs Debian's package)")
+    cmd = [binary, "-b", config["bootstrap.servers"]]
+    for k, v in config.items():
+        if k != "bootstrap.servers":
+            cmd += ["-X", f"{k}={v}"]
+    done = subprocess.run(cmd + list(args), input=stdin, capture_output=True, text=True,
+                          timeout=60)
+    return done.returncode, done.stdout, done.stderr
+
+
+def kcat_roundtrip(config, topic, n=100):
+    lines = "".join(f"k{i}\n" for i in range(n))
+    code, _, err = kcat(config, "-P", "-t", topic, "-p", "0", "-X", "topic.request.required.acks=all",
+                        stdin=lines)
+    assert code == 0, err
+    code, out, err = kcat(config, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e",
+                          "-c", str(n), "-f", "%s\n")
+    assert code == 0, err
+    assert out.splitlines() == [f"k{i}" for i in range(n)], err
+
+
+def test_kcat_produces_and_consumes_over_sasl_ssl_with_scram_sha_512_and_with_plain(sasl_ssl_node):
+    kcat_roundtrip(sasl_ssl_config(sasl_ssl_node, "SCRAM-SHA-512"), "kcat-sasl-ssl-scram512")
+    kcat_roundtrip(sasl_ssl_config(sasl_ssl_node, "PLAIN"), "kcat-sasl-ssl-plain")
+    # Metadata over the same listener names the TLS port, so kcat stays on it.
+    code, out, err = kcat(sasl_ssl_config(sasl_ssl_node, "SCRAM-SHA-512"), "-L", "-t",
+                          "kcat-sasl-ssl-plain")
+    assert code == 0, err
+    assert f"127.0.0.1:{sasl_ssl_node.port['SASL_SSL']}" in out, out
+
+
+def test_kcat_with_a_wrong_password_is_refused_with_an_authentication_error(sasl_ssl_node):
+    code, _, err = kcat(sasl_ssl_config(sasl_ssl_node, "SCRAM-SHA-512", password="wrong"), "-L",
+                        "-m", "5")
+    assert code != 0
+    assert "Authentication failed" in err or "SASL authentication error" in err, err
+
+
+def test_kcat_with_a_client_certificate_gets_what_the_acls_give_its_common_name(mtls_node):
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{mtls_node.port['PLAINTEXT']}"})
+    topic = "kcat-mtls"
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=20)
+    bindings = [AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:CN=app",
+                           "*", op, AclPermissionType.ALLOW)
+                for op in (AclOperation.WRITE, AclOperation.READ)]
+    for f in admin.create_acls(bindings).values():
+        f.result(timeout=20)
+    kcat_roundtrip(mtls_config(mtls_node, "app"), topic)
+    code, out, err = kcat(mtls_config(mtls_node, "stranger"), "-C", "-t", topic, "-p", "0",
+                          "-o", "beginning", "-e", "-c", "1")
+    assert out == ""
+    assert code != 0 and "authoriz" in err.lower(), (code, err)

@@ -56,8 +56,8 @@ fn gate(shard: &Services, ctx: &RequestContext, op: Operation) -> Option<MetaErr
     None
 }
 
-/// A binding from its wire fields; the values a binding may not hold (ANY, MATCH, UNKNOWN and
-/// the resource types this broker does not serve) are INVALID_REQUEST, as Kafka refuses them.
+/// A binding from its wire fields; the values a binding may not hold (ANY, MATCH, UNKNOWN) are
+/// INVALID_REQUEST, as Kafka refuses them.
 #[allow(clippy::too_many_arguments)]
 pub fn binding_of(
     resource_type: i8,
@@ -85,8 +85,7 @@ pub fn binding_of(
     Ok(b)
 }
 
-/// A filter from its wire fields: `None` when it can match nothing here (a resource type or
-/// operation this broker never stores), an error for UNKNOWN or out-of-range codes.
+/// A filter from its wire fields; UNKNOWN and out-of-range codes are INVALID_REQUEST.
 #[allow(clippy::too_many_arguments)]
 pub fn filter_of(
     resource_type: i8,
@@ -96,12 +95,9 @@ pub fn filter_of(
     host: Option<&str>,
     operation: i8,
     permission: i8,
-) -> Result<Option<AclFilter>, MetaError> {
-    // Kafka's codes: 6 DELEGATION_TOKEN and 7 USER are valid types we hold no bindings for;
-    // 13 CREATE_TOKENS and 14 DESCRIBE_TOKENS likewise operations.
+) -> Result<AclFilter, MetaError> {
     let resource_type = match resource_type {
         CODE_ANY => None,
-        6 | 7 => return Ok(None),
         c => Some(
             ResourceType::from_code(c)
                 .ok_or_else(|| invalid(format!("invalid resource type filter {c}")))?,
@@ -117,7 +113,6 @@ pub fn filter_of(
     };
     let operation = match operation {
         CODE_ANY => None,
-        13 | 14 => return Ok(None),
         c => Some(
             Operation::from_code(c)
                 .ok_or_else(|| invalid(format!("invalid operation filter {c}")))?,
@@ -140,7 +135,7 @@ pub fn filter_of(
         permission,
     };
     acl::validate_filter(&filter)?;
-    Ok(Some(filter))
+    Ok(filter)
 }
 
 pub async fn create(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) -> HandlerResult {
@@ -233,8 +228,7 @@ pub async fn describe(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) 
             resp.error_code = e.code;
             resp.error_message = Some(str_bytes(&e.message));
         }
-        Ok(None) => {}
-        Ok(Some(filter)) => {
+        Ok(filter) => {
             let img = shard.image();
             // Bindings are sorted by resource first, so one resource's bindings are adjacent.
             for b in img.acls.matching(&filter) {
@@ -277,7 +271,7 @@ pub async fn delete(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         ));
         results.resize(n, Err(e));
     } else {
-        let parsed: Vec<Result<Option<AclFilter>, MetaError>> = req
+        let parsed: Vec<Result<AclFilter, MetaError>> = req
             .filters
             .iter()
             .map(|f| {
@@ -292,10 +286,7 @@ pub async fn delete(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
                 )
             })
             .collect();
-        let filters: Vec<AclFilter> = parsed
-            .iter()
-            .filter_map(|r| r.clone().ok().flatten())
-            .collect();
+        let filters: Vec<AclFilter> = parsed.iter().filter_map(|r| r.clone().ok()).collect();
         let mut committed: Box<dyn Iterator<Item = Result<Vec<AclBinding>, MetaError>>> = if filters
             .is_empty()
         {
@@ -318,10 +309,9 @@ pub async fn delete(shard: Rc<Services>, ctx: RequestContext, body: BytesMut) ->
         };
         for p in parsed {
             results.push(match p {
-                Ok(Some(_)) => committed.next().unwrap_or_else(|| {
+                Ok(_) => committed.next().unwrap_or_else(|| {
                     Err(MetaError::new(errors::UNKNOWN_SERVER_ERROR, "no outcome"))
                 }),
-                Ok(None) => Ok(Vec::new()),
                 Err(e) => Err(e),
             });
         }
@@ -366,6 +356,9 @@ mod tests {
     fn a_binding_cannot_hold_any_match_or_unknown_values() {
         let ok = binding_of(2, "t", 3, "User:a", "*", 4, 3).expect("valid");
         assert_eq!(ok.operation, Operation::Write);
+        let user = binding_of(7, "User:b", 3, "User:a", "*", 13, 3).expect("valid");
+        assert_eq!(user.resource_type, ResourceType::User);
+        assert_eq!(user.operation, Operation::CreateTokens);
         for (rt, pt, op, perm) in [
             (1, 3, 4, 3),
             (2, 2, 4, 3),
@@ -380,18 +373,16 @@ mod tests {
 
     #[test]
     fn a_filter_takes_any_and_match_and_refuses_unknown() {
-        let f = filter_of(1, None, 1, None, None, 1, 1)
-            .expect("valid")
-            .expect("some");
+        let f = filter_of(1, None, 1, None, None, 1, 1).expect("valid");
         assert_eq!(f, AclFilter::any());
-        let f = filter_of(2, Some("t"), 2, None, None, 8, 3)
-            .expect("valid")
-            .expect("some");
+        let f = filter_of(2, Some("t"), 2, None, None, 8, 3).expect("valid");
         assert_eq!(f.pattern, PatternFilter::Match);
         assert_eq!(f.operation, Some(Operation::Describe));
-        assert!(filter_of(7, None, 1, None, None, 1, 1)
-            .expect("valid")
-            .is_none());
+        let f = filter_of(7, None, 1, None, None, 14, 1).expect("valid");
+        assert_eq!(f.resource_type, Some(ResourceType::User));
+        assert_eq!(f.operation, Some(Operation::DescribeTokens));
+        assert!(filter_of(8, None, 1, None, None, 1, 1).is_err());
+        assert!(filter_of(2, None, 1, None, None, 15, 1).is_err());
         assert!(filter_of(0, None, 1, None, None, 1, 1).is_err());
         assert!(filter_of(2, None, 0, None, None, 1, 1).is_err());
         let long = "x".repeat(acl::MAX_PRINCIPAL_LEN + 1);

@@ -1,6 +1,9 @@
-// Kafka's Java client and SASL/SCRAM: Admin alterUserScramCredentials creates a user (over the
-// PLAINTEXT listener), describeUserScramCredentials shows it, then a producer and a consumer
-// log in as that user with SCRAM-SHA-512 over SASL_SSL and read back what was written.
+// Kafka's Java client, SASL/SCRAM and ACLs: Admin alterUserScramCredentials creates a user (over
+// the PLAINTEXT listener, whose anonymous principal is the super user),
+// describeUserScramCredentials shows it, createAcls lets it write and read one topic and
+// describeAcls lists exactly those bindings; then a producer and a consumer log in as that user
+// with SCRAM-SHA-512 over SASL_SSL and read back what was written. deleteAcls takes WRITE away and
+// the next send fails with TopicAuthorizationException.
 // Args: plaintext bootstrap, SASL_SSL bootstrap, CA PEM file.
 import java.time.Duration;
 import java.util.*;
@@ -8,6 +11,17 @@ import org.apache.kafka.clients.admin.*;
 import org.apache.kafka.clients.consumer.*;
 import org.apache.kafka.clients.producer.*;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.acl.AccessControlEntry;
+import org.apache.kafka.common.acl.AccessControlEntryFilter;
+import org.apache.kafka.common.acl.AclBinding;
+import org.apache.kafka.common.acl.AclBindingFilter;
+import org.apache.kafka.common.acl.AclOperation;
+import org.apache.kafka.common.acl.AclPermissionType;
+import org.apache.kafka.common.errors.TopicAuthorizationException;
+import org.apache.kafka.common.resource.PatternType;
+import org.apache.kafka.common.resource.ResourcePattern;
+import org.apache.kafka.common.resource.ResourcePatternFilter;
+import org.apache.kafka.common.resource.ResourceType;
 import org.apache.kafka.common.serialization.*;
 
 public class JavaScram {
@@ -15,11 +29,24 @@ public class JavaScram {
         if (!ok) throw new AssertionError(what);
     }
 
+    static final String WHO = "User:javauser";
+
+    static AclBinding allow(ResourcePattern on, AclOperation op) {
+        return new AclBinding(on, new AccessControlEntry(WHO, "*", op, AclPermissionType.ALLOW));
+    }
+
+    static AclBindingFilter writeOnTopic() {
+        return new AclBindingFilter(
+                new ResourcePatternFilter(ResourceType.TOPIC, "java-scram", PatternType.LITERAL),
+                new AccessControlEntryFilter(WHO, null, AclOperation.WRITE, AclPermissionType.ANY));
+    }
+
     public static void main(String[] args) throws Exception {
         String plain = args[0], saslSsl = args[1], ca = args[2];
         Properties a = new Properties();
         a.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, plain);
-        try (Admin admin = Admin.create(a)) {
+        Admin admin = Admin.create(a);
+        {
             ScramCredentialInfo info = new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192);
             admin.alterUserScramCredentials(List.of(
                     new UserScramCredentialUpsertion("javauser", info, "java-pw"))).all().get();
@@ -29,6 +56,19 @@ public class JavaScram {
             ScramCredentialInfo got = d.credentialInfos().get(0);
             check(got.mechanism() == ScramMechanism.SCRAM_SHA_512 && got.iterations() == 8192,
                     "described " + got);
+            admin.createTopics(List.of(new NewTopic("java-scram", 1, (short) 1))).all().get();
+            ResourcePattern topic = new ResourcePattern(ResourceType.TOPIC, "java-scram", PatternType.LITERAL);
+            ResourcePattern group = new ResourcePattern(ResourceType.GROUP, "java-scram-", PatternType.PREFIXED);
+            // A USER resource (KIP-373 delegation tokens): stored and listed like the others.
+            ResourcePattern user = new ResourcePattern(ResourceType.USER, WHO, PatternType.LITERAL);
+            List<AclBinding> acls = List.of(
+                    allow(topic, AclOperation.WRITE), allow(topic, AclOperation.READ),
+                    allow(group, AclOperation.READ), allow(user, AclOperation.DESCRIBE_TOKENS));
+            admin.createAcls(acls).all().get();
+            Collection<AclBinding> mine = admin.describeAcls(new AclBindingFilter(ResourcePatternFilter.ANY,
+                    new AccessControlEntryFilter(WHO, null, AclOperation.ANY, AclPermissionType.ANY)))
+                    .values().get();
+            check(new HashSet<>(mine).equals(new HashSet<>(acls)), "described " + mine);
         }
         Properties s = new Properties();
         s.put("bootstrap.servers", saslSsl);
@@ -68,6 +108,25 @@ public class JavaScram {
             }
         }
         for (int i = 0; i < n; i++) check(seen.size() == n && seen.get(i).equals("v" + i), "read back " + seen);
+        Collection<AclBinding> deleted = admin.deleteAcls(List.of(writeOnTopic())).all().get();
+        check(deleted.size() == 1 && deleted.iterator().next().entry().operation() == AclOperation.WRITE,
+                "deleted " + deleted);
+        check(admin.describeAcls(writeOnTopic()).values().get().isEmpty(), "WRITE still listed");
+        admin.close();
+        p.put("max.block.ms", "15000");
+        p.put("delivery.timeout.ms", "15000");
+        p.put("request.timeout.ms", "10000");
+        // Without WRITE on any topic an idempotent producer is refused at InitProducerId
+        // (CLUSTER_AUTHORIZATION_FAILED, as Kafka does); this one shows the Produce refusal.
+        p.put("enable.idempotence", "false");
+        try (Producer<String, String> producer = new KafkaProducer<>(p)) {
+            producer.send(new ProducerRecord<>("java-scram", 0, "k", "after")).get();
+            throw new AssertionError("a send without WRITE succeeded");
+        } catch (java.util.concurrent.ExecutionException e) {
+            check(e.getCause() instanceof TopicAuthorizationException, "send without WRITE: " + e);
+        } catch (TopicAuthorizationException e) {
+            // The producer may refuse before it sends, from the metadata it was answered.
+        }
         System.out.println("java scram ok: kafka-clients " + org.apache.kafka.common.utils.AppInfoParser.getVersion());
     }
 }
