@@ -3,7 +3,7 @@
 //! the broker serving and restartable; a full Raft log disk delays metadata changes (answered
 //! with an error in bounded time) but does not stop the controller.
 
-use crate::common::cluster_util::{local_leo, produce_once, wait_until};
+use crate::common::cluster_util::{leader_of, local_leo, produce_once, wait_until};
 use crate::common::tmpfs::Tmpfs;
 use crate::common::{raw, Cluster, Server};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
@@ -250,7 +250,16 @@ fn hostile_metadata_requests_to_a_three_node_cluster_are_refused_everywhere_and_
         create_topics(&a1, vec![new_topic("ok", 1, 3)], false, 15_000)[0].0,
         0
     );
-    serves(&a1, "ok");
+    // Produce where the partition is led: after the restart below the controller may elect any
+    // replica (whichever registers first) and moves leadership back to the preferred one only
+    // at its next imbalance check, a minute later.
+    let led_by = |c: &Cluster| {
+        let id = leader_of(&c.nodes[0].bootstrap(), "ok", 0);
+        (1..=3)
+            .contains(&id)
+            .then(|| c.nodes[(id - 1) as usize].bootstrap())
+    };
+    serves(&led_by(&c).expect("a leader"), "ok");
     let before: Vec<u64> = c.nodes.iter().map(|n| log_len(&n.data_dir)).collect();
     // Through every node: the receiving node refuses, whether or not it leads.
     for n in 0..3 {
@@ -269,11 +278,10 @@ fn hostile_metadata_requests_to_a_three_node_cluster_are_refused_everywhere_and_
     for n in c.nodes.iter_mut() {
         n.wait_ready(3);
     }
-    let a1 = c.nodes[0].bootstrap();
     wait_until("the partition has a leader again", 60, || {
-        produce_once(&a1, "ok", 0, -1, 5000, 1).0 == 0
+        led_by(&c).is_some_and(|a| produce_once(&a, "ok", 0, -1, 5000, 1).0 == 0)
     });
-    serves(&a1, "ok");
+    serves(&led_by(&c).expect("a leader"), "ok");
     assert_eq!(
         create_topics(
             &c.nodes[2].bootstrap(),
