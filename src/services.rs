@@ -153,14 +153,15 @@ impl Services {
         }
     }
 
-    /// Receives images from the controller for the life of the shard: each is installed and
-    /// served at once, and handed to a second task in which the replica manager makes the
-    /// partitions match it. Opening and closing logs is disk work; done in this loop, it held
-    /// back serving every image that arrived meanwhile, so a CreateTopics (which waits until
-    /// every node serves its image) waited for the files of the topics created before it.
+    /// Receives images from the controller for the life of the shard: each is installed, then
+    /// the replica manager makes the partitions match it, from its difference with the image
+    /// reconciled before (all of it the first time). Reconciling in a task of its own would let
+    /// the next image be served sooner (CreateTopics answered ~40 % sooner with 16 clients), but
+    /// a topic created right after a large one then gets its followers only once the large
+    /// one's logs are open, so its first acks=all produce stalls (measured, see
+    /// bench/results/2026-12-03-create-topics.md).
     pub async fn run_image_loop(self: Rc<Self>, sub: ImageSubscription) {
-        let (to_reconcile, reconcile_rx) = async_channel::unbounded();
-        glommio::spawn_local(self.clone().run_reconcile_loop(reconcile_rx)).detach();
+        let mut reconciled: Option<Arc<MetadataImage>> = None;
         while let Ok(mut img) = sub.images.recv().await {
             // Coalesce a backlog: only the newest image matters.
             while let Ok(next) = sub.images.try_recv() {
@@ -170,24 +171,6 @@ impl Services {
             // From here this shard answers Metadata from the new image; the controller's
             // wait_applied (and so CreateTopics on any node) counts on that.
             sub.served(img.applied_index);
-            if to_reconcile.send(img).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Makes the shard's partitions match each image in turn, from its difference with the
-    /// image reconciled before (all of it the first time). A backlog is coalesced: the newest
-    /// image's difference covers the ones skipped.
-    async fn run_reconcile_loop(
-        self: Rc<Self>,
-        images: async_channel::Receiver<Arc<MetadataImage>>,
-    ) {
-        let mut reconciled: Option<Arc<MetadataImage>> = None;
-        while let Ok(mut img) = images.recv().await {
-            while let Ok(next) = images.try_recv() {
-                img = next;
-            }
             self.replicas.reconcile(reconciled.as_deref(), &img).await;
             reconciled = Some(img);
         }
