@@ -150,9 +150,10 @@ def test_a_plaintext_client_on_a_tls_port_is_closed_not_left_waiting(sasl_ssl_no
             assert received == b"" or received[0] == 21, (name, received[:16])
 
 
-def test_an_mtls_client_is_authorized_by_its_certificates_common_name(mtls_node):
-    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{mtls_node.port['PLAINTEXT']}"})
-    topic = "ck-mtls"
+def let_app_write_and_read(node, topic):
+    """Creates `topic` as the PLAINTEXT listener's super user and lets `User:CN=app` (the client
+    certificate's principal) write and read it."""
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{node.port['PLAINTEXT']}"})
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=20)
     bindings = [AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:CN=app",
                            "*", op, AclPermissionType.ALLOW)
@@ -160,6 +161,10 @@ def test_an_mtls_client_is_authorized_by_its_certificates_common_name(mtls_node)
     for f in admin.create_acls(bindings).values():
         f.result(timeout=20)
 
+
+def test_an_mtls_client_is_authorized_by_its_certificates_common_name(mtls_node):
+    topic = "ck-mtls"
+    let_app_write_and_read(mtls_node, topic)
     roundtrip(mtls_config(mtls_node, "app"), topic)
     # Another certificate from the same CA is let in by TLS, but its principal has no ACL.
     errors = produce(mtls_config(mtls_node, "stranger"), topic, 1)
@@ -222,14 +227,8 @@ def test_kcat_with_a_wrong_password_is_refused_with_an_authentication_error(sasl
 
 
 def test_kcat_with_a_client_certificate_gets_what_the_acls_give_its_common_name(mtls_node):
-    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{mtls_node.port['PLAINTEXT']}"})
     topic = "kcat-mtls"
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=20)
-    bindings = [AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:CN=app",
-                           "*", op, AclPermissionType.ALLOW)
-                for op in (AclOperation.WRITE, AclOperation.READ)]
-    for f in admin.create_acls(bindings).values():
-        f.result(timeout=20)
+    let_app_write_and_read(mtls_node, topic)
     kcat_roundtrip(mtls_config(mtls_node, "app"), topic)
     code, out, err = kcat(mtls_config(mtls_node, "stranger"), "-C", "-t", topic, "-p", "0",
                           "-o", "beginning", "-e", "-c", "1")
