@@ -258,6 +258,11 @@ fn wire_codes_are_kafkas() {
     assert_eq!(Topic.code(), 2);
     assert_eq!(TransactionalId.code(), 5);
     assert_eq!((DelegationToken.code(), User.code()), (6, 7));
+    let slots: Vec<usize> = ResourceType::ALL_VALUES.iter().map(|t| t.index()).collect();
+    assert_eq!(
+        slots,
+        (0..ResourceType::ALL_VALUES.len()).collect::<Vec<_>>()
+    );
     assert_eq!(Operation::from_code(12), Some(IdempotentWrite));
     assert_eq!(Operation::from_code(14), Some(DescribeTokens));
     assert_eq!(Operation::from_code(1), None);
