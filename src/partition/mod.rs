@@ -222,13 +222,19 @@ impl Partition {
                     .map_err(|e| format!("remove stale {}: {e}", dir.display()))?;
             }
         }
-        let log = PartitionLog::open(dir.clone(), cfg, cache)
+        // A partition's directory is created with its first record (with the topic id file
+        // in it): creating a topic touches no disk, and an idle partition holds no file.
+        let marker = chronik_storage::DirMarker {
+            name: PARTITION_METADATA.to_string(),
+            bytes: topic_id.to_vec(),
+        };
+        let log = PartitionLog::open_or_defer(dir.clone(), cfg, cache, marker)
             .await
             .map_err(|e| format!("open log {}: {e}", dir.display()))?;
         // Written only when it is missing, and whole (a temp file renamed over it): a file cut
         // short by a SIGKILL while being rewritten at an open would name no topic, and the next
         // start would remove the partition's log as an older topic's.
-        if existing.as_deref() != Some(topic_id.as_slice()) {
+        if log.dir_created() && existing.as_deref() != Some(topic_id.as_slice()) {
             let tmp = dir.join("partition.metadata.tmp");
             std::fs::write(&tmp, topic_id)
                 .and_then(|()| std::fs::rename(&tmp, &meta_path))
@@ -322,6 +328,24 @@ impl Partition {
     }
 
     pub async fn close(self) {
+        if !self.log.dir_created() {
+            // Records still queued create the directory when written; a log that never got
+            // one has no directory and nothing to snapshot.
+            if let Err(e) = self.log.flush().await {
+                tracing::warn!(topic = %self.tp.topic, partition = self.tp.partition, "close: {e}");
+            }
+        }
+        if self.log.dir_created() {
+            self.write_snapshots();
+        }
+        if let Err(e) = self.log.close().await {
+            tracing::warn!(topic = %self.tp.topic, partition = self.tp.partition, "close: {e}");
+        }
+    }
+
+    /// The producer and transaction snapshots a clean close leaves, so the next open need not
+    /// replay the log.
+    fn write_snapshots(&self) {
         let snap = self
             .producers
             .borrow()
@@ -344,9 +368,6 @@ impl Partition {
         let tmp = self.dir.join("txn-state.snapshot.tmp");
         if !unchanged && std::fs::write(&tmp, snap).is_ok() {
             let _ = std::fs::rename(&tmp, &txn_path);
-        }
-        if let Err(e) = self.log.close().await {
-            tracing::warn!(topic = %self.tp.topic, partition = self.tp.partition, "close: {e}");
         }
     }
 

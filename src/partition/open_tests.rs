@@ -48,8 +48,14 @@ fn a_log_is_kept_under_its_own_topic_id_and_removed_under_another() {
         let p = open(dir.path(), [8; 16]).await;
         assert_eq!(p.log_end_offset(), 0, "another topic's log is removed");
         p.close().await;
+        // The new topic's partition creates its directory with its first record.
+        assert!(!dir.path().join("t-0").exists());
+        two_records(dir.path(), [8; 16]).await;
         let meta = std::fs::read(dir.path().join("t-0").join(PARTITION_METADATA)).expect("meta");
         assert_eq!(meta, [8; 16]);
+        let p = open(dir.path(), [8; 16]).await;
+        assert_eq!(p.log_end_offset(), 2);
+        p.close().await;
     });
 }
 

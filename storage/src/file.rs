@@ -67,6 +67,12 @@ pub(crate) enum SegFile {
         file: BufferedFile,
         path: PathBuf,
     },
+    /// The empty first segment of a log whose directory is not created yet (see
+    /// `PartitionLog::open_or_defer`): it holds no bytes, so reads find nothing and syncs have
+    /// nothing to do. The log replaces it with a real file before its first write.
+    NotCreated {
+        path: PathBuf,
+    },
 }
 
 impl SegFile {
@@ -124,7 +130,9 @@ impl SegFile {
 
     pub fn path(&self) -> &Path {
         match self {
-            SegFile::Dma { path, .. } | SegFile::Buffered { path, .. } => path,
+            SegFile::Dma { path, .. }
+            | SegFile::Buffered { path, .. }
+            | SegFile::NotCreated { path } => path,
         }
     }
 
@@ -181,6 +189,7 @@ impl SegFile {
                 }
                 Ok(())
             }
+            SegFile::NotCreated { path } => Err(not_created(path, "write segment")),
         }
     }
 
@@ -190,6 +199,7 @@ impl SegFile {
             return Ok(Bytes::new());
         }
         match self {
+            SegFile::NotCreated { .. } => Ok(Bytes::new()),
             SegFile::Buffered { file, path } => {
                 let rr = file
                     .read_at(pos, len)
@@ -242,6 +252,7 @@ impl SegFile {
         let (res, path) = match self {
             SegFile::Dma { file, path, .. } => (file.fdatasync().await, path),
             SegFile::Buffered { file, path } => (file.fdatasync().await, path),
+            SegFile::NotCreated { .. } => return Ok(()),
         };
         res.map_err(|e| StorageError::io(path, "fdatasync segment", glommio_io(e)))
     }
@@ -252,6 +263,7 @@ impl SegFile {
         let (res, path) = match self {
             SegFile::Dma { file, path, .. } => (file.pre_allocate(size, true).await, path),
             SegFile::Buffered { file, path } => (file.pre_allocate(size, true).await, path),
+            SegFile::NotCreated { path } => return Err(not_created(path, "preallocate segment")),
         };
         match res.map_err(glommio_io) {
             Ok(()) => Ok(()),
@@ -265,6 +277,10 @@ impl SegFile {
         let (res, path) = match self {
             SegFile::Dma { file, path, .. } => (file.truncate(size).await, path),
             SegFile::Buffered { file, path } => (file.truncate(size).await, path),
+            SegFile::NotCreated { path } if size > 0 => {
+                return Err(not_created(path, "truncate segment"))
+            }
+            SegFile::NotCreated { .. } => return Ok(()),
         };
         res.map_err(|e| StorageError::io(path, "truncate segment", glommio_io(e)))
     }
@@ -286,6 +302,7 @@ impl SegFile {
                 file.close().await
             }
             SegFile::Buffered { file, .. } => file.close().await,
+            SegFile::NotCreated { .. } => Ok(()),
         };
     }
 
@@ -293,9 +310,20 @@ impl SegFile {
         let (res, path) = match self {
             SegFile::Dma { file, path, .. } => (file.file_size().await, path),
             SegFile::Buffered { file, path } => (file.file_size().await, path),
+            SegFile::NotCreated { .. } => return Ok(0),
         };
         res.map_err(|e| StorageError::io(path, "stat segment", glommio_io(e)))
     }
+}
+
+/// What a write to a segment that is not created yet gets: the log creates it first, so this
+/// is a bug, reported as an I/O error rather than a panic.
+fn not_created(path: &Path, op: &'static str) -> StorageError {
+    StorageError::io(
+        path,
+        op,
+        io::Error::new(io::ErrorKind::NotFound, "segment file not created yet"),
+    )
 }
 
 /// Writes a small file atomically: temp file, fdatasync, rename, directory sync.

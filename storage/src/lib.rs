@@ -33,4 +33,4 @@ pub use error::StorageError;
 pub use log::clean::{CleanStats, CleanerLimits};
 pub use log::clean_txn::{AbortedRange, ProducerTail, TxnContext};
 pub use log::pacing::CleanerPace;
-pub use log::{AppendResult, PartitionLog};
+pub use log::{AppendResult, DirMarker, PartitionLog};

@@ -565,3 +565,91 @@ fn garbage_frames_close_only_their_connection() {
     send_one(&p);
     assert_eq!(read_partition(&b, "steady", 0, sent).len(), sent);
 }
+
+/// Names in the data directory that belong to `topic`'s partitions.
+fn partition_dirs(data_dir: &std::path::Path, topic: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data_dir)
+        .expect("list data dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.strip_prefix(topic)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|p| p.parse::<u32>().is_ok())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn send_to(bootstrap: &str, topic: &str, partition: i32, n: usize) {
+    let p = producer(bootstrap, &[]);
+    for i in 0..n {
+        p.send(
+            BaseRecord::<str, str>::to(topic)
+                .payload(&format!("m{i}"))
+                .partition(partition),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(30)).expect("all acknowledged");
+}
+
+#[test]
+fn a_new_partition_creates_its_directory_with_its_first_record_and_keeps_it_across_restarts() {
+    let mut s = Server::start(&[]);
+    let b = s.bootstrap();
+    create_topic(&b, "lazy", 8);
+    // Every partition (on both shards) is open and answers with an empty log...
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .create()
+        .expect("consumer");
+    for part in 0..8 {
+        let w = c
+            .fetch_watermarks("lazy", part, Duration::from_secs(10))
+            .expect("watermarks");
+        assert_eq!(w, (0, 0), "partition {part}");
+    }
+    // ...yet none has touched the disk.
+    assert_eq!(partition_dirs(&s.data_dir, "lazy"), Vec::<String>::new());
+
+    send_to(&b, "lazy", 3, 10);
+    assert_eq!(partition_dirs(&s.data_dir, "lazy"), vec!["lazy-3"]);
+    assert!(s
+        .data_dir
+        .join("lazy-3")
+        .join("partition.metadata")
+        .is_file());
+
+    // A clean stop leaves the idle partitions without directories; all eight still serve.
+    assert_eq!(s.terminate(), Some(0));
+    s.spawn();
+    s.wait_ready(1);
+    assert_eq!(partition_dirs(&s.data_dir, "lazy"), vec!["lazy-3"]);
+    assert_eq!(read_partition(&b, "lazy", 3, 10).len(), 10);
+    send_to(&b, "lazy", 6, 5);
+
+    // After a SIGKILL both written partitions recover their records; the rest are still empty.
+    s.restart();
+    assert_eq!(
+        partition_dirs(&s.data_dir, "lazy"),
+        vec!["lazy-3", "lazy-6"]
+    );
+    assert_eq!(read_partition(&b, "lazy", 3, 10).len(), 10);
+    let six = read_partition(&b, "lazy", 6, 5);
+    assert_eq!(
+        six.iter().map(|m| m.3).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .create()
+        .expect("consumer");
+    for part in [0, 1, 2, 4, 5, 7] {
+        let w = c
+            .fetch_watermarks("lazy", part, Duration::from_secs(10))
+            .expect("watermarks");
+        assert_eq!(w, (0, 0), "partition {part}");
+    }
+}

@@ -79,6 +79,15 @@ impl Inner {
             st.clean_dirty = false;
             (state, epochs, cleaner)
         };
+        if state.is_some() || epochs.is_some() || cleaner.is_some() {
+            if let Err(e) = self.create_deferred_dir_locked().await {
+                let mut st = self.st.borrow_mut();
+                st.state_dirty |= state.is_some();
+                st.epochs_dirty |= epochs.is_some();
+                st.clean_dirty |= cleaner.is_some();
+                return Err(e);
+            }
+        }
         let mut res = Ok(());
         if let Some(bytes) = state {
             self.last_state_ckpt_ms.set(now_ms());
@@ -106,6 +115,12 @@ impl Inner {
         let _permit = self.lock().await?;
         self.write_pending_locked().await?;
         self.sync_active_locked().await?;
+        if self.deferred.borrow().is_some() {
+            // Never written to: nothing on disk to finish, and nothing to create now.
+            self.closed.set(true);
+            self.close_files().await;
+            return Ok(());
+        }
         let (file, meta) = {
             let st = self.st.borrow();
             let Some(a) = st.active() else { return Ok(()) };

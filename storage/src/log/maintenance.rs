@@ -23,6 +23,7 @@ impl Inner {
         if offset >= leo {
             return Ok(());
         }
+        self.create_deferred_dir_locked().await?;
         let forget_cleaned = {
             let mut st = self.st.borrow_mut();
             st.clean_gen += 1;

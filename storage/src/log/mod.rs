@@ -86,6 +86,17 @@ struct Inner {
     truncating: Cell<bool>,
     progress: Progress,
     last_state_ckpt_ms: Cell<i64>,
+    /// Set while the log's directory does not exist yet (`open_or_defer`): the file to write
+    /// into it when it is created.
+    deferred: RefCell<Option<DirMarker>>,
+}
+
+/// A small file a deferred log writes into its directory when it creates it (the partition
+/// layer's topic id), so the directory never exists without it.
+#[derive(Debug, Clone)]
+pub struct DirMarker {
+    pub name: String,
+    pub bytes: Vec<u8>,
 }
 
 /// A batch with assigned offsets that is not yet written to its segment. The writer works on
@@ -396,9 +407,86 @@ impl PartitionLog {
             truncating: Cell::new(false),
             progress: Progress::default(),
             last_state_ckpt_ms: Cell::new(0),
+            deferred: RefCell::new(None),
         });
         spawn_background_flusher(Rc::downgrade(&inner));
         Ok(PartitionLog { inner })
+    }
+
+    /// Like `open`, but when `dir` does not exist yet the log starts empty at offset 0 without
+    /// creating anything: its directory, `marker` and first segment are created just before
+    /// the first thing it writes (a record, a checkpoint, a truncation). Creating thousands of
+    /// partitions then costs no file system work until they get records (three inode
+    /// allocations each were most of a CreateTopics' CPU), and an idle one holds no file
+    /// descriptor. When `dir` exists this is `open`; `marker` is then the caller's business.
+    pub async fn open_or_defer(
+        dir: impl Into<PathBuf>,
+        cfg: LogConfig,
+        cache: Rc<ReadCache>,
+        marker: DirMarker,
+    ) -> Result<PartitionLog, StorageError> {
+        let dir: PathBuf = dir.into();
+        match std::fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            _ => return Self::open(dir, cfg, cache).await,
+        }
+        let segment = Segment {
+            meta: SegmentMeta::new(0),
+            file: Rc::new(SegFile::NotCreated {
+                path: log_path(&dir, 0),
+            }),
+            created_ms: now_ms(),
+            sealed: false,
+            tail_page: Vec::new(),
+            allocated: 0,
+            dir_synced: false,
+        };
+        let cache_id = cache.register();
+        let st = State {
+            segments: BTreeMap::from([(0, segment)]),
+            log_start: 0,
+            leo: 0,
+            hw: 0,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            next_seq: 0,
+            written_seq: 0,
+            durable_seq: 0,
+            unsynced_bytes: 0,
+            failed: VecDeque::new(),
+            log_max_ts: (-1, -1),
+            epochs: EpochCache::default(),
+            epochs_dirty: false,
+            state_dirty: false,
+            read_hint: None,
+            readahead: None,
+            read_gen: 0,
+            clean_end: 0,
+            clean_dirty: false,
+            clean_gen: 0,
+        };
+        let inner = Rc::new(Inner {
+            dir,
+            cfg: RefCell::new(cfg),
+            cache,
+            cache_id,
+            io_lock: Semaphore::new(1),
+            st: RefCell::new(st),
+            fsyncs: Cell::new(0),
+            writes: Cell::new(0),
+            closed: Cell::new(false),
+            truncating: Cell::new(false),
+            progress: Progress::default(),
+            last_state_ckpt_ms: Cell::new(0),
+            deferred: RefCell::new(Some(marker)),
+        });
+        spawn_background_flusher(Rc::downgrade(&inner));
+        Ok(PartitionLog { inner })
+    }
+
+    /// Whether the log's directory exists (false while `open_or_defer` has deferred it).
+    pub fn dir_created(&self) -> bool {
+        self.inner.deferred.borrow().is_none()
     }
 
     /// Leader append. Offsets are assigned when this is called (before the returned future is
@@ -625,6 +713,9 @@ impl PartitionLog {
         self.inner.cache.remove_log(self.inner.cache_id);
         self.inner.st.borrow_mut().pending.clear();
         self.inner.close_files().await;
+        if self.inner.deferred.borrow().is_some() {
+            return Ok(());
+        }
         std::fs::remove_dir_all(&self.inner.dir)
             .map_err(|e| StorageError::io(&self.inner.dir, "remove log directory", e))
     }
@@ -658,6 +749,36 @@ fn spawn_background_flusher(weak: Weak<Inner>) {
 }
 
 impl Inner {
+    /// Creates a deferred log's directory, marker and first segment (under the I/O lock,
+    /// before anything is written there). On failure nothing is marked created, and the next
+    /// write tries again.
+    async fn create_deferred_dir_locked(&self) -> Result<(), StorageError> {
+        let Some(marker) = self.deferred.borrow().clone() else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| StorageError::io(&self.dir, "create log directory", e))?;
+        let tmp = self.dir.join(format!("{}.tmp", marker.name));
+        let dst = self.dir.join(&marker.name);
+        std::fs::write(&tmp, &marker.bytes)
+            .and_then(|()| std::fs::rename(&tmp, &dst))
+            .map_err(|e| StorageError::io(&dst, "write directory marker", e))?;
+        let cfg = self.cfg.borrow().clone();
+        // Its directory entry is synced with its first data (`sync_active_locked`), as for any
+        // new log.
+        let seg = create_segment(&self.dir, 0, &cfg, true).await?;
+        let mut st = self.st.borrow_mut();
+        let Some(active) = st.segments.get_mut(&0) else {
+            return Err(StorageError::Closed);
+        };
+        debug_assert_eq!(active.meta.size, 0, "a deferred segment holds no bytes");
+        active.file = seg.file;
+        active.created_ms = seg.created_ms;
+        drop(st);
+        *self.deferred.borrow_mut() = None;
+        Ok(())
+    }
+
     async fn lock(&self) -> Result<glommio::sync::Permit<'_>, StorageError> {
         self.io_lock
             .acquire_permit(1)

@@ -94,6 +94,9 @@ impl Inner {
     }
 
     pub(super) async fn write_pending_inner(&self, max_runs: usize) -> Result<(), StorageError> {
+        if !self.st.borrow().pending.is_empty() {
+            self.create_deferred_dir_locked().await?;
+        }
         for _ in 0..max_runs {
             let (roll, items) = {
                 let st = self.st.borrow();
