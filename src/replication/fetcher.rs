@@ -938,8 +938,13 @@ async fn fetch_round(
                     // Our end is outside the leader's log: re-check epochs (divergence), and if
                     // we are below its log start, start over from there.
                     if p.log.log_end_offset() < pd.log_start_offset {
-                        let _ = p.log.truncate_to(0).await;
-                        let _ = p.log.delete_records_before(pd.log_start_offset).await;
+                        tracing::info!(topic = %tp.topic, partition = tp.partition, from = p.log.log_end_offset(), to = pd.log_start_offset, "log ends below the leader's log start: starting over there");
+                        match p.log.restart_at(pd.log_start_offset).await {
+                            Ok(()) => p.truncate_state(0).await,
+                            Err(e) => {
+                                tracing::warn!(topic = %tp.topic, partition = tp.partition, "start over at the leader's log start: {e}")
+                            }
+                        }
                     }
                     if let Some(s) = f.lane(lane).partitions.borrow_mut().get_mut(&tp) {
                         s.truncated = false;
@@ -954,8 +959,13 @@ async fn fetch_round(
             // one round of concurrent disk writes, not one write after another.
             writes.push((
                 tp,
-                glommio::spawn_local(append_then_follow_hw(p, pd.records, pd.high_watermark))
-                    .detach(),
+                glommio::spawn_local(append_then_follow_hw(
+                    p,
+                    pd.records,
+                    pd.high_watermark,
+                    pd.log_start_offset,
+                ))
+                .detach(),
             ));
         }
     }
@@ -1024,6 +1034,7 @@ async fn append_then_follow_hw(
     p: Rc<Partition>,
     records: Option<Bytes>,
     leader_hw: i64,
+    leader_log_start: i64,
 ) -> Result<usize, chronik_storage::StorageError> {
     let written = match records {
         Some(records) => append_batches(&p, records).await?,
@@ -1031,6 +1042,14 @@ async fn append_then_follow_hw(
     };
     if let Err(e) = p.update_high_watermark(leader_hw) {
         tracing::debug!(topic = %p.tp.topic, partition = p.tp.partition, "replica fetch: {e}");
+    }
+    // The leader's log start moved (DeleteRecords, retention): ours follows, as far as our high
+    // watermark, so records deleted there do not come back if this replica becomes leader.
+    let start = leader_log_start.min(p.high_watermark());
+    if start > p.log.log_start_offset() {
+        if let Err(e) = p.log.delete_records_before(start).await {
+            tracing::debug!(topic = %p.tp.topic, partition = p.tp.partition, "follow the leader's log start: {e}");
+        }
     }
     Ok(written)
 }
@@ -1054,15 +1073,26 @@ async fn append_batches(
         let base = i64::from_be_bytes([
             batch[0], batch[1], batch[2], batch[3], batch[4], batch[5], batch[6], batch[7],
         ]);
-        // The log end moves as each batch is queued, so this also skips repeats within the run.
-        let leo = p.log.log_end_offset();
-        if base < leo {
-            continue; // already have it
-        }
         let Ok(header) = chronik_storage::parse_header(&batch) else {
             tracing::warn!(topic = %p.tp.topic, partition = p.tp.partition, "replica fetch: malformed batch header");
             break;
         };
+        // The log end moves as each batch is queued, so this also skips repeats within the run.
+        let leo = p.log.log_end_offset();
+        if base < leo {
+            // An empty log started at the leader's log start, which DeleteRecords may have put
+            // inside a batch: the leader sends that whole batch. As Kafka does, the log then
+            // starts at the batch's base offset and takes it; otherwise it is a batch we hold.
+            let straddles = pending.is_empty()
+                && leo == p.log.log_start_offset()
+                && header.last_offset() >= leo;
+            if !straddles {
+                continue;
+            }
+            tracing::info!(topic = %p.tp.topic, partition = p.tp.partition, from = leo, to = base, "the leader's first batch starts below our log start: starting the log there");
+            p.log.restart_at(base).await?;
+            p.truncate_state(0).await;
+        }
         let marker = chronik_storage::parse_marker(&batch, &header);
         let fut = p.log.append_replicated(batch);
         // A batch that was not queued (its future yields the error) stops the run: the ones

@@ -137,3 +137,19 @@ fn a_follower_append_to_a_deferred_log_creates_it_and_survives_a_crash() {
         log.close().await.expect("close");
     });
 }
+
+#[test]
+fn a_deferred_log_restarted_at_a_later_offset_creates_its_directory_there() {
+    run(|| async {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("late-0");
+        let log = open_deferred(&dir, false).await;
+        log.restart_at(300).await.expect("restart at 300");
+        assert!(log.dir_created(), "the new log start is written to disk");
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (300, 300));
+        drop(log);
+        let log = open_deferred(&dir, false).await;
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (300, 300));
+        log.close().await.expect("close");
+    });
+}

@@ -250,6 +250,60 @@ fn delete_records_advances_log_start_and_survives_reopen() {
 }
 
 #[test]
+fn restart_at_beyond_the_end_empties_the_log_and_continues_there_after_a_crash() {
+    both_paths(|buffered| {
+        run(move || async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut c = cfg(buffered);
+            c.segment_bytes = 8 << 10;
+            let cache = ReadCache::new(1 << 20);
+            let log = open_shared(dir.path(), c.clone(), &cache).await;
+            for i in 0..300 {
+                log.append(batch(3, i, i as i64), 1).await.expect("append");
+            }
+            assert!(log.segment_count() > 1);
+            assert_eq!(log.log_end_offset(), 900);
+            assert!(log.restart_at(-1).await.is_err(), "a negative offset");
+            log.restart_at(1500).await.expect("restart at 1500");
+            assert_eq!(
+                (
+                    log.log_start_offset(),
+                    log.log_end_offset(),
+                    log.high_watermark()
+                ),
+                (1500, 1500, 1500)
+            );
+            assert_eq!(log.segment_count(), 1);
+            assert_eq!(log.latest_epoch(), None, "no epoch covers an empty log");
+            assert!(
+                log.read(0, 1 << 20, i64::MAX).await.is_err(),
+                "below the start"
+            );
+            // A follower's next batch keeps the leader's offsets and epoch.
+            let mut b = batch(2, 9, 0);
+            b[0..8].copy_from_slice(&1500i64.to_be_bytes());
+            b[12..16].copy_from_slice(&4i32.to_be_bytes());
+            log.append_replicated(b.freeze())
+                .await
+                .expect("append at 1500");
+            assert_eq!(log.log_end_offset(), 1502);
+            log.check_consistency().await.expect("consistent");
+            // Dropped as a crash leaves it: the log starts at 1500 and holds the two records.
+            drop(log);
+            let log = open_shared(dir.path(), c.clone(), &cache).await;
+            assert_eq!((log.log_start_offset(), log.log_end_offset()), (1500, 1502));
+            assert_eq!(log.end_offset_for_epoch(4), Some((4, 1502)));
+            let all = read_all(&log).await;
+            assert_eq!(
+                all.iter().map(|(b, l, _)| (*b, *l)).collect::<Vec<_>>(),
+                vec![(1500, 1501)]
+            );
+            log.close().await.expect("close");
+        });
+    });
+}
+
+#[test]
 fn truncate_to_drops_the_tail_and_appends_continue() {
     both_paths(|buffered| {
         run(move || async move {

@@ -981,3 +981,93 @@ fn a_follower_whose_disk_fills_backs_off_leaves_the_isr_and_catches_up_when_spac
     );
     c.node(3).kill();
 }
+
+/// DeleteRecords on `addr` (the partition's leader): every record of `topic`-0 below `offset`.
+fn delete_records_before(addr: &str, topic: &str, offset: i64) -> (i16, i64) {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+    let mut s = raw::connect(addr).expect("connect");
+    let mut p = DeleteRecordsPartition::default();
+    p.partition_index = 0;
+    p.offset = offset;
+    let mut t = DeleteRecordsTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.into()));
+    t.partitions = vec![p];
+    let mut req = DeleteRecordsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 10_000;
+    let r: DeleteRecordsResponse =
+        raw::call(&mut s, ApiKey::DeleteRecords, 2, &req).expect("delete records");
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.low_watermark)
+}
+
+#[test]
+fn a_follower_whose_log_ends_below_the_leaders_log_start_starts_over_there_and_rejoins_the_isr() {
+    let mut c = Cluster::start(3, FAST);
+    let b1 = c.nodes[0].bootstrap();
+    create(
+        &b1,
+        NewTopic::new("behind", 1, TopicReplication::Variable(&[&[1, 2, 3]])),
+    );
+    produce_range(&c.bootstrap(), "behind", "all", 1, 0..20);
+    let b3 = c.nodes[2].bootstrap();
+    wait_until("node 3 has the first records", 30, || {
+        local_leo(&b3, "behind", 0) == 20
+    });
+    c.node(3).kill();
+    wait_until("node 3 out of the ISR", 30, || {
+        !isr_of(&b1, "behind", 0).contains(&3)
+    });
+    // While node 3 is down the leader writes on and its log start moves past node 3's end.
+    produce_range(&b1, "behind", "all", 1, 20..300);
+    let leader = leader_of(&b1, "behind", 0);
+    let lb = c.nodes[(leader - 1) as usize].bootstrap();
+    assert_eq!(delete_records_before(&lb, "behind", 250), (0, 250));
+    c.node(3).spawn();
+    c.node(3).wait_ready(3);
+    wait_until("node 3 holds the leader's log from its start", 60, || {
+        local_leo(&b3, "behind", 0) == 300
+    });
+    assert_eq!(
+        local_bytes_from(&b3, "behind", 0, 250, 300),
+        local_bytes_from(&lb, "behind", 0, 250, 300),
+        "the same records from offset 250 on"
+    );
+    wait_until("node 3 back in the ISR", 30, || {
+        isr_of(&b1, "behind", 0).len() == 3
+    });
+    // Every replica's log starts where the leader's does, so whichever leads next serves no
+    // deleted record.
+    for n in &c.nodes {
+        let b = n.bootstrap();
+        wait_until("the replica's log start follows the leader's", 30, || {
+            local_log_start(&b, "behind", 0) == 250
+        });
+    }
+}
+
+/// This node's own log start offset for a partition (debug replica id -2).
+fn local_log_start(addr: &str, topic: &str, partition: i32) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, ListOffsetsResponse};
+    let Ok(mut s) = raw::connect(addr) else {
+        return -1;
+    };
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = -2;
+    p.current_leader_epoch = -1;
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.into()));
+    t.partitions = vec![p];
+    let mut req = ListOffsetsRequest::default();
+    req.replica_id = BrokerId(-2);
+    req.topics = vec![t];
+    match raw::call::<_, ListOffsetsResponse>(&mut s, ApiKey::ListOffsets, 4, &req) {
+        Ok(r) if r.topics[0].partitions[0].error_code == 0 => r.topics[0].partitions[0].offset,
+        _ => -1,
+    }
+}

@@ -50,11 +50,15 @@ async fn lookup(
         Ok(p) => p,
         Err(c) => return err(c),
     };
-    if from_replica == Some(super::fetch::DEBUG_REPLICA_ID) && ts == LATEST {
-        // Debug read of this node's copy (leader or follower): its log end offset.
+    if from_replica == Some(super::fetch::DEBUG_REPLICA_ID) && (ts == LATEST || ts == EARLIEST) {
+        // Debug read of this node's copy (leader or follower): its log end or start offset.
         return Answer {
             error: errors::NONE,
-            offset: p.log.log_end_offset(),
+            offset: if ts == LATEST {
+                p.log.log_end_offset()
+            } else {
+                p.log.log_start_offset()
+            },
             timestamp: -1,
             epoch: p.leader_epoch(),
         };

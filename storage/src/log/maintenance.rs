@@ -9,25 +9,51 @@ impl Inner {
         // Offsets handed out while the new end is being found would be wrong: refuse appends
         // until done (the broker only truncates a follower, which takes no produce traffic).
         self.truncating.set(true);
-        let res = self.truncate_locked(offset).await;
+        let res = self.truncate_locked(offset, false).await;
         self.truncating.set(false);
         self.progress.notify_all();
         res
     }
 
-    pub(super) async fn truncate_locked(&self, offset: i64) -> Result<(), StorageError> {
+    /// Empties the log and starts it at `offset`, which may lie beyond its end (Kafka's
+    /// `truncateFullyAndStartAt`): a follower whose log ends below the leader's log start can
+    /// only continue from there.
+    pub(super) async fn restart_at(&self, offset: i64) -> Result<(), StorageError> {
+        if offset < 0 {
+            let st = self.st.borrow();
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: st.log_start,
+                log_end: st.leo,
+            });
+        }
+        let _permit = self.lock().await?;
+        self.write_pending_locked().await?;
+        self.truncating.set(true);
+        let res = self.truncate_locked(offset, true).await;
+        self.truncating.set(false);
+        self.progress.notify_all();
+        res
+    }
+
+    /// Cuts the log at `offset`; with `afresh`, drops all of it and starts at `offset`.
+    pub(super) async fn truncate_locked(
+        &self,
+        offset: i64,
+        afresh: bool,
+    ) -> Result<(), StorageError> {
         let (leo, log_start) = {
             let st = self.st.borrow();
             (st.leo, st.log_start)
         };
-        if offset >= leo {
+        if offset >= leo && !afresh {
             return Ok(());
         }
         self.create_deferred_dir_locked().await?;
         let forget_cleaned = {
             let mut st = self.st.borrow_mut();
             st.clean_gen += 1;
-            let above = st.clean_end > offset;
+            let above = afresh || st.clean_end > offset;
             if above {
                 st.clean_end = offset.max(0);
                 st.clean_dirty = true;
@@ -41,7 +67,7 @@ impl Inner {
             file::sync_dir(&self.dir).await?;
         }
         let cfg = self.cfg.borrow().clone();
-        if offset <= log_start {
+        if afresh || offset <= log_start {
             // Nothing below the log start is readable: start afresh at `offset`. The old files
             // go first, so a crash in between never leaves a new segment below older ones.
             let base = offset.max(0);
@@ -130,7 +156,12 @@ impl Inner {
                 st.pending.is_empty(),
                 "appends are refused while truncating"
             );
-            st.epochs.truncate_from_end(leo);
+            if afresh {
+                // No record of the old log is left to be covered by its epochs.
+                st.epochs = EpochCache::default();
+            } else {
+                st.epochs.truncate_from_end(leo);
+            }
             st.epochs_dirty = true;
             st.state_dirty = true;
             st.forget_read_position();
@@ -139,6 +170,9 @@ impl Inner {
             st.unsynced_bytes = 0;
             st.recompute_log_max();
             self.cache.remove_from(self.cache_id, leo);
+            if afresh {
+                self.cache.remove_below(self.cache_id, leo);
+            }
         }
         self.write_checkpoints_locked(true).await
     }

@@ -628,6 +628,13 @@ impl PartitionLog {
         self.inner.truncate_to(offset).await
     }
 
+    /// Drops the whole log and starts it empty at `offset`, which may be beyond its end (a
+    /// follower below the leader's log start continues from there). Log start, end and high
+    /// watermark become `offset`; the leader-epoch cache is cleared.
+    pub async fn restart_at(&self, offset: i64) -> Result<(), StorageError> {
+        self.inner.restart_at(offset).await
+    }
+
     /// Advances the log start offset (DeleteRecords) and deletes segments wholly below it.
     pub async fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
         self.inner.delete_records_before(offset).await

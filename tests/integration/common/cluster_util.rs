@@ -117,9 +117,14 @@ pub fn local_leo(addr: &str, topic: &str, partition: i32) -> i64 {
 
 /// This node's raw copy of a partition below `until` (debug fetch), batch bytes concatenated.
 pub fn local_bytes(addr: &str, topic: &str, partition: i32, until: i64) -> Vec<u8> {
+    local_bytes_from(addr, topic, partition, 0, until)
+}
+
+/// `local_bytes` from offset `from` (a log whose start is above 0).
+pub fn local_bytes_from(addr: &str, topic: &str, partition: i32, from: i64, until: i64) -> Vec<u8> {
     let mut s = raw::connect(addr).expect("connect");
     let mut out = Vec::new();
-    let mut offset = 0i64;
+    let mut offset = from;
     while offset < until {
         let pd = fetch_once(&mut s, -2, topic, partition, offset);
         assert_eq!(pd.error_code, 0);
