@@ -394,6 +394,18 @@ impl PartitionLog {
             clean_gen: 0,
         };
         st.recompute_log_max();
+        Ok(Self::start(dir, cfg, cache, cache_id, st, None))
+    }
+
+    /// The log over its recovered state, its background flusher running.
+    fn start(
+        dir: PathBuf,
+        cfg: LogConfig,
+        cache: Rc<ReadCache>,
+        cache_id: u64,
+        st: State,
+        deferred: Option<DirMarker>,
+    ) -> PartitionLog {
         let inner = Rc::new(Inner {
             dir,
             cfg: RefCell::new(cfg),
@@ -407,10 +419,10 @@ impl PartitionLog {
             truncating: Cell::new(false),
             progress: Progress::default(),
             last_state_ckpt_ms: Cell::new(0),
-            deferred: RefCell::new(None),
+            deferred: RefCell::new(deferred),
         });
         spawn_background_flusher(Rc::downgrade(&inner));
-        Ok(PartitionLog { inner })
+        PartitionLog { inner }
     }
 
     /// Like `open`, but when `dir` does not exist yet the log starts empty at offset 0 without
@@ -465,23 +477,7 @@ impl PartitionLog {
             clean_dirty: false,
             clean_gen: 0,
         };
-        let inner = Rc::new(Inner {
-            dir,
-            cfg: RefCell::new(cfg),
-            cache,
-            cache_id,
-            io_lock: Semaphore::new(1),
-            st: RefCell::new(st),
-            fsyncs: Cell::new(0),
-            writes: Cell::new(0),
-            closed: Cell::new(false),
-            truncating: Cell::new(false),
-            progress: Progress::default(),
-            last_state_ckpt_ms: Cell::new(0),
-            deferred: RefCell::new(Some(marker)),
-        });
-        spawn_background_flusher(Rc::downgrade(&inner));
-        Ok(PartitionLog { inner })
+        Ok(Self::start(dir, cfg, cache, cache_id, st, Some(marker)))
     }
 
     /// Whether the log's directory exists (false while `open_or_defer` has deferred it).
