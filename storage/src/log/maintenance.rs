@@ -4,12 +4,20 @@ use super::*;
 
 impl Inner {
     pub(super) async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        self.truncate_refusing_appends(offset, false).await
+    }
+
+    async fn truncate_refusing_appends(
+        &self,
+        offset: i64,
+        afresh: bool,
+    ) -> Result<(), StorageError> {
         let _permit = self.lock().await?;
         self.write_pending_locked().await?;
         // Offsets handed out while the new end is being found would be wrong: refuse appends
         // until done (the broker only truncates a follower, which takes no produce traffic).
         self.truncating.set(true);
-        let res = self.truncate_locked(offset, false).await;
+        let res = self.truncate_locked(offset, afresh).await;
         self.truncating.set(false);
         self.progress.notify_all();
         res
@@ -27,13 +35,7 @@ impl Inner {
                 log_end: st.leo,
             });
         }
-        let _permit = self.lock().await?;
-        self.write_pending_locked().await?;
-        self.truncating.set(true);
-        let res = self.truncate_locked(offset, true).await;
-        self.truncating.set(false);
-        self.progress.notify_all();
-        res
+        self.truncate_refusing_appends(offset, true).await
     }
 
     /// Cuts the log at `offset`; with `afresh`, drops all of it and starts at `offset`.
