@@ -102,6 +102,9 @@ fn read_all(bootstrap: &str, topic: &str) -> Vec<(i64, String, Option<String>)> 
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "compaction-reader")
         .set("enable.auto.commit", "false")
+        // Retention may delete the segment being read (OFFSET_OUT_OF_RANGE): go on from the new
+        // log start, not from the end, where the last record would never come.
+        .set("auto.offset.reset", "earliest")
         .create()
         .expect("consumer");
     let (_, high) = c
