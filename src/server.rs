@@ -154,6 +154,7 @@ impl Broker {
         };
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
+        replay_journals(&cfg.data_dir)?;
         let tuning = chronik_raft::Tuning {
             leader_rebalance_interval: (cfg.leader_imbalance_check_interval_ms > 0)
                 .then(|| Duration::from_millis(cfg.leader_imbalance_check_interval_ms)),
@@ -479,6 +480,39 @@ struct ShardChannels {
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
+/// Applies the shard journals a crash left behind to their partition logs (and removes
+/// them) before any shard opens a log: afterwards every log holds what it acknowledged, and
+/// shards may own other partitions than before (`--cores` changed) without needing the old
+/// journals.
+fn replay_journals(data_dir: &std::path::Path) -> Result<(), String> {
+    let root = data_dir.join(crate::partition::manager::JOURNAL_DIR);
+    if !root.exists() {
+        return Ok(());
+    }
+    let data = data_dir.to_path_buf();
+    let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("journal-replay")
+        .spawn(move || async move {
+            chronik_storage::replay_journals(&root, &data, chronik_storage::LogConfig::default())
+                .await
+        })
+        .map_err(|e| format!("cannot start the journal replay: {e}"))?;
+    match handle.join() {
+        Ok(Ok(report)) => {
+            if report.applied > 0 {
+                tracing::info!(
+                    batches = report.applied,
+                    logs = report.logs,
+                    "replayed the shard journals of the previous run"
+                );
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => Err(format!("replaying the shard journals: {e}")),
+        Err(_) => Err("the journal replay thread panicked".to_string()),
+    }
+}
+
 async fn run_shard(id: usize, cfg: BrokerConfig, controller: Controller, ch: ShardChannels) {
     let ShardChannels {
         peers,
@@ -594,6 +628,8 @@ async fn run_shard(id: usize, cfg: BrokerConfig, controller: Controller, ch: Sha
             task.await;
         }
     }
+    // Every log wrote its journaled batches when it closed: the files are released.
+    shard.replicas.journal.close().await;
     tracing::info!(shard = id, "shard stopped");
 }
 

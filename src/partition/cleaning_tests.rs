@@ -31,6 +31,7 @@ async fn open(dir: &Path) -> Partition {
         dir.join("t-0"),
         compact(),
         chronik_storage::ReadCache::new(1 << 20),
+        None,
         1,
     )
     .await

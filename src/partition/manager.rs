@@ -11,7 +11,7 @@ use crate::shard::event::LocalEvent;
 use crate::shard::{Shard, TopicPartition};
 use bytes::BytesMut;
 use chronik_raft::image::{BrokerId, MetadataImage, TopicImage, NO_LEADER};
-use chronik_storage::{ReadCache, ValidBatch};
+use chronik_storage::{Journal, ReadCache, ValidBatch};
 use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -41,9 +41,24 @@ struct FailedOpen {
 
 const OPEN_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often the journal is fdatasynced: the logs' flush interval, so journaled appends have
+/// the power-cut window of segment appends. (With `--log-flush always` no log journals.)
+fn journal_sync_period(cfg: &crate::config::BrokerConfig) -> Duration {
+    match cfg.log_flush {
+        crate::config::FlushSetting::IntervalMs(ms) => Duration::from_millis(ms.max(1)),
+        crate::config::FlushSetting::Always => Duration::from_secs(1),
+    }
+}
+
+/// The shard journals' directory inside the data directory (one `shard-N` per shard); a
+/// partition directory is always `<topic>-<partition>`, so the name cannot clash.
+pub const JOURNAL_DIR: &str = ".journal";
+
 pub struct ReplicaManager {
     pub shard: Rc<Shard>,
     cache: Rc<ReadCache>,
+    /// The journal every partition log of this shard hands its small appends to.
+    pub journal: Rc<Journal>,
     metrics: Rc<ShardMetrics>,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     /// Partitions being opened, with the event their other users wait on. Waiters resume in
@@ -63,9 +78,18 @@ pub struct ReplicaManager {
 impl ReplicaManager {
     pub fn new(shard: Rc<Shard>, metrics: Rc<ShardMetrics>) -> Rc<ReplicaManager> {
         let cache = ReadCache::new(shard.config.read_cache_bytes / shard.nshards.max(1));
+        let journal = Journal::new(
+            shard
+                .config
+                .data_dir
+                .join(JOURNAL_DIR)
+                .join(format!("shard-{}", shard.id)),
+            journal_sync_period(&shard.config),
+        );
         Rc::new(ReplicaManager {
             shard,
             cache,
+            journal,
             metrics,
             partitions: RefCell::new(HashMap::new()),
             opening: RefCell::new(HashMap::new()),
@@ -363,6 +387,7 @@ impl ReplicaManager {
             dir,
             cfg,
             self.cache.clone(),
+            Some(self.journal.clone()),
             self.shard.config.node_id,
         )
         .await;

@@ -206,6 +206,7 @@ impl Partition {
         dir: PathBuf,
         cfg: chronik_storage::LogConfig,
         cache: std::rc::Rc<chronik_storage::ReadCache>,
+        journal: Option<std::rc::Rc<chronik_storage::Journal>>,
         local_broker: BrokerId,
     ) -> Result<Partition, String> {
         // A directory left by a deleted topic of the same name must not be adopted.
@@ -228,9 +229,14 @@ impl Partition {
             name: PARTITION_METADATA.to_string(),
             bytes: topic_id.to_vec(),
         };
-        let log = PartitionLog::open_or_defer(dir.clone(), cfg, cache, marker)
+        let log = PartitionLog::open_or_defer(dir.clone(), cfg, cache, marker.clone())
             .await
             .map_err(|e| format!("open log {}: {e}", dir.display()))?;
+        // Small rounds of appends go to the shard journal (one write for all partitions of
+        // the shard); the topic id file names the log there.
+        if let Some(journal) = journal {
+            log.use_journal(journal, &marker);
+        }
         // Written only when it is missing, and whole (a temp file renamed over it): a file cut
         // short by a SIGKILL while being rewritten at an open would name no topic, and the next
         // start would remove the partition's log as an older topic's.
@@ -988,6 +994,7 @@ mod tests {
                     dir.path().join("t-0"),
                     Default::default(),
                     chronik_storage::ReadCache::new(1 << 20),
+                    None,
                     1,
                 )
                 .await
@@ -1165,6 +1172,7 @@ mod tests {
                     dir.path().join("t-0"),
                     Default::default(),
                     cache,
+                    None,
                     1,
                 )
                 .await

@@ -14,6 +14,7 @@ async fn open(dir: &Path, topic_id: [u8; 16]) -> Partition {
         dir.join("t-0"),
         Default::default(),
         chronik_storage::ReadCache::new(1 << 20),
+        None,
         1,
     )
     .await

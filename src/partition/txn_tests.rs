@@ -17,6 +17,7 @@ async fn open(dir: &Path, broker: i32) -> Partition {
         dir.join("t-0"),
         Default::default(),
         chronik_storage::ReadCache::new(1 << 20),
+        None,
         broker,
     )
     .await

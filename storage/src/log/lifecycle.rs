@@ -27,10 +27,13 @@ impl Inner {
         // The high watermark moves with every acknowledged produce; rewriting its checkpoint
         // more often than Kafka's 5 s default would cost an fsync per partition per interval.
         let hw_due = now_ms() - self.last_state_ckpt_ms.get() >= STATE_CHECKPOINT_MS;
+        let requested = self.journal_write_requested.get();
         let (queued, unsynced, dirty_ckpt) = {
             let st = self.st.borrow();
+            // Journaled batches wait for a larger write, unless the journal wants its file.
+            let unjournaled = st.pending.len() > st.journaled_count();
             (
-                !st.pending.is_empty(),
+                unjournaled || (requested && !st.pending.is_empty()),
                 st.durable_seq < st.written_seq,
                 (st.state_dirty && hw_due) || st.epochs_dirty || st.clean_dirty,
             )
@@ -45,6 +48,7 @@ impl Inner {
             return Ok(());
         }
         if data {
+            self.journal_write_requested.set(false);
             let res = async {
                 self.write_pending_locked().await?;
                 self.sync_active_locked().await

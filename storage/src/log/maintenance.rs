@@ -14,6 +14,15 @@ impl Inner {
     ) -> Result<(), StorageError> {
         let _permit = self.lock().await?;
         self.write_pending_locked().await?;
+        // Recorded before the files change: a replay must not bring back what this removes.
+        let kind = if afresh {
+            EntryKind::Forget
+        } else {
+            EntryKind::TruncateTo
+        };
+        if afresh || offset < self.st.borrow().leo {
+            self.journal_marker_locked(kind, offset).await?;
+        }
         // Offsets handed out while the new end is being found would be wrong: refuse appends
         // until done (the broker only truncates a follower, which takes no produce traffic).
         self.truncating.set(true);

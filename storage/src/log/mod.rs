@@ -26,6 +26,8 @@ use crate::epoch::EpochCache;
 use crate::error::StorageError;
 use crate::file::{self, align_down, align_up, SegFile};
 use crate::index::OffsetIndex;
+use crate::journal::format::{EntryKind, Identity};
+use crate::journal::{Journal, JournalOwner, JOURNAL_MAX_PENDING};
 use crate::recovery::{scan_segment, ScanOptions};
 use crate::segment::{index_name, log_path, time_index_name, BatchInfo, Segment, SegmentMeta};
 use crate::time_index::TimeIndex;
@@ -89,6 +91,13 @@ struct Inner {
     /// Set while the log's directory does not exist yet (`open_or_defer`): the file to write
     /// into it when it is created.
     deferred: RefCell<Option<DirMarker>>,
+    /// The shard journal small rounds go to, and this log's identity in it (`use_journal`).
+    journal: RefCell<Option<(Rc<Journal>, Rc<Identity>)>>,
+    /// Whether anything of this log went to the journal in this process: its truncations and
+    /// deletion are then recorded there first.
+    journaled_ever: Cell<bool>,
+    /// The journal needs a file back: write the journaled batches to the segment soon.
+    journal_write_requested: Cell<bool>,
 }
 
 /// A small file a deferred log writes into its directory when it creates it (the partition
@@ -123,6 +132,9 @@ struct State {
     /// Append sequence numbers: every seq < written_seq is written or failed; likewise durable.
     next_seq: u64,
     written_seq: u64,
+    /// Every seq below this is in the segment or in the shard journal (acknowledged either
+    /// way); the journaled ones are a prefix of `pending`.
+    journaled_seq: u64,
     durable_seq: u64,
     unsynced_bytes: u64,
     failed: VecDeque<(u64, u64, StorageError)>,
@@ -206,9 +218,13 @@ impl State {
         let done = if durable {
             self.durable_seq
         } else {
-            self.written_seq
+            self.written_seq.max(self.journaled_seq)
         };
         (seq < done).then_some(Ok(()))
+    }
+    /// How many queued batches (a prefix) are already in the journal.
+    fn journaled_count(&self) -> usize {
+        self.pending.partition_point(|p| p.seq < self.journaled_seq)
     }
     fn recompute_log_max(&mut self) {
         let mut best = (-1i64, -1i64);
@@ -369,6 +385,7 @@ impl PartitionLog {
             pending_bytes: 0,
             next_seq: 0,
             written_seq: 0,
+            journaled_seq: 0,
             durable_seq: 0,
             unsynced_bytes: 0,
             failed: VecDeque::new(),
@@ -420,6 +437,9 @@ impl PartitionLog {
             progress: Progress::default(),
             last_state_ckpt_ms: Cell::new(0),
             deferred: RefCell::new(deferred),
+            journal: RefCell::new(None),
+            journaled_ever: Cell::new(false),
+            journal_write_requested: Cell::new(false),
         });
         spawn_background_flusher(Rc::downgrade(&inner));
         PartitionLog { inner }
@@ -463,6 +483,7 @@ impl PartitionLog {
             pending_bytes: 0,
             next_seq: 0,
             written_seq: 0,
+            journaled_seq: 0,
             durable_seq: 0,
             unsynced_bytes: 0,
             failed: VecDeque::new(),
@@ -478,6 +499,21 @@ impl PartitionLog {
             clean_gen: 0,
         };
         Ok(Self::start(dir, cfg, cache, cache_id, st, Some(marker)))
+    }
+
+    /// Lets the log hand small rounds of appends to the shard's `journal` (flush policy
+    /// `IntervalMs` only), naming itself by its directory and `marker`, the file in it that
+    /// proves the directory is still this log (the broker's topic id). Replaying a journal
+    /// after a crash needs the directory to sit in the data directory `journal::replay`
+    /// is given. Without a usable name the log keeps writing its segment directly.
+    pub fn use_journal(&self, journal: Rc<Journal>, marker: &DirMarker) {
+        let name = self.inner.dir.file_name().and_then(|n| n.to_str());
+        match name.and_then(|n| Identity::new(n, &marker.name, &marker.bytes)) {
+            Some(id) => *self.inner.journal.borrow_mut() = Some((journal, Rc::new(id))),
+            None => {
+                tracing::debug!(dir = %self.inner.dir.display(), "log not journaled: its name does not fit the journal")
+            }
+        }
     }
 
     /// Whether the log's directory exists (false while `open_or_defer` has deferred it).
@@ -584,7 +620,9 @@ impl PartitionLog {
     /// consumers never read a record that a crash could still take back.
     pub fn written_end_offset(&self) -> i64 {
         let st = self.inner.st.borrow();
-        st.pending.front().map_or(st.leo, |p| p.base)
+        st.pending
+            .get(st.journaled_count())
+            .map_or(st.leo, |p| p.base)
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -712,6 +750,10 @@ impl PartitionLog {
     /// Removes the partition's directory (DeleteTopics).
     pub async fn delete(self) -> Result<(), StorageError> {
         let _permit = self.inner.lock().await?;
+        // A replay must not bring the deleted batches back into a later log of this name.
+        if let Err(e) = self.inner.journal_marker_locked(EntryKind::Forget, 0).await {
+            tracing::warn!(dir = %self.inner.dir.display(), %e, "deleting a log whose deletion the journal could not record");
+        }
         self.inner.closed.set(true);
         self.inner.cache.remove_log(self.inner.cache_id);
         self.inner.st.borrow_mut().pending.clear();
@@ -751,7 +793,93 @@ fn spawn_background_flusher(weak: Weak<Inner>) {
     .detach();
 }
 
+impl JournalOwner for Inner {
+    fn covers(&self, seq: u64) -> bool {
+        self.closed.get() || seq < self.st.borrow().durable_seq
+    }
+    fn request_write(&self) {
+        self.journal_write_requested.set(true);
+    }
+}
+
 impl Inner {
+    /// Records a truncation or deletion in the journal before it happens, if this log ever
+    /// journaled anything (otherwise there is nothing a replay could bring back).
+    async fn journal_marker_locked(
+        &self,
+        kind: EntryKind,
+        offset: i64,
+    ) -> Result<(), StorageError> {
+        if !self.journaled_ever.get() {
+            return Ok(());
+        }
+        let Some((journal, id)) = self.journal.borrow().clone() else {
+            return Ok(());
+        };
+        if journal
+            .write(id, vec![(kind, offset, Bytes::new())], None)
+            .await
+        {
+            Ok(())
+        } else {
+            Err(StorageError::Io {
+                path: self.dir.clone(),
+                op: "record a truncation in the journal",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "journal unavailable; retry",
+                ),
+            })
+        }
+    }
+
+    /// Hands the queued batches not yet journaled to the shard journal, if the log uses one
+    /// and its queue is small; true when everything queued is then journaled (or written).
+    async fn journal_pending_locked(self: &Rc<Self>) -> Result<bool, StorageError> {
+        let Some((journal, id)) = self.journal.borrow().clone() else {
+            return Ok(false);
+        };
+        if !matches!(self.cfg.borrow().flush, FlushPolicy::IntervalMs(_)) {
+            return Ok(false);
+        }
+        let (entries, last_seq) = {
+            let st = self.st.borrow();
+            if st.pending_bytes >= JOURNAL_MAX_PENDING {
+                return Ok(false);
+            }
+            let from = st.journaled_count();
+            let entries: Vec<(EntryKind, i64, Bytes)> = st
+                .pending
+                .range(from..)
+                .map(|p| (EntryKind::Batch, p.base, p.bytes.clone()))
+                .collect();
+            match st.pending.back() {
+                Some(last) if !entries.is_empty() => (entries, last.seq),
+                _ => return Ok(true),
+            }
+        };
+        // The directory (with its marker) exists before the journal names it, and its entry
+        // is synced: a replay after a power cut must find it.
+        self.create_deferred_dir_locked().await?;
+        let dir_synced = self.st.borrow().active().is_none_or(|a| a.dir_synced);
+        if !dir_synced {
+            file::sync_dir(&self.dir).await?;
+            self.fsyncs.set(self.fsyncs.get() + 1);
+            if let Some(a) = self.st.borrow_mut().active_mut() {
+                a.dir_synced = true;
+            }
+        }
+        let me: Weak<dyn JournalOwner> = Rc::downgrade(self) as Weak<dyn JournalOwner>;
+        let key = Rc::as_ptr(self) as usize;
+        if !journal.write(id, entries, Some((key, me, last_seq))).await {
+            return Ok(false);
+        }
+        self.journaled_ever.set(true);
+        let mut st = self.st.borrow_mut();
+        st.journaled_seq = st.journaled_seq.max(last_seq + 1);
+        Ok(true)
+    }
+
     /// Creates a deferred log's directory, marker and first segment (under the I/O lock,
     /// before anything is written there). On failure nothing is marked created, and the next
     /// write tries again.

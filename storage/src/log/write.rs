@@ -3,7 +3,7 @@
 use super::*;
 
 impl Inner {
-    pub(super) async fn wait_for(&self, seq: u64) -> Result<(), StorageError> {
+    pub(super) async fn wait_for(self: &Rc<Self>, seq: u64) -> Result<(), StorageError> {
         let policy = self.cfg.borrow().flush;
         match policy {
             FlushPolicy::Always => self.wait_until(seq, true).await,
@@ -21,7 +21,11 @@ impl Inner {
     /// Resolves once batch `seq` is written (and, if `durable`, covered by an fdatasync).
     /// One waiter at a time becomes the flusher and writes/syncs everything queued; the rest
     /// wait for it (group commit).
-    pub(super) async fn wait_until(&self, seq: u64, durable: bool) -> Result<(), StorageError> {
+    pub(super) async fn wait_until(
+        self: &Rc<Self>,
+        seq: u64,
+        durable: bool,
+    ) -> Result<(), StorageError> {
         loop {
             if let Some(r) = self.st.borrow().outcome(seq, durable) {
                 return r;
@@ -34,6 +38,11 @@ impl Inner {
             commit::yield_now().await;
             let res = async {
                 let _permit = self.lock().await?;
+                // A small round of a journaled log goes to the shard journal (one write for
+                // every log of the shard); its segment gets the batches later, in bulk.
+                if !durable && self.journal_pending_locked().await? {
+                    return Ok(());
+                }
                 self.write_pending_runs(MAX_RUNS_PER_TURN).await?;
                 if durable {
                     self.sync_active_locked().await?;
@@ -278,7 +287,9 @@ impl Inner {
     pub(super) async fn fail_pending(&self, err: &StorageError) {
         let (file, size) = {
             let mut st = self.st.borrow_mut();
-            let Some(first) = st.pending.front() else {
+            // Journaled batches were acknowledged: they stay queued for the next write.
+            let keep = st.journaled_count();
+            let Some(first) = st.pending.get(keep) else {
                 return;
             };
             let (first_seq, new_leo, prev_max) = (first.seq, first.base, first.prev_log_max);
@@ -287,9 +298,10 @@ impl Inner {
             while st.failed.len() > MAX_FAILED {
                 st.failed.pop_front();
             }
-            st.unsynced_bytes = st.unsynced_bytes.saturating_sub(st.pending_bytes);
-            st.pending.clear();
-            st.pending_bytes = 0;
+            let dropped: u64 = st.pending.range(keep..).map(|p| p.bytes.len() as u64).sum();
+            st.unsynced_bytes = st.unsynced_bytes.saturating_sub(dropped);
+            st.pending.truncate(keep);
+            st.pending_bytes -= dropped;
             st.leo = new_leo;
             if st.hw > new_leo {
                 st.hw = new_leo;

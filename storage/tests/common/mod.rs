@@ -107,3 +107,57 @@ pub async fn read_all(log: &PartitionLog) -> Vec<(i64, i64, Bytes)> {
     }
     out
 }
+
+/// Polls all `futs` together (on this task) and returns their outputs in order: concurrent
+/// appends from one test task without spawning.
+pub async fn join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// The record values `batch` made with `batch()` carries ("tag{t}-rec{i}"), found in its
+/// uncompressed bytes in order.
+pub fn values(b: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 3 <= b.len() {
+        if &b[i..i + 3] == b"tag" {
+            let mut j = i + 3;
+            let digits = |j: &mut usize| {
+                let s = *j;
+                while *j < b.len() && b[*j].is_ascii_digit() {
+                    *j += 1;
+                }
+                *j > s
+            };
+            if digits(&mut j) && b[j..].starts_with(b"-rec") {
+                j += 4;
+                if digits(&mut j) {
+                    out.push(b[i..j].to_vec());
+                    i = j;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}

@@ -1,0 +1,432 @@
+//! The shard journal: one stream of O_DIRECT files per shard that takes the small appends of
+//! all the shard's logs, one write per round for all of them.
+//!
+//! Why: every log is its own segment file, so a round of appends spread over many partitions
+//! (one record each, at 1,000 partitions) cost one device write per partition, and the disk's
+//! small-write rate became the broker's limit. A log whose queued bytes are small hands them to
+//! the journal instead; the journal group-commits every log's entries of the round into one
+//! write and the appends are acknowledged when it completes (durable against a process kill,
+//! as a segment write is). The batches stay queued in their logs (readable as before) and are
+//! written to the segment later in one larger write: once a log has `JOURNAL_MAX_PENDING` bytes
+//! queued, when the journal needs a file back, or at close.
+//!
+//! A file is deleted once every log with entries in it has those batches in its segment and
+//! fdatasynced. Truncations and deletions of a log that used the journal are recorded as
+//! marker entries before they happen, so a replay never brings back what they removed. After a
+//! crash, `replay::recover` applies the journal to the logs before anything opens them, then
+//! removes it. The journal is an optimisation: when it cannot take a round (its files are at
+//! their limit, a write failed) the logs write their segments themselves.
+
+pub(crate) mod format;
+pub mod replay;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::commit::{self, Progress};
+use crate::error::StorageError;
+use crate::file::{self, align_up, SegFile};
+use format::{encode_entry, entry_len, EntryKind, Identity};
+
+/// Size of one journal file (preallocated when created).
+pub const JOURNAL_FILE_BYTES: u64 = 32 << 20;
+/// Journal files a shard may hold at once; at the limit, logs write their segments directly
+/// until older files are released.
+pub const JOURNAL_MAX_FILES: usize = 4;
+/// A log journals a round only while its queued (unwritten) bytes stay below this; beyond it,
+/// the segment write is large enough to pay for itself.
+pub const JOURNAL_MAX_PENDING: u64 = 64 << 10;
+/// Failed round ranges remembered for waiters that have not looked yet.
+const MAX_FAILED: usize = 1024;
+
+/// What the journal asks of a log that has entries in it.
+pub(crate) trait JournalOwner {
+    /// Whether every batch the log journaled with a sequence number up to `seq` is in its
+    /// segment and fdatasynced, or no longer matters (the log is closed or gone).
+    fn covers(&self, seq: u64) -> bool;
+    /// Asks the log to write its journaled batches to its segment and sync them soon.
+    fn request_write(&self);
+}
+
+/// The owner a round's entries belong to, and its last sequence number in them.
+type OwnerRef = (usize, Weak<dyn JournalOwner>, u64);
+
+struct Group {
+    ticket: u64,
+    id: Rc<Identity>,
+    entries: Vec<(EntryKind, i64, Bytes)>,
+    owner: Option<OwnerRef>,
+    /// Markers are written even when the files are at their limit.
+    must: bool,
+    len: usize,
+}
+
+struct OpenFile {
+    file: Rc<SegFile>,
+    path: PathBuf,
+    pos: u64,
+    owners: HashMap<usize, (Weak<dyn JournalOwner>, u64)>,
+}
+
+struct SealedFile {
+    path: PathBuf,
+    owners: HashMap<usize, (Weak<dyn JournalOwner>, u64)>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Group>,
+    next_ticket: u64,
+    /// Tickets below this are written or failed.
+    done: u64,
+    failed: VecDeque<(u64, u64)>,
+    current: Option<OpenFile>,
+    sealed: VecDeque<SealedFile>,
+    next_file: u64,
+    unsynced: bool,
+    started: bool,
+}
+
+/// One shard's journal. `!Send`: owned by the shard's executor, shared by its logs.
+pub struct Journal {
+    dir: PathBuf,
+    sync_every: Duration,
+    file_bytes: u64,
+    st: RefCell<State>,
+    progress: Progress,
+    writes: Cell<u64>,
+    me: Weak<Journal>,
+}
+
+impl Journal {
+    /// A journal writing its files in `dir` (created with the first entry), fdatasynced every
+    /// `sync_every` while written to. `dir` must hold no older journal: `replay::recover`
+    /// applies and removes those before the shard starts.
+    pub fn new(dir: impl Into<PathBuf>, sync_every: Duration) -> Rc<Journal> {
+        Self::with_file_bytes(dir, sync_every, JOURNAL_FILE_BYTES)
+    }
+
+    /// `new` with files of `file_bytes` (at least 256 KiB, at most `JOURNAL_FILE_BYTES`), so
+    /// tests can fill files quickly.
+    pub fn with_file_bytes(
+        dir: impl Into<PathBuf>,
+        sync_every: Duration,
+        file_bytes: u64,
+    ) -> Rc<Journal> {
+        let dir = dir.into();
+        Rc::new_cyclic(|me| Journal {
+            dir,
+            sync_every,
+            file_bytes: align_up(file_bytes.clamp(256 << 10, JOURNAL_FILE_BYTES)),
+            st: RefCell::new(State::default()),
+            progress: Progress::default(),
+            writes: Cell::new(0),
+            me: me.clone(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Journal writes issued so far (each covers one round of many logs), for benchmarks.
+    pub fn write_count(&self) -> u64 {
+        self.writes.get()
+    }
+
+    /// Journal files currently kept.
+    pub fn file_count(&self) -> usize {
+        let st = self.st.borrow();
+        st.sealed.len() + usize::from(st.current.is_some())
+    }
+
+    /// Writes `entries` of the log `id` in the next round; true once they are written, false
+    /// when the journal could not take them (the caller writes its segment instead).
+    pub(crate) async fn write(
+        &self,
+        id: Rc<Identity>,
+        entries: Vec<(EntryKind, i64, Bytes)>,
+        owner: Option<OwnerRef>,
+    ) -> bool {
+        let must = owner.is_none();
+        let len = entries
+            .iter()
+            .map(|(_, _, p)| entry_len(&id, p.len()))
+            .sum::<usize>();
+        if len as u64 > self.file_bytes / 4 {
+            return false;
+        }
+        let ticket = {
+            let mut st = self.st.borrow_mut();
+            let ticket = st.next_ticket;
+            st.next_ticket += 1;
+            st.queue.push_back(Group {
+                ticket,
+                id,
+                entries,
+                owner,
+                must,
+                len,
+            });
+            ticket
+        };
+        loop {
+            {
+                let st = self.st.borrow();
+                if ticket < st.done {
+                    return !st.failed.iter().any(|(a, b)| (*a..*b).contains(&ticket));
+                }
+            }
+            let Some(_flusher) = self.progress.try_become_flusher() else {
+                self.progress.changed().await;
+                continue;
+            };
+            // Logs woken by the previous round get to queue their entries first.
+            commit::yield_now().await;
+            self.write_round().await;
+        }
+    }
+
+    /// Writes what is queued that fits the current file (rotating to a new one when the next
+    /// group does not fit); fails the groups it cannot take.
+    async fn write_round(&self) {
+        let first_len = match self.st.borrow().queue.front() {
+            Some(g) => g.len as u64,
+            None => return,
+        };
+        let fits = {
+            let st = self.st.borrow();
+            st.current
+                .as_ref()
+                .is_some_and(|c| c.pos + first_len <= self.file_bytes)
+        };
+        if !fits {
+            if let Err(e) = self.rotate().await {
+                self.fail_queued(&e);
+                return;
+            }
+        }
+        let (file, pos, groups) = {
+            let mut st = self.st.borrow_mut();
+            let Some(cur) = st.current.as_ref() else {
+                drop(st);
+                self.fail_queued(&StorageError::Closed);
+                return;
+            };
+            let (file, pos) = (cur.file.clone(), cur.pos);
+            let mut room = self.file_bytes - pos;
+            let mut groups = Vec::new();
+            while let Some(g) = st.queue.front() {
+                if g.len as u64 > room {
+                    break;
+                }
+                room -= g.len as u64;
+                if let Some(g) = st.queue.pop_front() {
+                    groups.push(g);
+                }
+            }
+            (file, pos, groups)
+        };
+        let Some(last_ticket) = groups.last().map(|g| g.ticket) else {
+            return;
+        };
+        let total: usize = groups.iter().map(|g| g.len).sum();
+        let mut buf = glommio::allocate_dma_buffer(align_up(total as u64) as usize);
+        {
+            let out = buf.as_bytes_mut();
+            let mut at = 0;
+            for g in &groups {
+                for (kind, offset, payload) in &g.entries {
+                    encode_entry(&mut out[at..], *kind, *offset, &g.id, payload);
+                    at += entry_len(&g.id, payload.len());
+                }
+            }
+            out[at..].fill(0);
+        }
+        let written = buf.len() as u64;
+        let res = file.write_pages(pos, buf, 0, total).await;
+        self.writes.set(self.writes.get() + 1);
+        let mut st = self.st.borrow_mut();
+        let first_ticket = groups[0].ticket;
+        match res {
+            Ok(()) => {
+                st.unsynced = true;
+                if let Some(cur) = st.current.as_mut() {
+                    cur.pos = pos + written;
+                    for g in groups {
+                        if let Some((key, weak, seq)) = g.owner {
+                            cur.owners.insert(key, (weak, seq));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), %e, "journal write failed; the logs write their segments");
+                st.failed.push_back((first_ticket, last_ticket + 1));
+                while st.failed.len() > MAX_FAILED {
+                    st.failed.pop_front();
+                }
+            }
+        }
+        st.done = st.done.max(last_ticket + 1);
+    }
+
+    /// Fails every queued group (their logs write their segments themselves).
+    fn fail_queued(&self, why: &StorageError) {
+        let mut st = self.st.borrow_mut();
+        let (Some(first), Some(last)) = (
+            st.queue.front().map(|g| g.ticket),
+            st.queue.back().map(|g| g.ticket),
+        ) else {
+            return;
+        };
+        // Markers at the limit: the caller learns it and fails its truncation, to retry.
+        tracing::debug!(dir = %self.dir.display(), %why, "journal cannot take a round");
+        st.queue.clear();
+        st.failed.push_back((first, last + 1));
+        while st.failed.len() > MAX_FAILED {
+            st.failed.pop_front();
+        }
+        st.done = st.done.max(last + 1);
+    }
+
+    /// Seals the current file (fdatasynced) and opens the next, if the file limit allows
+    /// (markers may exceed it: they are tiny and a truncation must not wait on other logs).
+    async fn rotate(&self) -> Result<(), StorageError> {
+        self.reclaim();
+        let must = self.st.borrow().queue.front().is_some_and(|g| g.must);
+        if self.file_count() >= JOURNAL_MAX_FILES && !must {
+            return Err(StorageError::Io {
+                path: self.dir.clone(),
+                op: "journal at its file limit",
+                source: std::io::Error::new(std::io::ErrorKind::WouldBlock, "journal full"),
+            });
+        }
+        let old = self.st.borrow_mut().current.take();
+        if let Some(old) = old {
+            let res = old.file.fdatasync().await;
+            let sealed = SealedFile {
+                path: old.path.clone(),
+                owners: old.owners,
+            };
+            self.st.borrow_mut().sealed.push_back(sealed);
+            if let Ok(f) = Rc::try_unwrap(old.file) {
+                f.close().await;
+            }
+            res?;
+        }
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| StorageError::io(&self.dir, "create journal directory", e))?;
+        let no = {
+            let mut st = self.st.borrow_mut();
+            st.next_file += 1;
+            st.next_file
+        };
+        let path = self.dir.join(format!("{no:020}.journal"));
+        let f = SegFile::open(&path, true, false).await?;
+        if let Err(e) = f.pre_allocate(self.file_bytes).await {
+            f.close().await;
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        file::sync_dir(&self.dir).await?;
+        let start = {
+            let mut st = self.st.borrow_mut();
+            st.current = Some(OpenFile {
+                file: Rc::new(f),
+                path,
+                pos: 0,
+                owners: HashMap::new(),
+            });
+            !std::mem::replace(&mut st.started, true)
+        };
+        if start {
+            spawn_background(self.me.clone());
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest sealed files whose logs all have their entries in their segments;
+    /// asks the logs holding up the oldest one to write theirs.
+    fn reclaim(&self) {
+        loop {
+            let pending: Vec<Rc<dyn JournalOwner>> = {
+                let st = self.st.borrow();
+                let Some(f) = st.sealed.front() else { return };
+                f.owners
+                    .values()
+                    .filter_map(|(w, seq)| w.upgrade().filter(|o| !o.covers(*seq)))
+                    .collect()
+            };
+            if !pending.is_empty() {
+                for o in pending {
+                    o.request_write();
+                }
+                return;
+            }
+            let Some(f) = self.st.borrow_mut().sealed.pop_front() else {
+                return;
+            };
+            if let Err(e) = std::fs::remove_file(&f.path) {
+                tracing::warn!(path = %f.path.display(), %e, "cannot remove a released journal file");
+            }
+        }
+    }
+
+    /// The periodic fdatasync of the current file (the power-cut window of journaled appends,
+    /// like the segments' interval flush) and reclaiming.
+    async fn tick(&self) {
+        let target = {
+            let mut st = self.st.borrow_mut();
+            let unsynced = std::mem::take(&mut st.unsynced);
+            st.current
+                .as_ref()
+                .filter(|_| unsynced)
+                .map(|c| c.file.clone())
+        };
+        if let Some(f) = target {
+            if let Err(e) = f.fdatasync().await {
+                self.st.borrow_mut().unsynced = true;
+                tracing::warn!(dir = %self.dir.display(), %e, "journal fdatasync failed");
+            }
+        }
+        self.reclaim();
+    }
+
+    /// Releases every file once its logs no longer need it (a clean shutdown: every log is
+    /// closed first, so all of them are released).
+    pub async fn close(&self) {
+        let cur = self.st.borrow_mut().current.take();
+        if let Some(cur) = cur {
+            let _ = cur.file.fdatasync().await;
+            self.st.borrow_mut().sealed.push_back(SealedFile {
+                path: cur.path,
+                owners: cur.owners,
+            });
+            if let Ok(f) = Rc::try_unwrap(cur.file) {
+                f.close().await;
+            }
+        }
+        self.reclaim();
+    }
+}
+
+fn spawn_background(weak: Weak<Journal>) {
+    glommio::spawn_local(async move {
+        loop {
+            let period = match weak.upgrade() {
+                Some(j) => j.sync_every,
+                None => return,
+            };
+            glommio::timer::sleep(period).await;
+            let Some(j) = weak.upgrade() else { return };
+            j.tick().await;
+        }
+    })
+    .detach();
+}

@@ -1,0 +1,156 @@
+//! Applying the journals of a crashed process to their logs, before anything opens them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::format::{decode_file, EntryKind, Identity, MAX_ENTRY_LEN};
+use super::JOURNAL_FILE_BYTES;
+use crate::cache::ReadCache;
+use crate::config::LogConfig;
+use crate::error::StorageError;
+use crate::log::PartitionLog;
+
+/// What `recover` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub files: usize,
+    pub entries: usize,
+    /// Batches appended to logs that lacked them.
+    pub applied: usize,
+    /// Logs that received batches.
+    pub logs: usize,
+}
+
+/// Applies every journal under `root` (one directory per shard, files in name order) to the
+/// logs in `data_dir`, closes those logs, then removes the journals. Batches a log already
+/// holds are skipped; a log whose directory is gone or whose marker file differs (another
+/// topic of the same name) takes nothing. A torn entry ends its file (it was never
+/// acknowledged). Must run on a glommio executor before the logs are opened by anyone else.
+pub async fn recover(
+    root: &Path,
+    data_dir: &Path,
+    cfg: LogConfig,
+) -> Result<ReplayReport, StorageError> {
+    let mut report = ReplayReport::default();
+    let shards = match std::fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => return Err(StorageError::io(root, "list journal directory", e)),
+    };
+    let mut shard_dirs: Vec<PathBuf> = Vec::new();
+    for entry in shards {
+        let entry = entry.map_err(|e| StorageError::io(root, "list journal directory", e))?;
+        if entry.path().is_dir() {
+            shard_dirs.push(entry.path());
+        }
+    }
+    shard_dirs.sort();
+    // Per log directory, its batches in journal order, with the markers applied.
+    let mut logs: HashMap<String, Vec<(Identity, i64, Bytes)>> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for shard in &shard_dirs {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(shard)
+            .map_err(|e| StorageError::io(shard, "list journal directory", e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "journal"))
+            .collect();
+        files.sort();
+        for path in files {
+            let len = std::fs::metadata(&path)
+                .map_err(|e| StorageError::io(&path, "stat journal file", e))?
+                .len();
+            if len > JOURNAL_FILE_BYTES + MAX_ENTRY_LEN as u64 {
+                tracing::warn!(path = %path.display(), len, "ignoring a journal file larger than any the broker writes");
+                continue;
+            }
+            let bytes = Bytes::from(
+                std::fs::read(&path)
+                    .map_err(|e| StorageError::io(&path, "read journal file", e))?,
+            );
+            report.files += 1;
+            let (entries, stop) = decode_file(&bytes);
+            if let Some(why) = stop {
+                tracing::warn!(path = %path.display(), %why, "journal file ends early (a write cut short by the crash)");
+            }
+            report.entries += entries.len();
+            for e in entries {
+                let list = logs.entry(e.id.dir.clone()).or_insert_with(|| {
+                    order.push(e.id.dir.clone());
+                    Vec::new()
+                });
+                match e.kind {
+                    EntryKind::Batch => list.push((e.id, e.offset, e.payload)),
+                    EntryKind::TruncateTo => {
+                        list.retain(|(_, base, b)| last_offset(*base, b) < e.offset)
+                    }
+                    EntryKind::Forget => list.clear(),
+                }
+            }
+        }
+    }
+    let cache = ReadCache::new(1 << 20);
+    for dir_name in order {
+        let Some(list) = logs.remove(&dir_name) else {
+            continue;
+        };
+        if list.is_empty() {
+            continue;
+        }
+        let dir = data_dir.join(&dir_name);
+        if !dir.is_dir() {
+            continue;
+        }
+        let applied = apply(&dir, list, cfg.clone(), cache.clone()).await?;
+        if applied > 0 {
+            report.applied += applied;
+            report.logs += 1;
+        }
+    }
+    for shard in &shard_dirs {
+        std::fs::remove_dir_all(shard)
+            .map_err(|e| StorageError::io(shard, "remove applied journal", e))?;
+    }
+    crate::file::sync_dir(root).await?;
+    if report.applied > 0 {
+        tracing::info!(?report, "applied the journal of the previous run");
+    }
+    Ok(report)
+}
+
+/// The last offset of a batch at `base` (its header's last offset delta), or `base`.
+fn last_offset(base: i64, batch: &Bytes) -> i64 {
+    crate::batch::parse_header(batch).map_or(base, |h| base + h.last_offset_delta as i64)
+}
+
+async fn apply(
+    dir: &Path,
+    list: Vec<(Identity, i64, Bytes)>,
+    cfg: LogConfig,
+    cache: Rc<ReadCache>,
+) -> Result<usize, StorageError> {
+    let log = PartitionLog::open(dir, cfg, cache).await?;
+    let mut applied = 0;
+    let mut marker_ok: HashMap<(String, Vec<u8>), bool> = HashMap::new();
+    for (id, base, batch) in list {
+        let ok = *marker_ok
+            .entry((id.marker_name.clone(), id.marker.clone()))
+            .or_insert_with(|| {
+                std::fs::read(dir.join(&id.marker_name)).is_ok_and(|b| b == id.marker)
+            });
+        if !ok || base < log.log_end_offset() {
+            continue;
+        }
+        match log.append_replicated(batch).await {
+            Ok(_) => applied += 1,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), base, %e, "journal batch not applied; the log keeps what it has");
+                break;
+            }
+        }
+    }
+    log.close().await?;
+    Ok(applied)
+}

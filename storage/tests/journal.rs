@@ -1,0 +1,374 @@
+//! The shard journal: small appends of many logs share its writes, are acknowledged from it,
+//! reach their segments later, and a crash is repaired by replaying it before the logs open.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use chronik_storage::{
+    parse_header, replay_journals, DirMarker, FlushPolicy, Journal, LogConfig, PartitionLog,
+    ReadCache,
+};
+use common::*;
+
+fn jcfg(interval_ms: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes: 1 << 20,
+        flush: FlushPolicy::IntervalMs(interval_ms),
+        index_interval_bytes: 1024,
+        ..LogConfig::default()
+    }
+}
+
+fn marker(topic_id: u8) -> DirMarker {
+    DirMarker {
+        name: "partition.metadata".into(),
+        bytes: vec![topic_id; 16],
+    }
+}
+
+struct Paths {
+    _root: tempfile::TempDir,
+    data: PathBuf,
+    journals: PathBuf,
+}
+
+fn paths() -> Paths {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let journals = data.join(".journal");
+    Paths {
+        data,
+        journals,
+        _root: root,
+    }
+}
+
+async fn open_journaled(
+    data: &Path,
+    name: &str,
+    topic_id: u8,
+    cfg: LogConfig,
+    cache: &Rc<ReadCache>,
+    journal: &Rc<Journal>,
+) -> PartitionLog {
+    let m = marker(topic_id);
+    let log = PartitionLog::open_or_defer(data.join(name), cfg, cache.clone(), m.clone())
+        .await
+        .expect("open_or_defer");
+    log.use_journal(journal.clone(), &m);
+    log
+}
+
+/// Every record value of the log, in offset order, with its batch's base offset and epoch.
+async fn contents(log: &PartitionLog) -> Vec<(i64, i32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let end = log.log_end_offset();
+    let mut at = log.log_start_offset();
+    while at < end {
+        let batches = log.read(at, 1 << 20, end).await.expect("read");
+        assert!(!batches.is_empty(), "read at {at} below the end {end}");
+        for b in batches {
+            let h = parse_header(&b).expect("header");
+            for v in values(&b) {
+                out.push((h.base_offset, h.partition_leader_epoch, v));
+            }
+            at = h.base_offset + h.last_offset_delta as i64 + 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn small_appends_of_many_logs_share_journal_writes_and_reach_their_segments_at_close() {
+    run(|| async {
+        let p = paths();
+        let cache = ReadCache::new(8 << 20);
+        let journal = Journal::new(p.journals.join("shard-0"), Duration::from_millis(1000));
+        let mut logs = Vec::new();
+        for i in 0..24 {
+            logs.push(
+                open_journaled(&p.data, &format!("t-{i}"), 1, jcfg(1000), &cache, &journal).await,
+            );
+        }
+        for round in 0..5u32 {
+            let acks = join_all(
+                logs.iter()
+                    .enumerate()
+                    .map(|(i, l)| l.append(batch(1, round * 100 + i as u32, 1000), 3)),
+            )
+            .await;
+            for a in acks {
+                assert_eq!(a.expect("append").base_offset, round as i64);
+            }
+        }
+        let journal_writes = journal.write_count();
+        assert!(
+            journal_writes <= 10,
+            "120 appends of 24 logs took {journal_writes} journal writes"
+        );
+        for l in &logs {
+            assert_eq!(l.write_count(), 0, "no segment write yet");
+            assert_eq!(l.written_end_offset(), 5, "journaled counts as written");
+            assert_eq!(contents(l).await.len(), 5);
+        }
+        assert_eq!(journal.file_count(), 1);
+        for l in logs {
+            l.close().await.expect("close");
+        }
+        journal.close().await;
+        assert_eq!(
+            journal.file_count(),
+            0,
+            "every file released after the logs closed"
+        );
+        for i in 0..24u32 {
+            let log = PartitionLog::open(p.data.join(format!("t-{i}")), jcfg(1000), cache.clone())
+                .await
+                .expect("reopen");
+            let got = contents(&log).await;
+            let want: Vec<(i64, i32, Vec<u8>)> = (0..5u32)
+                .map(|r| (r as i64, 3, format!("tag{}-rec0", r * 100 + i).into_bytes()))
+                .collect();
+            assert_eq!(got, want);
+            log.check_consistency().await.expect("consistent");
+        }
+        let report = replay_journals(&p.journals, &p.data, jcfg(1000))
+            .await
+            .expect("replay");
+        assert_eq!(
+            report.applied, 0,
+            "nothing left to apply after a clean close"
+        );
+    });
+}
+
+/// Runs `f` on its own executor and lets that executor end without closing anything: what the
+/// disk holds afterwards is what a process kill at that moment leaves.
+fn crash_after<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    run(f)
+}
+
+#[test]
+fn a_crash_loses_no_journaled_append_once_the_journal_is_replayed() {
+    let p = paths();
+    let (data, journals) = (p.data.clone(), p.journals.clone());
+    let (d, j) = (data.clone(), journals.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    crash_after(move || async move {
+        let cache = ReadCache::new(8 << 20);
+        let journal = Journal::new(j.join("shard-0"), Duration::from_millis(1000));
+        let mut logs = Vec::new();
+        for i in 0..10 {
+            logs.push(open_journaled(&d, &format!("c-{i}"), 2, jcfg(1000), &cache, &journal).await);
+        }
+        let mut done = Vec::new();
+        for round in 0..7u32 {
+            let acks = join_all(
+                logs.iter()
+                    .enumerate()
+                    .map(|(i, l)| l.append(batch(1 + i % 3, round * 10 + i as u32, 1000), 5)),
+            )
+            .await;
+            for (i, a) in acks.into_iter().enumerate() {
+                let a = a.expect("append");
+                done.push((i, a.base_offset, a.last_offset));
+            }
+        }
+        for l in &logs {
+            assert_eq!(l.write_count(), 0, "everything is only in the journal");
+        }
+        tx.send(done).expect("send");
+        std::mem::forget(logs);
+    });
+    let done = rx.recv().expect("acked");
+    assert!(
+        journals
+            .join("shard-0")
+            .read_dir()
+            .expect("journal")
+            .count()
+            > 0
+    );
+    run(move || async move {
+        let report = replay_journals(&journals, &data, jcfg(1000))
+            .await
+            .expect("replay");
+        assert_eq!(report.logs, 10, "{report:?}");
+        assert_eq!(report.applied, 70, "{report:?}");
+        assert!(
+            !journals.join("shard-0").exists(),
+            "an applied journal is removed"
+        );
+        let cache = ReadCache::new(8 << 20);
+        for i in 0..10usize {
+            let log = PartitionLog::open(data.join(format!("c-{i}")), jcfg(1000), cache.clone())
+                .await
+                .expect("reopen");
+            let got = contents(&log).await;
+            let mut want = Vec::new();
+            for &(li, base, last) in done.iter().filter(|d| d.0 == i) {
+                let round = (want.len() as i64 / (1 + i as i64 % 3)) as u32;
+                for r in 0..=(last - base) {
+                    want.push((
+                        base,
+                        5,
+                        format!("tag{}-rec{r}", round * 10 + li as u32).into_bytes(),
+                    ));
+                }
+            }
+            assert_eq!(got, want, "log c-{i}");
+            log.check_consistency().await.expect("consistent");
+        }
+    });
+}
+
+#[test]
+fn a_truncation_recorded_in_the_journal_keeps_a_replay_from_restoring_what_it_cut() {
+    let p = paths();
+    let (data, journals) = (p.data.clone(), p.journals.clone());
+    let (d, j) = (data.clone(), journals.clone());
+    crash_after(move || async move {
+        let cache = ReadCache::new(8 << 20);
+        let journal = Journal::new(j.join("shard-0"), Duration::from_millis(1000));
+        let log = open_journaled(&d, "f-0", 3, jcfg(1000), &cache, &journal).await;
+        for r in 0..5u32 {
+            log.append(batch(1, r, 1000), 1).await.expect("append");
+        }
+        // A follower's divergent tail: cut at 2, then the new leader's records there.
+        log.truncate_to(2).await.expect("truncate");
+        for r in 0..2u32 {
+            log.append(batch(1, 50 + r, 1000), 2).await.expect("append");
+        }
+        // Journaled again after the cut: the segment holds only offsets 0 and 1.
+        assert_eq!(log.written_end_offset(), 4);
+        std::mem::forget(log);
+    });
+    run(move || async move {
+        replay_journals(&journals, &data, jcfg(1000))
+            .await
+            .expect("replay");
+        let log = PartitionLog::open(data.join("f-0"), jcfg(1000), ReadCache::new(1 << 20))
+            .await
+            .expect("reopen");
+        let got = contents(&log).await;
+        assert_eq!(
+            got,
+            vec![
+                (0, 1, b"tag0-rec0".to_vec()),
+                (1, 1, b"tag1-rec0".to_vec()),
+                (2, 2, b"tag50-rec0".to_vec()),
+                (3, 2, b"tag51-rec0".to_vec()),
+            ]
+        );
+    });
+}
+
+#[test]
+fn a_log_deleted_and_created_again_under_its_name_takes_none_of_the_old_entries() {
+    for same_topic in [true, false] {
+        let p = paths();
+        let (data, journals) = (p.data.clone(), p.journals.clone());
+        let (d, j) = (data.clone(), journals.clone());
+        crash_after(move || async move {
+            let cache = ReadCache::new(8 << 20);
+            let journal = Journal::new(j.join("shard-0"), Duration::from_millis(1000));
+            let old = open_journaled(&d, "g-0", 4, jcfg(1000), &cache, &journal).await;
+            for r in 0..3u32 {
+                old.append(batch(1, r, 1000), 1).await.expect("append");
+            }
+            old.delete().await.expect("delete");
+            let id = if same_topic { 4 } else { 5 };
+            let new = open_journaled(&d, "g-0", id, jcfg(1000), &cache, &journal).await;
+            new.append(batch(1, 90, 1000), 1).await.expect("append");
+            std::mem::forget(new);
+        });
+        run(move || async move {
+            replay_journals(&journals, &data, jcfg(1000))
+                .await
+                .expect("replay");
+            let log = PartitionLog::open(data.join("g-0"), jcfg(1000), ReadCache::new(1 << 20))
+                .await
+                .expect("reopen");
+            assert_eq!(
+                contents(&log).await,
+                vec![(0, 1, b"tag90-rec0".to_vec())],
+                "same topic id: {same_topic}"
+            );
+        });
+    }
+}
+
+#[test]
+fn logs_write_their_segments_themselves_when_the_journal_cannot_write() {
+    run(|| async {
+        let p = paths();
+        // The journal's directory cannot be created: a file is in the way.
+        std::fs::write(&p.journals, b"not a directory").expect("block");
+        let cache = ReadCache::new(8 << 20);
+        let journal = Journal::new(p.journals.join("shard-0"), Duration::from_millis(1000));
+        let log = open_journaled(&p.data, "h-0", 6, jcfg(1000), &cache, &journal).await;
+        for r in 0..3u32 {
+            log.append(batch(1, r, 1000), 1)
+                .await
+                .expect("append still succeeds");
+        }
+        assert!(log.write_count() >= 1, "written to the segment instead");
+        assert_eq!(log.written_end_offset(), 3);
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn full_journal_files_are_released_once_their_logs_have_written_and_synced() {
+    run(|| async {
+        let p = paths();
+        let cache = ReadCache::new(8 << 20);
+        let journal = Journal::with_file_bytes(
+            p.journals.join("shard-0"),
+            Duration::from_millis(20),
+            256 << 10,
+        );
+        let mut logs = Vec::new();
+        for i in 0..8 {
+            logs.push(
+                open_journaled(&p.data, &format!("r-{i}"), 7, jcfg(20), &cache, &journal).await,
+            );
+        }
+        let mut max_files = 0;
+        let mut total = [0i64; 8];
+        // ~4 MiB through 256 KiB files: rotations, release requests, background writes.
+        for round in 0..128u32 {
+            let acks = join_all(logs.iter().map(|l| l.append(batch(4, round, 1000), 1))).await;
+            for (i, a) in acks.into_iter().enumerate() {
+                a.expect("append");
+                total[i] += 4;
+            }
+            max_files = max_files.max(journal.file_count());
+            if round % 16 == 0 {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        assert!(max_files <= 4, "at most the file limit: {max_files}");
+        glommio::timer::sleep(Duration::from_millis(300)).await;
+        let on_disk = std::fs::read_dir(p.journals.join("shard-0"))
+            .expect("list")
+            .count();
+        assert!(on_disk <= 2, "released files are deleted, {on_disk} left");
+        for (i, l) in logs.iter().enumerate() {
+            assert_eq!(l.log_end_offset(), total[i]);
+            assert!(l.write_count() > 0, "segments written in bulk");
+        }
+        for l in logs {
+            l.check_consistency().await.expect("consistent");
+            l.close().await.expect("close");
+        }
+    });
+}
