@@ -7,6 +7,8 @@
 #           and the CreateTopics answer time
 #   idle    the issue-7 run (RF 3, 3 partitions, acks=all, 1 KiB, c=128) alone (A) and beside an
 #           idle 300-partition RF 3 topic created just before (C): goal C/A >= 0.90
+#   many    the same run over 1,000 partitions (B) against 3 (A), same concurrency: goal
+#           B/A >= 0.70 (each run also checks stored = acknowledged on every replica)
 # Prints every run and the medians per build.
 #
 # usage: bench/scale-goals.sh OLD_SERVER NEW_SERVER [pairs] [seconds] [scenarios]
@@ -33,14 +35,15 @@ create_run() {
         --json-output "$2" >/dev/null
 }
 
-# produce_run OUT [idle]: the issue-7 produce run; with "idle", a 300-partition RF 3 topic is
-# created first (and waited for: the CLI answers once every node serves it).
+# produce_run BIN [idle] OUT [partitions]: the issue-7 produce run (3 partitions unless
+# given); with "idle", a 300-partition RF 3 topic is created first (and waited for: the CLI
+# answers once every node serves it).
 produce_run() {
     if [[ ${2:-} == idle ]]; then
         "$1" topic create idle -p 300 -r 3 --brokers "$BOOT" >/dev/null
     fi
     "$BENCH" --bootstrap-servers "$BOOT" --topic busy --mode produce --create-topic \
-        --message-size 1024 -p 3 -r 3 -c 128 --acks all --duration "${SECS}s" -w 3s \
+        --message-size 1024 -p "${4:-3}" -r 3 -c 128 --acks all --duration "${SECS}s" -w 3s \
         --json-output "$3" >/dev/null
 }
 
@@ -54,6 +57,7 @@ run_one() { # $1: scenario/variant, $2: old|new, $3: pair number
         create) create_run "$bin" "$out" ;;
         alone) produce_run "$bin" "" "$out" ;;
         idle) produce_run "$bin" idle "$out" ;;
+        many) produce_run "$bin" "" "$out" 1000 ;;
     esac
     stop_cluster
     python3 - "$out" "$what" "$which" <<'PY'
@@ -79,6 +83,12 @@ for sc in $SCENARIOS; do
                 for b in $( ((n % 2)) && echo "old new" || echo "new old"); do
                     run_one alone "$b" "$n"; run_one idle "$b" "$n"
                 done ;;
+            many)
+                # Per build, 3 partitions and 1,000, back to back.
+                for b in $( ((n % 2)) && echo "old new" || echo "new old"); do
+                    [[ -e $WORK/alone-$b-$n.json ]] || run_one alone "$b" "$n"
+                    run_one many "$b" "$n"
+                done ;;
         esac
     done
 done
@@ -94,4 +104,7 @@ for b in ("old", "new"):
     if "idle" in scenarios:
         ratios = [load("idle", b, n)["msgs_per_sec"] / load("alone", b, n)["msgs_per_sec"] for n in range(1, pairs + 1)]
         print(f"idle {b}: beside 300 idle / alone {' '.join(f'{x:.3f}' for x in ratios)} (median {statistics.median(ratios):.3f})")
+    if "many" in scenarios:
+        ratios = [load("many", b, n)["msgs_per_sec"] / load("alone", b, n)["msgs_per_sec"] for n in range(1, pairs + 1)]
+        print(f"many {b}: 1,000 partitions / 3 {' '.join(f'{x:.3f}' for x in ratios)} (median {statistics.median(ratios):.3f})")
 PY

@@ -653,3 +653,75 @@ fn a_new_partition_creates_its_directory_with_its_first_record_and_keeps_it_acro
         assert_eq!(w, (0, 0), "partition {part}");
     }
 }
+
+/// Bytes the partition's segment files hold (their lengths; preallocation keeps the size).
+fn segment_bytes(data_dir: &std::path::Path, dir: &str) -> u64 {
+    std::fs::read_dir(data_dir.join(dir))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn journal_files(data_dir: &std::path::Path) -> usize {
+    std::fs::read_dir(data_dir.join(".journal"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|shard| std::fs::read_dir(shard.path()).ok())
+                .flat_map(|files| files.filter_map(|f| f.ok()))
+                .filter(|f| f.file_name().to_string_lossy().ends_with(".journal"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn records_acknowledged_from_the_shard_journal_survive_a_sigkill_and_a_clean_stop_releases_it() {
+    let mut s = Server::start(&[]);
+    let b = s.bootstrap();
+    create_topic(&b, "spread", 12);
+    for part in 0..12 {
+        send_to(&b, "spread", part, 4);
+    }
+    // Small appends were acknowledged from the shard journals (both shards hold partitions):
+    // the segments have not been written yet.
+    assert!(journal_files(&s.data_dir) >= 1, "a journal file exists");
+    let in_segments: u64 = (0..12)
+        .map(|p| segment_bytes(&s.data_dir, &format!("spread-{p}")))
+        .sum();
+    assert_eq!(in_segments, 0, "the records are only in the journal so far");
+
+    // SIGKILL: the start replays the journals into the partition logs, then removes them.
+    s.restart();
+    assert_eq!(journal_files(&s.data_dir), 0, "replayed journals are removed");
+    for part in 0..12 {
+        assert!(
+            segment_bytes(&s.data_dir, &format!("spread-{part}")) > 0,
+            "partition {part} got its records from the journal"
+        );
+        let got = read_partition(&b, "spread", part, 4);
+        assert_eq!(
+            got.iter().map(|m| m.3).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3],
+            "partition {part}"
+        );
+    }
+
+    // More small appends, then a clean stop: every log writes its journaled records at close
+    // and the journal files are released.
+    for part in 0..12 {
+        send_to(&b, "spread", part, 2);
+    }
+    assert!(journal_files(&s.data_dir) >= 1);
+    assert_eq!(s.terminate(), Some(0));
+    assert_eq!(journal_files(&s.data_dir), 0, "a clean stop leaves no journal");
+    s.spawn();
+    s.wait_ready(1);
+    for part in 0..12 {
+        assert_eq!(read_partition(&b, "spread", part, 6).len(), 6, "partition {part}");
+    }
+}

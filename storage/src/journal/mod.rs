@@ -320,8 +320,15 @@ impl Journal {
             }
             res?;
         }
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| StorageError::io(&self.dir, "create journal directory", e))?;
+        if !self.dir.exists() {
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| StorageError::io(&self.dir, "create journal directory", e))?;
+            // The new directories' entries are durable before anything is acknowledged from
+            // a file in them.
+            for d in self.dir.ancestors().skip(1).take(2) {
+                file::sync_dir(d).await?;
+            }
+        }
         let no = {
             let mut st = self.st.borrow_mut();
             st.next_file += 1;

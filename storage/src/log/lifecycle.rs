@@ -1,5 +1,6 @@
 //! Flushing, the background flusher, checkpoints, close and the consistency check.
 
+use super::checkpoint_pace;
 use super::*;
 
 impl Inner {
@@ -31,21 +32,34 @@ impl Inner {
         let (queued, unsynced, dirty_ckpt) = {
             let st = self.st.borrow();
             // Journaled batches wait for a larger write, unless the journal wants its file.
-            let unjournaled = st.pending.len() > st.journaled_count();
+            let unjournaled = st.has_unjournaled();
             (
                 unjournaled || (requested && !st.pending.is_empty()),
                 st.durable_seq < st.written_seq,
-                (st.state_dirty && hw_due) || st.epochs_dirty || st.clean_dirty,
+                (st.state_dirty && hw_due && checkpoint_pace::take_token())
+                    || st.epochs_dirty
+                    || st.clean_dirty,
             )
         };
         // Batches queued by appenders whose futures were dropped are written here too.
         let data = queued || (interval && unsynced);
-        if !data && !dirty_ckpt {
+        // A log that so far wrote only to the journal still owes its directory entry a sync.
+        let dir_owed = self.journaled_ever.get()
+            && self.st.borrow().active().is_some_and(|a| !a.dir_synced)
+            && self.deferred.borrow().is_none();
+        if !data && !dirty_ckpt && !dir_owed {
             return Ok(());
         }
         let _permit = self.lock().await?;
         if self.closed.get() {
             return Ok(());
+        }
+        if dir_owed {
+            file::sync_dir(&self.dir).await?;
+            self.fsyncs.set(self.fsyncs.get() + 1);
+            if let Some(a) = self.st.borrow_mut().active_mut() {
+                a.dir_synced = true;
+            }
         }
         if data {
             self.journal_write_requested.set(false);

@@ -196,6 +196,13 @@ impl Inner {
 
     pub(super) async fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
         let _permit = self.lock().await?;
+        // A new log start beyond the segment's end: the queued (journaled) batches below it go
+        // to the segment first, or a reopen would clamp the start back to the segment's end
+        // and a journal replay would bring the deleted records back.
+        let queued_below = self.st.borrow().pending.front().is_some_and(|p| p.base < offset);
+        if queued_below {
+            self.write_pending_locked().await?;
+        }
         {
             let mut st = self.st.borrow_mut();
             if offset > st.leo || offset < 0 {

@@ -32,6 +32,7 @@ use crate::recovery::{scan_segment, ScanOptions};
 use crate::segment::{index_name, log_path, time_index_name, BatchInfo, Segment, SegmentMeta};
 use crate::time_index::TimeIndex;
 
+mod checkpoint_pace;
 pub mod clean;
 pub mod clean_txn;
 mod lifecycle;
@@ -222,9 +223,23 @@ impl State {
         };
         (seq < done).then_some(Ok(()))
     }
-    /// How many queued batches (a prefix) are already in the journal.
+    /// How many queued batches (a prefix) are already in the journal. O(1) in the usual
+    /// cases (none or all of them): it is asked per partition of every fetch.
     fn journaled_count(&self) -> usize {
-        self.pending.partition_point(|p| p.seq < self.journaled_seq)
+        match (self.pending.front(), self.pending.back()) {
+            (Some(f), Some(b)) if f.seq < self.journaled_seq => {
+                if b.seq < self.journaled_seq {
+                    self.pending.len()
+                } else {
+                    self.pending.partition_point(|p| p.seq < self.journaled_seq)
+                }
+            }
+            _ => 0,
+        }
+    }
+    /// Whether a queued batch is not in the journal yet.
+    fn has_unjournaled(&self) -> bool {
+        self.pending.back().is_some_and(|b| b.seq >= self.journaled_seq)
     }
     fn recompute_log_max(&mut self) {
         let mut best = (-1i64, -1i64);
@@ -858,17 +873,10 @@ impl Inner {
                 _ => return Ok(true),
             }
         };
-        // The directory (with its marker) exists before the journal names it, and its entry
-        // is synced: a replay after a power cut must find it.
+        // The directory (with its marker) exists before the journal names it. Its entry is
+        // synced by the background flush, within the interval the journal itself is synced
+        // in (the power-cut window of an acknowledged append), not on this append's path.
         self.create_deferred_dir_locked().await?;
-        let dir_synced = self.st.borrow().active().is_none_or(|a| a.dir_synced);
-        if !dir_synced {
-            file::sync_dir(&self.dir).await?;
-            self.fsyncs.set(self.fsyncs.get() + 1);
-            if let Some(a) = self.st.borrow_mut().active_mut() {
-                a.dir_synced = true;
-            }
-        }
         let me: Weak<dyn JournalOwner> = Rc::downgrade(self) as Weak<dyn JournalOwner>;
         let key = Rc::as_ptr(self) as usize;
         if !journal.write(id, entries, Some((key, me, last_seq))).await {
