@@ -86,15 +86,12 @@ pub async fn read_local(shard: &Rc<Services>, spec: ReadSpec) -> PartitionRead {
         return r;
     }
     let upper = match spec.replica {
-        // Only a broker that holds a replica of the partition may fetch as its follower (and
-        // so move its high watermark); Kafka answers another broker NOT_LEADER_OR_FOLLOWER.
-        // (Who the broker is was checked by `handle`: the connection proved it.)
-        Some(follower) if !is_follower_of(shard, &spec.tp, follower) => {
-            return PartitionRead::error(errors::NOT_LEADER_OR_FOLLOWER);
-        }
         Some(follower) => {
             // A follower's fetch offset is its log end offset: record it and move the HW.
-            // (Checked above: this replica leads and `follower` holds a replica.)
+            // Only another broker in the partition's replica set may (the partition checks,
+            // against the assignment it was given from the image); Kafka answers any other
+            // NOT_LEADER_OR_FOLLOWER. (Who the broker is was checked by `handle`: the
+            // connection proved it.)
             if shard
                 .replicas
                 .follower_fetched(&p, follower, spec.offset, Instant::now())
@@ -129,16 +126,6 @@ pub async fn read_local(shard: &Rc<Services>, spec: ReadSpec) -> PartitionRead {
         Err(e) => r.error = storage_error_code(&e),
     }
     r
-}
-
-/// Whether `broker` is another broker in the replica set of `tp` in this shard's image.
-fn is_follower_of(shard: &Services, tp: &TopicPartition, broker: BrokerId) -> bool {
-    broker != shard.config.node_id
-        && shard.with_image(|img| {
-            img.topic(&tp.topic)
-                .and_then(|t| t.partitions.get(usize::try_from(tp.partition).ok()?))
-                .is_some_and(|ps| ps.replicas.contains(&broker))
-        })
 }
 
 /// Waits (on the owner shard) until any of `tps` moves its high watermark (for a follower:
