@@ -146,25 +146,45 @@ fn small_appends_of_many_logs_share_journal_writes_and_reach_their_segments_at_c
     });
 }
 
-/// Runs `f` on its own executor and lets that executor end without closing anything: what the
-/// disk holds afterwards is what a process kill at that moment leaves.
-fn crash_after<F, Fut>(f: F)
+/// Runs `f` with a cache and a shard journal on its own executor and lets that executor end
+/// without closing anything: what the disk holds afterwards is what a process kill at that
+/// moment leaves.
+fn crash_after<F, Fut>(p: &Paths, f: F)
 where
-    F: FnOnce() -> Fut + Send + 'static,
+    F: FnOnce(PathBuf, Rc<ReadCache>, Rc<Journal>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
-    run(f)
+    let (data, journals) = (p.data.clone(), p.journals.clone());
+    run(move || async move {
+        let cache = ReadCache::new(8 << 20);
+        let journal = Journal::new(journals.join("shard-0"), Duration::from_millis(1000));
+        f(data, cache, journal).await
+    })
+}
+
+/// Replays the journals as the broker's start does (on a fresh executor), then returns what
+/// log `name` holds.
+fn replayed(p: &Paths, name: &'static str) -> Vec<(i64, i32, Vec<u8>)> {
+    let (data, journals) = (p.data.clone(), p.journals.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    run(move || async move {
+        replay_journals(&journals, &data, jcfg(1000))
+            .await
+            .expect("replay");
+        let log = PartitionLog::open(data.join(name), jcfg(1000), ReadCache::new(1 << 20))
+            .await
+            .expect("reopen");
+        tx.send(contents(&log).await).expect("send");
+    });
+    rx.recv().expect("contents")
 }
 
 #[test]
 fn a_crash_loses_no_journaled_append_once_the_journal_is_replayed() {
     let p = paths();
     let (data, journals) = (p.data.clone(), p.journals.clone());
-    let (d, j) = (data.clone(), journals.clone());
     let (tx, rx) = std::sync::mpsc::channel();
-    crash_after(move || async move {
-        let cache = ReadCache::new(8 << 20);
-        let journal = Journal::new(j.join("shard-0"), Duration::from_millis(1000));
+    crash_after(&p, move |d, cache, journal| async move {
         let mut logs = Vec::new();
         for i in 0..10 {
             logs.push(open_journaled(&d, &format!("c-{i}"), 2, jcfg(1000), &cache, &journal).await);
@@ -233,12 +253,8 @@ fn a_crash_loses_no_journaled_append_once_the_journal_is_replayed() {
 #[test]
 fn a_truncation_recorded_in_the_journal_keeps_a_replay_from_restoring_what_it_cut() {
     let p = paths();
-    let (data, journals) = (p.data.clone(), p.journals.clone());
-    let (d, j) = (data.clone(), journals.clone());
-    crash_after(move || async move {
-        let cache = ReadCache::new(8 << 20);
-        let journal = Journal::new(j.join("shard-0"), Duration::from_millis(1000));
-        let log = open_journaled(&d, "f-0", 3, jcfg(1000), &cache, &journal).await;
+    crash_after(&p, |data, cache, journal| async move {
+        let log = open_journaled(&data, "f-0", 3, jcfg(1000), &cache, &journal).await;
         for r in 0..5u32 {
             log.append(batch(1, r, 1000), 1).await.expect("append");
         }
@@ -251,58 +267,37 @@ fn a_truncation_recorded_in_the_journal_keeps_a_replay_from_restoring_what_it_cu
         assert_eq!(log.written_end_offset(), 4);
         std::mem::forget(log);
     });
-    run(move || async move {
-        replay_journals(&journals, &data, jcfg(1000))
-            .await
-            .expect("replay");
-        let log = PartitionLog::open(data.join("f-0"), jcfg(1000), ReadCache::new(1 << 20))
-            .await
-            .expect("reopen");
-        let got = contents(&log).await;
-        assert_eq!(
-            got,
-            vec![
-                (0, 1, b"tag0-rec0".to_vec()),
-                (1, 1, b"tag1-rec0".to_vec()),
-                (2, 2, b"tag50-rec0".to_vec()),
-                (3, 2, b"tag51-rec0".to_vec()),
-            ]
-        );
-    });
+    assert_eq!(
+        replayed(&p, "f-0"),
+        vec![
+            (0, 1, b"tag0-rec0".to_vec()),
+            (1, 1, b"tag1-rec0".to_vec()),
+            (2, 2, b"tag50-rec0".to_vec()),
+            (3, 2, b"tag51-rec0".to_vec()),
+        ]
+    );
 }
 
 #[test]
 fn a_log_deleted_and_created_again_under_its_name_takes_none_of_the_old_entries() {
     for same_topic in [true, false] {
         let p = paths();
-        let (data, journals) = (p.data.clone(), p.journals.clone());
-        let (d, j) = (data.clone(), journals.clone());
-        crash_after(move || async move {
-            let cache = ReadCache::new(8 << 20);
-            let journal = Journal::new(j.join("shard-0"), Duration::from_millis(1000));
-            let old = open_journaled(&d, "g-0", 4, jcfg(1000), &cache, &journal).await;
+        crash_after(&p, move |data, cache, journal| async move {
+            let old = open_journaled(&data, "g-0", 4, jcfg(1000), &cache, &journal).await;
             for r in 0..3u32 {
                 old.append(batch(1, r, 1000), 1).await.expect("append");
             }
             old.delete().await.expect("delete");
             let id = if same_topic { 4 } else { 5 };
-            let new = open_journaled(&d, "g-0", id, jcfg(1000), &cache, &journal).await;
+            let new = open_journaled(&data, "g-0", id, jcfg(1000), &cache, &journal).await;
             new.append(batch(1, 90, 1000), 1).await.expect("append");
             std::mem::forget(new);
         });
-        run(move || async move {
-            replay_journals(&journals, &data, jcfg(1000))
-                .await
-                .expect("replay");
-            let log = PartitionLog::open(data.join("g-0"), jcfg(1000), ReadCache::new(1 << 20))
-                .await
-                .expect("reopen");
-            assert_eq!(
-                contents(&log).await,
-                vec![(0, 1, b"tag90-rec0".to_vec())],
-                "same topic id: {same_topic}"
-            );
-        });
+        assert_eq!(
+            replayed(&p, "g-0"),
+            vec![(0, 1, b"tag90-rec0".to_vec())],
+            "same topic id: {same_topic}"
+        );
     }
 }
 

@@ -697,7 +697,11 @@ fn records_acknowledged_from_the_shard_journal_survive_a_sigkill_and_a_clean_sto
 
     // SIGKILL: the start replays the journals into the partition logs, then removes them.
     s.restart();
-    assert_eq!(journal_files(&s.data_dir), 0, "replayed journals are removed");
+    assert_eq!(
+        journal_files(&s.data_dir),
+        0,
+        "replayed journals are removed"
+    );
     for part in 0..12 {
         assert!(
             segment_bytes(&s.data_dir, &format!("spread-{part}")) > 0,
@@ -718,10 +722,18 @@ fn records_acknowledged_from_the_shard_journal_survive_a_sigkill_and_a_clean_sto
     }
     assert!(journal_files(&s.data_dir) >= 1);
     assert_eq!(s.terminate(), Some(0));
-    assert_eq!(journal_files(&s.data_dir), 0, "a clean stop leaves no journal");
+    assert_eq!(
+        journal_files(&s.data_dir),
+        0,
+        "a clean stop leaves no journal"
+    );
     s.spawn();
     s.wait_ready(1);
     for part in 0..12 {
-        assert_eq!(read_partition(&b, "spread", part, 6).len(), 6, "partition {part}");
+        assert_eq!(
+            read_partition(&b, "spread", part, 6).len(),
+            6,
+            "partition {part}"
+        );
     }
 }

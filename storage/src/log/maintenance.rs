@@ -199,7 +199,12 @@ impl Inner {
         // A new log start beyond the segment's end: the queued (journaled) batches below it go
         // to the segment first, or a reopen would clamp the start back to the segment's end
         // and a journal replay would bring the deleted records back.
-        let queued_below = self.st.borrow().pending.front().is_some_and(|p| p.base < offset);
+        let queued_below = self
+            .st
+            .borrow()
+            .pending
+            .front()
+            .is_some_and(|p| p.base < offset);
         if queued_below {
             self.write_pending_locked().await?;
         }

@@ -239,7 +239,9 @@ impl State {
     }
     /// Whether a queued batch is not in the journal yet.
     fn has_unjournaled(&self) -> bool {
-        self.pending.back().is_some_and(|b| b.seq >= self.journaled_seq)
+        self.pending
+            .back()
+            .is_some_and(|b| b.seq >= self.journaled_seq)
     }
     fn recompute_log_max(&mut self) {
         let mut best = (-1i64, -1i64);
