@@ -17,7 +17,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::file::PAGE;
 
-pub(crate) const MAGIC: u32 = 0x4C4E_524A; // "JRNL"
+/// "JRNL"; its first byte on disk (0x4A) is not zero, which is how padding is told apart.
+pub(crate) const MAGIC: u32 = 0x4C4E_524A;
 pub(crate) const HEADER_LEN: usize = 24;
 /// No entry is larger (a journaled batch is below the log's journaling bound, far less).
 pub(crate) const MAX_ENTRY_LEN: usize = 2 << 20;
@@ -142,18 +143,19 @@ pub(crate) fn decode_file(bytes: &Bytes) -> (Vec<Entry>, Option<String>) {
     let mut pos = 0usize;
     let page = PAGE as usize;
     while pos + HEADER_LEN <= bytes.len() {
-        let Ok(h) = Header::read_from_bytes(&bytes[pos..pos + HEADER_LEN]) else {
-            return (out, Some(format!("unreadable header at {pos}")));
-        };
-        if h.magic.get() == 0 {
-            // Padding after a write: the next write starts at the next page; a zero page
-            // there is the end.
+        // Padding after a write (the next write starts at the next page; a zero page there is
+        // the end). An entry's first byte (of its magic) is never zero, so one zero byte tells
+        // padding apart, however few bytes of it there are before the page boundary.
+        if bytes[pos] == 0 {
             if pos.is_multiple_of(page) {
                 return (out, None);
             }
             pos = pos.div_ceil(page) * page;
             continue;
         }
+        let Ok(h) = Header::read_from_bytes(&bytes[pos..pos + HEADER_LEN]) else {
+            return (out, Some(format!("unreadable header at {pos}")));
+        };
         let len = h.len.get() as usize;
         let ids = h.dir_len as usize + h.marker_name_len as usize + h.marker_len as usize;
         if h.magic.get() != MAGIC
@@ -248,6 +250,23 @@ mod tests {
             ]
         );
         assert_eq!(entries[3].id, id());
+    }
+
+    #[test]
+    fn a_write_ending_one_to_three_bytes_before_a_page_boundary_does_not_end_the_file() {
+        let id = id();
+        let page = PAGE as usize;
+        for padding in 1..=3 {
+            // One entry sized so the first write leaves `padding` zero bytes in its page.
+            let payload = vec![7u8; page - padding - entry_len(&id, 0)];
+            let mut file = write(&[(EntryKind::Batch, 0, &payload)]);
+            assert_eq!(file.len(), page);
+            file.extend(write(&[(EntryKind::Batch, 1, b"next")]));
+            let (entries, stop) = decode_file(&Bytes::from(file));
+            assert_eq!(stop, None, "padding {padding}");
+            assert_eq!(entries.len(), 2, "padding {padding}");
+            assert_eq!(&entries[1].payload[..], b"next");
+        }
     }
 
     #[test]
