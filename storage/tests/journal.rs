@@ -302,6 +302,30 @@ fn a_log_deleted_and_created_again_under_its_name_takes_none_of_the_old_entries(
 }
 
 #[test]
+fn a_log_that_cannot_be_opened_does_not_keep_the_others_from_their_journaled_batches() {
+    let p = paths();
+    crash_after(&p, |data, cache, journal| async move {
+        for name in ["bad-0", "ok-0"] {
+            let log = open_journaled(&data, name, 8, jcfg(1000), &cache, &journal).await;
+            log.append(batch(1, 1, 1000), 1).await.expect("append");
+            std::mem::forget(log);
+        }
+    });
+    // The damaged log's segment is not a file any more: it cannot be opened.
+    let seg = p.data.join("bad-0").join(format!("{:020}.log", 0));
+    std::fs::remove_file(&seg).expect("remove segment");
+    std::fs::create_dir(&seg).expect("directory in its place");
+    let (data, journals) = (p.data.clone(), p.journals.clone());
+    run(move || async move {
+        let report = replay_journals(&journals, &data, jcfg(1000))
+            .await
+            .expect("replay goes on past a damaged log");
+        assert_eq!((report.logs, report.failed_logs), (1, 1), "{report:?}");
+    });
+    assert_eq!(replayed(&p, "ok-0"), vec![(0, 1, b"tag1-rec0".to_vec())]);
+}
+
+#[test]
 fn logs_write_their_segments_themselves_when_the_journal_cannot_write() {
     run(|| async {
         let p = paths();

@@ -22,6 +22,8 @@ pub struct ReplayReport {
     pub applied: usize,
     /// Logs that received batches.
     pub logs: usize,
+    /// Logs that could not be opened to take their batches.
+    pub failed_logs: usize,
 }
 
 /// Applies every journal under `root` (one directory per shard, files in name order) to the
@@ -103,10 +105,19 @@ pub async fn recover(
         if !dir.is_dir() {
             continue;
         }
-        let applied = apply(&dir, list, cfg.clone(), cache.clone()).await?;
-        if applied > 0 {
-            report.applied += applied;
-            report.logs += 1;
+        let batches = list.len();
+        match apply(&dir, list, cfg.clone(), cache.clone()).await {
+            Ok(0) => {}
+            Ok(applied) => {
+                report.applied += applied;
+                report.logs += 1;
+            }
+            // A log that cannot be opened is damaged: the broker reports it when it opens the
+            // partition (KAFKA_STORAGE_ERROR for it alone), and the other logs still get theirs.
+            Err(e) => {
+                report.failed_logs += 1;
+                tracing::error!(dir = %dir.display(), batches, %e, "cannot apply the journal to this log; its journaled batches are lost");
+            }
         }
     }
     for shard in &shard_dirs {
