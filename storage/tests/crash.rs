@@ -7,13 +7,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use chronik_storage::testing::build_batch_of;
 use chronik_storage::{
     parse_header, validate_batch, FlushPolicy, LogConfig, PartitionLog, ReadCache,
 };
@@ -53,23 +50,13 @@ fn crash_writer_child() {
         let log = Rc::new(log);
         let mut tasks = Vec::new();
         for w in 0..4u8 {
-            let log = log.clone();
-            tasks.push(glommio::spawn_local(async move {
-                let mut seq = 0i64;
-                loop {
-                    let (n, len) = {
-                        let mut rng = rand::thread_rng();
-                        (rng.gen_range(1..12), rng.gen_range(8..700))
-                    };
-                    let b = build_batch_of(n, len, w.wrapping_add(seq as u8), seq);
-                    let crc = parse_header(&b).expect("header").crc;
-                    let r = log.append(b, 1).await.expect("append");
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "ACK {} {} {}", r.base_offset, r.last_offset, crc);
-                    let _ = out.flush();
-                    seq += 1;
-                }
-            }));
+            tasks.push(glommio::spawn_local(append_and_report_forever(
+                log.clone(),
+                w,
+                12,
+                700,
+                String::new(),
+            )));
         }
         for t in tasks {
             t.await;
@@ -129,51 +116,23 @@ fn verify(dir: &Path, acked: &[(i64, i64, u32)], clean_close: bool) -> usize {
 #[test]
 fn sigkill_never_loses_acknowledged_appends() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("test binary path");
     let mut acked: Vec<(i64, i64, u32)> = Vec::new();
     let mut rng = rand::thread_rng();
     let started = Instant::now();
     for iter in 0..ITERATIONS {
         let buffered = iter % 3 == 2;
-        let mut cmd = Command::new(&exe);
-        cmd.args([
-            "crash_writer_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("CHRONIK_CRASH_DIR", dir.path())
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        let mut env = vec![("CHRONIK_CRASH_DIR", dir.path().display().to_string())];
         if buffered {
-            cmd.env("CHRONIK_CRASH_BUFFERED", "1");
+            env.push(("CHRONIK_CRASH_BUFFERED", "1".to_string()));
         }
-        let mut child = cmd.spawn().expect("spawn writer");
-        let stdout = child.stdout.take().expect("stdout");
-        let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let parts: Vec<&str> = line.split_whitespace().collect();
-                if parts.len() == 4 && parts[0] == "ACK" {
-                    if let (Ok(b), Ok(l), Ok(c)) =
-                        (parts[1].parse(), parts[2].parse(), parts[3].parse())
-                    {
-                        acks.push((b, l, c));
-                    }
-                }
-            }
-            acks
-        });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(40..400)));
-        child.kill().expect("SIGKILL writer");
-        let status = child.wait().expect("wait writer");
-        assert!(
-            !status.success(),
-            "writer must have been killed, not have exited"
-        );
-        let new = reader.join().expect("reader thread");
+        let delay = Duration::from_millis(rng.gen_range(40..400));
+        let new: Vec<(i64, i64, u32)> = kill_writer_after("crash_writer_child", &env, delay)
+            .into_iter()
+            .filter_map(|f| match &f[..] {
+                [b, l, c] => Some((b.parse().ok()?, l.parse().ok()?, c.parse().ok()?)),
+                _ => None,
+            })
+            .collect();
         acked.extend(new);
         let stored = verify(dir.path(), &acked, iter % 2 == 0);
         assert!(stored >= acked.len());

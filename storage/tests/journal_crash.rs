@@ -7,16 +7,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::Duration;
 
-use chronik_storage::testing::build_batch_of;
 use chronik_storage::{
-    parse_header, replay_journals, validate_batch, DirMarker, FlushPolicy, Journal, LogConfig,
-    PartitionLog, ReadCache,
+    replay_journals, validate_batch, DirMarker, FlushPolicy, Journal, LogConfig, PartitionLog,
+    ReadCache,
 };
 use common::*;
 use rand::Rng;
@@ -68,24 +65,13 @@ fn journal_crash_writer_child() {
             log.use_journal(journal.clone(), &marker());
             let log = Rc::new(log);
             for w in 0..2u8 {
-                let log = log.clone();
-                tasks.push(glommio::spawn_local(async move {
-                    let mut seq = 0i64;
-                    loop {
-                        let (n, len) = {
-                            let mut rng = rand::thread_rng();
-                            (rng.gen_range(1..4), rng.gen_range(8..600))
-                        };
-                        let b = build_batch_of(n, len, w.wrapping_add(seq as u8), seq);
-                        let crc = parse_header(&b).expect("header").crc;
-                        let r = log.append(b, 1).await.expect("append");
-                        let mut out = std::io::stdout().lock();
-                        let _ =
-                            writeln!(out, "ACK {l} {} {} {}", r.base_offset, r.last_offset, crc);
-                        let _ = out.flush();
-                        seq += 1;
-                    }
-                }));
+                tasks.push(glommio::spawn_local(append_and_report_forever(
+                    log.clone(),
+                    w,
+                    4,
+                    600,
+                    format!("{l} "),
+                )));
             }
         }
         for t in tasks {
@@ -137,46 +123,27 @@ fn verify(dir: &Path, acked: &Acked) {
 #[test]
 fn sigkill_never_loses_a_journaled_append() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("test binary path");
     let mut acked: Acked = Vec::new();
     let mut rng = rand::thread_rng();
     for _ in 0..ITERATIONS {
-        let mut child = Command::new(&exe)
-            .args([
-                "journal_crash_writer_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("CHRONIK_JOURNAL_CRASH_DIR", dir.path())
-            .env("RUST_BACKTRACE", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn writer");
-        let stdout = child.stdout.take().expect("stdout");
-        let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let p: Vec<&str> = line.split_whitespace().collect();
-                if p.len() == 5 && p[0] == "ACK" {
-                    if let (Ok(l), Ok(b), Ok(e), Ok(c)) =
-                        (p[1].parse(), p[2].parse(), p[3].parse(), p[4].parse())
-                    {
-                        acks.push((l, b, e, c));
-                    }
-                }
-            }
-            acks
-        });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(60..500)));
-        child.kill().expect("SIGKILL writer");
-        assert!(
-            !child.wait().expect("wait writer").success(),
-            "killed, not exited"
-        );
-        acked.extend(reader.join().expect("reader thread"));
+        let env = [(
+            "CHRONIK_JOURNAL_CRASH_DIR",
+            dir.path().display().to_string(),
+        )];
+        let delay = Duration::from_millis(rng.gen_range(60..500));
+        let new: Acked = kill_writer_after("journal_crash_writer_child", &env, delay)
+            .into_iter()
+            .filter_map(|f| match &f[..] {
+                [l, b, e, c] => Some((
+                    l.parse().ok()?,
+                    b.parse().ok()?,
+                    e.parse().ok()?,
+                    c.parse().ok()?,
+                )),
+                _ => None,
+            })
+            .collect();
+        acked.extend(new);
         verify(dir.path(), &acked);
     }
     assert!(!acked.is_empty(), "the writer never acknowledged anything");

@@ -161,3 +161,76 @@ pub fn values(b: &[u8]) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// A crash test's writer loop: appends batches of 1..`max_records` records of 8..`max_len`
+/// bytes to `log` for ever, printing "ACK {label}{base} {last} {crc}" for each acknowledged
+/// one (flushed at once: the process is killed at any moment).
+pub async fn append_and_report_forever(
+    log: Rc<PartitionLog>,
+    writer: u8,
+    max_records: usize,
+    max_len: usize,
+    label: String,
+) {
+    use rand::Rng;
+    use std::io::Write;
+    let mut seq = 0i64;
+    loop {
+        let (n, len) = {
+            let mut rng = rand::thread_rng();
+            (rng.gen_range(1..max_records), rng.gen_range(8..max_len))
+        };
+        let b =
+            chronik_storage::testing::build_batch_of(n, len, writer.wrapping_add(seq as u8), seq);
+        let crc = parse_header(&b).expect("header").crc;
+        let r = log.append(b, 1).await.expect("append");
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "ACK {label}{} {} {}",
+            r.base_offset, r.last_offset, crc
+        );
+        let _ = out.flush();
+        seq += 1;
+    }
+}
+
+/// Runs this test binary's test `child` as a writer process with `env`, SIGKILLs it after
+/// `delay`, and returns the fields after "ACK" of every line it printed.
+pub fn kill_writer_after(
+    child: &str,
+    env: &[(&str, String)],
+    delay: std::time::Duration,
+) -> Vec<Vec<String>> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = Command::new(exe);
+    cmd.args([child, "--exact", "--nocapture", "--test-threads=1"])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut proc = cmd.spawn().expect("spawn writer");
+    let stdout = proc.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| {
+                let mut f = line.split_whitespace();
+                (f.next() == Some("ACK")).then(|| f.map(str::to_string).collect())
+            })
+            .collect::<Vec<Vec<String>>>()
+    });
+    std::thread::sleep(delay);
+    proc.kill().expect("SIGKILL writer");
+    let status = proc.wait().expect("wait writer");
+    assert!(
+        !status.success(),
+        "writer must have been killed, not have exited"
+    );
+    reader.join().expect("reader thread")
+}
