@@ -326,6 +326,43 @@ fn a_log_that_cannot_be_opened_does_not_keep_the_others_from_their_journaled_bat
 }
 
 #[test]
+fn a_journaled_log_still_rolls_its_segments_by_size_and_by_age() {
+    run(|| async {
+        let p = paths();
+        let cache = ReadCache::new(8 << 20);
+        let journal = Journal::new(p.journals.join("shard-0"), Duration::from_millis(1000));
+        let by_size = LogConfig {
+            segment_bytes: 4096,
+            ..jcfg(1000)
+        };
+        let by_age = LogConfig {
+            segment_ms: Some(50),
+            ..jcfg(1000)
+        };
+        let sized = open_journaled(&p.data, "s-0", 9, by_size, &cache, &journal).await;
+        let aged = open_journaled(&p.data, "a-0", 9, by_age, &cache, &journal).await;
+        for r in 0..40u32 {
+            sized.append(batch(20, r, 1000), 1).await.expect("append");
+            aged.append(batch(1, r, 1000), 1).await.expect("append");
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        // Retention and the cleaner work on sealed segments: the journal must not keep a log
+        // in one segment.
+        assert!(
+            sized.segment_count() > 2,
+            "by size: {}",
+            sized.segment_count()
+        );
+        assert!(aged.segment_count() > 2, "by age: {}", aged.segment_count());
+        for l in [sized, aged] {
+            assert_eq!(contents(&l).await.len() % 40, 0);
+            l.check_consistency().await.expect("consistent");
+            l.close().await.expect("close");
+        }
+    });
+}
+
+#[test]
 fn logs_write_their_segments_themselves_when_the_journal_cannot_write() {
     run(|| async {
         let p = paths();

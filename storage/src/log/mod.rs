@@ -864,6 +864,18 @@ impl Inner {
             if st.pending_bytes >= JOURNAL_MAX_PENDING {
                 return Ok(false);
             }
+            // A roll that is due happens at a segment write, as without the journal: rolls
+            // (by size or age) are what retention and the cleaner work on.
+            let cfg = self.cfg.borrow();
+            let roll_due = st.active().is_some_and(|a| {
+                a.meta.size + st.pending_bytes > cfg.effective_segment_bytes()
+                    || cfg
+                        .segment_ms
+                        .is_some_and(|ms| now_ms() - a.created_ms >= ms as i64)
+            });
+            if roll_due {
+                return Ok(false);
+            }
             let from = st.journaled_count();
             let entries: Vec<(EntryKind, i64, Bytes)> = st
                 .pending
