@@ -363,6 +363,39 @@ fn a_journaled_log_still_rolls_its_segments_by_size_and_by_age() {
 }
 
 #[test]
+fn an_append_after_an_age_roll_is_due_seals_the_journaled_batches_before_it() {
+    run(|| async {
+        let p = paths();
+        let cache = ReadCache::new(8 << 20);
+        let journal = Journal::new(p.journals.join("shard-0"), Duration::from_millis(1000));
+        let cfg = LogConfig {
+            segment_ms: Some(100),
+            ..jcfg(1000)
+        };
+        let log = open_journaled(&p.data, "o-0", 9, cfg, &cache, &journal).await;
+        for r in 0..5u32 {
+            log.append(batch(1, r, 1000), 1).await.expect("append");
+        }
+        assert_eq!(log.write_count(), 0, "all journaled");
+        glommio::timer::sleep(Duration::from_millis(150)).await;
+        log.append(batch(1, 99, 1000), 1).await.expect("append");
+        // As without the journal: what came before the due roll is in the sealed segment (the
+        // cleaner and retention can take it), the append that found it due starts the next.
+        assert_eq!(log.segment_count(), 2);
+        assert!(
+            p.data.join("o-0").join(format!("{:020}.log", 5)).exists(),
+            "the segment after the roll starts at the new append"
+        );
+        log.close().await.expect("close");
+        let log = PartitionLog::open(p.data.join("o-0"), jcfg(1000), cache.clone())
+            .await
+            .expect("reopen");
+        assert_eq!(log.segment_count(), 2);
+        assert_eq!(contents(&log).await.len(), 6);
+    });
+}
+
+#[test]
 fn logs_write_their_segments_themselves_when_the_journal_cannot_write() {
     run(|| async {
         let p = paths();

@@ -120,14 +120,22 @@ impl Inner {
                 let too_old = cfg
                     .segment_ms
                     .is_some_and(|ms| now_ms() - active.created_ms >= ms as i64);
+                // Journaled batches were appended before anything queued after them: an age
+                // roll that is due comes after them (as it would have had each been written at
+                // once), so they go to the current segment and the roll to the rest.
+                let journaled = st.journaled_seq;
+                let first_journaled = first.seq < journaled;
                 let roll = active.meta.size > 0
-                    && (active.meta.size + first.bytes.len() as u64 > seg_bytes || too_old);
+                    && (active.meta.size + first.bytes.len() as u64 > seg_bytes
+                        || (too_old && !first_journaled));
                 let mut size = if roll { 0 } else { active.meta.size };
                 let mut run_bytes = 0u64;
                 let mut items = Vec::new();
                 for p in &st.pending {
                     let len = p.bytes.len() as u64;
-                    if !items.is_empty() && (size + len > seg_bytes || run_bytes + len > MAX_WRITE)
+                    let roll_between = too_old && first_journaled && p.seq >= journaled;
+                    if !items.is_empty()
+                        && (size + len > seg_bytes || run_bytes + len > MAX_WRITE || roll_between)
                     {
                         break;
                     }
