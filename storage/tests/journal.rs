@@ -396,6 +396,36 @@ fn an_append_after_an_age_roll_is_due_seals_the_journaled_batches_before_it() {
 }
 
 #[test]
+fn a_batch_queued_without_a_waiting_appender_goes_to_the_journal_at_the_background_flush() {
+    run(|| async {
+        let p = paths();
+        let cache = ReadCache::new(8 << 20);
+        let journal = Journal::new(p.journals.join("shard-0"), Duration::from_millis(1000));
+        let log = open_journaled(&p.data, "q-0", 7, jcfg(20), &cache, &journal).await;
+        log.append(batch(1, 0, 1000), 1).await.expect("append");
+        // Queued, then its appender went away before its round was written (as when the
+        // background flush runs between an append and its flusher): the background flush
+        // hands it to the journal like any small round, not to the segment.
+        drop(log.append(batch(1, 1, 1000), 1));
+        let mut waited = 0;
+        while log.written_end_offset() < 2 && waited < 200 {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert_eq!(log.written_end_offset(), 2, "the queued batch was taken");
+        assert_eq!(log.write_count(), 0, "by the journal, not the segment");
+        assert!(journal.write_count() >= 2);
+        assert_eq!(contents(&log).await.len(), 2);
+        log.close().await.expect("close");
+        journal.close().await;
+        let log = PartitionLog::open(p.data.join("q-0"), jcfg(20), cache.clone())
+            .await
+            .expect("reopen");
+        assert_eq!(contents(&log).await.len(), 2, "both in the segment after close");
+    });
+}
+
+#[test]
 fn logs_write_their_segments_themselves_when_the_journal_cannot_write() {
     run(|| async {
         let p = paths();

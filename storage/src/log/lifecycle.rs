@@ -23,7 +23,7 @@ impl Inner {
         }
     }
 
-    pub(super) async fn background_flush(&self) -> Result<(), StorageError> {
+    pub(super) async fn background_flush(self: &Rc<Self>) -> Result<(), StorageError> {
         let interval = matches!(self.cfg.borrow().flush, FlushPolicy::IntervalMs(_));
         // The high watermark moves with every acknowledged produce; rewriting its checkpoint
         // more often than Kafka's 5 s default would cost an fsync per partition per interval.
@@ -62,9 +62,16 @@ impl Inner {
             }
         }
         if data {
-            self.journal_write_requested.set(false);
+            let requested = self.journal_write_requested.replace(false);
+            // Decided before the lock: an appender may have journaled the queue meanwhile, or
+            // still be about to. Batches that can go to the journal go there (an appender
+            // that queued them is waiting for exactly that write); the segment gets them in
+            // bulk later, unless the journal wants its file back or cannot take them.
+            let journaled = !requested && self.journal_pending_locked().await.unwrap_or(false);
             let res = async {
-                self.write_pending_locked().await?;
+                if !journaled {
+                    self.write_pending_locked().await?;
+                }
                 self.sync_active_locked().await
             }
             .await;
