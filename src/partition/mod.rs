@@ -7,6 +7,7 @@
 //! high watermark never passes the log end. The shard's `manager::ReplicaManager` is the one
 //! owner of the open partitions and calls them.
 
+pub mod change_log;
 mod cleaning;
 #[cfg(test)]
 mod cleaning_tests;
@@ -483,6 +484,7 @@ impl Partition {
             .await?;
         self.maybe_advance_hw();
         self.appended.notify();
+        change_log::mark(&self.tp, true);
         Ok(ProduceOutcome {
             error: errors::NONE,
             base_offset: r.base_offset,
@@ -520,6 +522,7 @@ impl Partition {
     pub fn notify_all(&self) {
         self.hw_advanced.notify();
         self.appended.notify();
+        change_log::mark(&self.tp, true);
     }
 
     pub fn is_leader(&self) -> bool {
@@ -706,6 +709,7 @@ impl Partition {
         }
         self.log.set_high_watermark(hw);
         self.hw_advanced.notify();
+        change_log::mark(&self.tp, false);
         Ok(())
     }
 
