@@ -7,7 +7,6 @@
 //! high watermark never passes the log end. The shard's `manager::ReplicaManager` is the one
 //! owner of the open partitions and calls them.
 
-pub mod change_log;
 mod cleaning;
 #[cfg(test)]
 mod cleaning_tests;
@@ -484,7 +483,6 @@ impl Partition {
             .await?;
         self.maybe_advance_hw();
         self.appended.notify();
-        change_log::mark(&self.tp, true);
         Ok(ProduceOutcome {
             error: errors::NONE,
             base_offset: r.base_offset,
@@ -522,7 +520,6 @@ impl Partition {
     pub fn notify_all(&self) {
         self.hw_advanced.notify();
         self.appended.notify();
-        change_log::mark(&self.tp, true);
     }
 
     pub fn is_leader(&self) -> bool {
@@ -709,7 +706,6 @@ impl Partition {
         }
         self.log.set_high_watermark(hw);
         self.hw_advanced.notify();
-        change_log::mark(&self.tp, false);
         Ok(())
     }
 

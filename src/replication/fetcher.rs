@@ -11,12 +11,11 @@
 //! the partitions that got records lately, round after round; a partition with none for
 //! `QUIET_AFTER` moves to the quiet lane, whose long polls (`QUIET_MAX_WAIT_MS`) the leader
 //! answers as soon as any of its partitions gets records, and which hands such a partition
-//! back. Neither side visits every partition of the session at each fetch: the leader reads
-//! the ones its shards' change logs name (`partition::change_log`), and the follower plans a
-//! fetch from the partitions its last round wrote (`Planning`), over all of them only when the
-//! lane's partitions change or every `FULL_PLAN_EVERY`. Idle partitions still cost a little
-//! per fetch (the leader's full pass every 250 ms), so they go to the quiet lane. Quiet
-//! partitions are still fetched every `QUIET_MAX_WAIT_MS`, so their followers stay in the ISR.
+//! back. A leader reads every partition of a session at each fetch (KIP-227 lists only the
+//! changed ones, but looks at all), and the follower plans each fetch over all of them: with
+//! hundreds of idle partitions beside a few busy ones, that per-round cost slowed the busy
+//! ones by a quarter. Quiet partitions are still fetched every `QUIET_MAX_WAIT_MS`, so their
+//! followers stay in the ISR.
 
 use crate::config::sasl::InterBrokerLogin;
 use crate::kafka::client;
@@ -103,20 +102,6 @@ enum Lane {
 struct LaneState {
     partitions: RefCell<BTreeMap<TopicPartition, FollowState>>,
     changed: LocalEvent,
-    /// Bumped whenever a partition is followed or unfollowed, or changes epoch or truncation
-    /// state: the lane's loop then plans its next fetch over all its partitions again.
-    generation: Cell<u64>,
-    /// Partitions moved here from the other lane, and moved away to it, since the lane last
-    /// planned a fetch: its next incremental fetch names or forgets them (they move often,
-    /// as partitions go quiet and get records again, so they do not bump `generation`).
-    joined: RefCell<Vec<TopicPartition>>,
-    left: RefCell<Vec<TopicPartition>>,
-}
-
-impl LaneState {
-    fn touched(&self) {
-        self.generation.set(self.generation.get().wrapping_add(1));
-    }
 }
 
 /// What the follower asks of one partition: its fetch offset (log end) and leader epoch.
@@ -181,37 +166,14 @@ impl FollowerSession {
         }
     }
 
-    /// An incremental fetch that names only those of `changed` that differ from what the
-    /// leader's session holds, and forgets those of `gone` it holds: the plan from what moved
-    /// since the last fetch. None without an open session.
-    fn plan_changed(
-        &self,
-        changed: Vec<(TopicPartition, Want)>,
-        gone: Vec<TopicPartition>,
-    ) -> Option<SessionFetch> {
-        let (id, epoch) = self.open?;
-        let send = changed
-            .into_iter()
-            .filter(|(tp, w)| {
-                self.sent.get(tp).is_none_or(|s| {
-                    (s.fetch_offset, s.leader_epoch) != (w.fetch_offset, w.leader_epoch)
-                })
-            })
-            .collect();
-        Some(SessionFetch {
-            session_id: id,
-            epoch,
-            send,
-            forget: gone
-                .into_iter()
-                .filter(|tp| self.sent.contains_key(tp))
-                .collect(),
-        })
-    }
-
-    /// The leader answered `plan` with this top-level error and session id.
-    fn answered(&mut self, plan: &SessionFetch, error: i16, session_id: i32) {
-        let was_open = self.open.is_some();
+    /// The leader answered `plan` (made from `wanted`) with this top-level error and session id.
+    fn answered(
+        &mut self,
+        plan: &SessionFetch,
+        wanted: BTreeMap<TopicPartition, Want>,
+        error: i16,
+        session_id: i32,
+    ) {
         let next = match self.open {
             _ if error != errors::NONE || session_id == 0 => None,
             None => Some((session_id, 1)),
@@ -219,23 +181,11 @@ impl FollowerSession {
             Some(_) => None,
         };
         self.open = next;
-        if next.is_none() {
-            self.sent.clear();
-        } else if !was_open {
-            // The full fetch that opened the session named every partition.
-            self.sent = plan.send.iter().cloned().collect();
+        self.sent = if next.is_some() {
+            wanted
         } else {
-            for tp in &plan.forget {
-                self.sent.remove(tp);
-            }
-            for (tp, w) in &plan.send {
-                self.sent.insert(tp.clone(), *w);
-            }
-        }
-    }
-
-    fn is_open(&self) -> bool {
-        self.open.is_some()
+            BTreeMap::new()
+        };
     }
 
     fn reset(&mut self) {
@@ -262,8 +212,6 @@ struct Fetcher {
     storage_failures: Cell<u64>,
     /// When a refused authentication was last logged.
     auth_warned: Cell<Option<Instant>>,
-    /// When the active lane was last scanned for partitions gone quiet.
-    quiet_scan: Cell<Option<Instant>>,
 }
 
 /// What a round of requests to the leader came to.
@@ -304,15 +252,12 @@ impl Fetcher {
             Lane::Quiet => Lane::Active,
         };
         {
-            let (src_lane, dst_lane) = (self.lane(from), self.lane(to));
-            let mut src = src_lane.partitions.borrow_mut();
-            let mut dst = dst_lane.partitions.borrow_mut();
+            let mut src = self.lane(from).partitions.borrow_mut();
+            let mut dst = self.lane(to).partitions.borrow_mut();
             for tp in tps {
                 if let Some(mut st) = src.remove(tp) {
                     st.last_records = now;
                     dst.insert(tp.clone(), st);
-                    src_lane.left.borrow_mut().push(tp.clone());
-                    dst_lane.joined.borrow_mut().push(tp.clone());
                 }
             }
         }
@@ -440,7 +385,6 @@ impl Fetchers {
                     storage_warned: Cell::new(None),
                     storage_failures: Cell::new(0),
                     auth_warned: Cell::new(None),
-                    quiet_scan: Cell::new(None),
                 });
                 for lane in [Lane::Active, Lane::Quiet] {
                     let (secret, tls) = (self.secret.clone(), self.tls.clone());
@@ -459,12 +403,10 @@ impl Fetchers {
                 Some(st) if st.leader_epoch == epoch => return,
                 Some(_) => {
                     quiet.remove(tp);
-                    f.quiet.touched();
                 }
                 None => {}
             }
         }
-        f.active.touched();
         let mut parts = f.active.partitions.borrow_mut();
         let st = parts
             .entry(tp.clone())
@@ -484,11 +426,8 @@ impl Fetchers {
         let mut map = self.by_leader.borrow_mut();
         for (leader, f) in map.iter() {
             if Some(*leader) != keep {
-                for lane in [&f.active, &f.quiet] {
-                    if lane.partitions.borrow_mut().remove(tp).is_some() {
-                        lane.touched();
-                    }
-                }
+                f.active.partitions.borrow_mut().remove(tp);
+                f.quiet.partitions.borrow_mut().remove(tp);
             }
         }
         map.retain(|_, f| {
@@ -722,28 +661,15 @@ async fn run(
     // Lives as long as the connection: the leader keeps sessions per connection.
     let mut session = FollowerSession::default();
     let backoff = Duration::from_millis(100);
-    // The lane's partitions as of `planning.parts_generation` (copied again only when they
-    // are followed, unfollowed or change truncation state, not at every round), for the
-    // truncation round; fetch rounds read the lane itself.
-    let mut parts: Vec<(TopicPartition, FollowState)> = Vec::new();
-    let mut untruncated = false;
-    let mut planning = Planning::default();
     while !f.stopped.get() && !shard.shutting_down.get() {
-        let generation = f.lane(lane).generation.get();
-        if planning.parts_generation != Some(generation) {
-            parts = f
-                .lane(lane)
-                .partitions
-                .borrow()
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect();
-            untruncated = parts.iter().any(|(_, s)| !s.truncated);
-            planning.parts_generation = Some(generation);
-        }
-        // The lane itself, not `parts`: partitions moving between lanes do not bump the
-        // generation.
-        if f.lane(lane).partitions.borrow().is_empty() {
+        let parts: Vec<(TopicPartition, FollowState)> = f
+            .lane(lane)
+            .partitions
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        if parts.is_empty() {
             futures_lite::future::or(
                 f.lane(lane).changed.listen(),
                 glommio::timer::sleep(Duration::from_secs(1)),
@@ -800,10 +726,10 @@ async fn run(
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let result = if untruncated {
+        let result = if parts.iter().any(|(_, s)| !s.truncated) {
             truncate_round(&replicas, &f, lane, c, &parts).await
         } else {
-            fetch_round(&replicas, &f, lane, c, &mut session, &mut planning).await
+            fetch_round(&replicas, &f, lane, c, &mut session, &parts).await
         };
         match result {
             Ok(Round::Progress) => {}
@@ -900,90 +826,33 @@ fn mark_truncated(f: &Fetcher, lane: Lane, tp: &TopicPartition, epoch: i32) {
             s.truncated = true;
         }
     }
-    f.lane(lane).touched();
 }
 
 /// One Fetch of the session (full the first time, then incremental); appends what arrives.
-/// What a lane's loop remembers between rounds to plan a fetch without visiting every
-/// partition: a partition's fetch offset moves only when this lane writes to it (or when it
-/// joins, leaves, changes epoch or is truncated, which bumps the lane's generation).
-#[derive(Default)]
-struct Planning {
-    /// The lane generation `parts` was copied at.
-    parts_generation: Option<u64>,
-    /// The lane generation of the last fetch planned over every partition, and when.
-    full_generation: Option<u64>,
-    full_at: Option<Instant>,
-    /// Partitions the last round wrote to (or tried): their fetch offsets may have moved.
-    written: Vec<TopicPartition>,
-}
-
-/// Every partition's fetch position is planned afresh at least this often (a log start moved
-/// by retention here reaches the leader within it).
-const FULL_PLAN_EVERY: Duration = Duration::from_secs(1);
-
 async fn fetch_round(
     replicas: &ReplicaManager,
     f: &Fetcher,
     lane: Lane,
     c: &mut LeaderConn,
     session: &mut FollowerSession,
-    planning: &mut Planning,
+    parts: &[(TopicPartition, FollowState)],
 ) -> std::io::Result<Round> {
-    let want_of = |tp: &TopicPartition, st: &FollowState| {
-        replicas.get(tp).map(|p| Want {
+    let mut wanted = BTreeMap::new();
+    for (tp, st) in parts {
+        let Some(p) = replicas.get(tp) else {
+            continue;
+        };
+        let w = Want {
             fetch_offset: p.log.log_end_offset(),
             leader_epoch: st.leader_epoch,
             log_start_offset: p.log.log_start_offset(),
-        })
-    };
-    let state = f.lane(lane);
-    let generation = state.generation.get();
-    let full = !session.is_open()
-        || planning.full_generation != Some(generation)
-        || planning
-            .full_at
-            .is_none_or(|t| t.elapsed() >= FULL_PLAN_EVERY);
-    let joined = std::mem::take(&mut *state.joined.borrow_mut());
-    let left = std::mem::take(&mut *state.left.borrow_mut());
-    let written = std::mem::take(&mut planning.written);
-    let changed = if full {
-        None
-    } else {
-        let lane_parts = state.partitions.borrow();
-        let mut moved: Vec<TopicPartition> = written.into_iter().chain(joined).collect();
-        moved.sort_unstable();
-        moved.dedup();
-        let changed: Vec<(TopicPartition, Want)> = moved
-            .into_iter()
-            .filter_map(|tp| {
-                let w = want_of(&tp, lane_parts.get(&tp)?)?;
-                Some((tp, w))
-            })
-            .collect();
-        let gone: Vec<TopicPartition> = left
-            .into_iter()
-            .filter(|tp| !lane_parts.contains_key(tp))
-            .collect();
-        Some((changed, gone))
-    };
-    let plan = match changed.and_then(|(c, gone)| session.plan_changed(c, gone)) {
-        Some(plan) => plan,
-        None => {
-            let mut wanted = BTreeMap::new();
-            for (tp, st) in state.partitions.borrow().iter() {
-                if let Some(w) = want_of(tp, st) {
-                    wanted.insert(tp.clone(), w);
-                }
-            }
-            if wanted.is_empty() {
-                return Ok(Round::Idle);
-            }
-            planning.full_generation = Some(generation);
-            planning.full_at = Some(Instant::now());
-            session.plan(&wanted)
-        }
-    };
+        };
+        wanted.insert(tp.clone(), w);
+    }
+    if wanted.is_empty() {
+        return Ok(Round::Idle);
+    }
+    let plan = session.plan(&wanted);
     let mut req = FetchRequest::default();
     req.replica_id = KBrokerId(replicas.shard.config.node_id);
     req.max_wait_ms = match lane {
@@ -1038,7 +907,7 @@ async fn fetch_round(
         }
     };
     let incremental = plan.session_id != 0;
-    session.answered(&plan, resp.error_code, resp.session_id);
+    session.answered(&plan, wanted, resp.error_code, resp.session_id);
     if resp.error_code != errors::NONE {
         // FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH: start over with a full fetch.
         tracing::debug!(
@@ -1080,7 +949,6 @@ async fn fetch_round(
                     if let Some(s) = f.lane(lane).partitions.borrow_mut().get_mut(&tp) {
                         s.truncated = false;
                     }
-                    f.lane(lane).touched();
                     continue;
                 }
                 _ => continue,
@@ -1103,7 +971,6 @@ async fn fetch_round(
     }
     let mut got_records = Vec::new();
     for (tp, write) in writes {
-        planning.written.push(tp.clone());
         match write.await {
             Some(Ok(n)) => {
                 wrote |= n > 0;
@@ -1147,15 +1014,6 @@ fn sort_lanes(f: &Fetcher, lane: Lane, got_records: &[TopicPartition]) {
                         st.last_records = now;
                     }
                 }
-                // A scan visits every active partition: a tenth of QUIET_AFTER is often enough.
-                let due = f
-                    .quiet_scan
-                    .get()
-                    .is_none_or(|t| now.saturating_duration_since(t) >= QUIET_AFTER / 10);
-                if !due {
-                    return;
-                }
-                f.quiet_scan.set(Some(now));
                 parts
                     .iter()
                     .filter(|(_, st)| {
@@ -1285,7 +1143,7 @@ mod tests {
         id: i32,
     ) -> SessionFetch {
         let plan = s.plan(w);
-        s.answered(&plan, error, id);
+        s.answered(&plan, w.clone(), error, id);
         plan
     }
 
@@ -1324,26 +1182,6 @@ mod tests {
             vec![1]
         );
         assert_eq!(s.open, Some((42, 4)));
-    }
-
-    #[test]
-    fn a_fetch_planned_from_written_partitions_names_only_those_that_moved() {
-        let mut s = FollowerSession::default();
-        assert!(
-            s.plan_changed(vec![], vec![]).is_none(),
-            "no session yet: plan in full"
-        );
-        round(&mut s, &wanted(&[(0, 5), (1, 7), (2, 9)]), 0, 42);
-        let plan = s
-            .plan_changed(vec![(tp(1), want(8)), (tp(2), want(9))], vec![tp(0), tp(7)])
-            .expect("session open");
-        assert_eq!((plan.session_id, plan.epoch), (42, 1));
-        assert_eq!(plan.send, vec![(tp(1), want(8))], "2 did not move");
-        assert_eq!(plan.forget, vec![tp(0)], "7 was never in the session");
-        s.answered(&plan, 0, 42);
-        // The session now holds 1 at 8 and not 0: a full plan from there names nothing.
-        let plan = s.plan(&wanted(&[(1, 8), (2, 9)]));
-        assert!(plan.send.is_empty() && plan.forget.is_empty(), "{plan:?}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! or unknown session ids get Kafka's error codes.
 
 use crate::common::cluster_util::*;
-use crate::common::{raw, Cluster, Server};
+use crate::common::{raw, Server};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, TopicName,
@@ -234,95 +234,4 @@ fn a_session_of_fetch_v13_keeps_topics_by_id_and_refuses_a_fetch_by_name() {
         .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, p.error_code)))
         .collect();
     assert!(errs.contains(&(unknown, 100)), "{errs:?}");
-}
-
-/// A follower's Fetch v12 (replica id `me`) of `parts` (partition, offset) in session `id`.
-fn follower_fetch(
-    s: &mut TcpStream,
-    me: i32,
-    id: i32,
-    epoch: i32,
-    parts: &[(i32, i64)],
-    max_wait_ms: i32,
-) -> FetchResponse {
-    let mut t = FetchTopic::default();
-    t.topic = TopicName(StrBytes::from_static_str(TOPIC));
-    let mut req = session_request(id, epoch, t, parts, max_wait_ms);
-    req.replica_id = BrokerId(me);
-    raw::call(s, ApiKey::Fetch, 12, &req).expect("fetch")
-}
-
-/// The partitions a response brings records of.
-fn with_records(r: &FetchResponse) -> Vec<i32> {
-    listed(r)
-        .into_iter()
-        .filter(|(_, _, records)| *records)
-        .map(|(p, ..)| p)
-        .collect()
-}
-
-/// Produces 3 records to `partition` (acks=1) after 300 ms, on another thread, while the
-/// caller's fetch waits.
-fn produce_soon(addr: &str, partition: i32) -> std::thread::JoinHandle<(i16, i64)> {
-    let addr = addr.to_string();
-    std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        produce_once(&addr, TOPIC, partition, 1, 10_000, 3)
-    })
-}
-
-#[test]
-fn a_follower_session_is_answered_with_the_records_of_whichever_shard_got_them() {
-    let mut c = Cluster::start(2, &[]);
-    let b1 = c.node(1).bootstrap();
-    // Four partitions led by broker 1 and followed by 2: consecutive partitions sit on
-    // different shards of each node.
-    let both: &[&[i32]] = &[&[1, 2], &[1, 2], &[1, 2], &[1, 2]];
-    create(
-        &b1,
-        NewTopic::new(TOPIC, 4, TopicReplication::Variable(both)),
-    );
-    for p in 0..4 {
-        wait_until("leader 1", 30, || leader_of(&b1, TOPIC, p) == 1);
-        assert_eq!(produce_once(&b1, TOPIC, p, -1, 10_000, 2), (0, 0));
-    }
-    let secret = chronik_raft::secret::ClusterSecret::read_file(&c.secret_file).expect("secret");
-    // A second fetch session of broker 2 (beside its own replica fetcher's) at every end.
-    let mut s = proven_as(&b1, &secret, 2, 1);
-    let ends: Vec<(i32, i64)> = (0..4).map(|p| (p, 2)).collect();
-    let r = follower_fetch(&mut s, 2, 0, 0, &ends, 0);
-    let id = r.session_id;
-    assert!(id > 0, "a session");
-    assert_eq!(
-        listed(&r).iter().map(|x| x.0).collect::<Vec<_>>(),
-        vec![0, 1, 2, 3]
-    );
-    assert_eq!(with_records(&r), Vec::<i32>::new());
-    let mut epoch = 1;
-    // Records produced to each partition while an incremental fetch (naming nothing) waits:
-    // the fetch is answered with them, and no other partition's.
-    for p in 0..4 {
-        let producer = produce_soon(&b1, p);
-        let r = follower_fetch(&mut s, 2, id, epoch, &[], 20_000);
-        assert_eq!(producer.join().expect("producer"), (0, 2));
-        assert_eq!((r.error_code, r.session_id), (0, id));
-        assert_eq!(with_records(&r), vec![p], "round {p}");
-        // The session takes our new end; the records are not sent again.
-        let r = follower_fetch(&mut s, 2, id, epoch + 1, &[(p, 5)], 0);
-        assert_eq!(with_records(&r), Vec::<i32>::new(), "round {p}");
-        epoch += 2;
-    }
-
-    // A session over one shard's partition that then names a partition of the other shard:
-    // records arriving there answer its waiting fetch too.
-    let mut s = proven_as(&b1, &secret, 2, 1);
-    let r = follower_fetch(&mut s, 2, 0, 0, &[(0, 5)], 0);
-    let id = r.session_id;
-    assert!(id > 0, "a session");
-    let r = follower_fetch(&mut s, 2, id, 1, &[(1, 5)], 0);
-    assert_eq!(with_records(&r), Vec::<i32>::new());
-    let producer = produce_soon(&b1, 1);
-    let r = follower_fetch(&mut s, 2, id, 2, &[], 20_000);
-    assert_eq!(producer.join().expect("producer"), (0, 5));
-    assert_eq!(with_records(&r), vec![1]);
 }

@@ -30,11 +30,7 @@ async fn delete_local(shard: &Rc<Services>, tp: TopicPartition, offset: i64) -> 
         return (errors::OFFSET_OUT_OF_RANGE, -1);
     }
     match p.log.delete_records_before(target).await {
-        Ok(low) => {
-            // Followers' fetch sessions learn the new log start from their next read.
-            crate::partition::change_log::mark(&p.tp, false);
-            (errors::NONE, low)
-        }
+        Ok(low) => (errors::NONE, low),
         Err(e) => (storage_error_code(&e), -1),
     }
 }

@@ -3,11 +3,10 @@
 
 pub use super::fetch_response::PartitionRead;
 use super::fetch_session::{
-    FetchSessions, Plan, Sent, SessionRequest, TopicKey, Wanted, FETCH_SESSION_ID_NOT_FOUND,
-    FINAL_EPOCH, INITIAL_EPOCH, NO_SESSION,
+    Plan, Sent, SessionRequest, TopicKey, Wanted, FETCH_SESSION_ID_NOT_FOUND, FINAL_EPOCH,
+    INITIAL_EPOCH, NO_SESSION,
 };
 use crate::kafka::{decode, errors, ProtocolError, RequestContext, Response};
-use crate::partition::change_log::{self, Since};
 use crate::partition::storage_error_code;
 use crate::services::Services;
 use crate::shard::TopicPartition;
@@ -15,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use chronik_raft::acl::ResourceType::Topic;
 use chronik_raft::image::BrokerId;
 use kafka_protocol::messages::FetchRequest;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -165,203 +164,6 @@ async fn wait_any_local(
         std::task::Poll::Pending
     });
     futures_lite::future::or(any, glommio::timer::sleep(deadline - now)).await;
-}
-
-/// Each shard's change-log stamp now, and the partitions that changed since `stamps` (one
-/// per shard; missing ones count as never asked), over the shards `owners` marks (all when
-/// None; the others keep stamp 0). None: some shard cannot say (its log no longer reaches
-/// back, or it did not answer), so anything may have changed.
-async fn changes_since(
-    shard: &Rc<Services>,
-    stamps: &[u64],
-    owners: Option<&[bool]>,
-) -> (Vec<u64>, Option<Vec<TopicPartition>>) {
-    let mut now = vec![0; shard.nshards];
-    let mut changed = Some(Vec::new());
-    for (k, at) in now.iter_mut().enumerate() {
-        if owners.is_some_and(|o| !o.get(k).copied().unwrap_or(false)) {
-            continue;
-        }
-        let stamp = stamps.get(k).copied().unwrap_or(0);
-        let asked = shard
-            .run_on(k, move |_| async move { change_log::since(stamp) })
-            .await;
-        match asked {
-            Some(Since::Changed { partitions, now }) => {
-                *at = now;
-                if let Some(c) = changed.as_mut() {
-                    c.extend(partitions);
-                }
-            }
-            Some(Since::Unknown { now }) => {
-                *at = now;
-                changed = None;
-            }
-            None => changed = None,
-        }
-    }
-    (now, changed)
-}
-
-/// Which shards own the partitions of `keyed`.
-fn owners_of(shard: &Services, keyed: &[(TopicKey, Vec<(i32, Wanted)>)]) -> Vec<bool> {
-    let mut owners = vec![false; shard.nshards];
-    for (key, parts) in keyed {
-        let name: Option<String> = match key {
-            TopicKey::Name(n) => Some(n.to_string()),
-            TopicKey::Id(id) => {
-                shard.with_image(|i| i.topic_by_id(id.as_bytes()).map(|t| t.name.clone()))
-            }
-        };
-        let Some(name) = name else { continue };
-        for (p, _) in parts {
-            if let Some(o) = owners.get_mut(shard.owner_of(&name, *p)) {
-                *o = true;
-            }
-        }
-        if owners.iter().all(|o| *o) {
-            break;
-        }
-    }
-    owners
-}
-
-/// Adds the session's partitions that changed since `stamps` on the `owners` shards to
-/// `keyed` (all of them if a shard cannot say), records the new stamps in the session and
-/// returns them.
-async fn follow_changes(
-    shard: &Rc<Services>,
-    sessions: &FetchSessions,
-    id: i32,
-    uses_ids: bool,
-    keyed: &mut Vec<(TopicKey, Vec<(i32, Wanted)>)>,
-    stamps: Vec<u64>,
-    owners: Vec<bool>,
-) -> (Vec<u64>, Vec<bool>) {
-    let (now, changed) = changes_since(shard, &stamps, Some(&owners)).await;
-    match changed {
-        Some(changed) => {
-            add_changed(shard, sessions, id, uses_ids, keyed, &changed);
-            sessions.watched(id, now.clone(), None, Instant::now());
-            (now, owners)
-        }
-        None => {
-            *keyed = sessions.all(id);
-            let owners = owners_of(shard, keyed);
-            sessions.watched(id, now.clone(), Some(owners.clone()), Instant::now());
-            (now, owners)
-        }
-    }
-}
-
-/// Adds to `keyed` the partitions of `changed` that session `id` holds and `keyed` lacks.
-fn add_changed(
-    shard: &Services,
-    sessions: &FetchSessions,
-    id: i32,
-    uses_ids: bool,
-    keyed: &mut Vec<(TopicKey, Vec<(i32, Wanted)>)>,
-    changed: &[TopicPartition],
-) {
-    if changed.is_empty() {
-        return;
-    }
-    // Keyed as the session keys them: by name, or (v13+) by topic id.
-    let mut keys: Vec<(TopicKey, i32)> = Vec::with_capacity(changed.len());
-    let mut last: Option<(&str, Option<TopicKey>)> = None;
-    for tp in changed {
-        let key = match &last {
-            Some((name, key)) if *name == &*tp.topic => key.clone(),
-            _ => {
-                let key = if uses_ids {
-                    shard.with_image(|i| {
-                        i.topic(&tp.topic)
-                            .map(|t| TopicKey::Id(uuid::Uuid::from_bytes(t.id)))
-                    })
-                } else {
-                    Some(TopicKey::Name(Rc::from(&*tp.topic)))
-                };
-                last = Some((&tp.topic, key.clone()));
-                key
-            }
-        };
-        if let Some(key) = key {
-            keys.push((key, tp.partition));
-        }
-    }
-    let have: HashSet<(&TopicKey, i32)> = keyed
-        .iter()
-        .flat_map(|(k, ps)| ps.iter().map(move |(p, _)| (k, *p)))
-        .collect();
-    let extra = sessions.changed(id, &keys, |k, p| have.contains(&(k, p)));
-    drop(have);
-    for (key, parts) in extra {
-        match keyed.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, ps)) => ps.extend(parts),
-            None => keyed.push((key, parts)),
-        }
-    }
-}
-
-/// Waits until the change log of any shard `owners` marks moves past `stamps`, or the
-/// deadline.
-async fn wait_for_changes(
-    shard: &Rc<Services>,
-    stamps: &[u64],
-    owners: &[bool],
-    deadline: Instant,
-) {
-    let wait_on = |k: usize| {
-        let stamp = stamps.get(k).copied().unwrap_or(0);
-        let s = shard.clone();
-        async move {
-            s.run_on(k, move |_| async move {
-                loop {
-                    let now = Instant::now();
-                    if now >= deadline || change_log::records_since(stamp) {
-                        return;
-                    }
-                    futures_lite::future::or(
-                        change_log::listen(),
-                        glommio::timer::sleep(deadline - now),
-                    )
-                    .await;
-                }
-            })
-            .await;
-        }
-    };
-    let shards: Vec<usize> = (0..shard.nshards)
-        .filter(|k| owners.get(*k).copied().unwrap_or(false))
-        .collect();
-    match shards[..] {
-        [] => {
-            let now = Instant::now();
-            if now < deadline {
-                glommio::timer::sleep(deadline - now).await;
-            }
-        }
-        [k] => wait_on(k).await,
-        _ => {
-            let (tx, rx) = async_channel::bounded::<()>(1);
-            let waits: Vec<_> = shards
-                .into_iter()
-                .map(|k| {
-                    let tx = tx.clone();
-                    let wait = wait_on(k);
-                    glommio::spawn_local(async move {
-                        wait.await;
-                        let _ = tx.try_send(());
-                    })
-                    .detach()
-                })
-                .collect();
-            let _ = rx.recv().await;
-            for w in waits {
-                w.cancel();
-            }
-        }
-    }
 }
 
 /// Runs the planned reads: each owner shard's reads in order on that shard, the shards at
@@ -521,9 +323,6 @@ pub async fn handle(
                 broker: ctx.broker.is_some(),
                 partitions: &requested,
                 forgotten: &forgotten,
-                full_pass_every: super::fetch_session::full_pass_every(
-                    shard.config.replica_lag_time_max_ms,
-                ),
             })
         }
         // Outside a connection (no session state): full fetches only.
@@ -532,7 +331,7 @@ pub async fn handle(
         }
         None => Plan::Error(FETCH_SESSION_ID_NOT_FOUND),
     };
-    let (session_id, incremental, mut keyed, changed_since) = match plan {
+    let (session_id, incremental, keyed) = match plan {
         Plan::Error(code) => {
             return Ok(Some(super::fetch_response::encode(
                 &ctx,
@@ -542,88 +341,42 @@ pub async fn handle(
                 &[],
             )));
         }
-        Plan::Sessionless => (NO_SESSION, false, requested, None),
-        Plan::Full { id } => (id, false, requested, None),
-        Plan::Incremental { id, topics } => (id, true, topics, None),
-        Plan::Changed {
-            id,
-            topics,
-            stamps,
-            owners,
-        } => (id, true, topics, Some((stamps, owners))),
+        Plan::Sessionless => (NO_SESSION, false, requested),
+        Plan::Full { id } => (id, false, requested),
+        Plan::Incremental { id, topics } => (id, true, topics),
     };
-    // A follower's session follows its shards' change logs (`partition::change_log`) and
-    // reads the partitions that changed, not all of them. The stamps are taken before the
-    // reads, so what changes meanwhile is read by the next fetch.
-    let watched = ctx
-        .fetch_sessions
-        .clone()
-        .filter(|_| session_id != NO_SESSION && ctx.broker.is_some() && !unauthorized);
-    let mut watch: Option<(Vec<u64>, Vec<bool>)> = None;
-    if let Some(sessions) = &watched {
-        // A partition the request names on a shard the session did not watch: start over
-        // from a full pass (it watches that shard from then on).
-        let changed_since = changed_since.filter(|(_, owners)| {
-            owners_of(&shard, &keyed)
-                .iter()
-                .zip(owners)
-                .all(|(needed, watched)| !needed || *watched)
-        });
-        watch = Some(match changed_since {
-            Some((stamps, owners)) => {
-                follow_changes(
-                    &shard, sessions, session_id, uses_ids, &mut keyed, stamps, owners,
-                )
-                .await
-            }
-            None => {
-                if incremental {
-                    keyed = sessions.all(session_id);
-                }
-                let owners = owners_of(&shard, &keyed);
-                let (now, _) = changes_since(&shard, &[], Some(&owners)).await;
-                sessions.watched(
-                    session_id,
-                    now.clone(),
-                    Some(owners.clone()),
-                    Instant::now(),
-                );
-                (now, owners)
-            }
-        });
+
+    // Resolve names (v13+ sends topic ids).
+    let mut topics: Vec<FetchTopicSpec> = Vec::with_capacity(keyed.len());
+    for (key, parts) in &keyed {
+        let (name, id) = match key {
+            TopicKey::Name(n) => (Some(n.to_string()), uuid::Uuid::nil()),
+            TopicKey::Id(id) => (
+                shard.with_image(|i| i.topic_by_id(id.as_bytes()).map(|x| x.name.clone())),
+                *id,
+            ),
+        };
+        let parts = parts
+            .iter()
+            .map(|(p, w)| (*p, w.fetch_offset, w.max_bytes, w.current_leader_epoch))
+            .collect();
+        topics.push((name, id, parts));
     }
 
+    // READ on each topic (a proven broker, a super user, or the authorizer off: all).
     let subject = crate::acl::Subject::of(&shard, &ctx);
+    let readable: Vec<bool> = shard.with_image(|i| {
+        topics
+            .iter()
+            .map(|(name, _, _)| {
+                name.as_deref()
+                    .is_none_or(|n| subject.may(i, chronik_raft::acl::Operation::Read, Topic, n))
+            })
+            .collect()
+    });
+
     let mut results: Vec<Vec<PartitionRead>>;
-    let mut topics: Vec<FetchTopicSpec>;
     loop {
-        // Resolve names (v13+ sends topic ids).
-        topics = Vec::with_capacity(keyed.len());
-        for (key, parts) in &keyed {
-            let (name, id) = match key {
-                TopicKey::Name(n) => (Some(n.to_string()), uuid::Uuid::nil()),
-                TopicKey::Id(id) => (
-                    shard.with_image(|i| i.topic_by_id(id.as_bytes()).map(|x| x.name.clone())),
-                    *id,
-                ),
-            };
-            let parts = parts
-                .iter()
-                .map(|(p, w)| (*p, w.fetch_offset, w.max_bytes, w.current_leader_epoch))
-                .collect();
-            topics.push((name, id, parts));
-        }
-        // READ on each topic (a proven broker, a super user, or the authorizer off: all).
-        let readable: Vec<bool> = shard.with_image(|i| {
-            topics
-                .iter()
-                .map(|(name, _, _)| {
-                    name.as_deref().is_none_or(|n| {
-                        subject.may(i, chronik_raft::acl::Operation::Read, Topic, n)
-                    })
-                })
-                .collect()
-        });
         // Planned per shard: the reads grouped by owner shard, each group read in request
         // order on its owner, all groups at once; then merged in request order.
         let mut plan: BTreeMap<usize, Vec<(usize, ReadSpec)>> = BTreeMap::new();
@@ -684,17 +437,6 @@ pub async fn handle(
         drop(reads);
         if total >= min_bytes || any_error || Instant::now() >= deadline {
             break;
-        }
-        if let (Some(sessions), Some((stamps, owners))) = (&watched, watch.take()) {
-            // Sleep until a shard records a change, then read the session's changed ones.
-            wait_for_changes(&shard, &stamps, &owners, deadline).await;
-            watch = Some(
-                follow_changes(
-                    &shard, sessions, session_id, uses_ids, &mut keyed, stamps, owners,
-                )
-                .await,
-            );
-            continue;
         }
         // Long-poll: sleep until one of the partitions gets new data, on each owner shard.
         let mut by_owner: std::collections::BTreeMap<usize, Vec<TopicPartition>> =

@@ -13,7 +13,6 @@ use crate::kafka::errors;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 /// Kafka's INVALID_SESSION_ID: no session.
 pub const NO_SESSION: i32 = 0;
@@ -35,16 +34,6 @@ pub const MAX_CLIENT_SESSIONS_PER_SHARD: usize = 1000;
 pub const MAX_CLIENT_PARTITIONS_PER_SHARD: usize = 200_000;
 /// Partitions in one session (a follower's included).
 pub const MAX_SESSION_PARTITIONS: usize = 100_000;
-/// A follower's session reads every one of its partitions at least this often, changed or not
-/// (see `Plan::Changed`): what the shards' change logs do not record (a log start moved by
-/// retention) reaches the follower within this, and each follower's fetch position (its ISR
-/// clock) is refreshed on every partition well within `replica.lag.time.max.ms`.
-pub const FULL_PASS_EVERY: Duration = Duration::from_millis(250);
-
-/// `FULL_PASS_EVERY`, or an eighth of the ISR's lag limit if that is shorter.
-pub fn full_pass_every(replica_lag_time_max_ms: u64) -> Duration {
-    FULL_PASS_EVERY.min(Duration::from_millis(replica_lag_time_max_ms / 8))
-}
 
 /// How a Fetch names a topic: by name (v12 and older) or by id (v13+). A session keeps the
 /// form it was created with.
@@ -74,30 +63,6 @@ pub struct Sent {
 struct Cached {
     wanted: Wanted,
     sent: Option<Sent>,
-    /// Its last read brought no records and no error, and the request has not changed it
-    /// since: until its shard records a change, reading it again brings nothing new.
-    settled: bool,
-}
-
-impl Cached {
-    fn new(wanted: Wanted) -> Cached {
-        Cached {
-            wanted,
-            sent: None,
-            settled: false,
-        }
-    }
-}
-
-/// A follower session's place in its owner shards' change logs (`partition::change_log`).
-#[derive(Debug)]
-struct Watch {
-    /// Per shard, the stamp to ask for changes from (0: none yet).
-    stamps: Vec<u64>,
-    /// Per shard, whether it owns any of the session's partitions (as of the last full pass).
-    owners: Vec<bool>,
-    /// When every partition of the session was last read.
-    last_full: Instant,
 }
 
 #[derive(Debug)]
@@ -109,8 +74,6 @@ struct Session {
     client: bool,
     topics: BTreeMap<TopicKey, BTreeMap<i32, Cached>>,
     partitions: usize,
-    /// Broker (follower) sessions, once a fetch has read all their partitions.
-    watch: Option<Watch>,
 }
 
 /// A Fetch's session fields and partitions, as decoded.
@@ -123,8 +86,6 @@ pub struct SessionRequest<'a> {
     pub broker: bool,
     pub partitions: &'a [(TopicKey, Vec<(i32, Wanted)>)],
     pub forgotten: &'a [(TopicKey, Vec<i32>)],
-    /// A follower session reads all its partitions at least this often (see `full_pass_every`).
-    pub full_pass_every: Duration,
 }
 
 /// What to do with a Fetch.
@@ -138,16 +99,6 @@ pub enum Plan {
     Incremental {
         id: i32,
         topics: Vec<(TopicKey, Vec<(i32, Wanted)>)>,
-    },
-    /// A follower's incremental fetch: read `topics` (the partitions the request named and
-    /// those whose last read brought something) and the session's partitions that changed on
-    /// their shards since `stamps` (`FetchSessions::changed`); list only those with news.
-    /// The others would read as they did last time: nothing new.
-    Changed {
-        id: i32,
-        topics: Vec<(TopicKey, Vec<(i32, Wanted)>)>,
-        stamps: Vec<u64>,
-        owners: Vec<bool>,
     },
     /// Answer only this top-level error (session id 0, no partitions).
     Error(i16),
@@ -289,12 +240,15 @@ impl FetchSessions {
             let t = s.topics.entry(topic.clone()).or_default();
             for (p, wanted) in parts {
                 match t.get_mut(p) {
-                    Some(c) => {
-                        c.wanted = *wanted;
-                        c.settled = false;
-                    }
+                    Some(c) => c.wanted = *wanted,
                     None => {
-                        t.insert(*p, Cached::new(*wanted));
+                        t.insert(
+                            *p,
+                            Cached {
+                                wanted: *wanted,
+                                sent: None,
+                            },
+                        );
                         s.partitions += 1;
                     }
                 }
@@ -326,27 +280,6 @@ impl FetchSessions {
             };
         }
         s.next_epoch = next_epoch(req.epoch);
-        let changed_only = s
-            .watch
-            .as_ref()
-            .filter(|w| w.last_full.elapsed() < req.full_pass_every);
-        if let Some(w) = changed_only {
-            let topics = s
-                .topics
-                .iter()
-                .map(|(k, ps)| {
-                    let unsettled = ps.iter().filter(|(_, c)| !c.settled);
-                    (k.clone(), unsettled.map(|(p, c)| (*p, c.wanted)).collect())
-                })
-                .filter(|(_, ps): &(TopicKey, Vec<(i32, Wanted)>)| !ps.is_empty())
-                .collect();
-            return Plan::Changed {
-                id: req.session_id,
-                topics,
-                stamps: w.stamps.clone(),
-                owners: w.owners.clone(),
-            };
-        }
         let topics = s
             .topics
             .iter()
@@ -358,81 +291,17 @@ impl FetchSessions {
         }
     }
 
-    /// A follower session's fetch read every partition (`full`: with the shards that own
-    /// them) or the changed ones, up to `stamps` (per shard, taken before the reads): the next
-    /// fetch asks from there.
-    pub fn watched(&self, id: i32, stamps: Vec<u64>, full: Option<Vec<bool>>, now: Instant) {
-        let mut sessions = self.sessions.borrow_mut();
-        let Some(s) = sessions.get_mut(&id).filter(|s| !s.client) else {
-            return;
-        };
-        match (&mut s.watch, full) {
-            (Some(w), full) => {
-                w.stamps = stamps;
-                if let Some(owners) = full {
-                    w.owners = owners;
-                    w.last_full = now;
-                }
-            }
-            (None, Some(owners)) => {
-                s.watch = Some(Watch {
-                    stamps,
-                    owners,
-                    last_full: now,
-                })
-            }
-            (None, None) => {}
-        }
-    }
-
-    /// Of `changed` (partitions some shard changed), those session `id` holds, with what it
-    /// wants of each, grouped by topic; `skip` says which are already to be read.
-    pub fn changed(
-        &self,
-        id: i32,
-        changed: &[(TopicKey, i32)],
-        skip: impl Fn(&TopicKey, i32) -> bool,
-    ) -> Vec<(TopicKey, Vec<(i32, Wanted)>)> {
-        let sessions = self.sessions.borrow();
-        let Some(s) = sessions.get(&id) else {
-            return Vec::new();
-        };
-        let mut out: Vec<(TopicKey, Vec<(i32, Wanted)>)> = Vec::new();
-        for (key, p) in changed {
-            let Some(c) = s.topics.get(key).and_then(|t| t.get(p)) else {
-                continue;
-            };
-            if skip(key, *p) {
-                continue;
-            }
-            match out.last_mut() {
-                Some((k, ps)) if k == key => ps.push((*p, c.wanted)),
-                _ => out.push((key.clone(), vec![(*p, c.wanted)])),
-            }
-        }
-        out
-    }
-
-    /// Every partition of session `id` with what it wants of each (a change log that no
-    /// longer reaches back to the session's stamp: read them all).
-    pub fn all(&self, id: i32) -> Vec<(TopicKey, Vec<(i32, Wanted)>)> {
-        let sessions = self.sessions.borrow();
-        let Some(s) = sessions.get(&id) else {
-            return Vec::new();
-        };
-        s.topics
-            .iter()
-            .map(|(k, ps)| (k.clone(), ps.iter().map(|(p, c)| (*p, c.wanted)).collect()))
-            .collect()
-    }
-
     fn create(&self, req: &SessionRequest<'_>) -> Plan {
         let mut topics: BTreeMap<TopicKey, BTreeMap<i32, Cached>> = BTreeMap::new();
         let mut count = 0usize;
         for (topic, parts) in req.partitions {
             let t = topics.entry(topic.clone()).or_default();
             for (p, wanted) in parts {
-                if t.insert(*p, Cached::new(*wanted)).is_none() {
+                let c = Cached {
+                    wanted: *wanted,
+                    sent: None,
+                };
+                if t.insert(*p, c).is_none() {
                     count += 1;
                 }
             }
@@ -465,7 +334,6 @@ impl FetchSessions {
                 client,
                 topics,
                 partitions: count,
-                watch: None,
             },
         );
         if client {
@@ -502,7 +370,6 @@ impl FetchSessions {
                 if listed {
                     c.sent = Some(*now);
                 }
-                c.settled = *error == errors::NONE && !*records;
                 listed
             })
             .collect()
@@ -538,7 +405,6 @@ mod tests {
             broker: false,
             partitions,
             forgotten,
-            full_pass_every: FULL_PASS_EVERY,
         }
     }
 
@@ -793,108 +659,6 @@ mod tests {
         assert_eq!(
             s.finish(id, false, &[(&t, 9, sent(0), 0, false)]),
             vec![true]
-        );
-    }
-
-    fn broker_session(s: &FetchSessions, parts: &[(TopicKey, Vec<(i32, Wanted)>)]) -> i32 {
-        let mut r = req(0, 0, parts, &[]);
-        r.broker = true;
-        match s.begin(&r) {
-            Plan::Full { id } => id,
-            p => panic!("expected a new session, got {p:?}"),
-        }
-    }
-
-    type Planned = (Vec<(TopicKey, Vec<(i32, Wanted)>)>, Vec<u64>, Vec<bool>);
-
-    fn changed_plan(plan: Plan) -> Planned {
-        match plan {
-            Plan::Changed {
-                topics,
-                stamps,
-                owners,
-                ..
-            } => (topics, stamps, owners),
-            p => panic!("expected a fetch of the changed partitions, got {p:?}"),
-        }
-    }
-
-    #[test]
-    fn a_follower_session_reads_only_unsettled_partitions_between_full_passes() {
-        let s = FetchSessions::new(Rc::default());
-        let t = name("t");
-        let id = broker_session(&s, &[(t.clone(), vec![(0, want(5)), (1, want(7))])]);
-        // The full fetch read both: 0 brought records, 1 nothing.
-        s.finish(
-            id,
-            true,
-            &[(&t, 0, sent(9), 0, true), (&t, 1, sent(7), 0, false)],
-        );
-        s.watched(id, vec![4, 8], Some(vec![true, false]), Instant::now());
-        let (topics, stamps, owners) = changed_plan(s.begin(&req(id, 1, &[], &[])));
-        assert_eq!(
-            stamps,
-            vec![4, 8],
-            "asks the shards from the stamps of the last fetch"
-        );
-        assert_eq!(
-            owners,
-            vec![true, false],
-            "and only those that own its partitions"
-        );
-        assert_eq!(
-            topics,
-            vec![(t.clone(), vec![(0, want(5))])],
-            "1 is settled; 0 brought records, so it is read again"
-        );
-        // 0 read again without records: settled too. Then the request names 1 anew.
-        s.finish(id, false, &[(&t, 0, sent(9), 0, false)]);
-        let (topics, ..) =
-            changed_plan(s.begin(&req(id, 2, &[(t.clone(), vec![(1, want(8))])], &[])));
-        assert_eq!(topics, vec![(t.clone(), vec![(1, want(8))])]);
-        // An error keeps a partition unsettled.
-        s.finish(
-            id,
-            false,
-            &[(&t, 1, sent(9), errors::NOT_LEADER_OR_FOLLOWER, false)],
-        );
-        let (topics, ..) = changed_plan(s.begin(&req(id, 3, &[], &[])));
-        assert_eq!(topics, vec![(t.clone(), vec![(1, want(8))])]);
-        // What the shards say changed, of the session's partitions, not already read.
-        let changed = [
-            (t.clone(), 0),
-            (t.clone(), 1),
-            (t.clone(), 5),
-            (name("u"), 0),
-        ];
-        assert_eq!(
-            s.changed(id, &changed, |_, p| p == 1),
-            vec![(t.clone(), vec![(0, want(5))])]
-        );
-        // A full pass is due again after FULL_PASS_EVERY: every partition is read.
-        s.watched(
-            id,
-            vec![5, 9],
-            Some(vec![true, true]),
-            Instant::now() - FULL_PASS_EVERY,
-        );
-        assert_eq!(
-            incremental(s.begin(&req(id, 4, &[], &[]))),
-            vec![(t.clone(), vec![(0, want(5)), (1, want(8))])]
-        );
-        assert_eq!(s.all(id), vec![(t, vec![(0, want(5)), (1, want(8))])]);
-    }
-
-    #[test]
-    fn a_client_session_reads_all_its_partitions_at_every_fetch() {
-        let s = FetchSessions::new(Rc::default());
-        let t = name("t");
-        let id = created(&s, &[(t.clone(), vec![(0, want(5))])]);
-        s.finish(id, true, &[(&t, 0, sent(5), 0, false)]);
-        s.watched(id, vec![1], Some(vec![true]), Instant::now());
-        assert_eq!(
-            incremental(s.begin(&req(id, 1, &[], &[]))),
-            vec![(t, vec![(0, want(5))])]
         );
     }
 
