@@ -421,7 +421,11 @@ fn a_batch_queued_without_a_waiting_appender_goes_to_the_journal_at_the_backgrou
         let log = PartitionLog::open(p.data.join("q-0"), jcfg(20), cache.clone())
             .await
             .expect("reopen");
-        assert_eq!(contents(&log).await.len(), 2, "both in the segment after close");
+        assert_eq!(
+            contents(&log).await.len(),
+            2,
+            "both in the segment after close"
+        );
     });
 }
 
