@@ -393,6 +393,7 @@ pub fn spawn_progress(label: &'static str, stats: Arc<Stats>, interval: Duration
             tick.tick().await;
             let now = Instant::now();
             let snap = stats.snapshot();
+            let window = stats.take_window();
             let cpu = CpuTimes::now();
             let dt = now.duration_since(last_t).as_secs_f64().max(1e-9);
             let msgs = snap.messages.saturating_sub(last.messages) as f64 / dt;
@@ -405,11 +406,13 @@ pub fn spawn_progress(label: &'static str, stats: Arc<Stats>, interval: Duration
             let mut out = std::io::stderr().lock();
             let _ = writeln!(
                 out,
-                "[{:>7.1}s] {label}{warm}: {:>10} msg/s {:>8.1} MB/s  p99 {:>7.2} ms  errors {}  total {}  bench cpu {:.2} cores",
+                "[{:>7.1}s] {label}{warm}: {:>10} msg/s {:>8.1} MB/s  p99 {:>7.2} ms (this interval: p99 {:.2} max {:.2})  errors {}  total {}  bench cpu {:.2} cores",
                 start.elapsed().as_secs_f64(),
                 group_digits(msgs as u64),
                 mb,
                 snap.latency.p99_ms,
+                window.p99_ms,
+                window.max_ms,
                 snap.error_count,
                 group_digits(snap.all_messages),
                 cpu.since(&last_cpu).cores(now.duration_since(last_t)),

@@ -23,6 +23,16 @@ pub fn record_latency(h: &mut Histogram<u64>, latency: Duration) {
     h.saturating_record(us);
 }
 
+/// Adds `local` to `h`. Same bounds everywhere, so add cannot fail; saturate rather than drop if
+/// it ever did.
+fn merge_into(h: &mut Histogram<u64>, local: &Histogram<u64>) {
+    if h.add(local).is_err() {
+        for v in local.iter_recorded() {
+            h.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
+    }
+}
+
 /// Percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct LatencySummary {
@@ -65,6 +75,9 @@ pub struct Stats {
     failed: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     latency: Mutex<Histogram<u64>>,
+    /// The latencies since the last progress line (warm-up included), so a line can show the
+    /// tail of its own interval: the run's histogram only says that a stall happened, not when.
+    window: Mutex<Histogram<u64>>,
 }
 
 impl Default for Stats {
@@ -97,6 +110,7 @@ impl Stats {
             failed: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             latency: Mutex::new(new_histogram()),
+            window: Mutex::new(new_histogram()),
         }
     }
 
@@ -121,9 +135,15 @@ impl Stats {
     }
 
     pub fn record_success(&self, messages: u64, bytes: u64, latency: Option<Duration>) {
-        if let (true, Some(l)) = (self.count_success(messages, bytes), latency) {
-            if let Ok(mut h) = self.latency.lock() {
-                record_latency(&mut h, l);
+        let measured = self.count_success(messages, bytes);
+        if let Some(l) = latency {
+            if measured {
+                if let Ok(mut h) = self.latency.lock() {
+                    record_latency(&mut h, l);
+                }
+            }
+            if let Ok(mut w) = self.window.lock() {
+                record_latency(&mut w, l);
             }
         }
     }
@@ -131,28 +151,50 @@ impl Stats {
     /// Counts one message per latency (each `bytes` long), recording the latencies if `timed`.
     pub fn record_each(&self, bytes: u64, timed: bool, latencies: &[Duration]) {
         let n = latencies.len() as u64;
-        if self.count_success(n, n * bytes) && timed {
+        let measured = self.count_success(n, n * bytes);
+        if !timed {
+            return;
+        }
+        if measured {
             if let Ok(mut h) = self.latency.lock() {
                 for l in latencies {
                     record_latency(&mut h, *l);
                 }
             }
         }
+        if let Ok(mut w) = self.window.lock() {
+            for l in latencies {
+                record_latency(&mut w, *l);
+            }
+        }
     }
 
     /// Merges a task-local histogram (ignored during warm-up).
     pub fn merge_latencies(&self, local: &Histogram<u64>) {
-        if !self.is_measuring() || local.is_empty() {
+        if local.is_empty() {
+            return;
+        }
+        if let Ok(mut w) = self.window.lock() {
+            merge_into(&mut w, local);
+        }
+        if !self.is_measuring() {
             return;
         }
         if let Ok(mut h) = self.latency.lock() {
-            // Same bounds everywhere, so add cannot fail; saturate rather than drop if it ever did.
-            if h.add(local).is_err() {
-                for v in local.iter_recorded() {
-                    h.saturating_record_n(v.value_iterated_to(), v.count_at_value());
-                }
-            }
+            merge_into(&mut h, local);
         }
+    }
+
+    /// The latencies recorded since the last call (warm-up included), and a fresh window.
+    pub fn take_window(&self) -> LatencySummary {
+        self.window
+            .lock()
+            .map(|mut w| {
+                let summary = LatencySummary::of(&w);
+                w.reset();
+                summary
+            })
+            .unwrap_or_default()
     }
 
     pub fn record_error(&self, name: &str, count: u64) {
@@ -220,6 +262,35 @@ mod tests {
         let merged = stats.snapshot().latency;
         assert_eq!(merged, LatencySummary::of(&all));
         assert_eq!(merged.count, 1000);
+    }
+
+    #[test]
+    fn each_progress_window_holds_only_the_latencies_since_the_last_one() {
+        let stats = Stats::new(false);
+        stats.record_success(1, 10, Some(Duration::from_millis(200)));
+        let warm = stats.take_window();
+        assert_eq!(warm.count, 1, "warm-up latencies show in their interval");
+        assert!((warm.max_ms - 200.0).abs() < 0.5, "{warm:?}");
+        assert_eq!(
+            stats.snapshot().latency.count,
+            0,
+            "but not in the run's figures"
+        );
+        stats.start_measuring();
+        stats.record_each(
+            10,
+            true,
+            &[Duration::from_millis(3), Duration::from_millis(5)],
+        );
+        let next = stats.take_window();
+        assert_eq!(next.count, 2);
+        assert!((next.max_ms - 5.0).abs() < 0.1, "{next:?}");
+        assert_eq!(
+            stats.take_window().count,
+            0,
+            "a window is emptied when taken"
+        );
+        assert_eq!(stats.snapshot().latency.count, 2);
     }
 
     #[test]
