@@ -488,13 +488,21 @@ fn full_journal_files_are_released_once_their_logs_have_written_and_synced() {
                 .expect("list")
                 .count()
         };
-        while on_disk() > 1 && std::time::Instant::now() < deadline {
+        // (Released files are removed in the background.)
+        while (journal.file_count() > 1 || on_disk() > 1 + usize::from(journal.spare_ready()))
+            && std::time::Instant::now() < deadline
+        {
             glommio::timer::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(
-            on_disk(),
+            journal.file_count(),
             1,
             "every sealed file is released: only the current one is left"
+        );
+        assert_eq!(
+            on_disk(),
+            1 + usize::from(journal.spare_ready()),
+            "on disk: the current file and the next one made ready, nothing sealed"
         );
         for (i, l) in logs.iter().enumerate() {
             assert_eq!(l.log_end_offset(), total[i]);
@@ -503,6 +511,93 @@ fn full_journal_files_are_released_once_their_logs_have_written_and_synced() {
         for l in logs {
             l.check_consistency().await.expect("consistent");
             l.close().await.expect("close");
+        }
+    });
+}
+
+#[test]
+fn rotations_take_the_file_made_ready_beforehand_and_a_crash_among_them_loses_nothing() {
+    let p = paths();
+    let (data, journals) = (p.data.clone(), p.journals.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    run(move || async move {
+        let cache = ReadCache::new(8 << 20);
+        let journal = Journal::with_file_bytes(
+            journals.join("shard-0"),
+            Duration::from_millis(1000),
+            256 << 10,
+        );
+        let mut logs = Vec::new();
+        for i in 0..8 {
+            logs.push(
+                open_journaled(&data, &format!("s-{i}"), 4, jcfg(20), &cache, &journal).await,
+            );
+        }
+        let mut spare_seen = false;
+        let mut ends = [0i64; 8];
+        // ~2 MiB through 256 KiB files: rotations while the spare is ready, and some while the
+        // journal is at its file limit (the logs write their segments then).
+        for round in 0..64u32 {
+            let acks = join_all(logs.iter().map(|l| l.append(batch(4, round, 1000), 1))).await;
+            for (i, a) in acks.into_iter().enumerate() {
+                ends[i] = a.expect("append").last_offset + 1;
+            }
+            if round % 8 == 0 {
+                // The spare is made in the background: give it a turn (bounded).
+                for _ in 0..100 {
+                    if journal.spare_ready() {
+                        break;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            spare_seen |= journal.spare_ready();
+        }
+        assert!(
+            spare_seen,
+            "the next file was made ready ahead of a rotation"
+        );
+        let mut names: Vec<String> = std::fs::read_dir(journals.join("shard-0"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        assert!(
+            names.len() >= 2,
+            "a sealed or spare file beside the current: {names:?}"
+        );
+        tx.send(ends).expect("send");
+        // A crash: nothing is closed, the spare stays on disk beside the written files.
+        std::mem::forget(logs);
+        std::mem::forget(journal);
+    });
+    let ends = rx.recv().expect("acked");
+    let (data, journals) = (p.data.clone(), p.journals.clone());
+    run(move || async move {
+        replay_journals(&journals, &data, jcfg(1000))
+            .await
+            .expect("replay");
+        let cache = ReadCache::new(8 << 20);
+        for (i, end) in ends.iter().enumerate() {
+            let log = PartitionLog::open(data.join(format!("s-{i}")), jcfg(1000), cache.clone())
+                .await
+                .expect("reopen");
+            assert_eq!(
+                log.log_end_offset(),
+                *end,
+                "log s-{i} keeps every acknowledged record"
+            );
+            let got = contents(&log).await;
+            assert_eq!(got.len() as i64, *end, "log s-{i}");
+            for (round, chunk) in got.chunks(4).enumerate() {
+                assert_eq!(
+                    chunk[0].2,
+                    format!("tag{round}-rec0").into_bytes(),
+                    "log s-{i}"
+                );
+            }
+            log.check_consistency().await.expect("consistent");
         }
     });
 }

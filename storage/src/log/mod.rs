@@ -909,13 +909,18 @@ impl Inner {
         let Some(marker) = self.deferred.borrow().clone() else {
             return Ok(());
         };
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| StorageError::io(&self.dir, "create log directory", e))?;
-        let tmp = self.dir.join(format!("{}.tmp", marker.name));
-        let dst = self.dir.join(&marker.name);
-        std::fs::write(&tmp, &marker.bytes)
-            .and_then(|()| std::fs::rename(&tmp, &dst))
-            .map_err(|e| StorageError::io(&dst, "write directory marker", e))?;
+        // Off the shard's thread: each of these may wait for the file system's journal commit.
+        let dir = self.dir.clone();
+        let made = file::off_thread(move || -> Result<(), StorageError> {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| StorageError::io(&dir, "create log directory", e))?;
+            let tmp = dir.join(format!("{}.tmp", marker.name));
+            let dst = dir.join(&marker.name);
+            std::fs::write(&tmp, &marker.bytes)
+                .and_then(|()| std::fs::rename(&tmp, &dst))
+                .map_err(|e| StorageError::io(&dst, "write directory marker", e))
+        });
+        made.await?;
         let cfg = self.cfg.borrow().clone();
         // Its directory entry is synced with its first data (`sync_active_locked`), as for any
         // new log.

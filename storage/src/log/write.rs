@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// What one fdatasync of the active segment covers (see `prepare_sync_locked`).
+pub(super) struct SyncTicket {
+    file: Rc<SegFile>,
+    /// Every append sequence number below this was written before the ticket was taken.
+    target: u64,
+    /// The bytes of those appends still counted as unsynced then.
+    written_bytes: u64,
+}
+
 impl Inner {
     pub(super) async fn wait_for(self: &Rc<Self>, seq: u64) -> Result<(), StorageError> {
         let policy = self.cfg.borrow().flush;
@@ -57,14 +66,29 @@ impl Inner {
     }
 
     pub(super) async fn sync_active_locked(&self) -> Result<(), StorageError> {
-        let (file, target, dir_synced) = {
+        match self.prepare_sync_locked().await? {
+            Some(ticket) => self.finish_sync(ticket).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The part of a data sync that needs the I/O lock: the directory entry of a log's first
+    /// segment (once, before its first data sync), and what the fdatasync must cover — every
+    /// batch written so far. `None` when that is already durable.
+    pub(super) async fn prepare_sync_locked(&self) -> Result<Option<SyncTicket>, StorageError> {
+        let (file, target, dir_synced, written_bytes) = {
             let st = self.st.borrow();
             if st.durable_seq >= st.written_seq {
-                return Ok(());
+                return Ok(None);
             }
             match st.active() {
-                Some(s) => (s.file.clone(), st.written_seq, s.dir_synced),
-                None => return Ok(()),
+                Some(s) => (
+                    s.file.clone(),
+                    st.written_seq,
+                    s.dir_synced,
+                    st.unsynced_bytes.saturating_sub(st.pending_bytes),
+                ),
+                None => return Ok(None),
             }
         };
         if !dir_synced {
@@ -76,11 +100,22 @@ impl Inner {
                 a.dir_synced = true;
             }
         }
-        file.fdatasync().await?;
+        Ok(Some(SyncTicket {
+            file,
+            target,
+            written_bytes,
+        }))
+    }
+
+    /// The fdatasync itself, which needs no lock: it covers what was written before the ticket
+    /// was taken, whatever is appended, rolled or truncated meanwhile (a roll syncs the old
+    /// segment itself; the ticket's file stays open while it is held).
+    pub(super) async fn finish_sync(&self, ticket: SyncTicket) -> Result<(), StorageError> {
+        ticket.file.fdatasync().await?;
         self.fsyncs.set(self.fsyncs.get() + 1);
         let mut st = self.st.borrow_mut();
-        st.durable_seq = st.durable_seq.max(target);
-        st.unsynced_bytes = st.pending_bytes;
+        st.durable_seq = st.durable_seq.max(ticket.target);
+        st.unsynced_bytes = st.unsynced_bytes.saturating_sub(ticket.written_bytes);
         Ok(())
     }
 
