@@ -128,15 +128,20 @@ pub async fn read_local(shard: &Rc<Services>, spec: ReadSpec) -> PartitionRead {
     r
 }
 
-/// Waits (on the owner shard) until any of `tps` moves its high watermark (for a follower:
-/// gets new data), or the deadline.
+/// Waits (on the owner shard) until any of `tps` has something to read at its fetch offset
+/// (for a follower: records beyond it; for a consumer: a high watermark, or with
+/// `read_committed` a last stable offset, beyond it), or the deadline.
 async fn wait_any_local(
     shard: &Rc<Services>,
-    tps: Vec<TopicPartition>,
+    tps: Vec<(TopicPartition, i64)>,
     replica: bool,
+    read_committed: bool,
     deadline: Instant,
 ) {
-    let parts: Vec<_> = tps.iter().filter_map(|tp| shard.replicas.get(tp)).collect();
+    let parts: Vec<_> = tps
+        .iter()
+        .filter_map(|(tp, offset)| shard.replicas.get(tp).map(|p| (p, *offset)))
+        .collect();
     let now = Instant::now();
     if parts.is_empty() || now >= deadline {
         if now < deadline {
@@ -147,7 +152,7 @@ async fn wait_any_local(
     // Polled in place (no task per partition: this runs for a large share of follower fetches).
     let mut listens: Vec<_> = parts
         .iter()
-        .map(|p| {
+        .map(|(p, _)| {
             if replica {
                 p.appended.listen()
             } else {
@@ -155,6 +160,24 @@ async fn wait_any_local(
             }
         })
         .collect();
+    // Listening first, then looking: records that arrived after this fetch read (on this
+    // shard, or while the wait hopped here from the connection's shard) would otherwise wake
+    // nobody, and the fetch slept to its deadline (250 ms for a follower), holding every
+    // acks=all produce of the partition that long once the producer's in-flight limit was
+    // reached (the 3-node run's ~255 ms maximum, issue 24).
+    let readable = parts.iter().any(|(p, offset)| {
+        let upper = if replica {
+            p.log.log_end_offset()
+        } else if read_committed {
+            p.last_stable_offset()
+        } else {
+            p.high_watermark()
+        };
+        upper > *offset
+    });
+    if readable {
+        return;
+    }
     let any = std::future::poll_fn(|cx| {
         for l in listens.iter_mut() {
             if std::future::Future::poll(std::pin::Pin::new(l), cx).is_ready() {
@@ -439,15 +462,18 @@ pub async fn handle(
             break;
         }
         // Long-poll: sleep until one of the partitions gets new data, on each owner shard.
-        let mut by_owner: std::collections::BTreeMap<usize, Vec<TopicPartition>> =
+        let mut by_owner: std::collections::BTreeMap<usize, Vec<(TopicPartition, i64)>> =
             Default::default();
         for (name, _, parts) in &topics {
             if let Some(name) = name {
-                for (partition, ..) in parts {
+                for (partition, offset, pmax, _) in parts {
+                    // A partition asked for no bytes reads nothing whatever it holds: it still
+                    // wakes the wait, but never counts as readable at once.
+                    let offset = if *pmax == 0 { i64::MAX } else { *offset };
                     by_owner
                         .entry(shard.owner_of(name, *partition))
                         .or_default()
-                        .push(TopicPartition::new(name, *partition));
+                        .push((TopicPartition::new(name, *partition), offset));
                 }
             }
         }
@@ -464,7 +490,7 @@ pub async fn handle(
             if let Some((owner, tps)) = by_owner.pop_first() {
                 shard
                     .run_on(owner, move |s| async move {
-                        wait_any_local(&s, tps, is_replica, deadline).await
+                        wait_any_local(&s, tps, is_replica, read_committed, deadline).await
                     })
                     .await;
             }
@@ -478,7 +504,7 @@ pub async fn handle(
             waits.push(
                 glommio::spawn_local(async move {
                     s.run_on(owner, move |s| async move {
-                        wait_any_local(&s, tps, is_replica, deadline).await
+                        wait_any_local(&s, tps, is_replica, read_committed, deadline).await
                     })
                     .await;
                     let _ = tx.try_send(());
