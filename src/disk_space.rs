@@ -9,21 +9,7 @@ use std::path::Path;
 /// Default reserve: 5% of the data disk, at most this.
 const MAX_DEFAULT_RESERVE: u64 = 256 << 20;
 
-/// Free and total bytes of the file system holding `path`.
-pub fn free_and_total(path: &Path) -> std::io::Result<(u64, u64)> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a locally owned, zeroed statvfs.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let frsize = st.f_frsize as u64;
-    Ok((
-        (st.f_bavail as u64).saturating_mul(frsize),
-        (st.f_blocks as u64).saturating_mul(frsize),
-    ))
-}
+pub use chronik_storage::disk::free_and_total;
 
 /// The free space kept for existing partitions: `configured`, else 5% of the disk up to 256 MiB.
 pub fn reserve(configured: Option<u64>, total: u64) -> u64 {

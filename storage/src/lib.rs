@@ -11,6 +11,7 @@ mod commit;
 mod compression;
 pub mod config;
 pub mod control;
+pub mod disk;
 mod disk_format;
 mod epoch;
 pub mod error;

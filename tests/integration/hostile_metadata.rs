@@ -436,6 +436,9 @@ fn new_partitions_take_almost_no_disk_and_are_refused_while_the_disk_is_nearly_f
             "partition {n}-0 takes {used} bytes of disk"
         );
     }
+    // The shards' journals (32 MiB files) would take half of this disk: it keeps its room
+    // for the logs.
+    assert_eq!(disk_usage(&data.join(".journal")), 0);
     println!("30 partitions with 3 records each take {} bytes of disk", {
         names
             .iter()

@@ -134,23 +134,14 @@ fn add_node_rebalance_and_remove_node_move_data_before_switching() {
     let (code, out) = c.admin_cli(&["rebalance"]);
     assert_eq!(code, 0, "{out}");
     // The CLI follows the moves on the controller; node 1's image may apply the last step a
-    // moment later.
+    // moment later (and before the rebalance, every partition also had 2 replicas).
+    let balanced = BTreeMap::from([(1, 3), (2, 3), (3, 3), (4, 3)]);
+    let mut reps = Vec::new();
     wait_until("node 1 to see every move done", 30, || {
-        replicas(&b1, "mv").iter().all(|r| r.len() == 2)
+        reps = replicas(&b1, "mv");
+        reps.iter().all(|r| r.len() == 2) && replica_load(&reps) == balanced
     });
-    let reps = replicas(&b1, "mv");
-    let mut load: BTreeMap<i32, usize> = BTreeMap::new();
-    for r in &reps {
-        assert_eq!(r.len(), 2, "{reps:?}");
-        for b in r {
-            *load.entry(*b).or_default() += 1;
-        }
-    }
-    assert_eq!(
-        load,
-        BTreeMap::from([(1, 3), (2, 3), (3, 3), (4, 3)]),
-        "{reps:?}"
-    );
+    assert_eq!(replica_load(&reps), balanced, "{reps:?}");
     assert_replicas_match(&c, "mv");
 
     // Writes keep working on the moved partitions.
@@ -161,11 +152,12 @@ fn add_node_rebalance_and_remove_node_move_data_before_switching() {
     // Drain and remove node 2: its replicas move first, then it leaves.
     let (code, out) = c.admin_cli(&["remove-node", "--node-id", "2"]);
     assert_eq!(code, 0, "{out}");
-    let reps = replicas(&b1, "mv");
-    assert!(
-        reps.iter().all(|r| !r.contains(&2) && r.len() == 2),
-        "{reps:?}"
-    );
+    // The CLI waited for node 1's controller; its shards serve the image a moment later.
+    wait_until("node 1 to see broker 2 drained", 30, || {
+        replicas(&b1, "mv")
+            .iter()
+            .all(|r| !r.contains(&2) && r.len() == 2)
+    });
     wait_until("broker 2 to leave the broker list", 30, || {
         !brokers(&b1).contains(&2)
     });
@@ -183,6 +175,15 @@ fn add_node_rebalance_and_remove_node_move_data_before_switching() {
         let got = read_all(&b, "mv", *p, want.len());
         assert_eq!(&got, want, "partition {p}");
     }
+}
+
+/// How many replicas each broker holds.
+fn replica_load(reps: &[Vec<i32>]) -> BTreeMap<i32, usize> {
+    let mut load = BTreeMap::new();
+    for b in reps.iter().flatten() {
+        *load.entry(*b).or_default() += 1;
+    }
+    load
 }
 
 /// `cluster add-node` for the just-spawned node `id` (ids 1..id-1 already serve); waits until

@@ -101,10 +101,14 @@ fn summary(c: &Ctl) -> Result<ImageSummary, String> {
     }
 }
 
-/// Polls the controller's summary until `done` says so, or fails at the deadline with `what`.
+/// Polls the controller's summary until it has applied `index` (the command it follows: a
+/// node that is not the Raft leader answers from its own image, which may not hold the
+/// command yet and would look already done) and `done` says so, or fails at the deadline with
+/// `what`.
 fn wait_for(
     c: &Ctl,
     t: &ControllerTarget,
+    index: u64,
     what: &str,
     mut done: impl FnMut(&ImageSummary) -> bool,
 ) -> Result<ImageSummary, String> {
@@ -112,7 +116,7 @@ fn wait_for(
     loop {
         // A node restarting or a leader change may briefly refuse; keep trying until the end.
         if let Ok(s) = summary(c) {
-            if done(&s) {
+            if s.applied_index >= index && done(&s) {
                 return Ok(s);
             }
         }
@@ -165,7 +169,7 @@ fn report_moves(outcome: &CommandOutcome) -> Result<usize, String> {
 
 fn add_node(t: &ControllerTarget, id: u64, raft_addr: &str, voter: bool) -> Result<(), String> {
     let c = ctl(t)?;
-    let (_, outcome) = submit(
+    let (index, outcome) = submit(
         &c,
         Command::AddNode {
             id,
@@ -180,7 +184,7 @@ fn add_node(t: &ControllerTarget, id: u64, raft_addr: &str, voter: bool) -> Resu
         "node {id} added to the metadata quorum as a {}; waiting for its broker to register",
         if voter { "voter" } else { "learner" }
     );
-    let s = wait_for(&c, t, &format!("broker {id} to register"), |s| {
+    let s = wait_for(&c, t, index, &format!("broker {id} to register"), |s| {
         s.brokers.iter().any(|b| b.id as u64 == id && !b.fenced)
     })?;
     if let Some(b) = s.brokers.iter().find(|b| b.id as u64 == id) {
@@ -192,18 +196,18 @@ fn add_node(t: &ControllerTarget, id: u64, raft_addr: &str, voter: bool) -> Resu
 
 fn rebalance(t: &ControllerTarget) -> Result<(), String> {
     let c = ctl(t)?;
-    let (_, outcome) = submit(&c, Command::Rebalance)?;
+    let (index, outcome) = submit(&c, Command::Rebalance)?;
     println!("rebalance:");
     let n = report_moves(&outcome)?;
     if n == 0 {
         println!("  already balanced");
     }
-    let s = wait_for(&c, t, "the moves to finish", |s| {
+    let s = wait_for(&c, t, index, "the moves to finish", |s| {
         s.partitions.iter().all(|p| !p.state.reassigning())
     })?;
     // Leaders follow the new preferred replicas (the automatic leader rebalance would do it
     // later; an operator expects it now).
-    let (_, elect) = submit(
+    let (elect_index, elect) = submit(
         &c,
         Command::ElectLeaders {
             partitions: Vec::new(),
@@ -213,31 +217,35 @@ fn rebalance(t: &ControllerTarget) -> Result<(), String> {
     if let Some(e) = rejected(&elect) {
         println!("preferred leader election: {e}");
     }
-    let s = summary(&c).unwrap_or(s);
+    let s = wait_for(&c, t, elect_index, "the leader election", |_| true).unwrap_or(s);
     print_load(&s);
     Ok(())
 }
 
 fn remove_node(t: &ControllerTarget, id: BrokerId) -> Result<(), String> {
     let c = ctl(t)?;
-    let (_, outcome) = submit(&c, Command::DecommissionBroker { id })?;
+    let (index, outcome) = submit(&c, Command::DecommissionBroker { id })?;
     println!("draining broker {id}:");
     report_moves(&outcome)?;
-    wait_for(&c, t, &format!("broker {id} to hold no replicas"), |s| {
-        s.partitions.iter().all(|p| !p.state.replicas.contains(&id))
-    })?;
+    wait_for(
+        &c,
+        t,
+        index,
+        &format!("broker {id} to hold no replicas"),
+        |s| s.partitions.iter().all(|p| !p.state.replicas.contains(&id)),
+    )?;
     println!("broker {id} holds no replicas");
     let (_, out) = submit(&c, Command::RemoveNode { id: id as u64 })?;
     match rejected(&out) {
         Some(e) => println!("metadata quorum: {e}"),
         None => println!("node {id} left the metadata quorum"),
     }
-    let (_, out) = submit(&c, Command::UnregisterBroker { id })?;
+    let (index, out) = submit(&c, Command::UnregisterBroker { id })?;
     if let Some(e) = rejected(&out) {
         return Err(e);
     }
     println!("broker {id} removed from the cluster; stop its process now");
-    let s = summary(&c)?;
+    let s = wait_for(&c, t, index, "the broker's removal", |_| true)?;
     print_load(&s);
     Ok(())
 }

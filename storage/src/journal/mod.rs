@@ -328,7 +328,7 @@ impl Journal {
         let spare = self.st.borrow_mut().spare.take();
         let (no, path, file) = match spare {
             Some(s) => s,
-            None => self.create_file().await?,
+            None => self.create_file(!must).await?,
         };
         let old = self.st.borrow_mut().current.take();
         if let Some(old) = old {
@@ -382,7 +382,7 @@ impl Journal {
         let weak = self.me.clone();
         glommio::spawn_local(async move {
             let Some(j) = weak.upgrade() else { return };
-            let res = j.create_file().await;
+            let res = j.create_file(true).await;
             j.st.borrow_mut().spare_busy = false;
             match res {
                 Ok(spare) => {
@@ -411,7 +411,13 @@ impl Journal {
     }
 
     /// Creates, preallocates and makes durable (its directory entry) the next journal file.
-    async fn create_file(&self) -> Result<(u64, PathBuf, SegFile), StorageError> {
+    /// With `only_if_roomy`, only while the disk keeps room after it (`disk_has_room`): the
+    /// journal is a speed-up the logs can do without (a group it cannot take goes to its log's
+    /// segment); only a truncation marker (`must`) may take the disk's last bytes.
+    async fn create_file(
+        &self,
+        only_if_roomy: bool,
+    ) -> Result<(u64, PathBuf, SegFile), StorageError> {
         if !self.dir.exists() {
             std::fs::create_dir_all(&self.dir)
                 .map_err(|e| StorageError::io(&self.dir, "create journal directory", e))?;
@@ -420,6 +426,11 @@ impl Journal {
             for d in self.dir.ancestors().skip(1).take(2) {
                 file::sync_dir(d).await?;
             }
+        }
+        if only_if_roomy && !self.disk_has_room() {
+            return Err(StorageError::DiskFull {
+                path: self.dir.clone(),
+            });
         }
         let no = {
             let mut st = self.st.borrow_mut();
@@ -439,6 +450,17 @@ impl Journal {
             return Err(e);
         }
         Ok((no, path, f))
+    }
+
+    /// Whether a new file leaves the disk room for one more and 5% of itself: on a small or
+    /// nearly full disk the space goes to the logs. (On a 64 MiB disk the preallocation of a
+    /// spare file filled the disk for a moment and a log's write failed.) A disk that cannot be
+    /// looked at is given the benefit of the doubt: the preallocation reports a full one.
+    fn disk_has_room(&self) -> bool {
+        match crate::disk::free_and_total(&self.dir) {
+            Ok((free, total)) => free >= 2 * self.file_bytes + total / 20,
+            Err(_) => true,
+        }
     }
 
     /// Deletes the oldest sealed files whose logs all have their entries in their segments;
