@@ -156,7 +156,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "record")]
     pub producer_model: ProducerModel,
 
-    /// Produce requests outstanding per partition (record model), like
+    /// Produce requests outstanding per broker and per partition (record model), like
     /// max.in.flight.requests.per.connection
     #[arg(long, default_value_t = 5)]
     pub max_in_flight: usize,

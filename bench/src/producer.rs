@@ -45,7 +45,7 @@ pub struct ProduceConfig {
     pub verbose: bool,
     /// How tasks drive the producer (`--producer-model`).
     pub model: ProducerModel,
-    /// Requests outstanding per partition in the record model (`--max-in-flight`).
+    /// Requests outstanding per broker and per partition in the record model (`--max-in-flight`).
     pub max_in_flight: usize,
 }
 

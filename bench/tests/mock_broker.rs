@@ -465,3 +465,43 @@ async fn record_model_keeps_concurrency_records_in_flight_and_times_each() {
     assert!(b.latency_count < 4000);
     assert!(broker.max_batch_records.load(Ordering::SeqCst) > 4);
 }
+
+/// As a Kafka client's sender: once a partition's batch is ready, one request to its leader
+/// carries the batches of every partition that holds one, instead of one request per batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_model_sends_every_partitions_batch_to_a_broker_in_one_request() {
+    let broker = MockBroker::start().await;
+    let r = modes::run(&args(
+        &broker,
+        &[
+            "-t",
+            "spread",
+            "--producer-model",
+            "record",
+            "-p",
+            "64",
+            "--create-topic",
+            "-n",
+            "3200",
+            "-c",
+            "32",
+            "-s",
+            "100",
+            "--validate",
+            "--linger-ms",
+            "20",
+        ],
+    ))
+    .await
+    .expect("record run");
+    assert!(r.passed, "{}", r.text_summary());
+    assert_eq!(r.stored, Some(3200));
+    assert_eq!(r.validation_passed, Some(true), "{}", r.text_summary());
+    let widest = broker.max_request_partitions.load(Ordering::SeqCst);
+    assert!(widest > 1, "every request carried one partition");
+    let requests = broker.produce_requests.load(Ordering::SeqCst);
+    assert!(
+        requests < 3200 / 2,
+        "{requests} requests for 3200 records over 32 tasks"
+    );
+}

@@ -58,6 +58,8 @@ pub struct MockBroker {
     pub produce_requests: AtomicU64,
     /// The most records any produced batch held.
     pub max_batch_records: AtomicU64,
+    /// The most partitions any produce request carried.
+    pub max_request_partitions: AtomicU64,
     /// Group state: last assignment per member and committed offsets (topic, partition) -> offset.
     assignments: Mutex<HashMap<String, Bytes>>,
     pub committed: Mutex<HashMap<(String, i32), i64>>,
@@ -75,6 +77,7 @@ impl MockBroker {
             faults: Faults::default(),
             produce_requests: AtomicU64::new(0),
             max_batch_records: AtomicU64::new(0),
+            max_request_partitions: AtomicU64::new(0),
             assignments: Mutex::new(HashMap::new()),
             committed: Mutex::new(HashMap::new()),
         });
@@ -283,6 +286,9 @@ impl MockBroker {
 
     fn produce(&self, req: ProduceRequest) -> ProduceResponse {
         self.produce_requests.fetch_add(1, Ordering::Relaxed);
+        let partitions: usize = req.topic_data.iter().map(|t| t.partition_data.len()).sum();
+        self.max_request_partitions
+            .fetch_max(partitions as u64, Ordering::Relaxed);
         let mut r = ProduceResponse::default();
         let mut topics = self.topics.lock().expect("lock");
         for td in req.topic_data {
