@@ -11,8 +11,9 @@
 //! the partitions that got records lately, round after round; a partition with none for
 //! `QUIET_AFTER` moves to the quiet lane (which takes it just before its next fetch, so one
 //! lane's fetch in flight always watches it), whose long polls (`QUIET_MAX_WAIT_MS`) the
-//! leader answers as soon as any of its partitions gets records, and which hands such a
-//! partition back. A leader reads every partition of a session at each fetch (KIP-227 lists only the
+//! leader answers as soon as any of its partitions gets records, and which keeps such a
+//! partition (its next fetch reports the new log end at once) until the active lane takes it
+//! back before its own next fetch. A leader reads every partition of a session at each fetch (KIP-227 lists only the
 //! changed ones, but looks at all), and the follower plans each fetch over all of them: with
 //! hundreds of idle partitions beside a few busy ones, that per-round cost slowed the busy
 //! ones by a quarter. Quiet partitions are still fetched every `QUIET_MAX_WAIT_MS`, so their
@@ -213,6 +214,13 @@ struct Fetcher {
     /// flight (sent without it) lasted, and a record arriving then waited up to
     /// `QUIET_MAX_WAIT_MS` (the 1,000-partition run's p99 followed that constant, issue 24).
     going_quiet: RefCell<BTreeSet<TopicPartition>>,
+    /// Quiet partitions that got records. The active lane takes them just before it sends its
+    /// next fetch (`adopt_active`), and the quiet lane fetches them until then: handed over at
+    /// once, a partition's new log end was reported (and the leader's high watermark moved,
+    /// answering acks=all produces) only by the active lane's next fetch, after its poll in
+    /// flight (up to `HANDBACK_MAX_WAIT_MS`): a record to an idle partition waited ~10-20 ms
+    /// more than one to a busy partition (issue 24).
+    going_active: RefCell<BTreeSet<TopicPartition>>,
     stopped: Cell<bool>,
     /// When the last failed-write warning was logged, and failures since then.
     storage_warned: Cell<Option<Instant>>,
@@ -270,26 +278,20 @@ impl Fetcher {
         }
     }
 
-    /// Moves `tps` from lane `from` to the other one, and wakes that lane.
-    fn move_lane(&self, from: Lane, tps: &[TopicPartition], now: Instant) {
-        if tps.is_empty() {
+    /// The active lane, before each fetch: takes the quiet partitions that got records and
+    /// are still followed in the quiet lane (a new epoch may have moved one already).
+    fn adopt_active(&self) {
+        let due = std::mem::take(&mut *self.going_active.borrow_mut());
+        if due.is_empty() {
             return;
         }
-        let to = match from {
-            Lane::Active => Lane::Quiet,
-            Lane::Quiet => Lane::Active,
-        };
-        {
-            let mut src = self.lane(from).partitions.borrow_mut();
-            let mut dst = self.lane(to).partitions.borrow_mut();
-            for tp in tps {
-                if let Some(mut st) = src.remove(tp) {
-                    st.last_records = now;
-                    dst.insert(tp.clone(), st);
-                }
+        let mut quiet = self.quiet.partitions.borrow_mut();
+        let mut active = self.active.partitions.borrow_mut();
+        for tp in due {
+            if let Some(st) = quiet.remove(&tp) {
+                active.entry(tp).or_insert(st);
             }
         }
-        self.lane(to).changed.notify();
     }
 
     /// Logs a failed replica write, rate-limited: a full disk fails every round.
@@ -410,6 +412,7 @@ impl Fetchers {
                     active: LaneState::default(),
                     quiet: LaneState::default(),
                     going_quiet: RefCell::new(BTreeSet::new()),
+                    going_active: RefCell::new(BTreeSet::new()),
                     stopped: Cell::new(false),
                     storage_warned: Cell::new(None),
                     storage_failures: Cell::new(0),
@@ -691,8 +694,9 @@ async fn run(
     let mut session = FollowerSession::default();
     let backoff = Duration::from_millis(100);
     while !f.stopped.get() && !shard.shutting_down.get() {
-        if lane == Lane::Quiet {
-            f.adopt_quiet(Instant::now());
+        match lane {
+            Lane::Quiet => f.adopt_quiet(Instant::now()),
+            Lane::Active => f.adopt_active(),
         }
         let parts: Vec<(TopicPartition, FollowState)> = f
             .lane(lane)
@@ -957,6 +961,7 @@ async fn fetch_round(
     // An incremental response that lists nothing: nothing new after the long poll.
     let listed_none = incremental && resp.responses.iter().all(|t| t.partitions.is_empty());
     let mut any_ok = false;
+    let mut moved_away = false;
     let mut wrote = false;
     let mut failed = false;
     let mut writes = Vec::new();
@@ -966,7 +971,13 @@ async fn fetch_round(
             let Some(p) = replicas.get(&tp) else {
                 continue;
             };
-            if !f.lane(lane).partitions.borrow().contains_key(&tp) || p.is_leader() {
+            if !f.lane(lane).partitions.borrow().contains_key(&tp) {
+                // The other lane took it since this fetch was sent; the next one forgets it
+                // here, so fetching again at once cannot spin.
+                moved_away = true;
+                continue;
+            }
+            if p.is_leader() {
                 continue;
             }
             match pd.error_code {
@@ -1029,7 +1040,7 @@ async fn fetch_round(
     if wrote {
         f.note_storage_recovered();
     }
-    Ok(if any_ok || listed_none {
+    Ok(if any_ok || listed_none || moved_away {
         Round::Progress
     } else {
         Round::Idle
@@ -1042,7 +1053,23 @@ async fn fetch_round(
 fn sort_lanes(f: &Fetcher, lane: Lane, got_records: &[TopicPartition]) {
     let now = Instant::now();
     match lane {
-        Lane::Quiet => f.move_lane(Lane::Quiet, got_records, now),
+        Lane::Quiet => {
+            if got_records.is_empty() {
+                return;
+            }
+            {
+                let mut parts = f.quiet.partitions.borrow_mut();
+                let mut due = f.going_active.borrow_mut();
+                for tp in got_records {
+                    if let Some(st) = parts.get_mut(tp) {
+                        st.last_records = now;
+                        due.insert(tp.clone());
+                    }
+                }
+            }
+            // An active lane without partitions waits on this, not in a fetch.
+            f.active.changed.notify();
+        }
         Lane::Active => {
             let added = {
                 let mut parts = f.active.partitions.borrow_mut();
@@ -1184,6 +1211,7 @@ mod tests {
             active: LaneState::default(),
             quiet: LaneState::default(),
             going_quiet: RefCell::new(BTreeSet::new()),
+            going_active: RefCell::new(BTreeSet::new()),
             stopped: Cell::new(false),
             storage_warned: Cell::new(None),
             storage_failures: Cell::new(0),
@@ -1254,6 +1282,41 @@ mod tests {
         assert_eq!(lane_of(&f, 1), Some(Lane::Active));
         assert_eq!(lane_of(&f, 2), None);
         assert!(f.quiet.partitions.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_quiet_partition_that_got_records_is_fetched_by_the_quiet_lane_until_the_active_lane_takes_it(
+    ) {
+        let f = fetcher();
+        let long_ago = Instant::now() - QUIET_AFTER * 2;
+        f.quiet.partitions.borrow_mut().extend([
+            (tp(0), followed(long_ago)),
+            (tp(1), followed(long_ago)),
+            (tp(2), followed(long_ago)),
+        ]);
+        // Partitions 0 and 2 got records in the quiet lane's fetch: its next fetch still names
+        // them (reporting their new log ends), and the active lane takes them before its own.
+        sort_lanes(&f, Lane::Quiet, &[tp(0), tp(2)]);
+        assert_eq!(
+            lane_of(&f, 0),
+            Some(Lane::Quiet),
+            "still fetched by the quiet lane"
+        );
+        assert_eq!(*f.going_active.borrow(), BTreeSet::from([tp(0), tp(2)]));
+        // Partition 2 is followed under a new epoch meanwhile (the active lane has it already).
+        f.quiet.partitions.borrow_mut().remove(&tp(2));
+        f.active
+            .partitions
+            .borrow_mut()
+            .insert(tp(2), FollowState::new(4, Instant::now()));
+        f.adopt_active();
+        assert_eq!(lane_of(&f, 0), Some(Lane::Active));
+        assert_eq!(lane_of(&f, 1), Some(Lane::Quiet));
+        assert_eq!(f.active.partitions.borrow()[&tp(2)].leader_epoch, 4);
+        assert!(f.going_active.borrow().is_empty());
+        // Taken back, it has its records' time: it does not go quiet again at once.
+        sort_lanes(&f, Lane::Active, &[]);
+        assert!(f.going_quiet.borrow().is_empty());
     }
 
     /// Plans a fetch from `w` and has the leader answer it.
