@@ -5,7 +5,9 @@
 # measured in the same run:
 #   - 1 node, 1 partition, 1 KiB, acks=1;
 #   - 1 node, 1 partition, 1 KiB, acks=all, idempotent;
-#   - 3 nodes, 3 partitions, RF 3, 1 KiB, acks=all, idempotent.
+#   - 3 nodes, 3 partitions, RF 3, 1 KiB, acks=all, idempotent;
+#   - the same over 1,000 partitions (issue 24's many-partitions goal, as a real client batches:
+#     one request per broker carries every partition's batch).
 # After each run, the records the broker stores (sum of the partitions' log end offsets, from
 # `chronik-server topic describe`) must equal the records librdkafka reports delivered.
 #
@@ -141,6 +143,7 @@ BOOT=$(CHRONIK_BIN="$BIN/chronik-server" CHRONIK_BASE_PORT="$BASE" CHRONIK_METRI
     CHRONIK_CLUSTER_DIR="$CLUSTER_DIR" \
     CHRONIK_ARGS="${PERF_SERVER_FLAGS:-}" "$ROOT/tests/cluster/start.sh" 3 | tail -1)
 run 3nodes-p3-rf3-1KiB-acksall-idempotent "$BOOT" perf3 3 3 "$N3" -1 -X enable.idempotence=true
+run 3nodes-p1000-rf3-1KiB-acksall-idempotent "$BOOT" perf4 1000 3 "$N3" -1 -X enable.idempotence=true
 "$ROOT/tests/cluster/stop.sh" "$CLUSTER_DIR" >/dev/null 2>&1 || true
 cp "$CLUSTER_DIR"/node-*.log "$RAW/" 2>/dev/null || true
 CLUSTER_DIR=""
