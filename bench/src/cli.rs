@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::client::security::{SaslLogin, SaslMechanism, Security, SecurityProtocol};
 use crate::duration::parse_duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -165,6 +166,26 @@ pub struct Args {
     #[arg(long, default_value_t = 30000)]
     pub request_timeout_ms: u64,
 
+    /// How connections reach the brokers, as Kafka's security.protocol
+    #[arg(long, value_enum, default_value = "PLAINTEXT")]
+    pub security_protocol: SecurityProtocol,
+
+    /// PEM file of the CA the brokers' certificates are checked against (SSL, SASL_SSL)
+    #[arg(long)]
+    pub ssl_ca_file: Option<PathBuf>,
+
+    /// SASL mechanism (SASL_PLAINTEXT, SASL_SSL)
+    #[arg(long, value_enum, default_value = "PLAIN")]
+    pub sasl_mechanism: SaslMechanism,
+
+    /// SASL user name
+    #[arg(long)]
+    pub sasl_username: Option<String>,
+
+    /// SASL password
+    #[arg(long)]
+    pub sasl_password: Option<String>,
+
     /// How long a message may take, retries included, before it counts as failed
     #[arg(long, default_value_t = 120000)]
     pub message_timeout_ms: u64,
@@ -278,6 +299,19 @@ impl Args {
 
     pub fn report_interval(&self) -> Duration {
         Duration::from_secs(self.report_interval_secs.max(1))
+    }
+
+    /// How connections reach the brokers (TLS, SASL login), from the security flags.
+    pub fn security(&self) -> anyhow::Result<std::sync::Arc<Security>> {
+        let sasl = match (&self.sasl_username, &self.sasl_password) {
+            (Some(u), Some(p)) => Some(SaslLogin {
+                mechanism: self.sasl_mechanism,
+                username: u.clone(),
+                password: p.clone(),
+            }),
+            _ => None,
+        };
+        Security::new(self.security_protocol, self.ssl_ca_file.as_deref(), sasl)
     }
 
     /// Checks the combinations clap cannot express.

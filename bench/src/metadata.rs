@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::client::errors::{error_name, needs_metadata_refresh, KafkaError};
-use crate::client::Connection;
+use crate::client::{Connection, Security};
 
 pub const EARLIEST: i64 = -2;
 pub const LATEST: i64 = -1;
@@ -153,6 +153,7 @@ pub enum CreateOutcome {
 pub struct Cluster {
     bootstrap: Vec<String>,
     client_id: String,
+    security: Arc<Security>,
     pub request_timeout: Duration,
     pub verbose: bool,
     state: RwLock<State>,
@@ -165,6 +166,7 @@ impl Cluster {
     /// Connects to the first reachable bootstrap server and learns the brokers.
     pub async fn bootstrap(
         bootstrap: Vec<String>,
+        security: Arc<Security>,
         request_timeout: Duration,
         verbose: bool,
     ) -> Result<Arc<Cluster>> {
@@ -174,6 +176,7 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             bootstrap,
             client_id: "chronik-bench".to_string(),
+            security,
             request_timeout,
             verbose,
             state: RwLock::new(State {
@@ -194,7 +197,13 @@ impl Cluster {
     /// A second view of the same cluster with its own connections, so that long-polling fetches
     /// never sit in front of produce requests on one connection (Kafka answers in order).
     pub async fn fork(&self) -> Result<Arc<Cluster>> {
-        Cluster::bootstrap(self.bootstrap.clone(), self.request_timeout, self.verbose).await
+        Cluster::bootstrap(
+            self.bootstrap.clone(),
+            self.security.clone(),
+            self.request_timeout,
+            self.verbose,
+        )
+        .await
     }
 
     pub fn bootstrap_servers(&self) -> &[String] {
@@ -232,7 +241,8 @@ impl Cluster {
                 }
             }
         }
-        let conn = Connection::connect(addr, &self.client_id, self.request_timeout).await?;
+        let conn = Connection::connect(addr, &self.client_id, self.request_timeout, &self.security)
+            .await?;
         if self.verbose {
             eprintln!("connected to {addr}");
         }

@@ -202,7 +202,7 @@ impl TxnProducerTask {
                 continue;
             }
             let addr = format!("{}:{}", resp.host.as_str(), resp.port);
-            let conn = Connection::connect(&addr, "chronik-bench", timeout)
+            let conn = Connection::connect(&addr, "chronik-bench", timeout, any.security())
                 .await
                 .with_context(|| format!("connecting to transaction coordinator at {addr}"))?;
             self.coordinator = Some(conn.clone());

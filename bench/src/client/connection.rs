@@ -15,12 +15,12 @@ use bytes::{Bytes, BytesMut};
 use chronik::kafka::client;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::{Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::errors::ClientError;
+use super::security::{self, Security};
 
 /// Largest response frame we accept. Fetch requests ask for far less; a broker that sends more
 /// than this gets its connection closed with a clear reason rather than an unbounded allocation.
@@ -72,14 +72,17 @@ pub struct Connection {
     correlation: AtomicI32,
     shared: Arc<Shared>,
     versions: OnceLock<HashMap<i16, (i16, i16)>>,
+    security: Arc<Security>,
 }
 
 impl Connection {
-    /// Connects, starts the reader and writer tasks, and asks the broker's API versions.
+    /// Connects (with TLS when `security` says so), starts the reader and writer tasks, asks
+    /// the broker's API versions and logs in (SASL) when `security` says so.
     pub async fn connect(
         addr: &str,
         client_id: &str,
         timeout: Duration,
+        security: &Arc<Security>,
     ) -> Result<Arc<Connection>> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
@@ -87,24 +90,28 @@ impl Connection {
             Err(_) => return Err(ClientError::Network(format!("connect {addr}: timed out")).into()),
         };
         let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
-        let (tx, rx) = mpsc::channel::<Outgoing>(4096);
-        let (pending_tx, pending_rx) = mpsc::unbounded_channel::<(i32, Reply)>();
-        let shared = Arc::new(Shared {
-            broken: AtomicBool::new(false),
-            reason: Mutex::new(None),
-            shutdown: Notify::new(),
-        });
-        tokio::spawn(write_loop(wr, rx, pending_tx, shared.clone()));
-        tokio::spawn(read_loop(rd, pending_rx, shared.clone(), addr.to_string()));
-        let conn = Arc::new(Connection {
-            addr: addr.to_string(),
-            client_id: StrBytes::from_string(client_id.to_string()),
-            tx,
-            correlation: AtomicI32::new(1),
-            shared,
-            versions: OnceLock::new(),
-        });
+        let conn = match &security.tls {
+            None => {
+                let (rd, wr) = stream.into_split();
+                Self::start_tasks(addr, client_id, rd, wr, security)
+            }
+            Some(config) => {
+                let name = Security::server_name(addr)?;
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let tls = match tokio::time::timeout(timeout, connector.connect(name, stream)).await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        return Err(ClientError::Network(format!("TLS to {addr}: {e}")).into())
+                    }
+                    Err(_) => {
+                        return Err(ClientError::Network(format!("TLS to {addr}: timed out")).into())
+                    }
+                };
+                let (rd, wr) = tokio::io::split(tls);
+                Self::start_tasks(addr, client_id, rd, wr, security)
+            }
+        };
         let resp: ApiVersionsResponse = conn
             .call(&ApiVersionsRequest::default(), 0, timeout)
             .await?;
@@ -120,7 +127,47 @@ impl Connection {
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
         let _ = conn.versions.set(table);
+        if let Some(login) = &security.sasl {
+            security::login(&conn, login, timeout).await?;
+        }
         Ok(conn)
+    }
+
+    fn start_tasks<R, W>(
+        addr: &str,
+        client_id: &str,
+        rd: R,
+        wr: W,
+        security: &Arc<Security>,
+    ) -> Arc<Connection>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel::<Outgoing>(4096);
+        let (pending_tx, pending_rx) = mpsc::unbounded_channel::<(i32, Reply)>();
+        let shared = Arc::new(Shared {
+            broken: AtomicBool::new(false),
+            reason: Mutex::new(None),
+            shutdown: Notify::new(),
+        });
+        tokio::spawn(write_loop(wr, rx, pending_tx, shared.clone()));
+        tokio::spawn(read_loop(rd, pending_rx, shared.clone(), addr.to_string()));
+        Arc::new(Connection {
+            addr: addr.to_string(),
+            client_id: StrBytes::from_string(client_id.to_string()),
+            tx,
+            correlation: AtomicI32::new(1),
+            shared,
+            versions: OnceLock::new(),
+            security: security.clone(),
+        })
+    }
+
+    /// How this connection reached its broker: other connections of the same run (a group's
+    /// or a transaction's coordinator) go the same way.
+    pub fn security(&self) -> &Arc<Security> {
+        &self.security
     }
 
     pub fn addr(&self) -> &str {
@@ -268,8 +315,8 @@ impl Drop for Connection {
     }
 }
 
-async fn write_loop(
-    wr: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    wr: W,
     mut rx: mpsc::Receiver<Outgoing>,
     pending: mpsc::UnboundedSender<(i32, Reply)>,
     shared: Arc<Shared>,
@@ -305,8 +352,8 @@ async fn write_loop(
     }
 }
 
-async fn read_loop(
-    rd: OwnedReadHalf,
+async fn read_loop<R: AsyncRead + Unpin>(
+    rd: R,
     mut pending: mpsc::UnboundedReceiver<(i32, Reply)>,
     shared: Arc<Shared>,
     addr: String,
@@ -346,7 +393,9 @@ async fn read_loop(
     }
 }
 
-async fn read_frame(rd: &mut BufReader<OwnedReadHalf>) -> std::result::Result<Bytes, String> {
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut BufReader<R>,
+) -> std::result::Result<Bytes, String> {
     let len = rd
         .read_i32()
         .await

@@ -180,7 +180,7 @@ impl GroupMember {
         }
         let addr = format!("{}:{}", resp.host.as_str(), resp.port);
         // Our own connection, not the cluster's shared one (see the module comment).
-        Connection::connect(&addr, "chronik-bench", timeout)
+        Connection::connect(&addr, "chronik-bench", timeout, any.security())
             .await
             .with_context(|| format!("connecting to coordinator {} at {addr}", resp.node_id.0))
     }

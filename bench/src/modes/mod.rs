@@ -54,9 +54,14 @@ pub fn base_report(args: &Args, mode: &str) -> RunReport {
 }
 
 pub async fn connect(args: &Args) -> Result<Arc<Cluster>> {
-    Cluster::bootstrap(args.bootstrap_list(), args.request_timeout(), args.verbose)
-        .await
-        .with_context(|| format!("cannot reach any of {}", args.bootstrap_servers))
+    Cluster::bootstrap(
+        args.bootstrap_list(),
+        args.security()?,
+        args.request_timeout(),
+        args.verbose,
+    )
+    .await
+    .with_context(|| format!("cannot reach any of {}", args.bootstrap_servers))
 }
 
 /// Creates the topic when asked, then waits until every partition has a leader.

@@ -91,7 +91,7 @@ fn server_binary() -> PathBuf {
     target.join("debug").join("chronik-server")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -101,7 +101,13 @@ fn free_port() -> u16 {
 
 /// Starts chronik-server with `extra` flags and waits until it listens.
 pub fn start_server(extra: &[&str]) -> Server {
-    let (port, controller) = (free_port(), free_port());
+    start_server_on(free_port(), extra)
+}
+
+/// Starts chronik-server listening on `port` (which `extra` may name again in `--listeners`,
+/// beside other listeners) and waits until it listens there.
+pub fn start_server_on(port: u16, extra: &[&str]) -> Server {
+    let controller = free_port();
     let server = spawn_node(
         1,
         port,
@@ -150,6 +156,7 @@ pub async fn start_cluster(n: usize, extra: &[&str]) -> Vec<Server> {
     loop {
         let seen = chronik_bench::metadata::Cluster::bootstrap(
             first.clone(),
+            chronik_bench::client::Security::plaintext(),
             Duration::from_secs(5),
             false,
         )
@@ -191,8 +198,6 @@ fn spawn_node(
             "--no-pin",
             "--node-id",
             &node_id.to_string(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
             "--data-dir",
             &data.path().join("data").display().to_string(),
             "--controller-listen",
@@ -200,6 +205,12 @@ fn spawn_node(
             "--controller-quorum",
             quorum,
         ])
+        // `--listeners` in `extra` names this port itself, beside other listeners.
+        .args(if extra.contains(&"--listeners") {
+            vec![]
+        } else {
+            vec!["--listen".to_string(), format!("127.0.0.1:{port}")]
+        })
         .args(extra)
         // Several servers of one test binary run at once: no shared default metrics port.
         .args(if extra.contains(&"--metrics-listen") {
