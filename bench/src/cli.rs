@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::client::security::{SaslLogin, SaslMechanism, Security, SecurityProtocol};
+use crate::client::security::{
+    parse_sasl_mechanism, parse_security_protocol, SaslLogin, SaslMechanism, Security,
+    SecurityProtocol,
+};
 use crate::duration::parse_duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -167,7 +170,7 @@ pub struct Args {
     pub request_timeout_ms: u64,
 
     /// How connections reach the brokers, as Kafka's security.protocol
-    #[arg(long, value_enum, default_value = "PLAINTEXT")]
+    #[arg(long, default_value = "PLAINTEXT", value_parser = parse_security_protocol)]
     pub security_protocol: SecurityProtocol,
 
     /// PEM file of the CA the brokers' certificates are checked against (SSL, SASL_SSL)
@@ -175,7 +178,7 @@ pub struct Args {
     pub ssl_ca_file: Option<PathBuf>,
 
     /// SASL mechanism (SASL_PLAINTEXT, SASL_SSL)
-    #[arg(long, value_enum, default_value = "PLAIN")]
+    #[arg(long, default_value = "PLAIN", value_parser = parse_sasl_mechanism)]
     pub sasl_mechanism: SaslMechanism,
 
     /// SASL user name

@@ -36,6 +36,38 @@ fn write_pki_and_users(dir: &Path) {
     std::fs::write(dir.join("users.txt"), "bench:bench-secret\n").expect("users.txt");
 }
 
+/// A node (`--cores 2`) with a PLAINTEXT listener and a `protocol` (SSL or SASL_SSL) one using
+/// the certificate and users in `pki`; returns it and the second listener's port once it listens.
+fn start_secure_node(pki: &Path, protocol: &str) -> (support::chronik::Server, u16) {
+    let path = |n: &str| pki.join(n).display().to_string();
+    let (port, secure_port) = (free_port(), free_port());
+    let listeners = format!("PLAINTEXT://127.0.0.1:{port},{protocol}://127.0.0.1:{secure_port}");
+    let (cert, key, users) = (path("server.pem"), path("server.key"), path("users.txt"));
+    let server = start_server_on(
+        port,
+        &[
+            "--cores",
+            "2",
+            "--listeners",
+            &listeners,
+            "--inter-broker-listener-name",
+            "PLAINTEXT",
+            "--ssl-cert-file",
+            &cert,
+            "--ssl-key-file",
+            &key,
+            "--sasl-bootstrap-users",
+            &users,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", secure_port)).is_err() {
+        assert!(Instant::now() < deadline, "no {protocol} listener");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (server, secure_port)
+}
+
 fn bench_args(sasl_port: u16, ca: &str, mechanism: &str, password: &str, extra: &[&str]) -> Args {
     let addr = format!("127.0.0.1:{sasl_port}");
     let mut v = vec![
@@ -65,37 +97,8 @@ fn bench_args(sasl_port: u16, ca: &str, mechanism: &str, password: &str, extra: 
 async fn chronik_bench_produces_and_consumes_over_sasl_ssl_and_a_wrong_password_is_refused() {
     let pki = tempfile::tempdir().expect("temp dir");
     write_pki_and_users(pki.path());
-    let path = |n: &str| pki.path().join(n).display().to_string();
-    let (port, sasl_port) = (free_port(), free_port());
-    let listeners = format!("PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{sasl_port}");
-    let (cert, key, users, ca) = (
-        path("server.pem"),
-        path("server.key"),
-        path("users.txt"),
-        path("ca.pem"),
-    );
-    let server = start_server_on(
-        port,
-        &[
-            "--cores",
-            "2",
-            "--listeners",
-            &listeners,
-            "--inter-broker-listener-name",
-            "PLAINTEXT",
-            "--ssl-cert-file",
-            &cert,
-            "--ssl-key-file",
-            &key,
-            "--sasl-bootstrap-users",
-            &users,
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", sasl_port)).is_err() {
-        assert!(Instant::now() < deadline, "no SASL_SSL listener");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (server, sasl_port) = start_secure_node(pki.path(), "SASL_SSL");
+    let ca = pki.path().join("ca.pem").display().to_string();
 
     let produce = bench_args(
         sasl_port,
@@ -201,27 +204,7 @@ async fn a_tls_client_without_the_brokers_ca_does_not_connect() {
     let other = tempfile::tempdir().expect("temp dir");
     write_pki_and_users(other.path());
     let path = |n: &str| pki.path().join(n).display().to_string();
-    let (port, ssl_port) = (free_port(), free_port());
-    let listeners = format!("PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{ssl_port}");
-    let (cert, key) = (path("server.pem"), path("server.key"));
-    let _server = start_server_on(
-        port,
-        &[
-            "--listeners",
-            &listeners,
-            "--inter-broker-listener-name",
-            "PLAINTEXT",
-            "--ssl-cert-file",
-            &cert,
-            "--ssl-key-file",
-            &key,
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", ssl_port)).is_err() {
-        assert!(Instant::now() < deadline, "no SSL listener");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (_server, ssl_port) = start_secure_node(pki.path(), "SSL");
     let addr = format!("127.0.0.1:{ssl_port}");
     let run = |ca: String| {
         let v = vec![

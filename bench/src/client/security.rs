@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use chronik::sasl::client::{plain_message, ScramClient};
-use chronik::sasl::scram::Mechanism;
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::StrBytes;
 use rustls::pki_types::pem::PemObject;
@@ -17,47 +16,19 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::Connection;
 
-/// Kafka's `security.protocol`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-#[value(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SecurityProtocol {
-    Plaintext,
-    Ssl,
-    SaslPlaintext,
-    SaslSsl,
+pub use chronik::config::listeners::SecurityProtocol;
+pub use chronik::sasl::SaslMechanism;
+
+/// `--security-protocol`: Kafka's names (the broker's own parser).
+pub fn parse_security_protocol(s: &str) -> Result<SecurityProtocol, String> {
+    SecurityProtocol::parse(s)
+        .ok_or_else(|| format!("{s}: not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"))
 }
 
-impl SecurityProtocol {
-    pub fn tls(self) -> bool {
-        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
-    }
-    pub fn sasl(self) -> bool {
-        matches!(
-            self,
-            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
-        )
-    }
-}
-
-/// Kafka's `sasl.mechanism`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SaslMechanism {
-    #[value(name = "PLAIN")]
-    Plain,
-    #[value(name = "SCRAM-SHA-256")]
-    ScramSha256,
-    #[value(name = "SCRAM-SHA-512")]
-    ScramSha512,
-}
-
-impl SaslMechanism {
-    fn name(self) -> &'static str {
-        match self {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
-        }
-    }
+/// `--sasl-mechanism`: Kafka's names (the broker's own parser).
+pub fn parse_sasl_mechanism(s: &str) -> Result<SaslMechanism, String> {
+    SaslMechanism::from_name(s)
+        .ok_or_else(|| format!("{s}: not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"))
 }
 
 /// A SASL login: who, and how.
@@ -90,8 +61,9 @@ impl Security {
         ca_file: Option<&std::path::Path>,
         sasl: Option<SaslLogin>,
     ) -> Result<Arc<Security>> {
-        let tls = if protocol.tls() {
-            let ca = ca_file.ok_or_else(|| anyhow!("--ssl-ca-file is needed for {protocol:?}"))?;
+        let tls = if protocol.uses_tls() {
+            let ca = ca_file
+                .ok_or_else(|| anyhow!("--ssl-ca-file is needed for {}", protocol.name()))?;
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(ca)
                 .with_context(|| format!("reading {}", ca.display()))?
@@ -114,9 +86,12 @@ impl Security {
         } else {
             None
         };
-        let sasl = if protocol.sasl() {
+        let sasl = if protocol.uses_sasl() {
             Some(sasl.ok_or_else(|| {
-                anyhow!("--sasl-username and --sasl-password are needed for {protocol:?}")
+                anyhow!(
+                    "--sasl-username and --sasl-password are needed for {}",
+                    protocol.name()
+                )
             })?)
         } else {
             None
@@ -174,13 +149,8 @@ pub async fn login(conn: &Connection, login: &SaslLogin, timeout: Duration) -> R
         SaslMechanism::Plain => {
             step(plain_message(&login.username, &login.password)).await?;
         }
-        SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
-            let mech = if login.mechanism == SaslMechanism::ScramSha256 {
-                Mechanism::Sha256
-            } else {
-                Mechanism::Sha512
-            };
-            let mut scram = ScramClient::new(mech, &login.username, &login.password);
+        SaslMechanism::Scram(mech) => {
+            let mut scram = ScramClient::new(mech.into(), &login.username, &login.password);
             let server_first = step(scram.first_message()).await?;
             let client_final = scram
                 .final_message(&server_first)
@@ -197,7 +167,6 @@ pub async fn login(conn: &Connection, login: &SaslLogin, timeout: Duration) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::ValueEnum;
 
     #[test]
     fn the_server_name_is_the_host_of_the_address() {
@@ -212,14 +181,14 @@ mod tests {
 
     #[test]
     fn protocols_and_mechanisms_have_kafkas_names() {
-        let p = |s: &str| SecurityProtocol::from_str(s, false).unwrap();
+        let p = |s: &str| parse_security_protocol(s).unwrap();
         assert_eq!(p("SASL_SSL"), SecurityProtocol::SaslSsl);
         assert_eq!(p("SASL_PLAINTEXT"), SecurityProtocol::SaslPlaintext);
-        assert!(p("SSL").tls() && !p("SSL").sasl());
-        assert!(!p("PLAINTEXT").tls() && !p("PLAINTEXT").sasl());
-        let m = |s: &str| SaslMechanism::from_str(s, false).unwrap();
-        assert_eq!(m("SCRAM-SHA-512"), SaslMechanism::ScramSha512);
-        assert_eq!(m("PLAIN").name(), "PLAIN");
+        assert!(parse_security_protocol("TLS").is_err());
+        let m = |s: &str| parse_sasl_mechanism(s).unwrap();
+        assert_eq!(m("SCRAM-SHA-512").name(), "SCRAM-SHA-512");
+        assert_eq!(m("PLAIN"), SaslMechanism::Plain);
+        assert!(parse_sasl_mechanism("GSSAPI").is_err());
     }
 
     #[test]
