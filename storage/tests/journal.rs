@@ -3,10 +3,12 @@
 
 mod common;
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use chronik_storage::journal::JOURNAL_MAX_FILES;
 use chronik_storage::{
     parse_header, replay_journals, DirMarker, FlushPolicy, Journal, LogConfig, PartitionLog,
     ReadCache,
@@ -488,8 +490,10 @@ fn full_journal_files_are_released_once_their_logs_have_written_and_synced() {
                 .expect("list")
                 .count()
         };
-        // (Released files are removed in the background.)
-        while (journal.file_count() > 1 || on_disk() > 1 + usize::from(journal.spare_ready()))
+        // (Released files are removed, or one is kept for reuse, in the background.)
+        let kept =
+            || 1 + usize::from(journal.spare_ready()) + usize::from(journal.recycled_ready());
+        while (journal.file_count() > 1 || on_disk() > kept())
             && std::time::Instant::now() < deadline
         {
             glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -501,8 +505,8 @@ fn full_journal_files_are_released_once_their_logs_have_written_and_synced() {
         );
         assert_eq!(
             on_disk(),
-            1 + usize::from(journal.spare_ready()),
-            "on disk: the current file and the next one made ready, nothing sealed"
+            kept(),
+            "on disk: the current file, the next one made ready and one kept for reuse"
         );
         for (i, l) in logs.iter().enumerate() {
             assert_eq!(l.log_end_offset(), total[i]);
@@ -599,5 +603,302 @@ fn rotations_take_the_file_made_ready_beforehand_and_a_crash_among_them_loses_no
             }
             log.check_consistency().await.expect("consistent");
         }
+    });
+}
+
+/// Journal writes a 256 KiB journal file takes when each is one entry on one 4 KiB page.
+const PAGES_PER_FILE: u64 = (256 << 10) / 4096;
+
+/// The number of files a journal has used after `writes` one-page writes (a file takes its
+/// next write only if it fits, so each takes exactly `PAGES_PER_FILE`).
+fn files_used(writes: u64) -> u64 {
+    writes.div_ceil(PAGES_PER_FILE)
+}
+
+/// A file whatever its name: its inode and birth time (a removed file's inode number may be
+/// given to a new file, never with the same birth time).
+type FileId = (u64, Option<u128>);
+
+/// The names in a shard journal's directory with their files (a reused file keeps its
+/// identity under each of its names).
+fn listing(dir: &Path) -> Vec<(String, FileId)> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| {
+        let e = e.ok()?;
+        let m = e.metadata().ok()?;
+        let born = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos());
+        Some((
+            e.file_name().to_string_lossy().into_owned(),
+            (m.ino(), born),
+        ))
+    })
+    .collect()
+}
+
+/// Waits (bounded) until `done`, whatever the host's speed; false if it never was.
+async fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+/// What the writer of the recycling test leaves for the check after its crash.
+struct RecycleRun {
+    /// Per log `u-{i}`, the tags of its acknowledged batches, in order.
+    acked: Vec<Vec<u32>>,
+    /// The journal's writes and files (current and sealed) at the crash.
+    writes: u64,
+    files: usize,
+}
+
+#[test]
+fn a_journal_reuses_its_released_files_and_a_crash_replays_none_of_their_earlier_entries() {
+    let p = paths();
+    let (data, journals) = (p.data.clone(), p.journals.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    run(move || async move {
+        let shard = journals.join("shard-0");
+        let cache = ReadCache::new(8 << 20);
+        let journal = Journal::with_file_bytes(&shard, Duration::from_millis(20), 256 << 10);
+        // Appends one at a time: each is alone in its journal write, one entry on one page.
+        let mut logs = Vec::new();
+        for i in 0..8 {
+            logs.push(
+                open_journaled(&data, &format!("u-{i}"), 6, jcfg(20), &cache, &journal).await,
+            );
+        }
+        let mut acked: Vec<Vec<u32>> = vec![Vec::new(); 8];
+        let mut tag = 0u32;
+        // Every name each file had.
+        let mut names_of: HashMap<FileId, BTreeSet<String>> = HashMap::new();
+        let observe = |names_of: &mut HashMap<FileId, BTreeSet<String>>| {
+            for (name, ino) in listing(&shard) {
+                if name.ends_with(".journal") {
+                    names_of.entry(ino).or_default().insert(name);
+                }
+            }
+        };
+        // Three times the file limit's worth of files, released as the logs write their
+        // segments (every 20 ms).
+        let target = 3 * JOURNAL_MAX_FILES as u64 * PAGES_PER_FILE;
+        for round in 0..4000 {
+            if journal.write_count() >= target {
+                break;
+            }
+            for (i, l) in logs.iter().enumerate() {
+                l.append(batch(1, tag, 1000), 1).await.expect("append");
+                acked[i].push(tag);
+                tag += 1;
+            }
+            assert!(journal.file_count() <= JOURNAL_MAX_FILES);
+            observe(&mut names_of);
+            if round % 8 == 7 {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        assert!(journal.write_count() >= target, "{}", journal.write_count());
+        assert!(
+            names_of.values().any(|n| n.len() > 1),
+            "a released file came back as a later one: {names_of:?}"
+        );
+        // The entries u-7 wrote stay in the files' earlier lives; a log of the same name and
+        // topic takes its place below, at lower offsets than they have.
+        let old = logs.pop().expect("u-7");
+        old.delete().await.expect("delete");
+        let filler = logs.remove(0);
+        for l in logs {
+            l.close().await.expect("close");
+        }
+        assert!(
+            wait_until(|| journal.file_count() == 1
+                && journal.spare_ready()
+                && journal.recycled_ready())
+            .await,
+            "everything sealed released, a file kept for reuse, the next one ready"
+        );
+        let reused = listing(&shard)
+            .into_iter()
+            .find(|(n, _)| n == "recycle.free")
+            .expect("the file kept for reuse")
+            .1;
+        // Two more files: the spare made ready before, then the next one, made from the file
+        // kept for reuse (with its earlier lives' entries after the ones written below). The
+        // filler's write that starts it is its first entry.
+        let first = files_used(journal.write_count());
+        while files_used(journal.write_count()) < first + 2 {
+            let before = journal.write_count();
+            if before.is_multiple_of(PAGES_PER_FILE) {
+                // This write starts a file: the spare takes it.
+                assert!(wait_until(|| journal.spare_ready()).await, "spare made");
+            }
+            filler.append(batch(1, tag, 1000), 1).await.expect("append");
+            acked[0].push(tag);
+            tag += 1;
+            // Or none: a batch queued when the journal asks for its file back goes to the
+            // segment.
+            assert!(journal.write_count() <= before + 1, "one entry per write");
+        }
+        observe(&mut names_of);
+        assert!(
+            names_of.get(&reused).is_some_and(|n| !n.is_empty()),
+            "the file kept for reuse is the current one: {names_of:?}"
+        );
+        let witness = open_journaled(
+            &data,
+            "u-7",
+            6,
+            LogConfig {
+                flush: FlushPolicy::IntervalMs(60_000),
+                ..jcfg(1000)
+            },
+            &cache,
+            &journal,
+        )
+        .await;
+        for r in 0..10u32 {
+            let a = witness
+                .append(batch(1, 1000 + r, 1000), 1)
+                .await
+                .expect("append");
+            assert_eq!(a.base_offset, r as i64);
+        }
+        assert_eq!(
+            witness.write_count(),
+            0,
+            "the new u-7 is only in the journal"
+        );
+        filler.close().await.expect("close");
+        // Released as soon as the filler is closed: the file it filled, kept for reuse.
+        assert!(
+            wait_until(|| journal.file_count() == 1
+                && journal.spare_ready()
+                && journal.recycled_ready()
+                && listing(&shard).len() == 3)
+            .await,
+            "{:?}",
+            listing(&shard)
+        );
+        let mut on_disk: Vec<String> = listing(&shard).into_iter().map(|e| e.0).collect();
+        on_disk.sort();
+        assert_eq!(
+            on_disk.len(),
+            journal.file_count() + 2,
+            "on disk: the current file, the next one and the one kept for reuse: {on_disk:?}"
+        );
+        assert!(on_disk.contains(&"recycle.free".to_string()));
+        tx.send(RecycleRun {
+            acked,
+            writes: journal.write_count(),
+            files: journal.file_count(),
+        })
+        .expect("send");
+        // A crash: the new u-7 is not closed, its batches are only in the journal.
+        std::mem::forget(witness);
+        std::mem::forget(journal);
+    });
+    let got = rx.recv().expect("run");
+    // Only the entries of the current file's present life: a filler batch and the new u-7's.
+    let present = got.writes - PAGES_PER_FILE * (files_used(got.writes) - got.files as u64);
+    assert_eq!(present, 11);
+    let (data, journals) = (p.data.clone(), p.journals.clone());
+    run(move || async move {
+        let report = replay_journals(&journals, &data, jcfg(1000))
+            .await
+            .expect("replay");
+        assert_eq!(
+            (report.files, report.entries),
+            (2, present as usize),
+            "the current file and the next one, only their present entries: {report:?}"
+        );
+        assert_eq!(
+            (report.applied, report.logs),
+            (10, 1),
+            "only the new u-7's batches: {report:?}"
+        );
+        assert!(
+            !journals.join("shard-0").exists(),
+            "removed, the kept file too"
+        );
+        let cache = ReadCache::new(8 << 20);
+        for (i, tags) in got.acked.iter().enumerate().take(7) {
+            let log = PartitionLog::open(data.join(format!("u-{i}")), jcfg(1000), cache.clone())
+                .await
+                .expect("reopen");
+            let want: Vec<(i64, i32, Vec<u8>)> = tags
+                .iter()
+                .enumerate()
+                .map(|(o, t)| (o as i64, 1, format!("tag{t}-rec0").into_bytes()))
+                .collect();
+            assert_eq!(contents(&log).await, want, "log u-{i}");
+            log.check_consistency().await.expect("consistent");
+        }
+        let log = PartitionLog::open(data.join("u-7"), jcfg(1000), cache.clone())
+            .await
+            .expect("reopen");
+        let want: Vec<(i64, i32, Vec<u8>)> = (0..10u32)
+            .map(|r| (r as i64, 1, format!("tag{}-rec0", 1000 + r).into_bytes()))
+            .collect();
+        assert_eq!(
+            contents(&log).await,
+            want,
+            "the new u-7, none of the old one's"
+        );
+        log.check_consistency().await.expect("consistent");
+    });
+}
+
+#[test]
+fn a_clean_close_leaves_the_journal_directory_without_files() {
+    run(|| async {
+        let p = paths();
+        let shard = p.journals.join("shard-0");
+        let cache = ReadCache::new(8 << 20);
+        let journal = Journal::with_file_bytes(&shard, Duration::from_millis(20), 256 << 10);
+        let mut logs = Vec::new();
+        for i in 0..4 {
+            logs.push(
+                open_journaled(&p.data, &format!("k-{i}"), 5, jcfg(20), &cache, &journal).await,
+            );
+        }
+        let mut tag = 0u32;
+        for round in 0..4000 {
+            if journal.write_count() >= 2 * JOURNAL_MAX_FILES as u64 * PAGES_PER_FILE {
+                break;
+            }
+            for l in &logs {
+                l.append(batch(1, tag, 1000), 1).await.expect("append");
+                tag += 1;
+            }
+            if round % 8 == 7 {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        assert!(
+            wait_until(|| journal.recycled_ready() && journal.spare_ready()).await,
+            "a file kept for reuse and a spare, both to be removed"
+        );
+        for l in logs {
+            l.close().await.expect("close");
+        }
+        journal.close().await;
+        assert_eq!(journal.file_count(), 0);
+        assert!(!journal.spare_ready() && !journal.recycled_ready());
+        assert_eq!(listing(&shard), vec![], "nothing left for a replay");
+        let report = replay_journals(&p.journals, &p.data, jcfg(1000))
+            .await
+            .expect("replay");
+        assert_eq!(report.files, 0, "{report:?}");
     });
 }

@@ -1,4 +1,6 @@
 //! Applying the journals of a crashed process to their logs, before anything opens them.
+//! Only `*.journal` files are read: a recycled file waiting for reuse (`recycle.free`) holds
+//! nothing a log needs, and is removed with its shard's directory.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +32,7 @@ pub struct ReplayReport {
 /// logs in `data_dir`, closes those logs, then removes the journals. Batches a log already
 /// holds are skipped; a log whose directory is gone or whose marker file differs (another
 /// topic of the same name) takes nothing. A torn entry ends its file (it was never
-/// acknowledged). Must run on a glommio executor before the logs are opened by anyone else.
+/// acknowledged), as does an entry of a recycled file's earlier life. Must run on a glommio executor before the logs are opened by anyone else.
 pub async fn recover(
     root: &Path,
     data_dir: &Path,
@@ -61,6 +63,11 @@ pub async fn recover(
             .collect();
         files.sort();
         for path in files {
+            // The CRCs of a file's entries are seeded with the number in its name.
+            let Some(no) = file_number(&path) else {
+                tracing::warn!(path = %path.display(), "ignoring a journal file whose name is not a journal file number");
+                continue;
+            };
             let len = std::fs::metadata(&path)
                 .map_err(|e| StorageError::io(&path, "stat journal file", e))?
                 .len();
@@ -73,9 +80,9 @@ pub async fn recover(
                     .map_err(|e| StorageError::io(&path, "read journal file", e))?,
             );
             report.files += 1;
-            let (entries, stop) = decode_file(&bytes);
+            let (entries, stop) = decode_file(&bytes, no);
             if let Some(why) = stop {
-                tracing::warn!(path = %path.display(), %why, "journal file ends early (a write cut short by the crash)");
+                tracing::warn!(path = %path.display(), %why, "journal file ends early (a write cut short by the crash, or a recycled file's earlier entries)");
             }
             report.entries += entries.len();
             for e in entries {
@@ -131,6 +138,15 @@ pub async fn recover(
     Ok(report)
 }
 
+/// The number of a journal file named `{no:020}.journal`.
+fn file_number(path: &Path) -> Option<u64> {
+    let stem = path.file_stem()?.to_str()?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
 /// The last offset of a batch at `base` (its header's last offset delta), or `base`.
 fn last_offset(base: i64, batch: &Bytes) -> i64 {
     crate::batch::parse_header(batch).map_or(base, |h| base + h.last_offset_delta as i64)
@@ -164,4 +180,26 @@ async fn apply(
     }
     log.close().await?;
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_file_is_numbered_by_its_name_alone() {
+        let named = |n: &str| file_number(Path::new(n));
+        assert_eq!(named("/j/shard-0/00000000000000000042.journal"), Some(42));
+        assert_eq!(named("00000000000000000000.journal"), Some(0));
+        assert_eq!(named("18446744073709551615.journal"), Some(u64::MAX));
+        for bad in [
+            "42.journal",
+            "+0000000000000000042.journal",
+            "0000000000000000004x.journal",
+            "99999999999999999999.journal",
+            "recycle.free",
+        ] {
+            assert_eq!(named(bad), None, "{bad}");
+        }
+    }
 }
