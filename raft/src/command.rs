@@ -182,6 +182,18 @@ pub enum Command {
     BootstrapScramUsers {
         upserts: Vec<ScramUpsert>,
     },
+    /// A leader's log failed a write (I/O error, disk full) after followers may already have
+    /// copied the batches it then dropped. The partition gets a new leader epoch, so those
+    /// followers truncate them (OffsetForLeaderEpoch) before anything is appended at those
+    /// offsets again; leadership moves to another live ISR member if there is one, as Kafka
+    /// moves it off a failed log directory, and stays otherwise. Appended: older entries keep
+    /// their variant numbers.
+    LeaderWriteFailed {
+        topic: String,
+        partition: i32,
+        leader: BrokerId,
+        leader_epoch: i32,
+    },
 }
 
 impl Command {

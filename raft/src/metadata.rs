@@ -87,6 +87,17 @@ impl MetaState {
                 partitions,
                 preferred,
             } => self.elect_leaders(partitions, *preferred),
+            Command::LeaderWriteFailed {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+            } => CommandOutcome::Partition(self.leader_write_failed(
+                topic,
+                *partition,
+                *leader,
+                *leader_epoch,
+            )),
             Command::ReassignPartitions {
                 topic,
                 partition,
@@ -615,21 +626,7 @@ impl MetaState {
         new_isr: &[BrokerId],
     ) -> Result<PartitionState, MetaError> {
         let p = self.partition(topic, partition)?;
-        if leader_epoch != p.leader_epoch {
-            return Err(MetaError::new(
-                codes::FENCED_LEADER_EPOCH,
-                format!(
-                    "leader epoch {leader_epoch} is not the current {}",
-                    p.leader_epoch
-                ),
-            ));
-        }
-        if leader != p.leader {
-            return Err(MetaError::new(
-                codes::NOT_LEADER_OR_FOLLOWER,
-                format!("broker {leader} is not the leader ({})", p.leader),
-            ));
-        }
+        check_current_leader(p, leader, leader_epoch)?;
         if partition_epoch != p.partition_epoch {
             return Err(MetaError::new(
                 codes::INVALID_UPDATE_VERSION,
@@ -666,6 +663,42 @@ impl MetaState {
         p.isr = new_isr.to_vec();
         p.partition_epoch += 1;
         reassign::maybe_complete(p, &live);
+        Ok(p.clone())
+    }
+
+    /// A new leader epoch after the leader's failed write (see `Command::LeaderWriteFailed`):
+    /// the first live ISR member other than the failed leader, in replica order, leads; the
+    /// same broker if there is none. The ISR stays: the old leader still holds everything up
+    /// to the high watermark.
+    fn leader_write_failed(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        leader: BrokerId,
+        leader_epoch: i32,
+    ) -> Result<PartitionState, MetaError> {
+        let live = self.live_set();
+        let p = self.partition(topic, partition)?;
+        check_current_leader(p, leader, leader_epoch)?;
+        let (Some(next_epoch), Some(next_pe)) = (
+            p.leader_epoch.checked_add(1),
+            p.partition_epoch.checked_add(1),
+        ) else {
+            return Err(MetaError::new(
+                codes::INVALID_REQUEST,
+                "the partition's epochs are exhausted",
+            ));
+        };
+        let next = p
+            .replicas
+            .iter()
+            .copied()
+            .find(|b| *b != leader && p.isr.contains(b) && live.contains(b))
+            .unwrap_or(leader);
+        let p = self.partition_mut(topic, partition)?;
+        p.leader = next;
+        p.leader_epoch = next_epoch;
+        p.partition_epoch = next_pe;
         Ok(p.clone())
     }
 
@@ -830,6 +863,30 @@ fn new_partition(replicas: Vec<BrokerId>, live: &HashSet<BrokerId>) -> Partition
         adding: Vec::new(),
         removing: Vec::new(),
     }
+}
+
+/// A request made by `leader` under `leader_epoch` is still the partition's leader's own.
+fn check_current_leader(
+    p: &PartitionState,
+    leader: BrokerId,
+    leader_epoch: i32,
+) -> Result<(), MetaError> {
+    if leader_epoch != p.leader_epoch {
+        return Err(MetaError::new(
+            codes::FENCED_LEADER_EPOCH,
+            format!(
+                "leader epoch {leader_epoch} is not the current {}",
+                p.leader_epoch
+            ),
+        ));
+    }
+    if leader != p.leader {
+        return Err(MetaError::new(
+            codes::NOT_LEADER_OR_FOLLOWER,
+            format!("broker {leader} is not the leader ({})", p.leader),
+        ));
+    }
+    Ok(())
 }
 
 fn unclean_allowed(t: &TopicImage) -> bool {

@@ -952,3 +952,85 @@ fn a_registration_with_a_nameless_or_portless_listener_is_rejected() {
     }
     assert!(s.image.broker(1).is_none());
 }
+
+fn write_failed(p: &crate::image::PartitionState, leader: BrokerId) -> Command {
+    Command::LeaderWriteFailed {
+        topic: "t".into(),
+        partition: 0,
+        leader,
+        leader_epoch: p.leader_epoch,
+    }
+}
+
+#[test]
+fn a_leader_write_failure_moves_leadership_to_a_live_isr_member_under_a_new_epoch() {
+    let mut s = cluster(3);
+    create(&mut s, topic("t", 1, 3));
+    let p = part(&s, "t", 0);
+    let o = apply(&mut s, write_failed(&p, p.leader));
+    let CommandOutcome::Partition(Ok(q)) = o else {
+        panic!("{o:?}")
+    };
+    assert_ne!(q.leader, p.leader);
+    assert!(p.isr.contains(&q.leader));
+    assert_eq!(q.leader_epoch, p.leader_epoch + 1);
+    assert_eq!(q.partition_epoch, p.partition_epoch + 1);
+    assert_eq!(
+        q.isr, p.isr,
+        "the old leader keeps what it holds and stays in the ISR"
+    );
+    assert_eq!(part(&s, "t", 0), q);
+}
+
+#[test]
+fn a_leader_write_failure_with_no_other_live_isr_member_keeps_the_leader_under_a_new_epoch() {
+    let mut s = cluster(3);
+    create(&mut s, topic("t", 1, 3));
+    let p = part(&s, "t", 0);
+    for b in p.replicas.iter().filter(|b| **b != p.leader) {
+        apply(&mut s, Command::FenceBroker { id: *b });
+    }
+    let p = part(&s, "t", 0);
+    let o = apply(&mut s, write_failed(&p, p.leader));
+    let CommandOutcome::Partition(Ok(q)) = o else {
+        panic!("{o:?}")
+    };
+    assert_eq!(q.leader, p.leader);
+    assert_eq!(q.leader_epoch, p.leader_epoch + 1);
+}
+
+#[test]
+fn a_stale_or_foreign_leader_write_failure_report_changes_nothing() {
+    let mut s = cluster(3);
+    create(&mut s, topic("t", 1, 3));
+    let p = part(&s, "t", 0);
+    let follower = p
+        .replicas
+        .iter()
+        .copied()
+        .find(|b| *b != p.leader)
+        .unwrap_or(NO_LEADER);
+    let mut stale = write_failed(&p, p.leader);
+    if let Command::LeaderWriteFailed { leader_epoch, .. } = &mut stale {
+        *leader_epoch -= 1;
+    }
+    let unknown = Command::LeaderWriteFailed {
+        topic: "t".into(),
+        partition: 7,
+        leader: p.leader,
+        leader_epoch: p.leader_epoch,
+    };
+    for (cmd, code) in [
+        (stale, codes::FENCED_LEADER_EPOCH),
+        (write_failed(&p, follower), codes::NOT_LEADER_OR_FOLLOWER),
+        (unknown, codes::UNKNOWN_TOPIC_OR_PARTITION),
+    ] {
+        let before = s.clone();
+        let o = apply(&mut s, cmd.clone());
+        assert!(
+            matches!(&o, CommandOutcome::Partition(Err(e)) if e.code == code),
+            "{cmd:?} gave {o:?}"
+        );
+        assert_eq!(s, before, "{cmd:?} changed the state");
+    }
+}

@@ -390,6 +390,16 @@ pub fn precheck(image: &MetadataImage, cmd: Command, defaults: Defaults) -> Prec
             Precheck::Answer(outcome)
         };
     }
+    if matches!(cmd, Command::LeaderWriteFailed { .. }) {
+        // A report the partition's epoch has already moved past stays out of the log.
+        return match dry_run(image, &cmd, defaults) {
+            CommandOutcome::Partition(Ok(_)) => Precheck::Propose {
+                cmd,
+                early: Vec::new(),
+            },
+            outcome => Precheck::Answer(outcome),
+        };
+    }
     if matches!(
         cmd,
         Command::ElectLeaders { .. }

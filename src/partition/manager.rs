@@ -7,7 +7,7 @@ use super::log_config::log_config_for;
 use super::{batch_error_code, Partition, ProduceOutcome, ReplicaStateError};
 use crate::kafka::errors;
 use crate::metrics::ShardMetrics;
-use crate::shard::event::LocalEvent;
+use crate::shard::event::{LatchedEvent, LocalEvent};
 use crate::shard::{Shard, TopicPartition};
 use bytes::BytesMut;
 use chronik_raft::image::{BrokerId, MetadataImage, TopicImage, NO_LEADER};
@@ -75,6 +75,9 @@ pub struct ReplicaManager {
     /// (`replication::isr`), which `isr_wake` wakes.
     isr_candidates: RefCell<HashSet<TopicPartition>>,
     pub isr_wake: LocalEvent,
+    /// Notified by a led partition whose write failed (`Partition::awaits_new_epoch`); the ISR
+    /// loop then asks the controller for its new epoch.
+    pub write_failures: Rc<LatchedEvent>,
 }
 
 impl ReplicaManager {
@@ -99,6 +102,7 @@ impl ReplicaManager {
             followers: OnceCell::new(),
             isr_candidates: RefCell::new(HashSet::new()),
             isr_wake: LocalEvent::new(),
+            write_failures: Rc::new(LatchedEvent::default()),
         })
     }
 
@@ -400,6 +404,7 @@ impl ReplicaManager {
                     tracing::info!(topic = %topic.name, partition = idx, "partition opened after an earlier failure");
                 }
                 let p = Rc::new(p);
+                p.set_write_failure_signal(self.write_failures.clone());
                 self.partitions.borrow_mut().insert(tp, p.clone());
                 self.apply_state(&p, topic, idx);
                 Ok(p)

@@ -23,7 +23,7 @@ mod txn_tests;
 pub mod verification;
 
 use crate::kafka::errors;
-use crate::shard::event::LocalEvent;
+use crate::shard::event::{LatchedEvent, LocalEvent};
 use crate::shard::TopicPartition;
 use bytes::{Bytes, BytesMut};
 use chronik_raft::image::{BrokerId, TopicId};
@@ -132,6 +132,24 @@ pub struct Partition {
     /// On a follower: the leader's high watermark in its last fetch answer (-1: none yet), so
     /// DescribeLogDirs can report how far this replica trails it.
     leader_high_watermark: Cell<i64>,
+    /// A leader write failed under this epoch (see `note_leader_write_failure`), and when the
+    /// controller was last asked for a new one.
+    write_failed: Cell<Option<WriteFailure>>,
+    /// Notified when a leader write fails (the shard's ISR loop reports it); set by the replica
+    /// manager.
+    write_failure_signal: RefCell<Option<Rc<LatchedEvent>>>,
+}
+
+/// A leader write that failed under `epoch`: the log dropped queued batches (its log end went
+/// back) that a follower may already have copied, since followers read what is queued.
+/// Appending again under this epoch would give those offsets other data on the leader than on
+/// that follower, at the same epoch, where no truncation can find it. So the partition takes
+/// no appends until the controller gives it a new epoch (`Command::LeaderWriteFailed`), and
+/// then followers truncate what the leader does not hold (OffsetForLeaderEpoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteFailure {
+    pub epoch: i32,
+    pub reported_at: Option<Instant>,
 }
 
 /// A replica state change refused because it would break an invariant (see the module doc).
@@ -265,6 +283,8 @@ impl Partition {
             leader_since: Cell::new(Instant::now()),
             isr_change_pending: Cell::new(false),
             leader_high_watermark: Cell::new(-1),
+            write_failed: Cell::new(None),
+            write_failure_signal: RefCell::new(None),
         };
         p.rebuild_producer_state().await;
         Ok(p)
@@ -400,6 +420,11 @@ impl Partition {
         &self,
         batch: chronik_storage::ValidBatch,
     ) -> ProduceOutcome {
+        if self.awaits_new_epoch() {
+            // Kafka answers a partition on a failed log directory so; clients refresh their
+            // metadata and retry, by then at the next leader.
+            return ProduceOutcome::error(errors::KAFKA_STORAGE_ERROR);
+        }
         let header = *batch.header();
         if header.is_transactional() && header.producer_id < 0 {
             // Kafka: a transactional batch must carry a producer id.
@@ -477,10 +502,17 @@ impl Partition {
         &self,
         batch: chronik_storage::ValidBatch,
     ) -> Result<ProduceOutcome, chronik_storage::StorageError> {
-        let r = self
+        let r = match self
             .log
             .append_valid(batch, self.leader_epoch.get().max(0))
-            .await?;
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.note_leader_write_failure(&e);
+                return Err(e);
+            }
+        };
         self.maybe_advance_hw();
         self.appended.notify();
         Ok(ProduceOutcome {
@@ -514,6 +546,66 @@ impl Partition {
                 ProduceOutcome::error(storage_error_code(&e))
             }
         }
+    }
+
+    /// Where a failed leader write is announced (the shard's ISR loop listens).
+    pub fn set_write_failure_signal(&self, signal: Rc<LatchedEvent>) {
+        *self.write_failure_signal.borrow_mut() = Some(signal);
+    }
+
+    /// After a leader append failed: unless no other replica could have copied what the log
+    /// dropped (this broker holds the only replica) or the error left the queue alone (a
+    /// refused batch), the partition waits for a new leader epoch (`WriteFailure`).
+    fn note_leader_write_failure(&self, e: &StorageError) {
+        if storage_error_code(e) != errors::KAFKA_STORAGE_ERROR || !self.is_leader.get() {
+            return;
+        }
+        if !self
+            .replicas
+            .borrow()
+            .iter()
+            .any(|b| *b != self.local_broker)
+        {
+            return;
+        }
+        let epoch = self.leader_epoch.get();
+        if self.write_failed.get().is_some_and(|f| f.epoch == epoch) {
+            return;
+        }
+        tracing::warn!(topic = %self.tp.topic, partition = self.tp.partition, epoch, "leader write failed; no appends until the controller gives a new leader epoch");
+        self.write_failed.set(Some(WriteFailure {
+            epoch,
+            reported_at: None,
+        }));
+        if let Some(signal) = self.write_failure_signal.borrow().as_ref() {
+            signal.raise();
+        }
+    }
+
+    /// Whether appends wait for a new epoch after a failed write under the current one.
+    pub fn awaits_new_epoch(&self) -> bool {
+        self.write_failed
+            .get()
+            .is_some_and(|f| f.epoch == self.leader_epoch.get())
+    }
+
+    /// The failed write to report to the controller now: one under the current epoch, on the
+    /// leader, not reported within `every`. Marks it reported at `now`.
+    pub fn write_failure_to_report(&self, now: Instant, every: Duration) -> Option<i32> {
+        let f = self.write_failed.get()?;
+        if !self.is_leader.get() || f.epoch != self.leader_epoch.get() {
+            return None;
+        }
+        if f.reported_at
+            .is_some_and(|at| now.saturating_duration_since(at) < every)
+        {
+            return None;
+        }
+        self.write_failed.set(Some(WriteFailure {
+            reported_at: Some(now),
+            ..f
+        }));
+        Some(f.epoch)
     }
 
     /// Wakes every waiter of either event: leadership or the partition itself changed.
@@ -855,6 +947,9 @@ impl Partition {
         if !self.is_leader.get() {
             return ProduceOutcome::error(errors::NOT_LEADER_OR_FOLLOWER);
         }
+        if self.awaits_new_epoch() {
+            return ProduceOutcome::error(errors::KAFKA_STORAGE_ERROR);
+        }
         if let Err(code) =
             self.producers
                 .borrow()
@@ -1127,6 +1222,67 @@ mod tests {
                 p.record_follower_fetch(2, 3, Instant::now()),
                 Err(ReplicaStateError::NotLeader)
             );
+            p.close().await;
+        });
+    }
+
+    fn write_error() -> chronik_storage::StorageError {
+        chronik_storage::StorageError::Io {
+            path: "t-0".into(),
+            op: "write",
+            source: std::io::Error::other("injected"),
+        }
+    }
+
+    #[test]
+    fn a_leader_whose_write_failed_takes_no_appends_until_a_new_epoch() {
+        with_partition(|p| async move {
+            let t0 = Instant::now();
+            assert!(p.become_leader(5, &[1, 2], &[1, 2, 3], t0).is_ok());
+            let batch = || chronik_storage::testing::build_batch_of(3, 100, 1, 0);
+            assert_eq!(p.append_as_leader(batch()).await.error, errors::NONE);
+            assert_eq!(p.write_failure_to_report(t0, Duration::from_secs(1)), None);
+            p.note_leader_write_failure(&write_error());
+            assert!(p.awaits_new_epoch());
+            let refused = p.append_as_leader(batch()).await;
+            assert_eq!(refused.error, errors::KAFKA_STORAGE_ERROR);
+            assert_eq!(
+                p.log_end_offset(),
+                3,
+                "nothing appended under the failed epoch"
+            );
+            // Reported at once, then again only after the interval (an unanswered report).
+            let every = Duration::from_secs(1);
+            assert_eq!(p.write_failure_to_report(t0, every), Some(5));
+            assert_eq!(p.write_failure_to_report(t0 + every / 2, every), None);
+            assert_eq!(p.write_failure_to_report(t0 + every, every), Some(5));
+            // The controller's new epoch (same leader here) opens it again.
+            assert!(p.become_leader(6, &[1, 2], &[1, 2, 3], t0).is_ok());
+            assert!(!p.awaits_new_epoch());
+            assert_eq!(p.write_failure_to_report(t0 + 3 * every, every), None);
+            let out = p.append_as_leader(batch()).await;
+            assert_eq!((out.error, out.base_offset), (errors::NONE, 3));
+            p.close().await;
+        });
+    }
+
+    #[test]
+    fn a_failed_write_needs_no_new_epoch_on_the_only_replica_or_after_leadership_moved() {
+        with_partition(|p| async move {
+            let t0 = Instant::now();
+            assert!(p.become_leader(0, &[1], &[1], t0).is_ok());
+            p.note_leader_write_failure(&write_error());
+            assert!(
+                !p.awaits_new_epoch(),
+                "no other replica can hold what was dropped"
+            );
+            assert!(p.become_leader(1, &[1, 2], &[1, 2], t0).is_ok());
+            p.note_leader_write_failure(&write_error());
+            assert!(p.awaits_new_epoch());
+            // Leadership moved away (the controller's answer): nothing left to report.
+            assert_eq!(p.become_follower(2, &[1, 2], &[1, 2]), Ok(true));
+            assert!(!p.awaits_new_epoch());
+            assert_eq!(p.write_failure_to_report(t0, Duration::from_secs(1)), None);
             p.close().await;
         });
     }

@@ -114,8 +114,14 @@ pub async fn run(replicas: Rc<ReplicaManager>) {
     let mut next_sweep = Instant::now() + every;
     loop {
         let now = Instant::now();
-        if now < next_sweep && !replicas.has_isr_candidates() {
-            let woken = replicas.isr_wake.listen();
+        if now < next_sweep
+            && !replicas.has_isr_candidates()
+            && !replicas.write_failures.is_raised()
+        {
+            let woken = futures_lite::future::or(
+                replicas.isr_wake.listen(),
+                replicas.write_failures.listen(),
+            );
             futures_lite::future::or(woken, glommio::timer::sleep(next_sweep - now)).await;
         }
         if replicas.shard.shutting_down.get() {
@@ -124,8 +130,10 @@ pub async fn run(replicas: Rc<ReplicaManager>) {
         let queued = replicas.take_isr_candidates();
         if Instant::now() >= next_sweep {
             check_all(&replicas, &SystemClock);
+            super::write_failure::report(&replicas, true);
             next_sweep = Instant::now() + every;
         } else {
+            super::write_failure::report(&replicas, false);
             for tp in queued {
                 if let Some(p) = replicas.get(&tp) {
                     check_partition(&replicas, &p, lag_max, Instant::now());

@@ -3,3 +3,4 @@
 
 pub mod fetcher;
 pub mod isr;
+pub mod write_failure;

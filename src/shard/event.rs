@@ -146,3 +146,32 @@ mod tests {
         assert!(kept.as_mut().poll(&mut cx).is_ready());
     }
 }
+
+/// An event that stays raised until taken, for a loop that may be busy elsewhere when it
+/// fires (a `notify` with nobody listening is otherwise lost).
+#[derive(Default)]
+pub struct LatchedEvent {
+    raised: Cell<bool>,
+    event: LocalEvent,
+}
+
+impl LatchedEvent {
+    pub fn raise(&self) {
+        self.raised.set(true);
+        self.event.notify();
+    }
+
+    /// Whether it was raised since the last `take`; lowers it.
+    pub fn take(&self) -> bool {
+        self.raised.replace(false)
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.raised.get()
+    }
+
+    /// A future that resolves at the next `raise` after this call.
+    pub fn listen(&self) -> Listen<'_> {
+        self.event.listen()
+    }
+}

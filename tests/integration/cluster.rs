@@ -982,6 +982,87 @@ fn a_follower_whose_disk_fills_backs_off_leaves_the_isr_and_catches_up_when_spac
     c.node(3).kill();
 }
 
+fn leader_epoch_of(addr: &str, topic: &str) -> i32 {
+    metadata(addr, topic).topics[0].partitions[0].leader_epoch
+}
+
+#[test]
+fn a_leader_whose_disk_fills_hands_leadership_on_under_a_new_epoch_and_no_replica_diverges() {
+    let mut c = Cluster::start(3, FAST);
+    // Node 1, the preferred leader, keeps its copy on a 4 MiB file system of its own.
+    let Some(disk) = Tmpfs::mount(&c.nodes[0].data_dir.join("lfull-0"), "4m") else {
+        println!("SKIPPED: cannot mount a tmpfs (needs root)");
+        return;
+    };
+    let b1 = c.nodes[0].bootstrap();
+    create(
+        &b1,
+        NewTopic::new("lfull", 1, TopicReplication::Variable(&[&[1, 2, 3]]))
+            .set("segment.bytes", "262144"),
+    );
+    wait_until("node 1 leads", 30, || leader_of(&b1, "lfull", 0) == 1);
+    let epoch_before = leader_epoch_of(&b1, "lfull");
+    // 12 MB, idempotent acks=all: node 1's disk fills a third of the way. Its failed write
+    // must not stop the partition (before, it refused every produce from then on) nor let a
+    // follower keep batches the leader dropped.
+    let acks = Acks::default();
+    let p: ThreadedProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "90000")
+        .set("retry.backoff.ms", "100")
+        .create_with_context(acks.clone())
+        .unwrap();
+    let pad = "x".repeat(1000);
+    for i in 0..12_000i64 {
+        let value = format!("{i:08}{pad}");
+        loop {
+            match p.send(
+                BaseRecord::<str, str, Box<i64>>::with_opaque_to("lfull", Box::new(i))
+                    .payload(&value)
+                    .partition(0),
+            ) {
+                Ok(()) => break,
+                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err((e, _)) => panic!("{e}"),
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120))
+        .expect("every record delivered after the leader's disk filled");
+    let acked = acks.count();
+    assert_eq!(acked, 12_000, "every record acknowledged");
+    assert!(
+        log_lines(&c, 0, "leader write failed") >= 1,
+        "node 1's write failed as its leader"
+    );
+    assert!(
+        leader_epoch_of(&b1, "lfull") > epoch_before,
+        "a new leader epoch after the failed write"
+    );
+    // Space returns: every replica ends at exactly the acknowledged records (idempotent: no
+    // duplicates), and all three copies are the same bytes.
+    disk.resize("64m");
+    for node in &c.nodes {
+        let b = node.bootstrap();
+        wait_until("every replica has every record", 90, || {
+            local_leo(&b, "lfull", 0) == 12_000
+        });
+    }
+    let reference = local_bytes(&c.nodes[1].bootstrap(), "lfull", 0, 12_000);
+    for node in [&c.nodes[0], &c.nodes[2]] {
+        assert!(
+            local_bytes(&node.bootstrap(), "lfull", 0, 12_000) == reference,
+            "a replica diverged"
+        );
+    }
+    c.node(1).kill();
+}
+
 /// DeleteRecords on `addr` (the partition's leader): every record of `topic`-0 below `offset`.
 fn delete_records_before(addr: &str, topic: &str, offset: i64) -> (i16, i64) {
     use kafka_protocol::messages::delete_records_request::{

@@ -285,6 +285,13 @@ pub fn consume_values(bootstrap: &str, topic: &str, partition: i32, expect: usiz
 #[derive(Clone, Default)]
 pub struct Acks(Arc<Mutex<Vec<i64>>>);
 
+impl Acks {
+    /// How many records were acknowledged so far.
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
 impl ClientContext for Acks {}
 impl ProducerContext for Acks {
     type DeliveryOpaque = Box<i64>;
