@@ -130,16 +130,19 @@ impl ReplicaManager {
         self.partitions.borrow().get(tp).cloned()
     }
 
-    /// A follower's fetch at `offset` (its log end) of partition `p`, led here: recorded (it may
-    /// move the high watermark), and the ISR check woken if the follower may rejoin the ISR.
+    /// A follower's fetch at `offset` (its log end; its log start `log_start`) of partition `p`,
+    /// led here: recorded (it may move the high watermark, or the low watermark a DeleteRecords
+    /// waits for), and the ISR check woken if the follower may rejoin the ISR.
     pub fn follower_fetched(
         &self,
         p: &Partition,
         follower: BrokerId,
         offset: i64,
+        log_start: i64,
         now: Instant,
     ) -> Result<(), ReplicaStateError> {
         p.record_follower_fetch(follower, offset, now)?;
+        p.record_follower_log_start(follower, log_start);
         if p.could_rejoin_isr(follower) && self.isr_candidates.borrow_mut().insert(p.tp.clone()) {
             self.isr_wake.notify();
         }

@@ -72,6 +72,9 @@ pub struct FollowerState {
     /// The leader's LEO and the time at the follower's previous fetch.
     last_fetch_leo: i64,
     last_fetch_at: Instant,
+    /// The follower's log start offset as its last fetch said (-1: not said yet). DeleteRecords
+    /// answers once every in-sync follower's has reached the offset asked for.
+    pub log_start_offset: i64,
 }
 
 impl FollowerState {
@@ -81,6 +84,7 @@ impl FollowerState {
             caught_up_at: now,
             last_fetch_leo: offset,
             last_fetch_at: now,
+            log_start_offset: -1,
         }
     }
 
@@ -117,6 +121,8 @@ pub struct Partition {
     /// `hw_advanced` because every follower fetch moves the HW: one event for both woke each
     /// parked follower fetch at the other followers' fetches, to find nothing new.
     pub appended: LocalEvent,
+    /// Signalled when a follower reports a new log start offset (DeleteRecords waits on it).
+    pub follower_log_start_moved: LocalEvent,
     /// -1 until the image first gives it a role.
     leader_epoch: Cell<i32>,
     is_leader: Cell<bool>,
@@ -273,6 +279,7 @@ impl Partition {
             txns: RefCell::new(TxnIndex::new()),
             verifying: RefCell::new(HashMap::new()),
             hw_advanced: LocalEvent::new(),
+            follower_log_start_moved: LocalEvent::new(),
             appended: LocalEvent::new(),
             leader_epoch: Cell::new(-1),
             is_leader: Cell::new(false),
@@ -772,6 +779,38 @@ impl Partition {
             .record_fetch(offset, leo, now);
         self.maybe_advance_hw();
         Ok(())
+    }
+
+    /// On the leader: a follower's log start offset from its fetch (after `record_follower_fetch`
+    /// accepted the fetch). A fetch that does not say (-1, Fetch before v5) changes nothing.
+    pub fn record_follower_log_start(&self, follower: BrokerId, log_start: i64) {
+        if log_start < 0 {
+            return;
+        }
+        let moved = self
+            .followers
+            .borrow_mut()
+            .get_mut(&follower)
+            .is_some_and(|f| std::mem::replace(&mut f.log_start_offset, log_start) != log_start);
+        if moved {
+            self.follower_log_start_moved.notify();
+        }
+    }
+
+    /// On the leader: Kafka's low watermark, the smallest log start offset over this replica and
+    /// the in-sync followers (-1 while one of them has not said its own; a follower out of the
+    /// ISR does not hold DeleteRecords up, as in Kafka a dead one does not). -1 on a follower.
+    pub fn low_watermark(&self) -> i64 {
+        if !self.is_leader.get() {
+            return -1;
+        }
+        let mut low = self.log.log_start_offset();
+        let isr = self.isr.borrow();
+        let followers = self.followers.borrow();
+        for b in isr.iter().filter(|b| **b != self.local_broker) {
+            low = low.min(followers.get(b).map_or(-1, |f| f.log_start_offset));
+        }
+        low
     }
 
     /// On a follower: the leader's high watermark from a fetch answer. Ours moves to it, capped
@@ -1283,6 +1322,41 @@ mod tests {
             assert_eq!(p.become_follower(2, &[1, 2], &[1, 2]), Ok(true));
             assert!(!p.awaits_new_epoch());
             assert_eq!(p.write_failure_to_report(t0, Duration::from_secs(1)), None);
+            p.close().await;
+        });
+    }
+
+    #[test]
+    fn the_low_watermark_is_the_least_log_start_over_the_leader_and_its_in_sync_followers() {
+        with_partition(|p| async move {
+            assert!(p
+                .become_leader(0, &[1, 2], &[1, 2, 3], Instant::now())
+                .is_ok());
+            let batch = chronik_storage::testing::build_batch_of(10, 100, 1, 0);
+            assert_eq!(p.append_as_leader(batch).await.error, errors::NONE);
+            assert_eq!(p.record_follower_fetch(2, 10, Instant::now()), Ok(()));
+            assert_eq!(p.record_follower_fetch(3, 4, Instant::now()), Ok(()));
+            assert_eq!(p.log.delete_records_before(6).await.ok(), Some(6));
+            assert_eq!(
+                p.low_watermark(),
+                -1,
+                "follower 2 has not said its log start"
+            );
+            p.record_follower_log_start(2, 4);
+            assert_eq!(p.low_watermark(), 4);
+            // Follower 3 is out of the ISR: it does not hold the low watermark back.
+            p.record_follower_log_start(3, 0);
+            assert_eq!(p.low_watermark(), 4);
+            p.record_follower_log_start(2, 8);
+            assert_eq!(p.low_watermark(), 6, "the leader's own log start");
+            // A fetch that does not say (-1) changes nothing.
+            p.record_follower_log_start(2, -1);
+            assert_eq!(p.low_watermark(), 6);
+            // An unknown broker is not recorded.
+            p.record_follower_log_start(9, 0);
+            assert_eq!(p.low_watermark(), 6);
+            assert_eq!(p.become_follower(1, &[2], &[1, 2, 3]), Ok(true));
+            assert_eq!(p.low_watermark(), -1, "only a leader has one");
             p.close().await;
         });
     }

@@ -146,9 +146,13 @@ impl FollowerSession {
                 forget: Vec::new(),
             };
         };
+        // As Kafka's FetchSessionHandler: a partition is named again when anything it says
+        // changed. The log start matters too: the leader answers DeleteRecords only once every
+        // in-sync follower has reported its own log start past the offset deleted.
         let changed = |tp: &TopicPartition, w: &Want| {
             self.sent.get(tp).is_none_or(|s| {
-                (s.fetch_offset, s.leader_epoch) != (w.fetch_offset, w.leader_epoch)
+                (s.fetch_offset, s.leader_epoch, s.log_start_offset)
+                    != (w.fetch_offset, w.leader_epoch, w.log_start_offset)
             })
         };
         SessionFetch {
@@ -1366,6 +1370,16 @@ mod tests {
             vec![1]
         );
         assert_eq!(s.open, Some((42, 4)));
+        // So is a new log start (the leader waits for it to answer DeleteRecords).
+        w.get_mut(&tp(3)).expect("followed").log_start_offset = 2;
+        let plan = round(&mut s, &w, 0, 42);
+        assert_eq!(
+            plan.send
+                .iter()
+                .map(|(t, w)| (t.partition, w.log_start_offset))
+                .collect::<Vec<_>>(),
+            vec![(3, 2)]
+        );
     }
 
     #[test]

@@ -448,6 +448,7 @@ const FROZEN_STAY_IN_ISR: &[&str] = &[
     "60000",
 ];
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const REQUEST_TIMED_OUT: i16 = 7;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 
@@ -1065,6 +1066,11 @@ fn a_leader_whose_disk_fills_hands_leadership_on_under_a_new_epoch_and_no_replic
 
 /// DeleteRecords on `addr` (the partition's leader): every record of `topic`-0 below `offset`.
 fn delete_records_before(addr: &str, topic: &str, offset: i64) -> (i16, i64) {
+    delete_records_within(addr, topic, offset, 10_000)
+}
+
+/// `delete_records_before` with the request's `timeout_ms`.
+fn delete_records_within(addr: &str, topic: &str, offset: i64, timeout_ms: i32) -> (i16, i64) {
     use kafka_protocol::messages::delete_records_request::{
         DeleteRecordsPartition, DeleteRecordsTopic,
     };
@@ -1078,7 +1084,7 @@ fn delete_records_before(addr: &str, topic: &str, offset: i64) -> (i16, i64) {
     t.partitions = vec![p];
     let mut req = DeleteRecordsRequest::default();
     req.topics = vec![t];
-    req.timeout_ms = 10_000;
+    req.timeout_ms = timeout_ms;
     let r: DeleteRecordsResponse =
         raw::call(&mut s, ApiKey::DeleteRecords, 2, &req).expect("delete records");
     let p = &r.topics[0].partitions[0];
@@ -1127,6 +1133,38 @@ fn a_follower_whose_log_ends_below_the_leaders_log_start_starts_over_there_and_r
         wait_until("the replica's log start follows the leader's", 30, || {
             local_log_start(&b, "behind", 0) == 250
         });
+    }
+}
+
+#[test]
+fn delete_records_answers_once_every_in_sync_replica_has_moved_its_log_start() {
+    let mut c = Cluster::start(3, FROZEN_STAY_IN_ISR);
+    let b1 = c.nodes[0].bootstrap();
+    create(
+        &b1,
+        NewTopic::new("trimmed", 1, TopicReplication::Variable(&[&[1, 2, 3]])),
+    );
+    produce_range(&b1, "trimmed", "all", 1, 0..100);
+    let leader = leader_of(&b1, "trimmed", 0);
+    let lb = c.nodes[(leader - 1) as usize].bootstrap();
+    assert_eq!(delete_records_before(&lb, "trimmed", 60), (0, 60));
+    // Answered only now: no replica that could lead next still serves the deleted records.
+    for n in &c.nodes {
+        assert_eq!(local_log_start(&n.bootstrap(), "trimmed", 0), 60);
+    }
+    // A frozen follower stays in the ISR (long lag time) and cannot move its log start: the
+    // request times out, as Kafka's does, with the low watermark where that follower holds it.
+    let frozen = if leader == 3 { 2 } else { 3 };
+    c.node(frozen).signal(libc::SIGSTOP);
+    assert_eq!(
+        delete_records_within(&lb, "trimmed", 80, 500),
+        (REQUEST_TIMED_OUT, 60)
+    );
+    assert_eq!(local_log_start(&lb, "trimmed", 0), 80, "the leader's moved");
+    c.node(frozen).signal(libc::SIGCONT);
+    assert_eq!(delete_records_before(&lb, "trimmed", 90), (0, 90));
+    for n in &c.nodes {
+        assert_eq!(local_log_start(&n.bootstrap(), "trimmed", 0), 90);
     }
 }
 

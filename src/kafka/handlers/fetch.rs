@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// (name if known, topic id, [(partition, fetch offset, partition max bytes, leader epoch)])
-type FetchTopicSpec = (Option<String>, uuid::Uuid, Vec<(i32, i64, usize, i32)>);
+type FetchTopicSpec = (Option<String>, uuid::Uuid, Vec<(i32, Wanted)>);
 
 /// Kafka's replica id for debugging reads of a follower's copy.
 pub const DEBUG_REPLICA_ID: i32 = -2;
@@ -33,6 +33,8 @@ pub struct ReadSpec {
     pub current_leader_epoch: i32,
     /// Set for follower fetches: the follower's broker id.
     pub replica: Option<BrokerId>,
+    /// A follower's log start offset, as its fetch says (-1: not said).
+    pub replica_log_start: i64,
     /// Kafka's debug replica id (-2): read this node's copy, leader or not, up to its LEO.
     pub debug: bool,
     /// isolation_level 1: read only below the last stable offset.
@@ -94,7 +96,13 @@ pub async fn read_local(shard: &Rc<Services>, spec: ReadSpec) -> PartitionRead {
             // connection proved it.)
             if shard
                 .replicas
-                .follower_fetched(&p, follower, spec.offset, Instant::now())
+                .follower_fetched(
+                    &p,
+                    follower,
+                    spec.offset,
+                    spec.replica_log_start,
+                    Instant::now(),
+                )
                 .is_err()
             {
                 return PartitionRead::error(errors::NOT_LEADER_OR_FOLLOWER);
@@ -325,6 +333,7 @@ pub async fn handle(
                         fetch_offset: p.fetch_offset,
                         max_bytes: p.partition_max_bytes.max(0) as usize,
                         current_leader_epoch: p.current_leader_epoch,
+                        log_start_offset: p.log_start_offset,
                     };
                     (p.partition, wanted)
                 })
@@ -379,10 +388,7 @@ pub async fn handle(
                 *id,
             ),
         };
-        let parts = parts
-            .iter()
-            .map(|(p, w)| (*p, w.fetch_offset, w.max_bytes, w.current_leader_epoch))
-            .collect();
+        let parts = parts.iter().map(|(p, w)| (*p, *w)).collect();
         topics.push((name, id, parts));
     }
 
@@ -406,7 +412,9 @@ pub async fn handle(
         let mut slots: Vec<Option<PartitionRead>> = Vec::new();
         let mut limits: Vec<usize> = Vec::new();
         for ((name, _, parts), readable) in topics.iter().zip(&readable) {
-            for (partition, offset, pmax, epoch) in parts {
+            for (partition, w) in parts {
+                let (offset, pmax, epoch) =
+                    (&w.fetch_offset, &w.max_bytes, &w.current_leader_epoch);
                 let slot = slots.len();
                 limits.push(*pmax);
                 if unauthorized || !readable {
@@ -426,6 +434,7 @@ pub async fn handle(
                     max_bytes: *pmax,
                     current_leader_epoch: *epoch,
                     replica,
+                    replica_log_start: w.log_start_offset,
                     debug,
                     read_committed,
                 };
@@ -466,7 +475,8 @@ pub async fn handle(
             Default::default();
         for (name, _, parts) in &topics {
             if let Some(name) = name {
-                for (partition, offset, pmax, _) in parts {
+                for (partition, w) in parts {
+                    let (offset, pmax) = (&w.fetch_offset, &w.max_bytes);
                     // A partition asked for no bytes reads nothing whatever it holds: it still
                     // wakes the wait, but never counts as readable at once.
                     let offset = if *pmax == 0 { i64::MAX } else { *offset };

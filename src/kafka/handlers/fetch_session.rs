@@ -49,6 +49,8 @@ pub struct Wanted {
     pub fetch_offset: i64,
     pub max_bytes: usize,
     pub current_leader_epoch: i32,
+    /// The fetching replica's log start offset (a follower's; -1 from a consumer).
+    pub log_start_offset: i64,
 }
 
 /// What the last response of the session said of a partition (None: not yet listed).
@@ -389,6 +391,7 @@ mod tests {
             fetch_offset: offset,
             max_bytes: 1024,
             current_leader_epoch: -1,
+            log_start_offset: -1,
         }
     }
 
