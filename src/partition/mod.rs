@@ -153,9 +153,9 @@ pub struct Partition {
 /// no appends until the controller gives it a new epoch (`Command::LeaderWriteFailed`), and
 /// then followers truncate what the leader does not hold (OffsetForLeaderEpoch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriteFailure {
-    pub epoch: i32,
-    pub reported_at: Option<Instant>,
+struct WriteFailure {
+    epoch: i32,
+    reported_at: Option<Instant>,
 }
 
 /// A replica state change refused because it would break an invariant (see the module doc).
