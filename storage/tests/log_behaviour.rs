@@ -635,6 +635,52 @@ fn high_watermark_is_clamped_and_checkpointed() {
 }
 
 #[test]
+fn the_background_flusher_checkpoints_the_high_watermark_and_a_delete_between_its_ticks_leaves_no_directory(
+) {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("topic-0");
+        let c = LogConfig {
+            flush: FlushPolicy::IntervalMs(5),
+            ..cfg(false)
+        };
+        let log = open(&path, c.clone(), 0).await;
+        for i in 0..10 {
+            log.append(batch(1, i, 0), 0).await.expect("append");
+        }
+        log.set_high_watermark(10);
+        // The background flusher writes the checkpoints while appends go on; what it wrote
+        // is what a crash (a drop without close) recovers.
+        let mut next = 10;
+        for _ in 0..1000 {
+            if path.join("log-state.checkpoint").exists() {
+                break;
+            }
+            log.append(batch(1, next, 0), 0).await.expect("append");
+            next += 1;
+            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        assert!(path.join("log-state.checkpoint").exists());
+        drop(log);
+        let log = open(&path, c.clone(), 0).await;
+        assert_eq!(log.log_end_offset(), i64::from(next));
+        assert!(
+            log.high_watermark() >= 10,
+            "recovered {}",
+            log.high_watermark()
+        );
+        // A delete during background checkpoints leaves no directory behind.
+        for i in 0..20 {
+            log.append(batch(1, next + i, 0), 0).await.expect("append");
+            log.set_high_watermark(i64::from(next + i + 1));
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        log.delete().await.expect("delete");
+        assert!(!path.exists());
+    });
+}
+
+#[test]
 fn interval_and_bytes_policies_resolve_after_the_write() {
     for policy in [FlushPolicy::IntervalMs(20), FlushPolicy::Bytes(2_000)] {
         run(move || async move {
