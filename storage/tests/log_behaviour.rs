@@ -483,6 +483,44 @@ fn epoch_cache_follows_appends_and_persists() {
 }
 
 #[test]
+fn epochs_survive_a_crash_without_a_checkpoint_and_a_roll_checkpoints_them_before_sealing() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = LogConfig {
+            segment_bytes: 4 << 10,
+            flush: FlushPolicy::IntervalMs(3_600_000),
+            ..cfg(false)
+        };
+        let log = open(dir.path(), c.clone(), 0).await;
+        for (i, epoch) in [1, 1, 3].into_iter().enumerate() {
+            log.append(batch(2, i as u32, 0), epoch)
+                .await
+                .expect("append");
+        }
+        // One segment: no checkpoint is owed; a crash (drop without close) rebuilds the epochs
+        // from the active segment, which open always scans.
+        assert!(!dir.path().join("leader-epoch.checkpoint").exists());
+        drop(log);
+        let log = open(dir.path(), c.clone(), 0).await;
+        assert_eq!(log.end_offset_for_epoch(2), Some((1, 4)));
+        // Past one segment: the roll writes the checkpoint before the sealed segment gets its
+        // index files (after which open reads its epochs from the checkpoint, not its batches).
+        let mut i = 3;
+        while log.segment_count() < 2 {
+            log.append(batch(20, i, 0), 5).await.expect("append");
+            i += 1;
+        }
+        assert!(dir.path().join("leader-epoch.checkpoint").exists());
+        drop(log);
+        let log = open(dir.path(), c, 0).await;
+        assert_eq!(log.end_offset_for_epoch(2), Some((1, 4)));
+        assert_eq!(log.end_offset_for_epoch(4), Some((3, 6)));
+        assert_eq!(log.latest_epoch(), Some(5));
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
 fn concurrent_always_appends_share_fdatasyncs() {
     run(|| async {
         let dir = tempfile::tempdir().expect("tempdir");

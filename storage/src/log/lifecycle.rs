@@ -3,6 +3,16 @@
 use super::checkpoint_pace;
 use super::*;
 
+/// Which leader-epoch checkpoint a checkpoint write includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EpochsCheckpoint {
+    Forced,
+    IfChanged,
+    /// Only if `State::epochs_owed` (the background flusher).
+    IfOwed,
+    Skip,
+}
+
 impl Inner {
     pub(super) async fn flush_all(&self) -> Result<(), StorageError> {
         let _permit = self.lock().await?;
@@ -37,7 +47,7 @@ impl Inner {
                 unjournaled || (requested && !st.pending.is_empty()),
                 st.durable_seq < st.written_seq,
                 (st.state_dirty && hw_due && checkpoint_pace::take_token())
-                    || st.epochs_dirty
+                    || st.epochs_owed()
                     || st.clean_dirty,
             )
         };
@@ -93,15 +103,39 @@ impl Inner {
             if self.closed.get() {
                 return Ok(());
             }
-            self.write_checkpoints_locked(false).await?;
+            self.write_checkpoints_with(false, EpochsCheckpoint::IfOwed)
+                .await?;
         }
         Ok(())
     }
 
     /// Writes the log-state and leader-epoch checkpoints if they changed (or `force`).
     pub(super) async fn write_checkpoints_locked(&self, force: bool) -> Result<(), StorageError> {
+        let epochs = if force {
+            EpochsCheckpoint::Forced
+        } else {
+            EpochsCheckpoint::IfChanged
+        };
+        self.write_checkpoints_with(force, epochs).await
+    }
+
+    /// `write_checkpoints_locked` with the leader-epoch checkpoint as `epochs` says: the log
+    /// state is written if changed or `force`d; the cleaner's if changed, unless epochs are
+    /// `Skip`ped (a write that must take as few pages as it can).
+    pub(super) async fn write_checkpoints_with(
+        &self,
+        force: bool,
+        epochs: EpochsCheckpoint,
+    ) -> Result<(), StorageError> {
         let (state, epochs, cleaner) = {
             let mut st = self.st.borrow_mut();
+            let epochs_due = match epochs {
+                EpochsCheckpoint::Forced => true,
+                EpochsCheckpoint::IfChanged => st.epochs_dirty,
+                EpochsCheckpoint::IfOwed => st.epochs_owed(),
+                EpochsCheckpoint::Skip => false,
+            };
+            let skip_cleaner = epochs == EpochsCheckpoint::Skip;
             let state = (force || st.state_dirty).then(|| {
                 LogState {
                     log_start_offset: st.log_start,
@@ -109,13 +143,12 @@ impl Inner {
                 }
                 .encode()
             });
-            let epochs = (force || st.epochs_dirty).then(|| st.epochs.encode());
-            let cleaner = st
-                .clean_dirty
+            let epochs = epochs_due.then(|| st.epochs.encode());
+            let cleaner = (st.clean_dirty && !skip_cleaner)
                 .then(|| crate::checkpoint::encode_first_dirty(st.clean_end));
             st.state_dirty = false;
-            st.epochs_dirty = false;
-            st.clean_dirty = false;
+            st.epochs_dirty &= epochs.is_none();
+            st.clean_dirty &= cleaner.is_none();
             (state, epochs, cleaner)
         };
         if state.is_some() || epochs.is_some() || cleaner.is_some() {
@@ -173,16 +206,18 @@ impl Inner {
             file.fdatasync().await?;
             self.fsyncs.set(self.fsyncs.get() + 1);
         }
+        // Rewritten only if changed, or missing (a log created before its first checkpoint).
+        // Before the index files: with them the segment is not scanned at open, so its epochs
+        // come from the checkpoint.
+        let missing = [LOG_STATE_FILE, EPOCH_FILE]
+            .iter()
+            .any(|name| !self.dir.join(name).exists());
+        self.write_checkpoints_locked(missing).await?;
         // An empty segment is rescanned at open for free; its index files would cost two
         // fsyncs each.
         if meta.size > 0 {
             write_index_files(&self.dir, &meta).await;
         }
-        // Rewritten only if changed, or missing (a log created before its first checkpoint).
-        let missing = [LOG_STATE_FILE, EPOCH_FILE]
-            .iter()
-            .any(|name| !self.dir.join(name).exists());
-        self.write_checkpoints_locked(missing).await?;
         self.closed.set(true);
         drop(file);
         self.close_files().await;

@@ -1,5 +1,6 @@
 //! Truncation, DeleteRecords and retention: everything that removes data.
 
+use super::lifecycle::EpochsCheckpoint;
 use super::*;
 
 impl Inner {
@@ -295,11 +296,18 @@ impl Inner {
             st.epochs_dirty = true;
             st.state_dirty = true;
         }
-        self.write_checkpoints_locked(true).await?;
+        // The new log start is durable before segments go. The epochs follow once they are
+        // gone (a stale epoch file only lists epochs below the log start, which open drops), so
+        // on a full disk one free page is enough for retention to free space.
+        self.write_checkpoints_with(true, EpochsCheckpoint::Skip)
+            .await?;
         let n = self.delete_segments_below_start()?;
         self.cache.remove_below(self.cache_id, new_start);
-        let mut st = self.st.borrow_mut();
-        st.recompute_log_max();
+        self.st.borrow_mut().recompute_log_max();
+        if let Err(e) = self.write_checkpoints_locked(false).await {
+            // Still marked changed: the next background tick, roll or close writes them.
+            tracing::warn!(dir = %self.dir.display(), %e, "checkpoints after retention");
+        }
         Ok(n)
     }
 }

@@ -229,6 +229,15 @@ impl Inner {
             st.segments.insert(new_base, new_seg);
             meta
         };
+        // The old segment's epochs are read from the checkpoint once it has index files (it is
+        // not scanned at open): the checkpoint holds them first. Without it, no index files:
+        // the segment is then scanned at open and its epochs found there.
+        if self.st.borrow().epochs_dirty {
+            if let Err(e) = self.write_checkpoints_locked(false).await {
+                tracing::warn!(dir = %self.dir.display(), %e, "leader-epoch checkpoint at a roll failed; the sealed segment will be rescanned at open");
+                return Ok(());
+            }
+        }
         write_index_files(&self.dir, &meta).await;
         Ok(())
     }
