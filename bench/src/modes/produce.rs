@@ -222,10 +222,11 @@ pub async fn read_back_and_validate(
             end: Some(e),
         })
         .collect();
+    let stats = Arc::new(Stats::new(true));
     let fetch = Arc::new(FetchLoop {
         cluster: cluster.clone(),
         cfg: read_back_config(args, positions.len()),
-        stats: Arc::new(Stats::new(true)),
+        stats: stats.clone(),
         // Bounded: reading back gets as long as the run itself, and at least a minute.
         control: Arc::new(RunControl::new(
             Instant::now() + args.run_duration().max(Duration::from_secs(60)),
@@ -236,7 +237,13 @@ pub async fn read_back_and_validate(
     let final_positions = run_consumers(args.concurrency.max(1), fetch, positions).await?;
     let unfinished: Vec<_> = final_positions.iter().filter(|p| !p.done()).collect();
     if !unfinished.is_empty() {
-        eprintln!("validation read-back did not reach the end of: {unfinished:?}");
+        // Why it stopped short: the errors its fetches met (none: the broker answered
+        // without the records, or not at all).
+        let snap = stats.snapshot();
+        eprintln!(
+            "validation read-back did not reach the end of: {unfinished:?}; its fetches read {} messages and met {} errors: {:?}",
+            snap.all_messages, snap.error_count, snap.errors
+        );
     }
     Ok(validator.summary(Some(tracker)))
 }
