@@ -23,18 +23,78 @@ pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 /// local future.
 pub type ShardTask<C> = Box<dyn FnOnce(Rc<C>) -> LocalBoxFuture<()> + Send>;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A partition by topic name and index. Equal names built on one thread share one `Arc`
+/// (`new` reuses a recent one), so comparing two (every map lookup of the fetch paths, which
+/// visit each partition of a session on every round) is a pointer compare, not a `memcmp`.
+#[derive(Clone, Debug)]
 pub struct TopicPartition {
     pub topic: Arc<str>,
     pub partition: i32,
 }
 
+impl PartialEq for TopicPartition {
+    fn eq(&self, other: &Self) -> bool {
+        self.partition == other.partition
+            && (Arc::ptr_eq(&self.topic, &other.topic) || self.topic == other.topic)
+    }
+}
+
+impl Eq for TopicPartition {}
+
+impl std::hash::Hash for TopicPartition {
+    /// By value (name, index), as equality is.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.topic.hash(state);
+        self.partition.hash(state);
+    }
+}
+
+impl Ord for TopicPartition {
+    /// By topic name, then index (as the derived order was).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let topic = if Arc::ptr_eq(&self.topic, &other.topic) {
+            std::cmp::Ordering::Equal
+        } else {
+            self.topic.cmp(&other.topic)
+        };
+        topic.then(self.partition.cmp(&other.partition))
+    }
+}
+
+impl PartialOrd for TopicPartition {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// How many recent topic names a thread keeps for `TopicPartition::new` to share.
+const RECENT_TOPICS: usize = 8;
+
+thread_local! {
+    /// Recently built topic names, newest first: a loop over one topic's partitions (a fetch
+    /// of hundreds of them) builds them without an allocation each, all sharing one `Arc`.
+    /// Bounded, so a deleted topic's name is held only until eight others were used.
+    static RECENT: RefCell<Vec<Arc<str>>> = const { RefCell::new(Vec::new()) };
+}
+
 impl TopicPartition {
     pub fn new(topic: &str, partition: i32) -> Self {
-        TopicPartition {
-            topic: Arc::from(topic),
-            partition,
-        }
+        let topic = RECENT.with(|r| {
+            let mut r = r.borrow_mut();
+            if let Some(i) = r.iter().position(|t| **t == *topic) {
+                if i == 0 {
+                    return r[0].clone();
+                }
+                let t = r.remove(i);
+                r.insert(0, t.clone());
+                return t;
+            }
+            let t: Arc<str> = Arc::from(topic);
+            r.truncate(RECENT_TOPICS - 1);
+            r.insert(0, t.clone());
+            t
+        });
+        TopicPartition { topic, partition }
     }
 }
 
@@ -192,5 +252,33 @@ mod tests {
         }
         // consecutive partitions of a topic land on different shards
         assert_ne!(owner_shard("t", 0, 2), owner_shard("t", 1, 2));
+    }
+
+    #[test]
+    fn partitions_of_one_topic_share_its_name_and_compare_as_names_and_indexes_do() {
+        let a = TopicPartition::new("orders", 1);
+        let b = TopicPartition::new("orders", 2);
+        assert!(Arc::ptr_eq(&a.topic, &b.topic), "one name, one allocation");
+        // Built apart (another thread's name, or a literal): equal and ordered by value.
+        let c = TopicPartition {
+            topic: Arc::from("orders"),
+            partition: 1,
+        };
+        assert_eq!(a, c);
+        assert_eq!(a.cmp(&c), std::cmp::Ordering::Equal);
+        assert!(a < b && c < b);
+        let d = TopicPartition::new("audit", 9);
+        assert!(d < a, "names order before indexes");
+        assert_ne!(d, TopicPartition::new("audit", 8));
+        // Nine other names later the first is built afresh, still equal.
+        for i in 0..9 {
+            let _ = TopicPartition::new(&format!("t{i}"), 0);
+        }
+        let e = TopicPartition::new("orders", 1);
+        assert!(!Arc::ptr_eq(&a.topic, &e.topic));
+        assert_eq!(a, e);
+        let mut sorted = vec![b.clone(), d.clone(), e.clone(), c.clone()];
+        sorted.sort();
+        assert_eq!(sorted, vec![d, a.clone(), a, b]);
     }
 }
