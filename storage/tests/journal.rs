@@ -281,6 +281,55 @@ fn a_truncation_recorded_in_the_journal_keeps_a_replay_from_restoring_what_it_cu
 }
 
 #[test]
+fn a_replay_stops_a_log_at_a_hole_in_its_journaled_batches_instead_of_appending_past_it() {
+    let p = paths();
+    crash_after(&p, |data, cache, journal| async move {
+        let log = open_journaled(&data, "h-0", 6, jcfg(1000), &cache, &journal).await;
+        log.append(batch(1, 0, 1000), 1).await.expect("append");
+        assert_eq!(log.write_count(), 0, "offset 0 is only in the journal");
+        // A round too large for the journal goes to the segment, with offset 0 before it.
+        let big = log.append(batch(6000, 1, 1000), 1).await.expect("append");
+        assert_eq!((big.base_offset, big.last_offset), (1, 6000));
+        assert!(
+            log.write_count() > 0,
+            "the large round was written to the segment"
+        );
+        let after = log.append(batch(1, 2, 1000), 1).await.expect("append");
+        assert_eq!(after.base_offset, 6001);
+        std::mem::forget(log);
+    });
+    // A power cut loses the segment's write (never synced) and keeps the journal's entries of
+    // offsets 0 and 6001: the log is recovered with offset 0 only, not 0 and then 6001.
+    for f in std::fs::read_dir(p.data.join("h-0")).expect("log dir") {
+        let f = f.expect("entry").path();
+        if f.extension().is_some_and(|x| x == "log") {
+            let len = std::fs::metadata(&f).expect("stat").len();
+            std::fs::write(&f, vec![0u8; len as usize]).expect("zero the segment");
+        }
+    }
+    assert_eq!(replayed(&p, "h-0"), vec![(0, 1, b"tag0-rec0".to_vec())]);
+}
+
+#[test]
+fn a_replay_keeps_the_gaps_a_follower_copied_from_a_compacted_leader() {
+    let p = paths();
+    crash_after(&p, |data, cache, journal| async move {
+        let log = open_journaled(&data, "k-0", 7, jcfg(1000), &cache, &journal).await;
+        for (base, tag) in [(0i64, 0u32), (10, 1), (25, 2)] {
+            let mut b = batch(2, tag, 1000);
+            b[0..8].copy_from_slice(&base.to_be_bytes());
+            b[12..16].copy_from_slice(&3i32.to_be_bytes());
+            log.append_replicated(b.freeze()).await.expect("append");
+        }
+        assert_eq!(log.write_count(), 0, "all in the journal");
+        assert_eq!(log.log_end_offset(), 27);
+        std::mem::forget(log);
+    });
+    let got: Vec<i64> = replayed(&p, "k-0").iter().map(|r| r.0).collect();
+    assert_eq!(got, vec![0, 0, 10, 10, 25, 25]);
+}
+
+#[test]
 fn a_log_deleted_and_created_again_under_its_name_takes_none_of_the_old_entries() {
     for same_topic in [true, false] {
         let p = paths();

@@ -52,13 +52,16 @@ struct Header {
 /// What an entry says about its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EntryKind {
-    /// A record batch appended at `offset` (its base offset).
+    /// A record batch appended at `offset` (its base offset). Written by older binaries; read.
     Batch = 1,
     /// The log was truncated at `offset`: earlier entries of batches ending there or later
     /// are no longer the log's.
     TruncateTo = 2,
     /// The log was emptied (restarted elsewhere, or deleted): no earlier entry is its.
     Forget = 3,
+    /// A record batch (its base offset in the batch) appended when the log ended at `offset`:
+    /// a replay whose log ends before that lacks an entry, and stops the log there.
+    BatchAfter = 4,
 }
 
 impl EntryKind {
@@ -67,6 +70,7 @@ impl EntryKind {
             1 => Some(EntryKind::Batch),
             2 => Some(EntryKind::TruncateTo),
             3 => Some(EntryKind::Forget),
+            4 => Some(EntryKind::BatchAfter),
             _ => None,
         }
     }
@@ -290,6 +294,7 @@ mod tests {
         file.extend(write(&[
             (EntryKind::Forget, 0, b""),
             (EntryKind::Batch, 5, b"xyz"),
+            (EntryKind::BatchAfter, 8, b"uvw"),
         ]));
         file.extend(vec![0u8; PAGE as usize]);
         let (entries, stop) = decode_file(&Bytes::from(file), NO);
@@ -305,6 +310,7 @@ mod tests {
                 (EntryKind::TruncateTo, 1, vec![]),
                 (EntryKind::Forget, 0, vec![]),
                 (EntryKind::Batch, 5, b"xyz".to_vec()),
+                (EntryKind::BatchAfter, 8, b"uvw".to_vec()),
             ]
         );
         assert_eq!(entries[3].id, id());

@@ -53,7 +53,7 @@ pub async fn recover(
     }
     shard_dirs.sort();
     // Per log directory, its batches in journal order, with the markers applied.
-    let mut logs: HashMap<String, Vec<(Identity, i64, Bytes)>> = HashMap::new();
+    let mut logs: HashMap<String, Vec<Journaled>> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     for shard in &shard_dirs {
         let mut files: Vec<PathBuf> = std::fs::read_dir(shard)
@@ -91,9 +91,30 @@ pub async fn recover(
                     Vec::new()
                 });
                 match e.kind {
-                    EntryKind::Batch => list.push((e.id, e.offset, e.payload)),
+                    EntryKind::Batch => list.push(Journaled {
+                        id: e.id,
+                        base: e.offset,
+                        end_before: None,
+                        batch: e.payload,
+                    }),
+                    EntryKind::BatchAfter => match crate::batch::parse_header(&e.payload) {
+                        Ok(h) => list.push(Journaled {
+                            id: e.id,
+                            base: h.base_offset,
+                            end_before: Some(e.offset),
+                            batch: e.payload,
+                        }),
+                        // A sound entry (its CRC held) whose payload is no batch: nothing a
+                        // broker writes. Its log takes nothing after it.
+                        Err(_) => list.push(Journaled {
+                            id: e.id,
+                            base: i64::MAX,
+                            end_before: Some(i64::MAX),
+                            batch: Bytes::new(),
+                        }),
+                    },
                     EntryKind::TruncateTo => {
-                        list.retain(|(_, base, b)| last_offset(*base, b) < e.offset)
+                        list.retain(|j| last_offset(j.base, &j.batch) < e.offset)
                     }
                     EntryKind::Forget => list.clear(),
                 }
@@ -147,30 +168,50 @@ fn file_number(path: &Path) -> Option<u64> {
     stem.parse().ok()
 }
 
+/// A journaled batch of one log, in journal order.
+struct Journaled {
+    id: Identity,
+    base: i64,
+    /// Where the log ended when the batch was appended (`None` from an older binary's entry).
+    end_before: Option<i64>,
+    batch: Bytes,
+}
+
 /// The last offset of a batch at `base` (its header's last offset delta), or `base`.
 fn last_offset(base: i64, batch: &Bytes) -> i64 {
     crate::batch::parse_header(batch).map_or(base, |h| base + h.last_offset_delta as i64)
 }
 
+/// Appends to the log in `dir` the batches it lacks, in order, up to the first one that would
+/// follow a hole: a batch appended when the log ended later than it ends now means an entry
+/// between was lost (a power cut kept a later write of the journal and not an earlier one).
+/// Kafka's recovery likewise keeps a log only up to its first missing or damaged batch.
 async fn apply(
     dir: &Path,
-    list: Vec<(Identity, i64, Bytes)>,
+    list: Vec<Journaled>,
     cfg: LogConfig,
     cache: Rc<ReadCache>,
 ) -> Result<usize, StorageError> {
     let log = PartitionLog::open(dir, cfg, cache).await?;
     let mut applied = 0;
     let mut marker_ok: HashMap<(String, Vec<u8>), bool> = HashMap::new();
-    for (id, base, batch) in list {
+    for j in list {
+        let id = &j.id;
         let ok = *marker_ok
             .entry((id.marker_name.clone(), id.marker.clone()))
             .or_insert_with(|| {
                 std::fs::read(dir.join(&id.marker_name)).is_ok_and(|b| b == id.marker)
             });
-        if !ok || base < log.log_end_offset() {
+        let end = log.log_end_offset();
+        if !ok || j.base < end {
             continue;
         }
-        match log.append_replicated(batch).await {
+        if j.end_before.is_some_and(|before| before > end) {
+            tracing::warn!(dir = %dir.display(), log_end = end, next_batch = j.base, ended_before_it = j.end_before, "the journal lacks this log's batches from its end on (lost to a power cut); the log keeps what it has");
+            break;
+        }
+        let base = j.base;
+        match log.append_replicated(j.batch).await {
             Ok(_) => applied += 1,
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), base, %e, "journal batch not applied; the log keeps what it has");

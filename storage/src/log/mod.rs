@@ -897,10 +897,22 @@ impl Inner {
                 return Ok(false);
             }
             let from = st.journaled_count();
+            // Each batch is journaled with the log end before it (the end of the batch before
+            // it, queued or written), so a replay that lacks an entry (lost to a power cut)
+            // stops that log there instead of appending past a hole; a gap a compacted
+            // leader's batches leave is not a hole, as the entry says where the log ended.
+            let mut end_before = match from.checked_sub(1).and_then(|i| st.pending.get(i)) {
+                Some(p) => p.last + 1,
+                None => st.active().map_or(st.log_start, |a| a.meta.next_offset),
+            };
             let entries: Vec<(EntryKind, i64, Bytes)> = st
                 .pending
                 .range(from..)
-                .map(|p| (EntryKind::Batch, p.base, p.bytes.clone()))
+                .map(|p| {
+                    let e = (EntryKind::BatchAfter, end_before, p.bytes.clone());
+                    end_before = p.last + 1;
+                    e
+                })
                 .collect();
             match st.pending.back() {
                 Some(last) if !entries.is_empty() => (entries, last.seq),
