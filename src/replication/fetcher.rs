@@ -72,6 +72,17 @@ const STORAGE_WARN_EVERY: Duration = Duration::from_secs(30);
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most one warning per fetcher this often while the leader refuses our proof.
 const AUTH_WARN_EVERY: Duration = Duration::from_secs(30);
+/// After a round in which the leader answered every partition with an error (most often one it
+/// does not lead yet: a new topic reaches each broker's metadata at its own moment), the
+/// fetcher asks again after this, doubling up to `IDLE_BACKOFF_MAX` while it lasts. A flat
+/// 100 ms held a new topic's first acks=all produces that long (issue 24).
+const IDLE_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const IDLE_BACKOFF_MAX: Duration = Duration::from_millis(100);
+
+/// The wait after an idle round that followed a wait of `last`.
+fn next_idle_backoff(last: Duration) -> Duration {
+    (last * 2).clamp(IDLE_BACKOFF_MIN, IDLE_BACKOFF_MAX)
+}
 
 #[derive(Debug, Clone, Copy)]
 struct FollowState {
@@ -697,6 +708,7 @@ async fn run(
     // Lives as long as the connection: the leader keeps sessions per connection.
     let mut session = FollowerSession::default();
     let backoff = Duration::from_millis(100);
+    let mut idle_backoff = IDLE_BACKOFF_MIN;
     while !f.stopped.get() && !shard.shutting_down.get() {
         match lane {
             Lane::Quiet => f.adopt_quiet(Instant::now()),
@@ -772,8 +784,11 @@ async fn run(
             fetch_round(&replicas, &f, lane, c, &mut session, &parts).await
         };
         match result {
-            Ok(Round::Progress) => {}
-            Ok(Round::Idle) => glommio::timer::sleep(backoff).await,
+            Ok(Round::Progress) => idle_backoff = IDLE_BACKOFF_MIN,
+            Ok(Round::Idle) => {
+                glommio::timer::sleep(idle_backoff).await;
+                idle_backoff = next_idle_backoff(idle_backoff);
+            }
             Ok(Round::StorageFailed) => glommio::timer::sleep(STORAGE_BACKOFF).await,
             Err(e) => {
                 tracing::debug!(leader = f.leader, "replica fetcher: {e}");
@@ -1333,6 +1348,16 @@ mod tests {
         let plan = s.plan(w);
         s.answered(&plan, w.clone(), error, id);
         plan
+    }
+
+    #[test]
+    fn an_idle_fetcher_asks_again_after_5_ms_then_doubles_its_wait_up_to_100_ms() {
+        let mut waits = vec![IDLE_BACKOFF_MIN];
+        for _ in 0..6 {
+            waits.push(next_idle_backoff(*waits.last().unwrap()));
+        }
+        let ms: Vec<u128> = waits.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, vec![5, 10, 20, 40, 80, 100, 100]);
     }
 
     #[test]
