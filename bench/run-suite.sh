@@ -6,10 +6,13 @@
 #
 # usage: bench/run-suite.sh            full matrix (30 s per row, 1,000 topic creations)
 #        bench/run-suite.sh --quick    smoke run (5 s per row, 50 topic creations)
+# Then issue 24's scale goals, restart with many partitions and the librdkafka yardstick, each by
+# its own script (bench/scale-goals.sh, bench/restart-many-partitions.sh, bench/rdkafka-perf.sh;
+# --quick runs them small); their summaries go into the results file, their output beside it.
 # env:   SUITE_DURATION (e.g. 60s), SUITE_WARMUP (e.g. 5s), SUITE_METADATA_TOPICS (e.g. 1000),
 #        CARGO_TARGET_DIR (default: <repo>/target), SUITE_SKIP_BUILD=1 (use the release binaries
 #        already there), SUITE_SERVER_FLAGS (extra chronik-server flags, e.g. --no-pin on a machine
-#        shared with other work)
+#        shared with other work), SUITE_SCALE=0 (skip the scale goals and rdkafka_performance)
 #
 # The 3-node row uses tests/cluster/start.sh (CHRONIK_BIN, CHRONIK_BASE_PORT, CHRONIK_CLUSTER_DIR;
 # prints the bootstrap list) and tests/cluster/stop.sh. Without start.sh the row is skipped and the
@@ -150,6 +153,32 @@ else
     NOTES+=("3-node row skipped: tests/cluster/start.sh does not exist yet")
 fi
 
+# 6. Issue 24's scale goals and the independent client, each its own script run on fresh
+# nodes: 1,000 partitions against 3, an idle 300-partition topic beside the 3-node run, 1,000
+# CreateTopics from 16 clients (scale-goals.sh, this build in both slots of its pairs); restart
+# with many partitions after a clean stop and after SIGKILL (restart-many-partitions.sh); and
+# librdkafka's rdkafka_performance beside the disk and loopback limits (rdkafka-perf.sh, which
+# writes its own results file). SUITE_SCALE=0 skips them.
+if [[ "${SUITE_SCALE:-1}" == "1" ]]; then
+    if [[ "${1:-}" == "--quick" ]]; then
+        SCALE_ARGS=(1 5 "create idle many"); RESTART_PARTS=1000; PERF_ARGS=(--quick)
+    else
+        SCALE_ARGS=(3 20 "create idle many"); RESTART_PARTS=10000; PERF_ARGS=()
+    fi
+    echo "== scale goals (bench/scale-goals.sh ${SCALE_ARGS[*]})"
+    CHRONIK_BENCH="$BIN/chronik-bench" "$ROOT/bench/scale-goals.sh" "$BIN/chronik-server" \
+        "$BIN/chronik-server" "${SCALE_ARGS[@]}" >"$RUN/scale-goals.txt" 2>&1 ||
+        NOTES+=("bench/scale-goals.sh failed: see scale-goals.txt")
+    echo "== restart with $RESTART_PARTS partitions (bench/restart-many-partitions.sh)"
+    PARTS=$RESTART_PARTS BENCH="$BIN/chronik-bench" BIN="$BIN/chronik-server" \
+        "$ROOT/bench/restart-many-partitions.sh" >"$RUN/restart-many-partitions.txt" 2>&1 ||
+        NOTES+=("bench/restart-many-partitions.sh failed: see restart-many-partitions.txt")
+    echo "== librdkafka's rdkafka_performance (bench/rdkafka-perf.sh ${PERF_ARGS[*]})"
+    PERF_SKIP_BUILD=1 "$ROOT/bench/rdkafka-perf.sh" ${PERF_ARGS[@]+"${PERF_ARGS[@]}"} \
+        >"$RUN/rdkafka-perf.txt" 2>&1 ||
+        NOTES+=("bench/rdkafka-perf.sh failed: see rdkafka-perf.txt")
+fi
+
 echo "== writing results"
 if [[ ${#ROWS[@]} -eq 0 ]]; then
     echo "no row produced a report" >&2
@@ -169,6 +198,15 @@ fi
     echo
     echo "![throughput and latency per scenario]($DATE.svg)"
     echo
+    for f in scale-goals restart-many-partitions rdkafka-perf; do
+        [[ -s "$RUN/$f.txt" ]] || continue
+        echo "## bench/$f.sh"
+        echo
+        echo '```'
+        tail -n 25 "$RUN/$f.txt"
+        echo '```'
+        echo
+    done
     if [[ ${#NOTES[@]} -gt 0 ]]; then
         echo "Notes:"
         for n in "${NOTES[@]}"; do echo "- $n"; done
